@@ -1,0 +1,18 @@
+"""Exceptions the datapath raises; handlers map them to HTTP statuses."""
+
+
+class DatapathError(Exception):
+    """A kernel step failed. ``step`` names it, e.g. "add bridge pt-1234"."""
+
+    def __init__(self, step: str, cause: BaseException | str):
+        self.step = step
+        self.cause = cause
+        super().__init__(f"{step}: {cause}")
+
+
+class NameConflict(Exception):
+    """An interface name is held by something Pontoon may not take over."""
+
+
+class InvalidName(ValueError):
+    """An interface name the kernel would refuse (length or characters)."""

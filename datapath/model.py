@@ -1,0 +1,63 @@
+"""Plain descriptions of the kernel objects Pontoon manages.
+
+The handlers build these from stored networks and endpoints; the datapath
+turns them into kernel state. Frozen, so they can be compared and stored.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Names Pontoon derives itself. Reconcile treats any link with these
+# prefixes that no stored object owns as an orphan of a crashed run.
+BRIDGE_PREFIX = "pt-"
+VETH_HOST_PREFIX = "ptv"
+VETH_PEER_PREFIX = "ptc"
+
+
+@dataclass(frozen=True)
+class BridgeSpec:
+    name: str
+    mtu: int | None = None  # None: leave the kernel's default
+    # Gateway addresses in interface form: "10.0.0.1/24", "fd00::1/64".
+    addresses: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class VethSpec:
+    host_name: str  # stays on the host, enslaved to the bridge
+    peer_name: str  # the SrcName that dockerd moves into the sandbox
+    bridge: str
+    mac: str  # set on the peer end
+    mtu: int | None = None
+
+
+@dataclass(frozen=True)
+class NetworkRules:
+    """Firewall description of one network (filter and nat, v4 and v6)."""
+
+    network_id: str
+    bridge: str
+    subnets_v4: tuple[str, ...] = ()
+    subnets_v6: tuple[str, ...] = ()
+    internal: bool = False
+    icc: bool = True
+    masquerade: bool = True
+
+
+@dataclass(frozen=True)
+class PortBinding:
+    """One published port, resolved: the host port is a real number."""
+
+    proto: str  # "tcp", "udp" or "sctp"
+    host_ip: str  # "" or "0.0.0.0" / "::" for all addresses
+    host_port: int
+    container_ip: str
+    container_port: int
+
+
+@dataclass(frozen=True)
+class EndpointPorts:
+    endpoint_id: str
+    network_id: str
+    bridge: str
+    bindings: tuple[PortBinding, ...] = field(default_factory=tuple)
