@@ -432,8 +432,9 @@ class Links:
             link = _get_link(ipr, spec.name)
             if link is None or _kind(link) != "bridge":
                 return None
+            present = _present_addresses(ipr, link["index"])
             lacking = [f"address {a}" for a in spec.addresses
-                       if ipaddress.ip_interface(a) not in _present_addresses(ipr, link["index"])]
+                       if ipaddress.ip_interface(a) not in present]
             if spec.mtu and link.get("mtu") != spec.mtu:
                 lacking.append(f"mtu {spec.mtu}")
             if not link.get("flags", 0) & IFF_UP:

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import random
 import secrets
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -159,6 +161,19 @@ def test_default_route_interface_conflicts_even_when_a_bridge(kernel, family):
     with pytest.raises(NameConflict):
         run_in_netns(ns, Links().create_bridge, BridgeSpec("eth0", addresses=("198.51.100.1/24",)))
     assert addresses("eth0", ns) == ({"192.0.2.10/24"} if family == "4" else {"2001:db8::10/64"})
+
+
+def test_every_nexthop_of_a_multipath_default_route_conflicts(kernel):
+    ns = kernel.netns("pt-test-" + suffix())
+    for dev, net in (("eth0", "192.0.2"), ("eth1", "198.51.100")):
+        ip("-n", ns, "link", "add", dev, "type", "bridge")
+        ip("-n", ns, "link", "set", dev, "up")
+        ip("-n", ns, "addr", "add", f"{net}.10/24", "dev", dev)
+    ip("-n", ns, "route", "add", "default", "nexthop", "via", "192.0.2.1", "dev", "eth0",
+       "nexthop", "via", "198.51.100.1", "dev", "eth1")
+    for dev in ("eth0", "eth1"):
+        with pytest.raises(NameConflict, match=f'"{dev}" is held by a host interface'):
+            run_in_netns(ns, Links().check_bridge_name, dev)
 
 
 def test_unused_and_bridge_names_pass(kernel):
@@ -522,3 +537,18 @@ def test_two_namespaces_talk_over_the_bridge(kernel, forward_accept):
                        (a, v6[3]), (b, v6[2]), (a, v6[1]), (b, v6[1])]:
         res = ping(ns, str(target))
         assert res.returncode == 0, f"{ns} -> {target}: {res.stdout}{res.stderr}"
+
+
+def test_delete_bridge_leaves_a_name_now_held_by_a_non_bridge(kernel):
+    name = kernel.link("pt-d" + suffix())
+    ip("link", "add", name, "type", "veth", "peer", "name", "pt-e" + suffix())
+    ip("addr", "add", "192.0.2.55/24", "dev", name)
+    for created in (True, False):
+        Links().delete_bridge(BridgeSpec(name, addresses=("192.0.2.55/24",)), created=created)
+    assert link_info(name) is not None and addresses(name) == {"192.0.2.55/24"}
+
+
+def test_importing_datapath_opens_nothing_and_skips_pyroute2():
+    code = "import sys, datapath, datapath.model; assert 'pyroute2' not in sys.modules"
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=repo)
