@@ -1,6 +1,7 @@
 """Run the real plugin server (python -m plugin serve) as a child process."""
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -88,6 +89,12 @@ class Server:
 
     def client(self, timeout: float = 30.0) -> Client:
         return Client(SocketTransport(self.socket_path, timeout))
+
+    def inspect(self) -> dict:
+        """The stored state, read the way a user would: ``python -m plugin inspect --json``."""
+        out = subprocess.run([sys.executable, "-m", "plugin", "inspect", "--state-dir", str(self.state_dir), "--json"],
+                             cwd=REPO, capture_output=True, text=True, check=True, timeout=30).stdout
+        return json.loads(out)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -1,7 +1,6 @@
 """The real server on its Unix socket: socket, signals, durability, concurrency."""
 from __future__ import annotations
 
-import json
 import os
 import random
 import socket
@@ -92,12 +91,6 @@ def test_bad_config_exits_2_with_message(tmp_path):
     assert run.returncode == 2 and "log_level 'loud'" in run.stderr
 
 
-def inspect_state(srv: Server) -> dict:
-    out = subprocess.run([sys.executable, "-m", "plugin", "inspect", "--state-dir", str(srv.state_dir), "--json"],
-                         capture_output=True, text=True, check=True, timeout=30).stdout
-    return json.loads(out)
-
-
 def test_kill_9_loses_nothing_acknowledged(tmp_path):
     require_root()
     srv = Server(tmp_path, workers=2, threads=8)
@@ -129,7 +122,7 @@ def test_kill_9_loses_nothing_acknowledged(tmp_path):
         t.join(30)
     srv.start()
     try:
-        stored = [a["address"] for a in inspect_state(srv)["addresses"]]
+        stored = [a["address"] for a in srv.inspect()["addresses"]]
         assert len(stored) == len(set(stored)), "an address is stored twice"
         assert set(acked) <= set(stored), "an acknowledged address was lost"
         assert len(set(stored) - set(acked)) <= 16, "more unacknowledged commits than requests in flight"
@@ -180,7 +173,7 @@ def test_32_concurrent_clients_never_share_an_address(tmp_path):
             t.join(120)
         assert not clashes
         assert all("no free address" in e["Err"] for e in errors)
-        stored = {a["address"] for a in inspect_state(srv)["addresses"]}
+        stored = {a["address"] for a in srv.inspect()["addresses"]}
         assert stored == held
     finally:
         srv.stop()
