@@ -10,9 +10,9 @@ leave the user with a network that is not what they asked for.
 from __future__ import annotations
 
 import ipaddress
-import re
 from dataclasses import asdict, dataclass
 
+from datapath.names import IFNAMSIZ, validate_ifname
 from spec.errors import BadRequest
 
 GENERIC = "com.docker.network.generic"
@@ -27,10 +27,8 @@ HOST_BINDING_IPV4 = "com.docker.network.bridge.host_binding_ipv4"
 INHIBIT_IPV4 = "com.docker.network.bridge.inhibit_ipv4"
 IFACE_PREFIX = "com.docker.network.container_iface_prefix"
 
-# Linux refuses interface names over 15 characters (IFNAMSIZ - 1); dockerd
-# appends an index of up to two digits to the container interface prefix.
-IFNAME_MAX = 15
-_IFNAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+# dockerd appends an index of up to two digits to the container interface prefix.
+IFACE_PREFIX_MAX = IFNAMSIZ - 2
 _BOOLS = {"1": True, "t": True, "true": True, "0": False, "f": False, "false": False}
 MTU_MIN, MTU_MAX = 68, 65535
 IPV6_MTU_MIN = 1280
@@ -78,15 +76,6 @@ def parse(options) -> NetworkOptions:
     return opts
 
 
-def check_ifname(field: str, value: str, max_len: int = IFNAME_MAX) -> str:
-    if not isinstance(value, str) or not value or len(value) > max_len or not _IFNAME.match(value) or value in (".", ".."):
-        raise BadRequest(
-            f'{field} "{value}" is not a valid interface name '
-            f"(1 to {max_len} characters among letters, digits, '_', '.', '-')"
-        )
-    return value
-
-
 def _bool(key: str, value) -> bool:
     if isinstance(value, bool):
         return value
@@ -113,12 +102,16 @@ def _ipv4(key: str, value) -> str:
 
 
 def _bridge(key: str, value) -> str:
-    return check_ifname(f"option {key}", value)
+    validate_ifname(value, f"option {key}")
+    return value
 
 
 def _prefix(key: str, value) -> str:
-    # room for the index dockerd appends (eth0 … eth99)
-    return check_ifname(f"option {key}", value, IFNAME_MAX - 2)
+    validate_ifname(value, f"option {key}")
+    if len(value) > IFACE_PREFIX_MAX:
+        raise BadRequest(f'option {key}="{value}" is longer than {IFACE_PREFIX_MAX} characters, '
+                         "leaving no room for the index dockerd appends")
+    return value
 
 
 _PARSERS = {

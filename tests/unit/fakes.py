@@ -6,11 +6,11 @@ raise as the kernel would.
 """
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 
-from datapath.errors import DatapathError, InvalidName, NameConflict
-from datapath.model import BRIDGE_PREFIX, VETH_HOST_PREFIX, VETH_PEER_PREFIX
+from datapath import names
+from datapath.errors import DatapathError, NameConflict
+from datapath.model import BRIDGE_PREFIX, VETH_HOST_PREFIX
 
 HOST_INTERFACES = {"lo", "eth0", "docker0"}
 
@@ -27,18 +27,14 @@ class FakeLinks:
         if what in self.fail:
             raise DatapathError(what, "injected failure")
 
+    # the pure naming rules are the real ones
+    derive_names = staticmethod(names.derive_names)
+    derive_mac = staticmethod(names.derive_mac)
+
     def check_bridge_name(self, name: str) -> None:
-        if len(name) > 15 or "/" in name:
-            raise InvalidName(f'bridge name "{name}" is not a valid interface name')
+        names.validate_ifname(name, "bridge name")
         if name in HOST_INTERFACES:
             raise NameConflict(f'bridge name "{name}" is held by a host interface')
-
-    def derive_names(self, endpoint_id: str) -> tuple[str, str]:
-        return VETH_HOST_PREFIX + endpoint_id[:10], VETH_PEER_PREFIX + endpoint_id[:10]
-
-    def derive_mac(self, ipv4: str | None, endpoint_id: str) -> str:
-        raw = ipaddress.IPv4Address(ipv4).packed if ipv4 else hashlib.sha256(endpoint_id.encode()).digest()[:4]
-        return "02:42:" + ":".join(f"{b:02x}" for b in raw)
 
     def create_bridge(self, spec) -> bool:
         self._maybe_fail("create_bridge")

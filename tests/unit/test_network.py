@@ -165,7 +165,7 @@ def test_join_answers_interface_and_gateways(client):
         IPv6Data=[{"Pool": "fd00:1::/64", "Gateway": "fd00:1::1/64"}]))
     client.ok("NetworkDriver.CreateEndpoint", endpoint_body(AddressIPv6="fd00:1::2/64"))
     reply = client.ok("NetworkDriver.Join", {"NetworkID": NID, "EndpointID": EID, "SandboxKey": "/x", "Options": {}})
-    assert reply == {"InterfaceName": {"SrcName": "ptc" + EID[:10], "DstPrefix": "ctr"},
+    assert reply == {"InterfaceName": {"SrcName": "ptc" + EID[:12], "DstPrefix": "ctr"},
                      "Gateway": "10.1.0.1", "GatewayIPv6": "fd00:1::1"}
 
 
@@ -181,7 +181,7 @@ def test_join_recreates_a_missing_veth(plugin, client):
     client.ok("NetworkDriver.CreateEndpoint", endpoint_body())
     plugin.links.veths.clear()
     client.ok("NetworkDriver.Join", {"NetworkID": NID, "EndpointID": EID, "SandboxKey": "/x"})
-    assert list(plugin.links.veths) == ["ptv" + EID[:10]]
+    assert list(plugin.links.veths) == ["ptv" + EID[:12]]
 
 
 def test_unknown_ids_on_teardown_succeed_twice(client):
@@ -284,6 +284,6 @@ def test_reconcile_restores_kernel_from_store(plugin, client):
     plugin.links.veths.clear()
     plugin.links.bridges["pt-orphan00000"] = object()
     changes = plugin.network.reconcile()
-    assert sorted(changes) == sorted([f"recreated bridge pt-{NID[:12]}", f"recreated veth ptv{EID[:10]}",
+    assert sorted(changes) == sorted([f"recreated bridge pt-{NID[:12]}", f"recreated veth ptv{EID[:12]}",
                                       "deleted orphan pt-orphan00000"])
     assert set(plugin.links.bridges) == {"pt-" + NID[:12]}
