@@ -36,6 +36,7 @@ _RESERVED_NAMES = ("lo", "docker0")
 _RESERVED_PREFIXES = ("docker_gwbridge",)
 
 _PONTOON_PREFIXES = (BRIDGE_PREFIX, VETH_HOST_PREFIX, VETH_PEER_PREFIX)
+ALIAS_PREFIX = "pontoon:"
 _LINK_LOCAL_V6 = ipaddress.ip_network("fe80::/10")
 
 
@@ -145,8 +146,12 @@ class Links:
     """Kernel operations on bridges and veth pairs. ``faults`` is the
     ``Steps`` test hook; production passes None."""
 
-    def __init__(self, faults: FaultHook | None = None):
+    def __init__(self, faults: FaultHook | None = None, owner: str = "pontoon"):
         self.faults = faults
+        # Links we create carry the alias "pontoon:<owner>" (the instance
+        # name), so reconcile never takes another Pontoon instance's links on
+        # the same host for orphans of its own.
+        self.alias = ALIAS_PREFIX + owner
 
     # -- names ---------------------------------------------------------------
 
@@ -186,12 +191,15 @@ class Links:
 
     def pontoon_links(self) -> dict[str, str]:
         """Name -> kind of every link in this namespace named with a Pontoon
-        prefix (kind "" when the kernel reports none)."""
+        prefix (kind "" when the kernel reports none), except links tagged
+        as another instance's. An untagged one is left from a crash between
+        creating and tagging it."""
         with IPRoute() as ipr:
             return {
                 link.get("ifname"): _kind(link)
                 for link in ipr.get_links()
                 if link.get("ifname", "").startswith(_PONTOON_PREFIXES)
+                and (link.get("ifalias") or self.alias) == self.alias
             }
 
     # -- bridges -------------------------------------------------------------
@@ -221,6 +229,8 @@ class Links:
                     _delete_index(ipr, _get_link(ipr, name)["index"])
 
             steps.run(f"add bridge {name}", add, undo=undo_add)
+            if created:
+                steps.run(f"tag {name}", lambda: ipr.link("set", ifname=name, ifalias=self.alias))
             link = _get_link(ipr, name)
             if link is None:
                 raise DatapathError(f"add bridge {name}", "the bridge vanished right after it was added")
@@ -327,6 +337,8 @@ class Links:
             self._check_pair(host, peer, host_link, peer_link)
             host_index, peer_index = host_link["index"], peer_link["index"]
             ours = True
+            steps.run(f"tag {host}", lambda: ipr.link("set", index=host_index, ifalias=self.alias))
+            steps.run(f"tag {peer}", lambda: ipr.link("set", index=peer_index, ifalias=self.alias))
 
             if spec.mtu:
                 steps.run(f"set mtu {spec.mtu} on {host}",

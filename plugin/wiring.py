@@ -27,7 +27,7 @@ def build(settings: Settings, links=None, firewall=None) -> Plugin:
     """``links`` and ``firewall`` default to the real kernel ones; tests may
     hand in others (with fault hooks, say)."""
     store = Store(settings.state_dir)
-    links = links or Links()
+    links = links or Links(owner=settings.name)
     firewall = firewall or Firewall(os.path.join(settings.state_dir, "firewall.lock"))
     network_driver = network.NetworkDriver(store.transaction, store.snapshot, links, firewall)
     ipam_driver = ipam.IpamDriver(store.transaction, links.host_routes,

@@ -263,7 +263,7 @@ def test_create_bridge_step_names(kernel, bridge_spec):
     steps = record_steps(lambda links: links.create_bridge(bridge_spec))
     a4, a6 = bridge_spec.addresses
     assert steps == [
-        f"add bridge {name}", f"pin mac of {name}", f"set mtu 1400 on {name}",
+        f"add bridge {name}", f"tag {name}", f"pin mac of {name}", f"set mtu 1400 on {name}",
         f"enable ipv6 on {name}", f"add address {a4} to {name}",
         f"add address {a6} to {name}", f"set {name} up",
     ]
@@ -310,7 +310,7 @@ def test_create_veth_step_names(kernel, bridge_spec):
     spec = VethSpec(host, peer, bridge_spec.name, "02:42:0a:00:00:02", mtu=1400)
     steps = record_steps(lambda links: links.create_veth(spec))
     assert steps == [
-        f"add veth {host} peer {peer}", f"set mtu 1400 on {host}", f"set mtu 1400 on {peer}",
+        f"add veth {host} peer {peer}", f"tag {host}", f"tag {peer}", f"set mtu 1400 on {host}", f"set mtu 1400 on {peer}",
         f"set mac 02:42:0a:00:00:02 on {peer}", f"set mac of {host}",
         f"attach {host} to {bridge_spec.name}", f"set {host} up",
     ]
@@ -465,6 +465,25 @@ def test_reconcile_recreates_and_removes(kernel):
 
     assert run_in_netns(ns, Links().reconcile, [(kept, True), (lost, True)], [free, joined],
                         {joined_host}) == []
+
+
+def test_reconcile_spares_another_instances_links(kernel):
+    ns = kernel.netns("pt-test-" + suffix())
+    theirs = BridgeSpec(new_bridge_name(), addresses=("10.23.0.1/24",))
+    host, peer = Links.derive_names(new_endpoint_id())
+    untagged = "pt-u" + suffix()
+
+    def setup():
+        other = Links(owner="other")
+        other.create_bridge(theirs)
+        other.create_veth(VethSpec(host, peer, theirs.name, "02:42:0a:17:00:02"))
+
+    run_in_netns(ns, setup)
+    ip("-n", ns, "link", "add", untagged, "type", "bridge")  # a crash before tagging
+    changes = run_in_netns(ns, Links(owner="mine").reconcile, [], [], set())
+    assert changes == [f"delete orphan bridge {untagged}"]
+    assert link_info(theirs.name, ns)["ifalias"] == "pontoon:other"
+    assert link_info(host, ns)["ifalias"] == "pontoon:other"
 
 
 def test_reconcile_reports_failures_and_goes_on(kernel):
