@@ -22,6 +22,10 @@ from datapath.firewall import Firewall
 from datapath.model import EndpointPorts, NetworkRules
 
 TIMEOUT = 10
+# Our own chain prefix: a Pontoon running on this host (other engineers' end
+# to end tests) reconciles the PONTOON-* chains and would take ours for
+# orphans, and ours would take its.
+NAMES = R.Names(f"PONTOONT{uuid.uuid4().hex[:4]}")
 PORT = 8000  # every test server listens here, TCP and UDP
 TOOLS = ("ip", "iptables", "ip6tables", "iptables-save", "iptables-restore",
          "ip6tables-save", "ip6tables-restore", "conntrack")
@@ -125,13 +129,13 @@ def remove_base() -> None:
     """Remove our jumps and base chains once no network or endpoint is left."""
     for family, (save, restore) in {"ipv4": ("iptables-save", "iptables-restore"),
                                     "ipv6": ("ip6tables-save", "ip6tables-restore")}.items():
-        saved = R.parse_save(sh(save).stdout)
-        if any(c not in R.base_chains()[t] for t in R.TABLES for c in saved.ours[t]):
+        saved = R.parse_save(sh(save).stdout, NAMES)
+        if any(c not in NAMES.base_chains()[t] for t in R.TABLES for c in saved.ours[t]):
             continue  # something of Pontoon's is still in use
         lines = []
         for table in R.TABLES:
             lines.append(f"*{table}")
-            for chain, jump in R.HOOKS[table]:
+            for chain, jump in NAMES.hooks()[table]:
                 lines += [f"-D {chain} {jump}"] * saved.builtin[table][chain].count(jump)
             lines += [f":{c} - [0:0]" for c in saved.ours[table]]
             lines += [f"-X {c}" for c in saved.ours[table]]
@@ -167,7 +171,7 @@ def _used_addresses() -> str:
 class Lab:
     def __init__(self, tmp_path: Path, faults=None):
         self.tag = uuid.uuid4().hex[:5]
-        self.fw = Firewall(tmp_path / "firewall.lock", faults=faults)
+        self.fw = Firewall(tmp_path / "firewall.lock", faults=faults, chain_prefix=NAMES.prefix)
         self._cleanup: list = []
         self._count = 0
 
@@ -257,6 +261,16 @@ class Lab:
             argv = ["ip", "netns", "exec", src, *argv]
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT)
         return proc.stdout.strip() if proc.returncode == 0 else None
+
+    @staticmethod
+    def forwarded(src_ip: str, dst_ip: str) -> bool:
+        """Whether any packet from ``src_ip`` to ``dst_ip`` got through.
+
+        Conntrack only keeps an entry for a packet that left the host, so
+        this also sees a one-way leak that a request/answer check misses.
+        """
+        listed = sh("conntrack", "-L", "--orig-src", src_ip, "--orig-dst", dst_ip, check=False)
+        return bool(listed.stdout.strip())
 
     def add_network(self, rules: NetworkRules) -> None:
         self._cleanup.append(lambda: self.fw.remove_network(rules))

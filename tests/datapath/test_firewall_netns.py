@@ -13,7 +13,7 @@ import pytest
 from datapath.errors import DatapathError
 from datapath.model import EndpointPorts, PortBinding
 
-from .firewall_env import PORT, HostForwarding, Lab, missing, network, sh, trace
+from .firewall_env import NAMES, PORT, HostForwarding, Lab, missing, network, sh, trace
 
 pytestmark = pytest.mark.root
 
@@ -113,7 +113,8 @@ def test_two_pontoon_networks_are_isolated_both_ways(lab):
     lab.add_network(network(a))
     lab.add_network(network(b, masquerade=False))
     assert lab.reach(ca.ns, cb.ip) is None
-    assert lab.reach(cb.ns, ca.ip) is None
+    assert lab.reach(cb.ns, ca.ip, proto="udp") is None
+    assert not lab.forwarded(ca.ip, cb.ip) and not lab.forwarded(cb.ip, ca.ip)
     assert lab.reach(ca.ns, out.ip) == out.host_ip
     assert lab.reach(cb.ns, out.ip) == cb.ip
 
@@ -131,10 +132,14 @@ def test_isolated_from_dockers_bridges_both_ways(lab):
     sh("iptables", "-w", "-A", "FORWARD", "-j", chain)
     lab._cleanup.append(lambda: (sh("iptables", "-w", "-D", "FORWARD", "-j", chain),
                                  sh("iptables", "-w", "-F", chain)))
-    lab.add_network(network(ours, masquerade=False))
-    assert lab.reach(c.ns, d.ip) is None
-    assert lab.reach(d.ns, c.ip) is None
+    net = network(ours, masquerade=False)
+    lab.add_network(net)
+    # Published, so only isolation keeps Docker's containers from it.
+    lab.add_ports(ports(net, c, PortBinding("udp", "", 18070, c.ip, PORT)))
+    assert lab.reach(c.ns, d.ip, proto="udp") is None
+    assert not lab.forwarded(c.ip, d.ip)
     assert lab.reach(d.ns, c.ip, proto="udp") is None
+    assert not lab.forwarded(d.ip, c.ip)
 
 
 @pytest.fixture
@@ -264,15 +269,15 @@ def test_reconcile_repairs_what_a_user_removed(lab):
     lab.add_ports(p)
     assert lab.fw.reconcile([net], [p]) == []  # what we applied reads back the same
 
-    chain = f"PONTOON-N-{net.network_id[:12]}"
+    chain = NAMES.network(net.network_id)
     sh("iptables", "-w", "-F", chain)
     assert lab.reach(c1.ns, c2.ip) is None
     assert lab.fw.reconcile([net], [p]) == [f"ipv4 filter: rewrite chain {chain}"]
     assert lab.reach(c1.ns, c2.ip) == c1.ip
 
-    sh("iptables", "-w", "-D", "FORWARD", "-j", "PONTOON-FORWARD")
+    sh("iptables", "-w", "-D", "FORWARD", "-j", NAMES.forward)
     assert lab.reach(c1.ns, c2.ip) is None
-    assert lab.fw.reconcile([net], [p]) == ["ipv4 filter: restore jump FORWARD -> PONTOON-FORWARD"]
+    assert lab.fw.reconcile([net], [p]) == [f"ipv4 filter: restore jump FORWARD -> {NAMES.forward}"]
     assert lab.reach(c1.ns, c2.ip) == c1.ip
 
 
@@ -283,7 +288,7 @@ def test_reconcile_deletes_orphans_and_ensure_base_reclaims_the_top(lab):
     lab.add_network(gone)
     lab.add_network(kept)
     changes = lab.fw.reconcile([kept], [])
-    assert f"ipv4 filter: delete chain PONTOON-N-{gone.network_id[:12]}" in changes
+    assert f"ipv4 filter: delete chain {NAMES.network(gone.network_id)}" in changes
     assert trace(gone.network_id[:12], gone.bridge) == []
 
     # dockerd, when it starts, puts its jumps above ours.
@@ -292,8 +297,10 @@ def test_reconcile_deletes_orphans_and_ensure_base_reclaims_the_top(lab):
     lab._cleanup.append(lambda: sh("iptables", "-w", "-X", chain))
     sh("iptables", "-w", "-I", "FORWARD", "1", "-j", chain)
     lab._cleanup.append(lambda: sh("iptables", "-w", "-D", "FORWARD", "-j", chain))
-    assert lab.fw.ensure_base() == ["ipv4 filter: restore jump FORWARD -> PONTOON-FORWARD"]
-    assert sh("iptables", "-S", "FORWARD").stdout.splitlines()[1] == "-A FORWARD -j PONTOON-FORWARD"
+    assert lab.fw.ensure_base() == [f"ipv4 filter: restore jump FORWARD -> {NAMES.forward}"]
+    forward = sh("iptables", "-S", "FORWARD").stdout.splitlines()
+    # Only another Pontoon's jump (one may run on this host) may precede ours.
+    assert forward.index(f"-A FORWARD -j {NAMES.forward}") < forward.index(f"-A FORWARD -j {chain}")
     assert lab.reach(c1.ns, c2.ip) == c1.ip
 
 
