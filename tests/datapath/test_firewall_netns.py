@@ -95,6 +95,7 @@ def test_internal_network_stays_inside(lab):
     assert lab.reach(c1.ns, c2.ip) == c1.ip
     assert lab.reach(c1.ns, out.ip) is None
     assert lab.reach(out.ns, c1.ip) is None
+    assert not lab.forwarded(c1.ip, out.ip) and not lab.forwarded(out.ip, c1.ip)
     assert trace(f"-o {br.name} -j MASQUERADE", f"! -o {br.name} -j MASQUERADE") == []
 
 
@@ -110,8 +111,11 @@ def test_host_reaches_containers_directly(lab):
 def test_two_pontoon_networks_are_isolated_both_ways(lab):
     a, b = lab.bridge(), lab.bridge()
     ca, cb, out = lab.container(a), lab.container(b), lab.outside()
-    lab.add_network(network(a))
+    net_a = network(a)
+    lab.add_network(net_a)
     lab.add_network(network(b, masquerade=False))
+    # Published, so only isolation keeps the other network from it.
+    lab.add_ports(ports(net_a, ca, PortBinding("udp", "", 18060, ca.ip, PORT)))
     assert lab.reach(ca.ns, cb.ip) is None
     assert lab.reach(cb.ns, ca.ip, proto="udp") is None
     assert not lab.forwarded(ca.ip, cb.ip) and not lab.forwarded(cb.ip, ca.ip)
