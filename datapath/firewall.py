@@ -140,7 +140,7 @@ class Firewall:
         """Make our chains exactly what these networks and endpoints need.
 
         Restores the base chains and the jumps, rewrites any chain whose rules
-        differ and deletes PONTOON-* chains that nothing here owns. Returns a
+        differ and deletes the chains under our prefix that nothing here owns. Returns a
         line per change; an empty list means the kernel already matched.
         """
         changes: list[str] = []
@@ -197,9 +197,12 @@ class Firewall:
         ports = list(range(low, high + 1))
         # A random start spreads consecutive picks of concurrent workers.
         start = random.randrange(len(ports))
-        for port in ports[start:] + ports[:start]:
-            if port not in used and _bindable(proto, host_ip, port):
-                return port
+        try:
+            for port in ports[start:] + ports[:start]:
+                if port not in used and _bindable(proto, host_ip, port):
+                    return port
+        except OSError as exc:  # no socket of that kind at all, e.g. no sctp module
+            raise DatapathError(f"pick host port for {proto}", exc) from exc
         raise DatapathError(f"pick host port for {proto}", f"no free port in {low}-{high}")
 
 
@@ -212,9 +215,9 @@ def _bindable(proto: str, host_ip: str, port: int) -> bool:
         "udp": (socket.SOCK_DGRAM, 0),
         "sctp": (socket.SOCK_STREAM, socket.IPPROTO_SCTP),
     }[proto]
-    try:
-        with socket.socket(family, kind, number) as s:
+    with socket.socket(family, kind, number) as s:
+        try:
             s.bind((address, port))
-    except OSError:
-        return False
+        except OSError:  # taken
+            return False
     return True
