@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import socket
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -306,6 +307,41 @@ def test_reconcile_deletes_orphans_and_ensure_base_reclaims_the_top(lab):
     # Only another Pontoon's jump (one may run on this host) may precede ours.
     assert forward.index(f"-A FORWARD -j {NAMES.forward}") < forward.index(f"-A FORWARD -j {chain}")
     assert lab.reach(c1.ns, c2.ip) == c1.ip
+
+
+def test_ipv6_icc_masquerade_isolation_and_ports(lab):
+    a, b = lab.bridge(v6=True), lab.bridge(v6=True)
+    c1, c2, cb, out = lab.container(a), lab.container(a), lab.container(b), lab.outside()
+    net = network(a)
+    lab.add_network(net)
+    lab.add_network(network(b))
+    assert lab.reach(c1.ns, c2.ip6) == c1.ip6
+    assert lab.reach(c1.ns, out.ip6) == out.host_ip6
+    assert lab.reach(c1.ns, cb.ip6) is None and lab.reach(cb.ns, c1.ip6) is None
+    assert lab.reach(out.ns, c1.ip6) is None
+    lab.add_ports(ports(net, c1, PortBinding("tcp", "", 18140, c1.ip6, PORT),
+                        PortBinding("udp", "::", 18141, c1.ip6, PORT)))
+    assert lab.reach(out.ns, out.host_ip6, 18140) == out.ip6
+    assert lab.reach(out.ns, out.host_ip6, 18141, proto="udp") == out.ip6
+    assert lab.reach(None, out.host_ip6, 18140) == out.host_ip6
+    assert lab.reach(c1.ns, out.host_ip6, 18140) == a.gateway_v6  # hairpin
+
+
+def test_concurrent_workers_lose_no_change(lab, tmp_path):
+    bridges = [lab.bridge() for _ in range(4)]
+    nets = [network(br) for br in bridges]
+    for net in nets:
+        lab._cleanup.append(lambda net=net: lab.fw.remove_network(net))
+
+    def add(net):  # one Firewall per worker, one lock file, as gunicorn runs them
+        Lab(tmp_path).fw.add_network(net)
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(add, nets))
+    saved = sh("iptables-save").stdout
+    for net in nets:
+        assert f"-A {NAMES.forward} -i {net.bridge} -j {NAMES.network(net.network_id)}" in saved
+    assert lab.fw.reconcile(nets, []) == []
 
 
 class Boom(Exception):
