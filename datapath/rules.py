@@ -357,6 +357,21 @@ def _hook_in_place(rules: list[str], jump: str) -> bool:
     return all((_target(r) or "").startswith(PONTOON) for r in rules[: rules.index(jump)])
 
 
+def _same(table: str, chain: str, current: list[str] | None, wanted: list[str], names: Names) -> bool:
+    """Whether a chain already holds the wanted rules.
+
+    In the base chains each network's or endpoint's entries only match its
+    own bridge or jump to its own chain, so their order carries no meaning:
+    concurrent operations append them in whatever order they ran, and
+    reconcile should not rewrite a chain for that.
+    """
+    if current is None:
+        return False
+    if chain in names.base_chains()[table]:
+        return sorted(current) == sorted(wanted)
+    return current == wanted
+
+
 def plan(
     saved: Saved, target: Ruleset, family: str, names: Names = DEFAULT, fix_hooks: bool = True
 ) -> tuple[str, list[str]]:
@@ -372,7 +387,7 @@ def plan(
     for table in TABLES:
         current = saved.ours.get(table, {})
         wanted = target.get(table, {})
-        rewrite = [c for c in wanted if current.get(c) != wanted[c]]
+        rewrite = [c for c in wanted if not _same(table, c, current.get(c), wanted[c], names)]
         delete = sorted(c for c in current if c not in wanted)
         hooks = []
         if fix_hooks:

@@ -220,3 +220,13 @@ def test_pick_host_port_skips_used_and_bound_ports(tmp_path):
         assert fw.pick_host_port("tcp", "", used) == free
         with pytest.raises(DatapathError):
             fw.pick_host_port("tcp", "", used | {free})
+
+
+def test_order_of_entries_in_base_chains_is_no_change():
+    other = NetworkRules("9" * 16, "pt-b", ("10.8.0.0/24",))
+    state = R.desired([NET, other], [], "ipv4")
+    assert R.plan(R.parse_save(save_text(R.desired([other, NET], [], "ipv4"))), state, "ipv4") == ("", [])
+    # but the order inside a network's own chain matters
+    saved = R.parse_save(save_text(state))
+    saved.ours["filter"][NCHAIN].reverse()
+    assert R.plan(saved, state, "ipv4")[1] == [f"ipv4 filter: rewrite chain {NCHAIN}"]
