@@ -204,10 +204,11 @@ def network_fragment(rules: NetworkRules, family: str, names: Names = DEFAULT) -
     n: list[str] = []
     if rules.masquerade and not rules.internal:
         n += [f"-s {_net(s)} ! -o {br} -j MASQUERADE" for s in subnets]
-    # Hairpin: a container reaching a published port (its own or a
-    # neighbour's) through a host address is DNATed back into the bridge;
-    # without a new source the reply would skip the host and not match.
-    n += [f"-s {_net(s)} -o {br} -m conntrack --ctstate DNAT -j MASQUERADE" for s in subnets]
+    if not rules.internal:  # an internal network publishes no ports
+        # Hairpin: a container reaching a published port (its own or a
+        # neighbour's) through a host address is DNATed back into the bridge;
+        # without a new source the reply would skip the host and not match.
+        n += [f"-s {_net(s)} -o {br} -m conntrack --ctstate DNAT -j MASQUERADE" for s in subnets]
     if family == "ipv4" and subnets and not rules.internal:
         # Published ports on 127.0.0.1: OUTPUT DNATs the connection to the
         # container, the bridge's route_localnet=1 lets a packet with a
@@ -278,18 +279,17 @@ def with_base(current: Ruleset, names: Names = DEFAULT) -> Ruleset:
 def without(current: Ruleset, frag: Fragment) -> Ruleset:
     """``current`` minus the fragment: its chains, and its shared entries.
 
-    Shared entries are matched by text and also by jump target, so a network
-    whose bridge was renamed still loses its old dispatch rules.
+    Shared entries are matched by text in their chain, and also by jump
+    target, so a network whose bridge was renamed still loses its old
+    dispatch rules.
     """
     new: Ruleset = {}
     for table in TABLES:
-        drop_rules = {r for rules in frag.shared[table].values() for r in rules}
         new[table] = {}
         for chain, rules in current.get(table, {}).items():
             if chain != frag.name:
-                new[table][chain] = [
-                    r for r in rules if r not in drop_rules and _target(r) != frag.name
-                ]
+                drop = frag.shared[table].get(chain, [])
+                new[table][chain] = [r for r in rules if r not in drop and _target(r) != frag.name]
     return new
 
 

@@ -97,7 +97,7 @@ def test_internal_network_stays_inside(lab):
     assert lab.reach(c1.ns, out.ip) is None
     assert lab.reach(out.ns, c1.ip) is None
     assert not lab.forwarded(c1.ip, out.ip) and not lab.forwarded(out.ip, c1.ip)
-    assert trace(f"-o {br.name} -j MASQUERADE", f"! -o {br.name} -j MASQUERADE") == []
+    assert [l for l in trace(br.name) if "MASQUERADE" in l] == []
 
 
 def test_host_reaches_containers_directly(lab):
