@@ -182,9 +182,9 @@ def _used_addresses() -> str:
 
 
 class Lab:
-    def __init__(self, tmp_path: Path, faults=None):
+    def __init__(self, tmp_path: Path):
         self.tag = uuid.uuid4().hex[:5]
-        self.fw = Firewall(tmp_path / "firewall.lock", faults=faults, chain_prefix=NAMES.prefix)
+        self.fw = Firewall(tmp_path / "firewall.lock", chain_prefix=NAMES.prefix)
         self._cleanup: list = []
         self._count = 0
 

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from datapath.errors import DatapathError
+from datapath.firewall import Firewall
 from datapath.model import EndpointPorts, PortBinding
 
 from .firewall_env import NAMES, PORT, HostForwarding, Lab, missing, network, sh, trace
@@ -324,7 +325,7 @@ def test_concurrent_workers_lose_no_change(lab, tmp_path):
         lab._cleanup.append(lambda net=net: lab.fw.remove_network(net))
 
     def add(net):  # one Firewall per worker, one lock file, as gunicorn runs them
-        Lab(tmp_path).fw.add_network(net)
+        Firewall(tmp_path / "firewall.lock", chain_prefix=NAMES.prefix).add_network(net)
 
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(add, nets))
@@ -338,38 +339,26 @@ class Boom(Exception):
     pass
 
 
-def _steps_of(lab, op) -> list[str]:
-    names: list[str] = []
-    fw = lab.fw
-    fw._faults = names.append
-    try:
-        op(fw)
-    finally:
-        fw._faults = None
-    return names
-
-
 @pytest.mark.parametrize("op", ["network", "ports"])
-def test_a_fault_at_any_step_leaves_nothing(lab, op):
+def test_a_fault_at_any_step_leaves_nothing(lab, op, tmp_path):
     br = lab.bridge()
     c = lab.container(br)
     net = network(br)
     # A v6 binding too, so a fault in the IPv6 step must undo the IPv4 one.
     p = ports(net, c, PortBinding("tcp", "", 18130, c.ip, PORT), PortBinding("tcp", "", 18130, "fd00:250::2", PORT))
     localnet = f"/proc/sys/net/ipv4/conf/{br.name}/route_localnet"
+    words = [p.endpoint_id[:12]] if op == "ports" else [net.network_id[:12], br.name]
 
-    def run(fw):
-        if op == "network":
-            fw.add_network(net)
-        else:
-            fw.add_ports(p)
+    def run(faults):
+        fw = Firewall(tmp_path / "firewall.lock", faults=faults, chain_prefix=NAMES.prefix)
+        fw.add_network(net) if op == "network" else fw.add_ports(p)
 
     if op == "ports":
         lab.add_network(net)
-    steps = _steps_of(lab, run)
+    steps: list[str] = []
+    run(steps.append)  # a clean run names every step
     lab.fw.remove_ports(p) if op == "ports" else lab.fw.remove_network(net)
     assert "apply ipv4 firewall" in steps and "apply ipv6 firewall" in steps
-    words = [p.endpoint_id[:12]] if op == "ports" else [net.network_id[:12], br.name]
     for step in steps:
         open(localnet, "w").write("0")
 
@@ -377,12 +366,8 @@ def test_a_fault_at_any_step_leaves_nothing(lab, op):
             if name == step:
                 raise Boom(step)
 
-        lab.fw._faults = fault
-        try:
-            with pytest.raises(DatapathError) as err:
-                run(lab.fw)
-        finally:
-            lab.fw._faults = None
+        with pytest.raises(DatapathError) as err:
+            run(fault)
         assert err.value.step == step
         assert trace(*words) == [], f"fault at {step!r} left rules behind"
         if op == "network":
