@@ -108,9 +108,8 @@ class Firewall:
         self._apply(add, remove, before=localnet)
 
     def remove_network(self, rules: NetworkRules) -> None:
-        self._apply(
-            lambda cur, fam: R.without(R.with_base(cur, self._names), R.network_fragment(rules, fam, self._names))
-        )
+        self._apply(lambda cur, fam: R.pruned(
+            R.without(R.with_base(cur, self._names), R.network_fragment(rules, fam, self._names)), self._names))
 
     def add_ports(self, ports: EndpointPorts) -> None:
         def add(cur, fam):
@@ -150,7 +149,8 @@ class Firewall:
                 if n.subnets_v4 and not n.internal and self._route_localnet(steps, n.bridge):
                     changes.append(f"set route_localnet on {n.bridge}")
 
-        applied = self._apply(lambda cur, fam: R.desired(networks, ports, fam, self._names), before=localnet)
+        applied = self._apply(lambda cur, fam: R.pruned(R.desired(networks, ports, fam, self._names), self._names),
+                              before=localnet)
         return changes + applied
 
     def _route_localnet(self, steps: Steps, bridge: str) -> bool:

@@ -303,6 +303,15 @@ def including(current: Ruleset, frag: Fragment, names: Names = DEFAULT) -> Rules
     return new
 
 
+def pruned(state: Ruleset, names: Names = DEFAULT) -> Ruleset:
+    """No chains at all once only the base chains are left, so a host whose
+    last network is gone keeps no trace of Pontoon: no chains, no jumps."""
+    base = names.base_chains()
+    if all(set(state.get(t, {})) <= set(base[t]) for t in TABLES):
+        return {t: {} for t in TABLES}
+    return state
+
+
 def _target(rule: str) -> str | None:
     words = rule.split()
     return words[words.index("-j") + 1] if "-j" in words else None
@@ -390,11 +399,11 @@ def plan(
         rewrite = [c for c in wanted if not _same(table, c, current.get(c), wanted[c], names)]
         delete = sorted(c for c in current if c not in wanted)
         hooks = []
-        if fix_hooks:
-            for chain, jump in names.hooks()[table]:
-                rules = saved.builtin[table].get(chain, [])
-                if not _hook_in_place(rules, jump):
-                    hooks.append((chain, jump, rules.count(jump)))
+        for chain, jump in names.hooks()[table]:
+            rules = saved.builtin[table].get(chain, [])
+            keep = _target(jump) in wanted
+            if (keep and fix_hooks and not _hook_in_place(rules, jump)) or (not keep and jump in rules):
+                hooks.append((chain, jump, rules.count(jump), keep))
         if not (rewrite or delete or hooks):
             continue
         lines = [f"*{table}"]
@@ -402,10 +411,11 @@ def plan(
         for c in rewrite:
             lines += [f"-A {c} {r}" for r in wanted[c]]
             changes.append(f"{family} {table}: {'rewrite' if c in current else 'create'} chain {c}")
-        for chain, jump, count in hooks:
+        for chain, jump, count, keep in hooks:
             lines += [f"-D {chain} {jump}"] * count
-            lines.append(f"-I {chain} 1 {jump}")
-            changes.append(f"{family} {table}: restore jump {chain} -> {_target(jump)}")
+            if keep:
+                lines.append(f"-I {chain} 1 {jump}")
+            changes.append(f"{family} {table}: {'restore' if keep else 'remove'} jump {chain} -> {_target(jump)}")
         for c in delete:
             lines.append(f"-X {c}")
             changes.append(f"{family} {table}: delete chain {c}")

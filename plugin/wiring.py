@@ -1,6 +1,7 @@
 """The composition root: store, datapath, drivers and app, built from Settings."""
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 
@@ -23,12 +24,22 @@ class Plugin:
     app: Flask
 
 
+def chain_prefix(name: str) -> str:
+    """PONTOON for the default instance; another instance's chains get a tag
+    of its name, so neither reconcile takes the other's chains for orphans.
+    Short: iptables chain names stop at 28 characters."""
+    if name == "pontoon":
+        return "PONTOON"
+    return "PONTOON" + hashlib.sha256(name.encode()).hexdigest()[:4].upper()
+
+
 def build(settings: Settings, links=None, firewall=None) -> Plugin:
     """``links`` and ``firewall`` default to the real kernel ones; tests may
     hand in others (with fault hooks, say)."""
     store = Store(settings.state_dir)
     links = links or Links(owner=settings.name)
-    firewall = firewall or Firewall(os.path.join(settings.state_dir, "firewall.lock"))
+    firewall = firewall or Firewall(os.path.join(settings.state_dir, "firewall.lock"),
+                                    chain_prefix=chain_prefix(settings.name))
     network_driver = network.NetworkDriver(store.transaction, store.snapshot, links, firewall)
     ipam_driver = ipam.IpamDriver(store.transaction, links.host_routes,
                                   settings.pools(v6=False), settings.pools(v6=True))

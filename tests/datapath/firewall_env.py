@@ -269,7 +269,8 @@ class Lab:
         # check that an unNATed container address arrives, or that the
         # outside cannot reach a container directly.
         sh("ip", "-n", ns, "route", "add", "10.250.0.0/16", "via", host_ip)
-        host_ip6, ip6 = f"fd00:251:{self.tag[:4]}::1", f"fd00:251:{self.tag[:4]}::2"
+        # compressed as the kernel prints them (no leading zeros), to compare as text
+        host_ip6, ip6 = (str(ipaddress.ip_address(f"fd00:251:{self.tag[:4]}::{n}")) for n in (1, 2))
         sh("ip", "addr", "add", f"{host_ip6}/64", "dev", host_end, "nodad")
         sh("ip", "-n", ns, "addr", "add", f"{ip6}/64", "dev", "eth0", "nodad")
         sh("ip", "-n", ns, "-6", "route", "add", "fd00:250::/32", "via", host_ip6)

@@ -159,6 +159,17 @@ def test_removal_deletes_own_chains_and_shared_entries():
     assert "pt-a" not in text
 
 
+def test_without_networks_nothing_of_ours_is_left():
+    state = R.desired([NET], [], "ipv4")
+    empty = R.pruned(R.without(state, R.network_fragment(NET, "ipv4")))
+    assert empty == {"filter": {}, "nat": {}}
+    text, changes = R.plan(R.parse_save(save_text(state)), empty, "ipv4")
+    assert "-D FORWARD -j PONTOON-FORWARD" in text and "-X PONTOON-FORWARD" in text
+    assert "-I " not in text
+    assert "ipv4 filter: remove jump FORWARD -> PONTOON-FORWARD" in changes
+    assert R.pruned(state) == state
+
+
 def test_removal_finds_chains_of_a_renamed_bridge():
     state = R.desired([NET], [], "ipv4")
     renamed = NetworkRules(NET.network_id, "pt-b", NET.subnets_v4)
