@@ -40,6 +40,8 @@ plugin-rootfs:
 	contrib/build-rootfs.sh $(PLUGIN_DIR)
 
 plugin: plugin-rootfs
+	@# The state mount's source must exist before the plugin starts.
+	mkdir -p /var/lib/pontoon
 	$(DOCKER) plugin create $(PLUGIN):$(VERSION) $(PLUGIN_DIR)
 	$(DOCKER) plugin enable $(PLUGIN):$(VERSION)
 

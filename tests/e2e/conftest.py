@@ -21,7 +21,7 @@ import pytest
 
 from tests.e2e.dockerd import (
     BUSYBOX, DOCKER, DOCKERD, REGISTRY, CommandError, Dockerd, Registry,
-    build_busybox_image, run, stop_pid, wait_for,
+    build_busybox_image, stop_pid, wait_for,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -83,7 +83,14 @@ def busybox(dockerd, workdir):
 
 @pytest.fixture(scope="session")
 def plugin_dir():
-    """config.json + rootfs/ for `docker plugin create`, built once per run."""
+    """config.json + rootfs/ for `docker plugin create`, built once per run.
+
+    The shipped config.json with one change: the instance name (and with it
+    the socket). Pontoon tags the links it creates with its name and at start
+    removes untagged-by-others links as orphans, so a managed plugin named
+    plain "pontoon" could take the links of someone else's Pontoon on this
+    shared machine.
+    """
     if not shutil.which("debootstrap"):
         pytest.skip("debootstrap is missing: apt-get install debootstrap")
     out = REPO / "build/e2e-plugin"
@@ -97,6 +104,11 @@ def plugin_dir():
     if proc.returncode != 0:
         raise CommandError(f"contrib/build-rootfs.sh failed:\n{proc.stderr[-4000:]}")
     print(f"plugin rootfs built in {time.monotonic() - started:.1f}s")
+    name = "pe2e" + secrets.token_hex(3)
+    config = json.loads((out / "config.json").read_text())
+    config["entrypoint"] += ["--name", name]
+    config["interface"]["socket"] = f"{name}.sock"
+    (out / "config.json").write_text(json.dumps(config, indent=2))
     return out
 
 
@@ -193,14 +205,9 @@ class ManagedPontoon:
         return self.dockerd.log_tail(lines)
 
 
-def inspect_state(state_dir):
-    """Pontoon's stored objects, read by the project's own inspect command."""
-    out = run([sys.executable, "-m", "plugin", "inspect", "--state-dir", str(state_dir),
-               "--json"], timeout=30, env={**os.environ, "PYTHONPATH": str(REPO)}).stdout
-    return json.loads(out)
-
-
-@pytest.fixture(scope="session", params=["process", "managed"])
+# Module scope: the managed instance is gone before test_registry.py starts
+# its own, so two never run at once.
+@pytest.fixture(scope="module", params=["process", "managed"])
 def pontoon(request, dockerd, workdir):
     base = workdir / f"pontoon-{request.param}"
     base.mkdir()
