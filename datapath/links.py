@@ -1,0 +1,454 @@
+"""Bridges, veth pairs and their addresses, through netlink (pyroute2).
+
+Every multi-step change runs through ``Steps``: a failure at step k undoes
+steps k-1..1 and raises ``DatapathError`` naming step k. Setup follows "add,
+tolerate EEXIST, re-read and verify", so a retry after a crash adopts what the
+first attempt left behind or says clearly that something else holds the name.
+Teardown treats "already gone" as success.
+
+A netlink socket is opened per operation and closed with it: nothing is held
+between requests, and nothing is created when this module is imported.
+"""
+from __future__ import annotations
+
+import errno
+import ipaddress
+import logging
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from . import names
+from .errors import DatapathError, NameConflict
+from .model import BRIDGE_PREFIX, VETH_HOST_PREFIX, VETH_PEER_PREFIX, BridgeSpec, VethSpec
+from .steps import FaultHook, Steps
+
+log = logging.getLogger(__name__)
+
+MAIN_TABLE = 254
+IFF_UP = 0x1
+IFA_F_NODAD = 0x02
+RTN_MULTICAST = 5
+
+# Names Pontoon never takes over as a bridge, present or not: dockerd creates
+# docker0 and docker_gwbridge* itself when it needs them.
+_RESERVED_NAMES = ("lo", "docker0")
+_RESERVED_PREFIXES = ("docker_gwbridge",)
+
+_PONTOON_PREFIXES = (BRIDGE_PREFIX, VETH_HOST_PREFIX, VETH_PEER_PREFIX)
+ALIAS_PREFIX = "pontoon:"
+_LINK_LOCAL_V6 = ipaddress.ip_network("fe80::/10")
+
+
+def _get_link(ipr, name: str):
+    """The link message for ``name``, or None when no such device exists."""
+    try:
+        return ipr.link("get", ifname=name)[0]
+    except NetlinkError as exc:
+        if exc.code == errno.ENODEV:
+            return None
+        raise
+
+
+def _kind(link) -> str:
+    return link.get(("linkinfo", "kind")) or ""
+
+
+def _delete_index(ipr, index: int) -> None:
+    """Delete a link; one that is already gone counts as deleted."""
+    try:
+        ipr.link("del", index=index)
+    except NetlinkError as exc:
+        if exc.code != errno.ENODEV:
+            raise
+
+
+def _default_route_ifindexes(ipr) -> set[int]:
+    """Interfaces that carry a default route of the main table, both families
+    and every nexthop of a multipath route."""
+    found: set[int] = set()
+    for route in ipr.route("dump", table=MAIN_TABLE):
+        if route.get("dst_len") != 0:
+            continue
+        if route.get("oif"):
+            found.add(route.get("oif"))
+        for hop in route.get("multipath") or ():
+            found.add(hop["oif"])
+    return found
+
+
+def _check_reserved(name: str) -> None:
+    if name in _RESERVED_NAMES or name.startswith(_RESERVED_PREFIXES):
+        raise NameConflict(f'bridge name "{name}" is held by a host interface')
+
+
+def _check_bridge_holder(ipr, name: str, link) -> None:
+    """Raise NameConflict unless ``link`` (the device named ``name``, or None)
+    is absent or a bridge Pontoon may use."""
+    _check_reserved(name)
+    if link is not None and link["index"] in _default_route_ifindexes(ipr):
+        raise NameConflict(f'bridge name "{name}" is held by a host interface')
+    if link is not None and _kind(link) != "bridge":
+        kind = f" ({_kind(link)})" if _kind(link) else ""
+        raise NameConflict(f'bridge name "{name}" is held by a device that is not a bridge{kind}')
+
+
+def _ipv6_sysctl(ifname: str, key: str) -> str:
+    return f"/proc/sys/net/ipv6/conf/{ifname}/{key}"
+
+
+def _read_sysctl(path: str) -> str:
+    with open(path) as f:
+        return f.read().strip()
+
+
+def _write_sysctl(path: str, value: str) -> None:
+    with open(path, "w") as f:
+        f.write(value)
+
+
+def _add_address(ipr, index: int, iface: ipaddress.IPv4Interface | ipaddress.IPv6Interface) -> bool:
+    """Add an address; False when it was already there (so not ours to remove)."""
+    kwargs = {}
+    if iface.version == 6:
+        # Without NODAD the gateway address stays "tentative" until the bridge
+        # has carrier (its first port up) and a DAD round has passed; the
+        # kernel neither answers for nor sources from it meanwhile, so the
+        # first container's IPv6 fails for a second or two. IPAM hands out
+        # the gateway address once, so duplicate detection adds nothing.
+        kwargs["flags"] = IFA_F_NODAD
+    try:
+        ipr.addr("add", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen, **kwargs)
+    except NetlinkError as exc:
+        if exc.code == errno.EEXIST:
+            return False
+        raise
+    return True
+
+
+def _remove_address(ipr, index: int, iface: ipaddress.IPv4Interface | ipaddress.IPv6Interface) -> None:
+    """Remove an address; one that is already gone counts as removed."""
+    try:
+        ipr.addr("del", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+    except NetlinkError as exc:
+        if exc.code not in (errno.EADDRNOTAVAIL, errno.ENODEV):
+            raise
+
+
+def _present_addresses(ipr, index: int) -> set:
+    return {
+        ipaddress.ip_interface(f'{a.get("address")}/{a.get("prefixlen")}')
+        for a in ipr.get_addr(index=index)
+    }
+
+
+class Links:
+    """Kernel operations on bridges and veth pairs. ``faults`` is the
+    ``Steps`` test hook; production passes None."""
+
+    def __init__(self, faults: FaultHook | None = None, owner: str = "pontoon"):
+        self.faults = faults
+        # Links we create carry the alias "pontoon:<owner>" (the instance
+        # name), so reconcile never takes another Pontoon instance's links on
+        # the same host for orphans of its own.
+        self.alias = ALIAS_PREFIX + owner
+
+    # -- names ---------------------------------------------------------------
+
+    derive_names = staticmethod(names.derive_names)
+    derive_mac = staticmethod(names.derive_mac)
+
+    def check_bridge_name(self, name: str) -> None:
+        names.validate_ifname(name, "bridge name")
+        with IPRoute() as ipr:
+            _check_bridge_holder(ipr, name, _get_link(ipr, name))
+
+    # -- queries -------------------------------------------------------------
+
+    def link_exists(self, name: str) -> bool:
+        with IPRoute() as ipr:
+            return _get_link(ipr, name) is not None
+
+    def bridge_exists(self, name: str) -> bool:
+        with IPRoute() as ipr:
+            link = _get_link(ipr, name)
+            return link is not None and _kind(link) == "bridge"
+
+    def host_routes(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        """Destinations of the main routing table, without default routes,
+        IPv6 link-local and multicast: the subnets a new pool must not
+        overlap."""
+        found: dict = {}
+        with IPRoute() as ipr:
+            for route in ipr.route("dump", table=MAIN_TABLE):
+                if not route.get("dst_len") or route.get("type") == RTN_MULTICAST:
+                    continue
+                net = ipaddress.ip_network(f'{route.get("dst")}/{route.get("dst_len")}', strict=False)
+                if net.is_multicast or (net.version == 6 and net.subnet_of(_LINK_LOCAL_V6)):
+                    continue
+                found[net] = None  # ordered and without duplicates (ECMP, metrics)
+        return list(found)
+
+    def pontoon_links(self) -> dict[str, str]:
+        """Name -> kind of every link in this namespace named with a Pontoon
+        prefix (kind "" when the kernel reports none), except links tagged
+        as another instance's. An untagged one is left from a crash between
+        creating and tagging it."""
+        with IPRoute() as ipr:
+            return {
+                link.get("ifname"): _kind(link)
+                for link in ipr.get_links()
+                if link.get("ifname", "").startswith(_PONTOON_PREFIXES)
+                and (link.get("ifalias") or self.alias) == self.alias
+            }
+
+    # -- bridges -------------------------------------------------------------
+
+    def create_bridge(self, spec: BridgeSpec) -> bool:
+        """Make the bridge of ``spec`` exist with its MTU and addresses, up.
+        True when Pontoon created it, False when an existing bridge was
+        adopted (it is then never deleted, only our addresses are removed)."""
+        name = spec.name
+        names.validate_ifname(name, "bridge name")
+        _check_reserved(name)  # before adding: creating docker0 would already be harm
+        addresses = [ipaddress.ip_interface(a) for a in spec.addresses]
+        with IPRoute() as ipr, Steps(self.faults) as steps:
+            created = False
+
+            def add():
+                nonlocal created
+                try:
+                    ipr.link("add", ifname=name, kind="bridge")
+                    created = True
+                except NetlinkError as exc:
+                    if exc.code != errno.EEXIST:
+                        raise
+
+            def undo_add():
+                if created:
+                    _delete_index(ipr, _get_link(ipr, name)["index"])
+
+            steps.run(f"add bridge {name}", add, undo=undo_add)
+            if created:
+                steps.run(f"tag {name}", lambda: ipr.link("set", ifname=name, ifalias=self.alias))
+            link = _get_link(ipr, name)
+            if link is None:
+                raise DatapathError(f"add bridge {name}", "the bridge vanished right after it was added")
+            _check_bridge_holder(ipr, name, link)
+            index = link["index"]
+
+            # A Linux bridge whose address was never set explicitly takes the
+            # lowest MAC among its ports, so it would change as containers come
+            # and go and every neighbour would hold a stale entry for the
+            # gateway. Setting the address to itself pins it (addr_assign_type
+            # becomes "set"), without changing it on a bridge we adopted.
+            steps.run(f"pin mac of {name}",
+                      lambda: ipr.link("set", index=index, address=link.get("address")))
+
+            if spec.mtu:
+                old_mtu = link.get("mtu")
+                steps.run(f"set mtu {spec.mtu} on {name}",
+                          lambda: ipr.link("set", index=index, mtu=spec.mtu),
+                          undo=lambda: ipr.link("set", index=index, mtu=old_mtu))
+
+            if any(a.version == 6 for a in addresses):
+                # A bridge created while the host default is disable_ipv6=1
+                # inherits it and would refuse IPv6 addresses.
+                path = _ipv6_sysctl(name, "disable_ipv6")
+                old_disable = None
+
+                def enable_ipv6():
+                    nonlocal old_disable
+                    old_disable = _read_sysctl(path)
+                    _write_sysctl(path, "0")
+
+                steps.run(f"enable ipv6 on {name}", enable_ipv6,
+                          undo=lambda: _write_sysctl(path, old_disable))
+
+            for iface in addresses:
+                self._add_address_step(steps, ipr, name, index, iface)
+
+            was_up = bool(link.get("flags", 0) & IFF_UP)
+            steps.run(f"set {name} up", lambda: ipr.link("set", index=index, state="up"),
+                      undo=lambda: was_up or ipr.link("set", index=index, state="down"))
+            return created
+
+    @staticmethod
+    def _add_address_step(steps: Steps, ipr, name: str, index: int, iface) -> None:
+        added = False
+
+        def add():
+            nonlocal added
+            added = _add_address(ipr, index, iface)
+
+        steps.run(f"add address {iface} to {name}", add,
+                  undo=lambda: added and _remove_address(ipr, index, iface))
+
+    def delete_bridge(self, spec: BridgeSpec, created: bool) -> None:
+        """Delete a bridge Pontoon created, or take our addresses off one it
+        adopted. Already gone is success; a name now held by something other
+        than a bridge is left alone."""
+        name = spec.name
+        with IPRoute() as ipr, Steps(self.faults) as steps:
+            link = _get_link(ipr, name)
+            if link is None:
+                return
+            if _kind(link) != "bridge":
+                log.warning('not touching "%s": it is a %s device now, not a bridge',
+                            name, _kind(link) or "non-bridge")
+                return
+            index = link["index"]
+            if created:
+                steps.run(f"delete bridge {name}", lambda: _delete_index(ipr, index))
+                return
+            for iface in (ipaddress.ip_interface(a) for a in spec.addresses):
+                steps.run(f"remove address {iface} from {name}",
+                          lambda iface=iface: _remove_address(ipr, index, iface))
+
+    # -- veth pairs ----------------------------------------------------------
+
+    def create_veth(self, spec: VethSpec) -> None:
+        """Make the veth pair of ``spec``: host end enslaved to the bridge and
+        up, peer end down in this namespace with its MAC, waiting for dockerd
+        to move it into the sandbox. A pair left by an earlier attempt under
+        the same names is adopted and brought into shape."""
+        host, peer = spec.host_name, spec.peer_name
+        names.validate_ifname(host, "veth name")
+        names.validate_ifname(peer, "veth peer name")
+        with IPRoute() as ipr, Steps(self.faults) as steps:
+            ours = False
+
+            def add():
+                try:
+                    ipr.link("add", ifname=host, kind="veth", peer={"ifname": peer})
+                except NetlinkError as exc:
+                    if exc.code != errno.EEXIST:
+                        raise
+
+            def undo_add():
+                # Derived names make an existing pair ours (a crashed attempt
+                # for the same endpoint); deleting one end removes both.
+                if ours:
+                    _delete_index(ipr, host_index)
+
+            step = f"add veth {host} peer {peer}"
+            steps.run(step, add, undo=undo_add)
+            host_link, peer_link = _get_link(ipr, host), _get_link(ipr, peer)
+            self._check_pair(host, peer, host_link, peer_link)
+            host_index, peer_index = host_link["index"], peer_link["index"]
+            ours = True
+            steps.run(f"tag {host}", lambda: ipr.link("set", index=host_index, ifalias=self.alias))
+            steps.run(f"tag {peer}", lambda: ipr.link("set", index=peer_index, ifalias=self.alias))
+
+            if spec.mtu:
+                steps.run(f"set mtu {spec.mtu} on {host}",
+                          lambda: ipr.link("set", index=host_index, mtu=spec.mtu))
+                steps.run(f"set mtu {spec.mtu} on {peer}",
+                          lambda: ipr.link("set", index=peer_index, mtu=spec.mtu))
+            steps.run(f"set mac {spec.mac} on {peer}",
+                      lambda: ipr.link("set", index=peer_index, address=spec.mac))
+            steps.run(f"set mac of {host}",
+                      lambda: ipr.link("set", index=host_index, address=names.host_end_mac(host)))
+            steps.run(f"attach {host} to {spec.bridge}",
+                      lambda: ipr.link("set", index=host_index, master=self._bridge_index(ipr, spec.bridge)))
+            steps.run(f"set {host} up", lambda: ipr.link("set", index=host_index, state="up"))
+
+    @staticmethod
+    def _check_pair(host: str, peer: str, host_link, peer_link) -> None:
+        if host_link is None:
+            raise NameConflict(f'veth peer name "{peer}" is held by another device')
+        if _kind(host_link) != "veth":
+            raise NameConflict(f'veth name "{host}" is held by a {_kind(host_link) or "non-veth"} device')
+        # IFLA_LINK of a veth is its peer's index; with IFLA_LINK_NETNSID set
+        # that index is in another namespace (the peer was moved).
+        if (peer_link is None or host_link.get("link_netnsid") is not None
+                or host_link.get("link") != peer_link["index"]):
+            raise NameConflict(f'veth "{host}" exists but its peer is not "{peer}" in this namespace')
+
+    @staticmethod
+    def _bridge_index(ipr, name: str) -> int:
+        link = _get_link(ipr, name)
+        if link is None or _kind(link) != "bridge":
+            raise LookupError(f'bridge "{name}" does not exist')
+        return link["index"]
+
+    def delete_veth(self, host_name: str) -> None:
+        """Delete a veth pair by its host end (the peer goes with it, in
+        whatever namespace it is). Already gone is success."""
+        with IPRoute() as ipr, Steps(self.faults) as steps:
+            link = _get_link(ipr, host_name)
+            if link is None:
+                return
+            if _kind(link) != "veth":
+                log.warning('not touching "%s": it is a %s device, not a veth',
+                            host_name, _kind(link) or "non-veth")
+                return
+            steps.run(f"delete veth {host_name}", lambda: _delete_index(ipr, link["index"]))
+
+    # -- reconcile -----------------------------------------------------------
+
+    def reconcile(self, bridges: list[tuple[BridgeSpec, bool]], veths: list[VethSpec],
+                  joined_hosts: set[str]) -> list[str]:
+        """Make the kernel match the stored networks and endpoints, after a
+        restart or a crash: delete Pontoon-named bridges and veths nobody
+        owns, recreate missing bridges (and missing addresses, MTU, up state
+        of present ones), recreate missing veth pairs of endpoints not joined
+        to a sandbox. One object failing does not stop the others; failures
+        are logged and listed as "failed to ...". Returns the changes made."""
+        changes: list[str] = []
+
+        def attempt(what: str, action) -> None:
+            try:
+                action()
+            except Exception as exc:  # startup must get through the other objects
+
+                log.error("reconcile: failed to %s: %s", what, exc)
+                changes.append(f"failed to {what}: {exc}")
+            else:
+                log.info("reconcile: %s", what)
+                changes.append(what)
+
+        owned_bridges = {spec.name for spec, _ in bridges}
+        owned_veths = {v.host_name for v in veths} | {v.peer_name for v in veths}
+        for name, kind in sorted(self.pontoon_links().items()):
+            if name.startswith(BRIDGE_PREFIX) and kind == "bridge" and name not in owned_bridges:
+                attempt(f"delete orphan bridge {name}",
+                        lambda name=name: self.delete_bridge(BridgeSpec(name), created=True))
+            elif (name.startswith((VETH_HOST_PREFIX, VETH_PEER_PREFIX)) and kind == "veth"
+                  and name not in owned_veths and self.link_exists(name)):
+                # link_exists: deleting an orphan's other end took this one too.
+                attempt(f"delete orphan veth {name}", lambda name=name: self.delete_veth(name))
+
+        for spec, created in bridges:
+            missing = self._bridge_drift(spec)
+            if missing is None:
+                note = "" if created else " (it was adopted, so network delete will leave it)"
+                attempt(f"recreate missing bridge {spec.name}{note}",
+                        lambda spec=spec: self.create_bridge(spec))
+            elif missing:
+                attempt(f"restore {', '.join(missing)} on bridge {spec.name}",
+                        lambda spec=spec: self.create_bridge(spec))
+
+        for spec in veths:
+            if spec.host_name not in joined_hosts and not self.link_exists(spec.host_name):
+                attempt(f"recreate missing veth {spec.host_name} peer {spec.peer_name}",
+                        lambda spec=spec: self.create_veth(spec))
+        return changes
+
+    @staticmethod
+    def _bridge_drift(spec: BridgeSpec) -> list[str] | None:
+        """What a present bridge lacks compared to ``spec``; None when the
+        bridge itself is missing (or its name holds something else, which
+        create_bridge then reports)."""
+        with IPRoute() as ipr:
+            link = _get_link(ipr, spec.name)
+            if link is None or _kind(link) != "bridge":
+                return None
+            present = _present_addresses(ipr, link["index"])
+            lacking = [f"address {a}" for a in spec.addresses
+                       if ipaddress.ip_interface(a) not in present]
+            if spec.mtu and link.get("mtu") != spec.mtu:
+                lacking.append(f"mtu {spec.mtu}")
+            if not link.get("flags", 0) & IFF_UP:
+                lacking.append("up state")
+            return lacking

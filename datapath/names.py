@@ -1,0 +1,72 @@
+"""Pure naming rules: interface names and MAC addresses derived from IDs.
+
+No kernel access here, so these are cheap to test and to call from anywhere.
+"""
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+
+from .errors import InvalidName
+from .model import VETH_HOST_PREFIX, VETH_PEER_PREFIX
+
+IFNAMSIZ = 15  # usable characters; the kernel's buffer holds one more for NUL
+
+# The kernel itself only refuses '/', ':', whitespace, "." and "..", but
+# names travel through sysfs paths, iptables arguments and log lines, so we
+# accept a conservative subset.
+_IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,%d}" % IFNAMSIZ)
+
+# dockerd's IDs are 64 lowercase hex digits; 12 of them (what `docker ps`
+# shows) make the name readable next to docker's own output.
+_ID_CHARS = 12
+_HEX_ID = re.compile(r"[0-9a-f]{%d,}" % _ID_CHARS)
+
+
+def validate_ifname(name: str, what: str = "interface name") -> None:
+    if not isinstance(name, str) or not _IFNAME.fullmatch(name) or name in (".", ".."):
+        raise InvalidName(f'{what} "{name}" is not a valid interface name '
+                          f"(1 to {IFNAMSIZ} characters of A-Z a-z 0-9 _ . -)")
+
+
+def derive_names(endpoint_id: str) -> tuple[str, str]:
+    """(host end, peer end) for an endpoint; the same ID always gives the
+    same names, so a retry after a crash finds the pair it left behind."""
+    if not isinstance(endpoint_id, str) or not _HEX_ID.fullmatch(endpoint_id):
+        raise InvalidName(f'endpoint id "{endpoint_id}" is not a hex id of at least '
+                          f"{_ID_CHARS} digits")
+    short = endpoint_id[:_ID_CHARS]
+    return VETH_HOST_PREFIX + short, VETH_PEER_PREFIX + short
+
+
+def _fmt_mac(octets: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in octets)
+
+
+def derive_mac(ipv4: str | None, endpoint_id: str) -> str:
+    """A stable MAC for the container end.
+
+    With an IPv4 address, 02:42 followed by its four bytes, as Docker's own
+    bridge driver does: unique as long as the address is, and recognisable
+    in neighbour tables. ``ipv4`` may carry a prefix ("10.0.0.2/24"), as
+    dockerd sends it. Without one, six bytes of a hash of the endpoint ID,
+    with the locally administered bit set and the multicast bit cleared.
+    """
+    if ipv4:
+        addr = ipaddress.ip_interface(ipv4).ip
+        if addr.version != 4:
+            raise ValueError(f'address "{ipv4}" is not an IPv4 address')
+        return _fmt_mac(b"\x02\x42" + addr.packed)
+    digest = bytearray(hashlib.sha256(endpoint_id.encode()).digest()[:6])
+    digest[0] = (digest[0] | 0x02) & ~0x01 & 0xFF
+    return _fmt_mac(bytes(digest))
+
+
+def host_end_mac(host_name: str) -> str:
+    """MAC for the host end of a veth: first byte 0xfe (locally administered,
+    unicast), the highest a port can sensibly have. A Linux bridge whose own
+    address was never pinned takes the lowest MAC among its ports, so a port
+    starting with 0xfe never becomes the bridge's address and never changes it
+    as endpoints come and go (matters for bridges we adopted)."""
+    return _fmt_mac(b"\xfe" + hashlib.sha256(host_name.encode()).digest()[:5])

@@ -1,0 +1,362 @@
+"""The NetworkDriver protocol: networks and endpoints, in the store and the kernel.
+
+Each state-changing method runs inside one store transaction (SQLite's write
+lock serialises them across workers) and a ``Rollback``: kernel and firewall
+changes are made first, each with its undo, and the store commit comes last.
+If anything fails, the undos run and the store keeps nothing; if the process
+dies before the commit, reconcile at the next start removes the orphans.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+from typing import Callable, ContextManager
+
+from datapath.model import BRIDGE_PREFIX, BridgeSpec, EndpointPorts, NetworkRules, PortBinding, VethSpec
+from spec import values
+from spec.errors import BadRequest, Conflict, NotFound
+
+from . import options as opts
+from . import ports
+from .rollback import Rollback
+from .store import NetworkStore
+
+Transaction = Callable[[], ContextManager[NetworkStore]]
+
+
+class NetworkDriver:
+    def __init__(self, transaction: Transaction, snapshot: Transaction, links, firewall):
+        self._tx = transaction
+        self._snapshot = snapshot
+        self._links = links
+        self._firewall = firewall
+
+    # -- capabilities and no-ops ------------------------------------------------
+    def get_capabilities(self, _body: dict) -> dict:
+        return {"Scope": "local", "ConnectivityScope": "local"}
+
+    def nothing_to_do(self, _body: dict) -> dict:
+        """Discovery and swarm allocation calls: a local driver has nothing to do."""
+        return {}
+
+    # -- networks ------------------------------------------------------------
+    def create_network(self, body: dict) -> dict:
+        """{"NetworkID": "...", "Options": {...}, "IPv4Data": [...], "IPv6Data": [...]}"""
+        network_id = body["NetworkID"]
+        options = opts.parse(body.get("Options"))
+        ipv4 = _ipam_data("IPv4Data", body.get("IPv4Data"), 4)
+        ipv6 = _ipam_data("IPv6Data", body.get("IPv6Data"), 6)
+        bridge = options.bridge_name or BRIDGE_PREFIX + network_id[:12]
+        request = _canonical(body, "Options", "IPv4Data", "IPv6Data")
+        self._links.check_bridge_name(bridge)
+        with Rollback() as rollback:
+            with self._tx() as tx:
+                existing = tx.get_network(network_id)
+                if existing is not None:
+                    if existing["request"] == request:
+                        return {}  # a retry of what is already done
+                    raise Conflict(f"network {network_id} already exists with different settings")
+                holder = tx.network_by_bridge(bridge)
+                if holder is not None:
+                    raise Conflict(f'bridge "{bridge}" already serves network {holder["id"]}')
+                network = {"id": network_id, "bridge": bridge, "options": options.to_dict(),
+                           "ipv4": ipv4, "ipv6": ipv6, "request": request}
+                spec = bridge_spec(network)
+                network["bridge_created"] = self._links.create_bridge(spec)
+                rollback.undo(f"delete bridge {bridge}", self._links.delete_bridge, spec, network["bridge_created"])
+                self._firewall.ensure_base()
+                self._firewall.add_network(network_rules(network))
+                rollback.undo(f"remove firewall rules of {bridge}", self._firewall.remove_network, network_rules(network))
+                tx.put_network(network)
+            rollback.commit()
+        return {}
+
+    def delete_network(self, body: dict) -> dict:
+        network_id = body["NetworkID"]
+        with self._tx() as tx:
+            network = tx.get_network(network_id)
+            if network is None:
+                return {}  # dockerd forgets the network whatever we answer
+            for endpoint in tx.list_endpoints(network_id):
+                self._remove_endpoint(tx, network, endpoint)
+            self._firewall.remove_network(network_rules(network))
+            self._links.delete_bridge(bridge_spec(network), network["bridge_created"])
+            tx.delete_network(network_id)
+        return {}
+
+    # -- endpoints -------------------------------------------------------------
+    def create_endpoint(self, body: dict) -> dict:
+        """{"NetworkID", "EndpointID", "Interface": {"Address", "AddressIPv6", "MacAddress"}, "Options"}"""
+        network_id, endpoint_id = body["NetworkID"], body["EndpointID"]
+        iface = body.get("Interface") or {}
+        address = iface.get("Address") or ""
+        address_v6 = iface.get("AddressIPv6") or ""
+        mac = iface.get("MacAddress") or ""
+        addr4 = values.interface("Interface.Address", address, 4) if address else None
+        addr6 = values.interface("Interface.AddressIPv6", address_v6, 6) if address_v6 else None
+        if mac:
+            mac = values.mac("Interface.MacAddress", mac)
+        endpoint_options = body.get("Options") or {}
+        exposed = ports.parse_exposed(endpoint_options)
+        request = _canonical(body, "Interface", "Options")
+        with Rollback() as rollback:
+            with self._tx() as tx:
+                network = self._network(tx, network_id)
+                existing = tx.get_endpoint(endpoint_id)
+                if existing is not None:
+                    if existing["request"] == request:
+                        return _endpoint_reply(existing)
+                    raise Conflict(f"endpoint {endpoint_id} already exists with different settings")
+                _check_in_pools("Interface.Address", addr4, network["ipv4"])
+                _check_in_pools("Interface.AddressIPv6", addr6, network["ipv6"])
+                host_name, peer_name = self._links.derive_names(endpoint_id)
+                endpoint = {
+                    "id": endpoint_id, "network_id": network_id,
+                    "address": str(addr4) if addr4 else "", "address_v6": str(addr6) if addr6 else "",
+                    "mac": mac or self._links.derive_mac(str(addr4.ip) if addr4 else None, endpoint_id),
+                    "mac_given": bool(mac), "host_veth": host_name, "peer_veth": peer_name,
+                    "sandbox": "", "exposed": exposed, "ports": [], "request": request,
+                }
+                self._links.create_veth(veth_spec(network, endpoint))
+                rollback.undo(f"delete veth {host_name}", self._links.delete_veth, host_name)
+                tx.put_endpoint(endpoint)
+            rollback.commit()
+        return _endpoint_reply(endpoint)
+
+    def delete_endpoint(self, body: dict) -> dict:
+        with self._tx() as tx:
+            endpoint = tx.get_endpoint(body["EndpointID"])
+            if endpoint is None:
+                return {}  # dockerd sends deletes for endpoints we may never have known
+            network = tx.get_network(endpoint["network_id"])
+            self._remove_endpoint(tx, network, endpoint)
+        return {}
+
+    def _remove_endpoint(self, tx: NetworkStore, network: dict | None, endpoint: dict) -> None:
+        if endpoint["ports"] and network is not None:
+            self._firewall.remove_ports(endpoint_ports(network, endpoint))
+        self._links.delete_veth(endpoint["host_veth"])
+        tx.delete_endpoint(endpoint["id"])
+
+    def endpoint_oper_info(self, body: dict) -> dict:
+        with self._snapshot() as tx:
+            endpoint = self._endpoint(tx, body["EndpointID"])
+            network = self._network(tx, endpoint["network_id"])
+        return {"Value": {
+            "bridge": network["bridge"],
+            "host_veth": endpoint["host_veth"],
+            "mac": endpoint["mac"],
+            "addresses": [a for a in (endpoint["address"], endpoint["address_v6"]) if a],
+            "sandbox": endpoint["sandbox"],
+            ports.PORTMAP: ports.as_portmap(_bindings(endpoint)),
+            ports.EXPOSED: endpoint["exposed"],
+        }}
+
+    # -- sandboxes -------------------------------------------------------------
+    def join(self, body: dict) -> dict:
+        """{"NetworkID", "EndpointID", "SandboxKey": "/var/run/docker/netns/…", "Options"}"""
+        sandbox = body.get("SandboxKey") or ""
+        with self._tx() as tx:
+            endpoint = self._endpoint(tx, body["EndpointID"])
+            network = self._network(tx, endpoint["network_id"])
+            if not endpoint["sandbox"]:
+                # SrcName must exist in the host namespace when Join returns;
+                # after a crash or a hand-deleted veth this brings it back.
+                self._links.create_veth(veth_spec(network, endpoint))
+            endpoint["sandbox"] = sandbox
+            tx.put_endpoint(endpoint)
+        reply: dict = {"InterfaceName": {"SrcName": endpoint["peer_veth"],
+                                         "DstPrefix": network["options"]["iface_prefix"]}}
+        if not network["options"]["internal"]:
+            # Always name our gateways: without one dockerd would also attach
+            # the container to docker_gwbridge and send published ports there.
+            gw4 = next((d["gateway"] for d in network["ipv4"] if d["gateway"]), None)
+            gw6 = next((d["gateway"] for d in network["ipv6"] if d["gateway"]), None)
+            if gw4 and endpoint["address"]:
+                reply["Gateway"] = str(ipaddress.ip_interface(gw4).ip)
+            if gw6 and endpoint["address_v6"]:
+                reply["GatewayIPv6"] = str(ipaddress.ip_interface(gw6).ip)
+        return reply
+
+    def leave(self, body: dict) -> dict:
+        with self._tx() as tx:
+            endpoint = tx.get_endpoint(body["EndpointID"])
+            if endpoint is not None and endpoint["sandbox"]:
+                endpoint["sandbox"] = ""
+                tx.put_endpoint(endpoint)
+        return {}
+
+    # -- published ports ---------------------------------------------------------
+    def program_external_connectivity(self, body: dict) -> dict:
+        """{"NetworkID", "EndpointID", "Options": {"com.docker.network.portmap": [...], ...exposedports}}"""
+        endpoint_options = body.get("Options") or {}
+        portmap = ports.parse_portmap(endpoint_options)
+        exposed = ports.parse_exposed(endpoint_options)
+        with Rollback() as rollback:
+            with self._tx() as tx:
+                endpoint = self._endpoint(tx, body["EndpointID"])
+                network = self._network(tx, endpoint["network_id"])
+                if endpoint["ports"] and endpoint.get("portmap_request") == portmap:
+                    return {}  # already programmed exactly so
+                if endpoint["ports"]:
+                    self._unpublish(tx, network, endpoint)
+                bindings = ports.resolve(portmap, endpoint, network["options"]["host_binding_ipv4"],
+                                         tx.ports_in_use, self._firewall.pick_host_port)
+                endpoint["ports"] = [b.__dict__ for b in bindings]
+                endpoint["portmap_request"] = portmap
+                endpoint["exposed"] = exposed or endpoint["exposed"]
+                if bindings:
+                    self._firewall.ensure_base()
+                    self._firewall.add_ports(endpoint_ports(network, endpoint))
+                    rollback.undo("remove published ports", self._firewall.remove_ports, endpoint_ports(network, endpoint))
+                for b in bindings:
+                    tx.add_port(b.proto, b.host_port, b.host_ip, endpoint["id"])
+                tx.put_endpoint(endpoint)
+            rollback.commit()
+        return {}
+
+    def revoke_external_connectivity(self, body: dict) -> dict:
+        with self._tx() as tx:
+            endpoint = tx.get_endpoint(body["EndpointID"])
+            if endpoint is None or not endpoint["ports"]:
+                return {}  # dockerd revokes even what was never programmed
+            network = tx.get_network(endpoint["network_id"])
+            if network is not None:
+                self._unpublish(tx, network, endpoint)
+            tx.put_endpoint(endpoint)
+        return {}
+
+    def _unpublish(self, tx: NetworkStore, network: dict, endpoint: dict) -> None:
+        self._firewall.remove_ports(endpoint_ports(network, endpoint))
+        tx.delete_ports(endpoint["id"])
+        endpoint["ports"] = []
+        endpoint.pop("portmap_request", None)
+
+    # -- start-up ---------------------------------------------------------------
+    def reconcile(self) -> list[str]:
+        """Make the kernel and firewall match the store; returns what changed."""
+        with self._snapshot() as tx:
+            networks = {n["id"]: n for n in tx.list_networks()}
+            endpoints = [e for e in tx.list_endpoints() if e["network_id"] in networks]
+        changes = self._links.reconcile(
+            [(bridge_spec(n), n["bridge_created"]) for n in networks.values()],
+            [veth_spec(networks[e["network_id"]], e) for e in endpoints],
+            {e["host_veth"] for e in endpoints if e["sandbox"]},
+        )
+        changes += self._firewall.reconcile(
+            [network_rules(n) for n in networks.values()],
+            [endpoint_ports(networks[e["network_id"]], e) for e in endpoints if e["ports"]],
+        )
+        return changes
+
+    # -- lookups -------------------------------------------------------------------
+    @staticmethod
+    def _network(tx: NetworkStore, network_id: str) -> dict:
+        network = tx.get_network(network_id)
+        if network is None:
+            raise NotFound(f"network {network_id} is not a Pontoon network")
+        return network
+
+    @staticmethod
+    def _endpoint(tx: NetworkStore, endpoint_id: str) -> dict:
+        endpoint = tx.get_endpoint(endpoint_id)
+        if endpoint is None:
+            raise NotFound(f"endpoint {endpoint_id} is not a Pontoon endpoint")
+        return endpoint
+
+
+# -- stored records -> datapath descriptions ---------------------------------------
+def bridge_spec(network: dict) -> BridgeSpec:
+    o = network["options"]
+    gateways = [] if o["inhibit_ipv4"] else [d["gateway"] for d in network["ipv4"] if d["gateway"]]
+    gateways += [d["gateway"] for d in network["ipv6"] if d["gateway"]]
+    return BridgeSpec(name=network["bridge"], mtu=o["mtu"], addresses=tuple(gateways))
+
+
+def veth_spec(network: dict, endpoint: dict) -> VethSpec:
+    return VethSpec(host_name=endpoint["host_veth"], peer_name=endpoint["peer_veth"],
+                    bridge=network["bridge"], mac=endpoint["mac"], mtu=network["options"]["mtu"])
+
+
+def network_rules(network: dict) -> NetworkRules:
+    o = network["options"]
+    return NetworkRules(
+        network_id=network["id"], bridge=network["bridge"],
+        subnets_v4=tuple(d["pool"] for d in network["ipv4"]),
+        subnets_v6=tuple(d["pool"] for d in network["ipv6"]),
+        internal=o["internal"], icc=o["icc"], masquerade=o["masquerade"],
+    )
+
+
+def endpoint_ports(network: dict, endpoint: dict) -> EndpointPorts:
+    return EndpointPorts(endpoint_id=endpoint["id"], network_id=network["id"],
+                         bridge=network["bridge"], bindings=tuple(_bindings(endpoint)))
+
+
+def _bindings(endpoint: dict) -> list[PortBinding]:
+    return [PortBinding(**b) for b in endpoint["ports"]]
+
+
+def _endpoint_reply(endpoint: dict) -> dict:
+    # dockerd fails the endpoint if we echo a field it filled itself.
+    return {} if endpoint["mac_given"] else {"Interface": {"MacAddress": endpoint["mac"]}}
+
+
+def _canonical(body: dict, *keys: str) -> str:
+    """The parts of a request that define the object, to tell a retry from a clash."""
+    return json.dumps({k: body.get(k) for k in keys}, sort_keys=True)
+
+
+def _ipam_data(field: str, data, version: int) -> list[dict]:
+    if data is None:
+        return []
+    if not isinstance(data, list):
+        raise BadRequest(f"{field} {data!r} is not a list")
+    out = []
+    for i, entry in enumerate(data):
+        where = f"{field}[{i}]"
+        if not isinstance(entry, dict):
+            raise BadRequest(f"{where} {entry!r} is not an object")
+        pool = values.network(f"{where}.Pool", entry.get("Pool"), version)
+        gateway = None
+        if entry.get("Gateway"):
+            gw = values.interface(f"{where}.Gateway", entry["Gateway"], version)
+            if gw.ip not in pool:
+                raise BadRequest(f'{where}.Gateway "{entry["Gateway"]}" is not in pool {pool}')
+            gateway = f"{gw.ip}/{pool.prefixlen}"
+        aux = entry.get("AuxAddresses") or {}
+        if not isinstance(aux, dict):
+            raise BadRequest(f"{where}.AuxAddresses {aux!r} is not an object")
+        for name, value in aux.items():
+            if values.address(f"{where}.AuxAddresses[{name!r}]", value, version) not in pool:
+                raise BadRequest(f'{where}.AuxAddresses[{name!r}] "{value}" is not in pool {pool}')
+        out.append({"pool": str(pool), "gateway": gateway, "aux": dict(aux)})
+    return out
+
+
+def _check_in_pools(field: str, iface, pools: list[dict]) -> None:
+    if iface is None:
+        return
+    if not any(iface.ip in ipaddress.ip_network(p["pool"]) for p in pools):
+        subnets = ", ".join(p["pool"] for p in pools) or "none"
+        raise BadRequest(f'{field} "{iface}" is not in the network\'s subnets ({subnets})')
+
+
+def methods(driver: NetworkDriver) -> dict:
+    """The NetworkDriver protocol: path -> callable(body) -> reply body."""
+    return {
+        "NetworkDriver.GetCapabilities": driver.get_capabilities,
+        "NetworkDriver.CreateNetwork": driver.create_network,
+        "NetworkDriver.DeleteNetwork": driver.delete_network,
+        "NetworkDriver.CreateEndpoint": driver.create_endpoint,
+        "NetworkDriver.EndpointOperInfo": driver.endpoint_oper_info,
+        "NetworkDriver.DeleteEndpoint": driver.delete_endpoint,
+        "NetworkDriver.Join": driver.join,
+        "NetworkDriver.Leave": driver.leave,
+        "NetworkDriver.ProgramExternalConnectivity": driver.program_external_connectivity,
+        "NetworkDriver.RevokeExternalConnectivity": driver.revoke_external_connectivity,
+        "NetworkDriver.DiscoverNew": driver.nothing_to_do,
+        "NetworkDriver.DiscoverDelete": driver.nothing_to_do,
+        "NetworkDriver.AllocateNetwork": driver.nothing_to_do,
+        "NetworkDriver.FreeNetwork": driver.nothing_to_do,
+    }

@@ -1,0 +1,125 @@
+"""Network options: Docker's bridge option names, parsed into a typed object.
+
+``docker network create -o k=v`` arrives as strings under
+``Options["com.docker.network.generic"]``; ``--internal`` and ``--ipv6`` as
+booleans at the top of ``Options``. Using Docker's own names lets a user
+switch ``-d bridge`` to ``-d pontoon`` without rewriting anything. An unknown
+or malformed option is refused, naming it: silently ignoring a typo would
+leave the user with a network that is not what they asked for.
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import asdict, dataclass
+
+from datapath.names import IFNAMSIZ, validate_ifname
+from spec.errors import BadRequest
+
+GENERIC = "com.docker.network.generic"
+INTERNAL = "com.docker.network.internal"
+ENABLE_IPV6 = "com.docker.network.enable_ipv6"
+
+BRIDGE_NAME = "com.docker.network.bridge.name"
+MTU = "com.docker.network.driver.mtu"
+ENABLE_ICC = "com.docker.network.bridge.enable_icc"
+ENABLE_MASQUERADE = "com.docker.network.bridge.enable_ip_masquerade"
+HOST_BINDING_IPV4 = "com.docker.network.bridge.host_binding_ipv4"
+INHIBIT_IPV4 = "com.docker.network.bridge.inhibit_ipv4"
+IFACE_PREFIX = "com.docker.network.container_iface_prefix"
+
+# dockerd appends an index of up to two digits to the container interface prefix.
+IFACE_PREFIX_MAX = IFNAMSIZ - 2
+_BOOLS = {"1": True, "t": True, "true": True, "0": False, "f": False, "false": False}
+MTU_MIN, MTU_MAX = 68, 65535
+IPV6_MTU_MIN = 1280
+
+
+@dataclass(frozen=True)
+class NetworkOptions:
+    """Every option with its default; the README's option table mirrors this."""
+
+    bridge_name: str | None = None  # None: "pt-" + the first 12 characters of the NetworkID
+    mtu: int | None = None  # None: the kernel's default (1500)
+    icc: bool = True
+    masquerade: bool = True
+    host_binding_ipv4: str = "0.0.0.0"
+    inhibit_ipv4: bool = False
+    iface_prefix: str = "eth"
+    internal: bool = False
+    ipv6: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def parse(options) -> NetworkOptions:
+    if options is None:
+        options = {}
+    if not isinstance(options, dict):
+        raise BadRequest(f"Options {options!r} is not an object")
+    generic = options.get(GENERIC) or {}
+    if not isinstance(generic, dict):
+        raise BadRequest(f"Options[{GENERIC!r}] {generic!r} is not an object")
+    fields: dict = {
+        "internal": _bool(INTERNAL, options.get(INTERNAL, False)),
+        "ipv6": _bool(ENABLE_IPV6, options.get(ENABLE_IPV6, False)),
+    }
+    for key, value in generic.items():
+        parser = _PARSERS.get(key)
+        if parser is None:
+            raise BadRequest(f'unknown network option "{key}" (value "{value}"); Pontoon accepts: {", ".join(sorted(_PARSERS))}')
+        name, parse_value = parser
+        fields[name] = parse_value(key, value)
+    opts = NetworkOptions(**fields)
+    if opts.ipv6 and opts.mtu is not None and opts.mtu < IPV6_MTU_MIN:
+        raise BadRequest(f'option {MTU}="{opts.mtu}" is below {IPV6_MTU_MIN}, the IPv6 minimum, on an --ipv6 network')
+    return opts
+
+
+def _bool(key: str, value) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in _BOOLS:
+        return _BOOLS[value.lower()]
+    raise BadRequest(f'option {key}="{value}" is not a boolean (true or false)')
+
+
+def _mtu(key: str, value) -> int:
+    try:
+        mtu = int(value, 10) if isinstance(value, str) else value
+    except ValueError:
+        mtu = None
+    if not isinstance(mtu, int) or isinstance(mtu, bool) or not MTU_MIN <= mtu <= MTU_MAX:
+        raise BadRequest(f'option {key}="{value}" is not an MTU between {MTU_MIN} and {MTU_MAX}')
+    return mtu
+
+
+def _ipv4(key: str, value) -> str:
+    try:
+        return str(ipaddress.IPv4Address(value))
+    except (ValueError, TypeError):
+        raise BadRequest(f'option {key}="{value}" is not an IPv4 address') from None
+
+
+def _bridge(key: str, value) -> str:
+    validate_ifname(value, f"option {key}")
+    return value
+
+
+def _prefix(key: str, value) -> str:
+    validate_ifname(value, f"option {key}")
+    if len(value) > IFACE_PREFIX_MAX:
+        raise BadRequest(f'option {key}="{value}" is longer than {IFACE_PREFIX_MAX} characters, '
+                         "leaving no room for the index dockerd appends")
+    return value
+
+
+_PARSERS = {
+    BRIDGE_NAME: ("bridge_name", _bridge),
+    MTU: ("mtu", _mtu),
+    ENABLE_ICC: ("icc", _bool),
+    ENABLE_MASQUERADE: ("masquerade", _bool),
+    HOST_BINDING_IPV4: ("host_binding_ipv4", _ipv4),
+    INHIBIT_IPV4: ("inhibit_ipv4", _bool),
+    IFACE_PREFIX: ("iface_prefix", _prefix),
+}

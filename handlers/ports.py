@@ -1,0 +1,124 @@
+"""Published ports: dockerd's portmap in, resolved host ports out.
+
+dockerd sends ``com.docker.network.portmap`` entries
+``{Proto, IP, Port, HostIP, HostPort, HostPortEnd}`` (Proto 6 tcp, 17 udp,
+132 sctp). ``HostPort`` 0 means "pick one"; ``HostPort < HostPortEnd`` a
+range to pick from. The resolved entries, with the host port actually used,
+are what EndpointOperInfo returns so that ``docker port`` shows them.
+"""
+from __future__ import annotations
+
+import ipaddress
+from typing import Callable
+
+from datapath.model import PortBinding
+from spec import values
+from spec.errors import BadRequest, Conflict
+
+PORTMAP = "com.docker.network.portmap"
+EXPOSED = "com.docker.network.endpoint.exposedports"
+PROTOS = {6: "tcp", 17: "udp", 132: "sctp"}
+PROTO_NUMBERS = {name: number for number, name in PROTOS.items()}
+WILDCARDS = ("", "0.0.0.0", "::")
+
+
+def parse_exposed(options: dict) -> list[dict]:
+    exposed = options.get(EXPOSED) or []
+    if not isinstance(exposed, list):
+        raise BadRequest(f"Options[{EXPOSED!r}] {exposed!r} is not a list")
+    out = []
+    for i, entry in enumerate(exposed):
+        field = f"{EXPOSED}[{i}]"
+        if not isinstance(entry, dict):
+            raise BadRequest(f"{field} {entry!r} is not an object")
+        out.append({"Proto": _proto(field, entry.get("Proto")), "Port": _port(f"{field}.Port", entry.get("Port"))})
+    return out
+
+
+def parse_portmap(options: dict) -> list[dict]:
+    """Validated portmap entries, as dockerd sent them."""
+    portmap = options.get(PORTMAP) or []
+    if not isinstance(portmap, list):
+        raise BadRequest(f"Options[{PORTMAP!r}] {portmap!r} is not a list")
+    out = []
+    for i, entry in enumerate(portmap):
+        field = f"{PORTMAP}[{i}]"
+        if not isinstance(entry, dict):
+            raise BadRequest(f"{field} {entry!r} is not an object")
+        host_ip = entry.get("HostIP") or ""
+        if host_ip:
+            values.address(f"{field}.HostIP", host_ip)
+        host_port = _port(f"{field}.HostPort", entry.get("HostPort", 0), allow_zero=True)
+        host_end = _port(f"{field}.HostPortEnd", entry.get("HostPortEnd", 0), allow_zero=True)
+        if host_end and host_end < host_port:
+            raise BadRequest(f"{field}.HostPortEnd {host_end} is below HostPort {host_port}")
+        out.append({
+            "Proto": _proto(field, entry.get("Proto")),
+            "IP": entry.get("IP") or "",
+            "Port": _port(f"{field}.Port", entry.get("Port")),
+            "HostIP": host_ip,
+            "HostPort": host_port,
+            "HostPortEnd": host_end,
+        })
+    return out
+
+
+def resolve(
+    portmap: list[dict],
+    endpoint: dict,
+    default_host_ip: str,
+    in_use: Callable[[str], list[tuple[int, str, str]]],
+    pick_free: Callable[[str, str, set[int]], int],
+) -> list[PortBinding]:
+    """Choose a host port for each entry, refusing one another endpoint holds.
+
+    ``in_use(proto)`` lists (host_port, host_ip, endpoint_id) already
+    published; ``pick_free(proto, host_ip, used)`` picks from the kernel's
+    ephemeral range.
+    """
+    bindings: list[PortBinding] = []
+    for entry in portmap:
+        proto = PROTOS[entry["Proto"]]
+        host_ip = entry["HostIP"] or default_host_ip
+        v6 = ipaddress.ip_address(host_ip).version == 6
+        container_ip = endpoint["address_v6" if v6 else "address"]
+        if not container_ip:
+            raise BadRequest(f"port {entry['Port']}/{proto} is published on {host_ip} but the endpoint has no IPv{6 if v6 else 4} address")
+        taken = {port for port, ip, owner in in_use(proto) if owner != endpoint["id"] and _same_ip(ip, host_ip)}
+        taken |= {b.host_port for b in bindings if b.proto == proto and _same_ip(b.host_ip, host_ip)}
+        first, last = entry["HostPort"], entry["HostPortEnd"] or entry["HostPort"]
+        if first == 0:
+            host_port = pick_free(proto, host_ip, taken)
+        else:
+            host_port = next((p for p in range(first, last + 1) if p not in taken), None)
+            if host_port is None:
+                span = f"{first}" if first == last else f"{first}-{last}"
+                raise Conflict(f"host port {span}/{proto} on {host_ip} is already published by another endpoint")
+        bindings.append(PortBinding(proto, host_ip, host_port, ipaddress.ip_interface(container_ip).ip.compressed, entry["Port"]))
+    return bindings
+
+
+def as_portmap(bindings: list[PortBinding]) -> list[dict]:
+    """Bindings as dockerd's PortBinding objects, for EndpointOperInfo."""
+    return [
+        {"Proto": PROTO_NUMBERS[b.proto], "IP": b.container_ip, "Port": b.container_port,
+         "HostIP": b.host_ip, "HostPort": b.host_port, "HostPortEnd": b.host_port}
+        for b in bindings
+    ]
+
+
+def _same_ip(a: str, b: str) -> bool:
+    return a == b or a in WILDCARDS or b in WILDCARDS
+
+
+def _proto(field: str, value) -> int:
+    if value not in PROTOS or isinstance(value, bool):
+        raise BadRequest(f"{field}.Proto {value!r} is not 6 (tcp), 17 (udp) or 132 (sctp)")
+    return value
+
+
+def _port(field: str, value, allow_zero: bool = False) -> int:
+    low = 0 if allow_zero else 1
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= 65535:
+        raise BadRequest(f"{field} {value!r} is not a port number ({low}-65535)")
+    return value

@@ -1,0 +1,167 @@
+"""The IpamDriver protocol: pools and addresses, stored transactionally.
+
+Choices dockerd asks about (GetCapabilities):
+- RequiresRequestReplay is false: every pool and address is durable in the
+  store before the reply leaves, so dockerd has nothing to replay, and a
+  second RequestPool for a held subnet is always a second network (refused)
+  rather than a replay to accept.
+- RequiresMACAddress is false: addresses do not depend on the MAC.
+"""
+from __future__ import annotations
+
+import ipaddress
+from typing import Callable, ContextManager, Iterable
+
+from spec import values
+from spec.errors import BadRequest, Conflict, NotFound
+
+from . import allocator
+from .allocator import IPNetwork, PoolBase
+from .store import IpamStore
+
+LOCAL_SPACE = "LocalDefault"
+GLOBAL_SPACE = "GlobalDefault"
+GATEWAY_TYPE = "com.docker.network.gateway"
+
+
+class IpamDriver:
+    def __init__(
+        self,
+        transaction: Callable[[], ContextManager[IpamStore]],
+        host_routes: Callable[[], Iterable[IPNetwork]],
+        pools_v4: list[PoolBase],
+        pools_v6: list[PoolBase],
+    ):
+        self._transaction = transaction
+        self._host_routes = host_routes
+        self._defaults = {4: pools_v4, 6: pools_v6}
+
+    def get_capabilities(self, _body: dict) -> dict:
+        return {"RequiresMACAddress": False, "RequiresRequestReplay": False}
+
+    def get_default_address_spaces(self, _body: dict) -> dict:
+        return {"LocalDefaultAddressSpace": LOCAL_SPACE, "GlobalDefaultAddressSpace": GLOBAL_SPACE}
+
+    def request_pool(self, body: dict) -> dict:
+        """{"AddressSpace": "LocalDefault", "Pool": "", "SubPool": "", "V6": false, "Options": {}}"""
+        space = body.get("AddressSpace")
+        if space not in (LOCAL_SPACE, GLOBAL_SPACE):
+            raise BadRequest(f'AddressSpace "{space}" is not {LOCAL_SPACE} or {GLOBAL_SPACE}')
+        version = 6 if body.get("V6") else 4
+        pool_text, sub_text = body.get("Pool") or "", body.get("SubPool") or ""
+        if sub_text and not pool_text:
+            raise BadRequest(f'SubPool "{sub_text}" given without a Pool')
+        net = sub = None
+        if pool_text:
+            net = values.network("Pool", pool_text)
+            if net.version != version:
+                raise BadRequest(f'Pool "{pool_text}" is IPv{net.version} but V6 is {version == 6}')
+            if sub_text:
+                sub = values.network("SubPool", sub_text, version)
+                if not sub.subnet_of(net):
+                    raise BadRequest(f'SubPool "{sub_text}" is not inside Pool "{pool_text}"')
+        with self._transaction() as tx:
+            if net is None:
+                net = self._pick_default(tx, version)
+            else:
+                clash = tx.overlapping_pools(version == 6, int(net.network_address), int(net.broadcast_address), space)
+                if clash:
+                    raise Conflict(f"Pool {net} overlaps pool {clash[0]['cidr']} already in use in {space}")
+            pool_id = f"{space}/{net}" + (f"/{sub}" if sub else "")
+            pool = {"id": pool_id, "space": space, "v6": version == 6, "cidr": str(net),
+                    "sub": str(sub) if sub else "", "options": body.get("Options") or {}}
+            tx.add_pool(pool, int(net.network_address), int(net.broadcast_address),
+                        hint=allocator.sub_range(net, sub)[0])
+        return {"PoolID": pool_id, "Pool": str(net), "Data": {}}
+
+    def _pick_default(self, tx: IpamStore, version: int) -> IPNetwork:
+        # Held pools and host routes are read once, then candidates are
+        # generated lazily until one is free: dockerd loops if it is offered
+        # a pool that overlaps a host route, so none is offered.
+        top = (1 << (32 if version == 4 else 128)) - 1
+        taken = [ipaddress.ip_network(p["cidr"]) for p in tx.overlapping_pools(version == 6, 0, top)]
+        taken += [r for r in self._host_routes() if r.version == version]
+        for candidate in allocator.candidates(self._defaults[version]):
+            if allocator.overlaps(candidate, taken) is None:
+                return candidate
+        bases = ", ".join(str(b) for b in self._defaults[version]) or "none configured"
+        raise Conflict(f"no free IPv{version} default pool left (default pools: {bases})")
+
+    def release_pool(self, body: dict) -> dict:
+        with self._transaction() as tx:
+            tx.delete_pool(body["PoolID"])
+        return {}
+
+    def request_address(self, body: dict) -> dict:
+        """{"PoolID": "...", "Address": "", "Options": {"RequestAddressType": "com.docker.network.gateway"}}"""
+        pool_id = body["PoolID"]
+        options = body.get("Options") or {}
+        gateway = options.get("RequestAddressType") == GATEWAY_TYPE
+        with self._transaction() as tx:
+            pool = self._pool(tx, pool_id)
+            net = ipaddress.ip_network(pool["cidr"])
+            if body.get("Address"):
+                addr = self._requested(tx, pool, net, body["Address"])
+            else:
+                addr = self._lowest_free(tx, pool, net, gateway)
+            tx.add_address(pool_id, addr, "gateway" if gateway else "address")
+        return {"Address": f"{ipaddress.ip_address(addr)}/{net.prefixlen}", "Data": {}}
+
+    def _requested(self, tx: IpamStore, pool: dict, net: IPNetwork, text: str) -> int:
+        ip = values.address("Address", text, net.version)
+        first, last = allocator.usable_range(net)
+        if ip not in net:
+            raise BadRequest(f'Address "{text}" is not in pool {net}')
+        if not first <= int(ip) <= last:
+            raise BadRequest(f'Address "{text}" is the network or broadcast address of pool {net}')
+        if tx.address_taken(pool["id"], int(ip)):
+            raise Conflict(f"Address {ip} is already allocated in pool {net}")
+        return int(ip)
+
+    def _lowest_free(self, tx: IpamStore, pool: dict, net: IPNetwork, gateway: bool) -> int:
+        # The gateway comes from the whole pool (so it is .1 even with an
+        # --ip-range); container addresses from the SubPool when there is one.
+        sub = ipaddress.ip_network(pool["sub"]) if pool["sub"] else None
+        first, last = allocator.usable_range(net) if gateway else allocator.sub_range(net, sub)
+        default_first = allocator.sub_range(net, sub)[0]
+        # The hint is a lower bound of the lowest free address of the default
+        # range, so sequential allocation does not rescan the full prefix.
+        start = max(first, pool["hint"]) if first == default_first else first
+        addr = allocator.first_free(start, last, tx.taken_from(pool["id"], start))
+        if addr is None:
+            where = f"range {pool['sub']} of pool {net}" if sub and not gateway else f"pool {net}"
+            raise Conflict(f"no free address left in {where}")
+        if first == default_first:
+            tx.set_pool_hint(pool["id"], addr + 1)
+        return addr
+
+    def release_address(self, body: dict) -> dict:
+        pool_id = body["PoolID"]
+        ip = values.address("Address", body["Address"])
+        with self._transaction() as tx:
+            pool = tx.get_pool(pool_id)
+            if pool is None:
+                return {}  # releasing what is already gone succeeds
+            values.address("Address", body["Address"], ipaddress.ip_network(pool["cidr"]).version)
+            if tx.delete_address(pool_id, int(ip)) and int(ip) < pool["hint"]:
+                tx.set_pool_hint(pool_id, int(ip))
+        return {}
+
+    @staticmethod
+    def _pool(tx: IpamStore, pool_id: str) -> dict:
+        pool = tx.get_pool(pool_id)
+        if pool is None:
+            raise NotFound(f'PoolID "{pool_id}" is not a pool held by this driver')
+        return pool
+
+
+def methods(driver: IpamDriver) -> dict:
+    """The IpamDriver protocol: path -> callable(body) -> reply body."""
+    return {
+        "IpamDriver.GetCapabilities": driver.get_capabilities,
+        "IpamDriver.GetDefaultAddressSpaces": driver.get_default_address_spaces,
+        "IpamDriver.RequestPool": driver.request_pool,
+        "IpamDriver.ReleasePool": driver.release_pool,
+        "IpamDriver.RequestAddress": driver.request_address,
+        "IpamDriver.ReleaseAddress": driver.release_address,
+    }

@@ -1,0 +1,90 @@
+"""The Flask app: one POST route per protocol method, one error envelope.
+
+Transport as dockerd does it: no Content-Type on requests, empty bodies for
+calls without arguments, unknown top-level fields ignored, errors as
+``{"Err": message}`` with a 4xx/5xx status. Nothing answers with a
+traceback: an unexpected exception is logged in full and answered with a
+short message naming the method.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Callable
+
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+import spec
+from datapath.errors import DatapathError, InvalidName, NameConflict
+from spec.errors import ProtocolError
+
+log = logging.getLogger("pontoon")
+
+CONTENT_TYPE = "application/vnd.docker.plugins.v1+json"
+MAX_BODY = 1 << 20
+IMPLEMENTS = ["NetworkDriver", "IpamDriver"]
+
+Method = Callable[[dict], dict]
+
+
+def create_app(methods: dict[str, Method]) -> Flask:
+    """``methods`` maps "Interface.Method" to a callable(body) -> reply body."""
+    table = {"Plugin.Activate": lambda _body: {"Implements": IMPLEMENTS}, **methods}
+    app = Flask("pontoon")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+
+    @app.post("/<method>")
+    def dispatch(method: str) -> Response:
+        handler = table.get(method)
+        if handler is None:
+            return _reply(404, {"Err": f'unknown method "/{method}"'})
+        body = _read_body()
+        spec.validate(f"{method}.request", body)
+        return _reply(200, handler(body))
+
+    @app.errorhandler(Exception)
+    def on_error(exc: Exception) -> Response:
+        status, message = _describe(exc)
+        if status >= 500:
+            log.error("%s %s failed: %s", request.method, request.path, message, exc_info=exc)
+        else:
+            log.info("%s %s refused (%d): %s", request.method, request.path, status, message)
+        return _reply(status, {"Err": message})
+
+    return app
+
+
+def _read_body() -> dict:
+    raw = request.get_data(cache=False)
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise spec.SpecError(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise spec.SpecError(f"request body must be a JSON object, not {type(body).__name__}")
+    return body
+
+
+def _describe(exc: Exception) -> tuple[int, str]:
+    if isinstance(exc, ProtocolError):
+        return exc.status, str(exc)
+    if isinstance(exc, spec.SpecError):
+        return 400, str(exc)
+    if isinstance(exc, InvalidName):
+        return 400, str(exc)
+    if isinstance(exc, NameConflict):
+        return 409, str(exc)
+    if isinstance(exc, DatapathError):
+        return 500, f"kernel step failed: {exc}"
+    if isinstance(exc, RequestEntityTooLarge):
+        return 413, f"request body is larger than {MAX_BODY} bytes"
+    if isinstance(exc, HTTPException):
+        return exc.code or 500, f"{exc.name} ({request.method} {request.path})"
+    return 500, f"internal error in {request.path} ({type(exc).__name__}); see the plugin log"
+
+
+def _reply(status: int, body: dict) -> Response:
+    return Response(json.dumps(body), status=status, content_type=CONTENT_TYPE)

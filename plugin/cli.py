@@ -1,0 +1,44 @@
+"""Command line: ``python -m plugin serve`` and ``python -m plugin inspect``."""
+from __future__ import annotations
+
+import argparse
+import logging.config
+import os
+import sys
+
+from . import config, logs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pontoon", description="Docker network and IPAM plugin")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve both protocols on the plugin socket")
+    config.add_arguments(serve)
+    inspect = commands.add_parser("inspect", help="show the stored networks, endpoints, pools and addresses")
+    inspect.add_argument("--state-dir", help="(env PONTOON_STATE_DIR)")
+    inspect.add_argument("--config", help="(env PONTOON_CONFIG)")
+    inspect.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    args = parser.parse_args(argv)
+    try:
+        settings = config.load(args)
+    except config.ConfigError as exc:
+        print(f"pontoon: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "serve":
+        logging.config.dictConfig(logs.config_dict(settings.log_level, settings.log_format))
+        from .server import serve as run  # gunicorn and pyroute2 only when serving
+        run(settings)
+        return 0
+    return _inspect(settings, args.json)
+
+
+def _inspect(settings: config.Settings, as_json: bool) -> int:
+    from . import inspect
+    from .store import DB_NAME, Store
+
+    if not os.path.exists(os.path.join(settings.state_dir, DB_NAME)):
+        print(f"pontoon: no state in {settings.state_dir}", file=sys.stderr)
+        return 1
+    state = inspect.collect(Store(settings.state_dir))
+    sys.stdout.write(inspect.to_json(state) if as_json else inspect.render(state))
+    return 0

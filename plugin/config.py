@@ -1,0 +1,121 @@
+"""Settings: command-line flag > environment (PONTOON_*) > YAML file > default."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from dataclasses import dataclass, field
+
+import yaml
+
+from ipam_plugin.allocator import PoolBase
+
+# dockerd's own local defaults, so Pontoon networks look like Docker's; any
+# candidate that overlaps a host route (docker0 on 172.17, say) is skipped.
+DEFAULT_POOLS = ["172.17.0.0/16:16", "172.18.0.0/15:16", "172.20.0.0/14:16",
+                 "172.24.0.0/13:16", "192.168.0.0/16:20"]
+# A ULA /48 carved into /64s, so --ipv6 works without --subnet.
+DEFAULT_POOLS_V6 = ["fd70:6f6e:746f::/48:64"]
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class Settings:
+    name: str = "pontoon"
+    socket_dir: str = "/run/docker/plugins"
+    state_dir: str = "/var/lib/pontoon"
+    config: str | None = None
+    log_level: str = "info"
+    log_format: str = "text"
+    workers: int = 1
+    threads: int = 8
+    default_pools: list[str] = field(default_factory=lambda: list(DEFAULT_POOLS))
+    default_pools_v6: list[str] = field(default_factory=lambda: list(DEFAULT_POOLS_V6))
+
+    @property
+    def socket_path(self) -> str:
+        return os.path.join(self.socket_dir, f"{self.name}.sock")
+
+    def pools(self, v6: bool) -> list[PoolBase]:
+        return [PoolBase.parse(p) for p in (self.default_pools_v6 if v6 else self.default_pools)]
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+LIST_FIELDS = ("default_pools", "default_pools_v6")
+INT_FIELDS = ("workers", "threads")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every setting as a flag; unset flags stay None so lower layers show through."""
+    for name in FIELDS:
+        flag = "--" + name.replace("_", "-")
+        help_text = f"(env PONTOON_{name.upper()})"
+        if name in LIST_FIELDS:
+            parser.add_argument(flag, help="comma-separated CIDR:SIZE " + help_text)
+        else:
+            parser.add_argument(flag, help=help_text)
+
+
+def load(flags: argparse.Namespace | None = None, environ: dict | None = None) -> Settings:
+    environ = os.environ if environ is None else environ
+    given = {k: v for k, v in vars(flags or argparse.Namespace()).items() if k in FIELDS and v is not None}
+    env = {name: environ[f"PONTOON_{name.upper()}"] for name in FIELDS
+           if environ.get(f"PONTOON_{name.upper()}", "") != ""}
+    path = given.get("config") or env.get("config")
+    from_file = _read_yaml(path) if path else {}
+    merged = {**from_file, **env, **given}
+    return _validate(Settings(**{k: _coerce(k, v) for k, v in merged.items()}))
+
+
+def _read_yaml(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of settings")
+    data = {str(k).replace("-", "_"): v for k, v in data.items()}
+    unknown = sorted(set(data) - set(FIELDS))
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown setting(s) {', '.join(unknown)}")
+    return data
+
+
+def _coerce(name: str, value):
+    if name in LIST_FIELDS and isinstance(value, str):
+        return [p.strip() for p in value.split(",") if p.strip()]
+    if name in INT_FIELDS:
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"setting {name}={value!r} is not a whole number") from None
+    return value
+
+
+def _validate(s: Settings) -> Settings:
+    if s.log_level.lower() not in LOG_LEVELS:
+        raise ConfigError(f"log_level {s.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+    s.log_level = s.log_level.lower()
+    if s.log_format not in LOG_FORMATS:
+        raise ConfigError(f"log_format {s.log_format!r} is not one of {', '.join(LOG_FORMATS)}")
+    if s.workers < 1 or s.threads < 1:
+        raise ConfigError("workers and threads must be at least 1")
+    if not s.name or "/" in s.name:
+        raise ConfigError(f"name {s.name!r} is not a valid plugin name")
+    for v6 in (False, True):
+        try:
+            bases = s.pools(v6)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if any((b.base.version == 6) != v6 for b in bases):
+            raise ConfigError(f"default_pools{'_v6' if v6 else ''} mixes address families")
+    return s

@@ -1,0 +1,60 @@
+"""``python -m plugin inspect``: the stored state as tables or JSON."""
+from __future__ import annotations
+
+import ipaddress
+import json
+
+from .store import Store
+
+
+def collect(store: Store) -> dict:
+    with store.snapshot() as tx:
+        pools = tx.list_pools()
+        return {
+            "networks": tx.list_networks(),
+            "endpoints": tx.list_endpoints(),
+            "pools": pools,
+            "addresses": [
+                {"pool": p["id"], "address": str(ipaddress.ip_address(a)), "kind": kind}
+                for p in pools for a, kind in tx.list_addresses(p["id"])
+            ],
+        }
+
+
+def render(state: dict) -> str:
+    sections = [
+        ("NETWORKS", ["ID", "BRIDGE", "SUBNETS", "GATEWAYS", "INTERNAL", "IPV6"], [
+            [n["id"][:12], n["bridge"],
+             " ".join(d["pool"] for d in n["ipv4"] + n["ipv6"]),
+             " ".join(d["gateway"] or "-" for d in n["ipv4"] + n["ipv6"]),
+             _yes(n["options"]["internal"]), _yes(n["options"]["ipv6"])]
+            for n in state["networks"]]),
+        ("ENDPOINTS", ["ID", "NETWORK", "VETH", "MAC", "ADDRESSES", "JOINED", "PORTS"], [
+            [e["id"][:12], e["network_id"][:12], f'{e["host_veth"]}/{e["peer_veth"]}', e["mac"],
+             " ".join(a for a in (e["address"], e["address_v6"]) if a) or "-",
+             _yes(bool(e["sandbox"])),
+             " ".join(f'{p["host_ip"] or "*"}:{p["host_port"]}->{p["container_port"]}/{p["proto"]}'
+                      for p in e["ports"]) or "-"]
+            for e in state["endpoints"]]),
+        ("POOLS", ["ID", "SPACE", "POOL", "RANGE"], [
+            [p["id"], p["space"], p["cidr"], p["sub"] or "-"] for p in state["pools"]]),
+        ("ADDRESSES", ["POOL", "ADDRESS", "KIND"], [
+            [a["pool"], a["address"], a["kind"]] for a in state["addresses"]]),
+    ]
+    return "\n\n".join(_table(title, header, rows) for title, header, rows in sections) + "\n"
+
+
+def to_json(state: dict) -> str:
+    return json.dumps(state, indent=2, sort_keys=True) + "\n"
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def _table(title: str, header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    lines = [f"{title} ({len(rows)})"]
+    for row in [header] + rows:
+        lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+    return "\n".join(lines)

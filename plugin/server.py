@@ -1,0 +1,66 @@
+"""gunicorn serving the app on a Unix socket, never on TCP.
+
+The socket is created with mode 0660 (gunicorn's umask), and a stale socket
+file left by a crashed run is replaced (gunicorn removes an existing socket
+before binding). SIGTERM is gunicorn's graceful stop: in-flight requests
+finish and the process exits 0.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+from gunicorn.app.base import BaseApplication
+
+from . import logs
+from .config import Settings
+from .wiring import build
+
+log = logging.getLogger("pontoon")
+
+SOCKET_UMASK = 0o117  # socket mode 0660: root and the socket's group only
+
+
+class _Gunicorn(BaseApplication):
+    def __init__(self, app, options: dict):
+        self._app = app
+        self._options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self._options.items():
+            self.cfg.set(key, value)
+
+    def load(self):
+        return self._app
+
+
+def serve(settings: Settings) -> None:
+    plugin = build(settings)
+    plugin.store.initialise()
+    os.makedirs(settings.socket_dir, exist_ok=True)
+    try:
+        for change in plugin.network.reconcile():
+            log.info("reconcile: %s", change)
+    except Exception:
+        # Serving matters more: dockerd disables a plugin that does not
+        # listen in time. Objects reconcile could not repair stay logged.
+        log.exception("reconcile at start failed; serving anyway")
+    log.info("serving on %s (state in %s)", settings.socket_path, settings.state_dir)
+    _Gunicorn(plugin.app, {
+        "bind": [f"unix:{settings.socket_path}"],
+        "umask": SOCKET_UMASK,
+        "workers": settings.workers,
+        "threads": settings.threads,
+        "worker_class": "gthread",
+        # No HTTP timeout from dockerd for plain-process plugins: a stuck
+        # worker is restarted rather than hanging dockerd forever.
+        "timeout": 120,
+        "graceful_timeout": 30,
+        "logconfig_dict": logs.config_dict(settings.log_level, settings.log_format),
+        "accesslog": None,
+        "proc_name": f"pontoon-{settings.name}",
+        # gunicorn's control socket sits at one path per user: two Pontoon
+        # instances would fight over it, and nothing here needs it.
+        "control_socket_disable": True,
+    }).run()

@@ -1,0 +1,248 @@
+"""Durable state in SQLite: networks, endpoints, published ports, pools, addresses.
+
+One database file under the state dir. Every request that changes state runs
+in one ``BEGIN IMMEDIATE`` transaction, committed before the reply leaves:
+SQLite's write lock serialises writers across gunicorn workers and threads,
+and WAL with ``synchronous=FULL`` makes a commit survive ``kill -9`` and power
+loss. Readers never block writers.
+
+The handlers and the IPAM driver never import this module: ``plugin.app``
+hands them a ``Store`` and they use the methods of the transaction object,
+which together implement ``handlers.store.NetworkStore`` and
+``ipam_plugin.store.IpamStore``.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+from typing import Iterator
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS networks (
+    id TEXT PRIMARY KEY,
+    bridge TEXT NOT NULL UNIQUE,
+    data TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS endpoints (
+    id TEXT PRIMARY KEY,
+    network_id TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS endpoints_by_network ON endpoints (network_id);
+CREATE TABLE IF NOT EXISTS ports (
+    proto TEXT NOT NULL,
+    host_port INTEGER NOT NULL,
+    host_ip TEXT NOT NULL,
+    endpoint_id TEXT NOT NULL,
+    PRIMARY KEY (proto, host_port, host_ip)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS ports_by_endpoint ON ports (endpoint_id);
+CREATE TABLE IF NOT EXISTS pools (
+    id TEXT PRIMARY KEY,
+    space TEXT NOT NULL,
+    v6 INTEGER NOT NULL,
+    -- first and last address as fixed-width hex, so that text order is
+    -- numeric order and overlap is two comparisons on an index
+    lo TEXT NOT NULL,
+    hi TEXT NOT NULL,
+    data TEXT NOT NULL,
+    -- lower bound of the lowest free address of the default range: keeps
+    -- "lowest free" from rescanning the allocated prefix of the pool
+    hint TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS pools_by_range ON pools (v6, lo, hi);
+CREATE TABLE IF NOT EXISTS addresses (
+    pool_id TEXT NOT NULL,
+    addr TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    PRIMARY KEY (pool_id, addr)
+) WITHOUT ROWID;
+"""
+
+DB_NAME = "pontoon.db"
+BUSY_TIMEOUT_S = 30.0
+
+
+def hexaddr(value: int) -> str:
+    """An address as 32 hex digits: v4 and v6 sort numerically as text."""
+    return f"{value:032x}"
+
+
+class Store:
+    def __init__(self, state_dir: str):
+        self.state_dir = state_dir
+        self.path = os.path.join(state_dir, DB_NAME)
+
+    def initialise(self) -> None:
+        """Create the state dir and tables; called once by the server at start."""
+        os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+        with contextlib.closing(self._connect()) as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        # A connection per transaction: cheap next to a netlink round trip,
+        # and never shared across gunicorn's fork or between threads.
+        db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        db.execute("PRAGMA synchronous=FULL")
+        return db
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator["Transaction"]:
+        """A write transaction: committed on normal exit, rolled back on error."""
+        with contextlib.closing(self._connect()) as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield Transaction(db)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator["Transaction"]:
+        """A read-only view, for answers that change nothing."""
+        with contextlib.closing(self._connect()) as db:
+            db.execute("BEGIN")
+            try:
+                yield Transaction(db)
+            finally:
+                db.execute("ROLLBACK")
+
+
+class Transaction:
+    def __init__(self, db: sqlite3.Connection):
+        self._db = db
+
+    # -- networks -----------------------------------------------------------
+    def get_network(self, network_id: str) -> dict | None:
+        return self._one("SELECT data FROM networks WHERE id = ?", network_id)
+
+    def network_by_bridge(self, bridge: str) -> dict | None:
+        return self._one("SELECT data FROM networks WHERE bridge = ?", bridge)
+
+    def put_network(self, network: dict) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO networks (id, bridge, data) VALUES (?, ?, ?)",
+            (network["id"], network["bridge"], json.dumps(network)),
+        )
+
+    def delete_network(self, network_id: str) -> None:
+        self._db.execute("DELETE FROM networks WHERE id = ?", (network_id,))
+
+    def list_networks(self) -> list[dict]:
+        return self._all("SELECT data FROM networks ORDER BY id")
+
+    # -- endpoints ----------------------------------------------------------
+    def get_endpoint(self, endpoint_id: str) -> dict | None:
+        return self._one("SELECT data FROM endpoints WHERE id = ?", endpoint_id)
+
+    def put_endpoint(self, endpoint: dict) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO endpoints (id, network_id, data) VALUES (?, ?, ?)",
+            (endpoint["id"], endpoint["network_id"], json.dumps(endpoint)),
+        )
+
+    def delete_endpoint(self, endpoint_id: str) -> None:
+        self._db.execute("DELETE FROM endpoints WHERE id = ?", (endpoint_id,))
+        self._db.execute("DELETE FROM ports WHERE endpoint_id = ?", (endpoint_id,))
+
+    def list_endpoints(self, network_id: str | None = None) -> list[dict]:
+        if network_id is None:
+            return self._all("SELECT data FROM endpoints ORDER BY id")
+        return self._all("SELECT data FROM endpoints WHERE network_id = ? ORDER BY id", network_id)
+
+    # -- published host ports -------------------------------------------------
+    def ports_in_use(self, proto: str) -> list[tuple[int, str, str]]:
+        """(host_port, host_ip, endpoint_id) of every published port of ``proto``."""
+        rows = self._db.execute(
+            "SELECT host_port, host_ip, endpoint_id FROM ports WHERE proto = ?", (proto,)
+        )
+        return [tuple(r) for r in rows]
+
+    def add_port(self, proto: str, host_port: int, host_ip: str, endpoint_id: str) -> None:
+        self._db.execute(
+            "INSERT INTO ports (proto, host_port, host_ip, endpoint_id) VALUES (?, ?, ?, ?)",
+            (proto, host_port, host_ip, endpoint_id),
+        )
+
+    def delete_ports(self, endpoint_id: str) -> None:
+        self._db.execute("DELETE FROM ports WHERE endpoint_id = ?", (endpoint_id,))
+
+    # -- IPAM pools ---------------------------------------------------------
+    def get_pool(self, pool_id: str) -> dict | None:
+        row = self._db.execute("SELECT data, hint FROM pools WHERE id = ?", (pool_id,)).fetchone()
+        if row is None:
+            return None
+        pool = json.loads(row[0])
+        pool["hint"] = int(row[1], 16)
+        return pool
+
+    def overlapping_pools(self, v6: bool, first: int, last: int, space: str | None = None) -> list[dict]:
+        sql = "SELECT data FROM pools WHERE v6 = ? AND lo <= ? AND hi >= ?"
+        args: list = [int(v6), hexaddr(last), hexaddr(first)]
+        if space is not None:
+            sql += " AND space = ?"
+            args.append(space)
+        return [json.loads(r[0]) for r in self._db.execute(sql, args)]
+
+    def add_pool(self, pool: dict, first: int, last: int, hint: int) -> None:
+        data = {k: v for k, v in pool.items() if k != "hint"}
+        self._db.execute(
+            "INSERT INTO pools (id, space, v6, lo, hi, data, hint) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (pool["id"], pool["space"], int(pool["v6"]), hexaddr(first), hexaddr(last),
+             json.dumps(data), hexaddr(hint)),
+        )
+
+    def set_pool_hint(self, pool_id: str, hint: int) -> None:
+        self._db.execute("UPDATE pools SET hint = ? WHERE id = ?", (hexaddr(hint), pool_id))
+
+    def delete_pool(self, pool_id: str) -> None:
+        self._db.execute("DELETE FROM addresses WHERE pool_id = ?", (pool_id,))
+        self._db.execute("DELETE FROM pools WHERE id = ?", (pool_id,))
+
+    def list_pools(self) -> list[dict]:
+        return self._all("SELECT data FROM pools ORDER BY space, v6, lo")
+
+    # -- IPAM addresses -------------------------------------------------------
+    def address_taken(self, pool_id: str, addr: int) -> bool:
+        row = self._db.execute(
+            "SELECT 1 FROM addresses WHERE pool_id = ? AND addr = ?", (pool_id, hexaddr(addr))
+        ).fetchone()
+        return row is not None
+
+    def add_address(self, pool_id: str, addr: int, kind: str) -> None:
+        self._db.execute(
+            "INSERT INTO addresses (pool_id, addr, kind) VALUES (?, ?, ?)",
+            (pool_id, hexaddr(addr), kind),
+        )
+
+    def delete_address(self, pool_id: str, addr: int) -> bool:
+        cur = self._db.execute(
+            "DELETE FROM addresses WHERE pool_id = ? AND addr = ?", (pool_id, hexaddr(addr))
+        )
+        return cur.rowcount > 0
+
+    def taken_from(self, pool_id: str, start: int) -> Iterator[int]:
+        """Allocated addresses of the pool from ``start`` upwards, in order, lazily."""
+        rows = self._db.execute(
+            "SELECT addr FROM addresses WHERE pool_id = ? AND addr >= ? ORDER BY addr",
+            (pool_id, hexaddr(start)),
+        )
+        return (int(r[0], 16) for r in rows)
+
+    def list_addresses(self, pool_id: str) -> list[tuple[int, str]]:
+        rows = self._db.execute(
+            "SELECT addr, kind FROM addresses WHERE pool_id = ? ORDER BY addr", (pool_id,)
+        )
+        return [(int(a, 16), k) for a, k in rows]
+
+    # -- helpers --------------------------------------------------------------
+    def _one(self, sql: str, *args) -> dict | None:
+        row = self._db.execute(sql, args).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def _all(self, sql: str, *args) -> list[dict]:
+        return [json.loads(r[0]) for r in self._db.execute(sql, args)]

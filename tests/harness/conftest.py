@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from .dockerd import FakeDockerd
+from .sandbox import Sandboxes
+from .server import Server
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: real network namespaces, bridges and iptables")
+    for tool in ("ip", "iptables-restore", "ping"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"needs the {tool!r} tool (apt-get install iproute2 iptables iputils-ping)")
+
+
+@pytest.fixture
+def server(tmp_path):
+    require_root()
+    srv = Server(tmp_path)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def sandboxes():
+    boxes = Sandboxes()
+    yield boxes
+    boxes.cleanup()
+
+
+@pytest.fixture
+def dockerd(server, sandboxes) -> FakeDockerd:
+    return FakeDockerd(server.client(), sandboxes)

@@ -1,0 +1,100 @@
+"""Run the real plugin server (python -m plugin serve) as a child process."""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .client import Client, SocketTransport
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class Server:
+    def __init__(self, workdir: Path, name: str | None = None, workers: int = 1, threads: int = 8):
+        self.name = name or "pt" + secrets.token_hex(4)
+        self.socket_dir = workdir / "sock"
+        self.state_dir = workdir / "state"
+        self.log_path = workdir / f"{self.name}.log"
+        self.workers, self.threads = workers, threads
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def socket_path(self) -> str:
+        return str(self.socket_dir / f"{self.name}.sock")
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "plugin", "serve", "--name", self.name,
+                "--socket-dir", str(self.socket_dir), "--state-dir", str(self.state_dir),
+                "--workers", str(self.workers), "--threads", str(self.threads), "--log-level", "debug"]
+
+    def start(self, timeout: float = 15.0) -> float:
+        """Start and wait until the socket accepts; returns the seconds that took."""
+        begin = time.monotonic()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.command(), cwd=REPO, stdout=log, stderr=log)
+        while time.monotonic() - begin < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+            if self._accepts():
+                return time.monotonic() - begin
+            time.sleep(0.01)
+        self.kill()
+        raise RuntimeError(f"server did not listen within {timeout}s:\n{self.log()}")
+
+    def _accepts(self) -> bool:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(self.socket_path)
+            return True
+        except OSError:
+            return False
+        finally:
+            s.close()
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, as systemd or docker would; returns the exit status."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group's server: master and workers."""
+        if self.proc is not None and self.proc.poll() is None:
+            for pid in self.pids():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            self.proc.wait(10)
+
+    def pids(self) -> list[int]:
+        """The master and its worker processes."""
+        if self.proc is None:
+            return []
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        kids = [int(p) for p in children.read_text().split()] if children.exists() else []
+        return [self.proc.pid, *kids]
+
+    def client(self, timeout: float = 30.0) -> Client:
+        return Client(SocketTransport(self.socket_path, timeout))
+
+    def inspect(self) -> dict:
+        """The stored state, read the way a user would: ``python -m plugin inspect --json``."""
+        out = subprocess.run([sys.executable, "-m", "plugin", "inspect", "--state-dir", str(self.state_dir), "--json"],
+                             cwd=REPO, capture_output=True, text=True, check=True, timeout=30).stdout
+        return json.loads(out)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

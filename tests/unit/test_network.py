@@ -1,0 +1,289 @@
+"""The NetworkDriver protocol with a real store and fake kernel parts."""
+import pytest
+
+from tests.harness.dockerd import new_id
+
+NID = "ab" * 32
+EID = "cd" * 32
+
+
+def net_body(**over):
+    body = {"NetworkID": NID, "Options": {"com.docker.network.enable_ipv6": False, "com.docker.network.generic": {}},
+            "IPv4Data": [{"AddressSpace": "LocalDefault", "Pool": "10.1.0.0/24", "Gateway": "10.1.0.1/24"}],
+            "IPv6Data": []}
+    body.update(over)
+    return body
+
+
+def generic(**opts):
+    return {"com.docker.network.generic": {f"com.docker.network.{k}": v for k, v in opts.items()}}
+
+
+def test_default_network_gets_a_pt_bridge_with_its_gateway(plugin, client):
+    client.ok("NetworkDriver.CreateNetwork", net_body())
+    spec = plugin.links.bridges["pt-" + NID[:12]]
+    assert spec.addresses == ("10.1.0.1/24",) and spec.mtu is None
+    rules = plugin.firewall.networks[NID]
+    assert rules.subnets_v4 == ("10.1.0.0/24",) and rules.icc and rules.masquerade and not rules.internal
+
+
+def test_bridge_options(plugin, client):
+    client.ok("NetworkDriver.CreateNetwork", net_body(Options=generic(**{
+        "bridge.name": "br-x1", "driver.mtu": "1400", "bridge.enable_icc": "false",
+        "bridge.enable_ip_masquerade": "0", "bridge.inhibit_ipv4": "true"})))
+    spec = plugin.links.bridges["br-x1"]
+    assert spec.mtu == 1400 and spec.addresses == ()
+    rules = plugin.firewall.networks[NID]
+    assert not rules.icc and not rules.masquerade
+
+
+def test_ipv6_gateway_on_the_bridge(plugin, client):
+    client.ok("NetworkDriver.CreateNetwork", net_body(
+        Options={"com.docker.network.enable_ipv6": True},
+        IPv6Data=[{"Pool": "fd00:1::/64", "Gateway": "fd00:1::1/64"}]))
+    assert plugin.links.bridges["pt-" + NID[:12]].addresses == ("10.1.0.1/24", "fd00:1::1/64")
+
+
+@pytest.mark.parametrize("options, says", [
+    (generic(**{"bridge.nmae": "x"}), 'unknown network option "com.docker.network.bridge.nmae"'),
+    ({"com.docker.network.generic": {"foo": "bar"}}, 'unknown network option "foo"'),
+    (generic(**{"driver.mtu": "abc"}), 'com.docker.network.driver.mtu="abc" is not an MTU'),
+    (generic(**{"driver.mtu": "67"}), 'mtu="67"'),
+    (generic(**{"driver.mtu": "1000000"}), 'mtu="1000000"'),
+    (generic(**{"bridge.enable_icc": "maybe"}), 'enable_icc="maybe" is not a boolean'),
+    (generic(**{"bridge.host_binding_ipv4": "::1"}), 'host_binding_ipv4="::1" is not an IPv4 address'),
+    (generic(**{"bridge.name": "a" * 16}), "is not a valid interface name"),
+    (generic(**{"bridge.name": "a/b"}), "is not a valid interface name"),
+    (generic(**{"container_iface_prefix": "x" * 14}), "container_iface_prefix"),
+    ({"com.docker.network.generic": "x"}, "is not an object"),
+    ({"com.docker.network.internal": "sure"}, "com.docker.network.internal"),
+    ({"com.docker.network.enable_ipv6": True, **generic(**{"driver.mtu": "1200"})}, "IPv6 minimum"),
+])
+def test_bad_options_are_400_naming_them(refused, options, says):
+    refused("NetworkDriver.CreateNetwork", net_body(Options=options), says=says)
+
+
+@pytest.mark.parametrize("name", ["eth0", "lo", "docker0"])
+def test_host_interfaces_are_refused_as_bridges(refused, name):
+    refused("NetworkDriver.CreateNetwork", net_body(Options=generic(**{"bridge.name": name})), status=409, says=name)
+
+
+@pytest.mark.parametrize("over, says", [
+    ({"IPv4Data": [{"Pool": "10.1.0.0/33"}]}, "IPv4Data[0].Pool"),
+    ({"IPv4Data": [{"Pool": "fd00::/64"}]}, "not an IPv4 value"),
+    ({"IPv4Data": [{"Pool": "10.1.0.0/24", "Gateway": "10.2.0.1/24"}]}, "not in pool"),
+    ({"IPv4Data": [{"Pool": "10.1.0.0/24", "Gateway": "10.1.0.1"}]}, "not an address in CIDR form"),
+    ({"IPv4Data": [{"Pool": "10.1.0.0/24", "AuxAddresses": {"h": "10.9.0.1/24"}}]}, "AuxAddresses['h']"),
+    ({"IPv6Data": [{"Pool": "10.1.0.0/24"}]}, "IPv6Data[0].Pool"),
+    ({"NetworkID": ""}, "NetworkID"),
+])
+def test_bad_ipam_data(refused, over, says):
+    refused("NetworkDriver.CreateNetwork", net_body(**over), says=says)
+
+
+def test_create_network_repeat_same_is_ok_different_is_409(client, refused):
+    client.ok("NetworkDriver.CreateNetwork", net_body())
+    client.ok("NetworkDriver.CreateNetwork", net_body())
+    refused("NetworkDriver.CreateNetwork", net_body(Options=generic(**{"driver.mtu": "1400"})), status=409,
+            says="already exists with different settings")
+
+
+def test_two_networks_cannot_share_a_bridge(client, refused):
+    client.ok("NetworkDriver.CreateNetwork", net_body(Options=generic(**{"bridge.name": "brshared"})))
+    refused("NetworkDriver.CreateNetwork", net_body(NetworkID=new_id(), Options=generic(**{"bridge.name": "brshared"})),
+            status=409, says='bridge "brshared" already serves network')
+
+
+def test_user_bridge_is_adopted_and_kept(plugin, client):
+    plugin.links.user_bridges.add("bruser")
+    client.ok("NetworkDriver.CreateNetwork", net_body(Options=generic(**{"bridge.name": "bruser"})))
+    client.ok("NetworkDriver.DeleteNetwork", {"NetworkID": NID})
+    assert "bruser" in plugin.links.bridges
+
+
+@pytest.mark.parametrize("step", ["create_bridge", "ensure_base", "add_network"])
+def test_failed_create_network_leaves_nothing(plugin, client, step):
+    before = plugin.state()
+    plugin.firewall.fail.add(step)
+    plugin.links.fail.add(step)
+    status, reply = client.call("NetworkDriver.CreateNetwork", net_body())
+    assert status == 500 and step in reply["Err"]
+    assert plugin.state() == before
+
+
+def endpoint_body(**iface):
+    interface = {"Address": "10.1.0.2/24", "AddressIPv6": "", "MacAddress": ""}
+    interface.update(iface)
+    return {"NetworkID": NID, "EndpointID": EID, "Interface": interface,
+            "Options": {"com.docker.network.endpoint.exposedports": [], "com.docker.network.portmap": []}}
+
+
+def test_endpoint_gets_a_derived_mac_only_in_the_reply_when_not_given(plugin, client):
+    client.ok("NetworkDriver.CreateNetwork", net_body())
+    reply = client.ok("NetworkDriver.CreateEndpoint", endpoint_body())
+    assert reply == {"Interface": {"MacAddress": "02:42:0a:01:00:02"}}
+    veth = next(iter(plugin.links.veths.values()))
+    assert veth.mac == "02:42:0a:01:00:02" and veth.bridge == "pt-" + NID[:12]
+    # a retry of the same request answers the same
+    assert client.ok("NetworkDriver.CreateEndpoint", endpoint_body()) == reply
+
+
+def test_endpoint_with_given_mac_replies_nothing(plugin, client):
+    client.ok("NetworkDriver.CreateNetwork", net_body())
+    assert client.ok("NetworkDriver.CreateEndpoint", endpoint_body(MacAddress="02:42:0A:63:00:C8")) == {}
+    assert next(iter(plugin.links.veths.values())).mac == "02:42:0a:63:00:c8"
+
+
+@pytest.mark.parametrize("iface, says", [
+    ({"Address": "10.1.0.2"}, "Interface.Address"),
+    ({"Address": "10.9.0.2/24"}, "not in the network's subnets"),
+    ({"AddressIPv6": "10.1.0.3/24"}, "not an IPv6 value"),
+    ({"MacAddress": "02:42:0a"}, "Interface.MacAddress"),
+    ({"MacAddress": "01:00:5e:00:00:01"}, "multicast"),
+])
+def test_bad_endpoints(client, refused, iface, says):
+    client.ok("NetworkDriver.CreateNetwork", net_body())
+    refused("NetworkDriver.CreateEndpoint", endpoint_body(**iface), says=says)
+
+
+def test_endpoint_on_unknown_network_is_404(refused):
+    refused("NetworkDriver.CreateEndpoint", endpoint_body(), status=404, says=NID)
+
+
+def test_failed_veth_leaves_no_endpoint(plugin, client):
+    client.ok("NetworkDriver.CreateNetwork", net_body())
+    before = plugin.state()
+    plugin.links.fail.add("create_veth")
+    status, _ = client.call("NetworkDriver.CreateEndpoint", endpoint_body())
+    assert status == 500
+    assert plugin.state() == before
+
+
+def test_join_answers_interface_and_gateways(client):
+    client.ok("NetworkDriver.CreateNetwork", net_body(
+        Options={"com.docker.network.enable_ipv6": True, **generic(container_iface_prefix="ctr")},
+        IPv6Data=[{"Pool": "fd00:1::/64", "Gateway": "fd00:1::1/64"}]))
+    client.ok("NetworkDriver.CreateEndpoint", endpoint_body(AddressIPv6="fd00:1::2/64"))
+    reply = client.ok("NetworkDriver.Join", {"NetworkID": NID, "EndpointID": EID, "SandboxKey": "/x", "Options": {}})
+    assert reply == {"InterfaceName": {"SrcName": "ptc" + EID[:12], "DstPrefix": "ctr"},
+                     "Gateway": "10.1.0.1", "GatewayIPv6": "fd00:1::1"}
+
+
+def test_internal_network_join_has_no_gateway(client):
+    client.ok("NetworkDriver.CreateNetwork", net_body(Options={"com.docker.network.internal": True}))
+    client.ok("NetworkDriver.CreateEndpoint", endpoint_body())
+    reply = client.ok("NetworkDriver.Join", {"NetworkID": NID, "EndpointID": EID, "SandboxKey": "/x"})
+    assert "Gateway" not in reply and "GatewayIPv6" not in reply
+
+
+def test_join_recreates_a_missing_veth(plugin, client):
+    client.ok("NetworkDriver.CreateNetwork", net_body())
+    client.ok("NetworkDriver.CreateEndpoint", endpoint_body())
+    plugin.links.veths.clear()
+    client.ok("NetworkDriver.Join", {"NetworkID": NID, "EndpointID": EID, "SandboxKey": "/x"})
+    assert list(plugin.links.veths) == ["ptv" + EID[:12]]
+
+
+def test_unknown_ids_on_teardown_succeed_twice(client):
+    ids = {"NetworkID": NID, "EndpointID": EID}
+    for _ in range(2):
+        for method in ("RevokeExternalConnectivity", "Leave", "DeleteEndpoint"):
+            client.ok(f"NetworkDriver.{method}", ids)
+        client.ok("NetworkDriver.DeleteNetwork", {"NetworkID": NID})
+
+
+def test_delete_network_removes_leftover_endpoints(plugin, client):
+    client.ok("NetworkDriver.CreateNetwork", net_body())
+    client.ok("NetworkDriver.CreateEndpoint", endpoint_body())
+    client.ok("NetworkDriver.DeleteNetwork", {"NetworkID": NID})
+    assert plugin.links.bridges == {} and plugin.links.veths == {} and plugin.firewall.networks == {}
+    assert plugin.state()["store"]["endpoints"] == []
+
+
+PORTMAP = "com.docker.network.portmap"
+
+
+def program(client, portmap, eid=EID):
+    return client.ok("NetworkDriver.ProgramExternalConnectivity", {
+        "NetworkID": NID, "EndpointID": eid, "Options": {
+            PORTMAP: portmap, "com.docker.network.endpoint.exposedports": [{"Proto": 6, "Port": 80}]}})
+
+
+def port(port, host_port=0, end=0, proto=6, host_ip=""):
+    return {"Proto": proto, "IP": "", "Port": port, "HostIP": host_ip, "HostPort": host_port, "HostPortEnd": end}
+
+
+def test_published_ports_show_in_oper_info(plugin, client):
+    client.ok("NetworkDriver.CreateNetwork", net_body())
+    client.ok("NetworkDriver.CreateEndpoint", endpoint_body())
+    program(client, [port(80, 8080, 8080), port(53, 5353, 5353, proto=17, host_ip="127.0.0.1"), port(90), port(91, 9000, 9001)])
+    value = client.ok("NetworkDriver.EndpointOperInfo", {"NetworkID": NID, "EndpointID": EID})["Value"]
+    assert value[PORTMAP] == [
+        {"Proto": 6, "IP": "10.1.0.2", "Port": 80, "HostIP": "0.0.0.0", "HostPort": 8080, "HostPortEnd": 8080},
+        {"Proto": 17, "IP": "10.1.0.2", "Port": 53, "HostIP": "127.0.0.1", "HostPort": 5353, "HostPortEnd": 5353},
+        {"Proto": 6, "IP": "10.1.0.2", "Port": 90, "HostIP": "0.0.0.0", "HostPort": 49153, "HostPortEnd": 49153},
+        {"Proto": 6, "IP": "10.1.0.2", "Port": 91, "HostIP": "0.0.0.0", "HostPort": 9000, "HostPortEnd": 9000},
+    ]
+    assert value["com.docker.network.endpoint.exposedports"] == [{"Proto": 6, "Port": 80}]
+    assert len(plugin.firewall.ports[EID].bindings) == 4
+    client.ok("NetworkDriver.RevokeExternalConnectivity", {"NetworkID": NID, "EndpointID": EID})
+    assert plugin.firewall.ports == {}
+    assert client.ok("NetworkDriver.EndpointOperInfo", {"NetworkID": NID, "EndpointID": EID})["Value"][PORTMAP] == []
+
+
+def test_host_port_held_by_another_endpoint_is_409_and_ranges_skip_it(client, refused):
+    client.ok("NetworkDriver.CreateNetwork", net_body())
+    client.ok("NetworkDriver.CreateEndpoint", endpoint_body())
+    other = "ef" * 32
+    client.ok("NetworkDriver.CreateEndpoint", {**endpoint_body(Address="10.1.0.3/24"), "EndpointID": other})
+    program(client, [port(80, 8080, 8080)])
+    refused("NetworkDriver.ProgramExternalConnectivity", {"NetworkID": NID, "EndpointID": other, "Options": {
+        PORTMAP: [port(80, 8080, 8080, host_ip="127.0.0.1")]}}, status=409, says="host port 8080/tcp")
+    program(client, [port(80, 8080, 8081), port(81, 8080, 8081, proto=17)], eid=other)
+    value = client.ok("NetworkDriver.EndpointOperInfo", {"NetworkID": NID, "EndpointID": other})["Value"]
+    assert [p["HostPort"] for p in value[PORTMAP]] == [8081, 8080]
+
+
+@pytest.mark.parametrize("entry, says", [
+    (port(80, proto=7), "Proto 7"),
+    (port(0), "Port 0"),
+    (port(80, 70000), "HostPort 70000"),
+    (port(80, 9001, 9000), "HostPortEnd 9000 is below HostPort 9001"),
+    (port(80, host_ip="nope"), "HostIP"),
+    (port(80, host_ip="::1"), "no IPv6 address"),
+])
+def test_bad_portmaps(client, refused, entry, says):
+    client.ok("NetworkDriver.CreateNetwork", net_body())
+    client.ok("NetworkDriver.CreateEndpoint", endpoint_body())
+    refused("NetworkDriver.ProgramExternalConnectivity", {"NetworkID": NID, "EndpointID": EID, "Options": {PORTMAP: [entry]}},
+            says=says)
+
+
+def test_failed_port_rules_leave_nothing(plugin, client):
+    client.ok("NetworkDriver.CreateNetwork", net_body())
+    client.ok("NetworkDriver.CreateEndpoint", endpoint_body())
+    before = plugin.state()
+    plugin.firewall.fail.add("add_ports")
+    status, _ = client.call("NetworkDriver.ProgramExternalConnectivity", {
+        "NetworkID": NID, "EndpointID": EID, "Options": {PORTMAP: [port(80, 8080)]}})
+    assert status == 500
+    assert plugin.state() == before
+
+
+def test_no_op_methods(client):
+    for method in ("DiscoverNew", "DiscoverDelete"):
+        assert client.ok(f"NetworkDriver.{method}", {"DiscoveryType": 1, "DiscoveryData": {}}) == {}
+    assert client.ok("NetworkDriver.AllocateNetwork", {"NetworkID": NID}) == {}
+    assert client.ok("NetworkDriver.FreeNetwork", {"NetworkID": NID}) == {}
+
+
+def test_reconcile_restores_kernel_from_store(plugin, client):
+    client.ok("NetworkDriver.CreateNetwork", net_body())
+    client.ok("NetworkDriver.CreateEndpoint", endpoint_body())
+    plugin.links.bridges.clear()
+    plugin.links.veths.clear()
+    plugin.links.bridges["pt-orphan00000"] = object()
+    changes = plugin.network.reconcile()
+    assert sorted(changes) == sorted([f"recreated bridge pt-{NID[:12]}", f"recreated veth ptv{EID[:12]}",
+                                      "deleted orphan pt-orphan00000"])
+    assert set(plugin.links.bridges) == {"pt-" + NID[:12]}

@@ -1,0 +1,82 @@
+"""Transport as dockerd does it, and the error envelope."""
+import json
+
+import pytest
+
+
+def test_activate_names_both_interfaces(client):
+    assert client.ok("Plugin.Activate") == {"Implements": ["NetworkDriver", "IpamDriver"]}
+
+
+def test_capabilities_with_empty_bodies(client):
+    assert client.ok("NetworkDriver.GetCapabilities") == {"Scope": "local", "ConnectivityScope": "local"}
+    assert client.ok("IpamDriver.GetCapabilities") == {"RequiresMACAddress": False, "RequiresRequestReplay": False}
+    assert client.ok("IpamDriver.GetDefaultAddressSpaces") == {
+        "LocalDefaultAddressSpace": "LocalDefault", "GlobalDefaultAddressSpace": "GlobalDefault"}
+
+
+def test_no_content_type_and_whitespace_body(plugin):
+    resp = plugin.app.test_client().post("/NetworkDriver.GetCapabilities", data=b"  \n")
+    assert resp.status_code == 200
+    assert resp.content_type == "application/vnd.docker.plugins.v1+json"
+
+
+def test_unknown_method_is_json_404(refused):
+    assert 'unknown method "/NetworkDriver.Frobnicate"' in refused("NetworkDriver.Frobnicate", {}, status=404)
+
+
+def test_get_is_json_405(plugin):
+    resp = plugin.app.test_client().get("/Plugin.Activate")
+    assert resp.status_code == 405
+    assert "Err" in json.loads(resp.get_data())
+
+
+def test_nested_path_is_json_404(plugin):
+    resp = plugin.app.test_client().post("/a/b", data=b"{}")
+    assert resp.status_code == 404
+    assert "Err" in json.loads(resp.get_data())
+
+
+@pytest.mark.parametrize("raw, says", [
+    (b"{not json", "not valid JSON"),
+    (b"[1, 2]", "must be a JSON object"),
+    (b"\xff\xfe", "not valid JSON"),
+])
+def test_malformed_bodies(refused, raw, says):
+    refused("IpamDriver.RequestPool", raw=raw, says=says)
+
+
+def test_body_over_one_mib_is_413(refused):
+    big = json.dumps({"PoolID": "x" * (1 << 20)}).encode()
+    refused("IpamDriver.ReleasePool", raw=big, status=413, says="larger than")
+
+
+def test_unknown_top_level_fields_are_ignored(client):
+    reply = client.ok("IpamDriver.RequestPool", {"AddressSpace": "LocalDefault", "Pool": "10.1.0.0/24",
+                                                 "V6": False, "FieldFromTheFuture": 1})
+    assert reply["Pool"] == "10.1.0.0/24"
+
+
+def test_schema_errors_name_the_field(refused):
+    err = refused("NetworkDriver.CreateNetwork", {"NetworkID": "n1", "IPv4Data": [{"Pool": 5}]})
+    assert "IPv4Data[0].Pool" in err and "5" in err
+
+
+NETWORK = {"NetworkID": "a" * 64, "Options": {}, "IPv4Data": [{"Pool": "10.5.0.0/24", "Gateway": "10.5.0.1/24"}]}
+
+
+def test_kernel_failure_is_500_naming_the_step(plugin):
+    plugin.links.fail.add("create_bridge")
+    status, reply = plugin.client.call("NetworkDriver.CreateNetwork", NETWORK)
+    assert status == 500
+    assert reply["Err"] == "kernel step failed: create_bridge: injected failure"
+
+
+def test_unexpected_exception_is_500_without_traceback(plugin):
+    def boom(_spec):
+        raise RuntimeError("secret detail in /etc/shadow")
+
+    plugin.links.create_bridge = boom
+    status, reply = plugin.client.call("NetworkDriver.CreateNetwork", NETWORK)
+    assert status == 500
+    assert reply["Err"] == "internal error in /NetworkDriver.CreateNetwork (RuntimeError); see the plugin log"
