@@ -7,7 +7,9 @@
 #   mkdir -p build/plugin/rootfs && docker export "$id" | tar -x -C build/plugin/rootfs
 #   docker rm "$id" && cp config.json build/plugin/
 #   docker plugin create pontoon:0.1.0 build/plugin
-FROM python:3.11-slim
+# BASE: any Debian 12 image with python3 and python3-venv.
+ARG BASE=python:3.11-slim
+FROM ${BASE}
 
 # iptables-restore programs the firewall, conntrack flushes stale flows.
 RUN apt-get update \
@@ -15,7 +17,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 
 COPY . /src
-RUN python -m venv /opt/pontoon \
+RUN python3 -m venv /opt/pontoon \
  && /opt/pontoon/bin/pip install --no-cache-dir /src \
  && rm -rf /src \
  && mkdir -p /run/docker/plugins /var/lib/pontoon

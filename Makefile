@@ -37,7 +37,7 @@ DOCKER ?= /usr/bin/docker
 .PHONY: plugin-rootfs plugin plugin-push
 
 plugin-rootfs:
-	contrib/build-rootfs.sh $(PLUGIN_DIR)
+	PYTHON=$(PYTHON) contrib/build-rootfs.sh $(PLUGIN_DIR)
 
 plugin: plugin-rootfs
 	@# The state mount's source must exist before the plugin starts.
