@@ -1,0 +1,352 @@
+"""The firewall against the real kernel, with traffic between namespaces.
+
+Each behaviour is checked by traffic that the rule under test decides, with
+the FORWARD policy at DROP as dockerd leaves it, so a missing rule fails.
+"""
+from __future__ import annotations
+
+import socket
+import uuid
+
+import pytest
+
+from datapath.errors import DatapathError
+from datapath.model import EndpointPorts, PortBinding
+
+from .firewall_env import PORT, HostForwarding, Lab, missing, network, sh, trace
+
+pytestmark = pytest.mark.root
+
+_why = missing()
+if _why:
+    pytest.skip(f"firewall netns tests skipped: {_why}", allow_module_level=True)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def host():
+    with HostForwarding() as h:
+        yield h
+
+
+@pytest.fixture
+def lab(tmp_path):
+    lab = Lab(tmp_path)
+    try:
+        yield lab
+    finally:
+        lab.close()
+
+
+def ports(net, c, *bindings) -> EndpointPorts:
+    return EndpointPorts(uuid.uuid4().hex * 2, net.network_id, net.bridge, tuple(bindings))
+
+
+def test_icc_on_lets_containers_talk_and_reach_out(lab):
+    br = lab.bridge()
+    c1, c2, out = lab.container(br), lab.container(br), lab.outside()
+    assert lab.reach(c1.ns, c2.ip) is None  # the DROP policy alone
+    lab.add_network(network(br))
+    assert lab.reach(c1.ns, c2.ip) == c1.ip
+    assert lab.reach(c2.ns, c1.ip) == c2.ip
+    assert lab.reach(c1.ns, out.ip) == out.host_ip
+
+
+def test_icc_off_blocks_containers_but_not_the_outside(lab):
+    br = lab.bridge()
+    c1, c2, out = lab.container(br), lab.container(br), lab.outside()
+    lab.add_network(network(br, icc=False))
+    assert lab.reach(c1.ns, c2.ip) is None
+    assert lab.reach(c2.ns, c1.ip, proto="udp") is None
+    assert lab.reach(c1.ns, out.ip) == out.host_ip
+
+
+def test_masquerade_replaces_the_source_with_the_hosts_address(lab):
+    br = lab.bridge()
+    c1, out = lab.container(br), lab.outside()
+    lab.add_network(network(br))
+    assert lab.reach(c1.ns, out.ip) == out.host_ip
+    assert lab.reach(c1.ns, out.ip, proto="udp") == out.host_ip
+
+
+def test_without_masquerade_the_container_address_goes_out(lab):
+    br = lab.bridge()
+    c1, out = lab.container(br), lab.outside()
+    lab.add_network(network(br, masquerade=False))
+    assert lab.reach(c1.ns, out.ip) == c1.ip
+    assert trace(f"! -o {br.name} -j MASQUERADE") == []
+
+
+def test_outside_cannot_open_connections_to_containers(lab):
+    br = lab.bridge()
+    c1, out = lab.container(br), lab.outside()
+    lab.add_network(network(br, masquerade=False))
+    # Allowed by FORWARD's policy if it were ACCEPT; our chain drops it itself.
+    sh("iptables", "-w", "-P", "FORWARD", "ACCEPT")
+    try:
+        assert lab.reach(out.ns, c1.ip) is None
+    finally:
+        sh("iptables", "-w", "-P", "FORWARD", "DROP")
+
+
+def test_internal_network_stays_inside(lab):
+    br = lab.bridge()
+    c1, c2, out = lab.container(br), lab.container(br), lab.outside()
+    lab.add_network(network(br, internal=True))
+    assert lab.reach(c1.ns, c2.ip) == c1.ip
+    assert lab.reach(c1.ns, out.ip) is None
+    assert lab.reach(out.ns, c1.ip) is None
+    assert trace(f"-o {br.name} -j MASQUERADE", f"! -o {br.name} -j MASQUERADE") == []
+
+
+def test_host_reaches_containers_directly(lab):
+    normal, internal = lab.bridge(), lab.bridge()
+    c1, c2 = lab.container(normal), lab.container(internal)
+    lab.add_network(network(normal, icc=False))
+    lab.add_network(network(internal, internal=True))
+    assert lab.reach(None, c1.ip) == normal.gateway
+    assert lab.reach(None, c2.ip) == internal.gateway
+
+
+def test_two_pontoon_networks_are_isolated_both_ways(lab):
+    a, b = lab.bridge(), lab.bridge()
+    ca, cb, out = lab.container(a), lab.container(b), lab.outside()
+    lab.add_network(network(a))
+    lab.add_network(network(b, masquerade=False))
+    assert lab.reach(ca.ns, cb.ip) is None
+    assert lab.reach(cb.ns, ca.ip) is None
+    assert lab.reach(ca.ns, out.ip) == out.host_ip
+    assert lab.reach(cb.ns, out.ip) == cb.ip
+
+
+def test_isolated_from_dockers_bridges_both_ways(lab):
+    ours, docker = lab.bridge(), lab.bridge(name=f"br-{lab.tag}")
+    c, d = lab.container(ours), lab.container(docker)
+    # Stand-in for Docker's own rules, which accept all traffic leaving its
+    # bridges and its replies; our chain runs first and must drop it.
+    chain = f"PTTEST-{lab.tag}"
+    sh("iptables", "-w", "-N", chain)
+    lab._cleanup.append(lambda: sh("iptables", "-w", "-X", chain))
+    for rule in ([f"-i {docker.name} -j ACCEPT"], [f"-o {docker.name} -j ACCEPT"]):
+        sh("iptables", "-w", "-A", chain, *rule[0].split())
+    sh("iptables", "-w", "-A", "FORWARD", "-j", chain)
+    lab._cleanup.append(lambda: (sh("iptables", "-w", "-D", "FORWARD", "-j", chain),
+                                 sh("iptables", "-w", "-F", chain)))
+    lab.add_network(network(ours, masquerade=False))
+    assert lab.reach(c.ns, d.ip) is None
+    assert lab.reach(d.ns, c.ip) is None
+    assert lab.reach(d.ns, c.ip, proto="udp") is None
+
+
+@pytest.fixture
+def published(lab):
+    """A container publishing PORT as tcp 18080 and udp 18081 on all addresses."""
+    br = lab.bridge()
+    c, out = lab.container(br), lab.outside()
+    net = network(br)
+    lab.add_network(net)
+    p = ports(net, c, PortBinding("tcp", "", 18080, c.ip, PORT), PortBinding("udp", "", 18081, c.ip, PORT))
+    assert lab.reach(out.ns, out.host_ip, 18080) is None
+    lab.add_ports(p)
+    return br, c, out, p
+
+
+def test_published_ports_from_the_outside(lab, published):
+    br, c, out, _ = published
+    assert lab.reach(out.ns, out.host_ip, 18080) == out.ip
+    assert lab.reach(out.ns, out.host_ip, 18081, proto="udp") == out.ip
+
+
+def test_published_ports_from_the_host(lab, published):
+    br, c, out, _ = published
+    assert lab.reach(None, out.host_ip, 18080) == out.host_ip
+    assert lab.reach(None, out.host_ip, 18081, proto="udp") == out.host_ip
+
+
+def test_published_ports_on_localhost(lab, published):
+    br, c, out, _ = published
+    assert lab.reach(None, "127.0.0.1", 18080) == br.gateway
+    assert lab.reach(None, "127.0.0.1", 18081, proto="udp") == br.gateway
+
+
+def test_container_reaches_itself_through_the_host(lab, published):
+    br, c, out, _ = published
+    assert lab.reach(c.ns, out.host_ip, 18080) == br.gateway
+    assert lab.reach(c.ns, out.host_ip, 18081, proto="udp") == br.gateway
+
+
+def test_containers_cannot_use_the_hosts_loopback(lab, published):
+    br, c, out, _ = published
+    # route_localnet=1 on the bridge would let a container reach services the
+    # host binds to 127.0.0.0/8; the INPUT rule must drop what it sends there.
+    # (UDP: a TCP answer from 127.0.0.2 would be a martian in the container,
+    # but the host would already have received the packet.)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
+        server.bind(("127.0.0.2", 0))
+        server.settimeout(2)
+        # The container's own loopback would take 127.0.0.2 otherwise.
+        sh("ip", "-n", c.ns, "link", "set", "lo", "down")
+        sh("ip", "-n", c.ns, "route", "add", "127.0.0.2/32", "via", br.gateway)
+        sh("ip", "netns", "exec", c.ns, "python3", "-c",
+           "import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('127.0.0.2', %d))"
+           % server.getsockname()[1])
+        with pytest.raises(TimeoutError):
+            server.recvfrom(10)
+
+
+def test_port_bound_to_one_host_address(lab):
+    br = lab.bridge()
+    c, out = lab.container(br), lab.outside()
+    net = network(br)
+    lab.add_network(net)
+    lab.add_ports(ports(net, c, PortBinding("tcp", out.host_ip, 18090, c.ip, PORT)))
+    assert lab.reach(out.ns, out.host_ip, 18090) == out.ip
+    assert lab.reach(None, "127.0.0.1", 18090) is None
+
+
+def test_host_port_range(lab):
+    br = lab.bridge()
+    c, out = lab.container(br), lab.outside()
+    net = network(br)
+    lab.add_network(net)
+    lab.add_ports(ports(net, c, *(PortBinding("tcp", "", hp, c.ip, PORT) for hp in range(18100, 18104))))
+    for hp in range(18100, 18104):
+        assert lab.reach(out.ns, out.host_ip, hp) == out.ip
+
+
+def test_host_port_zero_picks_a_free_port(lab):
+    br = lab.bridge()
+    c, out = lab.container(br), lab.outside()
+    low, high = map(int, open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
+    used = set(range(low, low + (high - low) // 2))
+    port = lab.fw.pick_host_port("tcp", "", used)
+    assert low <= port <= high and port not in used
+    net = network(br)
+    lab.add_network(net)
+    lab.add_ports(ports(net, c, PortBinding("tcp", "", port, c.ip, PORT)))
+    assert lab.reach(out.ns, out.host_ip, port) == out.ip
+
+
+def test_pick_host_port_skips_bound_ports(lab):
+    low, high = map(int, open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        taken = s.getsockname()[1]
+        used = set(range(low, high + 1)) - {taken}
+        with pytest.raises(DatapathError):
+            lab.fw.pick_host_port("tcp", "", used)
+
+
+def test_removal_leaves_no_trace(lab):
+    br = lab.bridge()
+    c, out = lab.container(br), lab.outside()
+    net = network(br)
+    p = ports(net, c, PortBinding("tcp", "", 18110, c.ip, PORT), PortBinding("udp", "", 18111, c.ip, PORT))
+    lab.add_network(net)
+    lab.add_ports(p)
+    assert lab.reach(out.ns, out.host_ip, 18111, proto="udp") == out.ip
+    assert sh("conntrack", "-L", "-p", "udp", "--reply-src", c.ip, check=False).stdout.strip()
+    lab.fw.remove_ports(p)
+    assert trace(p.endpoint_id[:12]) == []
+    assert sh("conntrack", "-L", "-p", "udp", "--reply-src", c.ip, check=False).stdout.strip() == ""
+    assert lab.reach(out.ns, out.host_ip, 18110) is None
+    lab.fw.remove_network(net)
+    assert trace(net.network_id[:12], br.name) == []
+    lab.fw.remove_network(net)  # idempotent
+    lab.fw.remove_ports(p)
+
+
+def test_reconcile_repairs_what_a_user_removed(lab):
+    br = lab.bridge()
+    c1, c2 = lab.container(br), lab.container(br)
+    net = network(br)
+    p = ports(net, c1, PortBinding("tcp", "", 18120, c1.ip, PORT))
+    lab.add_network(net)
+    lab.add_ports(p)
+    assert lab.fw.reconcile([net], [p]) == []  # what we applied reads back the same
+
+    chain = f"PONTOON-N-{net.network_id[:12]}"
+    sh("iptables", "-w", "-F", chain)
+    assert lab.reach(c1.ns, c2.ip) is None
+    assert lab.fw.reconcile([net], [p]) == [f"ipv4 filter: rewrite chain {chain}"]
+    assert lab.reach(c1.ns, c2.ip) == c1.ip
+
+    sh("iptables", "-w", "-D", "FORWARD", "-j", "PONTOON-FORWARD")
+    assert lab.reach(c1.ns, c2.ip) is None
+    assert lab.fw.reconcile([net], [p]) == ["ipv4 filter: restore jump FORWARD -> PONTOON-FORWARD"]
+    assert lab.reach(c1.ns, c2.ip) == c1.ip
+
+
+def test_reconcile_deletes_orphans_and_ensure_base_reclaims_the_top(lab):
+    br = lab.bridge()
+    c1, c2 = lab.container(br), lab.container(br)
+    gone, kept = network(lab.bridge()), network(br)
+    lab.add_network(gone)
+    lab.add_network(kept)
+    changes = lab.fw.reconcile([kept], [])
+    assert f"ipv4 filter: delete chain PONTOON-N-{gone.network_id[:12]}" in changes
+    assert trace(gone.network_id[:12], gone.bridge) == []
+
+    # dockerd, when it starts, puts its jumps above ours.
+    chain = f"PTTEST-{lab.tag}"
+    sh("iptables", "-w", "-N", chain)
+    lab._cleanup.append(lambda: sh("iptables", "-w", "-X", chain))
+    sh("iptables", "-w", "-I", "FORWARD", "1", "-j", chain)
+    lab._cleanup.append(lambda: sh("iptables", "-w", "-D", "FORWARD", "-j", chain))
+    assert lab.fw.ensure_base() == ["ipv4 filter: restore jump FORWARD -> PONTOON-FORWARD"]
+    assert sh("iptables", "-S", "FORWARD").stdout.splitlines()[1] == "-A FORWARD -j PONTOON-FORWARD"
+    assert lab.reach(c1.ns, c2.ip) == c1.ip
+
+
+class Boom(Exception):
+    pass
+
+
+def _steps_of(lab, op) -> list[str]:
+    names: list[str] = []
+    fw = lab.fw
+    fw._faults = names.append
+    try:
+        op(fw)
+    finally:
+        fw._faults = None
+    return names
+
+
+@pytest.mark.parametrize("op", ["network", "ports"])
+def test_a_fault_at_any_step_leaves_nothing(lab, op):
+    br = lab.bridge()
+    c = lab.container(br)
+    net = network(br)
+    # A v6 binding too, so a fault in the IPv6 step must undo the IPv4 one.
+    p = ports(net, c, PortBinding("tcp", "", 18130, c.ip, PORT), PortBinding("tcp", "", 18130, "fd00:250::2", PORT))
+    localnet = f"/proc/sys/net/ipv4/conf/{br.name}/route_localnet"
+
+    def run(fw):
+        if op == "network":
+            fw.add_network(net)
+        else:
+            fw.add_ports(p)
+
+    if op == "ports":
+        lab.add_network(net)
+    steps = _steps_of(lab, run)
+    lab.fw.remove_ports(p) if op == "ports" else lab.fw.remove_network(net)
+    assert "apply ipv4 firewall" in steps and "apply ipv6 firewall" in steps
+    words = [p.endpoint_id[:12]] if op == "ports" else [net.network_id[:12], br.name]
+    for step in steps:
+        open(localnet, "w").write("0")
+
+        def fault(name, step=step):
+            if name == step:
+                raise Boom(step)
+
+        lab.fw._faults = fault
+        try:
+            with pytest.raises(DatapathError) as err:
+                run(lab.fw)
+        finally:
+            lab.fw._faults = None
+        assert err.value.step == step
+        assert trace(*words) == [], f"fault at {step!r} left rules behind"
+        if op == "network":
+            assert open(localnet).read().strip() == "0", f"fault at {step!r} left route_localnet"

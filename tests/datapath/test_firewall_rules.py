@@ -1,0 +1,187 @@
+"""The pure side of the firewall: rendering, parsing, planning. No root."""
+import pytest
+
+from datapath import rules as R
+from datapath.model import EndpointPorts, NetworkRules, PortBinding
+
+NET = NetworkRules("0123456789abcdef", "pt-a", ("10.9.0.0/24",), ("fd00:9::/64",))
+NCHAIN = "PONTOON-N-0123456789ab"
+EP = EndpointPorts(
+    "fedcba9876543210", NET.network_id, "pt-a",
+    (
+        PortBinding("tcp", "", 8080, "10.9.0.2", 80),
+        PortBinding("udp", "192.0.2.7", 53, "10.9.0.2/24", 5353),
+        PortBinding("tcp", "::", 8080, "fd00:9::2", 80),
+    ),
+)
+ECHAIN = "PONTOON-E-fedcba987654"
+
+
+def save_text(ruleset: R.Ruleset, hooked: bool = True) -> str:
+    """What iptables-save prints after our restore (builtins first)."""
+    out = []
+    for table in R.TABLES:
+        out.append(f"*{table}")
+        out += [f":{c} ACCEPT [0:0]" for c, _ in R.HOOKS[table]]
+        out += [f":{c} - [0:0]" for c in ruleset[table]]
+        if hooked:
+            out += [f"-A {c} {j}" for c, j in R.HOOKS[table]]
+        for c, rules in ruleset[table].items():
+            out += [f"-A {c} {r}" for r in rules]
+        out.append("COMMIT")
+    return "\n".join(out) + "\n"
+
+
+def test_icc_on_accepts_and_off_drops_bridge_to_bridge():
+    on = R.network_fragment(NET, "ipv4").own["filter"][NCHAIN]
+    off = R.network_fragment(NetworkRules(NET.network_id, "pt-a", icc=False), "ipv4").own["filter"][NCHAIN]
+    assert "-i pt-a -o pt-a -j ACCEPT" in on
+    assert "-i pt-a -o pt-a -j DROP" in off
+    assert "-i pt-a ! -o pt-a -j ACCEPT" in off  # still reaches the outside
+
+
+def test_isolation_comes_before_any_accept():
+    rules = R.network_fragment(NET, "ipv4").own["filter"][NCHAIN]
+    assert rules[:2] == ["-i pt-a ! -o pt-a -j PONTOON-ISOL-OUT", "! -i pt-a -o pt-a -j PONTOON-ISOL-IN"]
+    assert rules[-1] == "-o pt-a -j DROP"
+    shared = R.network_fragment(NET, "ipv4").shared["filter"]
+    assert shared[R.ISOL_OUT] == ["-o pt-a -j DROP"]
+    assert shared[R.ISOL_IN] == ["-i pt-a -j DROP"]
+    base = R.base_chains()["filter"]
+    assert "-o docker0 -j DROP" in base[R.ISOL_OUT] and "-o br-+ -j DROP" in base[R.ISOL_OUT]
+    assert "-i docker0 -j DROP" in base[R.ISOL_IN] and "-i br-+ -j DROP" in base[R.ISOL_IN]
+
+
+def test_masquerade_per_family_and_off():
+    v4 = R.network_fragment(NET, "ipv4").own["nat"][NCHAIN]
+    v6 = R.network_fragment(NET, "ipv6").own["nat"][NCHAIN]
+    assert "-s 10.9.0.0/24 ! -o pt-a -j MASQUERADE" in v4
+    assert "-s fd00:9::/64 ! -o pt-a -j MASQUERADE" in v6
+    assert "-s 127.0.0.0/8 -o pt-a -j MASQUERADE" in v4
+    assert not any("127.0.0.0" in r for r in v6)
+    off = NetworkRules(NET.network_id, "pt-a", ("10.9.0.0/24",), masquerade=False)
+    assert not any("! -o pt-a -j MASQUERADE" in r for r in R.network_fragment(off, "ipv4").own["nat"][NCHAIN])
+
+
+def test_internal_drops_both_ways_and_never_masquerades():
+    net = NetworkRules(NET.network_id, "pt-a", ("10.9.0.0/24",), internal=True)
+    frag = R.network_fragment(net, "ipv4")
+    f = frag.own["filter"][NCHAIN]
+    assert "-i pt-a ! -o pt-a -j DROP" in f and "! -i pt-a -o pt-a -j DROP" in f
+    assert "-i pt-a ! -o pt-a -j ACCEPT" not in f
+    assert not any("ctstate RELATED" in r for r in f)
+    assert not any("! -o pt-a -j MASQUERADE" in r or "127.0.0.0" in r for r in frag.own["nat"][NCHAIN])
+
+
+def test_subnets_are_normalised():
+    net = NetworkRules(NET.network_id, "pt-a", ("10.9.0.5/24",))
+    assert "-s 10.9.0.0/24 ! -o pt-a -j MASQUERADE" in R.network_fragment(net, "ipv4").own["nat"][NCHAIN]
+
+
+def test_ports_render_dnat_and_accept_per_family():
+    v4 = R.ports_fragment(EP, "ipv4")
+    assert v4.own["nat"][ECHAIN] == [
+        "-p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.9.0.2:80",
+        "-d 192.0.2.7/32 -p udp -m udp --dport 53 -j DNAT --to-destination 10.9.0.2:5353",
+    ]
+    assert v4.own["filter"][ECHAIN] == [
+        "-d 10.9.0.2/32 -p tcp -m tcp --dport 80 -j ACCEPT",
+        "-d 10.9.0.2/32 -p udp -m udp --dport 5353 -j ACCEPT",
+    ]
+    assert v4.shared["filter"][R.PORTS] == [f"-o pt-a -j {ECHAIN}"]
+    assert v4.shared["nat"][R.DNAT] == [f"-j {ECHAIN}"]
+    v6 = R.ports_fragment(EP, "ipv6")
+    assert v6.own["nat"][ECHAIN] == ["-p tcp -m tcp --dport 8080 -j DNAT --to-destination [fd00:9::2]:80"]
+
+
+def test_ports_without_bindings_in_a_family_add_nothing():
+    ep = EndpointPorts("e" * 16, NET.network_id, "pt-a", (PortBinding("tcp", "", 1, "10.9.0.2", 1),))
+    frag = R.ports_fragment(ep, "ipv6")
+    assert frag.own == {"filter": {}, "nat": {}} and frag.shared == {"filter": {}, "nat": {}}
+
+
+@pytest.mark.parametrize("binding", [
+    PortBinding("icmp", "", 1, "10.9.0.2", 1),
+    PortBinding("tcp", "fd00::1", 1, "10.9.0.2", 1),
+])
+def test_bad_bindings_are_refused(binding):
+    with pytest.raises(ValueError):
+        R.ports_fragment(EndpointPorts("e" * 16, "n", "pt-a", (binding,)), "ipv4")
+
+
+def test_plan_from_nothing_creates_chains_then_jumps_first():
+    text, changes = R.plan(R.parse_save(""), R.desired([NET], [EP], "ipv4"), "ipv4")
+    lines = text.splitlines()
+    assert lines[0] == "*filter" and lines[-1] == "COMMIT"
+    assert "-I FORWARD 1 -j PONTOON-FORWARD" in lines
+    assert "-I PREROUTING 1 -m addrtype --dst-type LOCAL -j PONTOON-DNAT" in lines
+    assert "-I OUTPUT 1 -m addrtype --dst-type LOCAL -j PONTOON-DNAT" in lines
+    # In each table every chain is declared before any rule can jump to it.
+    for section in text.split("COMMIT\n")[:-1]:
+        kinds = [l[0] for l in section.splitlines()[1:]]
+        assert kinds == sorted(kinds, key=lambda k: k != ":")
+    assert f"ipv4 filter: create chain {NCHAIN}" in changes
+
+
+def test_plan_of_what_is_there_is_empty():
+    state = R.desired([NET], [EP], "ipv4")
+    assert R.plan(R.parse_save(save_text(state)), state, "ipv4") == ("", [])
+
+
+def test_plan_moves_our_jump_back_to_the_top():
+    state = R.desired([], [], "ipv4")
+    saved = R.parse_save(save_text(state))
+    saved.builtin["filter"]["FORWARD"][:0] = ["-j DOCKER-USER"]
+    text, changes = R.plan(saved, state, "ipv4")
+    assert "-D FORWARD -j PONTOON-FORWARD\n-I FORWARD 1 -j PONTOON-FORWARD" in text
+    assert changes == ["ipv4 filter: restore jump FORWARD -> PONTOON-FORWARD"]
+
+
+def test_plan_rewrites_a_flushed_chain_whole():
+    state = R.desired([NET], [], "ipv4")
+    saved = R.parse_save(save_text(state))
+    saved.ours["filter"][NCHAIN] = []
+    text, changes = R.plan(saved, state, "ipv4")
+    assert text.splitlines()[1] == f":{NCHAIN} - [0:0]"
+    assert changes == [f"ipv4 filter: rewrite chain {NCHAIN}"]
+
+
+def test_removal_deletes_own_chains_and_shared_entries():
+    state = R.desired([NET], [EP], "ipv4")
+    after = R.without(R.without(state, R.ports_fragment(EP, "ipv4")), R.network_fragment(NET, "ipv4"))
+    assert after == R.desired([], [], "ipv4")
+    text, _ = R.plan(R.parse_save(save_text(state)), after, "ipv4")
+    assert f"-X {NCHAIN}" in text and f"-X {ECHAIN}" in text
+    assert "pt-a" not in text
+
+
+def test_removal_finds_chains_of_a_renamed_bridge():
+    state = R.desired([NET], [], "ipv4")
+    renamed = NetworkRules(NET.network_id, "pt-b", NET.subnets_v4)
+    after = R.without(state, R.network_fragment(renamed, "ipv4"))
+    assert not any(NCHAIN in r for rules in after["filter"].values() for r in rules)
+    assert NCHAIN not in after["filter"] and NCHAIN not in after["nat"]
+
+
+def test_adding_twice_keeps_one_copy():
+    once = R.including(R.with_base({}), R.network_fragment(NET, "ipv4"))
+    assert R.including(once, R.network_fragment(NET, "ipv4")) == once
+
+
+def test_parse_keeps_only_our_chains_and_hooked_builtins():
+    text = (
+        "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:DOCKER - [0:0]\n:PONTOON-X - [0:0]\n"
+        "-A FORWARD -j DOCKER-USER\n-A FORWARD -j PONTOON-FORWARD\n-A DOCKER -j RETURN\n"
+        "-A PONTOON-X -j DROP\nCOMMIT\n*mangle\n:PONTOON-Y - [0:0]\nCOMMIT\n"
+    )
+    saved = R.parse_save(text)
+    assert saved.ours["filter"] == {"PONTOON-X": ["-j DROP"]}
+    assert saved.builtin["filter"]["FORWARD"] == ["-j DOCKER-USER", "-j PONTOON-FORWARD"]
+    assert "PONTOON-Y" not in str(saved.ours)
+
+
+def test_reconcile_target_drops_orphans():
+    state = R.desired([NET], [EP], "ipv4")
+    text, changes = R.plan(R.parse_save(save_text(state)), R.desired([], [], "ipv4"), "ipv4")
+    assert f"ipv4 filter: delete chain {NCHAIN}" in changes
+    assert f"ipv4 nat: delete chain {ECHAIN}" in changes
