@@ -67,4 +67,5 @@ rm -rf "$out/rootfs/tmp/wheels" "$out/rootfs/var/lib/apt/lists" \
 # dockerd bind-mounts the plugin socket directory and the state directory
 # here; creating them keeps the mount points independent of the host.
 mkdir -p "$out/rootfs/run/docker/plugins" "$out/rootfs/var/lib/pontoon"
+install -m 755 "$repo/contrib/plugin-entrypoint.sh" "$out/rootfs/opt/pontoon/entrypoint.sh"
 cp "$repo/config.json" "$out/config.json"

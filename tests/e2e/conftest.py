@@ -135,7 +135,7 @@ class ProcessPontoon:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "plugin", "serve", "--name", self.name,
              "--socket-dir", str(PLUGIN_SOCKET_DIR), "--state-dir", str(self.state_dir),
-             "--log-level", "debug"],
+             "--log-level", "info"],
             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
@@ -185,7 +185,7 @@ class ManagedPontoon:
 
     def configure(self):
         self.dockerd.docker("plugin", "set", self.driver,
-                            f"state.source={self.state_dir}", "PONTOON_LOG_LEVEL=debug",
+                            f"state.source={self.state_dir}", "PONTOON_LOG_LEVEL=info",
                             timeout=30)
 
     def enable(self):

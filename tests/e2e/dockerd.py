@@ -8,6 +8,7 @@ found or killed by name, and every host-wide name (bridge, socket) is unique.
 import json
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -85,6 +86,19 @@ def wait_for(predicate, *, timeout, interval=0.2, what="condition"):
         time.sleep(interval)
 
 
+def delete_rules_mentioning(ifname):
+    """Remove the iptables rules dockerd left for its bridge: it does not
+    remove them on shutdown, and they would pile up in the shared FORWARD
+    and POSTROUTING chains run after run."""
+    for save, tool in (("iptables-save", "iptables"), ("ip6tables-save", "ip6tables")):
+        for table in ("filter", "nat"):
+            dump = run([save, "-t", table], timeout=20).stdout
+            for line in dump.splitlines():
+                if line.startswith("-A ") and ifname in shlex.split(line):
+                    run([tool, "-t", table, "-D", *shlex.split(line)[1:]],
+                        timeout=20, check=False)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -153,6 +167,7 @@ class Dockerd:
             stop_pid(self.proc.pid, grace=30)
             self.proc = None
         run(["ip", "link", "del", self.bridge], timeout=10, check=False)
+        delete_rules_mentioning(self.bridge)
         # vfs layers and the exec root may still hold mounts of dead
         # containers; unmount them before deleting the tree.
         self._umount_below(self.base)
