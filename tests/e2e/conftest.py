@@ -132,10 +132,12 @@ class ProcessPontoon:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("PONTOON_")}
         log = open(self.log_path, "a")
+        # In dockerd's network namespace: that is the host it serves.
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "plugin", "serve", "--name", self.name,
-             "--socket-dir", str(PLUGIN_SOCKET_DIR), "--state-dir", str(self.state_dir),
-             "--log-level", "info"],
+            self.dockerd.in_netns(
+                [sys.executable, "-m", "plugin", "serve", "--name", self.name,
+                 "--socket-dir", PLUGIN_SOCKET_DIR, "--state-dir", self.state_dir,
+                 "--log-level", "info"]),
             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
@@ -223,10 +225,10 @@ def pontoon(request, dockerd, workdir):
 
 
 @pytest.fixture(scope="session")
-def registry(workdir):
+def registry(workdir, dockerd):
     if not os.access(REGISTRY, os.X_OK):
         pytest.skip(f"{REGISTRY} is missing: apt-get install docker-registry")
-    reg = Registry(workdir / "registry")
+    reg = Registry(workdir / "registry", dockerd)
     try:
         reg.start()
         yield reg

@@ -8,11 +8,11 @@ found or killed by name, and every host-wide name (bridge, socket) is unique.
 import json
 import os
 import secrets
-import shlex
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -86,63 +86,81 @@ def wait_for(predicate, *, timeout, interval=0.2, what="condition"):
         time.sleep(interval)
 
 
-def delete_rules_mentioning(ifname):
-    """Remove the iptables rules dockerd left for its bridge: it does not
-    remove them on shutdown, and they would pile up in the shared FORWARD
-    and POSTROUTING chains run after run."""
-    for save, tool in (("iptables-save", "iptables"), ("ip6tables-save", "ip6tables")):
-        for table in ("filter", "nat"):
-            dump = run([save, "-t", table], timeout=20).stdout
-            for line in dump.splitlines():
-                if line.startswith("-A ") and ifname in shlex.split(line):
-                    run([tool, "-t", table, "-D", *shlex.split(line)[1:]],
-                        timeout=20, check=False)
-
-
 def free_port():
+    """A port number; the daemon's namespace is fresh, so any unused one here
+    is as good as another there."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
 class Dockerd:
-    """One dockerd with private data, exec root, socket, pidfile and bridge."""
+    """One dockerd in a network namespace of its own, with private data, exec
+    root, socket and pidfile.
+
+    The namespace is what makes runs independent: every Pontoon instance
+    rewrites the shared PONTOON-* chains to what it alone knows, so two on one
+    network stack (ours and another engineer's harness) delete each other's
+    rules. In the namespace, dockerd's docker0, its iptables rules, Pontoon's
+    bridges and chains, and the FORWARD policy dockerd sets to DROP are ours
+    alone, and vanish with it. An uplink with a default route plays the
+    machine's external interface; nothing sent there leaves the namespace.
+    """
+
+    UPLINK = "uplink0"
+    UPLINK_ADDRESS = "198.18.0.1"
 
     def __init__(self, base: Path):
         self.base = base
         self.sock = base / "docker.sock"
         self.pidfile = base / "docker.pid"
         self.log_path = base / "dockerd.log"
-        # Our own default bridge: a second daemon on the host may already own
-        # docker0, and two daemons programming one bridge fight. dockerd only
-        # creates a bridge named docker0 itself, so this one is made here.
         self.token = secrets.token_hex(3)
-        self.bridge = "pe2e" + self.token
+        self.netns = f"pe2e-{self.token}"
         self.proc = None
 
     def start(self, timeout=60):
         self.base.mkdir(parents=True, exist_ok=True)
-        run(["ip", "link", "add", self.bridge, "type", "bridge"], timeout=10)
+        run(["ip", "netns", "add", self.netns], timeout=10)
+        for cmd in (["link", "set", "lo", "up"],
+                    # A veth whose peer stays in the namespace, unconfigured
+                    # (this kernel has no dummy driver).
+                    ["link", "add", self.UPLINK, "type", "veth", "peer", "name",
+                     self.UPLINK + "p"],
+                    ["addr", "add", f"{self.UPLINK_ADDRESS}/24", "dev", self.UPLINK],
+                    ["link", "set", self.UPLINK + "p", "up"],
+                    ["link", "set", self.UPLINK, "up"],
+                    ["route", "add", "default", "dev", self.UPLINK]):
+            run(["ip", "-n", self.netns, *cmd], timeout=10)
         self._spawn()
         self.wait_ready(timeout)
+
+    def in_netns(self, argv):
+        """argv run inside the daemon's network namespace. nsenter, not `ip
+        netns exec`: that one also remounts /sys in a new mount namespace,
+        which hides the cgroup mounts dockerd needs."""
+        return ["nsenter", f"--net=/run/netns/{self.netns}", "--", *map(str, argv)]
+
+    def host(self, *argv, timeout=30, check=True):
+        """A command on the daemon's "host": its network namespace."""
+        return run(self.in_netns(argv), timeout=timeout, check=check)
 
     def _spawn(self):
         log = open(self.log_path, "a")
         self.proc = subprocess.Popen(
-            [
+            self.in_netns([
                 DOCKERD,
-                "--data-root", str(self.base / "data"),
-                "--exec-root", str(self.base / "exec"),
+                "--data-root", self.base / "data",
+                "--exec-root", self.base / "exec",
                 "-H", f"unix://{self.sock}",
-                "--pidfile", str(self.pidfile),
+                "--pidfile", self.pidfile,
                 "--storage-driver", "vfs",
-                "--bridge", self.bridge,
                 # dockerd uses a system containerd when one listens on
                 # /run/containerd; private namespaces keep our containers
                 # apart from another daemon's there.
                 "--containerd-namespace", f"pe2e-{self.token}",
                 "--containerd-plugins-namespace", f"pe2e-{self.token}-plugins",
-            ],
+            ]),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -163,23 +181,12 @@ class Dockerd:
         self.wait_ready(timeout)
 
     def stop(self):
+        # nsenter execs dockerd, so this PID is the daemon's.
         if self.proc is not None:
             stop_pid(self.proc.pid, grace=30)
             self.proc = None
-        run(["ip", "link", "del", self.bridge], timeout=10, check=False)
-        delete_rules_mentioning(self.bridge)
-        # vfs layers and the exec root may still hold mounts of dead
-        # containers; unmount them before deleting the tree.
-        self._umount_below(self.base)
+        run(["ip", "netns", "del", self.netns], timeout=10, check=False)
         shutil.rmtree(self.base, ignore_errors=True)
-
-    @staticmethod
-    def _umount_below(path: Path):
-        prefix = str(path) + "/"
-        with open("/proc/self/mounts") as f:
-            mounts = [line.split()[1] for line in f]
-        for mnt in sorted((m for m in mounts if m.startswith(prefix)), reverse=True):
-            run(["umount", "-l", mnt], timeout=10, check=False)
 
     def log_tail(self, lines=40):
         try:
@@ -227,8 +234,9 @@ def build_busybox_image(dockerd: Dockerd, workdir: Path, tag="busybox:local"):
 class Registry:
     """Debian's docker-registry (distribution 2.8) on a loopback port."""
 
-    def __init__(self, base: Path):
+    def __init__(self, base: Path, dockerd: Dockerd):
         self.base = base
+        self.dockerd = dockerd
         self.port = free_port()
         self.addr = f"127.0.0.1:{self.port}"
         self.proc = None
@@ -245,7 +253,8 @@ class Registry:
             "http": {"addr": self.addr},
         }))
         log = open(self.base / "registry.log", "w")
-        self.proc = subprocess.Popen([REGISTRY, "serve", str(config)],
+        # In dockerd's namespace: the daemon pulls from its own loopback.
+        self.proc = subprocess.Popen(self.dockerd.in_netns([REGISTRY, "serve", config]),
                                      stdout=log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         log.close()
@@ -253,8 +262,11 @@ class Registry:
         def listening():
             if self.proc.poll() is not None:
                 raise CommandError((self.base / "registry.log").read_text())
-            with socket.socket() as s:
-                return s.connect_ex(("127.0.0.1", self.port)) == 0
+            probe = self.dockerd.host(
+                sys.executable, "-c",
+                f"import socket; socket.create_connection(('127.0.0.1', {self.port}), 2)",
+                check=False, timeout=10)
+            return probe.returncode == 0
 
         wait_for(listening, timeout=timeout, what=f"registry on {self.addr}")
 

@@ -5,7 +5,6 @@ import json
 import os
 import random
 import sys
-import urllib.request
 from pathlib import Path
 
 from tests.e2e.dockerd import run, wait_for
@@ -100,33 +99,39 @@ class Scene:
             self.docker("network", "rm", name, timeout=60, check=False)
 
 
-def published_port(scene, container, port="80/tcp"):
-    """The host port dockerd reports, from `docker port` (EndpointOperInfo)."""
-    out = scene.docker("port", container, port, timeout=20).stdout.split()
-    assert out, f"docker port {container} {port} printed nothing"
-    host_ip, _, host_port = out[0].rpartition(":")
-    return host_ip, int(host_port)
+def published_port(scene, container, container_port=80):
+    """(host IP, host port) of a published port, as Pontoon stored it.
+
+    Not from `docker port`: dockerd 20.10 cannot show a remote driver's
+    mappings (see test_docker_port_shows_remote_driver_mapping).
+    """
+    endpoint_id = next(iter(scene.dockerd.inspect("container", container)
+                            ["NetworkSettings"]["Networks"].values()))["EndpointID"]
+    state = inspect_state(scene.pontoon.state_dir)
+    (endpoint,) = [e for e in state["endpoints"] if e["id"] == endpoint_id]
+    ports = [p for p in endpoint["ports"] if p["container_port"] == container_port]
+    assert ports, f"{container} has no published port {container_port}: {endpoint['ports']}"
+    return ports[0]["host_ip"] or "0.0.0.0", int(ports[0]["host_port"])
 
 
-def http_get(host, port, timeout=5):
-    with urllib.request.urlopen(f"http://{host}:{port}/", timeout=timeout) as resp:
-        return resp.read().decode()
+def http_get(dockerd, host, port, timeout=5):
+    """GET / from the daemon's host (its network namespace); the body, or
+    None when nothing answered."""
+    fetch = ("import sys, urllib.request; "
+             "sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2]))"
+             ".read().decode())")
+    proc = dockerd.host(sys.executable, "-c", fetch, f"http://{host}:{port}/", timeout,
+                        timeout=timeout + 10, check=False)
+    return proc.stdout if proc.returncode == 0 else None
 
 
-def host_address():
-    """This machine's own address on its default route; packets to it stay
-    on the machine (the route lookup itself sends nothing)."""
-    out = run(["ip", "-4", "-o", "route", "get", "192.0.2.1"], timeout=10).stdout.split()
-    return out[out.index("src") + 1]
-
-
-def links():
-    out = run(["ip", "-j", "link", "show"], timeout=10).stdout
+def links(dockerd):
+    out = dockerd.host("ip", "-j", "link", "show", timeout=10).stdout
     return {link["ifname"]: link for link in json.loads(out)}
 
 
-def firewall_dump():
-    return "\n".join(run([tool], timeout=20).stdout
+def firewall_dump(dockerd):
+    return "\n".join(dockerd.host(tool, timeout=20).stdout
                      for tool in ("iptables-save", "ip6tables-save"))
 
 
@@ -151,14 +156,15 @@ class Footprint:
                          if p["cidr"] in self.subnets}
 
     def assert_gone(self):
-        present = links()
+        dockerd = self.scene.dockerd
+        present = links(dockerd)
         assert self.bridge not in present, f"bridge {self.bridge} survived network rm"
         leftover = self.veths & set(present)
         assert not leftover, f"veths {leftover} survived network rm"
-        addrs = run(["ip", "-o", "addr", "show"], timeout=10).stdout
+        addrs = dockerd.host("ip", "-o", "addr", "show", timeout=10).stdout
         for gateway in self.gateways:
             assert f" {gateway}/" not in addrs, f"gateway address {gateway} survived network rm"
-        rules = firewall_dump()
+        rules = firewall_dump(dockerd)
         assert self.bridge not in rules, f"firewall rules for {self.bridge} survived"
         assert self.network_id[:12] not in rules, \
             f"firewall chain of network {self.network_id[:12]} survived"

@@ -11,10 +11,10 @@ import json
 
 import pytest
 
-from tests.e2e.dockerd import run
+from tests.e2e.dockerd import Dockerd
 from tests.e2e.helpers import (
-    Footprint, Scene, eventually, host_address, http_get, inspect_state, links,
-    published_port, random_subnet_v4, random_subnet_v6, firewall_dump,
+    Footprint, Scene, eventually, firewall_dump, http_get, inspect_state, links,
+    published_port, random_subnet_v4, random_subnet_v6,
 )
 
 MTU = "com.docker.network.driver.mtu"
@@ -25,6 +25,13 @@ def scene(dockerd, busybox, pontoon, uid):
     s = Scene(dockerd, busybox, pontoon, uid)
     yield s
     s.teardown()
+
+
+def _outbound_masquerade(rules, subnet):
+    """Source NAT for traffic leaving the bridge (not the hairpin rule for
+    DNATed traffic that published ports need either way)."""
+    return [line for line in rules.splitlines()
+            if f"-s {subnet}" in line and "! -o" in line and "MASQUERADE" in line]
 
 
 def test_defaults_names_ports_and_cleanup(scene):
@@ -44,15 +51,17 @@ def test_defaults_names_ports_and_cleanup(scene):
     routes = scene.sh(a, "ip route").stdout
     assert f"default via {config['Gateway'].split('/')[0]}" in routes
 
-    # A published port: `docker port` shows it, and it answers on the host.
+    # A published port answers on the host, on loopback and outside address.
     host_ip, port = published_port(scene, a)
     assert host_ip == "0.0.0.0"
-    assert http_get("127.0.0.1", port) == "pontoon-e2e\n"
-    assert http_get(host_address(), port) == "pontoon-e2e\n"
+    assert http_get(scene.dockerd, "127.0.0.1", port) == "pontoon-e2e\n"
+    assert http_get(scene.dockerd, Dockerd.UPLINK_ADDRESS, port) == "pontoon-e2e\n"
 
     footprint = Footprint(scene, net)
-    assert footprint.bridge in links()
-    assert footprint.bridge in firewall_dump()
+    assert footprint.bridge in links(scene.dockerd)
+    rules = firewall_dump(scene.dockerd)
+    assert footprint.bridge in rules
+    assert _outbound_masquerade(rules, subnet), f"no MASQUERADE for {subnet}"
     scene.rm_container(a)
     scene.rm_container(b)
     scene.rm_network(net)
@@ -114,8 +123,8 @@ def test_internal_network_stays_inside(scene, dockerd):
     assert "default" not in scene.sh(a, "ip route").stdout
     # The host's address on dockerd's own bridge is local, yet unreachable
     # from an internal network.
-    docker0 = dockerd.inspect("network", "bridge")["IPAM"]["Config"][0]["Gateway"]
-    assert not scene.pings(a, docker0)
+    docker0 = dockerd.host("ip", "-4", "-o", "addr", "show", "docker0").stdout.split()[3]
+    assert not scene.pings(a, docker0.split("/")[0])
 
 
 def test_bridge_options(scene):
@@ -130,7 +139,7 @@ def test_bridge_options(scene):
         "-o", "com.docker.network.bridge.host_binding_ipv4=127.0.0.1",
         "-o", "com.docker.network.container_iface_prefix=pe",
     )
-    assert links()[bridge]["mtu"] == 1400
+    assert links(scene.dockerd)[bridge]["mtu"] == 1400
     a = scene.container(net, "-p", "80")
     b = scene.container(net)
     link = scene.sh(a, "ip link show pe0").stdout
@@ -138,12 +147,12 @@ def test_bridge_options(scene):
     # enable_icc=false: containers on the bridge do not reach each other.
     assert not scene.pings(b, scene.address(a, net))
     # enable_ip_masquerade=false: no source NAT for the subnet.
-    nat = "\n".join(line for line in firewall_dump().splitlines() if subnet in line)
-    assert "MASQUERADE" not in nat
+    assert not _outbound_masquerade(firewall_dump(scene.dockerd), subnet)
     # host_binding_ipv4: `-p 80` binds the given address only.
     host_ip, port = published_port(scene, a)
     assert host_ip == "127.0.0.1"
-    assert http_get("127.0.0.1", port) == "pontoon-e2e\n"
+    assert http_get(scene.dockerd, "127.0.0.1", port) == "pontoon-e2e\n"
+    assert http_get(scene.dockerd, Dockerd.UPLINK_ADDRESS, port, timeout=2) is None
 
     footprint = Footprint(scene, net)
     assert footprint.bridge == bridge
@@ -159,7 +168,7 @@ def test_inhibit_ipv4(scene):
                         "-o", "com.docker.network.bridge.inhibit_ipv4=true")
     a = scene.container(net)
     b = scene.container(net)
-    host_view = run(["ip", "-j", "-4", "addr", "show", "dev", bridge], timeout=10).stdout
+    host_view = scene.dockerd.host("ip", "-j", "-4", "addr", "show", "dev", bridge).stdout
     assert not [addr for link in json.loads(host_view) for addr in link.get("addr_info", [])], \
         f"inhibit_ipv4 left an IPv4 address on {bridge}"
     assert scene.pings(a, b)
@@ -202,6 +211,19 @@ def test_connect_and_disconnect_running_container(scene):
     assert stored == [b_endpoint["EndpointID"]]
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "dockerd 20.10 builds NetworkSettings.Ports by type-asserting the driver's "
+    "EndpointOperInfo portmap to []types.PortBinding; a remote driver's JSON "
+    "decodes to []interface{}, so `docker port` never shows its mappings"))
+def test_docker_port_shows_remote_driver_mapping(scene):
+    net = scene.network()
+    a = scene.container(net, "-p", "80")
+    # The mapping exists and works; only dockerd's view of it is empty.
+    _, port = published_port(scene, a)
+    assert http_get(scene.dockerd, "127.0.0.1", port) == "pontoon-e2e\n"
+    assert scene.docker("port", a, "80/tcp", check=False, timeout=20).stdout.strip()
+
+
 def test_isolated_from_docker_bridge(scene, dockerd):
     net = scene.network()
     a = scene.container(net)
@@ -228,7 +250,7 @@ def test_restart_pontoon_keeps_containers_connected(scene):
     scene.pontoon.restart()
     assert scene.pings(b, a)
     _, port = published_port(scene, a)
-    assert http_get("127.0.0.1", port) == "pontoon-e2e\n"
+    assert http_get(scene.dockerd, "127.0.0.1", port) == "pontoon-e2e\n"
     c = scene.container(net)
     assert scene.pings(c, a)
     assert scene.pings(a, c)
@@ -243,6 +265,6 @@ def test_restart_dockerd(scene, dockerd):
     scene.docker("start", a, b, timeout=120)
     eventually(lambda: scene.pings(b, a), timeout=20, what=f"{b} to ping {a}")
     _, port = published_port(scene, a)
-    assert http_get("127.0.0.1", port) == "pontoon-e2e\n"
+    assert http_get(scene.dockerd, "127.0.0.1", port) == "pontoon-e2e\n"
     c = scene.container(net)
     assert scene.pings(c, b)

@@ -34,7 +34,7 @@ def test_push_install_and_upgrade_keep_the_network(dockerd, busybox, plugin_dir,
         b = scene.container(net)
         assert scene.pings(b, a)
         _, port = published_port(scene, a)
-        assert http_get("127.0.0.1", port) == "pontoon-e2e\n"
+        assert http_get(dockerd, "127.0.0.1", port) == "pontoon-e2e\n"
 
         # Upgrade needs the plugin disabled; -f because a network uses it.
         dockerd.docker("plugin", "disable", "-f", first, timeout=60)
@@ -49,7 +49,7 @@ def test_push_install_and_upgrade_keep_the_network(dockerd, busybox, plugin_dir,
 
         assert scene.pings(b, a)
         assert scene.pings(a, b)
-        assert http_get("127.0.0.1", port) == "pontoon-e2e\n"
+        assert http_get(dockerd, "127.0.0.1", port) == "pontoon-e2e\n"
         c = scene.container(net)
         assert scene.pings(c, a)
     finally:
