@@ -62,8 +62,10 @@ class Scene:
     def container(self, network, *args, cmd=HTTPD):
         name = self.name("c")
         self.containers.append(name)
-        self.docker("run", "-d", "--name", name, "--network", network, *args, self.image,
-                    *cmd, timeout=60)
+        # httpd as PID 1 ignores SIGTERM; a short stop timeout keeps daemon
+        # restarts from waiting the default 10 s per container.
+        self.docker("run", "-d", "--name", name, "--network", network, "--stop-timeout", "1",
+                    *args, self.image, *cmd, timeout=60)
         return name
 
     def sh(self, container, script, *, check=True, timeout=30):

@@ -1,6 +1,10 @@
 """The harness itself, on dockerd's builtin bridge driver: when these fail,
 the Pontoon cases' failures say nothing about Pontoon."""
 
+import pytest
+
+pytestmark = pytest.mark.e2e
+
 
 def test_busybox_runs_on_docker_bridge(dockerd, busybox):
     out = dockerd.docker("run", "--rm", busybox, "sh", "-c",

@@ -17,6 +17,8 @@ from tests.e2e.helpers import (
     published_port, random_subnet_v4, random_subnet_v6,
 )
 
+pytestmark = pytest.mark.e2e
+
 MTU = "com.docker.network.driver.mtu"
 
 

@@ -4,8 +4,12 @@ Debian's docker-registry on loopback stands in for Docker Hub; dockerd
 treats 127.0.0.0/8 registries as insecure, so no TLS is involved.
 """
 
-from tests.e2e.conftest import VERSION, ManagedPontoon
+import pytest
+
+from tests.e2e.plugins import VERSION, ManagedPontoon
 from tests.e2e.helpers import Scene, http_get, published_port, random_subnet_v4
+
+pytestmark = pytest.mark.e2e
 
 
 def test_push_install_and_upgrade_keep_the_network(dockerd, busybox, plugin_dir, registry,
