@@ -13,6 +13,11 @@ from tests.e2e.dockerd import CommandError, stop_pid, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 PLUGIN_SOCKET_DIR = Path("/run/docker/plugins")
+# Default pools set through each mode's own channel (flags for the process,
+# `docker plugin set` of config.json's env for the managed plugin), so the
+# cases can tell that settings reach Pontoon.
+DEFAULT_POOLS = "10.199.0.0/16:24"
+DEFAULT_POOLS_V6 = "fd99:e2e::/48:64"
 
 
 def _version():
@@ -50,7 +55,8 @@ class ProcessPontoon:
             self.dockerd.in_netns(
                 [sys.executable, "-m", "plugin", "serve", "--name", self.name,
                  "--socket-dir", PLUGIN_SOCKET_DIR, "--state-dir", self.state_dir,
-                 "--log-level", "info"]),
+                 "--log-level", "info", "--default-pools", DEFAULT_POOLS,
+                 "--default-pools-v6", DEFAULT_POOLS_V6]),
             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
@@ -101,7 +107,8 @@ class ManagedPontoon:
     def configure(self):
         self.dockerd.docker("plugin", "set", self.driver,
                             f"state.source={self.state_dir}", "PONTOON_LOG_LEVEL=info",
-                            timeout=30)
+                            f"PONTOON_DEFAULT_POOLS={DEFAULT_POOLS}",
+                            f"PONTOON_DEFAULT_POOLS_V6={DEFAULT_POOLS_V6}", timeout=30)
 
     def enable(self):
         self.dockerd.docker("plugin", "enable", "--timeout", "60", self.driver, timeout=90)

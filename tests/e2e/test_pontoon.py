@@ -16,6 +16,7 @@ from tests.e2e.helpers import (
     Footprint, Scene, eventually, firewall_dump, http_get, inspect_state, links,
     published_port, random_subnet_v4, random_subnet_v6,
 )
+from tests.e2e.plugins import DEFAULT_POOLS, DEFAULT_POOLS_V6
 
 pytestmark = pytest.mark.e2e
 
@@ -41,6 +42,9 @@ def test_defaults_names_ports_and_cleanup(scene):
     info = scene.net_inspect(net)
     (config,) = info["IPAM"]["Config"]
     subnet = ipaddress.ip_network(config["Subnet"])
+    pool, size = DEFAULT_POOLS.rsplit(":", 1)
+    assert subnet.subnet_of(ipaddress.ip_network(pool)) and subnet.prefixlen == int(size), \
+        f"{subnet} is not from the configured default pools {DEFAULT_POOLS}"
     a = scene.container(net, "-p", "80")
     b = scene.container(net)
     addr_a = scene.address(a, net)
@@ -112,8 +116,11 @@ def test_ipv6_with_and_without_subnet(scene):
     v6_configs = [cfg for cfg in scene.net_inspect(auto)["IPAM"]["Config"]
                   if ":" in cfg["Subnet"]]
     assert v6_configs, "no IPv6 subnet on an --ipv6 network without --subnet"
+    auto_subnet = ipaddress.ip_network(v6_configs[0]["Subnet"])
+    pool, size = DEFAULT_POOLS_V6.rsplit(":", 1)
+    assert auto_subnet.subnet_of(ipaddress.ip_network(pool)) and auto_subnet.prefixlen == int(size)
     addr_d = scene.address(d, auto, v6=True)
-    assert ipaddress.ip_address(addr_d) in ipaddress.ip_network(v6_configs[0]["Subnet"])
+    assert ipaddress.ip_address(addr_d) in auto_subnet
     assert scene.pings(c, addr_d)
 
 
