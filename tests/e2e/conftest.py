@@ -87,8 +87,7 @@ def plugin_dir():
 # Two Pontoon instances on one network stack rewrite each other's chains.
 @pytest.fixture(scope="module", params=["process", "managed"])
 def pontoon(request, dockerd, workdir):
-    base = workdir / f"pontoon-{request.param}"
-    base.mkdir()
+    base = Path(tempfile.mkdtemp(prefix=f"pontoon-{request.param}-", dir=workdir))
     if request.param == "process":
         plugin = ProcessPontoon(dockerd, base)
     else:
@@ -114,5 +113,6 @@ def registry(workdir, dockerd):
 
 @pytest.fixture
 def uid():
-    """A short unique suffix for names that live in the host's kernel."""
+    """A short unique suffix for the names of one test's networks, bridges
+    and containers."""
     return secrets.token_hex(3)

@@ -24,7 +24,8 @@ def inspect_state(state_dir):
 
 
 def random_subnet_v4():
-    """A /24 in 10.200-249.x, unlikely to meet another engineer's network."""
+    """A /24 in 10.200-249.x: outside the default pools the suite configures,
+    and unlikely to meet another test's network on the same daemon."""
     return f"10.{random.randint(200, 249)}.{random.randint(0, 255)}.0/24"
 
 
@@ -33,6 +34,9 @@ def random_subnet_v6():
 
 
 class Scene:
+    """One test's networks and containers on the shared daemon, named with
+    the test's uid and removed at the end whatever happened."""
+
     def __init__(self, dockerd, image, pontoon, uid):
         self.dockerd = dockerd
         self.image = image

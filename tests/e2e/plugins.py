@@ -33,8 +33,6 @@ VERSION = _version()
 class ProcessPontoon:
     """`python -m plugin serve` on the host, found by dockerd by its socket."""
 
-    mode = "process"
-
     def __init__(self, dockerd, base):
         self.dockerd = dockerd
         # The socket directory is shared by every dockerd on the host, so the
@@ -88,8 +86,6 @@ class ProcessPontoon:
 class ManagedPontoon:
     """The managed plugin, created from the debootstrap rootfs."""
 
-    mode = "managed"
-
     def __init__(self, dockerd, base, plugin_dir, ref=f"pontoon:{VERSION}"):
         self.dockerd = dockerd
         self.plugin_dir = plugin_dir
@@ -121,7 +117,3 @@ class ManagedPontoon:
         # -f: networks using the plugin exist, and plain disable refuses then.
         self.dockerd.docker("plugin", "disable", "-f", self.driver, timeout=60)
         self.enable()
-
-    def log_tail(self, lines=60):
-        # dockerd relays a managed plugin's output into its own log.
-        return self.dockerd.log_tail(lines)
