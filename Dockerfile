@@ -19,9 +19,8 @@ RUN apt-get update \
 COPY . /src
 RUN python3 -m venv /opt/pontoon \
  && /opt/pontoon/bin/pip install --no-cache-dir /src \
- && install -m 755 /src/contrib/plugin-entrypoint.sh /opt/pontoon/entrypoint.sh \
  && rm -rf /src \
  && mkdir -p /run/docker/plugins /var/lib/pontoon
 
 # config.json's entrypoint is what dockerd runs; this one only documents it.
-ENTRYPOINT ["/opt/pontoon/entrypoint.sh", "--socket-dir", "/run/docker/plugins", "--state-dir", "/var/lib/pontoon"]
+ENTRYPOINT ["/opt/pontoon/bin/python", "-m", "plugin", "serve", "--socket-dir", "/run/docker/plugins", "--state-dir", "/var/lib/pontoon"]

@@ -65,7 +65,7 @@ rm -rf "$out/rootfs/tmp/wheels" "$out/rootfs/var/lib/apt/lists" \
     "$out/rootfs/usr/share/man" "$out/rootfs/usr/share/locale" \
     "$out/rootfs/usr/share/info"
 # dockerd bind-mounts the plugin socket directory and the state directory
-# here; creating them keeps the mount points independent of the host.
-mkdir -p "$out/rootfs/run/docker/plugins" "$out/rootfs/var/lib/pontoon"
-install -m 755 "$repo/contrib/plugin-entrypoint.sh" "$out/rootfs/opt/pontoon/entrypoint.sh"
+# here, and the host's /proc/sys/net (see config.json); creating the mount
+# points keeps them independent of the host.
+mkdir -p "$out/rootfs/run/docker/plugins" "$out/rootfs/var/lib/pontoon" "$out/rootfs/host/proc/sys/net"
 cp "$repo/config.json" "$out/config.json"

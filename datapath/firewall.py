@@ -20,6 +20,7 @@ from . import rules as R
 from .errors import DatapathError
 from .model import EndpointPorts, NetworkRules
 from .steps import FaultHook, Steps
+from .sysctl import Sysctl
 
 _TOOLS = {"ipv4": ("iptables-save", "iptables-restore"), "ipv6": ("ip6tables-save", "ip6tables-restore")}
 _TIMEOUT = 30
@@ -35,10 +36,12 @@ def _run(argv: list[str], stdin: str | None = None) -> str:
 
 
 class Firewall:
-    def __init__(self, lock_path: str | Path, faults: FaultHook | None = None, chain_prefix: str = R.PONTOON):
+    def __init__(self, lock_path: str | Path, faults: FaultHook | None = None, chain_prefix: str = R.PONTOON,
+                 sysctl: Sysctl | None = None):
         self._lock_path = Path(lock_path)
         self._faults = faults
         self._names = R.Names(chain_prefix)
+        self._sysctl = sysctl or Sysctl()
 
     @contextlib.contextmanager
     def _locked(self):
@@ -159,7 +162,7 @@ class Firewall:
         Needed for published ports on 127.0.0.1 (see the localhost masquerade
         in ``datapath.rules``). Returns whether it had to be changed.
         """
-        path = Path(f"/proc/sys/net/ipv4/conf/{bridge}/route_localnet")
+        path = self._sysctl.path("ipv4", bridge, "route_localnet")
         name = f"set route_localnet {bridge}"
         try:
             changed = path.read_text().strip() != "1"
@@ -193,7 +196,7 @@ class Firewall:
         host process has bound, found by trying to bind it: our DNAT would
         otherwise hide that process's service.
         """
-        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        low, high = map(int, (self._sysctl.root / "ipv4" / "ip_local_port_range").read_text().split())
         ports = list(range(low, high + 1))
         # A random start spreads consecutive picks of concurrent workers.
         start = random.randrange(len(ports))

@@ -22,6 +22,7 @@ from . import names
 from .errors import DatapathError, NameConflict
 from .model import BRIDGE_PREFIX, VETH_HOST_PREFIX, VETH_PEER_PREFIX, BridgeSpec, VethSpec
 from .steps import FaultHook, Steps
+from .sysctl import Sysctl
 
 log = logging.getLogger(__name__)
 
@@ -93,20 +94,6 @@ def _check_bridge_holder(ipr, name: str, link) -> None:
         raise NameConflict(f'bridge name "{name}" is held by a device that is not a bridge{kind}')
 
 
-def _ipv6_sysctl(ifname: str, key: str) -> str:
-    return f"/proc/sys/net/ipv6/conf/{ifname}/{key}"
-
-
-def _read_sysctl(path: str) -> str:
-    with open(path) as f:
-        return f.read().strip()
-
-
-def _write_sysctl(path: str, value: str) -> None:
-    with open(path, "w") as f:
-        f.write(value)
-
-
 def _add_address(ipr, index: int, iface: ipaddress.IPv4Interface | ipaddress.IPv6Interface) -> bool:
     """Add an address; False when it was already there (so not ours to remove)."""
     kwargs = {}
@@ -146,8 +133,9 @@ class Links:
     """Kernel operations on bridges and veth pairs. ``faults`` is the
     ``Steps`` test hook; production passes None."""
 
-    def __init__(self, faults: FaultHook | None = None, owner: str = "pontoon"):
+    def __init__(self, faults: FaultHook | None = None, owner: str = "pontoon", sysctl: Sysctl | None = None):
         self.faults = faults
+        self.sysctl = sysctl or Sysctl()
         # Links we create carry the alias "pontoon:<owner>" (the instance
         # name), so reconcile never takes another Pontoon instance's links on
         # the same host for orphans of its own.
@@ -254,16 +242,15 @@ class Links:
             if any(a.version == 6 for a in addresses):
                 # A bridge created while the host default is disable_ipv6=1
                 # inherits it and would refuse IPv6 addresses.
-                path = _ipv6_sysctl(name, "disable_ipv6")
                 old_disable = None
 
                 def enable_ipv6():
                     nonlocal old_disable
-                    old_disable = _read_sysctl(path)
-                    _write_sysctl(path, "0")
+                    old_disable = self.sysctl.read("ipv6", name, "disable_ipv6")
+                    self.sysctl.write("ipv6", name, "disable_ipv6", "0")
 
                 steps.run(f"enable ipv6 on {name}", enable_ipv6,
-                          undo=lambda: _write_sysctl(path, old_disable))
+                          undo=lambda: self.sysctl.write("ipv6", name, "disable_ipv6", old_disable))
 
             for iface in addresses:
                 self._add_address_step(steps, ipr, name, index, iface)

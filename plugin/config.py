@@ -37,6 +37,9 @@ class Settings:
     threads: int = 8
     default_pools: list[str] = field(default_factory=lambda: list(DEFAULT_POOLS))
     default_pools_v6: list[str] = field(default_factory=lambda: list(DEFAULT_POOLS_V6))
+    # Where the host's /proc/sys/net is writable: the managed plugin binds
+    # it elsewhere, since dockerd mounts /proc/sys read-only in plugins.
+    sysctl_net_dir: str = "/proc/sys/net"
 
     @property
     def socket_path(self) -> str:

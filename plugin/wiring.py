@@ -9,6 +9,7 @@ from flask import Flask
 
 from datapath.firewall import Firewall
 from datapath.links import Links
+from datapath.sysctl import Sysctl
 from handlers import network
 from ipam_plugin import driver as ipam
 
@@ -37,9 +38,10 @@ def build(settings: Settings, links=None, firewall=None) -> Plugin:
     """``links`` and ``firewall`` default to the real kernel ones; tests may
     hand in others (with fault hooks, say)."""
     store = Store(settings.state_dir)
-    links = links or Links(owner=settings.name)
+    sysctl = Sysctl(settings.sysctl_net_dir)
+    links = links or Links(owner=settings.name, sysctl=sysctl)
     firewall = firewall or Firewall(os.path.join(settings.state_dir, "firewall.lock"),
-                                    chain_prefix=chain_prefix(settings.name))
+                                    chain_prefix=chain_prefix(settings.name), sysctl=sysctl)
     network_driver = network.NetworkDriver(store.transaction, store.snapshot, links, firewall)
     ipam_driver = ipam.IpamDriver(store.transaction, links.host_routes,
                                   settings.pools(v6=False), settings.pools(v6=True))

@@ -183,3 +183,28 @@ class Footprint:
 def eventually(predicate, *, timeout=10, what):
     """Some state (ARP, conntrack, DNS) settles a moment after a change."""
     return wait_for(predicate, timeout=timeout, interval=0.5, what=what)
+
+
+# Linux capability numbers (linux/capability.h) of what dockerd gives every
+# plugin (moby oci.DefaultCapabilities), and the one config.json adds.
+DOCKER_DEFAULT_CAPS = {0: "CHOWN", 1: "DAC_OVERRIDE", 3: "FOWNER", 4: "FSETID", 5: "KILL",
+                       6: "SETGID", 7: "SETUID", 8: "SETPCAP", 10: "NET_BIND_SERVICE",
+                       13: "NET_RAW", 18: "SYS_CHROOT", 27: "MKNOD", 29: "AUDIT_WRITE",
+                       31: "SETFCAP"}
+CAP_NET_ADMIN = 12
+
+
+def managed_plugin_capabilities() -> list[set[int]]:
+    """Effective capabilities of each running managed-plugin process (master
+    and workers), found by the entrypoint config.json gives them."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            status = (proc / "status").read_text()
+        except OSError:
+            continue
+        if argv[:4] == [b"/opt/pontoon/bin/python", b"-m", b"plugin", b"serve"]:
+            eff = int(next(l for l in status.splitlines() if l.startswith("CapEff:")).split()[1], 16)
+            found.append({bit for bit in range(64) if eff >> bit & 1})
+    return found

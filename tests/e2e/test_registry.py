@@ -7,7 +7,10 @@ treats 127.0.0.0/8 registries as insecure, so no TLS is involved.
 import pytest
 
 from tests.e2e.plugins import VERSION, ManagedPontoon
-from tests.e2e.helpers import Scene, http_get, published_port, random_subnet_v4
+from tests.e2e.helpers import (
+    CAP_NET_ADMIN, DOCKER_DEFAULT_CAPS, Scene, http_get, managed_plugin_capabilities, published_port,
+    random_subnet_v4,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -33,6 +36,10 @@ def test_push_install_and_upgrade_keep_the_network(dockerd, busybox, plugin_dir,
     try:
         plugin.configure()
         plugin.enable()
+        # It runs, and the smoke case below passes, with nothing beyond
+        # dockerd's default set but CAP_NET_ADMIN (config.json).
+        caps = managed_plugin_capabilities()
+        assert caps and all(c - set(DOCKER_DEFAULT_CAPS) == {CAP_NET_ADMIN} for c in caps), caps
         net = scene.network("--subnet", random_subnet_v4())
         a = scene.container(net, "-p", "80")
         b = scene.container(net)
