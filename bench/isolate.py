@@ -7,6 +7,10 @@ deletes chains it does not own, so a benchmark in the host namespace fails
 at random (seen: iptables-restore "RULE_APPEND failed" in PONTOON-FORWARD).
 In a private namespace, our bridges, veths, routes and iptables tables are
 ours alone, dockerd included; Unix sockets are files and work across it.
+
+``nsenter --net`` rather than ``ip netns exec``: the latter also remounts
+/sys in a new mount namespace, which hides the cgroup mounts and dockerd
+then refuses to start ("Devices cgroup isn't mounted").
 """
 from __future__ import annotations
 
@@ -29,7 +33,7 @@ def reexec_in_netns(argv: list[str]) -> int:
     try:
         subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True, timeout=30)
         env = {**os.environ, ENV: ns}
-        return subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-m", "bench", *argv],
-                              env=env).returncode
+        return subprocess.run(["nsenter", f"--net=/run/netns/{ns}", sys.executable, "-m", "bench",
+                               *argv], env=env).returncode
     finally:
         subprocess.run(["ip", "netns", "del", ns], timeout=30)
