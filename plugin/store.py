@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import threading
 from typing import Iterator
 
 SCHEMA = """
@@ -74,6 +75,12 @@ class Store:
     def __init__(self, state_dir: str):
         self.state_dir = state_dir
         self.path = os.path.join(state_dir, DB_NAME)
+        # Writers of one process queue on this lock rather than in SQLite's
+        # busy handler, which polls with sleeps of up to 100 ms: with 16
+        # concurrent requests some waited seconds while later ones got the
+        # write lock first. Across gunicorn workers SQLite's lock still
+        # serialises.
+        self._writer = threading.Lock()
 
     def initialise(self) -> None:
         """Create the state dir and tables; called once by the server at start."""
@@ -92,7 +99,7 @@ class Store:
     @contextlib.contextmanager
     def transaction(self) -> Iterator["Transaction"]:
         """A write transaction: committed on normal exit, rolled back on error."""
-        with contextlib.closing(self._connect()) as db:
+        with self._writer, contextlib.closing(self._connect()) as db:
             db.execute("BEGIN IMMEDIATE")
             try:
                 yield Transaction(db)
