@@ -81,6 +81,14 @@ class Store:
         # write lock first. Across gunicorn workers SQLite's lock still
         # serialises.
         self._writer = threading.Lock()
+        # One idle connection per process, opened on first use and never
+        # closed. When the last connection to a WAL database closes, SQLite
+        # checkpoints the WAL into the database file (more fsyncs) and deletes
+        # it: with a connection per transaction that was every request, 3.7
+        # instead of 0.7 ms per transaction here. Keyed by pid because a
+        # connection must not be used across fork: a worker opens its own and
+        # leaves the one it inherited untouched.
+        self._held: dict[int, sqlite3.Connection] = {}
 
     def initialise(self) -> None:
         """Create the state dir and tables; called once by the server at start."""
@@ -90,8 +98,10 @@ class Store:
             db.executescript(SCHEMA)
 
     def _connect(self) -> sqlite3.Connection:
-        # A connection per transaction: cheap next to a netlink round trip,
-        # and never shared across gunicorn's fork or between threads.
+        # A connection per transaction: cheap while another stays open (see
+        # _held), and never shared across gunicorn's fork or between threads.
+        if os.getpid() not in self._held:
+            self._held[os.getpid()] = sqlite3.connect(self.path, check_same_thread=False)
         db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         db.execute("PRAGMA synchronous=FULL")
         return db
