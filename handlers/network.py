@@ -159,10 +159,12 @@ class NetworkDriver:
         with self._tx() as tx:
             endpoint = self._endpoint(tx, body["EndpointID"])
             network = self._network(tx, endpoint["network_id"])
-            if not endpoint["sandbox"]:
+            spec = veth_spec(network, endpoint)
+            if not endpoint["sandbox"] and not self._links.veth_intact(spec):
                 # SrcName must exist in the host namespace when Join returns;
                 # after a crash or a hand-deleted veth this brings it back.
-                self._links.create_veth(veth_spec(network, endpoint))
+                # Checked first: rebuilding an intact pair cost most of Join.
+                self._links.create_veth(spec)
             endpoint["sandbox"] = sandbox
             tx.put_endpoint(endpoint)
         reply: dict = {"InterfaceName": {"SrcName": endpoint["peer_veth"],
