@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -18,13 +19,23 @@ POOLS = ("10.0.0.0/8", "fd70:6265:6e63::/64")
 
 
 def run(quick: bool = False) -> dict:
+    """Both pools filled at the same time, one process each: they see the
+    same load of this shared machine, so their curves compare."""
     count = 20_000 if quick else 100_000
     out = {}
-    for cidr in POOLS:
-        with tempfile.TemporaryDirectory(prefix="pontoon-bench-ipam-", dir="/dev/shm") as tmp:
-            proc = subprocess.run([sys.executable, "-m", "bench.ipam_worker", cidr, str(count), tmp],
-                                  capture_output=True, text=True, timeout=900, check=True)
-            result = json.loads(proc.stdout)
-            result["db_bytes"] = sum(os.path.getsize(os.path.join(tmp, f)) for f in os.listdir(tmp))
-        out[cidr] = result
+    with tempfile.TemporaryDirectory(prefix="pontoon-bench-ipam-", dir="/dev/shm") as tmp:
+        dirs = {cidr: os.path.join(tmp, str(i)) for i, cidr in enumerate(POOLS)}
+        procs = {cidr: subprocess.Popen([sys.executable, "-m", "bench.ipam_worker", cidr, str(count), d],
+                                        stdout=subprocess.PIPE, text=True)
+                 for cidr, d in dirs.items()}
+        for cidr, proc in procs.items():
+            stdout, _ = proc.communicate(timeout=900)
+            if proc.returncode != 0:
+                raise RuntimeError(f"bench.ipam_worker {cidr} exited {proc.returncode}")
+            result = json.loads(stdout)
+            result["db_bytes"] = sum(os.path.getsize(os.path.join(dirs[cidr], f))
+                                     for f in os.listdir(dirs[cidr]))
+            steps = result["per_10k_s"]
+            result["flat_ratio"] = statistics.median(steps[-3:]) / statistics.median(steps[:3])
+            out[cidr] = result
     return out

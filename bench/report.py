@@ -15,44 +15,61 @@ PAIR = "CreateEndpoint+Join"
 # What would fix a missed target: what the profile and the code show,
 # printed under the findings only when the target is missed.
 FIXES = {
-    "start": "Pontoon's share of a `docker run` is its protocol calls (see 3): RequestAddress, "
-             "CreateEndpoint, Join, ProgramExternalConnectivity, then Revoke, Leave, DeleteEndpoint, "
-             "ReleaseAddress, each an HTTP round trip plus one SQLite commit with fsync, where the "
-             "builtin driver makes in-process calls. Fewer netlink round trips per veth (one "
-             "RTM_NEWLINK carrying peer name, MACs, MTU, master and alias instead of add + 9 sets) "
-             "and one fewer fsync per call (the read-only Leave/Revoke paths skip the commit when "
-             "nothing changed) are what is left on our side.",
-    "burst": "Under 30 concurrent starts every Pontoon call takes SQLite's write lock with the "
-             "kernel work inside the transaction, so the calls of all containers queue behind one "
-             "another (see the 16-client figures of 3); the builtin driver holds a lock only for "
-             "the in-memory part. Shortening the locked section (fewer netlink round trips per "
-             "veth; DeleteEndpoint's veth delete is the longest call) is the fix on our side.",
-    "pair16": "At 16 clients the time is queueing for SQLite's write lock: each call's kernel work "
-              "runs inside BEGIN IMMEDIATE, so calls serialise. The profile below shows what the "
-              "locked section spends its time on: netlink round trips through pyroute2 (its "
-              "asyncio core costs far more per message than the kernel) and the fsync of each "
-              "commit. Building the veth with one RTM_NEWLINK message would shorten it the most.",
-    "pair1": "See the profile: netlink via pyroute2 and the SQLite commit dominate.",
-    "scale_endpoint": "The n-th endpoint costs more than the 10th: a bridge with many ports makes "
-                      "each enslave and each link lookup slower in the kernel; the store lookups "
-                      "are by primary key.",
-    "scale_network": "Every CreateNetwork runs iptables-save and iptables-restore of the whole "
-                     "filter and nat tables (both families) to rewrite our chains, so its cost "
-                     "grows with the number of networks' rules. Writing only the new chains and "
-                     "the jump rules with `iptables-restore --noflush` from the stored state, "
-                     "without a full save, would make it flat.",
-    "rss": "Each stored endpoint costs only a row; growth is the worker's allocator and pyroute2 "
-           "caches.",
-    "serve": "Pontoon imports pyroute2 (about 70 ms, see the import profile) and runs the start-up "
-             "reconcile (netlink dumps, iptables-save for both families) before it listens, which "
-             "the floor does not. The reconcile must come first (dockerd must not see stale "
-             "state); importing pyroute2's IPRoute alone instead of the package's full API would "
-             "cut the import.",
-    "idle_rss": "The extra resident memory is pyroute2, PyYAML and the datapath modules, imported "
-                "in the master before gunicorn forks and then present in the worker too; a worker "
-                "with copy-on-write pages is counted in full by RSS.",
+    "start": "Pontoon's share of a `docker run` is its eight protocol calls (RequestAddress, "
+             "CreateEndpoint, Join, ProgramExternalConnectivity, Revoke, Leave, DeleteEndpoint, "
+             "ReleaseAddress; see 3 for each at 1 client): an HTTP round trip over the socket, a "
+             "SQLite commit with fsync, and netlink through pyroute2, where the builtin driver makes "
+             "in-process calls and netlink from Go. The profile shows netlink (pyroute2 encoding, "
+             "decoding and its asyncio loop) as the largest part: create_veth makes about a dozen "
+             "requests (add, two lookups, tag ×2, MTU ×2, MAC ×2, bridge lookup, master, up) that "
+             "one RTM_NEWLINK carrying the peer's name, MAC and MTU, the master and the alias would "
+             "do. The per-request SQLite connection setup is the next part (see the profile).",
+    "burst": "With 30 starts at once every Pontoon call that changes state takes the store's "
+             "write lock with its kernel work inside the transaction, so the calls of all "
+             "containers queue behind one another (see the 16-client figures of 3); the builtin "
+             "driver does its netlink work outside its store lock. Shortening the locked section "
+             "(the single-message veth above; DeleteEndpoint's veth delete already runs after the "
+             "commit) is the fix on our side.",
+    "pair16": "At 16 clients the time is queueing: every state-changing call holds the store's "
+              "write lock (BEGIN IMMEDIATE) for its kernel work, so the calls of all clients "
+              "serialise, and the 8 gunicorn threads are all waiting on that lock while the "
+              "stateless calls wait for a thread (their p50 at 16 clients is the same queue). "
+              "p50 ≤ 10 ms for a pair at 16 clients needs each locked section under about 0.3 ms "
+              "or the kernel work moved out of the lock: create the veth pair before BEGIN "
+              "IMMEDIATE (its names derive from the endpoint ID, so no other request can take "
+              "them) and delete it again if the transaction refuses.",
+    "scale_network": "Every CreateNetwork runs iptables-save and iptables-restore of whole tables "
+                     "for both families, twice (ensure_base, then add_network), to rewrite our "
+                     "chains, so its cost grows with the rules of every network so far. Rendering "
+                     "only the new network's chains and its jump rules for `iptables-restore "
+                     "--noflush`, from the stored state instead of a full save, would make it "
+                     "flat.",
+    "scale_endpoint": "The n-th endpoint costs more than the 10th: with many ports on one bridge "
+                      "the kernel's enslave and link dumps grow; the store's lookups are by "
+                      "primary key.",
+    "rss": "Each stored endpoint is one row; growth is the worker's allocator and pyroute2 caches.",
+    "ipam_flat": "Each allocation is a ranged index query from the pool's hint, so a later step "
+                 "costing more points at the machine's load during the run: rerun before "
+                 "looking further.",
+    "ipam_memory": "Both pools store rows of the same width (32 hex digits per address), so a "
+                   "difference is the pool ID repeated in each row.",
+    "serve": "Before it listens Pontoon imports pyroute2 (see the import profile: its package "
+             "imports its whole API, including IPDB, NDB and ethtool, whatever submodule is "
+             "asked for), opens the store and runs the start-up reconcile (netlink dumps, "
+             "iptables-save for both families); the first request then imports jsonschema and "
+             "loads the schemas. The floor does none of this. The reconcile must come before "
+             "listening (dockerd must not meet stale kernel state), so the fix is a leaner "
+             "netlink layer (the few RTM_* messages Pontoon needs) instead of pyroute2, and "
+             "importing jsonschema in the master before the fork if first-request latency "
+             "matters more than start time.",
+    "idle_rss": "The extra resident memory is pyroute2 (about 20 MiB with its whole API), "
+                "PyYAML, sqlite3 and the datapath modules in the master, and the same again in "
+                "the worker, which shares them copy-on-write but is counted in full by RSS; "
+                "jsonschema and the schemas come on top in the worker after the first request. "
+                "A leaner netlink layer is again the fix.",
     "throughput": "Both use a Linux bridge and a veth pair, so the datapath is the same; a "
-                  "difference is iptables: Pontoon's FORWARD rules are matched before Docker's.",
+                  "difference beyond noise would be Pontoon's FORWARD rules, matched before "
+                  "Docker's.",
 }
 
 
@@ -102,9 +119,15 @@ def summary_rows(res: dict) -> list[tuple]:
     if "ipam" in res:
         for cidr, r in res["ipam"].items():
             steps = r["per_10k_s"]
-            rows.append(("5", f"IPAM {cidr}: {r['count']:,} allocations, last 10k vs first 10k",
-                         f"{steps[-1]:.2f} s", f"{steps[0]:.2f} s", f"{steps[-1] / steps[0]:.2f}",
-                         "flat", None, ""))
+            rows.append(("5", f"IPAM {cidr}: s per 10k allocations, last 3 vs first 3 of "
+                         f"{r['count']:,} (medians)", f"{statistics.median(steps[-3:]):.2f} s",
+                         f"{statistics.median(steps[:3]):.2f} s", f"{r['flat_ratio']:.2f}",
+                         "flat (≤ 1.2)", r["flat_ratio"] <= 1.2, "ipam_flat"))
+        (a, ra), (b, rb) = res["ipam"].items()
+        mem = ra["rss_end_kib"] / rb["rss_end_kib"]
+        rows.append(("5", f"IPAM memory after {ra['count']:,}: {a} vs {b} (RSS)",
+                     f"{ra['rss_end_kib'] / MB:.1f} MiB", f"{rb['rss_end_kib'] / MB:.1f} MiB",
+                     f"{mem:.2f}", "the same", 0.95 <= mem <= 1.05, "ipam_memory"))
     if "footprint" in res:
         f = res["footprint"]
         rows.append(("6", f"exec to first reply ({f['serve_s']['pairs']} pairs)",
@@ -177,7 +200,8 @@ def _markdown(res: dict, plots: list[str]) -> str:
               "image. Protocol, scale and footprint runs use the harness server "
               "(`python -m plugin serve`, 1 worker, 8 threads, log level info) over its Unix "
               "socket. IPAM runs in-process on the real SQLite store on tmpfs, so the disk's "
-              "fsync (one per allocation, constant) stays out of the flatness figure.",
+              "fsync (one per allocation, constant) stays out of the flatness figure; the two "
+              "pools fill at the same time, one process each, so both see the same load.",
               "", f"Time per section: " + ", ".join(f"{k} {v:.0f} s" for k, v in res["seconds"].items())
               + f"; total {sum(res['seconds'].values()):.0f} s.", ""]
     return "\n".join(lines)
