@@ -245,9 +245,17 @@ def _details(res: dict) -> list[str]:
                   f"{s['rss_endpoints_kib'] / MB:.1f} MiB with {s['endpoints']} endpoints, "
                   f"{s['rss_networks_kib'] / MB:.1f} MiB with {s['networks']} more networks. "
                   f"Start to listening: {s['start_empty_s']:.2f} s with an empty store, "
-                  f"{s['start_full_s']:.2f} s with all of it stored "
-                  f"({len(s['reconcile_changes'])} reconcile log lines, i.e. nothing to repair "
-                  "when 0).", ""]
+                  f"{s['start_full_s']:.2f} s with all of it stored. What the restart's "
+                  f"reconcile logged ({len(s['reconcile_changes'])} lines; none means the "
+                  "kernel already matched the store):", ""]
+        lines += [f"- `{line.split('reconcile: ', 1)[1]}`" for line in s["reconcile_changes"]]
+        if any("rewrite chain" in line for line in s["reconcile_changes"]):
+            lines += ["", "Nothing had drifted: the shared chains are rewritten at every start "
+                      "because `datapath.rules.desired` lists networks in ID order (the store's), "
+                      "the kernel holds their rules in creation order, and `plan` compares rule "
+                      "lists in order. The rewrite is one iptables-restore per table, so "
+                      "harmless, but it costs start-up time and reads as a repair in the log."]
+        lines.append("")
     if "ipam" in res:
         lines += ["## 5. IPAM", "", "| pool | allocations | s per 10k (first … last) | RSS start → end | database |",
                   "| --- | --- | --- | --- | --- |"]
