@@ -4,7 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test unit venv clean
+.PHONY: run test unit venv clean bench
+BENCH_STAMP := $(VENV)/.installed-bench
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +23,15 @@ test: $(STAMP)
 
 unit: $(STAMP)
 	$(PY) -m pytest -ra tests/unit
+
+# Benchmarks against Docker's bridge driver (as root; see docs/benchmarks.md).
+# Needs docker.io, busybox-static and iperf3 from apt; about 10 minutes.
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install -q -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

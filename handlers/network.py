@@ -129,13 +129,20 @@ class NetworkDriver:
             if endpoint is None:
                 return {}  # dockerd sends deletes for endpoints we may never have known
             network = tx.get_network(endpoint["network_id"])
-            self._remove_endpoint(tx, network, endpoint)
+            self._remove_endpoint(tx, network, endpoint, veth=False)
+        # After the commit, outside the store's write lock: deleting a veth
+        # waits for the kernel's RCU grace periods (about 20 ms here), and no
+        # other request needs to wait for that. If this fails or the process
+        # dies first, the pair is an orphan that reconcile deletes at start.
+        self._links.delete_veth(endpoint["host_veth"])
         return {}
 
-    def _remove_endpoint(self, tx: NetworkStore, network: dict | None, endpoint: dict) -> None:
+    def _remove_endpoint(self, tx: NetworkStore, network: dict | None, endpoint: dict,
+                         veth: bool = True) -> None:
         if endpoint["ports"] and network is not None:
             self._firewall.remove_ports(endpoint_ports(network, endpoint))
-        self._links.delete_veth(endpoint["host_veth"])
+        if veth:
+            self._links.delete_veth(endpoint["host_veth"])
         tx.delete_endpoint(endpoint["id"])
 
     def endpoint_oper_info(self, body: dict) -> dict:
@@ -159,10 +166,12 @@ class NetworkDriver:
         with self._tx() as tx:
             endpoint = self._endpoint(tx, body["EndpointID"])
             network = self._network(tx, endpoint["network_id"])
-            if not endpoint["sandbox"]:
+            spec = veth_spec(network, endpoint)
+            if not endpoint["sandbox"] and not self._links.veth_intact(spec):
                 # SrcName must exist in the host namespace when Join returns;
                 # after a crash or a hand-deleted veth this brings it back.
-                self._links.create_veth(veth_spec(network, endpoint))
+                # Checked first: rebuilding an intact pair cost most of Join.
+                self._links.create_veth(spec)
             endpoint["sandbox"] = sandbox
             tx.put_endpoint(endpoint)
         reply: dict = {"InterfaceName": {"SrcName": endpoint["peer_veth"],

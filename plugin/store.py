@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import threading
 from typing import Iterator
 
 SCHEMA = """
@@ -74,6 +75,20 @@ class Store:
     def __init__(self, state_dir: str):
         self.state_dir = state_dir
         self.path = os.path.join(state_dir, DB_NAME)
+        # Writers of one process queue on this lock rather than in SQLite's
+        # busy handler, which polls with sleeps of up to 100 ms: with 16
+        # concurrent requests some waited seconds while later ones got the
+        # write lock first. Across gunicorn workers SQLite's lock still
+        # serialises.
+        self._writer = threading.Lock()
+        # One idle connection per process, opened on first use and never
+        # closed. When the last connection to a WAL database closes, SQLite
+        # checkpoints the WAL into the database file (more fsyncs) and deletes
+        # it: with a connection per transaction that was every request, 3.7
+        # instead of 0.7 ms per transaction here. Keyed by pid because a
+        # connection must not be used across fork: a worker opens its own and
+        # leaves the one it inherited untouched.
+        self._held: dict[int, sqlite3.Connection] = {}
 
     def initialise(self) -> None:
         """Create the state dir and tables; called once by the server at start."""
@@ -83,8 +98,10 @@ class Store:
             db.executescript(SCHEMA)
 
     def _connect(self) -> sqlite3.Connection:
-        # A connection per transaction: cheap next to a netlink round trip,
-        # and never shared across gunicorn's fork or between threads.
+        # A connection per transaction: cheap while another stays open (see
+        # _held), and never shared across gunicorn's fork or between threads.
+        if os.getpid() not in self._held:
+            self._held[os.getpid()] = sqlite3.connect(self.path, check_same_thread=False)
         db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         db.execute("PRAGMA synchronous=FULL")
         return db
@@ -92,7 +109,7 @@ class Store:
     @contextlib.contextmanager
     def transaction(self) -> Iterator["Transaction"]:
         """A write transaction: committed on normal exit, rolled back on error."""
-        with contextlib.closing(self._connect()) as db:
+        with self._writer, contextlib.closing(self._connect()) as db:
             db.execute("BEGIN IMMEDIATE")
             try:
                 yield Transaction(db)

@@ -367,6 +367,26 @@ def test_create_veth_completes_a_partial_pair(kernel, bridge_spec):
     assert link_info(peer)["address"] == "02:42:0a:00:00:09"
 
 
+def test_veth_intact_only_for_a_complete_pair(kernel, bridge_spec):
+    links = Links()
+    links.create_bridge(bridge_spec)
+    host, peer = links.derive_names(new_endpoint_id())
+    kernel.link(host)
+    spec = VethSpec(host, peer, bridge_spec.name, "02:42:0a:00:00:0a", mtu=1400)
+    assert not links.veth_intact(spec)
+    ip("link", "add", host, "type", "veth", "peer", "name", peer)
+    assert not links.veth_intact(spec), "a bare pair (crash after add) is not intact"
+    links.create_veth(spec)
+    assert links.veth_intact(spec)
+    ip("link", "set", host, "nomaster")
+    assert not links.veth_intact(spec)
+    links.create_veth(spec)
+    ip("link", "set", host, "down")
+    assert not links.veth_intact(spec)
+    links.delete_veth(host)
+    assert not links.veth_intact(spec)
+
+
 def test_create_veth_refuses_names_held_by_others(kernel, bridge_spec):
     links = Links()
     links.create_bridge(bridge_spec)

@@ -52,6 +52,9 @@ class FakeLinks:
             raise DatapathError(f"enslave {spec.host_name} to {spec.bridge}", "no such bridge")
         self.veths[spec.host_name] = spec
 
+    def veth_intact(self, spec) -> bool:
+        return self.veths.get(spec.host_name) == spec
+
     def delete_veth(self, host_name: str) -> None:
         self._maybe_fail("delete_veth")
         self.veths.pop(host_name, None)

@@ -184,6 +184,21 @@ def test_join_recreates_a_missing_veth(plugin, client):
     assert list(plugin.links.veths) == ["ptv" + EID[:12]]
 
 
+def test_delete_endpoint_forgets_it_even_when_the_veth_stays(plugin, client):
+    # The veth goes after the commit (outside the write lock); a pair that
+    # could not be deleted is an orphan for reconcile, not a stored endpoint.
+    client.ok("NetworkDriver.CreateNetwork", net_body())
+    client.ok("NetworkDriver.CreateEndpoint", endpoint_body())
+    plugin.links.fail.add("delete_veth")
+    status, _ = client.call("NetworkDriver.DeleteEndpoint", {"NetworkID": NID, "EndpointID": EID})
+    assert status == 500
+    assert plugin.state()["store"]["endpoints"] == []
+    assert list(plugin.links.veths) == ["ptv" + EID[:12]]
+    plugin.links.fail.clear()
+    plugin.network.reconcile()
+    assert plugin.links.veths == {}
+
+
 def test_unknown_ids_on_teardown_succeed_twice(client):
     ids = {"NetworkID": NID, "EndpointID": EID}
     for _ in range(2):

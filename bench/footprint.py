@@ -1,0 +1,63 @@
+"""Idle footprint: time from exec to the first answered request, and RSS at
+idle (master and workers), Pontoon against the bare Flask + gunicorn floor
+(floor_app.py), started alternately."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tests.harness.client import SocketTransport
+from tests.harness.server import REPO
+
+from .plugin_server import BenchServer
+from .procs import rss_kib, tree
+from .stats import pair_ratios
+
+SETTLE_S = 1.0  # after the first reply, for workers to finish booting and go idle
+
+
+def _measure(argv: list[str], socket_path: str) -> tuple[float, int]:
+    """(seconds from exec to the first answered request, idle RSS KiB)."""
+    transport = SocketTransport(socket_path, timeout=5)
+    begin = time.perf_counter()
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{argv} exited {proc.returncode}")
+            try:
+                status, _ = transport.post("/Plugin.Activate", b"")
+            except OSError:  # no socket yet, or no worker answering on it yet
+                time.sleep(0.002)
+                continue
+            if status == 200:
+                served = time.perf_counter() - begin
+                break
+        time.sleep(SETTLE_S)
+        rss = rss_kib(tree(proc.pid))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    return served, rss
+
+
+def run(quick: bool = False) -> dict:
+    pairs = 3 if quick else 10
+    serve, rss = [], []
+    with tempfile.TemporaryDirectory(prefix="pontoon-bench-") as tmp:
+        pontoon = BenchServer(Path(tmp) / "pontoon")
+        floor_socket = str(Path(tmp) / "floor.sock")
+        floor = [sys.executable, "-m", "bench.floor_app", floor_socket]
+        runs = {"pontoon": lambda: _measure(pontoon.command(), pontoon.socket_path),
+                "floor": lambda: _measure(floor, floor_socket)}
+        runs["pontoon"]()  # the first start creates the state dir and database
+        for i in range(pairs):
+            order = ("pontoon", "floor") if i % 2 == 0 else ("floor", "pontoon")
+            got = {name: runs[name]() for name in order}
+            serve.append((got["pontoon"][0], got["floor"][0]))
+            rss.append((got["pontoon"][1], got["floor"][1]))
+    return {"serve_s": pair_ratios(serve), "rss_kib": pair_ratios(rss)}
