@@ -17,7 +17,7 @@ import contextlib
 import json
 import os
 import sqlite3
-from typing import Iterator
+from typing import Callable, Iterator
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS networks (
@@ -71,9 +71,12 @@ def hexaddr(value: int) -> str:
 
 
 class Store:
-    def __init__(self, state_dir: str):
+    def __init__(self, state_dir: str, before_commit: Callable[[], None] | None = None):
         self.state_dir = state_dir
         self.path = os.path.join(state_dir, DB_NAME)
+        # Test hook (plugin.testhook): runs after a request's work and just
+        # before its COMMIT. Production passes None.
+        self._before_commit = before_commit
 
     def initialise(self) -> None:
         """Create the state dir and tables; called once by the server at start."""
@@ -99,6 +102,8 @@ class Store:
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+            if self._before_commit is not None:
+                self._before_commit()
             db.execute("COMMIT")
 
     @contextlib.contextmanager

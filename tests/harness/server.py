@@ -34,11 +34,13 @@ class Server:
                 "--socket-dir", str(self.socket_dir), "--state-dir", str(self.state_dir),
                 "--workers", str(self.workers), "--threads", str(self.threads), "--log-level", "debug"]
 
-    def start(self, timeout: float = 15.0) -> float:
-        """Start and wait until the socket accepts; returns the seconds that took."""
+    def start(self, timeout: float = 15.0, env: dict[str, str] | None = None) -> float:
+        """Start and wait until the socket accepts; returns the seconds that took.
+        ``env`` adds variables to the server's environment (test hooks)."""
         begin = time.monotonic()
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.command(), cwd=REPO, stdout=log, stderr=log)
+            self.proc = subprocess.Popen(self.command(), cwd=REPO, stdout=log, stderr=log,
+                                         env={**os.environ, **(env or {})})
         while time.monotonic() - begin < timeout:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
