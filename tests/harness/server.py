@@ -79,7 +79,18 @@ class Server:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-            self.proc.wait(10)
+            self.wait_exit()
+
+    def wait_exit(self, timeout: float = 15.0) -> None:
+        """Wait until the master has exited and no worker holds the listening
+        socket any more: a worker killed a moment after its master may still
+        accept a connection, which a restart would then take for its own."""
+        self.proc.wait(timeout)
+        deadline = time.monotonic() + timeout
+        while self._accepts():
+            if time.monotonic() > deadline:
+                raise RuntimeError("a worker of the dead server still accepts connections")
+            time.sleep(0.01)
 
     def pids(self) -> list[int]:
         """The master and its worker processes."""

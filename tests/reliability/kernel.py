@@ -1,0 +1,154 @@
+"""What a test's Pontoon objects look like in the kernel and the store, and the
+invariants tying them together.
+
+The kernel is read with iproute2 and iptables-save, independently of the
+plugin's pyroute2 code. Other engineers' tests run on the same host, so
+everything is filtered to the names a test could have made: its instance's
+alias, and the bridges, veths and chains derived from the IDs it sent.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass, field
+
+from datapath.links import ALIAS_PREFIX
+from datapath.model import BRIDGE_PREFIX, VETH_HOST_PREFIX, VETH_PEER_PREFIX
+from datapath.rules import endpoint_chain, network_chain
+
+# Everything a test could change, as text; compared before and after.
+SNAPSHOT_COMMANDS = (
+    ("ip", "-o", "-d", "link", "show"),
+    ("ip", "-o", "addr", "show"),
+    ("ip", "route", "show", "table", "all"),
+    ("ip", "-6", "route", "show", "table", "all"),
+    ("iptables-save",),
+    ("ip6tables-save",),
+)
+FIREWALL_TOOLS = ("iptables-save", "ip6tables-save")
+
+
+def run(*argv: str) -> str:
+    return subprocess.run(argv, capture_output=True, text=True, check=True, timeout=30).stdout
+
+
+def raw_snapshot() -> dict[str, str]:
+    return {" ".join(cmd): run(*cmd) for cmd in SNAPSHOT_COMMANDS}
+
+
+@dataclass
+class Seen:
+    """IDs and values a test sent to the plugin (see ``RecordingTransport``)."""
+
+    networks: set[str] = field(default_factory=set)
+    endpoints: set[str] = field(default_factory=set)
+    bridges: set[str] = field(default_factory=set)
+    addresses: set[str] = field(default_factory=set)  # pools and gateways, as sent
+
+    def record(self, body: dict) -> None:
+        if isinstance(body.get("NetworkID"), str):
+            self.networks.add(body["NetworkID"])
+            self.bridges.add(BRIDGE_PREFIX + body["NetworkID"][:12])
+        if isinstance(body.get("EndpointID"), str):
+            self.endpoints.add(body["EndpointID"])
+        generic = ((body.get("Options") or {}).get("com.docker.network.generic") or {})
+        if isinstance(generic, dict) and generic.get("com.docker.network.bridge.name"):
+            self.bridges.add(generic["com.docker.network.bridge.name"])
+        for key in ("IPv4Data", "IPv6Data"):
+            for data in body.get(key) or ():
+                self.addresses.update(v for v in (data.get("Pool"), data.get("Gateway")) if v)
+
+    def link_names(self) -> set[str]:
+        veths = {p + e[:12] for e in self.endpoints for p in (VETH_HOST_PREFIX, VETH_PEER_PREFIX)}
+        return self.bridges | veths
+
+    def tokens(self) -> set[str]:
+        """Words that mark a line of ``raw_snapshot`` as possibly ours."""
+        chains = {network_chain(n) for n in self.networks} | {endpoint_chain(e) for e in self.endpoints}
+        subnets = {a.split("/")[0] for a in self.addresses}
+        return self.link_names() | chains | subnets
+
+
+def ours(snapshot: dict[str, str], seen: Seen) -> dict[str, list[str]]:
+    tokens = seen.tokens()
+    return {cmd: [line for line in text.splitlines() if any(t in line for t in tokens)]
+            for cmd, text in snapshot.items()}
+
+
+def links(instance: str, seen: Seen) -> dict[str, dict]:
+    """Links in the host namespace that are this instance's or carry a name
+    derived from an ID the test sent: name -> {"kind", "master", "alias"}."""
+    found = {}
+    names = seen.link_names()
+    for link in json.loads(run("ip", "-j", "-d", "link", "show") or "[]"):
+        name, alias = link["ifname"], link.get("ifalias", "")
+        if name in names or alias == ALIAS_PREFIX + instance:
+            found[name] = {"kind": link.get("linkinfo", {}).get("info_kind", ""),
+                           "master": link.get("master", ""), "alias": alias}
+    return found
+
+
+def addresses_on(bridge: str) -> set[str]:
+    out = json.loads(run("ip", "-j", "addr", "show", "dev", bridge) or "[]")
+    return {f'{a["local"]}/{a["prefixlen"]}' for link in out for a in link.get("addr_info", ())}
+
+
+def firewall_lines() -> dict[str, list[str]]:
+    return {tool: run(tool).splitlines() for tool in FIREWALL_TOOLS}
+
+
+def problems(state: dict, instance: str, seen: Seen) -> list[str]:
+    """Every way the kernel and the store disagree, for what this test made.
+
+    ``state`` is ``plugin.inspect.collect`` (or ``inspect --json``). Joined
+    endpoints' container ends may be in a sandbox, so they may be missing
+    from the host; everything else named must exist exactly when it is
+    stored.
+    """
+    found: list[str] = []
+    networks = {n["id"]: n for n in state["networks"]}
+    endpoints = {e["id"]: e for e in state["endpoints"]}
+    kernel = links(instance, seen)
+    required = {n["bridge"]: "bridge" for n in networks.values()}
+    allowed = set(required)
+    for e in endpoints.values():
+        required[e["host_veth"]] = "veth"
+        allowed |= {e["host_veth"], e["peer_veth"]}
+        if not e["sandbox"]:
+            required[e["peer_veth"]] = "veth"
+        host = kernel.get(e["host_veth"])
+        bridge = networks.get(e["network_id"], {}).get("bridge")
+        if host is not None and host["master"] != bridge:
+            found.append(f'{e["host_veth"]} is attached to "{host["master"]}", not to {bridge}')
+    found += [f"stored {kind} {name} is not in the kernel" for name, kind in required.items()
+              if kernel.get(name, {}).get("kind") != kind]
+    found += [f"link {name} ({info}) has no stored owner" for name, info in kernel.items() if name not in allowed]
+    for n in networks.values():
+        if n["options"]["inhibit_ipv4"]:
+            continue
+        want = {d["gateway"] for d in n["ipv4"] + n["ipv6"] if d["gateway"]}
+        lacking = want - addresses_on(n["bridge"])
+        found += [f'gateway {a} is missing on {n["bridge"]}' for a in sorted(lacking)]
+
+    for tool, lines in firewall_lines().items():
+        chains = {line[1:].split()[0] for line in lines if line.startswith(":")}
+        for nid in seen.networks:
+            if (network_chain(nid) in chains) != (nid in networks):
+                state_word = "stored" if nid in networks else "not stored"
+                found.append(f"{tool}: chain {network_chain(nid)} of a network {state_word}")
+        stored_bridges = {n["bridge"] for n in networks.values()}
+        for bridge in seen.bridges - stored_bridges:
+            found += [f"{tool}: rule for a bridge nobody stores: {line}" for line in lines
+                      if f"-i {bridge} " in line + " " or f"-o {bridge} " in line + " "]
+        for eid in seen.endpoints:
+            published = bool(endpoints.get(eid, {}).get("ports"))
+            if tool == "iptables-save" and (endpoint_chain(eid) in chains) != published:
+                found.append(f"{tool}: chain {endpoint_chain(eid)} but endpoint published={published}")
+
+    held = [(a["pool"], a["address"]) for a in state["addresses"]]
+    found += [f"address held twice: {a}" for a in sorted({a for a in held if held.count(a) > 1})]
+    in_use = [e[k].split("/")[0] for e in endpoints.values() for k in ("address", "address_v6") if e[k]]
+    found += [f"address of two endpoints: {a}" for a in sorted({a for a in in_use if in_use.count(a) > 1})]
+    allocated = {a for _, a in held}
+    found += [f"endpoint address {a} is not allocated in IPAM" for a in in_use if a not in allocated]
+    return found
