@@ -72,16 +72,28 @@ class NetworkDriver:
         return {}
 
     def delete_network(self, body: dict) -> dict:
+        """Firewall first, links last: a failure restores the rules removed so
+        far (the re-adds are idempotent, so they also repair a removal that
+        failed half-way) and recreates veths deleted so far. The container
+        end of a joined endpoint's veth cannot come back, but dockerd never
+        deletes a network that still has endpoints in use."""
         network_id = body["NetworkID"]
-        with self._tx() as tx:
-            network = tx.get_network(network_id)
-            if network is None:
-                return {}  # dockerd forgets the network whatever we answer
-            for endpoint in tx.list_endpoints(network_id):
-                self._remove_endpoint(tx, network, endpoint)
-            self._firewall.remove_network(network_rules(network))
-            self._links.delete_bridge(bridge_spec(network), network["bridge_created"])
-            tx.delete_network(network_id)
+        with Rollback() as rollback:
+            with self._tx() as tx:
+                network = tx.get_network(network_id)
+                if network is None:
+                    return {}  # dockerd forgets the network whatever we answer
+                endpoints = tx.list_endpoints(network_id)
+                for endpoint in endpoints:
+                    self._unpublish(tx, network, endpoint, rollback)
+                rules = network_rules(network)
+                rollback.undo(f"restore firewall rules of {network['bridge']}", self._firewall.add_network, rules)
+                self._firewall.remove_network(rules)
+                for endpoint in endpoints:
+                    self._delete_veth(tx, network, endpoint, rollback)
+                self._links.delete_bridge(bridge_spec(network), network["bridge_created"])
+                tx.delete_network(network_id)
+            rollback.commit()
         return {}
 
     # -- endpoints -------------------------------------------------------------
@@ -117,25 +129,34 @@ class NetworkDriver:
                     "mac_given": bool(mac), "host_veth": host_name, "peer_veth": peer_name,
                     "sandbox": "", "exposed": exposed, "ports": [], "request": request,
                 }
-                self._links.create_veth(veth_spec(network, endpoint))
+                # Registered first: if creating fails half-way, a pair it
+                # adopted (left by an attempt that crashed) goes too, since
+                # no stored endpoint owns it.
                 rollback.undo(f"delete veth {host_name}", self._links.delete_veth, host_name)
+                self._links.create_veth(veth_spec(network, endpoint))
                 tx.put_endpoint(endpoint)
             rollback.commit()
         return _endpoint_reply(endpoint)
 
     def delete_endpoint(self, body: dict) -> dict:
-        with self._tx() as tx:
-            endpoint = tx.get_endpoint(body["EndpointID"])
-            if endpoint is None:
-                return {}  # dockerd sends deletes for endpoints we may never have known
-            network = tx.get_network(endpoint["network_id"])
-            self._remove_endpoint(tx, network, endpoint)
+        with Rollback() as rollback:
+            with self._tx() as tx:
+                endpoint = tx.get_endpoint(body["EndpointID"])
+                if endpoint is None:
+                    return {}  # dockerd sends deletes for endpoints we may never have known
+                network = tx.get_network(endpoint["network_id"])
+                if network is not None:
+                    self._unpublish(tx, network, endpoint, rollback)
+                self._delete_veth(tx, network, endpoint, rollback)
+            rollback.commit()
         return {}
 
-    def _remove_endpoint(self, tx: NetworkStore, network: dict | None, endpoint: dict) -> None:
-        if endpoint["ports"] and network is not None:
-            self._firewall.remove_ports(endpoint_ports(network, endpoint))
+    def _delete_veth(self, tx: NetworkStore, network: dict | None, endpoint: dict, rollback: Rollback) -> None:
+        """The last, least reversible step of removing an endpoint."""
         self._links.delete_veth(endpoint["host_veth"])
+        if network is not None and not endpoint["sandbox"]:
+            rollback.undo(f"recreate veth {endpoint['host_veth']}", self._links.create_veth,
+                          veth_spec(network, endpoint))
         tx.delete_endpoint(endpoint["id"])
 
     def endpoint_oper_info(self, body: dict) -> dict:
@@ -198,8 +219,7 @@ class NetworkDriver:
                 network = self._network(tx, endpoint["network_id"])
                 if endpoint["ports"] and endpoint.get("portmap_request") == portmap:
                     return {}  # already programmed exactly so
-                if endpoint["ports"]:
-                    self._unpublish(tx, network, endpoint)
+                self._unpublish(tx, network, endpoint, rollback)
                 bindings = ports.resolve(portmap, endpoint, network["options"]["host_binding_ipv4"],
                                          tx.ports_in_use, self._firewall.pick_host_port)
                 endpoint["ports"] = [b.__dict__ for b in bindings]
@@ -216,18 +236,27 @@ class NetworkDriver:
         return {}
 
     def revoke_external_connectivity(self, body: dict) -> dict:
-        with self._tx() as tx:
-            endpoint = tx.get_endpoint(body["EndpointID"])
-            if endpoint is None or not endpoint["ports"]:
-                return {}  # dockerd revokes even what was never programmed
-            network = tx.get_network(endpoint["network_id"])
-            if network is not None:
-                self._unpublish(tx, network, endpoint)
-            tx.put_endpoint(endpoint)
+        with Rollback() as rollback:
+            with self._tx() as tx:
+                endpoint = tx.get_endpoint(body["EndpointID"])
+                if endpoint is None or not endpoint["ports"]:
+                    return {}  # dockerd revokes even what was never programmed
+                network = tx.get_network(endpoint["network_id"])
+                if network is not None:
+                    self._unpublish(tx, network, endpoint, rollback)
+                tx.put_endpoint(endpoint)
+            rollback.commit()
         return {}
 
-    def _unpublish(self, tx: NetworkStore, network: dict, endpoint: dict) -> None:
-        self._firewall.remove_ports(endpoint_ports(network, endpoint))
+    def _unpublish(self, tx: NetworkStore, network: dict, endpoint: dict, rollback: Rollback) -> None:
+        if not endpoint["ports"]:
+            return
+        published = endpoint_ports(network, endpoint)
+        # Registered before removing: add_ports is idempotent, so it also
+        # repairs a removal that failed half-way (after one family, or at
+        # the conntrack flush that follows).
+        rollback.undo("restore published ports", self._firewall.add_ports, published)
+        self._firewall.remove_ports(published)
         tx.delete_ports(endpoint["id"])
         endpoint["ports"] = []
         endpoint.pop("portmap_request", None)
