@@ -152,3 +152,17 @@ def problems(state: dict, instance: str, seen: Seen) -> list[str]:
     allocated = {a for _, a in held}
     found += [f"endpoint address {a} is not allocated in IPAM" for a in in_use if a not in allocated]
     return found
+
+
+def view(instance: str, seen: Seen) -> dict:
+    """This test's kernel objects, without what changes on its own (link
+    indexes, carrier flags, counters): links, bridge addresses and the
+    firewall lines that mention them."""
+    found = links(instance, seen)
+    tokens = seen.tokens()
+    return {
+        "links": found,
+        "addresses": {name: addresses_on(name) for name, info in found.items() if info["kind"] == "bridge"},
+        "firewall": {tool: [line for line in lines if any(t in line for t in tokens)]
+                     for tool, lines in firewall_lines().items()},
+    }

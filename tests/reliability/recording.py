@@ -1,4 +1,4 @@
-"""A socket transport that remembers what a test sent, and what to do when
+"""A transport that remembers what a test sent, and what to do when
 the server dies under a request."""
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ class RecordingTransport:
     called and the request is sent again, as dockerd retries and as a user
     re-runs a command; without ``on_crash`` the error is raised."""
 
-    def __init__(self, socket_path: str, seen: Seen, on_crash: Callable[[str], None] | None = None):
-        self._inner = SocketTransport(socket_path)
+    def __init__(self, inner, seen: Seen, on_crash: Callable[[str], None] | None = None):
+        self._inner = inner
         self.seen, self.on_crash = seen, on_crash
         self.pools_acked: set[str] = set()
 
@@ -42,4 +42,4 @@ class RecordingTransport:
 
 
 def recording_client(socket_path: str, seen: Seen, on_crash=None) -> Client:
-    return Client(RecordingTransport(socket_path, seen, on_crash))
+    return Client(RecordingTransport(SocketTransport(socket_path), seen, on_crash))
