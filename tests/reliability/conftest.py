@@ -16,12 +16,16 @@ def root():
     require_root()
 
 
-@pytest.fixture
-def base_chains(root, tmp_path):
+def ensure_base_chains(workdir) -> None:
     """Pontoon's shared base chains exist, as on any host that has run it:
     then every firewall step of a request is that request's own, and a kill
     point named "apply ipv4 firewall" is the same step on every run."""
-    Firewall(tmp_path / "fw.lock").ensure_base()
+    Firewall(workdir / "fw.lock").ensure_base()
+
+
+@pytest.fixture
+def base_chains(root, tmp_path):
+    ensure_base_chains(tmp_path)
 
 
 @pytest.fixture

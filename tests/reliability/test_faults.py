@@ -14,15 +14,10 @@ from typing import Callable
 
 import pytest
 
-from datapath.firewall import Firewall
-from datapath.links import Links
-from plugin.config import Settings
 from plugin.inspect import collect
-from plugin.wiring import build
-from tests.harness.client import Client, FlaskTransport
 
-from .kernel import Seen, ours, problems, raw_snapshot, view
-from .recording import RecordingTransport
+from .inprocess import in_process
+from .kernel import Seen, ours, problems, raw_snapshot
 
 SUBNET, GATEWAY, ADDRESS = "10.141.0.0/24", "10.141.0.1/24", "10.141.0.2/24"
 SUBNET6, GATEWAY6, ADDRESS6 = "fd00:141::/64", "fd00:141::1/64", "fd00:141::2/64"
@@ -49,12 +44,8 @@ class Rig:
 
     def __init__(self, tmp_path, seen: Seen):
         self.hook, self.seen = FailAt(), seen
-        self.instance = "ptf" + secrets.token_hex(4)
-        settings = Settings(name=self.instance, state_dir=str(tmp_path / "state"))
-        self.plugin = build(settings, links=Links(faults=self.hook, owner=self.instance),
-                            firewall=Firewall(tmp_path / "fw.lock", faults=self.hook))
-        self.plugin.store.initialise()
-        self.client = Client(RecordingTransport(FlaskTransport(self.plugin.app), seen))
+        self.target = in_process(tmp_path, seen, faults=self.hook)
+        self.plugin, self.client, self.instance = self.target.plugin, self.target.client, self.target.instance
         self.network_id, self.endpoint_id = secrets.token_hex(32), secrets.token_hex(32)
         self.ids = {"NetworkID": self.network_id, "EndpointID": self.endpoint_id}
         self.host_port = 20000 + secrets.randbelow(10000)
@@ -68,9 +59,6 @@ class Rig:
         for address in addresses:
             self.client.ok("IpamDriver.RequestAddress", {"PoolID": pool, "Address": address.split("/")[0]})
         return pool
-
-    def state(self) -> dict:
-        return {"store": collect(self.plugin.store), "kernel": view(self.instance, self.seen)}
 
     def create_network(self) -> None:
         self.client.ok("NetworkDriver.CreateNetwork", {
@@ -108,12 +96,12 @@ class Rig:
         redo()
         assert steps, "no kernel step to fail"
         for step in steps:
-            before = self.state()
+            before = self.target.state()
             self.hook.step = step
             with pytest.raises(Exception) as failed:
                 do()
             assert failed.value.status == 500 and step in failed.value.body["Err"], (step, failed.value)
-            assert self.state() == before, step
+            assert self.target.state() == before, step
             assert problems(before["store"], self.instance, self.seen) == [], step
         return steps
 
