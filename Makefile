@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test unit venv clean
+.PHONY: run test unit venv clean reliability
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,3 +25,8 @@ unit: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# Crash, fault, hostile-input and soak tests at full size (10,000 cycles);
+# writes build/reliability.json and build/reliability.md (see docs/reliability.md).
+reliability: $(STAMP)
+	$(PY) -m tests.reliability.report

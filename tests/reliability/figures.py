@@ -12,11 +12,19 @@ from pathlib import Path
 ENV = "PONTOON_RELIABILITY_FIGURES"
 
 
-def record(name: str, value) -> None:
+def _update(change) -> None:
     path = os.environ.get(ENV)
     if not path:
         return
     file = Path(path)
     figures = json.loads(file.read_text()) if file.exists() else {}
-    figures[name] = value
+    change(figures)
     file.write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
+
+
+def record(name: str, value) -> None:
+    _update(lambda figures: figures.__setitem__(name, value))
+
+
+def append(name: str, value) -> None:
+    _update(lambda figures: figures.setdefault(name, []).append(value))

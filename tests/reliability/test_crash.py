@@ -15,6 +15,7 @@ import pytest
 from plugin import testhook
 from tests.harness.dockerd import FakeDockerd, new_id
 
+from . import figures
 from .kernel import Seen, ours, problems, raw_snapshot
 from .recording import BROKEN, recording_client
 
@@ -94,6 +95,7 @@ def test_kill_9_at(point, servers, base_chains, before, seen, sandboxes):
     lifecycle(dockerd, KILL_POINTS.index(point))
     assert crashes == [method], "the kill point was never reached"
     assert_clean(server, seen, before)
+    figures.append("kill_points", f"{method}:{step}")
 
 
 def churn(client, thread: int, cycles: list, errors: list) -> None:
@@ -144,6 +146,8 @@ def test_concurrent_lifecycles_killed_at_random(servers, base_chains, before, se
     for w in workers:
         w.join(60)
     assert errors == [] and cycles, (errors, len(cycles))
+    figures.append("concurrent_kills", {"threads": threads, "cycles_before_kill": len(cycles),
+                                        "endpoints": len(seen.endpoints), "networks": len(seen.networks)})
 
     server.start()
     assert_consistent(server, seen)
