@@ -121,6 +121,7 @@ class NetworkDriver:
                     raise Conflict(f"endpoint {endpoint_id} already exists with different settings")
                 _check_in_pools("Interface.Address", addr4, network["ipv4"])
                 _check_in_pools("Interface.AddressIPv6", addr6, network["ipv6"])
+                _check_unused(tx, network, [a for a in (addr4, addr6) if a is not None])
                 host_name, peer_name = self._links.derive_names(endpoint_id)
                 endpoint = {
                     "id": endpoint_id, "network_id": network_id,
@@ -369,6 +370,22 @@ def _check_in_pools(field: str, iface, pools: list[dict]) -> None:
     if not any(iface.ip in ipaddress.ip_network(p["pool"]) for p in pools):
         subnets = ", ".join(p["pool"] for p in pools) or "none"
         raise BadRequest(f'{field} "{iface}" is not in the network\'s subnets ({subnets})')
+
+
+def _check_unused(tx: NetworkStore, network: dict, addresses: list) -> None:
+    """dockerd's IPAM never hands out an address twice, but a request that
+    reuses one (a gateway, another endpoint's) would break both holders,
+    and their MACs, derived from the address, would clash as well."""
+    wanted = {a.ip for a in addresses}
+    if not wanted:
+        return
+    gateways = {ipaddress.ip_interface(d["gateway"]).ip for d in network["ipv4"] + network["ipv6"] if d["gateway"]}
+    if wanted & gateways:
+        raise Conflict(f"address {min(wanted & gateways, key=str)} is the gateway of network {network['id']}")
+    for other in tx.list_endpoints(network["id"]):
+        used = {ipaddress.ip_interface(other[k]).ip for k in ("address", "address_v6") if other[k]}
+        if wanted & used:
+            raise Conflict(f"address {min(wanted & used, key=str)} is already used by endpoint {other['id']}")
 
 
 def methods(driver: NetworkDriver) -> dict:

@@ -146,6 +146,19 @@ def test_bad_endpoints(client, refused, iface, says):
     refused("NetworkDriver.CreateEndpoint", endpoint_body(**iface), says=says)
 
 
+@pytest.mark.parametrize("address, says", [
+    ("10.1.0.1/24", "gateway"),
+    ("10.1.0.2/24", "already used by endpoint " + EID),
+])
+def test_an_address_in_use_is_409(client, refused, address, says):
+    """Two endpoints could be given one address, and so one derived MAC,
+    against the "no address held twice" invariant of tests/reliability."""
+    client.ok("NetworkDriver.CreateNetwork", net_body())
+    client.ok("NetworkDriver.CreateEndpoint", endpoint_body())
+    refused("NetworkDriver.CreateEndpoint", {**endpoint_body(Address=address), "EndpointID": "ef" * 32},
+            status=409, says=says)
+
+
 def test_endpoint_on_unknown_network_is_404(refused):
     refused("NetworkDriver.CreateEndpoint", endpoint_body(), status=404, says=NID)
 
