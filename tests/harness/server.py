@@ -5,6 +5,7 @@ import json
 import os
 import secrets
 import signal
+import stat
 import socket
 import subprocess
 import sys
@@ -99,6 +100,31 @@ class Server:
         children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
         kids = [int(p) for p in children.read_text().split()] if children.exists() else []
         return [self.proc.pid, *kids]
+
+    def socket_is_private(self) -> bool:
+        """The socket has mode 0660 and belongs to root."""
+        st = os.stat(self.socket_path)
+        return stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o660 and st.st_uid == 0
+
+    def socket_inodes(self) -> set[str]:
+        """Inodes of every socket the server's processes hold."""
+        inodes = set()
+        for pid in self.pids():
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                try:
+                    target = os.readlink(fd)
+                except OSError:
+                    continue
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        return inodes
+
+    def inet_sockets(self) -> list[str]:
+        """Lines of /proc/net/{tcp,udp}{,6} for sockets the server holds."""
+        ours = self.socket_inodes()
+        return [f"{table}: {line}" for table in ("tcp", "tcp6", "udp", "udp6")
+                for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]
+                if line.split()[9] in ours]
 
     def client(self, timeout: float = 30.0) -> Client:
         return Client(SocketTransport(self.socket_path, timeout))

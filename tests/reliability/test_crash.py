@@ -150,6 +150,8 @@ def test_concurrent_lifecycles_killed_at_random(servers, base_chains, before, se
                                         "endpoints": len(seen.endpoints), "networks": len(seen.networks)})
 
     server.start()
+    # kill -9 left a stale socket file; its replacement is as private
+    assert server.socket_is_private() and server.inet_sockets() == []
     assert_consistent(server, seen)
     state = server.inspect()
     clean_up_like_dockerd(client, seen, state, client.transport.pools_acked)
