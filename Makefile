@@ -26,6 +26,32 @@ unit: $(STAMP)
 clean:
 	rm -rf $(VENV) build *.egg-info
 
+# The managed plugin (see config.json). The rootfs comes from debootstrap, so
+# no image is pulled; `docker` is the CLI of the Debian package, matching its
+# daemon. DOCKER_HOST selects another daemon.
+VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+PLUGIN ?= pontoon
+PLUGIN_DIR := build/plugin
+DOCKER ?= /usr/bin/docker
+
+.PHONY: plugin-rootfs plugin plugin-push
+
+plugin-rootfs:
+	PYTHON=$(PYTHON) contrib/build-rootfs.sh $(PLUGIN_DIR)
+
+plugin: plugin-rootfs
+	@# The state mount's source must exist before the plugin starts.
+	mkdir -p /var/lib/pontoon
+	$(DOCKER) plugin create $(PLUGIN):$(VERSION) $(PLUGIN_DIR)
+	$(DOCKER) plugin enable $(PLUGIN):$(VERSION)
+
+plugin-push: plugin-rootfs
+	@test -n "$(REGISTRY)" || { echo "usage: make plugin-push REGISTRY=host:port" >&2; exit 1; }
+	$(DOCKER) plugin create $(REGISTRY)/$(PLUGIN):$(VERSION) $(PLUGIN_DIR)
+	$(DOCKER) plugin push $(REGISTRY)/$(PLUGIN):$(VERSION)
+	@# The pushed copy lives on in the registry; locally it was only a vehicle.
+	$(DOCKER) plugin rm $(REGISTRY)/$(PLUGIN):$(VERSION)
+
 # Crash, fault, hostile-input and soak tests at full size (10,000 cycles);
 # writes build/reliability.json and build/reliability.md (see docs/reliability.md).
 reliability: $(STAMP)

@@ -35,9 +35,10 @@ def _run(argv: list[str], stdin: str | None = None) -> str:
 
 
 class Firewall:
-    def __init__(self, lock_path: str | Path, faults: FaultHook | None = None):
+    def __init__(self, lock_path: str | Path, faults: FaultHook | None = None, chain_prefix: str = R.PONTOON):
         self._lock_path = Path(lock_path)
         self._faults = faults
+        self._names = R.Names(chain_prefix)
 
     @contextlib.contextmanager
     def _locked(self):
@@ -47,7 +48,7 @@ class Firewall:
             yield  # closing the file releases the lock
 
     def _save(self, family: str) -> R.Saved:
-        return R.parse_save(_run([_TOOLS[family][0]]))
+        return R.parse_save(_run([_TOOLS[family][0]]), self._names)
 
     def _restore(self, family: str, text: str) -> None:
         _run([_TOOLS[family][1], "-w", "--noflush"], stdin=text)
@@ -72,12 +73,12 @@ class Firewall:
             for family in R.FAMILIES:
                 saved = steps.run(f"read {family} firewall", lambda f=family: self._save(f))
                 target = change(saved.ours, family)
-                text, done = R.plan(saved, target, family)
+                text, done = R.plan(saved, target, family, self._names)
                 if not text:
                     continue
 
                 def revert(f=family, t=target):
-                    back_text, _ = R.plan(self._save(f), undo(t, f), f, fix_hooks=False)
+                    back_text, _ = R.plan(self._save(f), undo(t, f), f, self._names, fix_hooks=False)
                     if back_text:
                         self._restore(f, back_text)
 
@@ -91,14 +92,14 @@ class Firewall:
 
     def ensure_base(self) -> list[str]:
         """Create the base chains and the jumps to them where missing."""
-        return self._apply(lambda cur, fam: R.with_base(cur))
+        return self._apply(lambda cur, fam: R.with_base(cur, self._names))
 
     def add_network(self, rules: NetworkRules) -> None:
         def add(cur, fam):
-            return R.including(cur, R.network_fragment(rules, fam))
+            return R.including(cur, R.network_fragment(rules, fam, self._names), self._names)
 
         def remove(cur, fam):
-            return R.without(cur, R.network_fragment(rules, fam))
+            return R.without(cur, R.network_fragment(rules, fam, self._names))
 
         def localnet(steps: Steps) -> None:
             if rules.subnets_v4 and not rules.internal:
@@ -107,19 +108,22 @@ class Firewall:
         self._apply(add, remove, before=localnet)
 
     def remove_network(self, rules: NetworkRules) -> None:
-        self._apply(lambda cur, fam: R.without(R.with_base(cur), R.network_fragment(rules, fam)))
+        self._apply(lambda cur, fam: R.pruned(
+            R.without(R.with_base(cur, self._names), R.network_fragment(rules, fam, self._names)), self._names))
 
     def add_ports(self, ports: EndpointPorts) -> None:
         def add(cur, fam):
-            return R.including(cur, R.ports_fragment(ports, fam))
+            return R.including(cur, R.ports_fragment(ports, fam, self._names), self._names)
 
         def remove(cur, fam):
-            return R.without(cur, R.ports_fragment(ports, fam))
+            return R.without(cur, R.ports_fragment(ports, fam, self._names))
 
         self._apply(add, remove)
 
     def remove_ports(self, ports: EndpointPorts) -> None:
-        self._apply(lambda cur, fam: R.without(R.with_base(cur), R.ports_fragment(ports, fam)))
+        self._apply(
+            lambda cur, fam: R.without(R.with_base(cur, self._names), R.ports_fragment(ports, fam, self._names))
+        )
         # Flows already DNATed keep their translation in conntrack and would
         # still reach the old container (UDP "connections" never end on their
         # own while traffic flows); the reply tuple (container address and
@@ -135,7 +139,7 @@ class Firewall:
         """Make our chains exactly what these networks and endpoints need.
 
         Restores the base chains and the jumps, rewrites any chain whose rules
-        differ and deletes PONTOON-* chains that nothing here owns. Returns a
+        differ and deletes the chains under our prefix that nothing here owns. Returns a
         line per change; an empty list means the kernel already matched.
         """
         changes: list[str] = []
@@ -145,7 +149,8 @@ class Firewall:
                 if n.subnets_v4 and not n.internal and self._route_localnet(steps, n.bridge):
                     changes.append(f"set route_localnet on {n.bridge}")
 
-        applied = self._apply(lambda cur, fam: R.desired(networks, ports, fam), before=localnet)
+        applied = self._apply(lambda cur, fam: R.pruned(R.desired(networks, ports, fam, self._names), self._names),
+                              before=localnet)
         return changes + applied
 
     def _route_localnet(self, steps: Steps, bridge: str) -> bool:
@@ -192,9 +197,12 @@ class Firewall:
         ports = list(range(low, high + 1))
         # A random start spreads consecutive picks of concurrent workers.
         start = random.randrange(len(ports))
-        for port in ports[start:] + ports[:start]:
-            if port not in used and _bindable(proto, host_ip, port):
-                return port
+        try:
+            for port in ports[start:] + ports[:start]:
+                if port not in used and _bindable(proto, host_ip, port):
+                    return port
+        except OSError as exc:  # no socket of that kind at all, e.g. no sctp module
+            raise DatapathError(f"pick host port for {proto}", exc) from exc
         raise DatapathError(f"pick host port for {proto}", f"no free port in {low}-{high}")
 
 
@@ -207,9 +215,9 @@ def _bindable(proto: str, host_ip: str, port: int) -> bool:
         "udp": (socket.SOCK_DGRAM, 0),
         "sctp": (socket.SOCK_STREAM, socket.IPPROTO_SCTP),
     }[proto]
-    try:
-        with socket.socket(family, kind, number) as s:
+    with socket.socket(family, kind, number) as s:
+        try:
             s.bind((address, port))
-    except OSError:
-        return False
+        except OSError:  # taken
+            return False
     return True

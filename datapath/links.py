@@ -355,6 +355,11 @@ class Links:
                       lambda: ipr.link("set", index=host_index, address=names.host_end_mac(host)))
             steps.run(f"attach {host} to {spec.bridge}",
                       lambda: ipr.link("set", index=host_index, master=self._bridge_index(ipr, spec.bridge)))
+            # Hairpin: a container reaching its own published port through the
+            # host's address has its packet DNATed back to itself while it is
+            # still being bridged (br_netfilter), so the bridge must be allowed
+            # to send the frame out of the port it came in on.
+            steps.run(f"set hairpin on {host}", lambda: ipr.brport("set", index=host_index, mode=1))
             steps.run(f"set {host} up", lambda: ipr.link("set", index=host_index, state="up"))
 
     @staticmethod

@@ -8,7 +8,7 @@ re-applying an unchanged rule set is a no-op.
 
 Chain layout (the same for IPv4 and IPv6; chain names are per table)::
 
-    filter FORWARD  -> PONTOON-FORWARD   (our jump is kept first, see HOOKS)
+    filter FORWARD  -> PONTOON-FORWARD   (our jump is kept first, see Names.hooks)
         PONTOON-FORWARD      per network: -i br / -o br -> PONTOON-N-<net>
         PONTOON-N-<net>      everything decided for traffic of that bridge
         PONTOON-ISOL-OUT     -o <any container bridge> DROP
@@ -33,62 +33,111 @@ from dataclasses import dataclass, field
 
 from .model import EndpointPorts, NetworkRules
 
-PREFIX = "PONTOON"
-FORWARD = "PONTOON-FORWARD"
-INPUT = "PONTOON-INPUT"
-ISOL_OUT = "PONTOON-ISOL-OUT"
-ISOL_IN = "PONTOON-ISOL-IN"
-PORTS = "PONTOON-PORTS"
-DNAT = "PONTOON-DNAT"
-POSTROUTING = "PONTOON-POSTROUTING"
-
 FAMILIES = ("ipv4", "ipv6")
 TABLES = ("filter", "nat")
+
+# Every Pontoon's chains start with this; a jump to one of them may stay
+# above ours (see Names.hooks).
+PONTOON = "PONTOON"
 
 # Docker's default bridge and its user-defined bridges ("br-<12 hex>"): our
 # networks are isolated from them both ways, as Docker isolates its own.
 DOCKER_BRIDGES = ("docker0", "br-+")
 
-# (builtin chain, our jump) per table. Each jump is kept as the first rule of
-# its builtin chain: dockerd puts its own jumps first when it starts, and
-# Docker's per-bridge rules accept anything leaving docker0 ("-i docker0
-# ACCEPT"), which would let Docker's containers into our bridges before our
-# isolation rules run. Our chains only decide on packets that enter or leave
-# one of our bridges, so running first changes nothing for Docker's traffic.
 _LOCAL = "-m addrtype --dst-type LOCAL "
-HOOKS = {
-    "filter": (("FORWARD", f"-j {FORWARD}"), ("INPUT", f"-j {INPUT}")),
-    "nat": (
-        ("PREROUTING", f"{_LOCAL}-j {DNAT}"),
-        ("OUTPUT", f"{_LOCAL}-j {DNAT}"),
-        ("POSTROUTING", f"-j {POSTROUTING}"),
-    ),
-}
 
 Chains = dict[str, list[str]]  # chain name -> rule specs, without "-A <chain> "
 Ruleset = dict[str, Chains]  # table -> our chains
 
 
-def base_chains() -> Ruleset:
-    """The chains every host gets, whatever networks exist."""
-    return {
-        "filter": {
-            FORWARD: [],
-            INPUT: [],
-            ISOL_OUT: [f"-o {b} -j DROP" for b in DOCKER_BRIDGES],
-            ISOL_IN: [f"-i {b} -j DROP" for b in DOCKER_BRIDGES],
-            PORTS: [],
-        },
-        "nat": {DNAT: [], POSTROUTING: []},
-    }
+@dataclass(frozen=True)
+class Names:
+    """Chain names of one rule set, all "<prefix>-...".
+
+    Production uses "PONTOON"; tests use a prefix of their own so that a
+    Pontoon running on the same host and the tests leave each other's chains
+    alone (reconcile deletes every chain under its prefix it does not own).
+    """
+
+    prefix: str = PONTOON
+
+    def __post_init__(self):
+        # iptables chain names hold 28 characters: "<prefix>-N-" + 12 hex.
+        if not self.prefix.startswith(PONTOON) or len(self.prefix) > 13:
+            raise ValueError(f"chain prefix {self.prefix!r} must start with {PONTOON} and fit 13 characters")
+
+    @property
+    def forward(self) -> str:
+        return f"{self.prefix}-FORWARD"
+
+    @property
+    def input(self) -> str:
+        return f"{self.prefix}-INPUT"
+
+    @property
+    def isol_out(self) -> str:
+        return f"{self.prefix}-ISOL-OUT"
+
+    @property
+    def isol_in(self) -> str:
+        return f"{self.prefix}-ISOL-IN"
+
+    @property
+    def ports(self) -> str:
+        return f"{self.prefix}-PORTS"
+
+    @property
+    def dnat(self) -> str:
+        return f"{self.prefix}-DNAT"
+
+    @property
+    def postrouting(self) -> str:
+        return f"{self.prefix}-POSTROUTING"
+
+    def network(self, network_id: str) -> str:
+        return f"{self.prefix}-N-{network_id[:12]}"
+
+    def endpoint(self, endpoint_id: str) -> str:
+        return f"{self.prefix}-E-{endpoint_id[:12]}"
+
+    def owns(self, chain: str) -> bool:
+        return chain.startswith(self.prefix + "-")
+
+    def hooks(self) -> dict[str, tuple[tuple[str, str], ...]]:
+        """(builtin chain, our jump) per table.
+
+        Each jump is kept above every rule of its builtin chain except jumps
+        to other Pontoons' chains: dockerd puts its own jumps first when it
+        starts, and Docker's per-bridge rules accept anything leaving docker0
+        ("-i docker0 ! -o docker0 ACCEPT"), which would let Docker's
+        containers into our bridges before our isolation rules run. Our
+        chains only decide on packets that enter or leave one of our bridges,
+        so running first changes nothing for Docker's traffic.
+        """
+        return {
+            "filter": (("FORWARD", f"-j {self.forward}"), ("INPUT", f"-j {self.input}")),
+            "nat": (
+                ("PREROUTING", f"{_LOCAL}-j {self.dnat}"),
+                ("OUTPUT", f"{_LOCAL}-j {self.dnat}"),
+                ("POSTROUTING", f"-j {self.postrouting}"),
+            ),
+        }
+
+    def base_chains(self) -> Ruleset:
+        """The chains every host gets, whatever networks exist."""
+        return {
+            "filter": {
+                self.forward: [],
+                self.input: [],
+                self.isol_out: [f"-o {b} -j DROP" for b in DOCKER_BRIDGES],
+                self.isol_in: [f"-i {b} -j DROP" for b in DOCKER_BRIDGES],
+                self.ports: [],
+            },
+            "nat": {self.dnat: [], self.postrouting: []},
+        }
 
 
-def network_chain(network_id: str) -> str:
-    return f"{PREFIX}-N-{network_id[:12]}"
-
-
-def endpoint_chain(endpoint_id: str) -> str:
-    return f"{PREFIX}-E-{endpoint_id[:12]}"
+DEFAULT = Names()
 
 
 @dataclass
@@ -123,27 +172,27 @@ def _host(address: str) -> str:
     return f"{ip}/{ip.max_prefixlen}"
 
 
-def network_fragment(rules: NetworkRules, family: str) -> Fragment:
+def network_fragment(rules: NetworkRules, family: str, names: Names = DEFAULT) -> Fragment:
     br = rules.bridge
-    chain = network_chain(rules.network_id)
+    chain = names.network(rules.network_id)
     subnets = rules.subnets_v4 if family == "ipv4" else rules.subnets_v6
     frag = Fragment(chain)
 
-    frag.add_shared("filter", FORWARD, f"-i {br} -j {chain}")
-    frag.add_shared("filter", FORWARD, f"-o {br} -j {chain}")
-    frag.add_shared("filter", ISOL_OUT, f"-o {br} -j DROP")
-    frag.add_shared("filter", ISOL_IN, f"-i {br} -j DROP")
+    frag.add_shared("filter", names.forward, f"-i {br} -j {chain}")
+    frag.add_shared("filter", names.forward, f"-o {br} -j {chain}")
+    frag.add_shared("filter", names.isol_out, f"-o {br} -j DROP")
+    frag.add_shared("filter", names.isol_in, f"-i {br} -j DROP")
     f = [
         # Isolation first, so no accept below lets another bridge in or out.
-        f"-i {br} ! -o {br} -j {ISOL_OUT}",
-        f"! -i {br} -o {br} -j {ISOL_IN}",
+        f"-i {br} ! -o {br} -j {names.isol_out}",
+        f"! -i {br} -o {br} -j {names.isol_in}",
     ]
     if rules.internal:
         f += [f"-i {br} ! -o {br} -j DROP", f"! -i {br} -o {br} -j DROP"]
     else:
         f += [
             f"-o {br} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
-            f"! -i {br} -o {br} -j {PORTS}",
+            f"! -i {br} -o {br} -j {names.ports}",
         ]
     f.append(f"-i {br} -o {br} -j {'ACCEPT' if rules.icc else 'DROP'}")
     if not rules.internal:
@@ -155,10 +204,11 @@ def network_fragment(rules: NetworkRules, family: str) -> Fragment:
     n: list[str] = []
     if rules.masquerade and not rules.internal:
         n += [f"-s {_net(s)} ! -o {br} -j MASQUERADE" for s in subnets]
-    # Hairpin: a container reaching a published port (its own or a
-    # neighbour's) through a host address is DNATed back into the bridge;
-    # without a new source the reply would skip the host and not match.
-    n += [f"-s {_net(s)} -o {br} -m conntrack --ctstate DNAT -j MASQUERADE" for s in subnets]
+    if not rules.internal:  # an internal network publishes no ports
+        # Hairpin: a container reaching a published port (its own or a
+        # neighbour's) through a host address is DNATed back into the bridge;
+        # without a new source the reply would skip the host and not match.
+        n += [f"-s {_net(s)} -o {br} -m conntrack --ctstate DNAT -j MASQUERADE" for s in subnets]
     if family == "ipv4" and subnets and not rules.internal:
         # Published ports on 127.0.0.1: OUTPUT DNATs the connection to the
         # container, the bridge's route_localnet=1 lets a packet with a
@@ -169,11 +219,11 @@ def network_fragment(rules: NetworkRules, family: str) -> Fragment:
         # route_localnet also lets a container send to 127.0.0.1 on the host
         # (CVE-2020-8558); only answers to the host's own connections may.
         frag.add_shared(
-            "filter", INPUT,
+            "filter", names.input,
             f"-d 127.0.0.0/8 -i {br} -m conntrack ! --ctstate RELATED,ESTABLISHED -j DROP",
         )
     frag.own["nat"][chain] = n
-    frag.add_shared("nat", POSTROUTING, f"-j {chain}")
+    frag.add_shared("nat", names.postrouting, f"-j {chain}")
     return frag
 
 
@@ -185,12 +235,12 @@ def binding_family(container_ip: str) -> str:
     return "ipv4" if ipaddress.ip_interface(container_ip).version == 4 else "ipv6"
 
 
-def ports_fragment(ports: EndpointPorts, family: str) -> Fragment:
+def ports_fragment(ports: EndpointPorts, family: str, names: Names = DEFAULT) -> Fragment:
     """Rules for the endpoint's bindings whose container address is of ``family``.
 
     A binding to a specific host address of the other family is a caller error.
     """
-    chain = endpoint_chain(ports.endpoint_id)
+    chain = names.endpoint(ports.endpoint_id)
     frag = Fragment(chain)
     accept: list[str] = []
     dnat: list[str] = []
@@ -212,15 +262,15 @@ def ports_fragment(ports: EndpointPorts, family: str) -> Fragment:
     if dnat:
         frag.own["filter"][chain] = accept
         frag.own["nat"][chain] = dnat
-        frag.add_shared("filter", PORTS, f"-o {ports.bridge} -j {chain}")
-        frag.add_shared("nat", DNAT, f"-j {chain}")
+        frag.add_shared("filter", names.ports, f"-o {ports.bridge} -j {chain}")
+        frag.add_shared("nat", names.dnat, f"-j {chain}")
     return frag
 
 
-def with_base(current: Ruleset) -> Ruleset:
+def with_base(current: Ruleset, names: Names = DEFAULT) -> Ruleset:
     """``current`` with any missing base chain added with its fixed rules."""
     new = {t: {c: list(r) for c, r in current.get(t, {}).items()} for t in TABLES}
-    for table, chains in base_chains().items():
+    for table, chains in names.base_chains().items():
         for chain, rules in chains.items():
             new[table].setdefault(chain, rules)
     return new
@@ -229,24 +279,23 @@ def with_base(current: Ruleset) -> Ruleset:
 def without(current: Ruleset, frag: Fragment) -> Ruleset:
     """``current`` minus the fragment: its chains, and its shared entries.
 
-    Shared entries are matched by text and also by jump target, so a network
-    whose bridge was renamed still loses its old dispatch rules.
+    Shared entries are matched by text in their chain, and also by jump
+    target, so a network whose bridge was renamed still loses its old
+    dispatch rules.
     """
     new: Ruleset = {}
     for table in TABLES:
-        drop_rules = {r for rules in frag.shared[table].values() for r in rules}
         new[table] = {}
         for chain, rules in current.get(table, {}).items():
             if chain != frag.name:
-                new[table][chain] = [
-                    r for r in rules if r not in drop_rules and _target(r) != frag.name
-                ]
+                drop = frag.shared[table].get(chain, [])
+                new[table][chain] = [r for r in rules if r not in drop and _target(r) != frag.name]
     return new
 
 
-def including(current: Ruleset, frag: Fragment) -> Ruleset:
+def including(current: Ruleset, frag: Fragment, names: Names = DEFAULT) -> Ruleset:
     """``current`` with the fragment's chains (re)written and entries added once."""
-    new = without(with_base(current), frag)
+    new = without(with_base(current, names), frag)
     for table in TABLES:
         new[table].update({c: list(r) for c, r in frag.own[table].items()})
         for chain, rules in frag.shared[table].items():
@@ -254,18 +303,29 @@ def including(current: Ruleset, frag: Fragment) -> Ruleset:
     return new
 
 
+def pruned(state: Ruleset, names: Names = DEFAULT) -> Ruleset:
+    """No chains at all once only the base chains are left, so a host whose
+    last network is gone keeps no trace of Pontoon: no chains, no jumps."""
+    base = names.base_chains()
+    if all(set(state.get(t, {})) <= set(base[t]) for t in TABLES):
+        return {t: {} for t in TABLES}
+    return state
+
+
 def _target(rule: str) -> str | None:
     words = rule.split()
     return words[words.index("-j") + 1] if "-j" in words else None
 
 
-def desired(networks: list[NetworkRules], ports: list[EndpointPorts], family: str) -> Ruleset:
+def desired(
+    networks: list[NetworkRules], ports: list[EndpointPorts], family: str, names: Names = DEFAULT
+) -> Ruleset:
     """The complete rule set for these networks and endpoints."""
-    state = with_base({})
+    state = with_base({}, names)
     for rules in networks:
-        state = including(state, network_fragment(rules, family))
+        state = including(state, network_fragment(rules, family, names), names)
     for p in ports:
-        state = including(state, ports_fragment(p, family))
+        state = including(state, ports_fragment(p, family, names), names)
     return state
 
 
@@ -277,9 +337,9 @@ class Saved:
     builtin: dict[str, Chains]  # table -> builtin chains we hook -> rule specs
 
 
-def parse_save(text: str) -> Saved:
+def parse_save(text: str, names: Names = DEFAULT) -> Saved:
     ours: Ruleset = {t: {} for t in TABLES}
-    builtin: dict[str, Chains] = {t: {c: [] for c, _ in HOOKS[t]} for t in TABLES}
+    builtin: dict[str, Chains] = {t: {c: [] for c, _ in names.hooks()[t]} for t in TABLES}
     table = None
     for line in text.splitlines():
         if line.startswith("*"):
@@ -288,7 +348,7 @@ def parse_save(text: str) -> Saved:
             continue
         elif line.startswith(":"):
             name = line[1:].split()[0]
-            if name.startswith(PREFIX + "-"):
+            if names.owns(name):
                 ours[table][name] = []
         elif line.startswith("-A "):
             _, chain, spec = line.split(" ", 2)
@@ -299,7 +359,31 @@ def parse_save(text: str) -> Saved:
     return Saved(ours, builtin)
 
 
-def plan(saved: Saved, target: Ruleset, family: str, fix_hooks: bool = True) -> tuple[str, list[str]]:
+def _hook_in_place(rules: list[str], jump: str) -> bool:
+    """Our jump is there once, below nothing but other Pontoons' jumps."""
+    if rules.count(jump) != 1:
+        return False
+    return all((_target(r) or "").startswith(PONTOON) for r in rules[: rules.index(jump)])
+
+
+def _same(table: str, chain: str, current: list[str] | None, wanted: list[str], names: Names) -> bool:
+    """Whether a chain already holds the wanted rules.
+
+    In the base chains each network's or endpoint's entries only match its
+    own bridge or jump to its own chain, so their order carries no meaning:
+    concurrent operations append them in whatever order they ran, and
+    reconcile should not rewrite a chain for that.
+    """
+    if current is None:
+        return False
+    if chain in names.base_chains()[table]:
+        return sorted(current) == sorted(wanted)
+    return current == wanted
+
+
+def plan(
+    saved: Saved, target: Ruleset, family: str, names: Names = DEFAULT, fix_hooks: bool = True
+) -> tuple[str, list[str]]:
     """Restore input turning ``saved`` into ``target``, and what it changes.
 
     Returns ("", []) when nothing differs. Chains that differ are declared
@@ -312,14 +396,14 @@ def plan(saved: Saved, target: Ruleset, family: str, fix_hooks: bool = True) -> 
     for table in TABLES:
         current = saved.ours.get(table, {})
         wanted = target.get(table, {})
-        rewrite = [c for c in wanted if current.get(c) != wanted[c]]
+        rewrite = [c for c in wanted if not _same(table, c, current.get(c), wanted[c], names)]
         delete = sorted(c for c in current if c not in wanted)
         hooks = []
-        if fix_hooks:
-            for chain, jump in HOOKS[table]:
-                rules = saved.builtin[table].get(chain, [])
-                if rules[:1] != [jump] or rules.count(jump) != 1:
-                    hooks.append((chain, jump, rules.count(jump)))
+        for chain, jump in names.hooks()[table]:
+            rules = saved.builtin[table].get(chain, [])
+            keep = _target(jump) in wanted
+            if (keep and fix_hooks and not _hook_in_place(rules, jump)) or (not keep and jump in rules):
+                hooks.append((chain, jump, rules.count(jump), keep))
         if not (rewrite or delete or hooks):
             continue
         lines = [f"*{table}"]
@@ -327,10 +411,11 @@ def plan(saved: Saved, target: Ruleset, family: str, fix_hooks: bool = True) -> 
         for c in rewrite:
             lines += [f"-A {c} {r}" for r in wanted[c]]
             changes.append(f"{family} {table}: {'rewrite' if c in current else 'create'} chain {c}")
-        for chain, jump, count in hooks:
+        for chain, jump, count, keep in hooks:
             lines += [f"-D {chain} {jump}"] * count
-            lines.append(f"-I {chain} 1 {jump}")
-            changes.append(f"{family} {table}: restore jump {chain} -> {_target(jump)}")
+            if keep:
+                lines.append(f"-I {chain} 1 {jump}")
+            changes.append(f"{family} {table}: {'restore' if keep else 'remove'} jump {chain} -> {_target(jump)}")
         for c in delete:
             lines.append(f"-X {c}")
             changes.append(f"{family} {table}: delete chain {c}")

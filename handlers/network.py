@@ -14,7 +14,7 @@ from typing import Callable, ContextManager
 
 from datapath.model import BRIDGE_PREFIX, BridgeSpec, EndpointPorts, NetworkRules, PortBinding, VethSpec
 from spec import values
-from spec.errors import BadRequest, Conflict, NotFound
+from spec.errors import BadRequest, Conflict, found
 
 from . import options as opts
 from . import ports
@@ -282,17 +282,11 @@ class NetworkDriver:
     # -- lookups -------------------------------------------------------------------
     @staticmethod
     def _network(tx: NetworkStore, network_id: str) -> dict:
-        network = tx.get_network(network_id)
-        if network is None:
-            raise NotFound(f"network {network_id} is not a Pontoon network")
-        return network
+        return found(tx.get_network(network_id), f"network {network_id} is not a Pontoon network")
 
     @staticmethod
     def _endpoint(tx: NetworkStore, endpoint_id: str) -> dict:
-        endpoint = tx.get_endpoint(endpoint_id)
-        if endpoint is None:
-            raise NotFound(f"endpoint {endpoint_id} is not a Pontoon endpoint")
-        return endpoint
+        return found(tx.get_endpoint(endpoint_id), f"endpoint {endpoint_id} is not a Pontoon endpoint")
 
 
 # -- stored records -> datapath descriptions ---------------------------------------
@@ -338,15 +332,8 @@ def _canonical(body: dict, *keys: str) -> str:
 
 
 def _ipam_data(field: str, data, version: int) -> list[dict]:
-    if data is None:
-        return []
-    if not isinstance(data, list):
-        raise BadRequest(f"{field} {data!r} is not a list")
     out = []
-    for i, entry in enumerate(data):
-        where = f"{field}[{i}]"
-        if not isinstance(entry, dict):
-            raise BadRequest(f"{where} {entry!r} is not an object")
+    for where, entry in values.objects(field, data):
         pool = values.network(f"{where}.Pool", entry.get("Pool"), version)
         gateway = None
         if entry.get("Gateway"):

@@ -23,28 +23,14 @@ WILDCARDS = ("", "0.0.0.0", "::")
 
 
 def parse_exposed(options: dict) -> list[dict]:
-    exposed = options.get(EXPOSED) or []
-    if not isinstance(exposed, list):
-        raise BadRequest(f"Options[{EXPOSED!r}] {exposed!r} is not a list")
-    out = []
-    for i, entry in enumerate(exposed):
-        field = f"{EXPOSED}[{i}]"
-        if not isinstance(entry, dict):
-            raise BadRequest(f"{field} {entry!r} is not an object")
-        out.append({"Proto": _proto(field, entry.get("Proto")), "Port": _port(f"{field}.Port", entry.get("Port"))})
-    return out
+    return [{"Proto": _proto(field, entry.get("Proto")), "Port": _port(f"{field}.Port", entry.get("Port"))}
+            for field, entry in values.objects(EXPOSED, options.get(EXPOSED))]
 
 
 def parse_portmap(options: dict) -> list[dict]:
     """Validated portmap entries, as dockerd sent them."""
-    portmap = options.get(PORTMAP) or []
-    if not isinstance(portmap, list):
-        raise BadRequest(f"Options[{PORTMAP!r}] {portmap!r} is not a list")
     out = []
-    for i, entry in enumerate(portmap):
-        field = f"{PORTMAP}[{i}]"
-        if not isinstance(entry, dict):
-            raise BadRequest(f"{field} {entry!r} is not an object")
+    for field, entry in values.objects(PORTMAP, options.get(PORTMAP)):
         host_ip = entry.get("HostIP") or ""
         if host_ip:
             values.address(f"{field}.HostIP", host_ip)

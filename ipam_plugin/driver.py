@@ -13,7 +13,7 @@ import ipaddress
 from typing import Callable, ContextManager, Iterable
 
 from spec import values
-from spec.errors import BadRequest, Conflict, NotFound
+from spec.errors import BadRequest, Conflict, found
 
 from . import allocator
 from .allocator import IPNetwork, PoolBase
@@ -149,10 +149,7 @@ class IpamDriver:
 
     @staticmethod
     def _pool(tx: IpamStore, pool_id: str) -> dict:
-        pool = tx.get_pool(pool_id)
-        if pool is None:
-            raise NotFound(f'PoolID "{pool_id}" is not a pool held by this driver')
-        return pool
+        return found(tx.get_pool(pool_id), f'PoolID "{pool_id}" is not a pool held by this driver')
 
 
 def methods(driver: IpamDriver) -> dict:

@@ -20,3 +20,10 @@ class NotFound(ProtocolError):
 
 class Conflict(ProtocolError):
     status = 409
+
+
+def found(obj, message: str):
+    """``obj``, or a 404 saying ``message`` when the lookup found nothing."""
+    if obj is None:
+        raise NotFound(message)
+    return obj

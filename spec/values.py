@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from typing import Iterator
 
 from .errors import BadRequest
 
@@ -51,6 +52,19 @@ def address(field: str, value, version: int | None = None) -> IPAddress:
         raise BadRequest(f'{field} "{value}" is not a valid IP address') from None
     _check_version(field, value, addr.version, version)
     return addr
+
+
+def objects(field: str, value) -> Iterator[tuple[str, dict]]:
+    """(field path, entry) for each entry of a list of objects; None is empty."""
+    if value is None:
+        return
+    if not isinstance(value, list):
+        raise BadRequest(f"{field} {value!r} is not a list")
+    for i, entry in enumerate(value):
+        where = f"{field}[{i}]"
+        if not isinstance(entry, dict):
+            raise BadRequest(f"{where} {entry!r} is not an object")
+        yield where, entry
 
 
 def mac(field: str, value) -> str:

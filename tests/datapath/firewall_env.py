@@ -22,6 +22,10 @@ from datapath.firewall import Firewall
 from datapath.model import EndpointPorts, NetworkRules
 
 TIMEOUT = 10
+# Our own chain prefix: a Pontoon running on this host (other engineers' end
+# to end tests) reconciles the PONTOON-* chains and would take ours for
+# orphans, and ours would take its.
+NAMES = R.Names(f"PONTOONT{uuid.uuid4().hex[:4]}")
 PORT = 8000  # every test server listens here, TCP and UDP
 TOOLS = ("ip", "iptables", "ip6tables", "iptables-save", "iptables-restore",
          "ip6tables-save", "ip6tables-restore", "conntrack")
@@ -31,22 +35,28 @@ TOOLS = ("ip", "iptables", "ip6tables", "iptables-save", "iptables-restore",
 SERVER = r"""
 import socket, sys, threading
 port = int(sys.argv[1])
-t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-t.bind(("0.0.0.0", port)); t.listen(16)
-u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", port))
+def name(peer):  # dual-stack sockets show IPv4 peers as ::ffff:a.b.c.d
+    return peer[0].removeprefix("::ffff:").encode()
+t = socket.socket(socket.AF_INET6); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+t.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+t.bind(("::", port)); t.listen(16)
+u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+u.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+u.bind(("::", port))
 def udp():
     while True:
-        data, peer = u.recvfrom(100); u.sendto(peer[0].encode(), peer)
+        data, peer = u.recvfrom(100); u.sendto(name(peer), peer)
 threading.Thread(target=udp, daemon=True).start()
 print("ready", flush=True)
 while True:
-    c, peer = t.accept(); c.sendall(peer[0].encode()); c.close()
+    c, peer = t.accept(); c.sendall(name(peer)); c.close()
 """
 
 CLIENT = r"""
 import socket, sys
 proto, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-s = socket.socket(socket.AF_INET, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
+family = socket.AF_INET6 if ":" in host else socket.AF_INET
+s = socket.socket(family, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
 s.settimeout(1.5)
 if proto == "tcp":
     s.connect((host, port))
@@ -125,13 +135,13 @@ def remove_base() -> None:
     """Remove our jumps and base chains once no network or endpoint is left."""
     for family, (save, restore) in {"ipv4": ("iptables-save", "iptables-restore"),
                                     "ipv6": ("ip6tables-save", "ip6tables-restore")}.items():
-        saved = R.parse_save(sh(save).stdout)
-        if any(c not in R.base_chains()[t] for t in R.TABLES for c in saved.ours[t]):
+        saved = R.parse_save(sh(save).stdout, NAMES)
+        if any(c not in NAMES.base_chains()[t] for t in R.TABLES for c in saved.ours[t]):
             continue  # something of Pontoon's is still in use
         lines = []
         for table in R.TABLES:
             lines.append(f"*{table}")
-            for chain, jump in R.HOOKS[table]:
+            for chain, jump in NAMES.hooks()[table]:
                 lines += [f"-D {chain} {jump}"] * saved.builtin[table][chain].count(jump)
             lines += [f":{c} - [0:0]" for c in saved.ours[table]]
             lines += [f"-X {c}" for c in saved.ours[table]]
@@ -143,21 +153,28 @@ def remove_base() -> None:
 class Bridge:
     name: str
     subnet: ipaddress.IPv4Network
+    subnet_v6: ipaddress.IPv6Network | None = None
 
     @property
     def gateway(self) -> str:
         return str(self.subnet.network_address + 1)
+
+    @property
+    def gateway_v6(self) -> str:
+        return str(self.subnet_v6.network_address + 1)
 
 
 @dataclass
 class Netns:
     ns: str
     ip: str
+    ip6: str | None = None
 
 
 @dataclass
 class Outside(Netns):
-    host_ip: str  # the host's address on the veth to the outside
+    host_ip: str = ""  # the host's addresses on the veth to the outside
+    host_ip6: str = ""
 
 
 def _used_addresses() -> str:
@@ -165,9 +182,9 @@ def _used_addresses() -> str:
 
 
 class Lab:
-    def __init__(self, tmp_path: Path, faults=None):
+    def __init__(self, tmp_path: Path):
         self.tag = uuid.uuid4().hex[:5]
-        self.fw = Firewall(tmp_path / "firewall.lock", faults=faults)
+        self.fw = Firewall(tmp_path / "firewall.lock", chain_prefix=NAMES.prefix)
         self._cleanup: list = []
         self._count = 0
 
@@ -185,7 +202,7 @@ class Lab:
         if errors:
             raise RuntimeError(f"cleanup failed: {errors}")
 
-    def bridge(self, name: str | None = None) -> Bridge:
+    def bridge(self, name: str | None = None, v6: bool = False) -> Bridge:
         # Not "pt-": the link code's reconcile takes any "pt-" bridge that no
         # network owns for an orphan, and its tests run beside these.
         name = name or f"fwt{self.tag}{self._next()}"
@@ -195,6 +212,9 @@ class Lab:
         sh("ip", "link", "add", name, "type", "bridge")
         self._cleanup.append(lambda: sh("ip", "link", "del", name))
         sh("ip", "addr", "add", f"{br.gateway}/24", "dev", name)
+        if v6:
+            br.subnet_v6 = ipaddress.ip_network(f"fd00:250:{self.tag[:4]}:{octet:x}::/64")
+            sh("ip", "addr", "add", f"{br.gateway_v6}/64", "dev", name, "nodad")
         sh("ip", "link", "set", name, "up")
         return br
 
@@ -229,8 +249,13 @@ class Lab:
         sh("ip", "link", "set", host_end, "type", "bridge_slave", "hairpin", "on")
         sh("ip", "-n", ns, "addr", "add", f"{ip}/{br.subnet.prefixlen}", "dev", "eth0")
         sh("ip", "-n", ns, "route", "add", "default", "via", br.gateway)
+        ip6 = None
+        if br.subnet_v6 is not None:
+            ip6 = str(br.subnet_v6.network_address + 1 + self._count)
+            sh("ip", "-n", ns, "addr", "add", f"{ip6}/64", "dev", "eth0", "nodad")
+            sh("ip", "-n", ns, "-6", "route", "add", "default", "via", br.gateway_v6)
         self._serve(ns)
-        return Netns(ns, ip)
+        return Netns(ns, ip, ip6)
 
     def outside(self) -> Outside:
         used = _used_addresses()
@@ -244,8 +269,13 @@ class Lab:
         # check that an unNATed container address arrives, or that the
         # outside cannot reach a container directly.
         sh("ip", "-n", ns, "route", "add", "10.250.0.0/16", "via", host_ip)
+        # compressed as the kernel prints them (no leading zeros), to compare as text
+        host_ip6, ip6 = (str(ipaddress.ip_address(f"fd00:251:{self.tag[:4]}::{n}")) for n in (1, 2))
+        sh("ip", "addr", "add", f"{host_ip6}/64", "dev", host_end, "nodad")
+        sh("ip", "-n", ns, "addr", "add", f"{ip6}/64", "dev", "eth0", "nodad")
+        sh("ip", "-n", ns, "-6", "route", "add", "fd00:250::/32", "via", host_ip6)
         self._serve(ns)
-        return Outside(ns, ip, host_ip)
+        return Outside(ns, ip, ip6, host_ip, host_ip6)
 
     def reach(self, src: str | None, ip: str, port: int = PORT, proto: str = "tcp") -> str | None:
         """The address the server saw us come from, or None if unreachable.
@@ -258,6 +288,16 @@ class Lab:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT)
         return proc.stdout.strip() if proc.returncode == 0 else None
 
+    @staticmethod
+    def forwarded(src_ip: str, dst_ip: str) -> bool:
+        """Whether any packet from ``src_ip`` to ``dst_ip`` got through.
+
+        Conntrack only keeps an entry for a packet that left the host, so
+        this also sees a one-way leak that a request/answer check misses.
+        """
+        listed = sh("conntrack", "-L", "--orig-src", src_ip, "--orig-dst", dst_ip, check=False)
+        return bool(listed.stdout.strip())
+
     def add_network(self, rules: NetworkRules) -> None:
         self._cleanup.append(lambda: self.fw.remove_network(rules))
         self.fw.add_network(rules)
@@ -268,4 +308,5 @@ class Lab:
 
 
 def network(br: Bridge, **kw) -> NetworkRules:
-    return NetworkRules(uuid.uuid4().hex * 2, br.name, (str(br.subnet),), **kw)
+    v6 = (str(br.subnet_v6),) if br.subnet_v6 else ()
+    return NetworkRules(uuid.uuid4().hex * 2, br.name, (str(br.subnet),), v6, **kw)

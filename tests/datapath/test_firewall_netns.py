@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import socket
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from datapath.errors import DatapathError
+from datapath.firewall import Firewall
 from datapath.model import EndpointPorts, PortBinding
 
-from .firewall_env import PORT, HostForwarding, Lab, missing, network, sh, trace
+from .firewall_env import NAMES, PORT, HostForwarding, Lab, missing, network, sh, trace
 
 pytestmark = pytest.mark.root
 
@@ -95,7 +97,8 @@ def test_internal_network_stays_inside(lab):
     assert lab.reach(c1.ns, c2.ip) == c1.ip
     assert lab.reach(c1.ns, out.ip) is None
     assert lab.reach(out.ns, c1.ip) is None
-    assert trace(f"-o {br.name} -j MASQUERADE", f"! -o {br.name} -j MASQUERADE") == []
+    assert not lab.forwarded(c1.ip, out.ip) and not lab.forwarded(out.ip, c1.ip)
+    assert [l for l in trace(br.name) if "MASQUERADE" in l] == []
 
 
 def test_host_reaches_containers_directly(lab):
@@ -110,10 +113,14 @@ def test_host_reaches_containers_directly(lab):
 def test_two_pontoon_networks_are_isolated_both_ways(lab):
     a, b = lab.bridge(), lab.bridge()
     ca, cb, out = lab.container(a), lab.container(b), lab.outside()
-    lab.add_network(network(a))
+    net_a = network(a)
+    lab.add_network(net_a)
     lab.add_network(network(b, masquerade=False))
+    # Published, so only isolation keeps the other network from it.
+    lab.add_ports(ports(net_a, ca, PortBinding("udp", "", 18060, ca.ip, PORT)))
     assert lab.reach(ca.ns, cb.ip) is None
-    assert lab.reach(cb.ns, ca.ip) is None
+    assert lab.reach(cb.ns, ca.ip, proto="udp") is None
+    assert not lab.forwarded(ca.ip, cb.ip) and not lab.forwarded(cb.ip, ca.ip)
     assert lab.reach(ca.ns, out.ip) == out.host_ip
     assert lab.reach(cb.ns, out.ip) == cb.ip
 
@@ -131,10 +138,14 @@ def test_isolated_from_dockers_bridges_both_ways(lab):
     sh("iptables", "-w", "-A", "FORWARD", "-j", chain)
     lab._cleanup.append(lambda: (sh("iptables", "-w", "-D", "FORWARD", "-j", chain),
                                  sh("iptables", "-w", "-F", chain)))
-    lab.add_network(network(ours, masquerade=False))
-    assert lab.reach(c.ns, d.ip) is None
-    assert lab.reach(d.ns, c.ip) is None
+    net = network(ours, masquerade=False)
+    lab.add_network(net)
+    # Published, so only isolation keeps Docker's containers from it.
+    lab.add_ports(ports(net, c, PortBinding("udp", "", 18070, c.ip, PORT)))
+    assert lab.reach(c.ns, d.ip, proto="udp") is None
+    assert not lab.forwarded(c.ip, d.ip)
     assert lab.reach(d.ns, c.ip, proto="udp") is None
+    assert not lab.forwarded(d.ip, c.ip)
 
 
 @pytest.fixture
@@ -226,16 +237,6 @@ def test_host_port_zero_picks_a_free_port(lab):
     assert lab.reach(out.ns, out.host_ip, port) == out.ip
 
 
-def test_pick_host_port_skips_bound_ports(lab):
-    low, high = map(int, open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
-    with socket.socket() as s:
-        s.bind(("0.0.0.0", 0))
-        taken = s.getsockname()[1]
-        used = set(range(low, high + 1)) - {taken}
-        with pytest.raises(DatapathError):
-            lab.fw.pick_host_port("tcp", "", used)
-
-
 def test_removal_leaves_no_trace(lab):
     br = lab.bridge()
     c, out = lab.container(br), lab.outside()
@@ -264,15 +265,15 @@ def test_reconcile_repairs_what_a_user_removed(lab):
     lab.add_ports(p)
     assert lab.fw.reconcile([net], [p]) == []  # what we applied reads back the same
 
-    chain = f"PONTOON-N-{net.network_id[:12]}"
+    chain = NAMES.network(net.network_id)
     sh("iptables", "-w", "-F", chain)
     assert lab.reach(c1.ns, c2.ip) is None
     assert lab.fw.reconcile([net], [p]) == [f"ipv4 filter: rewrite chain {chain}"]
     assert lab.reach(c1.ns, c2.ip) == c1.ip
 
-    sh("iptables", "-w", "-D", "FORWARD", "-j", "PONTOON-FORWARD")
+    sh("iptables", "-w", "-D", "FORWARD", "-j", NAMES.forward)
     assert lab.reach(c1.ns, c2.ip) is None
-    assert lab.fw.reconcile([net], [p]) == ["ipv4 filter: restore jump FORWARD -> PONTOON-FORWARD"]
+    assert lab.fw.reconcile([net], [p]) == [f"ipv4 filter: restore jump FORWARD -> {NAMES.forward}"]
     assert lab.reach(c1.ns, c2.ip) == c1.ip
 
 
@@ -283,7 +284,7 @@ def test_reconcile_deletes_orphans_and_ensure_base_reclaims_the_top(lab):
     lab.add_network(gone)
     lab.add_network(kept)
     changes = lab.fw.reconcile([kept], [])
-    assert f"ipv4 filter: delete chain PONTOON-N-{gone.network_id[:12]}" in changes
+    assert f"ipv4 filter: delete chain {NAMES.network(gone.network_id)}" in changes
     assert trace(gone.network_id[:12], gone.bridge) == []
 
     # dockerd, when it starts, puts its jumps above ours.
@@ -292,47 +293,72 @@ def test_reconcile_deletes_orphans_and_ensure_base_reclaims_the_top(lab):
     lab._cleanup.append(lambda: sh("iptables", "-w", "-X", chain))
     sh("iptables", "-w", "-I", "FORWARD", "1", "-j", chain)
     lab._cleanup.append(lambda: sh("iptables", "-w", "-D", "FORWARD", "-j", chain))
-    assert lab.fw.ensure_base() == ["ipv4 filter: restore jump FORWARD -> PONTOON-FORWARD"]
-    assert sh("iptables", "-S", "FORWARD").stdout.splitlines()[1] == "-A FORWARD -j PONTOON-FORWARD"
+    assert lab.fw.ensure_base() == [f"ipv4 filter: restore jump FORWARD -> {NAMES.forward}"]
+    forward = sh("iptables", "-S", "FORWARD").stdout.splitlines()
+    # Only another Pontoon's jump (one may run on this host) may precede ours.
+    assert forward.index(f"-A FORWARD -j {NAMES.forward}") < forward.index(f"-A FORWARD -j {chain}")
     assert lab.reach(c1.ns, c2.ip) == c1.ip
+
+
+def test_ipv6_icc_masquerade_isolation_and_ports(lab):
+    a, b = lab.bridge(v6=True), lab.bridge(v6=True)
+    c1, c2, cb, out = lab.container(a), lab.container(a), lab.container(b), lab.outside()
+    net = network(a)
+    lab.add_network(net)
+    lab.add_network(network(b))
+    assert lab.reach(c1.ns, c2.ip6) == c1.ip6
+    assert lab.reach(c1.ns, out.ip6) == out.host_ip6
+    assert lab.reach(c1.ns, cb.ip6) is None and lab.reach(cb.ns, c1.ip6) is None
+    assert lab.reach(out.ns, c1.ip6) is None
+    lab.add_ports(ports(net, c1, PortBinding("tcp", "", 18140, c1.ip6, PORT),
+                        PortBinding("udp", "::", 18141, c1.ip6, PORT)))
+    assert lab.reach(out.ns, out.host_ip6, 18140) == out.ip6
+    assert lab.reach(out.ns, out.host_ip6, 18141, proto="udp") == out.ip6
+    assert lab.reach(None, out.host_ip6, 18140) == out.host_ip6
+    assert lab.reach(c1.ns, out.host_ip6, 18140) == a.gateway_v6  # hairpin
+
+
+def test_concurrent_workers_lose_no_change(lab, tmp_path):
+    bridges = [lab.bridge() for _ in range(4)]
+    nets = [network(br) for br in bridges]
+    for net in nets:
+        lab._cleanup.append(lambda net=net: lab.fw.remove_network(net))
+
+    def add(net):  # one Firewall per worker, one lock file, as gunicorn runs them
+        Firewall(tmp_path / "firewall.lock", chain_prefix=NAMES.prefix).add_network(net)
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(add, nets))
+    saved = sh("iptables-save").stdout
+    for net in nets:
+        assert f"-A {NAMES.forward} -i {net.bridge} -j {NAMES.network(net.network_id)}" in saved
+    assert lab.fw.reconcile(nets, []) == []
 
 
 class Boom(Exception):
     pass
 
 
-def _steps_of(lab, op) -> list[str]:
-    names: list[str] = []
-    fw = lab.fw
-    fw._faults = names.append
-    try:
-        op(fw)
-    finally:
-        fw._faults = None
-    return names
-
-
 @pytest.mark.parametrize("op", ["network", "ports"])
-def test_a_fault_at_any_step_leaves_nothing(lab, op):
+def test_a_fault_at_any_step_leaves_nothing(lab, op, tmp_path):
     br = lab.bridge()
     c = lab.container(br)
     net = network(br)
     # A v6 binding too, so a fault in the IPv6 step must undo the IPv4 one.
     p = ports(net, c, PortBinding("tcp", "", 18130, c.ip, PORT), PortBinding("tcp", "", 18130, "fd00:250::2", PORT))
     localnet = f"/proc/sys/net/ipv4/conf/{br.name}/route_localnet"
+    words = [p.endpoint_id[:12]] if op == "ports" else [net.network_id[:12], br.name]
 
-    def run(fw):
-        if op == "network":
-            fw.add_network(net)
-        else:
-            fw.add_ports(p)
+    def run(faults):
+        fw = Firewall(tmp_path / "firewall.lock", faults=faults, chain_prefix=NAMES.prefix)
+        fw.add_network(net) if op == "network" else fw.add_ports(p)
 
     if op == "ports":
         lab.add_network(net)
-    steps = _steps_of(lab, run)
+    steps: list[str] = []
+    run(steps.append)  # a clean run names every step
     lab.fw.remove_ports(p) if op == "ports" else lab.fw.remove_network(net)
     assert "apply ipv4 firewall" in steps and "apply ipv6 firewall" in steps
-    words = [p.endpoint_id[:12]] if op == "ports" else [net.network_id[:12], br.name]
     for step in steps:
         open(localnet, "w").write("0")
 
@@ -340,12 +366,8 @@ def test_a_fault_at_any_step_leaves_nothing(lab, op):
             if name == step:
                 raise Boom(step)
 
-        lab.fw._faults = fault
-        try:
-            with pytest.raises(DatapathError) as err:
-                run(lab.fw)
-        finally:
-            lab.fw._faults = None
+        with pytest.raises(DatapathError) as err:
+            run(fault)
         assert err.value.step == step
         assert trace(*words) == [], f"fault at {step!r} left rules behind"
         if op == "network":

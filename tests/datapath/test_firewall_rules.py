@@ -1,6 +1,10 @@
 """The pure side of the firewall: rendering, parsing, planning. No root."""
+import socket
+
 import pytest
 
+from datapath.errors import DatapathError
+from datapath.firewall import Firewall
 from datapath import rules as R
 from datapath.model import EndpointPorts, NetworkRules, PortBinding
 
@@ -22,10 +26,10 @@ def save_text(ruleset: R.Ruleset, hooked: bool = True) -> str:
     out = []
     for table in R.TABLES:
         out.append(f"*{table}")
-        out += [f":{c} ACCEPT [0:0]" for c, _ in R.HOOKS[table]]
+        out += [f":{c} ACCEPT [0:0]" for c, _ in R.DEFAULT.hooks()[table]]
         out += [f":{c} - [0:0]" for c in ruleset[table]]
         if hooked:
-            out += [f"-A {c} {j}" for c, j in R.HOOKS[table]]
+            out += [f"-A {c} {j}" for c, j in R.DEFAULT.hooks()[table]]
         for c, rules in ruleset[table].items():
             out += [f"-A {c} {r}" for r in rules]
         out.append("COMMIT")
@@ -45,11 +49,11 @@ def test_isolation_comes_before_any_accept():
     assert rules[:2] == ["-i pt-a ! -o pt-a -j PONTOON-ISOL-OUT", "! -i pt-a -o pt-a -j PONTOON-ISOL-IN"]
     assert rules[-1] == "-o pt-a -j DROP"
     shared = R.network_fragment(NET, "ipv4").shared["filter"]
-    assert shared[R.ISOL_OUT] == ["-o pt-a -j DROP"]
-    assert shared[R.ISOL_IN] == ["-i pt-a -j DROP"]
-    base = R.base_chains()["filter"]
-    assert "-o docker0 -j DROP" in base[R.ISOL_OUT] and "-o br-+ -j DROP" in base[R.ISOL_OUT]
-    assert "-i docker0 -j DROP" in base[R.ISOL_IN] and "-i br-+ -j DROP" in base[R.ISOL_IN]
+    assert shared[R.DEFAULT.isol_out] == ["-o pt-a -j DROP"]
+    assert shared[R.DEFAULT.isol_in] == ["-i pt-a -j DROP"]
+    base = R.DEFAULT.base_chains()["filter"]
+    assert "-o docker0 -j DROP" in base[R.DEFAULT.isol_out] and "-o br-+ -j DROP" in base[R.DEFAULT.isol_out]
+    assert "-i docker0 -j DROP" in base[R.DEFAULT.isol_in] and "-i br-+ -j DROP" in base[R.DEFAULT.isol_in]
 
 
 def test_masquerade_per_family_and_off():
@@ -70,7 +74,7 @@ def test_internal_drops_both_ways_and_never_masquerades():
     assert "-i pt-a ! -o pt-a -j DROP" in f and "! -i pt-a -o pt-a -j DROP" in f
     assert "-i pt-a ! -o pt-a -j ACCEPT" not in f
     assert not any("ctstate RELATED" in r for r in f)
-    assert not any("! -o pt-a -j MASQUERADE" in r or "127.0.0.0" in r for r in frag.own["nat"][NCHAIN])
+    assert frag.own["nat"][NCHAIN] == []
 
 
 def test_subnets_are_normalised():
@@ -88,8 +92,8 @@ def test_ports_render_dnat_and_accept_per_family():
         "-d 10.9.0.2/32 -p tcp -m tcp --dport 80 -j ACCEPT",
         "-d 10.9.0.2/32 -p udp -m udp --dport 5353 -j ACCEPT",
     ]
-    assert v4.shared["filter"][R.PORTS] == [f"-o pt-a -j {ECHAIN}"]
-    assert v4.shared["nat"][R.DNAT] == [f"-j {ECHAIN}"]
+    assert v4.shared["filter"][R.DEFAULT.ports] == [f"-o pt-a -j {ECHAIN}"]
+    assert v4.shared["nat"][R.DEFAULT.dnat] == [f"-j {ECHAIN}"]
     v6 = R.ports_fragment(EP, "ipv6")
     assert v6.own["nat"][ECHAIN] == ["-p tcp -m tcp --dport 8080 -j DNAT --to-destination [fd00:9::2]:80"]
 
@@ -155,6 +159,17 @@ def test_removal_deletes_own_chains_and_shared_entries():
     assert "pt-a" not in text
 
 
+def test_without_networks_nothing_of_ours_is_left():
+    state = R.desired([NET], [], "ipv4")
+    empty = R.pruned(R.without(state, R.network_fragment(NET, "ipv4")))
+    assert empty == {"filter": {}, "nat": {}}
+    text, changes = R.plan(R.parse_save(save_text(state)), empty, "ipv4")
+    assert "-D FORWARD -j PONTOON-FORWARD" in text and "-X PONTOON-FORWARD" in text
+    assert "-I " not in text
+    assert "ipv4 filter: remove jump FORWARD -> PONTOON-FORWARD" in changes
+    assert R.pruned(state) == state
+
+
 def test_removal_finds_chains_of_a_renamed_bridge():
     state = R.desired([NET], [], "ipv4")
     renamed = NetworkRules(NET.network_id, "pt-b", NET.subnets_v4)
@@ -185,3 +200,44 @@ def test_reconcile_target_drops_orphans():
     text, changes = R.plan(R.parse_save(save_text(state)), R.desired([], [], "ipv4"), "ipv4")
     assert f"ipv4 filter: delete chain {NCHAIN}" in changes
     assert f"ipv4 nat: delete chain {ECHAIN}" in changes
+
+
+def test_a_jump_to_another_pontoons_chain_may_stay_above_ours():
+    state = R.desired([], [], "ipv4")
+    saved = R.parse_save(save_text(state))
+    saved.builtin["filter"]["FORWARD"][:0] = ["-j PONTOONT1234-FORWARD"]
+    assert R.plan(saved, state, "ipv4") == ("", [])
+
+
+def test_names_follow_the_prefix_and_fit_iptables():
+    names = R.Names("PONTOONT1234")
+    assert names.network("f" * 64) == "PONTOONT1234-N-ffffffffffff"
+    assert len(names.network("f" * 64)) <= 28
+    assert names.owns("PONTOONT1234-DNAT") and not names.owns("PONTOON-DNAT")
+    assert not R.DEFAULT.owns("PONTOONT1234-DNAT")
+    for bad in ("DOCKER", "PONTOON-TOO-LONG"):
+        with pytest.raises(ValueError):
+            R.Names(bad)
+
+
+def test_pick_host_port_skips_used_and_bound_ports(tmp_path):
+    low, high = map(int, open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
+    fw = Firewall(tmp_path / "lock")
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        taken = s.getsockname()[1]
+        free = next(p for p in range(low, high + 1) if p != taken)
+        used = set(range(low, high + 1)) - {taken, free}
+        assert fw.pick_host_port("tcp", "", used) == free
+        with pytest.raises(DatapathError):
+            fw.pick_host_port("tcp", "", used | {free})
+
+
+def test_order_of_entries_in_base_chains_is_no_change():
+    other = NetworkRules("9" * 16, "pt-b", ("10.8.0.0/24",))
+    state = R.desired([NET, other], [], "ipv4")
+    assert R.plan(R.parse_save(save_text(R.desired([other, NET], [], "ipv4"))), state, "ipv4") == ("", [])
+    # but the order inside a network's own chain matters
+    saved = R.parse_save(save_text(state))
+    saved.ours["filter"][NCHAIN].reverse()
+    assert R.plan(saved, state, "ipv4")[1] == [f"ipv4 filter: rewrite chain {NCHAIN}"]

@@ -312,7 +312,7 @@ def test_create_veth_step_names(kernel, bridge_spec):
     assert steps == [
         f"add veth {host} peer {peer}", f"tag {host}", f"tag {peer}", f"set mtu 1400 on {host}", f"set mtu 1400 on {peer}",
         f"set mac 02:42:0a:00:00:02 on {peer}", f"set mac of {host}",
-        f"attach {host} to {bridge_spec.name}", f"set {host} up",
+        f"attach {host} to {bridge_spec.name}", f"set hairpin on {host}", f"set {host} up",
     ]
 
 

@@ -35,5 +35,7 @@ def sandboxes():
 
 
 @pytest.fixture
-def dockerd(server, sandboxes) -> FakeDockerd:
-    return FakeDockerd(server.client(), sandboxes)
+def dockerd(server, sandboxes):
+    fake = FakeDockerd(server.client(), sandboxes)
+    yield fake
+    fake.cleanup()

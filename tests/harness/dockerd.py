@@ -48,6 +48,8 @@ class FakeDockerd:
     def __init__(self, client: Client, sandboxes=None):
         self.client = client
         self.sandboxes = sandboxes
+        self.networks: list[Network] = []  # alive, for cleanup()
+        self.containers: list[Container] = []
         spaces = client.ok("IpamDriver.GetDefaultAddressSpaces")
         self.space = spaces["LocalDefaultAddressSpace"]
 
@@ -74,6 +76,7 @@ class FakeDockerd:
         except Exception:
             self._release_pools(net)  # dockerd gives the pools back when the driver refuses
             raise
+        self.networks.append(net)
         return net
 
     def _pool(self, v6: bool, subnet: str, ip_range: str, gateway: str, aux: dict) -> dict:
@@ -97,6 +100,7 @@ class FakeDockerd:
         """``docker network rm``: IPAM releases first, then DeleteNetwork (as traced)."""
         self._release_pools(net)
         self.client.ok("NetworkDriver.DeleteNetwork", {"NetworkID": net.id})
+        self.networks.remove(net)
 
     def _release_pools(self, net: Network) -> None:
         for p in net.pools:
@@ -129,6 +133,7 @@ class FakeDockerd:
             self._release_addresses(net, address, address_v6)
             raise
         ctr = Container(net, endpoint_id, address, address_v6, mac or reply["Interface"]["MacAddress"])
+        self.containers.append(ctr)
         ctr.join = self.client.ok("NetworkDriver.Join", {
             "NetworkID": net.id, "EndpointID": endpoint_id, "Options": options,
             "SandboxKey": f"/var/run/docker/netns/{endpoint_id[:12]}"})
@@ -148,6 +153,15 @@ class FakeDockerd:
             self.sandboxes.detach(ctr)
         self.client.ok("NetworkDriver.DeleteEndpoint", ids)
         self._release_addresses(ctr.network, ctr.address, ctr.address_v6)
+        self.containers.remove(ctr)
+
+    def cleanup(self) -> None:
+        """What is still up at the end of a test, torn down as dockerd would,
+        so a failed test leaves no bridge with its subnet behind."""
+        for ctr in list(self.containers):
+            self.stop(ctr)
+        for net in list(self.networks):
+            self.remove_network(net)
 
     def _release_addresses(self, net: Network, address: str, address_v6: str) -> None:
         for v6, addr in ((False, address), (True, address_v6)):

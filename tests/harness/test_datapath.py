@@ -5,6 +5,10 @@ whatever FORWARD policy the host has (dockerd sets DROP).
 """
 from __future__ import annotations
 
+import subprocess
+
+from plugin.wiring import chain_prefix
+
 from .sandbox import ip
 
 
@@ -55,6 +59,10 @@ def test_teardown_leaves_ip_link_as_before(dockerd, server):
     # Other test runs may add links of their own meanwhile: compare ours.
     assert not ours & links()
     assert not {c.join["InterfaceName"]["SrcName"] for c in ctrs} & links()
+    # and with its last network gone, the instance keeps no chain or jump
+    prefix = chain_prefix(server.name)
+    for tool in ("iptables-save", "ip6tables-save"):
+        assert prefix not in subprocess.run([tool], capture_output=True, text=True, check=True).stdout
 
 
 def test_reconcile_at_start_repairs_the_kernel(dockerd, server):

@@ -4,7 +4,6 @@ import subprocess
 
 import pytest
 
-from datapath.firewall import Firewall
 from tests.harness.server import Server
 from tests.harness.conftest import require_root, sandboxes  # noqa: F401  (fixture)
 
@@ -14,18 +13,6 @@ from .kernel import Seen, raw_snapshot
 @pytest.fixture
 def root():
     require_root()
-
-
-def ensure_base_chains(workdir) -> None:
-    """Pontoon's shared base chains exist, as on any host that has run it:
-    then every firewall step of a request is that request's own, and a kill
-    point named "apply ipv4 firewall" is the same step on every run."""
-    Firewall(workdir / "fw.lock").ensure_base()
-
-
-@pytest.fixture
-def base_chains(root, tmp_path):
-    ensure_base_chains(tmp_path)
 
 
 @pytest.fixture
@@ -47,6 +34,7 @@ def servers(root, tmp_path, seen):
 
     def make(**kwargs) -> Server:
         made.append(Server(tmp_path, **kwargs))
+        seen.watch(made[-1].name)
         return made[-1]
 
     yield make

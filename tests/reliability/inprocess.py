@@ -14,7 +14,7 @@ from datapath.links import Links
 from datapath.steps import FaultHook
 from plugin.config import Settings
 from plugin.inspect import collect
-from plugin.wiring import Plugin, build
+from plugin.wiring import Plugin, build, chain_prefix
 from tests.harness.client import Client, FlaskTransport
 
 from .kernel import Seen, view
@@ -41,7 +41,8 @@ def in_process(workdir: Path, seen: Seen, faults: FaultHook | None = None) -> In
     instance = "ptr" + secrets.token_hex(4)
     settings = Settings(name=instance, state_dir=str(workdir / "state"))
     plugin = build(settings, links=Links(faults=faults, owner=instance),
-                   firewall=Firewall(workdir / "fw.lock", faults=faults))
+                   firewall=Firewall(workdir / "fw.lock", faults=faults, chain_prefix=chain_prefix(instance)))
+    seen.watch(instance)
     plugin.store.initialise()
     client = Client(RecordingTransport(FlaskTransport(plugin.app), seen))
     return InProcess(plugin, client, instance, seen)

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 from datapath.links import ALIAS_PREFIX
 from datapath.model import BRIDGE_PREFIX, VETH_HOST_PREFIX, VETH_PEER_PREFIX
-from datapath.rules import endpoint_chain, network_chain
+from datapath.rules import Names
+from plugin.wiring import chain_prefix
 
 # Everything a test could change, as text; compared before and after.
 SNAPSHOT_COMMANDS = (
@@ -46,6 +47,11 @@ class Seen:
     endpoints: set[str] = field(default_factory=set)
     bridges: set[str] = field(default_factory=set)
     addresses: set[str] = field(default_factory=set)  # pools and gateways, as sent
+    chain_prefixes: set[str] = field(default_factory=set)
+
+    def watch(self, instance: str) -> None:
+        """Every chain of this Pontoon instance is the test's too."""
+        self.chain_prefixes.add(Names(chain_prefix(instance)).prefix + "-")
 
     def record(self, body: dict) -> None:
         """Takes what could name a kernel object: hex IDs as dockerd sends
@@ -75,7 +81,8 @@ class Seen:
 
     def tokens(self) -> set[str]:
         """Words that mark a line of ``raw_snapshot`` as possibly ours."""
-        chains = {network_chain(n) for n in self.networks} | {endpoint_chain(e) for e in self.endpoints}
+        chains = ({f"-N-{n[:12]}" for n in self.networks} | {f"-E-{e[:12]}" for e in self.endpoints}
+                  | self.chain_prefixes)
         subnets = {a.split("/")[0] for a in self.addresses}
         return self.link_names() | chains | subnets
 
@@ -156,20 +163,21 @@ def problems(state: dict, instance: str, seen: Seen, ipam: bool = True) -> list[
         lacking = want - set(kernel.get(n["bridge"], {}).get("addresses", ()))
         found += [f'gateway {a} is missing on {n["bridge"]}' for a in sorted(lacking)]
 
+    names = Names(chain_prefix(instance))
     for tool, lines in firewall_lines().items():
         chains = {line[1:].split()[0] for line in lines if line.startswith(":")}
         for nid in seen.networks:
-            if (network_chain(nid) in chains) != (nid in networks):
+            if (names.network(nid) in chains) != (nid in networks):
                 state_word = "stored" if nid in networks else "not stored"
-                found.append(f"{tool}: chain {network_chain(nid)} of a network {state_word}")
+                found.append(f"{tool}: chain {names.network(nid)} of a network {state_word}")
         stored_bridges = {n["bridge"] for n in networks.values()}
         for bridge in seen.bridges - stored_bridges:
             found += [f"{tool}: rule for a bridge nobody stores: {line}" for line in lines
                       if f"-i {bridge} " in line + " " or f"-o {bridge} " in line + " "]
         for eid in seen.endpoints:
             published = bool(endpoints.get(eid, {}).get("ports"))
-            if tool == "iptables-save" and (endpoint_chain(eid) in chains) != published:
-                found.append(f"{tool}: chain {endpoint_chain(eid)} but endpoint published={published}")
+            if tool == "iptables-save" and (names.endpoint(eid) in chains) != published:
+                found.append(f"{tool}: chain {names.endpoint(eid)} but endpoint published={published}")
 
     held = [(a["pool"], a["address"]) for a in state["addresses"]]
     found += [f"address held twice: {a}" for a in sorted({a for a in held if held.count(a) > 1})]

@@ -32,8 +32,10 @@ KILL_POINTS = [
     ("NetworkDriver.CreateNetwork", "set mtu"),
     ("NetworkDriver.CreateNetwork", "add address#2"),  # IPv4 gateway on, IPv6 not
     ("NetworkDriver.CreateNetwork", "set route_localnet"),
-    ("NetworkDriver.CreateNetwork", "apply ipv4 firewall"),
-    ("NetworkDriver.CreateNetwork", "apply ipv6 firewall"),  # IPv4 rules in, IPv6 not
+    # A new instance has no chains yet: #1 are its base chains, #2 the network's.
+    ("NetworkDriver.CreateNetwork", "apply ipv6 firewall"),  # IPv4 base chains in, IPv6 not
+    ("NetworkDriver.CreateNetwork", "apply ipv4 firewall#2"),
+    ("NetworkDriver.CreateNetwork", "apply ipv6 firewall#2"),  # IPv4 rules in, IPv6 not
     ("NetworkDriver.CreateNetwork", "commit"),
     ("NetworkDriver.CreateEndpoint", "add veth"),
     ("NetworkDriver.CreateEndpoint", "tag#2"),  # host end tagged, peer not
@@ -78,7 +80,7 @@ def assert_clean(server, seen: Seen, before: dict) -> None:
 
 
 @pytest.mark.parametrize("point", KILL_POINTS, ids=lambda p: f"{p[0].split('.')[1]}:{p[1]}")
-def test_kill_9_at(point, servers, base_chains, before, seen, sandboxes):
+def test_kill_9_at(point, servers, before, seen, sandboxes):
     method, step = point
     server = servers()
     crashes: list[str] = []
@@ -131,7 +133,7 @@ def clean_up_like_dockerd(client, seen: Seen, state: dict, pools: set[str]) -> N
         client.ok("IpamDriver.ReleasePool", {"PoolID": pool})
 
 
-def test_concurrent_lifecycles_killed_at_random(servers, base_chains, before, seen):
+def test_concurrent_lifecycles_killed_at_random(servers, before, seen):
     threads, rng = 6, random.Random()
     server = servers(workers=2, threads=8)
     server.start()

@@ -114,7 +114,7 @@ class Rig:
 
 
 @pytest.fixture
-def rig(root, base_chains, tmp_path, before, seen):
+def rig(root, tmp_path, before, seen):
     rig = Rig(tmp_path, seen)
     yield rig
     rig.remove_all()

@@ -20,7 +20,6 @@ import spec
 from tests.harness.conftest import require_root
 
 from . import figures, hostile
-from .conftest import ensure_base_chains
 from .inprocess import InProcess, in_process
 from .kernel import Seen, ours, problems, raw_snapshot
 
@@ -114,7 +113,6 @@ class Fuzz:
 @pytest.fixture(scope="module")
 def fuzz(tmp_path_factory):
     require_root()
-    ensure_base_chains(tmp_path_factory.mktemp("fw"))
     seen = Seen()
     before = raw_snapshot()
     target = in_process(tmp_path_factory.mktemp("hostile"), seen)

@@ -3,6 +3,8 @@ import json
 
 import pytest
 
+import spec
+
 
 def test_activate_names_both_interfaces(client):
     assert client.ok("Plugin.Activate") == {"Implements": ["NetworkDriver", "IpamDriver"]}
@@ -82,3 +84,33 @@ def test_unexpected_exception_is_500_without_traceback(plugin):
     status, reply = plugin.client.call("NetworkDriver.CreateNetwork", NETWORK)
     assert status == 500
     assert reply["Err"] == "internal error in /NetworkDriver.CreateNetwork (RuntimeError); see the plugin log"
+
+
+def _with_required():
+    return [m for m in spec.methods() if spec.schema(f"{m}.request").get("required")]
+
+
+@pytest.mark.parametrize("method", _with_required())
+def test_every_method_refuses_a_body_without_its_required_fields(refused, method):
+    required = spec.schema(f"{method}.request")["required"]
+    err = refused(method, {"Unrelated": 1})
+    assert f'"{required[0]}"' in err
+
+
+def test_methods_without_required_fields_take_an_empty_body(client):
+    for method in set(spec.methods()) - set(_with_required()):
+        client.ok(method, {})
+
+
+# A valid value for each required field of any method.
+SAMPLES = {"NetworkID": "a" * 64, "EndpointID": "b" * 64, "PoolID": "LocalDefault/10.0.0.0/24",
+           "Address": "10.0.0.1", "AddressSpace": "LocalDefault", "SandboxKey": "/x", "DiscoveryType": 1}
+
+
+@pytest.mark.parametrize("method, field", [
+    (m, f) for m in _with_required() for f in spec.schema(f"{m}.request")["required"]])
+def test_every_required_field_refuses_a_wrong_type(refused, method, field):
+    body = {name: SAMPLES[name] for name in spec.schema(f"{method}.request")["required"]}
+    body[field] = [["not", "this"]]
+    err = refused(method, body)
+    assert f'"{field}"' in err and "not" in err

@@ -1,0 +1,118 @@
+"""Fixtures for the end-to-end tier: a private dockerd, a busybox image, and
+Pontoon run two ways, as a plain process and as a managed plugin.
+
+The dockerd and the image are session-wide (starting them costs seconds, and
+the plugin rootfs costs a debootstrap, cached under build/). The daemon runs
+in a network namespace of its own (see dockerd.Dockerd); tests still name
+their networks and containers uniquely, since they share that daemon, and
+the plugin socket directory is shared with the whole machine.
+"""
+
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.dockerd import (
+    BUSYBOX, DOCKER, DOCKERD, REGISTRY, CommandError, Dockerd, Registry,
+    build_busybox_image,
+)
+from tests.e2e.plugins import REPO, ManagedPontoon, ProcessPontoon
+
+# The debootstrap tree is reused between runs: it is the slow part.
+ROOTFS_CACHE = Path(os.environ.get("PONTOON_ROOTFS_CACHE", REPO / "build/rootfs-base"))
+
+
+def _missing_prerequisite():
+    if os.geteuid() != 0:
+        return "end-to-end tests run dockerd and need root"
+    for path, package in ((DOCKERD, "docker.io"), (DOCKER, "docker.io"),
+                          (BUSYBOX, "busybox-static")):
+        if not os.access(path, os.X_OK):
+            return f"{path} is missing: apt-get install {package}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def workdir():
+    path = Path(tempfile.mkdtemp(prefix="pontoon-e2e-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def dockerd(workdir):
+    reason = _missing_prerequisite()
+    if reason:
+        pytest.skip(reason)
+    daemon = Dockerd(workdir / "dockerd")
+    try:
+        daemon.start()
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def busybox(dockerd, workdir):
+    return build_busybox_image(dockerd, workdir)
+
+
+@pytest.fixture(scope="session")
+def plugin_dir():
+    """config.json + rootfs/ for `docker plugin create`, built once per run."""
+    if not shutil.which("debootstrap"):
+        pytest.skip("debootstrap is missing: apt-get install debootstrap")
+    out = REPO / "build/e2e-plugin"
+    started = time.monotonic()
+    proc = subprocess.run(
+        [str(REPO / "contrib/build-rootfs.sh"), str(out)],
+        env={**os.environ, "PONTOON_ROOTFS_CACHE": str(ROOTFS_CACHE),
+             "PYTHON": sys.executable},
+        capture_output=True, text=True, timeout=900,
+    )
+    if proc.returncode != 0:
+        raise CommandError(f"contrib/build-rootfs.sh failed:\n{proc.stderr[-4000:]}")
+    print(f"plugin rootfs built in {time.monotonic() - started:.1f}s")
+    return out
+
+
+# Module scope: this instance is gone before test_registry.py starts its own.
+# Two Pontoon instances on one network stack rewrite each other's chains.
+@pytest.fixture(scope="module", params=["process", "managed"])
+def pontoon(request, dockerd, workdir):
+    base = Path(tempfile.mkdtemp(prefix=f"pontoon-{request.param}-", dir=workdir))
+    if request.param == "process":
+        plugin = ProcessPontoon(dockerd, base)
+    else:
+        plugin = ManagedPontoon(dockerd, base, request.getfixturevalue("plugin_dir"))
+    try:
+        plugin.start()
+        yield plugin
+    finally:
+        plugin.stop()
+
+
+@pytest.fixture(scope="session")
+def registry(workdir, dockerd):
+    if not os.access(REGISTRY, os.X_OK):
+        pytest.skip(f"{REGISTRY} is missing: apt-get install docker-registry")
+    reg = Registry(workdir / "registry", dockerd)
+    try:
+        reg.start()
+        yield reg
+    finally:
+        reg.stop()
+
+
+@pytest.fixture
+def uid():
+    """A short unique suffix for the names of one test's networks, bridges
+    and containers."""
+    return secrets.token_hex(3)

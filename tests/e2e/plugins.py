@@ -1,0 +1,119 @@
+"""Pontoon run the two ways a user runs it: a plain process on the host,
+and a managed plugin created from the rootfs that contrib/build-rootfs.sh
+builds. Both offer the same face to the tests: driver, state_dir, start,
+stop, restart."""
+
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.e2e.dockerd import CommandError, stop_pid, wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+PLUGIN_SOCKET_DIR = Path("/run/docker/plugins")
+# Default pools set through each mode's own channel (flags for the process,
+# `docker plugin set` of config.json's env for the managed plugin), so the
+# cases can tell that settings reach Pontoon.
+DEFAULT_POOLS = "10.199.0.0/16:24"
+DEFAULT_POOLS_V6 = "fd99:e2e::/48:64"
+
+
+def _version():
+    for line in (REPO / "pyproject.toml").read_text().splitlines():
+        if line.startswith("version = "):
+            return line.split('"')[1]
+    raise RuntimeError("no version in pyproject.toml")
+
+
+VERSION = _version()
+
+
+class ProcessPontoon:
+    """`python -m plugin serve` on the host, found by dockerd by its socket."""
+
+    def __init__(self, dockerd, base):
+        self.dockerd = dockerd
+        # The socket directory is shared by every dockerd on the host, so the
+        # plugin name (and with it the socket) is unique to this run.
+        self.name = "pe2e" + secrets.token_hex(3)
+        self.driver = self.name
+        self.state_dir = base / "state"
+        self.log_path = base / "pontoon.log"
+        self.socket = PLUGIN_SOCKET_DIR / f"{self.name}.sock"
+        self.proc = None
+
+    def start(self):
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PONTOON_")}
+        log = open(self.log_path, "a")
+        # In dockerd's network namespace: that is the host it serves.
+        self.proc = subprocess.Popen(
+            self.dockerd.in_netns(
+                [sys.executable, "-m", "plugin", "serve", "--name", self.name,
+                 "--socket-dir", PLUGIN_SOCKET_DIR, "--state-dir", self.state_dir,
+                 "--log-level", "info", "--default-pools", DEFAULT_POOLS,
+                 "--default-pools-v6", DEFAULT_POOLS_V6]),
+            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+
+        def listening():
+            if self.proc.poll() is not None:
+                raise CommandError(f"pontoon exited {self.proc.returncode}:\n{self.log_tail()}")
+            return self.socket.exists()
+
+        wait_for(listening, timeout=30, what=f"pontoon socket {self.socket}")
+
+    def stop(self):
+        if self.proc is not None:
+            stop_pid(self.proc.pid)
+            self.proc = None
+
+    def restart(self):
+        self.stop()
+        self.start()
+
+    def log_tail(self, lines=60):
+        try:
+            return "".join(self.log_path.read_text().splitlines(True)[-lines:])
+        except FileNotFoundError:
+            return ""
+
+
+class ManagedPontoon:
+    """The managed plugin, created from the debootstrap rootfs."""
+
+    def __init__(self, dockerd, base, plugin_dir, ref=f"pontoon:{VERSION}"):
+        self.dockerd = dockerd
+        self.plugin_dir = plugin_dir
+        self.driver = ref
+        # A private state source, set through the settable mount, so this run
+        # never reads or writes the host's /var/lib/pontoon.
+        self.state_dir = base / "state"
+
+    def start(self):
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.dockerd.docker("plugin", "create", self.driver, self.plugin_dir, timeout=300)
+        self.configure()
+        self.enable()
+
+    def configure(self):
+        self.dockerd.docker("plugin", "set", self.driver,
+                            f"state.source={self.state_dir}", "PONTOON_LOG_LEVEL=info",
+                            f"PONTOON_DEFAULT_POOLS={DEFAULT_POOLS}",
+                            f"PONTOON_DEFAULT_POOLS_V6={DEFAULT_POOLS_V6}", timeout=30)
+
+    def enable(self):
+        self.dockerd.docker("plugin", "enable", "--timeout", "60", self.driver, timeout=90)
+
+    def stop(self):
+        self.dockerd.docker("plugin", "disable", "-f", self.driver, timeout=60, check=False)
+        self.dockerd.docker("plugin", "rm", "-f", self.driver, timeout=60, check=False)
+
+    def restart(self):
+        # -f: networks using the plugin exist, and plain disable refuses then.
+        self.dockerd.docker("plugin", "disable", "-f", self.driver, timeout=60)
+        self.enable()
