@@ -64,9 +64,12 @@ class NetworkDriver:
                 spec = bridge_spec(network)
                 network["bridge_created"] = self._links.create_bridge(spec)
                 rollback.undo(f"delete bridge {bridge}", self._links.delete_bridge, spec, network["bridge_created"])
+                # Registered first: removing is idempotent and drops the base
+                # chains again when no other network needs them, so a failure
+                # in ensure_base or half-way through add_network leaves none.
+                rollback.undo(f"remove firewall rules of {bridge}", self._firewall.remove_network, network_rules(network))
                 self._firewall.ensure_base()
                 self._firewall.add_network(network_rules(network))
-                rollback.undo(f"remove firewall rules of {bridge}", self._firewall.remove_network, network_rules(network))
                 tx.put_network(network)
             rollback.commit()
         return {}
