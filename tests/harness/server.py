@@ -18,12 +18,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 class Server:
-    def __init__(self, workdir: Path, name: str | None = None, workers: int = 1, threads: int = 8):
+    def __init__(self, workdir: Path, name: str | None = None, workers: int = 1, threads: int = 8,
+                 netns: str | None = None):
         self.name = name or "pt" + secrets.token_hex(4)
         self.socket_dir = workdir / "sock"
         self.state_dir = workdir / "state"
         self.log_path = workdir / f"{self.name}.log"
         self.workers, self.threads = workers, threads
+        self.netns = netns  # run inside this network namespace (the socket is still on the host's filesystem)
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -31,7 +33,8 @@ class Server:
         return str(self.socket_dir / f"{self.name}.sock")
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "plugin", "serve", "--name", self.name,
+        inside = ["ip", "netns", "exec", self.netns] if self.netns else []
+        return [*inside, sys.executable, "-m", "plugin", "serve", "--name", self.name,
                 "--socket-dir", str(self.socket_dir), "--state-dir", str(self.state_dir),
                 "--workers", str(self.workers), "--threads", str(self.threads), "--log-level", "debug"]
 

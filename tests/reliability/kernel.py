@@ -35,8 +35,9 @@ def run(*argv: str) -> str:
     return subprocess.run(argv, capture_output=True, text=True, check=True, timeout=30).stdout
 
 
-def raw_snapshot() -> dict[str, str]:
-    return {" ".join(cmd): run(*cmd) for cmd in SNAPSHOT_COMMANDS}
+def raw_snapshot(netns: str | None = None) -> dict[str, str]:
+    inside = ("ip", "netns", "exec", netns) if netns else ()
+    return {" ".join(cmd): run(*inside, *cmd) for cmd in SNAPSHOT_COMMANDS}
 
 
 @dataclass
