@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test unit venv clean bench
+.PHONY: run test unit venv clean bench reliability
 BENCH_STAMP := $(VENV)/.installed-bench
 
 $(STAMP): pyproject.toml
@@ -61,3 +61,8 @@ plugin-push: plugin-rootfs
 	$(DOCKER) plugin push $(REGISTRY)/$(PLUGIN):$(VERSION)
 	@# The pushed copy lives on in the registry; locally it was only a vehicle.
 	$(DOCKER) plugin rm $(REGISTRY)/$(PLUGIN):$(VERSION)
+
+# Crash, fault, hostile-input and soak tests at full size (10,000 cycles);
+# writes build/reliability.json and build/reliability.md (see docs/reliability.md).
+reliability: $(STAMP)
+	$(PY) -m tests.reliability.report

@@ -294,7 +294,8 @@ class Links:
                 return
             for iface in (ipaddress.ip_interface(a) for a in spec.addresses):
                 steps.run(f"remove address {iface} from {name}",
-                          lambda iface=iface: _remove_address(ipr, index, iface))
+                          lambda iface=iface: _remove_address(ipr, index, iface),
+                          undo=lambda iface=iface: _add_address(ipr, index, iface))
 
     # -- veth pairs ----------------------------------------------------------
 
@@ -307,27 +308,30 @@ class Links:
         names.validate_ifname(host, "veth name")
         names.validate_ifname(peer, "veth peer name")
         with IPRoute() as ipr, Steps(self.faults) as steps:
-            ours = False
+            created = False
 
             def add():
+                nonlocal created
                 try:
                     ipr.link("add", ifname=host, kind="veth", peer={"ifname": peer})
+                    created = True
                 except NetlinkError as exc:
                     if exc.code != errno.EEXIST:
                         raise
 
             def undo_add():
-                # Derived names make an existing pair ours (a crashed attempt
-                # for the same endpoint); deleting one end removes both.
-                if ours:
-                    _delete_index(ipr, host_index)
+                # Only a pair this call added: an adopted one may belong to a
+                # stored endpoint (Join re-runs this on its pair), and a
+                # caller that knows an adopted pair is an orphan deletes it
+                # itself. Deleting one end removes both.
+                if created:
+                    _delete_index(ipr, _get_link(ipr, host)["index"])
 
             step = f"add veth {host} peer {peer}"
             steps.run(step, add, undo=undo_add)
             host_link, peer_link = _get_link(ipr, host), _get_link(ipr, peer)
             self._check_pair(host, peer, host_link, peer_link)
             host_index, peer_index = host_link["index"], peer_link["index"]
-            ours = True
             steps.run(f"tag {host}", lambda: ipr.link("set", index=host_index, ifalias=self.alias))
             steps.run(f"tag {peer}", lambda: ipr.link("set", index=peer_index, ifalias=self.alias))
 

@@ -64,24 +64,39 @@ class NetworkDriver:
                 spec = bridge_spec(network)
                 network["bridge_created"] = self._links.create_bridge(spec)
                 rollback.undo(f"delete bridge {bridge}", self._links.delete_bridge, spec, network["bridge_created"])
+                # Registered first: removing is idempotent and drops the base
+                # chains again when no other network needs them, so a failure
+                # in ensure_base or half-way through add_network leaves none.
+                rollback.undo(f"remove firewall rules of {bridge}", self._firewall.remove_network, network_rules(network))
                 self._firewall.ensure_base()
                 self._firewall.add_network(network_rules(network))
-                rollback.undo(f"remove firewall rules of {bridge}", self._firewall.remove_network, network_rules(network))
                 tx.put_network(network)
             rollback.commit()
         return {}
 
     def delete_network(self, body: dict) -> dict:
+        """Firewall first, links last: a failure restores the rules removed so
+        far (the re-adds are idempotent, so they also repair a removal that
+        failed half-way) and recreates veths deleted so far. The container
+        end of a joined endpoint's veth cannot come back, but dockerd never
+        deletes a network that still has endpoints in use."""
         network_id = body["NetworkID"]
-        with self._tx() as tx:
-            network = tx.get_network(network_id)
-            if network is None:
-                return {}  # dockerd forgets the network whatever we answer
-            for endpoint in tx.list_endpoints(network_id):
-                self._remove_endpoint(tx, network, endpoint)
-            self._firewall.remove_network(network_rules(network))
-            self._links.delete_bridge(bridge_spec(network), network["bridge_created"])
-            tx.delete_network(network_id)
+        with Rollback() as rollback:
+            with self._tx() as tx:
+                network = tx.get_network(network_id)
+                if network is None:
+                    return {}  # dockerd forgets the network whatever we answer
+                endpoints = tx.list_endpoints(network_id)
+                for endpoint in endpoints:
+                    self._unpublish(tx, network, endpoint, rollback)
+                rules = network_rules(network)
+                rollback.undo(f"restore firewall rules of {network['bridge']}", self._firewall.add_network, rules)
+                self._firewall.remove_network(rules)
+                for endpoint in endpoints:
+                    self._delete_veth(tx, network, endpoint, rollback)
+                self._links.delete_bridge(bridge_spec(network), network["bridge_created"])
+                tx.delete_network(network_id)
+            rollback.commit()
         return {}
 
     # -- endpoints -------------------------------------------------------------
@@ -109,6 +124,7 @@ class NetworkDriver:
                     raise Conflict(f"endpoint {endpoint_id} already exists with different settings")
                 _check_in_pools("Interface.Address", addr4, network["ipv4"])
                 _check_in_pools("Interface.AddressIPv6", addr6, network["ipv6"])
+                _check_unused(tx, network, [a for a in (addr4, addr6) if a is not None])
                 host_name, peer_name = self._links.derive_names(endpoint_id)
                 endpoint = {
                     "id": endpoint_id, "network_id": network_id,
@@ -117,32 +133,34 @@ class NetworkDriver:
                     "mac_given": bool(mac), "host_veth": host_name, "peer_veth": peer_name,
                     "sandbox": "", "exposed": exposed, "ports": [], "request": request,
                 }
-                self._links.create_veth(veth_spec(network, endpoint))
+                # Registered first: if creating fails half-way, a pair it
+                # adopted (left by an attempt that crashed) goes too, since
+                # no stored endpoint owns it.
                 rollback.undo(f"delete veth {host_name}", self._links.delete_veth, host_name)
+                self._links.create_veth(veth_spec(network, endpoint))
                 tx.put_endpoint(endpoint)
             rollback.commit()
         return _endpoint_reply(endpoint)
 
     def delete_endpoint(self, body: dict) -> dict:
-        with self._tx() as tx:
-            endpoint = tx.get_endpoint(body["EndpointID"])
-            if endpoint is None:
-                return {}  # dockerd sends deletes for endpoints we may never have known
-            network = tx.get_network(endpoint["network_id"])
-            self._remove_endpoint(tx, network, endpoint, veth=False)
-        # After the commit, outside the store's write lock: deleting a veth
-        # waits for the kernel's RCU grace periods (about 20 ms here), and no
-        # other request needs to wait for that. If this fails or the process
-        # dies first, the pair is an orphan that reconcile deletes at start.
-        self._links.delete_veth(endpoint["host_veth"])
+        with Rollback() as rollback:
+            with self._tx() as tx:
+                endpoint = tx.get_endpoint(body["EndpointID"])
+                if endpoint is None:
+                    return {}  # dockerd sends deletes for endpoints we may never have known
+                network = tx.get_network(endpoint["network_id"])
+                if network is not None:
+                    self._unpublish(tx, network, endpoint, rollback)
+                self._delete_veth(tx, network, endpoint, rollback)
+            rollback.commit()
         return {}
 
-    def _remove_endpoint(self, tx: NetworkStore, network: dict | None, endpoint: dict,
-                         veth: bool = True) -> None:
-        if endpoint["ports"] and network is not None:
-            self._firewall.remove_ports(endpoint_ports(network, endpoint))
-        if veth:
-            self._links.delete_veth(endpoint["host_veth"])
+    def _delete_veth(self, tx: NetworkStore, network: dict | None, endpoint: dict, rollback: Rollback) -> None:
+        """The last, least reversible step of removing an endpoint."""
+        self._links.delete_veth(endpoint["host_veth"])
+        if network is not None and not endpoint["sandbox"]:
+            rollback.undo(f"recreate veth {endpoint['host_veth']}", self._links.create_veth,
+                          veth_spec(network, endpoint))
         tx.delete_endpoint(endpoint["id"])
 
     def endpoint_oper_info(self, body: dict) -> dict:
@@ -207,8 +225,7 @@ class NetworkDriver:
                 network = self._network(tx, endpoint["network_id"])
                 if endpoint["ports"] and endpoint.get("portmap_request") == portmap:
                     return {}  # already programmed exactly so
-                if endpoint["ports"]:
-                    self._unpublish(tx, network, endpoint)
+                self._unpublish(tx, network, endpoint, rollback)
                 bindings = ports.resolve(portmap, endpoint, network["options"]["host_binding_ipv4"],
                                          tx.ports_in_use, self._firewall.pick_host_port)
                 endpoint["ports"] = [b.__dict__ for b in bindings]
@@ -225,18 +242,27 @@ class NetworkDriver:
         return {}
 
     def revoke_external_connectivity(self, body: dict) -> dict:
-        with self._tx() as tx:
-            endpoint = tx.get_endpoint(body["EndpointID"])
-            if endpoint is None or not endpoint["ports"]:
-                return {}  # dockerd revokes even what was never programmed
-            network = tx.get_network(endpoint["network_id"])
-            if network is not None:
-                self._unpublish(tx, network, endpoint)
-            tx.put_endpoint(endpoint)
+        with Rollback() as rollback:
+            with self._tx() as tx:
+                endpoint = tx.get_endpoint(body["EndpointID"])
+                if endpoint is None or not endpoint["ports"]:
+                    return {}  # dockerd revokes even what was never programmed
+                network = tx.get_network(endpoint["network_id"])
+                if network is not None:
+                    self._unpublish(tx, network, endpoint, rollback)
+                tx.put_endpoint(endpoint)
+            rollback.commit()
         return {}
 
-    def _unpublish(self, tx: NetworkStore, network: dict, endpoint: dict) -> None:
-        self._firewall.remove_ports(endpoint_ports(network, endpoint))
+    def _unpublish(self, tx: NetworkStore, network: dict, endpoint: dict, rollback: Rollback) -> None:
+        if not endpoint["ports"]:
+            return
+        published = endpoint_ports(network, endpoint)
+        # Registered before removing: add_ports is idempotent, so it also
+        # repairs a removal that failed half-way (after one family, or at
+        # the conntrack flush that follows).
+        rollback.undo("restore published ports", self._firewall.add_ports, published)
+        self._firewall.remove_ports(published)
         tx.delete_ports(endpoint["id"])
         endpoint["ports"] = []
         endpoint.pop("portmap_request", None)
@@ -336,6 +362,22 @@ def _check_in_pools(field: str, iface, pools: list[dict]) -> None:
     if not any(iface.ip in ipaddress.ip_network(p["pool"]) for p in pools):
         subnets = ", ".join(p["pool"] for p in pools) or "none"
         raise BadRequest(f'{field} "{iface}" is not in the network\'s subnets ({subnets})')
+
+
+def _check_unused(tx: NetworkStore, network: dict, addresses: list) -> None:
+    """dockerd's IPAM never hands out an address twice, but a request that
+    reuses one (a gateway, another endpoint's) would break both holders,
+    and their MACs, derived from the address, would clash as well."""
+    wanted = {a.ip for a in addresses}
+    if not wanted:
+        return
+    gateways = {ipaddress.ip_interface(d["gateway"]).ip for d in network["ipv4"] + network["ipv6"] if d["gateway"]}
+    if wanted & gateways:
+        raise Conflict(f"address {min(wanted & gateways, key=str)} is the gateway of network {network['id']}")
+    for other in tx.list_endpoints(network["id"]):
+        used = {ipaddress.ip_interface(other[k]).ip for k in ("address", "address_v6") if other[k]}
+        if wanted & used:
+            raise Conflict(f"address {min(wanted & used, key=str)} is already used by endpoint {other['id']}")
 
 
 def methods(driver: NetworkDriver) -> dict:

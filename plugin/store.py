@@ -18,7 +18,7 @@ import json
 import os
 import sqlite3
 import threading
-from typing import Iterator
+from typing import Callable, Iterator
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS networks (
@@ -72,7 +72,7 @@ def hexaddr(value: int) -> str:
 
 
 class Store:
-    def __init__(self, state_dir: str):
+    def __init__(self, state_dir: str, before_commit: Callable[[], None] | None = None):
         self.state_dir = state_dir
         self.path = os.path.join(state_dir, DB_NAME)
         # Writers of one process queue on this lock rather than in SQLite's
@@ -89,6 +89,9 @@ class Store:
         # connection must not be used across fork: a worker opens its own and
         # leaves the one it inherited untouched.
         self._held: dict[int, sqlite3.Connection] = {}
+        # Test hook (plugin.testhook): runs after a request's work and just
+        # before its COMMIT. Production passes None.
+        self._before_commit = before_commit
 
     def initialise(self) -> None:
         """Create the state dir and tables; called once by the server at start."""
@@ -116,6 +119,8 @@ class Store:
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+            if self._before_commit is not None:
+                self._before_commit()
             db.execute("COMMIT")
 
     @contextlib.contextmanager

@@ -13,6 +13,7 @@ from datapath.sysctl import Sysctl
 from handlers import network
 from ipam_plugin import driver as ipam
 
+from . import testhook
 from .app import create_app
 from .config import Settings
 from .store import Store
@@ -37,10 +38,11 @@ def chain_prefix(name: str) -> str:
 def build(settings: Settings, links=None, firewall=None) -> Plugin:
     """``links`` and ``firewall`` default to the real kernel ones; tests may
     hand in others (with fault hooks, say)."""
-    store = Store(settings.state_dir)
+    crash = testhook.from_env()
+    store = Store(settings.state_dir, before_commit=crash and (lambda: crash(testhook.COMMIT)))
     sysctl = Sysctl(settings.sysctl_net_dir)
-    links = links or Links(owner=settings.name, sysctl=sysctl)
-    firewall = firewall or Firewall(os.path.join(settings.state_dir, "firewall.lock"),
+    links = links or Links(faults=crash, owner=settings.name, sysctl=sysctl)
+    firewall = firewall or Firewall(os.path.join(settings.state_dir, "firewall.lock"), faults=crash,
                                     chain_prefix=chain_prefix(settings.name), sysctl=sysctl)
     network_driver = network.NetworkDriver(store.transaction, store.snapshot, links, firewall)
     ipam_driver = ipam.IpamDriver(store.transaction, links.host_routes,

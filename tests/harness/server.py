@@ -5,6 +5,7 @@ import json
 import os
 import secrets
 import signal
+import stat
 import socket
 import subprocess
 import sys
@@ -17,12 +18,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 class Server:
-    def __init__(self, workdir: Path, name: str | None = None, workers: int = 1, threads: int = 8):
+    def __init__(self, workdir: Path, name: str | None = None, workers: int = 1, threads: int = 8,
+                 netns: str | None = None):
         self.name = name or "pt" + secrets.token_hex(4)
         self.socket_dir = workdir / "sock"
         self.state_dir = workdir / "state"
         self.log_path = workdir / f"{self.name}.log"
         self.workers, self.threads = workers, threads
+        self.netns = netns  # run inside this network namespace (the socket is still on the host's filesystem)
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -30,15 +33,18 @@ class Server:
         return str(self.socket_dir / f"{self.name}.sock")
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "plugin", "serve", "--name", self.name,
+        inside = ["ip", "netns", "exec", self.netns] if self.netns else []
+        return [*inside, sys.executable, "-m", "plugin", "serve", "--name", self.name,
                 "--socket-dir", str(self.socket_dir), "--state-dir", str(self.state_dir),
                 "--workers", str(self.workers), "--threads", str(self.threads), "--log-level", "debug"]
 
-    def start(self, timeout: float = 15.0) -> float:
-        """Start and wait until the socket accepts; returns the seconds that took."""
+    def start(self, timeout: float = 15.0, env: dict[str, str] | None = None) -> float:
+        """Start and wait until the socket accepts; returns the seconds that took.
+        ``env`` adds variables to the server's environment (test hooks)."""
         begin = time.monotonic()
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.command(), cwd=REPO, stdout=log, stderr=log)
+            self.proc = subprocess.Popen(self.command(), cwd=REPO, stdout=log, stderr=log,
+                                         env={**os.environ, **(env or {})})
         while time.monotonic() - begin < timeout:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
@@ -77,7 +83,18 @@ class Server:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-            self.proc.wait(10)
+            self.wait_exit()
+
+    def wait_exit(self, timeout: float = 15.0) -> None:
+        """Wait until the master has exited and no worker holds the listening
+        socket any more: a worker killed a moment after its master may still
+        accept a connection, which a restart would then take for its own."""
+        self.proc.wait(timeout)
+        deadline = time.monotonic() + timeout
+        while self._accepts():
+            if time.monotonic() > deadline:
+                raise RuntimeError("a worker of the dead server still accepts connections")
+            time.sleep(0.01)
 
     def pids(self) -> list[int]:
         """The master and its worker processes."""
@@ -86,6 +103,31 @@ class Server:
         children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
         kids = [int(p) for p in children.read_text().split()] if children.exists() else []
         return [self.proc.pid, *kids]
+
+    def socket_is_private(self) -> bool:
+        """The socket has mode 0660 and belongs to root."""
+        st = os.stat(self.socket_path)
+        return stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o660 and st.st_uid == 0
+
+    def socket_inodes(self) -> set[str]:
+        """Inodes of every socket the server's processes hold."""
+        inodes = set()
+        for pid in self.pids():
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                try:
+                    target = os.readlink(fd)
+                except OSError:
+                    continue
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        return inodes
+
+    def inet_sockets(self) -> list[str]:
+        """Lines of /proc/net/{tcp,udp}{,6} for sockets the server holds."""
+        ours = self.socket_inodes()
+        return [f"{table}: {line}" for table in ("tcp", "tcp6", "udp", "udp6")
+                for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]
+                if line.split()[9] in ours]
 
     def client(self, timeout: float = 30.0) -> Client:
         return Client(SocketTransport(self.socket_path, timeout))

@@ -43,6 +43,8 @@ def test_nested_path_is_json_404(plugin):
     (b"{not json", "not valid JSON"),
     (b"[1, 2]", "must be a JSON object"),
     (b"\xff\xfe", "not valid JSON"),
+    # found by tests/reliability/test_hostile.py: was a 500 from SQLite
+    (b'{"PoolID": "\\ud800"}', "lone Unicode surrogate"),
 ])
 def test_malformed_bodies(refused, raw, says):
     refused("IpamDriver.RequestPool", raw=raw, says=says)

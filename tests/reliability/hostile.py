@@ -1,0 +1,157 @@
+"""Hypothesis strategies for hostile plugin requests, built from spec/'s schemas.
+
+``request(method, ids)`` walks the method's request schema: every known
+field gets values of its declared type, drawn mostly from hostile pools
+(bad CIDRs and mixed families, multicast MACs, host interfaces as bridge
+names, out-of-range MTUs, IDs of other networks), and then a mutation
+breaks the body further: a wrong type, a missing or extra field, a huge or
+odd string, a body that is not an object, not JSON, or over the size limit.
+
+Values that would be accepted are kept inside 10.199.0.0/16 and
+fd00:199::/48 (no /0 pools), and the only bridge names that could be
+created are the test's own, so a request the plugin accepts never puts a
+route or a link on the host that anything else could trip on.
+"""
+from __future__ import annotations
+
+import json
+
+from hypothesis import strategies as st
+
+import spec
+from plugin.app import MAX_BODY
+
+HUGE = 200_000  # characters: well past any sane value, well under MAX_BODY
+ODD = ["", " ", "\x00", "\n", "../../etc/passwd", "%s%n%x", "ünïcødé", "\u202e", "\ud800", "a" * 300,
+       "' OR 1=1 --", "${jndi:x}", "null", "[]", "{}", "-1", "1e309"]
+
+V4 = ["10.199.1.0/24", "10.199.1.1/24", "10.199.1.2/24", "10.199.1.7/24", "10.199.1.0/25", "10.199.0.0/16", "10.199.2.0/24",
+      "10.199.1.255/24", "10.199.1.1", "10.199.1.0/33", "10.199.1.1/24/1", "10.199.1", "256.1.1.1/24",
+      "10.199.1.0/-1", "10.199.1.0 /24", "010.199.1.0/24"]
+V6 = ["fd00:199:1::/64", "fd00:199:1::1/64", "fd00:199:1::2/64", "fd00:199:1::7/64", "fd00:199::/48", "fd00:199:1::1",
+      "fd00:199:1::/129", "fd00:199:1::gg/64", "fe80::1/64", "::ffff:10.199.1.1/120", "fd00:199:1::1%eth0/64"]
+MACS = ["02:42:0a:c7:01:09", "01:00:5e:00:00:01", "ff:ff:ff:ff:ff:ff", "02:42:0a:c7:01", "02-42-0a-c7-01-09",
+        "zz:42:0a:c7:01:09", "02:42:0a:c7:01:09:00", "0242.0ac7.0109"]
+MTUS = ["0", "67", "68", "1279", "1500", "65535", "65536", "1000000", "-1", "1e3", "abc", " 1500", 1500, True, None]
+BOOLS = ["true", "false", "maybe", "1", "", 1, None, True]
+# Existing or reserved names, and names the kernel or Pontoon refuses.
+HOST_IFACES = ["eth0", "lo", "docker0", "docker_gwbridge", "ifb0", "sixteen-chars-xx", "x" * 40,
+               "br name", "br/0", "br:0", ".", "..", "-", "ptz\u00e9", ""]
+OPTION_KEYS = ["com.docker.network.bridge.name", "com.docker.network.driver.mtu",
+               "com.docker.network.bridge.enable_icc", "com.docker.network.bridge.enable_ip_masquerade",
+               "com.docker.network.bridge.host_binding_ipv4", "com.docker.network.bridge.inhibit_ipv4",
+               "com.docker.network.container_iface_prefix", "com.docker.network.bridge.unknown"]
+SPACES = ["LocalDefault", "GlobalDefault", "", "localdefault", "Other"]
+
+
+def json_values(max_leaves: int = 4):
+    scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)
+    return st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+                        max_leaves=max_leaves)
+
+
+def _strings(field: str, ids: dict) -> st.SearchStrategy:
+    """Hostile and valid strings for a field, chosen by what the field holds."""
+    if field in ("NetworkID", "EndpointID"):
+        return st.sampled_from(ids[field]) | st.sampled_from(ODD)
+    if field == "PoolID":
+        return st.sampled_from(ids["PoolID"]) | st.sampled_from(ODD)
+    if field in ("Pool", "SubPool", "Address", "Gateway"):
+        return st.sampled_from(V4 + V6 + ODD)
+    if field == "AddressIPv6":
+        return st.sampled_from(V6 + V4 + ODD)
+    if field == "MacAddress":
+        return st.sampled_from(MACS + ODD)
+    if field == "AddressSpace":
+        return st.sampled_from(SPACES + ODD)
+    return st.sampled_from(ODD) | st.text(max_size=30)
+
+
+def _options(ids: dict) -> st.SearchStrategy:
+    """The free-form Options objects: network options, port maps, IPAM options."""
+    names = st.sampled_from(HOST_IFACES + ids["bridge"])
+    bools = st.sampled_from(BOOLS)
+    generic = st.fixed_dictionaries({}, optional={
+        OPTION_KEYS[0]: names, OPTION_KEYS[1]: st.sampled_from(MTUS), OPTION_KEYS[2]: bools,
+        OPTION_KEYS[3]: bools, OPTION_KEYS[4]: st.sampled_from(V4 + ODD), OPTION_KEYS[5]: bools,
+        OPTION_KEYS[6]: names | st.sampled_from(["eth", "x" * 14]), OPTION_KEYS[7]: st.sampled_from(ODD)})
+    port = st.fixed_dictionaries({}, optional={
+        "Proto": st.sampled_from([6, 17, 132, 0, 1, -6, "tcp", None]),
+        "IP": st.sampled_from(["", "10.199.1.9"] + V4 + ODD),
+        "Port": st.sampled_from([80, 0, -1, 65535, 65536, "80", None]),
+        "HostIP": st.sampled_from(["", "127.0.0.1", "::1", "0.0.0.0", "::", "fd00:199:1::1"] + V4 + ODD),
+        "HostPort": st.sampled_from([0, 1, 80, 65535, 65536, -1, "8080", None]),
+        "HostPortEnd": st.sampled_from([0, 1, 80, 65535, 65536, -1, None])})
+    known = st.fixed_dictionaries({}, optional={
+        "com.docker.network.generic": generic | json_values(),
+        "com.docker.network.internal": st.sampled_from(BOOLS),
+        "com.docker.network.enable_ipv6": st.sampled_from(BOOLS),
+        "com.docker.network.portmap": st.lists(port, max_size=3) | json_values(),
+        "com.docker.network.endpoint.exposedports": st.lists(port, max_size=3) | json_values(),
+        "com.docker.network.endpoint.macaddress": st.sampled_from(["AkIKxwEJ", "!!", ""] + ODD),
+        "RequestAddressType": st.sampled_from(["com.docker.network.gateway", "", "other"]),
+    })
+    return known | json_values()
+
+
+def from_schema(schema: dict, root: dict, ids: dict, field: str = "") -> st.SearchStrategy:
+    if "$ref" in schema:
+        schema = root["$defs"][schema["$ref"].rsplit("/", 1)[1]]
+    types = schema.get("type", "object")
+    types = [types] if isinstance(types, str) else types
+    return st.one_of(*(_typed(t, schema, root, ids, field) for t in types))
+
+
+def _typed(kind: str, schema: dict, root: dict, ids: dict, field: str) -> st.SearchStrategy:
+    if kind == "object":
+        props = schema.get("properties")
+        if props is None and "additionalProperties" in schema:  # AuxAddresses
+            return st.dictionaries(st.text(max_size=8), from_schema(schema["additionalProperties"], root, ids, "Address"),
+                                   max_size=3)
+        if props is None:
+            return _options(ids)
+        required = schema.get("required", [])
+        return st.fixed_dictionaries(
+            {k: from_schema(props[k], root, ids, k) for k in required},
+            optional={k: from_schema(v, root, ids, k) for k, v in props.items() if k not in required})
+    if kind == "string":
+        return _strings(field, ids)
+    if kind == "array":
+        return st.lists(from_schema(schema.get("items", {}), root, ids, field), max_size=3)
+    return {"boolean": st.booleans(), "null": st.none(), "integer": st.integers(),
+            "number": st.floats(allow_nan=False)}[kind]
+
+
+def _mutate(draw, body: dict) -> bytes | dict:
+    """One more way to be wrong, or none."""
+    if not isinstance(body, dict):  # a free-form schema gave something else already
+        return json.dumps(body).encode()
+    how = draw(st.sampled_from(["none", "wrong type", "drop", "extra", "huge", "odd", "not an object",
+                                "not json", "too big"]))
+    keys = sorted(body)
+    if how == "wrong type" and keys:
+        body[draw(st.sampled_from(keys))] = draw(json_values())
+    elif how == "drop" and keys:
+        body.pop(draw(st.sampled_from(keys)))
+    elif how == "extra":
+        body[draw(st.text(min_size=1, max_size=12))] = draw(json_values())
+    elif how == "huge" and keys:
+        body[draw(st.sampled_from(keys))] = draw(st.sampled_from(["1", "a", "/", ":"])) * HUGE
+    elif how == "odd" and keys:
+        body[draw(st.sampled_from(keys))] = draw(st.sampled_from(ODD))
+    elif how == "not an object":
+        return json.dumps(draw(st.lists(json_values(), max_size=3) | st.text(max_size=10) | st.integers())).encode()
+    elif how == "not json":
+        return draw(st.sampled_from([b"{", b"\xff\xfe", b"{'a': 1}", b"nul", b"{\"NetworkID\": }", b"\x00" * 10]))
+    elif how == "too big":
+        return b'{"x": "' + b"a" * (MAX_BODY + 1) + b'"}'
+    return body
+
+
+@st.composite
+def request(draw, method: str, ids: dict) -> bytes:
+    """A request body for ``method``: schema-shaped, hostile values, maybe mutated."""
+    name = f"{method}.request"
+    body = draw(from_schema(spec.schema(name), spec.schema(name), ids))
+    body = _mutate(draw, body)
+    return body if isinstance(body, bytes) else json.dumps(body).encode()

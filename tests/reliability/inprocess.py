@@ -1,0 +1,48 @@
+"""The app built in-process (Flask test client) with the real netlink and
+iptables parts, under an instance name of its own, and a client that
+records what it sends."""
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from flask import Flask
+
+from datapath.firewall import Firewall
+from datapath.links import Links
+from datapath.steps import FaultHook
+from plugin.config import Settings
+from plugin.inspect import collect
+from plugin.wiring import Plugin, build, chain_prefix
+from tests.harness.client import Client, FlaskTransport
+
+from .kernel import Seen, view
+from .recording import RecordingTransport
+
+
+@dataclass
+class InProcess:
+    plugin: Plugin
+    client: Client
+    instance: str
+    seen: Seen
+
+    @property
+    def app(self) -> Flask:
+        return self.plugin.app
+
+    def state(self) -> dict:
+        """The store, and this instance's objects in the kernel."""
+        return {"store": collect(self.plugin.store), "kernel": view(self.instance, self.seen)}
+
+
+def in_process(workdir: Path, seen: Seen, faults: FaultHook | None = None) -> InProcess:
+    instance = "ptr" + secrets.token_hex(4)
+    settings = Settings(name=instance, state_dir=str(workdir / "state"))
+    plugin = build(settings, links=Links(faults=faults, owner=instance),
+                   firewall=Firewall(workdir / "fw.lock", faults=faults, chain_prefix=chain_prefix(instance)))
+    seen.watch(instance)
+    plugin.store.initialise()
+    client = Client(RecordingTransport(FlaskTransport(plugin.app), seen))
+    return InProcess(plugin, client, instance, seen)
