@@ -41,7 +41,6 @@ KILL_POINTS = [
     ("NetworkDriver.CreateEndpoint", "tag#2"),  # host end tagged, peer not
     ("NetworkDriver.CreateEndpoint", "attach"),
     ("NetworkDriver.CreateEndpoint", "commit"),
-    ("NetworkDriver.Join", "set mac"),
     ("NetworkDriver.Join", "commit"),
     ("NetworkDriver.ProgramExternalConnectivity", "apply ipv4 firewall"),
     ("NetworkDriver.ProgramExternalConnectivity", "commit"),

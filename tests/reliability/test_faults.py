@@ -143,13 +143,6 @@ def test_create_endpoint(rig):
     assert any(s.startswith("add veth") for s in steps)
 
 
-def test_join_recreating_the_veth(rig):
-    rig.create_network()
-    rig.create_endpoint()
-    steps = rig.every_step_fails_in_turn(rig.join, rig.call("Leave"))
-    assert any(s.startswith("attach") for s in steps)
-
-
 def test_program_external_connectivity(rig):
     rig.create_network()
     rig.create_endpoint()
