@@ -7,7 +7,8 @@ first attempt left behind or says clearly that something else holds the name.
 Teardown treats "already gone" as success.
 
 A netlink socket is opened per operation and closed with it: nothing is held
-between requests, and nothing is created when this module is imported.
+between requests, and nothing is created when this module is imported (nor
+is pyroute2 imported before the first operation; see ``datapath.netlink``).
 """
 from __future__ import annotations
 
@@ -15,10 +16,7 @@ import errno
 import ipaddress
 import logging
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
-from . import names
+from . import names, netlink
 from .errors import DatapathError, NameConflict
 from .model import BRIDGE_PREFIX, VETH_HOST_PREFIX, VETH_PEER_PREFIX, BridgeSpec, VethSpec
 from .steps import FaultHook, Steps
@@ -45,7 +43,7 @@ def _get_link(ipr, name: str):
     """The link message for ``name``, or None when no such device exists."""
     try:
         return ipr.link("get", ifname=name)[0]
-    except NetlinkError as exc:
+    except netlink.NetlinkError as exc:
         if exc.code == errno.ENODEV:
             return None
         raise
@@ -59,7 +57,7 @@ def _delete_index(ipr, index: int) -> None:
     """Delete a link; one that is already gone counts as deleted."""
     try:
         ipr.link("del", index=index)
-    except NetlinkError as exc:
+    except netlink.NetlinkError as exc:
         if exc.code != errno.ENODEV:
             raise
 
@@ -106,7 +104,7 @@ def _add_address(ipr, index: int, iface: ipaddress.IPv4Interface | ipaddress.IPv
         kwargs["flags"] = IFA_F_NODAD
     try:
         ipr.addr("add", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen, **kwargs)
-    except NetlinkError as exc:
+    except netlink.NetlinkError as exc:
         if exc.code == errno.EEXIST:
             return False
         raise
@@ -117,7 +115,7 @@ def _remove_address(ipr, index: int, iface: ipaddress.IPv4Interface | ipaddress.
     """Remove an address; one that is already gone counts as removed."""
     try:
         ipr.addr("del", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
-    except NetlinkError as exc:
+    except netlink.NetlinkError as exc:
         if exc.code not in (errno.EADDRNOTAVAIL, errno.ENODEV):
             raise
 
@@ -152,17 +150,17 @@ class Links:
 
     def check_bridge_name(self, name: str) -> None:
         names.validate_ifname(name, "bridge name")
-        with IPRoute() as ipr:
+        with netlink.connect() as ipr:
             _check_bridge_holder(ipr, name, _get_link(ipr, name))
 
     # -- queries -------------------------------------------------------------
 
     def link_exists(self, name: str) -> bool:
-        with IPRoute() as ipr:
+        with netlink.connect() as ipr:
             return _get_link(ipr, name) is not None
 
     def bridge_exists(self, name: str) -> bool:
-        with IPRoute() as ipr:
+        with netlink.connect() as ipr:
             link = _get_link(ipr, name)
             return link is not None and _kind(link) == "bridge"
 
@@ -171,7 +169,7 @@ class Links:
         IPv6 link-local and multicast: the subnets a new pool must not
         overlap."""
         found: dict = {}
-        with IPRoute() as ipr:
+        with netlink.connect() as ipr:
             for route in ipr.route("dump", table=MAIN_TABLE):
                 if not route.get("dst_len") or route.get("type") == RTN_MULTICAST:
                     continue
@@ -186,7 +184,7 @@ class Links:
         prefix (kind "" when the kernel reports none), except links tagged
         as another instance's. An untagged one is left from a crash between
         creating and tagging it."""
-        with IPRoute() as ipr:
+        with netlink.connect() as ipr:
             return {
                 link.get("ifname"): _kind(link)
                 for link in ipr.get_links()
@@ -204,7 +202,7 @@ class Links:
         names.validate_ifname(name, "bridge name")
         _check_reserved(name)  # before adding: creating docker0 would already be harm
         addresses = [ipaddress.ip_interface(a) for a in spec.addresses]
-        with IPRoute() as ipr, Steps(self.faults) as steps:
+        with netlink.connect() as ipr, Steps(self.faults) as steps:
             created = False
 
             def add():
@@ -212,7 +210,7 @@ class Links:
                 try:
                     ipr.link("add", ifname=name, kind="bridge")
                     created = True
-                except NetlinkError as exc:
+                except netlink.NetlinkError as exc:
                     if exc.code != errno.EEXIST:
                         raise
 
@@ -280,7 +278,7 @@ class Links:
         adopted. Already gone is success; a name now held by something other
         than a bridge is left alone."""
         name = spec.name
-        with IPRoute() as ipr, Steps(self.faults) as steps:
+        with netlink.connect() as ipr, Steps(self.faults) as steps:
             link = _get_link(ipr, name)
             if link is None:
                 return
@@ -307,7 +305,7 @@ class Links:
         host, peer = spec.host_name, spec.peer_name
         names.validate_ifname(host, "veth name")
         names.validate_ifname(peer, "veth peer name")
-        with IPRoute() as ipr, Steps(self.faults) as steps:
+        with netlink.connect() as ipr, Steps(self.faults) as steps:
             created = False
 
             def add():
@@ -315,7 +313,7 @@ class Links:
                 try:
                     ipr.link("add", ifname=host, kind="veth", peer={"ifname": peer})
                     created = True
-                except NetlinkError as exc:
+                except netlink.NetlinkError as exc:
                     if exc.code != errno.EEXIST:
                         raise
 
@@ -357,7 +355,7 @@ class Links:
         """Whether the pair of ``spec`` is as create_veth leaves it, checked
         with three lookups instead of create_veth's dozen netlink calls: the
         host end a veth, up, on the bridge, its peer in this namespace."""
-        with IPRoute() as ipr:
+        with netlink.connect() as ipr:
             host_link, peer_link = _get_link(ipr, spec.host_name), _get_link(ipr, spec.peer_name)
             if host_link is None or peer_link is None:
                 return False
@@ -390,7 +388,7 @@ class Links:
     def delete_veth(self, host_name: str) -> None:
         """Delete a veth pair by its host end (the peer goes with it, in
         whatever namespace it is). Already gone is success."""
-        with IPRoute() as ipr, Steps(self.faults) as steps:
+        with netlink.connect() as ipr, Steps(self.faults) as steps:
             link = _get_link(ipr, host_name)
             if link is None:
                 return
@@ -438,7 +436,7 @@ class Links:
         # per object made a restart with 1,000 endpoints and 200 networks
         # take over 5 s (make bench), and dockerd gives a managed plugin
         # about 10 s to listen.
-        with IPRoute() as ipr:
+        with netlink.connect() as ipr:
             present = {link.get("ifname"): link for link in ipr.get_links()}
             addresses = _addresses_by_index(ipr)
 

@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "serve":
         logging.config.dictConfig(logs.config_dict(settings.log_level, settings.log_format))
-        from .server import serve as run  # gunicorn and pyroute2 only when serving
+        from .server import serve as run  # gunicorn and flask only when serving
         run(settings)
         return 0
     return _inspect(settings, args.json)

@@ -35,17 +35,42 @@ class _Gunicorn(BaseApplication):
         return self._app
 
 
-def serve(settings: Settings) -> None:
-    plugin = build(settings)
-    plugin.store.initialise()
-    os.makedirs(settings.socket_dir, exist_ok=True)
+def _reconcile(plugin) -> int:
+    """Make the kernel match the store; the exit status for the child."""
     try:
         for change in plugin.network.reconcile():
             log.info("reconcile: %s", change)
     except Exception:
+        log.exception("reconcile at start failed")
+        return 1
+    return 0
+
+
+def _reconcile_in_child(plugin) -> None:
+    """Reconcile in a short-lived child, waited for before listening, so that
+    dockerd never meets stale kernel state. Its netlink work imports pyroute2
+    (about 20 MiB and 70 ms): in the master that memory would stay for good,
+    and be inherited by every worker before its first netlink request."""
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            status = _reconcile(plugin)
+        finally:
+            # Never return into the master's code (gunicorn would start twice).
+            os._exit(status)
+    status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    if status != 0:
         # Serving matters more: dockerd disables a plugin that does not
         # listen in time. Objects reconcile could not repair stay logged.
-        log.exception("reconcile at start failed; serving anyway")
+        log.error("reconcile at start did not finish (exit status %d); serving anyway", status)
+
+
+def serve(settings: Settings) -> None:
+    plugin = build(settings)
+    plugin.store.initialise()
+    os.makedirs(settings.socket_dir, exist_ok=True)
+    _reconcile_in_child(plugin)
     log.info("serving on %s (state in %s)", settings.socket_path, settings.state_dir)
     _Gunicorn(plugin.app, {
         "bind": [f"unix:{settings.socket_path}"],

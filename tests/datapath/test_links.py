@@ -588,6 +588,8 @@ def test_delete_bridge_leaves_a_name_now_held_by_a_non_bridge(kernel):
 
 
 def test_importing_datapath_opens_nothing_and_skips_pyroute2():
-    code = "import sys, datapath, datapath.model; assert 'pyroute2' not in sys.modules"
+    # pyroute2 waits for the first netlink operation (datapath.netlink).
+    code = ("import sys, datapath, datapath.model, datapath.links, datapath.firewall;"
+            " assert 'pyroute2' not in sys.modules")
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     subprocess.run([sys.executable, "-c", code], check=True, cwd=repo)
