@@ -10,35 +10,37 @@ from __future__ import annotations
 import logging
 import os
 
-from gunicorn.app.base import BaseApplication
-
 from . import logs
 from .config import Settings
-from .wiring import build
+from .store import Store
+from .wiring import build, build_network_driver
 
 log = logging.getLogger("pontoon")
 
 SOCKET_UMASK = 0o117  # socket mode 0660: root and the socket's group only
 
 
-class _Gunicorn(BaseApplication):
-    def __init__(self, app, options: dict):
-        self._app = app
-        self._options = options
-        super().__init__()
+def _gunicorn(app, options: dict):
+    """The gunicorn application, configured, not yet listening (``.run()``)."""
+    # Imported here, like Flask in wiring.build: both load while the
+    # reconcile child works (see serve).
+    from gunicorn.app.base import BaseApplication
 
-    def load_config(self) -> None:
-        for key, value in self._options.items():
-            self.cfg.set(key, value)
+    class Gunicorn(BaseApplication):
+        def load_config(self) -> None:
+            for key, value in options.items():
+                self.cfg.set(key, value)
 
-    def load(self):
-        return self._app
+        def load(self):
+            return app
+
+    return Gunicorn()
 
 
-def _reconcile(plugin) -> int:
+def _reconcile(network) -> int:
     """Make the kernel match the store; the exit status for the child."""
     try:
-        for change in plugin.network.reconcile():
+        for change in network.reconcile():
             log.info("reconcile: %s", change)
     except Exception:
         log.exception("reconcile at start failed")
@@ -46,19 +48,23 @@ def _reconcile(plugin) -> int:
     return 0
 
 
-def _reconcile_in_child(plugin) -> None:
-    """Reconcile in a short-lived child, waited for before listening, so that
-    dockerd never meets stale kernel state. Its netlink work imports pyroute2
-    (about 20 MiB and 70 ms): in the master that memory would stay for good,
-    and be inherited by every worker before its first netlink request."""
+def _start_reconcile(network) -> int:
+    """Reconcile in a short-lived child; returns its pid, for _wait_reconcile.
+    Its netlink work imports pyroute2 (about 20 MiB and 70 ms): in the master
+    that memory would stay for good, and be inherited by every worker before
+    its first netlink request."""
     pid = os.fork()
     if pid == 0:
         status = 1
         try:
-            status = _reconcile(plugin)
+            status = _reconcile(network)
         finally:
             # Never return into the master's code (gunicorn would start twice).
             os._exit(status)
+    return pid
+
+
+def _wait_reconcile(pid: int) -> None:
     status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
     if status != 0:
         # Serving matters more: dockerd disables a plugin that does not
@@ -67,12 +73,14 @@ def _reconcile_in_child(plugin) -> None:
 
 
 def serve(settings: Settings) -> None:
-    plugin = build(settings)
-    plugin.store.initialise()
+    store = Store(settings.state_dir)
+    store.initialise()
     os.makedirs(settings.socket_dir, exist_ok=True)
-    _reconcile_in_child(plugin)
-    log.info("serving on %s (state in %s)", settings.socket_path, settings.state_dir)
-    _Gunicorn(plugin.app, {
+    reconciling = _start_reconcile(build_network_driver(settings, store))
+    # Flask and gunicorn load while the child reconciles; the socket listens
+    # only once it is done, so dockerd never meets stale kernel state.
+    plugin = build(settings)
+    server = _gunicorn(plugin.app, {
         "bind": [f"unix:{settings.socket_path}"],
         "umask": SOCKET_UMASK,
         "workers": settings.workers,
@@ -88,4 +96,7 @@ def serve(settings: Settings) -> None:
         # gunicorn's control socket sits at one path per user: two Pontoon
         # instances would fight over it, and nothing here needs it.
         "control_socket_disable": True,
-    }).run()
+    })
+    _wait_reconcile(reconciling)
+    log.info("serving on %s (state in %s)", settings.socket_path, settings.state_dir)
+    server.run()

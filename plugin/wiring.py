@@ -4,8 +4,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
-
-from flask import Flask
+from typing import TYPE_CHECKING
 
 from datapath.firewall import Firewall
 from datapath.links import Links
@@ -14,9 +13,11 @@ from handlers import network
 from ipam_plugin import driver as ipam
 
 from . import testhook
-from .app import create_app
 from .config import Settings
 from .store import Store
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 
 @dataclass
@@ -35,16 +36,31 @@ def chain_prefix(name: str) -> str:
     return "PONTOON" + hashlib.sha256(name.encode()).hexdigest()[:4].upper()
 
 
+def _links(settings: Settings, crash) -> Links:
+    return Links(faults=crash, owner=settings.name, sysctl=Sysctl(settings.sysctl_net_dir))
+
+
+def build_network_driver(settings: Settings, store: Store, links=None, firewall=None) -> network.NetworkDriver:
+    """The network driver alone, without Flask: all the start-up reconcile
+    needs. ``links`` and ``firewall`` as for ``build``."""
+    crash = testhook.from_env()
+    firewall = firewall or Firewall(os.path.join(settings.state_dir, "firewall.lock"), faults=crash,
+                                    chain_prefix=chain_prefix(settings.name),
+                                    sysctl=Sysctl(settings.sysctl_net_dir))
+    return network.NetworkDriver(store.transaction, store.snapshot, links or _links(settings, crash), firewall)
+
+
 def build(settings: Settings, links=None, firewall=None) -> Plugin:
     """``links`` and ``firewall`` default to the real kernel ones; tests may
     hand in others (with fault hooks, say)."""
+    # Flask is imported here rather than with this module, so that the server
+    # can start its reconcile child (plugin.server) before paying for it.
+    from .app import create_app
+
     crash = testhook.from_env()
     store = Store(settings.state_dir, before_commit=crash and (lambda: crash(testhook.COMMIT)))
-    sysctl = Sysctl(settings.sysctl_net_dir)
-    links = links or Links(faults=crash, owner=settings.name, sysctl=sysctl)
-    firewall = firewall or Firewall(os.path.join(settings.state_dir, "firewall.lock"), faults=crash,
-                                    chain_prefix=chain_prefix(settings.name), sysctl=sysctl)
-    network_driver = network.NetworkDriver(store.transaction, store.snapshot, links, firewall)
+    links = links or _links(settings, crash)
+    network_driver = build_network_driver(settings, store, links, firewall)
     ipam_driver = ipam.IpamDriver(store.transaction, links.host_routes,
                                   settings.pools(v6=False), settings.pools(v6=True))
     app = create_app({**network.methods(network_driver), **ipam.methods(ipam_driver)})

@@ -1,5 +1,6 @@
-"""The start-up reconcile runs in a child the master waits for, so the master
-(and the workers it forks) never import pyroute2 for it."""
+"""The start-up reconcile runs in a child the master waits for before
+listening, so the master (and the workers it forks) never import pyroute2 for
+it, and Flask and gunicorn load meanwhile."""
 import os
 import subprocess
 import sys
@@ -9,8 +10,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 PROLOGUE = """
 import sys, types
 from plugin import server
-def plugin(reconcile):
-    return types.SimpleNamespace(network=types.SimpleNamespace(reconcile=reconcile))
+def reconcile_in_child(reconcile):
+    server._wait_reconcile(server._start_reconcile(types.SimpleNamespace(reconcile=reconcile)))
 """
 
 
@@ -27,7 +28,7 @@ def reconcile():
     import pyroute2
     pathlib.Path({str(done)!r}).write_text(str(os.getpid()))
     return []
-server._reconcile_in_child(plugin(reconcile))
+reconcile_in_child(reconcile)
 assert pathlib.Path({str(done)!r}).read_text() != str(os.getpid()), "ran in the master"
 assert "pyroute2" not in sys.modules
 print("master goes on")
@@ -36,13 +37,18 @@ print("master goes on")
     assert got.stdout == "master goes on\n"
 
 
+def test_the_server_module_leaves_flask_gunicorn_and_pyroute2_for_later():
+    got = run('assert not {"flask", "gunicorn", "pyroute2"} & set(sys.modules), sys.modules')
+    assert got.returncode == 0, got.stderr
+
+
 def test_a_failed_reconcile_is_logged_and_serving_goes_on():
     got = run("""
 import logging
 logging.basicConfig(level=logging.INFO)
 def reconcile():
     raise RuntimeError("netlink says no")
-server._reconcile_in_child(plugin(reconcile))
+reconcile_in_child(reconcile)
 print("master goes on")
 """)
     assert got.returncode == 0, got.stderr
