@@ -15,8 +15,6 @@ import os
 import signal
 from typing import Callable
 
-from flask import has_request_context, request
-
 ENV = "PONTOON_TEST_CRASH_AT"
 COMMIT = "commit"
 
@@ -27,6 +25,9 @@ def from_env() -> Hook | None:
     target = os.environ.get(ENV)
     if not target:
         return None
+    # Only now: importing this module must not load Flask (see plugin.server).
+    from flask import has_request_context, request
+
     method, _, step = target.partition(":")
     step, _, nth = step.partition("#")
     wanted = int(nth or 1)
