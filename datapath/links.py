@@ -39,6 +39,29 @@ ALIAS_PREFIX = "pontoon:"
 _LINK_LOCAL_V6 = ipaddress.ip_network("fe80::/10")
 
 
+def _add_link(steps: Steps, ipr, step: str, **attrs) -> bool:
+    """Add a link as a step, tolerating one that exists (a retry after a
+    crash); True when this call created it, and only then is it undone
+    (deleting one end of a veth removes both)."""
+    created = False
+
+    def add():
+        nonlocal created
+        try:
+            ipr.link("add", **attrs)
+            created = True
+        except netlink.NetlinkError as exc:
+            if exc.code != errno.EEXIST:
+                raise
+
+    def undo():
+        if created:
+            _delete_index(ipr, _get_link(ipr, attrs["ifname"])["index"])
+
+    steps.run(step, add, undo=undo)
+    return created
+
+
 def _get_link(ipr, name: str):
     """The link message for ``name``, or None when no such device exists."""
     try:
@@ -203,22 +226,7 @@ class Links:
         _check_reserved(name)  # before adding: creating docker0 would already be harm
         addresses = [ipaddress.ip_interface(a) for a in spec.addresses]
         with netlink.connect() as ipr, Steps(self.faults) as steps:
-            created = False
-
-            def add():
-                nonlocal created
-                try:
-                    ipr.link("add", ifname=name, kind="bridge")
-                    created = True
-                except netlink.NetlinkError as exc:
-                    if exc.code != errno.EEXIST:
-                        raise
-
-            def undo_add():
-                if created:
-                    _delete_index(ipr, _get_link(ipr, name)["index"])
-
-            steps.run(f"add bridge {name}", add, undo=undo_add)
+            created = _add_link(steps, ipr, f"add bridge {name}", ifname=name, kind="bridge")
             if created:
                 steps.run(f"tag {name}", lambda: ipr.link("set", ifname=name, ifalias=self.alias))
             link = _get_link(ipr, name)
@@ -306,27 +314,11 @@ class Links:
         names.validate_ifname(host, "veth name")
         names.validate_ifname(peer, "veth peer name")
         with netlink.connect() as ipr, Steps(self.faults) as steps:
-            created = False
-
-            def add():
-                nonlocal created
-                try:
-                    ipr.link("add", ifname=host, kind="veth", peer={"ifname": peer})
-                    created = True
-                except netlink.NetlinkError as exc:
-                    if exc.code != errno.EEXIST:
-                        raise
-
-            def undo_add():
-                # Only a pair this call added: an adopted one may belong to a
-                # stored endpoint (Join re-runs this on its pair), and a
-                # caller that knows an adopted pair is an orphan deletes it
-                # itself. Deleting one end removes both.
-                if created:
-                    _delete_index(ipr, _get_link(ipr, host)["index"])
-
-            step = f"add veth {host} peer {peer}"
-            steps.run(step, add, undo=undo_add)
+            # Only a pair this call added is undone: an adopted one may belong
+            # to a stored endpoint (Join re-runs this on its pair), and a
+            # caller that knows an adopted pair is an orphan deletes it itself.
+            _add_link(steps, ipr, f"add veth {host} peer {peer}",
+                      ifname=host, kind="veth", peer={"ifname": peer})
             host_link, peer_link = _get_link(ipr, host), _get_link(ipr, peer)
             self._check_pair(host, peer, host_link, peer_link)
             host_index, peer_index = host_link["index"], peer_link["index"]
