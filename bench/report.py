@@ -24,24 +24,24 @@ FIXES = {
              "requests (add, two lookups, tag ×2, MTU ×2, MAC ×2, bridge lookup, master, up) that "
              "one RTM_NEWLINK carrying the peer's name, MAC and MTU, the master and the alias would "
              "do. The longest call is DeleteEndpoint (about 20 ms at 1 client): the kernel's "
-             "veth deletion waits for RCU grace periods. Since it now runs after the commit, "
-             "replying first and deleting the pair in the background (a crash leaves an orphan "
-             "that reconcile removes) would take it off every `docker run --rm`, at the price of "
-             "the veth outliving the reply by those milliseconds.",
+             "veth deletion waits for RCU grace periods, inside the write lock so that a failed "
+             "delete changes nothing (docs/reliability.md); deleting it after the commit would "
+             "take it off the lock at the price of an orphan, removed only at the next start, "
+             "whenever that delete fails.",
     "burst": "With 30 starts at once every Pontoon call that changes state takes the store's "
              "write lock with its kernel work inside the transaction, so the calls of all "
              "containers queue behind one another (see the 16-client figures of 3); the builtin "
              "driver does its netlink work outside its store lock. Shortening the locked section "
-             "(the single-message veth above; DeleteEndpoint's veth delete already runs after the "
-             "commit) is the fix on our side.",
+             "(the single-message veth above, DeleteEndpoint's veth delete) is the fix on our side.",
     "pair16": "At 16 clients the time is queueing: every state-changing call holds the store's "
               "write lock (BEGIN IMMEDIATE) for its kernel work, so the calls of all clients "
               "serialise, and the 8 gunicorn threads are all waiting on that lock while the "
               "stateless calls wait for a thread (their p50 at 16 clients is the same queue). "
-              "p50 ≤ 10 ms for a pair at 16 clients needs each locked section under about 0.3 ms "
-              "or the kernel work moved out of the lock: create the veth pair before BEGIN "
-              "IMMEDIATE (its names derive from the endpoint ID, so no other request can take "
-              "them) and delete it again if the transaction refuses.",
+              "p50 ≤ 10 ms for a pair at 16 clients needs each locked section under about 0.3 ms. "
+              "Creating the veth before BEGIN IMMEDIATE was tried and did not move the pair: "
+              "each commit's fsync (about 7 per container cycle) and CreateNetwork/DeleteNetwork's "
+              "firewall work under the lock are the queue, so group commit (one fsync for several "
+              "requests) and the network calls' iptables work out of the lock are what is left.",
     "scale_network": "Every CreateNetwork runs iptables-save and iptables-restore of whole tables "
                      "for both families, twice (ensure_base, then add_network), to rewrite our "
                      "chains, so its cost grows with the rules of every network so far. Rendering "
