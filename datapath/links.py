@@ -62,6 +62,16 @@ def _add_link(steps: Steps, ipr, step: str, **attrs) -> bool:
     return created
 
 
+def _teardown_target(ipr, name: str, kind: str):
+    """The link to delete: None when it is already gone (success), or when
+    the name is now held by another kind of device, which is left alone."""
+    link = _get_link(ipr, name)
+    if link is not None and _kind(link) != kind:
+        log.warning('not touching "%s": it is a %s device now, not a %s', name, _kind(link) or "kindless", kind)
+        return None
+    return link
+
+
 def _get_link(ipr, name: str):
     """The link message for ``name``, or None when no such device exists."""
     try:
@@ -287,12 +297,8 @@ class Links:
         than a bridge is left alone."""
         name = spec.name
         with netlink.connect() as ipr, Steps(self.faults) as steps:
-            link = _get_link(ipr, name)
+            link = _teardown_target(ipr, name, "bridge")
             if link is None:
-                return
-            if _kind(link) != "bridge":
-                log.warning('not touching "%s": it is a %s device now, not a bridge',
-                            name, _kind(link) or "non-bridge")
                 return
             index = link["index"]
             if created:
@@ -381,12 +387,8 @@ class Links:
         """Delete a veth pair by its host end (the peer goes with it, in
         whatever namespace it is). Already gone is success."""
         with netlink.connect() as ipr, Steps(self.faults) as steps:
-            link = _get_link(ipr, host_name)
+            link = _teardown_target(ipr, host_name, "veth")
             if link is None:
-                return
-            if _kind(link) != "veth":
-                log.warning('not touching "%s": it is a %s device, not a veth',
-                            host_name, _kind(link) or "non-veth")
                 return
             steps.run(f"delete veth {host_name}", lambda: _delete_index(ipr, link["index"]))
 
