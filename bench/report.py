@@ -43,8 +43,8 @@ FIXES = {
               "firewall work under the lock are the queue, so group commit (one fsync for several "
               "requests) and the network calls' iptables work out of the lock are what is left.",
     "scale_network": "Every CreateNetwork runs iptables-save and iptables-restore of whole tables "
-                     "for both families, twice (ensure_base, then add_network), to rewrite our "
-                     "chains, so its cost grows with the rules of every network so far. Rendering "
+                     "for both families to rewrite our chains (twice until the separate "
+                     "ensure_base call was dropped, after this figure), so its cost grows with the rules of every network so far. Rendering "
                      "only the new network's chains and its jump rules for `iptables-restore "
                      "--noflush`, from the stored state instead of a full save, would make it "
                      "flat.",

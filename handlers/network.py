@@ -66,9 +66,9 @@ class NetworkDriver:
                 rollback.undo(f"delete bridge {bridge}", self._links.delete_bridge, spec, network["bridge_created"])
                 # Registered first: removing is idempotent and drops the base
                 # chains again when no other network needs them, so a failure
-                # in ensure_base or half-way through add_network leaves none.
+                # half-way through add_network leaves none. (add_network puts
+                # in the base chains and jumps it needs in the same restore.)
                 rollback.undo(f"remove firewall rules of {bridge}", self._firewall.remove_network, network_rules(network))
-                self._firewall.ensure_base()
                 self._firewall.add_network(network_rules(network))
                 tx.put_network(network)
             rollback.commit()
@@ -232,7 +232,6 @@ class NetworkDriver:
                 endpoint["portmap_request"] = portmap
                 endpoint["exposed"] = exposed or endpoint["exposed"]
                 if bindings:
-                    self._firewall.ensure_base()
                     self._firewall.add_ports(endpoint_ports(network, endpoint))
                     rollback.undo("remove published ports", self._firewall.remove_ports, endpoint_ports(network, endpoint))
                 for b in bindings:

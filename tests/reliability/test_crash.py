@@ -32,10 +32,9 @@ KILL_POINTS = [
     ("NetworkDriver.CreateNetwork", "set mtu"),
     ("NetworkDriver.CreateNetwork", "add address#2"),  # IPv4 gateway on, IPv6 not
     ("NetworkDriver.CreateNetwork", "set route_localnet"),
-    # A new instance has no chains yet: #1 are its base chains, #2 the network's.
-    ("NetworkDriver.CreateNetwork", "apply ipv6 firewall"),  # IPv4 base chains in, IPv6 not
-    ("NetworkDriver.CreateNetwork", "apply ipv4 firewall#2"),
-    ("NetworkDriver.CreateNetwork", "apply ipv6 firewall#2"),  # IPv4 rules in, IPv6 not
+    # One restore per family brings a new instance's base chains and the network's.
+    ("NetworkDriver.CreateNetwork", "apply ipv4 firewall"),
+    ("NetworkDriver.CreateNetwork", "apply ipv6 firewall"),  # IPv4 rules in, IPv6 not
     ("NetworkDriver.CreateNetwork", "commit"),
     ("NetworkDriver.CreateEndpoint", "add veth"),
     ("NetworkDriver.CreateEndpoint", "tag#2"),  # host end tagged, peer not

@@ -126,7 +126,7 @@ def fuzz(tmp_path_factory):
         client.ok("NetworkDriver.DeleteNetwork", {"NetworkID": nid})
     for pool in target.state()["store"]["pools"]:
         client.ok("IpamDriver.ReleasePool", {"PoolID": pool["id"]})
-    assert all(rows == [] for rows in target.state()["store"].values())
+    assert all(rows == [] for rows in target.state()["store"].values()), target.state()["store"]
     assert ours(raw_snapshot(), seen) == ours(before, seen)
 
 

@@ -92,9 +92,6 @@ class FakeFirewall:
         if what in self.fail:
             raise DatapathError(what, "injected failure")
 
-    def ensure_base(self) -> None:
-        self._maybe_fail("ensure_base")
-
     def add_network(self, rules) -> None:
         self._maybe_fail("add_network")
         self.networks[rules.network_id] = rules
