@@ -1,10 +1,18 @@
 """The NetworkDriver protocol: networks and endpoints, in the store and the kernel.
 
-Each state-changing method runs inside one store transaction (SQLite's write
-lock serialises them across workers) and a ``Rollback``: kernel and firewall
-changes are made first, each with its undo, and the store commit comes last.
-If anything fails, the undos run and the store keeps nothing; if the process
-dies before the commit, reconcile at the next start removes the orphans.
+Each state-changing method reads what it needs from a snapshot, makes its
+kernel and firewall changes under a ``Rollback`` (each with its undo), and
+commits last in one short store transaction, which checks again what a
+concurrent request may have changed meanwhile. Kernel work stays outside the
+store's write lock (SQLite's, shared by every worker and thread), so the
+requests of other containers never queue behind a veth being made or
+deleted. If anything fails, the undos run and the store keeps nothing; if
+the process dies before the commit, reconcile at the next start removes the
+orphans, or recreates what a delete had removed.
+
+Published host ports are the exception: they are picked from the stored
+ones, so ProgramExternalConnectivity does its firewall work inside the
+transaction.
 """
 from __future__ import annotations
 
@@ -49,27 +57,28 @@ class NetworkDriver:
         bridge = options.bridge_name or BRIDGE_PREFIX + network_id[:12]
         request = _canonical(body, "Options", "IPv4Data", "IPv6Data")
         self._links.check_bridge_name(bridge)
+        what = f"network {network_id}"
+        with self._snapshot() as tx:
+            if _already(tx.get_network(network_id), request, what):
+                return {}  # a retry of what is already done
+            _check_bridge_free(tx, bridge)
+        network = {"id": network_id, "bridge": bridge, "options": options.to_dict(),
+                   "ipv4": ipv4, "ipv6": ipv6, "request": request}
+        spec = bridge_spec(network)
         with Rollback() as rollback:
+            network["bridge_created"] = self._links.create_bridge(spec)
+            rollback.undo(f"delete bridge {bridge}", self._links.delete_bridge, spec, network["bridge_created"])
+            # Registered first: removing is idempotent and drops the base
+            # chains again when no other network needs them, so a failure
+            # half-way through add_network leaves none. (add_network puts
+            # in the base chains and jumps it needs in the same restore.)
+            rollback.undo(f"remove firewall rules of {bridge}", self._firewall.remove_network, network_rules(network))
+            self._firewall.add_network(network_rules(network))
             with self._tx() as tx:
-                existing = tx.get_network(network_id)
-                if existing is not None:
-                    if existing["request"] == request:
-                        return {}  # a retry of what is already done
-                    raise Conflict(f"network {network_id} already exists with different settings")
-                holder = tx.network_by_bridge(bridge)
-                if holder is not None:
-                    raise Conflict(f'bridge "{bridge}" already serves network {holder["id"]}')
-                network = {"id": network_id, "bridge": bridge, "options": options.to_dict(),
-                           "ipv4": ipv4, "ipv6": ipv6, "request": request}
-                spec = bridge_spec(network)
-                network["bridge_created"] = self._links.create_bridge(spec)
-                rollback.undo(f"delete bridge {bridge}", self._links.delete_bridge, spec, network["bridge_created"])
-                # Registered first: removing is idempotent and drops the base
-                # chains again when no other network needs them, so a failure
-                # half-way through add_network leaves none. (add_network puts
-                # in the base chains and jumps it needs in the same restore.)
-                rollback.undo(f"remove firewall rules of {bridge}", self._firewall.remove_network, network_rules(network))
-                self._firewall.add_network(network_rules(network))
+                if _already(tx.get_network(network_id), request, what):
+                    rollback.commit()  # the same request, done meanwhile: its bridge and rules
+                    return {}
+                _check_bridge_free(tx, bridge)
                 tx.put_network(network)
             rollback.commit()
         return {}
@@ -81,20 +90,25 @@ class NetworkDriver:
         end of a joined endpoint's veth cannot come back, but dockerd never
         deletes a network that still has endpoints in use."""
         network_id = body["NetworkID"]
+        with self._snapshot() as tx:
+            network = tx.get_network(network_id)
+            if network is None:
+                return {}  # dockerd forgets the network whatever we answer
+            endpoints = tx.list_endpoints(network_id)
         with Rollback() as rollback:
+            for endpoint in endpoints:
+                self._unpublish(network, endpoint, rollback)
+            rules = network_rules(network)
+            rollback.undo(f"restore firewall rules of {network['bridge']}", self._firewall.add_network, rules)
+            self._firewall.remove_network(rules)
+            for endpoint in endpoints:
+                self._delete_veth(network, endpoint, rollback)
+            self._links.delete_bridge(bridge_spec(network), network["bridge_created"])
             with self._tx() as tx:
-                network = tx.get_network(network_id)
-                if network is None:
-                    return {}  # dockerd forgets the network whatever we answer
-                endpoints = tx.list_endpoints(network_id)
-                for endpoint in endpoints:
-                    self._unpublish(tx, network, endpoint, rollback)
-                rules = network_rules(network)
-                rollback.undo(f"restore firewall rules of {network['bridge']}", self._firewall.add_network, rules)
-                self._firewall.remove_network(rules)
-                for endpoint in endpoints:
-                    self._delete_veth(tx, network, endpoint, rollback)
-                self._links.delete_bridge(bridge_spec(network), network["bridge_created"])
+                # Read again: dockerd creates no endpoint on a network it is
+                # deleting, but none may outlive its network in the store.
+                for endpoint in tx.list_endpoints(network_id):
+                    tx.delete_endpoint(endpoint["id"])
                 tx.delete_network(network_id)
             rollback.commit()
         return {}
@@ -114,54 +128,63 @@ class NetworkDriver:
         endpoint_options = body.get("Options") or {}
         exposed = ports.parse_exposed(endpoint_options)
         request = _canonical(body, "Interface", "Options")
+        what = f"endpoint {endpoint_id}"
+        addresses = [a for a in (addr4, addr6) if a is not None]
+        with self._snapshot() as tx:
+            network = self._network(tx, network_id)
+            existing = tx.get_endpoint(endpoint_id)
+            if _already(existing, request, what):
+                return _endpoint_reply(existing)
+            _check_unused(tx, network, addresses)
+        _check_in_pools("Interface.Address", addr4, network["ipv4"])
+        _check_in_pools("Interface.AddressIPv6", addr6, network["ipv6"])
+        host_name, peer_name = self._links.derive_names(endpoint_id)
+        endpoint = {
+            "id": endpoint_id, "network_id": network_id,
+            "address": str(addr4) if addr4 else "", "address_v6": str(addr6) if addr6 else "",
+            "mac": mac or self._links.derive_mac(str(addr4.ip) if addr4 else None, endpoint_id),
+            "mac_given": bool(mac), "host_veth": host_name, "peer_veth": peer_name,
+            "sandbox": "", "exposed": exposed, "ports": [], "request": request,
+        }
         with Rollback() as rollback:
+            # Registered first: if creating fails half-way, a pair it
+            # adopted (left by an attempt that crashed) goes too, since
+            # no stored endpoint owns it.
+            rollback.undo(f"delete veth {host_name}", self._links.delete_veth, host_name)
+            self._links.create_veth(veth_spec(network, endpoint))
             with self._tx() as tx:
-                network = self._network(tx, network_id)
+                # What a concurrent request may have changed since the snapshot.
+                self._network(tx, network_id)
                 existing = tx.get_endpoint(endpoint_id)
-                if existing is not None:
-                    if existing["request"] == request:
-                        return _endpoint_reply(existing)
-                    raise Conflict(f"endpoint {endpoint_id} already exists with different settings")
-                _check_in_pools("Interface.Address", addr4, network["ipv4"])
-                _check_in_pools("Interface.AddressIPv6", addr6, network["ipv6"])
-                _check_unused(tx, network, [a for a in (addr4, addr6) if a is not None])
-                host_name, peer_name = self._links.derive_names(endpoint_id)
-                endpoint = {
-                    "id": endpoint_id, "network_id": network_id,
-                    "address": str(addr4) if addr4 else "", "address_v6": str(addr6) if addr6 else "",
-                    "mac": mac or self._links.derive_mac(str(addr4.ip) if addr4 else None, endpoint_id),
-                    "mac_given": bool(mac), "host_veth": host_name, "peer_veth": peer_name,
-                    "sandbox": "", "exposed": exposed, "ports": [], "request": request,
-                }
-                # Registered first: if creating fails half-way, a pair it
-                # adopted (left by an attempt that crashed) goes too, since
-                # no stored endpoint owns it.
-                rollback.undo(f"delete veth {host_name}", self._links.delete_veth, host_name)
-                self._links.create_veth(veth_spec(network, endpoint))
-                tx.put_endpoint(endpoint)
+                if _already(existing, request, what):
+                    rollback.commit()  # the same request, done meanwhile: its veth
+                    return _endpoint_reply(existing)
+                _check_unused(tx, network, addresses)
+                tx.add_endpoint(endpoint)
             rollback.commit()
         return _endpoint_reply(endpoint)
 
     def delete_endpoint(self, body: dict) -> dict:
+        with self._snapshot() as tx:
+            endpoint = tx.get_endpoint(body["EndpointID"])
+            if endpoint is None:
+                return {}  # dockerd sends deletes for endpoints we may never have known
+            network = tx.get_network(endpoint["network_id"])
         with Rollback() as rollback:
+            if network is not None:
+                self._unpublish(network, endpoint, rollback)
+            self._delete_veth(network, endpoint, rollback)
             with self._tx() as tx:
-                endpoint = tx.get_endpoint(body["EndpointID"])
-                if endpoint is None:
-                    return {}  # dockerd sends deletes for endpoints we may never have known
-                network = tx.get_network(endpoint["network_id"])
-                if network is not None:
-                    self._unpublish(tx, network, endpoint, rollback)
-                self._delete_veth(tx, network, endpoint, rollback)
+                tx.delete_endpoint(endpoint["id"])
             rollback.commit()
         return {}
 
-    def _delete_veth(self, tx: NetworkStore, network: dict | None, endpoint: dict, rollback: Rollback) -> None:
+    def _delete_veth(self, network: dict | None, endpoint: dict, rollback: Rollback) -> None:
         """The last, least reversible step of removing an endpoint."""
         self._links.delete_veth(endpoint["host_veth"])
         if network is not None and not endpoint["sandbox"]:
             rollback.undo(f"recreate veth {endpoint['host_veth']}", self._links.create_veth,
                           veth_spec(network, endpoint))
-        tx.delete_endpoint(endpoint["id"])
 
     def endpoint_oper_info(self, body: dict) -> dict:
         with self._snapshot() as tx:
@@ -181,15 +204,17 @@ class NetworkDriver:
     def join(self, body: dict) -> dict:
         """{"NetworkID", "EndpointID", "SandboxKey": "/var/run/docker/netns/…", "Options"}"""
         sandbox = body.get("SandboxKey") or ""
-        with self._tx() as tx:
+        with self._snapshot() as tx:
             endpoint = self._endpoint(tx, body["EndpointID"])
             network = self._network(tx, endpoint["network_id"])
-            spec = veth_spec(network, endpoint)
-            if not endpoint["sandbox"] and not self._links.veth_intact(spec):
-                # SrcName must exist in the host namespace when Join returns;
-                # after a crash or a hand-deleted veth this brings it back.
-                # Checked first: rebuilding an intact pair cost most of Join.
-                self._links.create_veth(spec)
+        spec = veth_spec(network, endpoint)
+        if not endpoint["sandbox"] and not self._links.veth_intact(spec):
+            # SrcName must exist in the host namespace when Join returns;
+            # after a crash or a hand-deleted veth this brings it back.
+            # Checked first: rebuilding an intact pair cost most of Join.
+            self._links.create_veth(spec)
+        with self._tx() as tx:
+            endpoint = self._endpoint(tx, body["EndpointID"])
             endpoint["sandbox"] = sandbox
             tx.put_endpoint(endpoint)
         reply: dict = {"InterfaceName": {"SrcName": endpoint["peer_veth"],
@@ -214,18 +239,25 @@ class NetworkDriver:
         return {}
 
     # -- published ports ---------------------------------------------------------
+    # Host ports are picked and published under the store's write lock: two
+    # endpoints must never pick the same free port.
     def program_external_connectivity(self, body: dict) -> dict:
         """{"NetworkID", "EndpointID", "Options": {"com.docker.network.portmap": [...], ...exposedports}}"""
         endpoint_options = body.get("Options") or {}
         portmap = ports.parse_portmap(endpoint_options)
         exposed = ports.parse_exposed(endpoint_options)
+        with self._snapshot() as tx:
+            # Most containers publish nothing: then there is nothing to write.
+            if _programmed(self._endpoint(tx, body["EndpointID"]), portmap, exposed):
+                return {}
         with Rollback() as rollback:
             with self._tx() as tx:
                 endpoint = self._endpoint(tx, body["EndpointID"])
                 network = self._network(tx, endpoint["network_id"])
-                if endpoint["ports"] and endpoint.get("portmap_request") == portmap:
-                    return {}  # already programmed exactly so
-                self._unpublish(tx, network, endpoint, rollback)
+                if _programmed(endpoint, portmap, exposed):
+                    return {}
+                self._unpublish(network, endpoint, rollback)
+                _forget_ports(tx, endpoint)
                 bindings = ports.resolve(portmap, endpoint, network["options"]["host_binding_ipv4"],
                                          tx.ports_in_use, self._firewall.pick_host_port)
                 endpoint["ports"] = [b.__dict__ for b in bindings]
@@ -248,12 +280,15 @@ class NetworkDriver:
                     return {}  # dockerd revokes even what was never programmed
                 network = tx.get_network(endpoint["network_id"])
                 if network is not None:
-                    self._unpublish(tx, network, endpoint, rollback)
+                    self._unpublish(network, endpoint, rollback)
+                    _forget_ports(tx, endpoint)
                 tx.put_endpoint(endpoint)
             rollback.commit()
         return {}
 
-    def _unpublish(self, tx: NetworkStore, network: dict, endpoint: dict, rollback: Rollback) -> None:
+    def _unpublish(self, network: dict, endpoint: dict, rollback: Rollback) -> None:
+        """Remove the endpoint's published ports from the firewall (the
+        caller forgets them in the store)."""
         if not endpoint["ports"]:
             return
         published = endpoint_ports(network, endpoint)
@@ -262,9 +297,6 @@ class NetworkDriver:
         # the conntrack flush that follows).
         rollback.undo("restore published ports", self._firewall.add_ports, published)
         self._firewall.remove_ports(published)
-        tx.delete_ports(endpoint["id"])
-        endpoint["ports"] = []
-        endpoint.pop("portmap_request", None)
 
     # -- start-up ---------------------------------------------------------------
     def reconcile(self) -> list[str]:
@@ -367,16 +399,42 @@ def _check_unused(tx: NetworkStore, network: dict, addresses: list) -> None:
     """dockerd's IPAM never hands out an address twice, but a request that
     reuses one (a gateway, another endpoint's) would break both holders,
     and their MACs, derived from the address, would clash as well."""
-    wanted = {a.ip for a in addresses}
-    if not wanted:
-        return
     gateways = {ipaddress.ip_interface(d["gateway"]).ip for d in network["ipv4"] + network["ipv6"] if d["gateway"]}
-    if wanted & gateways:
-        raise Conflict(f"address {min(wanted & gateways, key=str)} is the gateway of network {network['id']}")
-    for other in tx.list_endpoints(network["id"]):
-        used = {ipaddress.ip_interface(other[k]).ip for k in ("address", "address_v6") if other[k]}
-        if wanted & used:
-            raise Conflict(f"address {min(wanted & used, key=str)} is already used by endpoint {other['id']}")
+    for ip in sorted((a.ip for a in addresses), key=str):
+        if ip in gateways:
+            raise Conflict(f"address {ip} is the gateway of network {network['id']}")
+        holder = tx.address_holder(network["id"], str(ip))
+        if holder is not None:
+            raise Conflict(f"address {ip} is already used by endpoint {holder}")
+
+
+def _already(existing: dict | None, request: str, what: str) -> bool:
+    """Whether ``existing`` is the result of this very request (a retry);
+    a different request for the same object is a conflict."""
+    if existing is None:
+        return False
+    if existing["request"] != request:
+        raise Conflict(f"{what} already exists with different settings")
+    return True
+
+
+def _check_bridge_free(tx: NetworkStore, bridge: str) -> None:
+    holder = tx.network_by_bridge(bridge)
+    if holder is not None:
+        raise Conflict(f'bridge "{bridge}" already serves network {holder["id"]}')
+
+
+def _programmed(endpoint: dict, portmap: list, exposed: list) -> bool:
+    """Whether ProgramExternalConnectivity would change nothing."""
+    if endpoint["ports"]:
+        return endpoint.get("portmap_request") == portmap
+    return not portmap and exposed in ([], endpoint["exposed"])
+
+
+def _forget_ports(tx: NetworkStore, endpoint: dict) -> None:
+    tx.delete_ports(endpoint["id"])
+    endpoint["ports"] = []
+    endpoint.pop("portmap_request", None)
 
 
 def methods(driver: NetworkDriver) -> dict:

@@ -32,6 +32,14 @@ CREATE TABLE IF NOT EXISTS endpoints (
     data TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS endpoints_by_network ON endpoints (network_id);
+-- Which endpoint holds an address of a network: CreateEndpoint refuses an
+-- address in use with one lookup rather than reading every endpoint.
+CREATE TABLE IF NOT EXISTS endpoint_ips (
+    network_id TEXT NOT NULL,
+    ip TEXT NOT NULL,
+    endpoint_id TEXT NOT NULL,
+    PRIMARY KEY (network_id, ip)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS ports (
     proto TEXT NOT NULL,
     host_port INTEGER NOT NULL,
@@ -99,6 +107,7 @@ class Store:
         with contextlib.closing(self._connect()) as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
+            _index_endpoint_ips(db)
 
     def _connect(self) -> sqlite3.Connection:
         # A connection per transaction: cheap while another stays open (see
@@ -161,14 +170,28 @@ class Transaction:
     def get_endpoint(self, endpoint_id: str) -> dict | None:
         return self._one("SELECT data FROM endpoints WHERE id = ?", endpoint_id)
 
+    def add_endpoint(self, endpoint: dict) -> None:
+        """A new endpoint, with its addresses claimed in its network."""
+        self.put_endpoint(endpoint)
+        _claim_ips(self._db, endpoint)
+
     def put_endpoint(self, endpoint: dict) -> None:
+        """Store a changed endpoint (its addresses never change)."""
         self._db.execute(
             "INSERT OR REPLACE INTO endpoints (id, network_id, data) VALUES (?, ?, ?)",
             (endpoint["id"], endpoint["network_id"], json.dumps(endpoint)),
         )
 
+    def address_holder(self, network_id: str, ip: str) -> str | None:
+        """The endpoint of ``network_id`` that holds ``ip`` (bare), if any."""
+        row = self._db.execute(
+            "SELECT endpoint_id FROM endpoint_ips WHERE network_id = ? AND ip = ?", (network_id, ip)
+        ).fetchone()
+        return None if row is None else row[0]
+
     def delete_endpoint(self, endpoint_id: str) -> None:
         self._db.execute("DELETE FROM endpoints WHERE id = ?", (endpoint_id,))
+        self._db.execute("DELETE FROM endpoint_ips WHERE endpoint_id = ?", (endpoint_id,))
         self._db.execute("DELETE FROM ports WHERE endpoint_id = ?", (endpoint_id,))
 
     def list_endpoints(self, network_id: str | None = None) -> list[dict]:
@@ -268,3 +291,22 @@ class Transaction:
 
     def _all(self, sql: str, *args) -> list[dict]:
         return [json.loads(r[0]) for r in self._db.execute(sql, args)]
+
+
+def _claim_ips(db: sqlite3.Connection, endpoint: dict) -> None:
+    for key in ("address", "address_v6"):
+        if endpoint.get(key):
+            db.execute(
+                "INSERT INTO endpoint_ips (network_id, ip, endpoint_id) VALUES (?, ?, ?)",
+                (endpoint["network_id"], endpoint[key].split("/")[0], endpoint["id"]),
+            )
+
+
+def _index_endpoint_ips(db: sqlite3.Connection) -> None:
+    """Fill endpoint_ips for endpoints stored before it existed (it is empty
+    then, and only then, while endpoints with addresses are stored)."""
+    db.execute("BEGIN IMMEDIATE")
+    if not db.execute("SELECT EXISTS (SELECT 1 FROM endpoint_ips)").fetchone()[0]:
+        for (data,) in db.execute("SELECT data FROM endpoints").fetchall():
+            _claim_ips(db, json.loads(data))
+    db.execute("COMMIT")

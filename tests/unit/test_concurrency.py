@@ -1,0 +1,94 @@
+"""Kernel work runs outside the store's write lock: what a request commits
+when another one changed the store while its veth or bridge was being made."""
+import json
+
+import pytest
+
+from plugin.store import Store
+
+from .test_network import EID, NID, net_body
+
+OTHER = "ef" * 32
+
+
+def endpoint_body(eid=EID, address="10.1.0.5/24"):
+    return {"NetworkID": NID, "EndpointID": eid, "Options": {},
+            "Interface": {"Address": address, "AddressIPv6": "", "MacAddress": ""}}
+
+
+def meanwhile(plugin, method: str, action) -> list:
+    """Run ``action`` once, inside the fake kernel's ``method``, as a
+    concurrent request would while this one works outside the lock; the
+    returned list receives what ``action`` returned."""
+    real = getattr(plugin.links, method)
+    results: list = []
+
+    def interleaved(*args):
+        setattr(plugin.links, method, real)  # the concurrent request calls it too
+        results.append(action())
+        return real(*args)
+
+    setattr(plugin.links, method, interleaved)
+    return results
+
+
+def test_endpoint_whose_network_goes_meanwhile_is_not_kept(plugin, client):
+    client.ok("NetworkDriver.CreateNetwork", net_body())
+    meanwhile(plugin, "create_veth", lambda: plugin.network.delete_network({"NetworkID": NID}))
+    status, reply = client.call("NetworkDriver.CreateEndpoint", endpoint_body())
+    # The fake refuses a veth on a bridge that is gone, as the kernel does.
+    assert status in (404, 500), reply
+    assert plugin.links.veths == {} and plugin.state()["store"]["endpoints"] == []
+
+
+def test_address_taken_meanwhile_is_refused_and_the_veth_goes(plugin, client):
+    client.ok("NetworkDriver.CreateNetwork", net_body())
+    meanwhile(plugin, "create_veth", lambda: plugin.network.create_endpoint(endpoint_body(OTHER)))
+    status, reply = client.call("NetworkDriver.CreateEndpoint", endpoint_body())
+    assert status == 409 and f"already used by endpoint {OTHER}" in reply["Err"]
+    assert list(plugin.links.veths) == ["ptv" + OTHER[:12]]
+    assert [e["id"] for e in plugin.state()["store"]["endpoints"]] == [OTHER]
+
+
+def test_the_same_endpoint_made_twice_at_once_keeps_one_veth(plugin, client):
+    client.ok("NetworkDriver.CreateNetwork", net_body())
+    done = meanwhile(plugin, "create_veth", lambda: plugin.network.create_endpoint(endpoint_body()))
+    reply = client.ok("NetworkDriver.CreateEndpoint", endpoint_body())
+    assert done == [reply]
+    assert list(plugin.links.veths) == ["ptv" + EID[:12]]
+    assert [e["id"] for e in plugin.state()["store"]["endpoints"]] == [EID]
+
+
+def test_the_same_network_made_twice_at_once_keeps_its_bridge_and_rules(plugin, client):
+    done = meanwhile(plugin, "create_bridge", lambda: plugin.network.create_network(net_body()))
+    client.ok("NetworkDriver.CreateNetwork", net_body())
+    assert done == [{}]
+    assert list(plugin.links.bridges) == ["pt-" + NID[:12]] and list(plugin.firewall.networks) == [NID]
+    assert [n["id"] for n in plugin.state()["store"]["networks"]] == [NID]
+
+
+def test_publishing_nothing_writes_nothing(plugin, client):
+    client.ok("NetworkDriver.CreateNetwork", net_body())
+    client.ok("NetworkDriver.CreateEndpoint", endpoint_body())
+    commits = []
+    plugin.store._before_commit = lambda: commits.append(1)
+    client.ok("NetworkDriver.ProgramExternalConnectivity",
+              {"NetworkID": NID, "EndpointID": EID, "Options": {}})
+    assert commits == []
+
+
+@pytest.mark.parametrize("v6", [False, True])
+def test_addresses_of_endpoints_stored_before_the_index_are_indexed(tmp_path, v6):
+    """A store written before endpoint_ips existed: its endpoints' addresses
+    still block reuse once the plugin starts."""
+    store = Store(str(tmp_path))
+    store.initialise()
+    address = "fd00::5/64" if v6 else "10.1.0.5/24"
+    endpoint = {"id": EID, "network_id": NID, "address": "" if v6 else address,
+                "address_v6": address if v6 else ""}
+    with store.transaction() as tx:
+        tx.put_endpoint(endpoint)  # as the older code stored it: no index rows
+    Store(str(tmp_path)).initialise()
+    with store.snapshot() as tx:
+        assert tx.address_holder(NID, address.split("/")[0]) == EID
+        assert json.loads(json.dumps(tx.get_endpoint(EID))) == endpoint
