@@ -14,6 +14,7 @@ which together implement ``handlers.store.NetworkStore`` and
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import sqlite3
@@ -83,20 +84,20 @@ class Store:
     def __init__(self, state_dir: str, before_commit: Callable[[], None] | None = None):
         self.state_dir = state_dir
         self.path = os.path.join(state_dir, DB_NAME)
-        # Writers of one process queue on this lock rather than in SQLite's
-        # busy handler, which polls with sleeps of up to 100 ms: with 16
-        # concurrent requests some waited seconds while later ones got the
-        # write lock first. Across gunicorn workers SQLite's lock still
-        # serialises.
+        # Writers queue on these locks rather than in SQLite's busy handler,
+        # which polls with sleeps of up to 100 ms: with 16 concurrent
+        # requests some waited seconds while later ones got the write lock
+        # first. The threads of a process queue on the threading lock, the
+        # gunicorn workers on an flock of a file beside the database (one
+        # open file per process: flock does not exclude holders of the same
+        # open file, which a forked worker would share with its parent).
         self._writer = threading.Lock()
-        # One idle connection per process, opened on first use and never
-        # closed. When the last connection to a WAL database closes, SQLite
-        # checkpoints the WAL into the database file (more fsyncs) and deletes
-        # it: with a connection per transaction that was every request, 3.7
-        # instead of 0.7 ms per transaction here. Keyed by pid because a
-        # connection must not be used across fork: a worker opens its own and
-        # leaves the one it inherited untouched.
-        self._held: dict[int, sqlite3.Connection] = {}
+        self._writer_file: tuple[int, int] | None = None  # (pid, fd)
+        # One connection per thread, kept open: opening and closing one per
+        # transaction was a fifth of a request's CPU under load, and when the
+        # last connection to a WAL database closes SQLite checkpoints the WAL
+        # into the database file (more fsyncs) and deletes it.
+        self._local = threading.local()
         # Test hook (plugin.testhook): runs after a request's work and just
         # before its COMMIT. Production passes None.
         self._before_commit = before_commit
@@ -104,43 +105,62 @@ class Store:
     def initialise(self) -> None:
         """Create the state dir and tables; called once by the server at start."""
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
-        with contextlib.closing(self._connect()) as db:
+        with contextlib.closing(sqlite3.connect(self.path, isolation_level=None)) as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
             _index_endpoint_ips(db)
 
     def _connect(self) -> sqlite3.Connection:
-        # A connection per transaction: cheap while another stays open (see
-        # _held), and never shared across gunicorn's fork or between threads.
-        if os.getpid() not in self._held:
-            self._held[os.getpid()] = sqlite3.connect(self.path, check_same_thread=False)
-        db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-        db.execute("PRAGMA synchronous=FULL")
-        return db
+        """This thread's connection. Keyed by pid as well: a connection must
+        not be used across fork, so a gunicorn worker opens its own and
+        leaves the one its thread inherited untouched."""
+        local = self._local
+        if getattr(local, "pid", None) != os.getpid():
+            local.db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            local.db.execute("PRAGMA synchronous=FULL")
+            local.pid = os.getpid()
+        return local.db
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator["Transaction"]:
         """A write transaction: committed on normal exit, rolled back on error."""
-        with self._writer, contextlib.closing(self._connect()) as db:
+        with self._writer, self._across_workers():
+            db = self._connect()
             db.execute("BEGIN IMMEDIATE")
             try:
                 yield Transaction(db)
+                if self._before_commit is not None:
+                    self._before_commit()
+                db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                # Also after a failed COMMIT: the connection is kept, and must
+                # not stay inside a transaction.
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
-            if self._before_commit is not None:
-                self._before_commit()
-            db.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def _across_workers(self) -> Iterator[None]:
+        """Hold the flock of the writer file (called with ``_writer`` held)."""
+        if self._writer_file is None or self._writer_file[0] != os.getpid():
+            fd = os.open(self.path + ".writer", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self._writer_file = (os.getpid(), fd)
+        fd = self._writer_file[1]
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator["Transaction"]:
         """A read-only view, for answers that change nothing."""
-        with contextlib.closing(self._connect()) as db:
-            db.execute("BEGIN")
-            try:
-                yield Transaction(db)
-            finally:
-                db.execute("ROLLBACK")
+        db = self._connect()
+        db.execute("BEGIN")
+        try:
+            yield Transaction(db)
+        finally:
+            db.execute("ROLLBACK")
 
 
 class Transaction:
