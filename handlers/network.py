@@ -273,11 +273,14 @@ class NetworkDriver:
         return {}
 
     def revoke_external_connectivity(self, body: dict) -> dict:
+        with self._snapshot() as tx:
+            if not _published(tx.get_endpoint(body["EndpointID"])):
+                return {}  # dockerd revokes even what was never programmed
         with Rollback() as rollback:
             with self._tx() as tx:
                 endpoint = tx.get_endpoint(body["EndpointID"])
-                if endpoint is None or not endpoint["ports"]:
-                    return {}  # dockerd revokes even what was never programmed
+                if not _published(endpoint):
+                    return {}
                 network = tx.get_network(endpoint["network_id"])
                 if network is not None:
                     self._unpublish(network, endpoint, rollback)
@@ -429,6 +432,10 @@ def _programmed(endpoint: dict, portmap: list, exposed: list) -> bool:
     if endpoint["ports"]:
         return endpoint.get("portmap_request") == portmap
     return not portmap and exposed in ([], endpoint["exposed"])
+
+
+def _published(endpoint: dict | None) -> bool:
+    return endpoint is not None and bool(endpoint["ports"])
 
 
 def _forget_ports(tx: NetworkStore, endpoint: dict) -> None:
