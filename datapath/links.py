@@ -62,6 +62,13 @@ def _add_link(steps: Steps, ipr, step: str, **attrs) -> bool:
     return created
 
 
+def _hairpin_on() -> dict:
+    """IFLA_LINKINFO that turns hairpin on for a bridge port, for a link
+    request that also carries other attributes (a brport request cannot)."""
+    return {"attrs": [("IFLA_INFO_SLAVE_KIND", "bridge"),
+                      ("IFLA_INFO_SLAVE_DATA", {"attrs": [("IFLA_BRPORT_MODE", 1)]})]}
+
+
 def _teardown_target(ipr, name: str, kind: str):
     """The link to delete: None when it is already gone (success), or when
     the name is now held by another kind of device, which is left alone."""
@@ -312,47 +319,53 @@ class Links:
     # -- veth pairs ----------------------------------------------------------
 
     def create_veth(self, spec: VethSpec) -> None:
-        """Make the veth pair of ``spec``: host end enslaved to the bridge and
-        up, peer end down in this namespace with its MAC, waiting for dockerd
-        to move it into the sandbox. A pair left by an earlier attempt under
-        the same names is adopted and brought into shape."""
+        """Make the veth pair of ``spec``: host end enslaved to the bridge,
+        hairpin on and up, peer end down in this namespace with its MAC,
+        waiting for dockerd to move it into the sandbox; both ends tagged. A
+        pair left by an earlier attempt under the same names is adopted and
+        brought into shape."""
         host, peer = spec.host_name, spec.peer_name
         names.validate_ifname(host, "veth name")
         names.validate_ifname(peer, "veth peer name")
+        mtu = {"mtu": spec.mtu} if spec.mtu else {}
+        host_shape = dict(address=names.host_end_mac(host), state="up", **mtu)
         with netlink.connect() as ipr, Steps(self.faults) as steps:
-            # Only a pair this call added is undone: an adopted one may belong
-            # to a stored endpoint (Join re-runs this on its pair), and a
-            # caller that knows an adopted pair is an orphan deletes it itself.
-            _add_link(steps, ipr, f"add veth {host} peer {peer}",
-                      ifname=host, kind="veth", peer={"ifname": peer})
-            host_link, peer_link = _get_link(ipr, host), _get_link(ipr, peer)
-            self._check_pair(host, peer, host_link, peer_link)
-            host_index, peer_index = host_link["index"], peer_link["index"]
-            steps.run(f"tag {host}", lambda: ipr.link("set", index=host_index, ifalias=self.alias))
-            steps.run(f"tag {peer}", lambda: ipr.link("set", index=peer_index, ifalias=self.alias))
-
-            if spec.mtu:
-                steps.run(f"set mtu {spec.mtu} on {host}",
-                          lambda: ipr.link("set", index=host_index, mtu=spec.mtu))
-                steps.run(f"set mtu {spec.mtu} on {peer}",
-                          lambda: ipr.link("set", index=peer_index, mtu=spec.mtu))
-            steps.run(f"set mac {spec.mac} on {peer}",
-                      lambda: ipr.link("set", index=peer_index, address=spec.mac))
-            steps.run(f"set mac of {host}",
-                      lambda: ipr.link("set", index=host_index, address=names.host_end_mac(host)))
-            steps.run(f"attach {host} to {spec.bridge}",
-                      lambda: ipr.link("set", index=host_index, master=self._bridge_index(ipr, spec.bridge)))
-            # Hairpin: a container reaching its own published port through the
-            # host's address has its packet DNATed back to itself while it is
-            # still being bridged (br_netfilter), so the bridge must be allowed
-            # to send the frame out of the port it came in on.
-            steps.run(f"set hairpin on {host}", lambda: ipr.brport("set", index=host_index, mode=1))
-            steps.run(f"set {host} up", lambda: ipr.link("set", index=host_index, state="up"))
+            bridge_index = steps.run(f"find bridge {spec.bridge}", lambda: self._bridge_index(ipr, spec.bridge))
+            # One RTM_NEWLINK makes the pair in its final shape (MACs, MTUs,
+            # host end on the bridge and up) rather than a request per
+            # attribute: pyroute2's cost per request was most of
+            # CreateEndpoint (docs/benchmarks.md). Only a pair this call added
+            # is undone: an adopted one may belong to a stored endpoint (Join
+            # re-runs this on its pair), and a caller that knows an adopted
+            # pair is an orphan deletes it itself.
+            created = _add_link(steps, ipr, f"add veth {host} peer {peer}", ifname=host, kind="veth",
+                                master=bridge_index, **host_shape,
+                                peer={"ifname": peer, "address": spec.mac, **mtu})
+            peer_shape = {}
+            if not created:
+                self._check_pair(host, peer, _get_link(ipr, host), _get_link(ipr, peer))
+                # A pair left by a crash, or by a concurrent request for the
+                # same endpoint, may lack any of what the add would have set.
+                steps.run(f"shape {host} onto {spec.bridge}",
+                          lambda: ipr.link("set", ifname=host, master=bridge_index, **host_shape))
+                peer_shape = dict(address=spec.mac, **mtu)
+            # The kernel ignores IFLA_IFALIAS in the RTM_NEWLINK that creates a
+            # link, and refuses bridge-port flags there (IFLA_PROTINFO:
+            # EOPNOTSUPP; IFLA_INFO_SLAVE_DATA: silently dropped), so the tag
+            # and hairpin follow in one request on the enslaved host end.
+            # Hairpin: a container reaching its own published port through
+            # the host's address has its packet DNATed back to itself while it
+            # is still being bridged (br_netfilter), so the bridge must be
+            # allowed to send the frame out of the port it came in on.
+            steps.run(f"tag {host}, hairpin on",
+                      lambda: ipr.link("set", ifname=host, ifalias=self.alias, IFLA_LINKINFO=_hairpin_on()))
+            steps.run(f"tag {peer}", lambda: ipr.link("set", ifname=peer, ifalias=self.alias, **peer_shape))
 
     def veth_intact(self, spec: VethSpec) -> bool:
         """Whether the pair of ``spec`` is as create_veth leaves it, checked
-        with three lookups instead of create_veth's dozen netlink calls: the
-        host end a veth, up, on the bridge, its peer in this namespace."""
+        with three lookups instead of re-running create_veth (seven requests
+        on a pair that exists): the host end a veth, up, on the bridge, its
+        peer in this namespace."""
         with netlink.connect() as ipr:
             host_link, peer_link = _get_link(ipr, spec.host_name), _get_link(ipr, spec.peer_name)
             if host_link is None or peer_link is None:

@@ -310,9 +310,13 @@ def test_create_veth_step_names(kernel, bridge_spec):
     spec = VethSpec(host, peer, bridge_spec.name, "02:42:0a:00:00:02", mtu=1400)
     steps = record_steps(lambda links: links.create_veth(spec))
     assert steps == [
-        f"add veth {host} peer {peer}", f"tag {host}", f"tag {peer}", f"set mtu 1400 on {host}", f"set mtu 1400 on {peer}",
-        f"set mac 02:42:0a:00:00:02 on {peer}", f"set mac of {host}",
-        f"attach {host} to {bridge_spec.name}", f"set hairpin on {host}", f"set {host} up",
+        f"find bridge {bridge_spec.name}", f"add veth {host} peer {peer}", f"tag {host}, hairpin on", f"tag {peer}",
+    ]
+    # A pair that exists is adopted and brought into shape.
+    steps = record_steps(lambda links: links.create_veth(spec))
+    assert steps == [
+        f"find bridge {bridge_spec.name}", f"add veth {host} peer {peer}", f"shape {host} onto {bridge_spec.name}",
+        f"tag {host}, hairpin on", f"tag {peer}",
     ]
 
 
@@ -346,8 +350,9 @@ def test_create_and_delete_veth_idempotent(kernel, bridge_spec):
         h, p = link_info(host), link_info(peer)
         assert h["linkinfo"]["info_kind"] == "veth" and h["master"] == bridge_spec.name
         assert "UP" in h["flags"] and h["mtu"] == 1400
-        assert h["address"].startswith("fe:")
+        assert h["address"].startswith("fe:") and h["linkinfo"]["info_slave_data"]["hairpin"] is True
         assert p["address"] == mac and p["mtu"] == 1400 and "UP" not in p["flags"]
+        assert h["ifalias"] == p["ifalias"] == "pontoon:pontoon"
     assert links.pontoon_links()[host] == "veth"
     links.delete_veth(host)
     assert link_info(host) is None and link_info(peer) is None
@@ -362,9 +367,11 @@ def test_create_veth_completes_a_partial_pair(kernel, bridge_spec):
     kernel.link(host)
     ip("link", "add", host, "type", "veth", "peer", "name", peer)
     links.create_veth(VethSpec(host, peer, bridge_spec.name, "02:42:0a:00:00:09", mtu=1400))
-    h = link_info(host)
+    h, p = link_info(host), link_info(peer)
     assert h["master"] == bridge_spec.name and "UP" in h["flags"] and h["mtu"] == 1400
-    assert link_info(peer)["address"] == "02:42:0a:00:00:09"
+    assert h["address"].startswith("fe:") and h["linkinfo"]["info_slave_data"]["hairpin"] is True
+    assert p["address"] == "02:42:0a:00:00:09" and p["mtu"] == 1400
+    assert h["ifalias"] == p["ifalias"] == "pontoon:pontoon"
 
 
 def test_veth_intact_only_for_a_complete_pair(kernel, bridge_spec):
@@ -411,7 +418,7 @@ def test_create_veth_on_missing_bridge_names_the_step(kernel):
     bridge = new_bridge_name()
     with pytest.raises(DatapathError) as err:
         Links().create_veth(VethSpec(host, peer, bridge, "02:42:0a:00:00:09"))
-    assert err.value.step == f"attach {host} to {bridge}"
+    assert err.value.step == f"find bridge {bridge}"
     assert f'bridge "{bridge}" does not exist' in str(err.value)
     assert link_info(host) is None
 
