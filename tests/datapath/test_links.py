@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from datapath import rtnl
 from datapath.errors import DatapathError, InvalidName, NameConflict
 from datapath.links import Links
 from datapath.model import BridgeSpec, VethSpec
@@ -410,6 +411,24 @@ def test_create_veth_refuses_names_held_by_others(kernel, bridge_spec):
     with pytest.raises(NameConflict, match=f'its peer is not "{peer}"'):
         links.create_veth(VethSpec(host, peer, bridge_spec.name, "02:42:0a:00:00:09"))
     assert link_info(host) is not None and link_info(other) is not None
+
+
+def test_veth_whose_peer_moved_away_is_neither_intact_nor_adopted(kernel, bridge_spec):
+    links = Links()
+    links.create_bridge(bridge_spec)
+    host, peer = links.derive_names(new_endpoint_id())
+    kernel.link(host)
+    ns = kernel.netns("pt-test-" + suffix())
+    spec = VethSpec(host, peer, bridge_spec.name, "02:42:0a:00:00:0b")
+    links.create_veth(spec)
+    ip("link", "set", peer, "netns", ns)
+    with rtnl.Rtnl() as nl:
+        assert nl.get(host).link_netnsid is not None, "the peer's index is another namespace's"
+    assert not links.veth_intact(spec)
+    with pytest.raises(NameConflict, match=f'its peer is not "{peer}"'):
+        links.create_veth(spec)
+    links.delete_veth(host)
+    assert link_info(host) is None and link_info(peer, ns) is None
 
 
 def test_create_veth_on_missing_bridge_names_the_step(kernel):
