@@ -6,8 +6,9 @@ stop, and pyroute2 spent about 0.25 ms of Python per request (its generic
 message classes build and decode every attribute of a reply; opening an
 IPRoute adds 0.4 ms), while the kernel answers a link lookup in about 0.01 ms.
 Here a request is a few ``struct.pack`` calls and a reply is decoded only for
-the attributes ``datapath.links`` reads. A socket costs about 0.04 ms, so one
-is still opened per operation and nothing outlives it.
+the attributes ``datapath.links`` reads. Opening and closing a socket costs
+about 0.006 ms, so one is still opened per operation and nothing outlives it
+(no socket to keep per thread, nor to guard across fork or setns).
 
 Errors are ``NetlinkError`` (an ``OSError``: ``errno`` and the kernel's
 extended message when it gives one).
@@ -168,6 +169,8 @@ class Rtnl:
                                        flags | NLM_F_REQUEST | NLM_F_ACK, seq, 0) + body)
         replies = []
         while True:
+            # Ample: without RTEXT_FILTER_VF and with stats skipped, a link's
+            # reply is under 2 KiB.
             data = self._sock.recv(65536)
             offset = 0
             while offset + _NLMSGHDR.size <= len(data):
