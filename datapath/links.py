@@ -9,6 +9,8 @@ Teardown treats "already gone" as success.
 A netlink socket is opened per operation and closed with it: nothing is held
 between requests, and nothing is created when this module is imported (nor
 is pyroute2 imported before the first operation; see ``datapath.netlink``).
+Veth pairs, made and removed on every container start and stop, use the
+link requests of ``datapath.rtnl`` instead of pyroute2 (see there why).
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import errno
 import ipaddress
 import logging
 
-from . import names, netlink
+from . import names, netlink, rtnl
 from .errors import DatapathError, NameConflict
 from .model import BRIDGE_PREFIX, VETH_HOST_PREFIX, VETH_PEER_PREFIX, BridgeSpec, VethSpec
 from .steps import FaultHook, Steps
@@ -25,7 +27,6 @@ from .sysctl import Sysctl
 log = logging.getLogger(__name__)
 
 MAIN_TABLE = 254
-IFF_UP = 0x1
 IFA_F_NODAD = 0x02
 RTN_MULTICAST = 5
 
@@ -41,8 +42,7 @@ _LINK_LOCAL_V6 = ipaddress.ip_network("fe80::/10")
 
 def _add_link(steps: Steps, ipr, step: str, **attrs) -> bool:
     """Add a link as a step, tolerating one that exists (a retry after a
-    crash); True when this call created it, and only then is it undone
-    (deleting one end of a veth removes both)."""
+    crash); True when this call created it, and only then is it undone."""
     created = False
 
     def add():
@@ -62,14 +62,26 @@ def _add_link(steps: Steps, ipr, step: str, **attrs) -> bool:
     return created
 
 
-def _teardown_target(ipr, name: str, kind: str):
-    """The link to delete: None when it is already gone (success), or when
-    the name is now held by another kind of device, which is left alone."""
-    link = _get_link(ipr, name)
-    if link is not None and _kind(link) != kind:
-        log.warning('not touching "%s": it is a %s device now, not a %s', name, _kind(link) or "kindless", kind)
-        return None
-    return link
+def _foreign(name: str, kind: str, found: str) -> bool:
+    """Whether the link ``name``, about to be deleted as a ``kind``, is now
+    another kind of device (``found``), which is left alone."""
+    if found == kind:
+        return False
+    log.warning('not touching "%s": it is a %s device now, not a %s', name, found or "kindless", kind)
+    return True
+
+
+def _bridge_index(nl: rtnl.Rtnl, name: str) -> int:
+    link = nl.get(name)
+    if link is None or link.kind != "bridge":
+        raise LookupError(f'bridge "{name}" does not exist')
+    return link.index
+
+
+def _delete_link(nl: rtnl.Rtnl, name: str) -> None:
+    link = nl.get(name)
+    if link is not None:
+        nl.delete(link.index)
 
 
 def _get_link(ipr, name: str):
@@ -275,7 +287,7 @@ class Links:
             for iface in addresses:
                 self._add_address_step(steps, ipr, name, index, iface)
 
-            was_up = bool(link.get("flags", 0) & IFF_UP)
+            was_up = bool(link.get("flags", 0) & rtnl.IFF_UP)
             steps.run(f"set {name} up", lambda: ipr.link("set", index=index, state="up"),
                       undo=lambda: was_up or ipr.link("set", index=index, state="down"))
             return created
@@ -297,8 +309,8 @@ class Links:
         than a bridge is left alone."""
         name = spec.name
         with netlink.connect() as ipr, Steps(self.faults) as steps:
-            link = _teardown_target(ipr, name, "bridge")
-            if link is None:
+            link = _get_link(ipr, name)
+            if link is None or _foreign(name, "bridge", _kind(link)):
                 return
             index = link["index"]
             if created:
@@ -312,85 +324,84 @@ class Links:
     # -- veth pairs ----------------------------------------------------------
 
     def create_veth(self, spec: VethSpec) -> None:
-        """Make the veth pair of ``spec``: host end enslaved to the bridge and
-        up, peer end down in this namespace with its MAC, waiting for dockerd
-        to move it into the sandbox. A pair left by an earlier attempt under
-        the same names is adopted and brought into shape."""
+        """Make the veth pair of ``spec``: host end enslaved to the bridge,
+        hairpin on and up, peer end down in this namespace with its MAC,
+        waiting for dockerd to move it into the sandbox; both ends tagged. A
+        pair left by an earlier attempt under the same names is adopted and
+        brought into shape."""
         host, peer = spec.host_name, spec.peer_name
         names.validate_ifname(host, "veth name")
         names.validate_ifname(peer, "veth peer name")
-        with netlink.connect() as ipr, Steps(self.faults) as steps:
+        host_shape = dict(address=names.host_end_mac(host), mtu=spec.mtu, up=True)
+        with rtnl.Rtnl() as nl, Steps(self.faults) as steps:
+            bridge_index = steps.run(f"find bridge {spec.bridge}", lambda: _bridge_index(nl, spec.bridge))
+            created = False
+
+            def add():
+                nonlocal created
+                # One RTM_NEWLINK makes the pair in its final shape (MACs,
+                # MTUs, host end on the bridge and up) rather than a request
+                # per attribute.
+                created = nl.add_veth(host, peer, peer_address=spec.mac, master=bridge_index, **host_shape)
+
             # Only a pair this call added is undone: an adopted one may belong
             # to a stored endpoint (Join re-runs this on its pair), and a
             # caller that knows an adopted pair is an orphan deletes it itself.
-            _add_link(steps, ipr, f"add veth {host} peer {peer}",
-                      ifname=host, kind="veth", peer={"ifname": peer})
-            host_link, peer_link = _get_link(ipr, host), _get_link(ipr, peer)
-            self._check_pair(host, peer, host_link, peer_link)
-            host_index, peer_index = host_link["index"], peer_link["index"]
-            steps.run(f"tag {host}", lambda: ipr.link("set", index=host_index, ifalias=self.alias))
-            steps.run(f"tag {peer}", lambda: ipr.link("set", index=peer_index, ifalias=self.alias))
-
-            if spec.mtu:
-                steps.run(f"set mtu {spec.mtu} on {host}",
-                          lambda: ipr.link("set", index=host_index, mtu=spec.mtu))
-                steps.run(f"set mtu {spec.mtu} on {peer}",
-                          lambda: ipr.link("set", index=peer_index, mtu=spec.mtu))
-            steps.run(f"set mac {spec.mac} on {peer}",
-                      lambda: ipr.link("set", index=peer_index, address=spec.mac))
-            steps.run(f"set mac of {host}",
-                      lambda: ipr.link("set", index=host_index, address=names.host_end_mac(host)))
-            steps.run(f"attach {host} to {spec.bridge}",
-                      lambda: ipr.link("set", index=host_index, master=self._bridge_index(ipr, spec.bridge)))
-            # Hairpin: a container reaching its own published port through the
-            # host's address has its packet DNATed back to itself while it is
-            # still being bridged (br_netfilter), so the bridge must be allowed
-            # to send the frame out of the port it came in on.
-            steps.run(f"set hairpin on {host}", lambda: ipr.brport("set", index=host_index, mode=1))
-            steps.run(f"set {host} up", lambda: ipr.link("set", index=host_index, state="up"))
+            steps.run(f"add veth {host} peer {peer}", add, undo=lambda: created and _delete_link(nl, host))
+            peer_shape = {}
+            if not created:
+                self._check_pair(host, peer, nl.get(host), nl.get(peer))
+                # A pair left by a crash, or by a concurrent request for the
+                # same endpoint, may lack any of what the add would have set.
+                steps.run(f"shape {host} onto {spec.bridge}",
+                          lambda: nl.set(host, master=bridge_index, **host_shape))
+                peer_shape = dict(address=spec.mac, mtu=spec.mtu)
+            # The kernel ignores IFLA_IFALIAS in the RTM_NEWLINK that creates a
+            # link, and refuses bridge-port flags there (IFLA_PROTINFO:
+            # EOPNOTSUPP; IFLA_INFO_SLAVE_DATA: silently dropped), so the tag
+            # and hairpin follow in one request on the enslaved host end.
+            # Hairpin: a container reaching its own published port through
+            # the host's address has its packet DNATed back to itself while it
+            # is still being bridged (br_netfilter), so the bridge must be
+            # allowed to send the frame out of the port it came in on.
+            steps.run(f"tag {host}, hairpin on", lambda: nl.set(host, alias=self.alias, hairpin=True))
+            steps.run(f"tag {peer}", lambda: nl.set(peer, alias=self.alias, **peer_shape))
 
     def veth_intact(self, spec: VethSpec) -> bool:
         """Whether the pair of ``spec`` is as create_veth leaves it, checked
-        with three lookups instead of create_veth's dozen netlink calls: the
-        host end a veth, up, on the bridge, its peer in this namespace."""
-        with netlink.connect() as ipr:
-            host_link, peer_link = _get_link(ipr, spec.host_name), _get_link(ipr, spec.peer_name)
+        with three lookups instead of re-running create_veth (seven requests
+        on a pair that exists): the host end a veth, up, on the bridge, its
+        peer in this namespace."""
+        with rtnl.Rtnl() as nl:
+            host_link, peer_link = nl.get(spec.host_name), nl.get(spec.peer_name)
             if host_link is None or peer_link is None:
                 return False
             try:
                 self._check_pair(spec.host_name, spec.peer_name, host_link, peer_link)
-                bridge_index = self._bridge_index(ipr, spec.bridge)
+                bridge_index = _bridge_index(nl, spec.bridge)
             except (NameConflict, LookupError):
                 return False
-            return host_link.get("master") == bridge_index and bool(host_link["flags"] & IFF_UP)
+            return host_link.master == bridge_index and host_link.up
 
     @staticmethod
-    def _check_pair(host: str, peer: str, host_link, peer_link) -> None:
+    def _check_pair(host: str, peer: str, host_link: rtnl.Link | None, peer_link: rtnl.Link | None) -> None:
         if host_link is None:
             raise NameConflict(f'veth peer name "{peer}" is held by another device')
-        if _kind(host_link) != "veth":
-            raise NameConflict(f'veth name "{host}" is held by a {_kind(host_link) or "non-veth"} device')
+        if host_link.kind != "veth":
+            raise NameConflict(f'veth name "{host}" is held by a {host_link.kind or "non-veth"} device')
         # IFLA_LINK of a veth is its peer's index; with IFLA_LINK_NETNSID set
         # that index is in another namespace (the peer was moved).
-        if (peer_link is None or host_link.get("link_netnsid") is not None
-                or host_link.get("link") != peer_link["index"]):
+        if peer_link is None or host_link.link_netnsid is not None or host_link.link != peer_link.index:
             raise NameConflict(f'veth "{host}" exists but its peer is not "{peer}" in this namespace')
-
-    @staticmethod
-    def _bridge_index(ipr, name: str) -> int:
-        link = _get_link(ipr, name)
-        if link is None or _kind(link) != "bridge":
-            raise LookupError(f'bridge "{name}" does not exist')
-        return link["index"]
 
     def delete_veth(self, host_name: str) -> None:
         """Delete a veth pair by its host end (the peer goes with it, in
         whatever namespace it is). Already gone is success."""
-        with netlink.connect() as ipr, Steps(self.faults) as steps:
-            link = _teardown_target(ipr, host_name, "veth")
-            if link is None:
+        with rtnl.Rtnl() as nl, Steps(self.faults) as steps:
+            link = nl.get(host_name)
+            if link is None or _foreign(host_name, "veth", link.kind):
                 return
-            steps.run(f"delete veth {host_name}", lambda: _delete_index(ipr, link["index"]))
+            steps.run(f"delete veth {host_name}", lambda: nl.delete(link.index))
 
     # -- reconcile -----------------------------------------------------------
 
@@ -462,6 +473,6 @@ class Links:
                    if ipaddress.ip_interface(a) not in present]
         if spec.mtu and link.get("mtu") != spec.mtu:
             lacking.append(f"mtu {spec.mtu}")
-        if not link.get("flags", 0) & IFF_UP:
+        if not link.get("flags", 0) & rtnl.IFF_UP:
             lacking.append("up state")
         return lacking

@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from datapath import rtnl
 from datapath.errors import DatapathError, InvalidName, NameConflict
 from datapath.links import Links
 from datapath.model import BridgeSpec, VethSpec
@@ -310,9 +311,13 @@ def test_create_veth_step_names(kernel, bridge_spec):
     spec = VethSpec(host, peer, bridge_spec.name, "02:42:0a:00:00:02", mtu=1400)
     steps = record_steps(lambda links: links.create_veth(spec))
     assert steps == [
-        f"add veth {host} peer {peer}", f"tag {host}", f"tag {peer}", f"set mtu 1400 on {host}", f"set mtu 1400 on {peer}",
-        f"set mac 02:42:0a:00:00:02 on {peer}", f"set mac of {host}",
-        f"attach {host} to {bridge_spec.name}", f"set hairpin on {host}", f"set {host} up",
+        f"find bridge {bridge_spec.name}", f"add veth {host} peer {peer}", f"tag {host}, hairpin on", f"tag {peer}",
+    ]
+    # A pair that exists is adopted and brought into shape.
+    steps = record_steps(lambda links: links.create_veth(spec))
+    assert steps == [
+        f"find bridge {bridge_spec.name}", f"add veth {host} peer {peer}", f"shape {host} onto {bridge_spec.name}",
+        f"tag {host}, hairpin on", f"tag {peer}",
     ]
 
 
@@ -346,8 +351,9 @@ def test_create_and_delete_veth_idempotent(kernel, bridge_spec):
         h, p = link_info(host), link_info(peer)
         assert h["linkinfo"]["info_kind"] == "veth" and h["master"] == bridge_spec.name
         assert "UP" in h["flags"] and h["mtu"] == 1400
-        assert h["address"].startswith("fe:")
+        assert h["address"].startswith("fe:") and h["linkinfo"]["info_slave_data"]["hairpin"] is True
         assert p["address"] == mac and p["mtu"] == 1400 and "UP" not in p["flags"]
+        assert h["ifalias"] == p["ifalias"] == "pontoon:pontoon"
     assert links.pontoon_links()[host] == "veth"
     links.delete_veth(host)
     assert link_info(host) is None and link_info(peer) is None
@@ -362,9 +368,11 @@ def test_create_veth_completes_a_partial_pair(kernel, bridge_spec):
     kernel.link(host)
     ip("link", "add", host, "type", "veth", "peer", "name", peer)
     links.create_veth(VethSpec(host, peer, bridge_spec.name, "02:42:0a:00:00:09", mtu=1400))
-    h = link_info(host)
+    h, p = link_info(host), link_info(peer)
     assert h["master"] == bridge_spec.name and "UP" in h["flags"] and h["mtu"] == 1400
-    assert link_info(peer)["address"] == "02:42:0a:00:00:09"
+    assert h["address"].startswith("fe:") and h["linkinfo"]["info_slave_data"]["hairpin"] is True
+    assert p["address"] == "02:42:0a:00:00:09" and p["mtu"] == 1400
+    assert h["ifalias"] == p["ifalias"] == "pontoon:pontoon"
 
 
 def test_veth_intact_only_for_a_complete_pair(kernel, bridge_spec):
@@ -405,13 +413,31 @@ def test_create_veth_refuses_names_held_by_others(kernel, bridge_spec):
     assert link_info(host) is not None and link_info(other) is not None
 
 
+def test_veth_whose_peer_moved_away_is_neither_intact_nor_adopted(kernel, bridge_spec):
+    links = Links()
+    links.create_bridge(bridge_spec)
+    host, peer = links.derive_names(new_endpoint_id())
+    kernel.link(host)
+    ns = kernel.netns("pt-test-" + suffix())
+    spec = VethSpec(host, peer, bridge_spec.name, "02:42:0a:00:00:0b")
+    links.create_veth(spec)
+    ip("link", "set", peer, "netns", ns)
+    with rtnl.Rtnl() as nl:
+        assert nl.get(host).link_netnsid is not None, "the peer's index is another namespace's"
+    assert not links.veth_intact(spec)
+    with pytest.raises(NameConflict, match=f'its peer is not "{peer}"'):
+        links.create_veth(spec)
+    links.delete_veth(host)
+    assert link_info(host) is None and link_info(peer, ns) is None
+
+
 def test_create_veth_on_missing_bridge_names_the_step(kernel):
     host, peer = Links.derive_names(new_endpoint_id())
     kernel.link(host)
     bridge = new_bridge_name()
     with pytest.raises(DatapathError) as err:
         Links().create_veth(VethSpec(host, peer, bridge, "02:42:0a:00:00:09"))
-    assert err.value.step == f"attach {host} to {bridge}"
+    assert err.value.step == f"find bridge {bridge}"
     assert f'bridge "{bridge}" does not exist' in str(err.value)
     assert link_info(host) is None
 

@@ -37,8 +37,8 @@ KILL_POINTS = [
     ("NetworkDriver.CreateNetwork", "apply ipv6 firewall"),  # IPv4 rules in, IPv6 not
     ("NetworkDriver.CreateNetwork", "commit"),
     ("NetworkDriver.CreateEndpoint", "add veth"),
-    ("NetworkDriver.CreateEndpoint", "tag#2"),  # host end tagged, peer not
-    ("NetworkDriver.CreateEndpoint", "attach"),
+    ("NetworkDriver.CreateEndpoint", "tag"),  # pair made in its final shape, neither end tagged
+    ("NetworkDriver.CreateEndpoint", "tag#2"),  # host end tagged and hairpin on, peer not
     ("NetworkDriver.CreateEndpoint", "commit"),
     ("NetworkDriver.Join", "commit"),
     ("NetworkDriver.ProgramExternalConnectivity", "apply ipv4 firewall"),
