@@ -320,12 +320,20 @@ def _target(rule: str) -> str | None:
 def desired(
     networks: list[NetworkRules], ports: list[EndpointPorts], family: str, names: Names = DEFAULT
 ) -> Ruleset:
-    """The complete rule set for these networks and endpoints."""
+    """The complete rule set for these networks and endpoints.
+
+    Built in place (``including`` copies the whole rule set for each
+    fragment, which made reconcile at start quadratic in the networks):
+    stored networks and endpoints are distinct, so no entry is there twice.
+    """
     state = with_base({}, names)
-    for rules in networks:
-        state = including(state, network_fragment(rules, family, names), names)
-    for p in ports:
-        state = including(state, ports_fragment(p, family, names), names)
+    frags = [network_fragment(n, family, names) for n in networks]
+    frags += [ports_fragment(p, family, names) for p in ports]
+    for frag in frags:
+        for table in TABLES:
+            state[table].update({c: list(r) for c, r in frag.own[table].items()})
+            for chain, rules in frag.shared[table].items():
+                state[table][chain] += rules
     return state
 
 
