@@ -331,7 +331,7 @@ def test_concurrent_workers_lose_no_change(lab, tmp_path):
         list(pool.map(add, nets))
     saved = sh("iptables-save").stdout
     for net in nets:
-        assert f"-A {NAMES.forward} -i {net.bridge} -j {NAMES.network(net.network_id)}" in saved
+        assert f"-A {NAMES.bridges} -i {net.bridge} -j {NAMES.network(net.network_id)}" in saved
     assert lab.fw.reconcile(nets, []) == []
 
 

@@ -93,7 +93,7 @@ def test_ports_render_dnat_and_accept_per_family():
         "-d 10.9.0.2/32 -p udp -m udp --dport 5353 -j ACCEPT",
     ]
     assert v4.shared["filter"][R.DEFAULT.ports] == [f"-o pt-a -j {ECHAIN}"]
-    assert v4.shared["nat"][R.DEFAULT.dnat] == [f"-j {ECHAIN}"]
+    assert v4.shared["nat"][R.DEFAULT.published] == [f"-j {ECHAIN}"]
     v6 = R.ports_fragment(EP, "ipv6")
     assert v6.own["nat"][ECHAIN] == ["-p tcp -m tcp --dport 8080 -j DNAT --to-destination [fd00:9::2]:80"]
 
