@@ -7,9 +7,10 @@ another's change would lose that change. ``-w`` additionally waits for the
 xtables lock other programs (dockerd, a user's iptables) take.
 
 Adding a network or an endpoint's ports restores just its own lines
-(``rules.adding``); removing one reads a single chain, to know whether it is
-the last network, and restores ``rules.removing``. Neither reads whole
-tables, so their cost does not grow with the networks there are. Where the
+(``rules.adding``) and reads ``FORWARD`` to see our jump is still first
+there; removing one reads a single chain, to know whether it is the last
+network, and restores ``rules.removing``. Neither reads whole tables, so
+their cost does not grow with the networks there are. Where the
 rules are not as such a change assumes (the first network, a repeated call,
 a user's edits), its restore fails without committing that table, and the
 family falls back to reading everything and rewriting what differs
@@ -86,12 +87,20 @@ class Firewall:
         """Add the fragment; returns whether that changed anything."""
         try:
             self._restore(family, R.adding(frag, self._names))
-            return True
         except RuntimeError:  # not as adding() assumes, see there
             # A restore that failed in its nat section has committed its
             # filter section (nat half there from an earlier failure), which
             # the rewrite cannot tell from what was there before.
             return bool(self._rewrite(family, lambda cur: R.including(cur, frag, self._names)))
+        # FORWARD is where dockerd puts its rules above ours when it starts
+        # or makes a network, and some accept anything leaving its bridges,
+        # into ours too; reading that one short chain costs the same however
+        # many networks there are. The other hooks go back to the top at the
+        # next rewrite.
+        jump = dict(self._names.hooks()["filter"])["FORWARD"]
+        if not R.hook_in_place(self._entries(family, "filter", "FORWARD") or [], jump):
+            self._rewrite(family, lambda cur: cur)
+        return True
 
     def _remove(self, family: str, frag: R.Fragment) -> None:
         """Remove the fragment, and our hooks and base chains too if it was

@@ -399,8 +399,8 @@ def adding(frag: Fragment, names: Names = DEFAULT) -> str:
 
     Where that is not so the restore fails before the first change: ``-C``
     finds a hook missing (checked first, in sections of their own: mixed
-    with changes to other chains it makes iptables-nft fetch every rule of
-    the table, which grows with the networks), then ``-N`` finds the chain
+    with changes, iptables-nft reads the rules of every chain the section
+    names, and some grow with the networks), then ``-N`` finds the chain
     there (an add repeated, or one left half-way) or ``-A`` no base chain
     (the first network). Entries in base chains that jump to the fragment's
     chain cannot be there without the chain, and the others (isolation by
@@ -471,7 +471,7 @@ def parse_save(text: str, names: Names = DEFAULT) -> Saved:
     return Saved(ours, builtin)
 
 
-def _hook_in_place(rules: list[str], jump: str) -> bool:
+def hook_in_place(rules: list[str], jump: str) -> bool:
     """Our jump is there once, below nothing but other Pontoons' jumps."""
     if rules.count(jump) != 1:
         return False
@@ -512,7 +512,7 @@ def plan(saved: Saved, target: Ruleset, family: str, names: Names = DEFAULT) -> 
         for chain, jump in names.hooks()[table]:
             rules = saved.builtin[table].get(chain, [])
             keep = _target(jump) in wanted
-            if (keep and not _hook_in_place(rules, jump)) or (not keep and jump in rules):
+            if (keep and not hook_in_place(rules, jump)) or (not keep and jump in rules):
                 hooks.append((chain, jump, rules.count(jump), keep))
         if not (rewrite or delete or hooks):
             continue

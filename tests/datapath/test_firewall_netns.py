@@ -378,6 +378,20 @@ def test_an_add_restores_a_missing_jump(lab):
     assert lab.fw.reconcile([net, other], []) == []
 
 
+def test_an_add_moves_our_forward_jump_back_to_the_top(lab):
+    first, second = network(lab.bridge()), network(lab.bridge())
+    lab.add_network(first)
+    # dockerd, when it starts or makes a network, puts its rules above ours.
+    chain = f"PTTEST-{lab.tag}"
+    sh("iptables", "-w", "-N", chain)
+    lab._cleanup.append(lambda: sh("iptables", "-w", "-X", chain))
+    sh("iptables", "-w", "-I", "FORWARD", "1", "-j", chain)
+    lab._cleanup.append(lambda: sh("iptables", "-w", "-D", "FORWARD", "-j", chain))
+    lab.add_network(second)
+    forward = sh("iptables", "-S", "FORWARD").stdout.splitlines()
+    assert forward.index(f"-A FORWARD -j {NAMES.forward}") < forward.index(f"-A FORWARD -j {chain}")
+
+
 def test_the_base_chains_go_with_the_last_network_only(lab):
     first, last = network(lab.bridge()), network(lab.bridge())
     lab.add_network(first)
