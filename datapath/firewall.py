@@ -126,7 +126,7 @@ class Firewall:
             listed = _run([_TOOLS[family], "-w", "-t", table, "-S", chain])
         except RuntimeError:
             return None
-        return [line.split(" ", 2)[2] for line in listed.splitlines() if line.startswith("-A ")]
+        return [R.split_rule(line)[1] for line in listed.splitlines() if line.startswith("-A ")]
 
     def _remove_slowly(self, family: str, frag: R.Fragment) -> None:
         self._rewrite(family, lambda cur: R.pruned(R.without(R.with_base(cur, self._names), frag), self._names))

@@ -449,6 +449,13 @@ class Saved:
     builtin: dict[str, Chains]  # table -> builtin chains we hook -> rule specs
 
 
+def split_rule(line: str) -> tuple[str, str]:
+    """"-A <chain> <spec>" as iptables prints it -> (chain, spec). A rule
+    with neither match nor target (a user's counter) prints as "-A <chain>"."""
+    _, chain, *spec = line.split(" ", 2)
+    return chain, spec[0] if spec else ""
+
+
 def parse_save(text: str, names: Names = DEFAULT) -> Saved:
     ours: Ruleset = {t: {} for t in TABLES}
     builtin: dict[str, Chains] = {t: {c: [] for c, _ in names.hooks()[t]} for t in TABLES}
@@ -463,7 +470,7 @@ def parse_save(text: str, names: Names = DEFAULT) -> Saved:
             if names.owns(name):
                 ours[table][name] = []
         elif line.startswith("-A "):
-            _, chain, spec = line.split(" ", 2)
+            chain, spec = split_rule(line)
             if chain in ours[table]:
                 ours[table][chain].append(spec)
             elif chain in builtin[table]:

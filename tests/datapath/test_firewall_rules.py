@@ -189,9 +189,10 @@ def test_parse_keeps_only_our_chains_and_hooked_builtins():
         "-A FORWARD -j DOCKER-USER\n-A FORWARD -j PONTOON-FORWARD\n-A DOCKER -j RETURN\n"
         "-A PONTOON-X -j DROP\nCOMMIT\n*mangle\n:PONTOON-Y - [0:0]\nCOMMIT\n"
     )
-    saved = R.parse_save(text)
+    saved = R.parse_save(text.replace("-A DOCKER -j RETURN\n", "-A DOCKER -j RETURN\n-A FORWARD\n"))
     assert saved.ours["filter"] == {"PONTOON-X": ["-j DROP"]}
-    assert saved.builtin["filter"]["FORWARD"] == ["-j DOCKER-USER", "-j PONTOON-FORWARD"]
+    # "-A FORWARD": a rule with neither match nor target, a user's counter.
+    assert saved.builtin["filter"]["FORWARD"] == ["-j DOCKER-USER", "-j PONTOON-FORWARD", ""]
     assert "PONTOON-Y" not in str(saved.ours)
 
 
