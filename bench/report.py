@@ -41,12 +41,12 @@ FIXES = {
               "each commit's fsync (about 7 per container cycle) and CreateNetwork/DeleteNetwork's "
               "firewall work under the lock are the queue, so group commit (one fsync for several "
               "requests) and the network calls' iptables work out of the lock are what is left.",
-    "scale_network": "Every CreateNetwork runs iptables-save and iptables-restore of whole tables "
-                     "for both families to rewrite our chains (twice until the separate "
-                     "ensure_base call was dropped, after this figure), so its cost grows with the rules of every network so far. Rendering "
-                     "only the new network's chains and its jump rules for `iptables-restore "
-                     "--noflush`, from the stored state instead of a full save, would make it "
-                     "flat.",
+    "scale_network": "CreateNetwork's firewall restores only the new network's own chains and "
+                     "entries, without reading the tables, and a bridge it creates is not checked "
+                     "against a dump of every route; what still grows with the networks is small "
+                     "(iptables-nft looks up each chain a restore names, pyroute2's link lookups), "
+                     "so a ratio above the target points at the machine's load during the run: "
+                     "rerun before looking further.",
     "scale_endpoint": "The n-th endpoint costs more than the 10th: with many ports on one bridge "
                       "the kernel's enslave and link dumps grow; the store's lookups are by "
                       "primary key.",

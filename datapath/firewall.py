@@ -1,18 +1,36 @@
-"""Applies the rules ``datapath.rules`` renders, one transaction per family.
+"""Applies the rules ``datapath.rules`` renders, to both families at once.
 
 Every public method takes an exclusive ``flock`` on the lock file first: the
-gunicorn workers of one Pontoon each hold a ``Firewall``, and an
-``iptables-save``/``iptables-restore`` pair from two of them interleaved would
-lose one side's change. ``-w`` additionally waits for the xtables lock other
-programs (dockerd, a user's iptables) take.
+gunicorn workers and threads of one Pontoon each hold a ``Firewall`` and call
+it with no other lock held, and a read-then-rewrite of one interleaved with
+another's change would lose that change. ``-w`` additionally waits for the
+xtables lock other programs (dockerd, a user's iptables) take.
+
+Adding a network or an endpoint's ports restores just its own lines
+(``rules.adding``) and reads ``FORWARD`` to see our jump is still first
+there; removing one reads a single chain, to know whether it is the last
+network, and restores ``rules.removing``. Neither reads whole tables, so
+their cost does not grow with the networks there are. Where the
+rules are not as such a change assumes (the first network, a repeated call,
+a user's edits), its restore fails without committing that table, and the
+family falls back to reading everything and rewriting what differs
+(``rules.plan``), as reconcile does, which also repairs whatever else
+drifted.
+
+The families are separate kernel tables with tools of their own, so they run
+side by side: a commit that deletes rules waits about 10 ms in the kernel,
+and the two wait together.
 """
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import fcntl
+import logging
 import random
 import socket
 import subprocess
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -22,10 +40,12 @@ from .model import EndpointPorts, NetworkRules
 from .steps import FaultHook, Steps
 from .sysctl import Sysctl
 
-_TOOLS = {"ipv4": ("iptables-save", "iptables-restore"), "ipv6": ("ip6tables-save", "ip6tables-restore")}
+log = logging.getLogger(__name__)
+
+_TOOLS = {"ipv4": "iptables", "ipv6": "ip6tables"}
 _TIMEOUT = 30
 
-Transform = Callable[[R.Ruleset, str], R.Ruleset]
+Fragments = Callable[[str], R.Fragment]  # family -> what one network or endpoint adds there
 
 
 def _run(argv: list[str], stdin: str | None = None) -> str:
@@ -50,83 +70,166 @@ class Firewall:
                 steps.run("lock firewall", lambda: fcntl.flock(f, fcntl.LOCK_EX))
             yield  # closing the file releases the lock
 
-    def _save(self, family: str) -> R.Saved:
-        return R.parse_save(_run([_TOOLS[family][0]]), self._names)
-
+    # -- one family ---------------------------------------------------------------
     def _restore(self, family: str, text: str) -> None:
-        _run([_TOOLS[family][1], "-w", "--noflush"], stdin=text)
+        _run([f"{_TOOLS[family]}-restore", "-w", "--noflush"], stdin=text)
 
-    def _apply(
-        self,
-        change: Transform,
-        undo: Transform | None = None,
-        before: Callable[[Steps], object] | None = None,
-    ) -> list[str]:
-        """Rewrite our chains per family as ``change`` says, under the lock.
+    def _rewrite(self, family: str, change: Callable[[R.Ruleset], R.Ruleset]) -> list[str]:
+        """Read the family's whole rule set and rewrite what ``change`` makes
+        differ, hooks moved back to the top included; returns the changes."""
+        saved = R.parse_save(_run([f"{_TOOLS[family]}-save"]), self._names)
+        text, changes = R.plan(saved, change(saved.ours), family, self._names)
+        if text:
+            self._restore(family, text)
+        return changes
 
-        If IPv6 fails after IPv4 succeeded, ``undo`` turns IPv4 back (and the
-        steps of ``before`` are undone), so an operation is applied in both
-        families or in neither.
+    def _add(self, family: str, frag: R.Fragment) -> bool:
+        """Add the fragment; returns whether that changed anything."""
+        try:
+            self._restore(family, R.adding(frag, self._names))
+        except RuntimeError:  # not as adding() assumes, see there
+            # A restore that failed in its nat section has committed its
+            # filter section (nat half there from an earlier failure), which
+            # the rewrite cannot tell from what was there before.
+            return bool(self._rewrite(family, lambda cur: R.including(cur, frag, self._names)))
+        # FORWARD is where dockerd puts its rules above ours when it starts
+        # or makes a network, and some accept anything leaving its bridges,
+        # into ours too; reading that one short chain costs the same however
+        # many networks there are. The other hooks go back to the top at the
+        # next rewrite.
+        jump = dict(self._names.hooks()["filter"])["FORWARD"]
+        if not R.hook_in_place(self._entries(family, "filter", "FORWARD") or [], jump):
+            self._rewrite(family, lambda cur: cur)
+        return True
+
+    def _remove(self, family: str, frag: R.Fragment) -> None:
+        """Remove the fragment, and our hooks and base chains too if it was
+        the last network."""
+        prune = False
+        # Every network has exactly one entry here, whatever its options;
+        # endpoints have none, and removing one leaves its network.
+        mine = frag.shared["nat"].get(self._names.masquerade)
+        if mine:
+            entries = self._entries(family, "nat", self._names.masquerade)
+            if entries is None or not set(mine) <= set(entries):  # removed already, or drift
+                self._remove_slowly(family, frag)
+                return
+            prune = entries == mine
+        try:
+            self._restore(family, R.removing(frag, self._names, prune))
+        except RuntimeError:  # something missing or left over, see removing()
+            self._remove_slowly(family, frag)
+
+    def _entries(self, family: str, table: str, chain: str) -> list[str] | None:
+        """The rules of one chain, read without the rest; None if it is missing."""
+        try:
+            listed = _run([_TOOLS[family], "-w", "-t", table, "-S", chain])
+        except RuntimeError:
+            return None
+        return [R.split_rule(line)[1] for line in listed.splitlines() if line.startswith("-A ")]
+
+    def _remove_slowly(self, family: str, frag: R.Fragment) -> None:
+        self._rewrite(family, lambda cur: R.pruned(R.without(R.with_base(cur, self._names), frag), self._names))
+
+    # -- both families --------------------------------------------------------------
+    @staticmethod
+    def _both(work: Callable[[str], None]) -> None:
+        """``work(family)`` for IPv4 here and IPv6 in a thread, at once.
+
+        Waits for both, then raises IPv4's error, else IPv6's: the caller's
+        ``Steps`` then undoes what the other family did, so an operation is
+        applied in both families or in neither.
         """
-        changes: list[str] = []
+        errors: dict[str, BaseException] = {}
+
+        def run(family: str) -> None:
+            try:
+                work(family)
+            except BaseException as exc:  # raised again in the caller's thread below
+                errors[family] = exc
+
+        # The thread sees the caller's context variables: a fault hook may
+        # look at them (the tests' crash hook asks which request it serves).
+        thread = threading.Thread(target=contextvars.copy_context().run, args=(run, "ipv6"))
+        thread.start()
+        run("ipv4")
+        thread.join()
+        failed = [errors[f] for f in R.FAMILIES if f in errors]
+        for other in failed[1:]:
+            log.error("firewall: %s", other)
+        if failed:
+            raise failed[0]
+
+    def _add_both(self, fragment: Fragments, before: Callable[[Steps], object] | None = None) -> None:
         # Undo runs inside the lock: the lock is the outer context.
         with self._locked(), Steps(self._faults) as steps:
             if before is not None:
                 before(steps)
-            for family in R.FAMILIES:
-                saved = steps.run(f"read {family} firewall", lambda f=family: self._save(f))
-                target = change(saved.ours, family)
-                text, done = R.plan(saved, target, family, self._names)
-                if not text:
-                    continue
 
-                def revert(f=family, t=target):
-                    back_text, _ = R.plan(self._save(f), undo(t, f), f, self._names, fix_hooks=False)
-                    if back_text:
-                        self._restore(f, back_text)
+            def work(family: str) -> None:
+                frag = fragment(family)
+                if frag.empty():
+                    return
+                changed = False
 
-                steps.run(
-                    f"apply {family} firewall",
-                    lambda f=family, t=text: self._restore(f, t),
-                    undo=revert if undo else None,
-                )
-                changes += done
-        return changes
+                def add() -> None:
+                    nonlocal changed
+                    changed = self._add(family, frag)
 
+                def undo() -> None:
+                    # Only what this call added: rules that were there before stay.
+                    if changed:
+                        self._remove(family, frag)
+
+                steps.run(f"apply {family} firewall", add, undo=undo)
+
+            self._both(work)
+
+    def _remove_both(self, fragment: Fragments) -> None:
+        """No undo: the callers put back a half-done removal by adding again."""
+        with self._locked(), Steps(self._faults) as steps:
+            def work(family: str) -> None:
+                frag = fragment(family)
+                if not frag.empty():
+                    steps.run(f"apply {family} firewall", lambda: self._remove(family, frag))
+
+            self._both(work)
+
+    def _rewrite_both(self, change: Callable[[R.Ruleset, str], R.Ruleset],
+                      before: Callable[[Steps], object] | None = None) -> list[str]:
+        changes: dict[str, list[str]] = {}
+        with self._locked(), Steps(self._faults) as steps:
+            if before is not None:
+                before(steps)
+
+            def work(family: str) -> None:
+                changes[family] = steps.run(f"apply {family} firewall",
+                                            lambda: self._rewrite(family, lambda cur: change(cur, family)))
+
+            self._both(work)
+        return [line for family in R.FAMILIES for line in changes[family]]
+
+    # -- the operations ---------------------------------------------------------------
     def ensure_base(self) -> list[str]:
-        """Create the base chains and the jumps to them where missing."""
-        return self._apply(lambda cur, fam: R.with_base(cur, self._names))
+        """Create the base chains and the jumps to them where missing, and
+        move our jumps back to the top."""
+        return self._rewrite_both(lambda cur, fam: R.with_base(cur, self._names))
 
     def add_network(self, rules: NetworkRules) -> None:
-        def add(cur, fam):
-            return R.including(cur, R.network_fragment(rules, fam, self._names), self._names)
-
-        def remove(cur, fam):
-            return R.without(cur, R.network_fragment(rules, fam, self._names))
-
         def localnet(steps: Steps) -> None:
             if rules.subnets_v4 and not rules.internal:
                 self._route_localnet(steps, rules.bridge)
 
-        self._apply(add, remove, before=localnet)
+        self._add_both(lambda fam: R.network_fragment(rules, fam, self._names), before=localnet)
 
     def remove_network(self, rules: NetworkRules) -> None:
-        self._apply(lambda cur, fam: R.pruned(
-            R.without(R.with_base(cur, self._names), R.network_fragment(rules, fam, self._names)), self._names))
+        self._remove_both(lambda fam: R.network_fragment(rules, fam, self._names))
 
     def add_ports(self, ports: EndpointPorts) -> None:
-        def add(cur, fam):
-            return R.including(cur, R.ports_fragment(ports, fam, self._names), self._names)
-
-        def remove(cur, fam):
-            return R.without(cur, R.ports_fragment(ports, fam, self._names))
-
-        self._apply(add, remove)
+        self._add_both(lambda fam: R.ports_fragment(ports, fam, self._names))
 
     def remove_ports(self, ports: EndpointPorts) -> None:
-        self._apply(
-            lambda cur, fam: R.without(R.with_base(cur, self._names), R.ports_fragment(ports, fam, self._names))
-        )
+        self._remove_both(lambda fam: R.ports_fragment(ports, fam, self._names))
         # Flows already DNATed keep their translation in conntrack and would
         # still reach the old container (UDP "connections" never end on their
         # own while traffic flows); the reply tuple (container address and
@@ -152,8 +255,8 @@ class Firewall:
                 if n.subnets_v4 and not n.internal and self._route_localnet(steps, n.bridge):
                     changes.append(f"set route_localnet on {n.bridge}")
 
-        applied = self._apply(lambda cur, fam: R.pruned(R.desired(networks, ports, fam, self._names), self._names),
-                              before=localnet)
+        applied = self._rewrite_both(
+            lambda cur, fam: R.pruned(R.desired(networks, ports, fam, self._names), self._names), before=localnet)
         return changes + applied
 
     def _route_localnet(self, steps: Steps, bridge: str) -> bool:

@@ -1,30 +1,52 @@
 """Pontoon's iptables rules as plain data: rendering, parsing and diffing.
 
-Nothing here runs a command; ``datapath.firewall`` feeds the output of
-``iptables-save`` in and pipes the text this module renders into
-``iptables-restore --noflush``. Rules are written exactly as ``iptables-save``
-prints them, so a rule read back compares equal to the rule rendered and
-re-applying an unchanged rule set is a no-op.
+Nothing here runs a command; ``datapath.firewall`` pipes the text this
+module renders into ``iptables-restore --noflush`` and feeds the output of
+``iptables-save`` in when it has to read. Rules are written exactly as
+``iptables-save`` prints them, so a rule read back compares equal to the rule
+rendered and re-applying an unchanged rule set is a no-op.
 
 Chain layout (the same for IPv4 and IPv6; chain names are per table)::
 
     filter FORWARD  -> PONTOON-FORWARD   (our jump is kept first, see Names.hooks)
-        PONTOON-FORWARD      per network: -i br / -o br -> PONTOON-N-<net>
+        PONTOON-FORWARD      -> PONTOON-BRIDGES
+        PONTOON-BRIDGES      per network: -i br / -o br -> PONTOON-N-<net>
         PONTOON-N-<net>      everything decided for traffic of that bridge
         PONTOON-ISOL-OUT     -o <any container bridge> DROP
         PONTOON-ISOL-IN      -i <any container bridge> DROP
         PONTOON-PORTS        per endpoint: -o br -> PONTOON-E-<ep>
         PONTOON-E-<ep>       ACCEPT to each published container port
-    filter INPUT    -> PONTOON-INPUT     (IPv4: guards route_localnet)
+    filter INPUT    -> PONTOON-INPUT
+        PONTOON-INPUT        -> PONTOON-LOOPBACK
+        PONTOON-LOOPBACK     per bridge (IPv4): guards route_localnet
     nat PREROUTING, OUTPUT (local destinations) -> PONTOON-DNAT
-        PONTOON-DNAT         per endpoint: -> PONTOON-E-<ep>
+        PONTOON-DNAT         -> PONTOON-PUBLISHED
+        PONTOON-PUBLISHED    per endpoint: -> PONTOON-E-<ep>
         PONTOON-E-<ep>       DNAT host port -> container port
     nat POSTROUTING -> PONTOON-POSTROUTING
-        PONTOON-POSTROUTING  per network: -> PONTOON-N-<net>
+        PONTOON-POSTROUTING  -> PONTOON-MASQUERADE
+        PONTOON-MASQUERADE   per network: -> PONTOON-N-<net>
         PONTOON-N-<net>      masquerade, hairpin, localhost masquerade
 
-A chain is always rewritten whole (declared, which flushes it, then refilled)
-inside one restore, so a reader never sees half of one.
+The chains the hooks jump to hold one fixed rule each, and the entries of
+networks and endpoints are one jump further: every add checks the hooks
+(``-C``), and iptables-nft reads all rules of the chain a checked jump goes
+to, so a check of a jump into a chain with an entry per network would cost
+more with every network.
+
+Two ways to apply a change:
+
+- ``adding``/``removing``: only the fragment's own chains and its entries in
+  the base chains, as ``-N``/``-A`` and ``-D``/``-X`` lines, plus checks
+  (``-C`` of every hook, ``-N`` of a chain that must not exist yet, ``-D`` of
+  an entry that must be there) that make the restore fail, changing nothing
+  in that table, unless the rule set is as the change assumes. Their size
+  does not depend on how many networks exist, and adding deletes nothing, so
+  the kernel's commit stays cheap.
+- ``plan``: from a full ``iptables-save``, the lines that turn it into a
+  wanted rule set, chains always rewritten whole (declared, which flushes
+  them, then refilled), so a reader never sees half of one. For anything the
+  first way refuses, and for reconcile.
 """
 from __future__ import annotations
 
@@ -71,8 +93,16 @@ class Names:
         return f"{self.prefix}-FORWARD"
 
     @property
+    def bridges(self) -> str:
+        return f"{self.prefix}-BRIDGES"
+
+    @property
     def input(self) -> str:
         return f"{self.prefix}-INPUT"
+
+    @property
+    def loopback(self) -> str:
+        return f"{self.prefix}-LOOPBACK"
 
     @property
     def isol_out(self) -> str:
@@ -91,8 +121,16 @@ class Names:
         return f"{self.prefix}-DNAT"
 
     @property
+    def published(self) -> str:
+        return f"{self.prefix}-PUBLISHED"
+
+    @property
     def postrouting(self) -> str:
         return f"{self.prefix}-POSTROUTING"
+
+    @property
+    def masquerade(self) -> str:
+        return f"{self.prefix}-MASQUERADE"
 
     def network(self, network_id: str) -> str:
         return f"{self.prefix}-N-{network_id[:12]}"
@@ -127,13 +165,20 @@ class Names:
         """The chains every host gets, whatever networks exist."""
         return {
             "filter": {
-                self.forward: [],
-                self.input: [],
+                self.forward: [f"-j {self.bridges}"],
+                self.bridges: [],
+                self.input: [f"-j {self.loopback}"],
+                self.loopback: [],
                 self.isol_out: [f"-o {b} -j DROP" for b in DOCKER_BRIDGES],
                 self.isol_in: [f"-i {b} -j DROP" for b in DOCKER_BRIDGES],
                 self.ports: [],
             },
-            "nat": {self.dnat: [], self.postrouting: []},
+            "nat": {
+                self.dnat: [f"-j {self.published}"],
+                self.published: [],
+                self.postrouting: [f"-j {self.masquerade}"],
+                self.masquerade: [],
+            },
         }
 
 
@@ -157,6 +202,9 @@ class Fragment:
     def add_shared(self, table: str, chain: str, rule: str) -> None:
         self.shared[table].setdefault(chain, []).append(rule)
 
+    def empty(self) -> bool:
+        return not any(self.own[t] or self.shared[t] for t in TABLES)
+
 
 def _version(family: str) -> int:
     return 4 if family == "ipv4" else 6
@@ -178,8 +226,8 @@ def network_fragment(rules: NetworkRules, family: str, names: Names = DEFAULT) -
     subnets = rules.subnets_v4 if family == "ipv4" else rules.subnets_v6
     frag = Fragment(chain)
 
-    frag.add_shared("filter", names.forward, f"-i {br} -j {chain}")
-    frag.add_shared("filter", names.forward, f"-o {br} -j {chain}")
+    frag.add_shared("filter", names.bridges, f"-i {br} -j {chain}")
+    frag.add_shared("filter", names.bridges, f"-o {br} -j {chain}")
     frag.add_shared("filter", names.isol_out, f"-o {br} -j DROP")
     frag.add_shared("filter", names.isol_in, f"-i {br} -j DROP")
     f = [
@@ -219,11 +267,11 @@ def network_fragment(rules: NetworkRules, family: str, names: Names = DEFAULT) -
         # route_localnet also lets a container send to 127.0.0.1 on the host
         # (CVE-2020-8558); only answers to the host's own connections may.
         frag.add_shared(
-            "filter", names.input,
+            "filter", names.loopback,
             f"-d 127.0.0.0/8 -i {br} -m conntrack ! --ctstate RELATED,ESTABLISHED -j DROP",
         )
     frag.own["nat"][chain] = n
-    frag.add_shared("nat", names.postrouting, f"-j {chain}")
+    frag.add_shared("nat", names.masquerade, f"-j {chain}")
     return frag
 
 
@@ -263,7 +311,7 @@ def ports_fragment(ports: EndpointPorts, family: str, names: Names = DEFAULT) ->
         frag.own["filter"][chain] = accept
         frag.own["nat"][chain] = dnat
         frag.add_shared("filter", names.ports, f"-o {ports.bridge} -j {chain}")
-        frag.add_shared("nat", names.dnat, f"-j {chain}")
+        frag.add_shared("nat", names.published, f"-j {chain}")
     return frag
 
 
@@ -320,13 +368,77 @@ def _target(rule: str) -> str | None:
 def desired(
     networks: list[NetworkRules], ports: list[EndpointPorts], family: str, names: Names = DEFAULT
 ) -> Ruleset:
-    """The complete rule set for these networks and endpoints."""
+    """The complete rule set for these networks and endpoints.
+
+    Built in place (``including`` copies the whole rule set for each
+    fragment, which made reconcile at start quadratic in the networks):
+    stored networks and endpoints are distinct, so no entry is there twice.
+    """
     state = with_base({}, names)
-    for rules in networks:
-        state = including(state, network_fragment(rules, family, names), names)
-    for p in ports:
-        state = including(state, ports_fragment(p, family, names), names)
+    frags = [network_fragment(n, family, names) for n in networks]
+    frags += [ports_fragment(p, family, names) for p in ports]
+    for frag in frags:
+        for table in TABLES:
+            state[table].update({c: list(r) for c, r in frag.own[table].items()})
+            for chain, rules in frag.shared[table].items():
+                state[table][chain] += rules
     return state
+
+
+def _lines(table: str, body: list[str]) -> list[str]:
+    return [f"*{table}", *body, "COMMIT"] if body else []
+
+
+def _text(lines: list[str]) -> str:
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def adding(frag: Fragment, names: Names = DEFAULT) -> str:
+    """Restore input adding the fragment to a rule set that has our hooks and
+    base chains and none of the fragment's chains; "" if it has no rules.
+
+    Where that is not so the restore fails before the first change: ``-C``
+    finds a hook missing (checked first, in sections of their own: mixed
+    with changes, iptables-nft reads the rules of every chain the section
+    names, and some grow with the networks), then ``-N`` finds the chain
+    there (an add repeated, or one left half-way) or ``-A`` no base chain
+    (the first network). Entries in base chains that jump to the fragment's
+    chain cannot be there without the chain, and the others (isolation by
+    bridge) are only ever added and removed in the same commit as it.
+    """
+    checks: list[str] = []
+    changes: list[str] = []
+    for table in TABLES:
+        body: list[str] = []
+        for chain, rules in frag.own[table].items():
+            body += [f"-N {chain}", *(f"-A {chain} {r}" for r in rules)]
+        body += [f"-A {chain} {r}" for chain, rules in frag.shared[table].items() for r in rules]
+        if body:
+            checks += _lines(table, [f"-C {chain} {jump}" for chain, jump in names.hooks()[table]])
+            changes += _lines(table, body)
+    return _text(checks + changes)
+
+
+def removing(frag: Fragment, names: Names = DEFAULT, prune: bool = False) -> str:
+    """Restore input removing exactly what ``adding`` added; "" if nothing.
+
+    Fails unless every entry is there (``-D``) and nothing else jumps to the
+    fragment's chains (``-X``). With ``prune``, the hooks and base chains go
+    too, which fails unless the base chains hold nothing but their fixed
+    rules once the fragment is out: for the last network.
+    """
+    base = names.base_chains()
+    out: list[str] = []
+    for table in TABLES:
+        body = [f"-D {chain} {r}" for chain, rules in frag.shared[table].items() for r in rules]
+        for chain in frag.own[table]:
+            body += [f"-F {chain}", f"-X {chain}"]
+        if prune and body:
+            body += [f"-D {chain} {jump}" for chain, jump in names.hooks()[table]]
+            body += [f"-D {chain} {r}" for chain, rules in base[table].items() for r in rules]
+            body += [f"-X {chain}" for chain in base[table]]
+        out += _lines(table, body)
+    return _text(out)
 
 
 @dataclass
@@ -335,6 +447,13 @@ class Saved:
 
     ours: Ruleset  # our chains
     builtin: dict[str, Chains]  # table -> builtin chains we hook -> rule specs
+
+
+def split_rule(line: str) -> tuple[str, str]:
+    """"-A <chain> <spec>" as iptables prints it -> (chain, spec). A rule
+    with neither match nor target (a user's counter) prints as "-A <chain>"."""
+    _, chain, *spec = line.split(" ", 2)
+    return chain, spec[0] if spec else ""
 
 
 def parse_save(text: str, names: Names = DEFAULT) -> Saved:
@@ -351,7 +470,7 @@ def parse_save(text: str, names: Names = DEFAULT) -> Saved:
             if names.owns(name):
                 ours[table][name] = []
         elif line.startswith("-A "):
-            _, chain, spec = line.split(" ", 2)
+            chain, spec = split_rule(line)
             if chain in ours[table]:
                 ours[table][chain].append(spec)
             elif chain in builtin[table]:
@@ -359,7 +478,7 @@ def parse_save(text: str, names: Names = DEFAULT) -> Saved:
     return Saved(ours, builtin)
 
 
-def _hook_in_place(rules: list[str], jump: str) -> bool:
+def hook_in_place(rules: list[str], jump: str) -> bool:
     """Our jump is there once, below nothing but other Pontoons' jumps."""
     if rules.count(jump) != 1:
         return False
@@ -381,9 +500,7 @@ def _same(table: str, chain: str, current: list[str] | None, wanted: list[str], 
     return current == wanted
 
 
-def plan(
-    saved: Saved, target: Ruleset, family: str, names: Names = DEFAULT, fix_hooks: bool = True
-) -> tuple[str, list[str]]:
+def plan(saved: Saved, target: Ruleset, family: str, names: Names = DEFAULT) -> tuple[str, list[str]]:
     """Restore input turning ``saved`` into ``target``, and what it changes.
 
     Returns ("", []) when nothing differs. Chains that differ are declared
@@ -402,7 +519,7 @@ def plan(
         for chain, jump in names.hooks()[table]:
             rules = saved.builtin[table].get(chain, [])
             keep = _target(jump) in wanted
-            if (keep and fix_hooks and not _hook_in_place(rules, jump)) or (not keep and jump in rules):
+            if (keep and not hook_in_place(rules, jump)) or (not keep and jump in rules):
                 hooks.append((chain, jump, rules.count(jump), keep))
         if not (rewrite or delete or hooks):
             continue
@@ -421,4 +538,4 @@ def plan(
             changes.append(f"{family} {table}: delete chain {c}")
         lines.append("COMMIT")
         out += lines
-    return ("\n".join(out) + "\n" if out else ""), changes
+    return _text(out), changes

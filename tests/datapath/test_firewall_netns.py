@@ -331,8 +331,76 @@ def test_concurrent_workers_lose_no_change(lab, tmp_path):
         list(pool.map(add, nets))
     saved = sh("iptables-save").stdout
     for net in nets:
-        assert f"-A {NAMES.forward} -i {net.bridge} -j {NAMES.network(net.network_id)}" in saved
+        assert f"-A {NAMES.bridges} -i {net.bridge} -j {NAMES.network(net.network_id)}" in saved
     assert lab.fw.reconcile(nets, []) == []
+
+
+def test_concurrent_adds_and_removes_lose_no_change(lab, tmp_path):
+    nets = [network(lab.bridge()) for _ in range(6)]
+    kept, removed = nets[:3], nets[3:]
+    for net in removed:
+        lab.add_network(net)
+    for net in kept:
+        lab._cleanup.append(lambda net=net: lab.fw.remove_network(net))
+
+    def run(op):  # one Firewall per worker, one lock file, no other lock
+        op(Firewall(tmp_path / "firewall.lock", chain_prefix=NAMES.prefix))
+
+    ops = [lambda fw, n=n: fw.add_network(n) for n in kept] + [lambda fw, n=n: fw.remove_network(n) for n in removed]
+    with ThreadPoolExecutor(len(ops)) as pool:
+        list(pool.map(run, ops))
+    assert lab.fw.reconcile(kept, []) == []
+
+
+def test_repeated_adds_change_nothing(lab):
+    br = lab.bridge()
+    c = lab.container(br)
+    net = network(br)
+    p = ports(net, c, PortBinding("tcp", "", 18150, c.ip, PORT))
+    lab.add_network(net)
+    lab.add_ports(p)
+    once = trace(NAMES.prefix)
+    lab.fw.add_network(net)
+    lab.fw.add_ports(p)
+    assert trace(NAMES.prefix) == once
+    assert lab.fw.reconcile([net], [p]) == []
+
+
+def test_an_add_restores_a_missing_jump(lab):
+    br = lab.bridge()
+    c1, c2 = lab.container(br), lab.container(br)
+    net, other = network(br), network(lab.bridge())
+    lab.add_network(net)
+    sh("iptables", "-w", "-D", "FORWARD", "-j", NAMES.forward)
+    assert lab.reach(c1.ns, c2.ip) is None
+    lab.add_network(other)
+    assert lab.reach(c1.ns, c2.ip) == c1.ip
+    assert lab.fw.reconcile([net, other], []) == []
+
+
+def test_an_add_moves_our_forward_jump_back_to_the_top(lab):
+    first, second = network(lab.bridge()), network(lab.bridge())
+    lab.add_network(first)
+    # dockerd, when it starts or makes a network, puts its rules above ours.
+    chain = f"PTTEST-{lab.tag}"
+    sh("iptables", "-w", "-N", chain)
+    lab._cleanup.append(lambda: sh("iptables", "-w", "-X", chain))
+    sh("iptables", "-w", "-I", "FORWARD", "1", "-j", chain)
+    lab._cleanup.append(lambda: sh("iptables", "-w", "-D", "FORWARD", "-j", chain))
+    lab.add_network(second)
+    forward = sh("iptables", "-S", "FORWARD").stdout.splitlines()
+    assert forward.index(f"-A FORWARD -j {NAMES.forward}") < forward.index(f"-A FORWARD -j {chain}")
+
+
+def test_the_base_chains_go_with_the_last_network_only(lab):
+    first, last = network(lab.bridge()), network(lab.bridge())
+    lab.add_network(first)
+    lab.add_network(last)
+    lab.fw.remove_network(first)
+    assert trace(f"-A FORWARD -j {NAMES.forward}") != []
+    assert lab.fw.reconcile([last], []) == []
+    lab.fw.remove_network(last)
+    assert trace(NAMES.prefix) == []
 
 
 class Boom(Exception):

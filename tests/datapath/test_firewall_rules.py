@@ -93,7 +93,7 @@ def test_ports_render_dnat_and_accept_per_family():
         "-d 10.9.0.2/32 -p udp -m udp --dport 5353 -j ACCEPT",
     ]
     assert v4.shared["filter"][R.DEFAULT.ports] == [f"-o pt-a -j {ECHAIN}"]
-    assert v4.shared["nat"][R.DEFAULT.dnat] == [f"-j {ECHAIN}"]
+    assert v4.shared["nat"][R.DEFAULT.published] == [f"-j {ECHAIN}"]
     v6 = R.ports_fragment(EP, "ipv6")
     assert v6.own["nat"][ECHAIN] == ["-p tcp -m tcp --dport 8080 -j DNAT --to-destination [fd00:9::2]:80"]
 
@@ -189,9 +189,10 @@ def test_parse_keeps_only_our_chains_and_hooked_builtins():
         "-A FORWARD -j DOCKER-USER\n-A FORWARD -j PONTOON-FORWARD\n-A DOCKER -j RETURN\n"
         "-A PONTOON-X -j DROP\nCOMMIT\n*mangle\n:PONTOON-Y - [0:0]\nCOMMIT\n"
     )
-    saved = R.parse_save(text)
+    saved = R.parse_save(text.replace("-A DOCKER -j RETURN\n", "-A DOCKER -j RETURN\n-A FORWARD\n"))
     assert saved.ours["filter"] == {"PONTOON-X": ["-j DROP"]}
-    assert saved.builtin["filter"]["FORWARD"] == ["-j DOCKER-USER", "-j PONTOON-FORWARD"]
+    # "-A FORWARD": a rule with neither match nor target, a user's counter.
+    assert saved.builtin["filter"]["FORWARD"] == ["-j DOCKER-USER", "-j PONTOON-FORWARD", ""]
     assert "PONTOON-Y" not in str(saved.ours)
 
 
@@ -241,3 +242,47 @@ def test_order_of_entries_in_base_chains_is_no_change():
     saved = R.parse_save(save_text(state))
     saved.ours["filter"][NCHAIN].reverse()
     assert R.plan(saved, state, "ipv4")[1] == [f"ipv4 filter: rewrite chain {NCHAIN}"]
+
+
+def test_adding_checks_the_hooks_first_and_deletes_nothing():
+    text = R.adding(R.network_fragment(NET, "ipv4"))
+    sections = [s.splitlines() for s in text.split("COMMIT\n")[:-1]]
+    assert [s[0] for s in sections] == ["*filter", "*nat", "*filter", "*nat"]
+    assert sections[0][1:] == ["-C FORWARD -j PONTOON-FORWARD", "-C INPUT -j PONTOON-INPUT"]
+    assert all(line.startswith("-C ") for s in sections[:2] for line in s[1:])
+    changes = sections[2][1:]
+    # The chain is made before anything jumps to it; "-N" refuses a second add.
+    assert changes[0] == f"-N {NCHAIN}"
+    assert changes.index(f"-A PONTOON-BRIDGES -i pt-a -j {NCHAIN}") > changes.index(f"-N {NCHAIN}")
+    assert not any(line.startswith(("-D", "-F", "-X", ":")) for line in text.splitlines())
+
+
+def test_removing_takes_what_adding_added_and_the_base_only_when_last():
+    frag = R.network_fragment(NET, "ipv4")
+    added = [line for line in R.adding(frag).splitlines() if line.startswith("-A ")]
+    lines = R.removing(frag).splitlines()
+    entries = [line for line in added if not line.startswith(f"-A {NCHAIN} ")]
+    assert sorted(line.replace("-D ", "-A ", 1) for line in lines if line.startswith("-D ")) == sorted(entries)
+    assert f"-X {NCHAIN}" in lines and "-X PONTOON-FORWARD" not in lines
+    last = R.removing(frag, prune=True).splitlines()
+    for chain, jump in R.DEFAULT.hooks()["filter"]:
+        assert f"-D {chain} {jump}" in last
+    for chain in R.DEFAULT.base_chains()["filter"]:
+        assert f"-X {chain}" in last
+    assert last.index("-D PONTOON-FORWARD -j PONTOON-BRIDGES") < last.index("-X PONTOON-BRIDGES")
+
+
+def test_ports_render_nothing_in_a_family_without_bindings():
+    ep = EndpointPorts("e" * 16, NET.network_id, "pt-a", (PortBinding("tcp", "", 1, "10.9.0.2", 1),))
+    frag = R.ports_fragment(ep, "ipv6")
+    assert frag.empty() and R.adding(frag) == "" and R.removing(frag) == ""
+
+
+def test_hooked_chains_do_not_grow_with_networks():
+    """Every add checks the hooks, and iptables-nft reads all rules of the
+    chain a checked jump goes to."""
+    other = NetworkRules("9" * 16, "pt-b", ("10.8.0.0/24",))
+    state = R.desired([NET, other], [EP], "ipv4")
+    for table, hooks in R.DEFAULT.hooks().items():
+        for _, jump in hooks:
+            assert len(state[table][jump.split()[-1]]) == 1

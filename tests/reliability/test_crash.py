@@ -32,9 +32,10 @@ KILL_POINTS = [
     ("NetworkDriver.CreateNetwork", "set mtu"),
     ("NetworkDriver.CreateNetwork", "add address#2"),  # IPv4 gateway on, IPv6 not
     ("NetworkDriver.CreateNetwork", "set route_localnet"),
-    # One restore per family brings a new instance's base chains and the network's.
+    # One restore per family brings a new instance's base chains and the network's;
+    # the families run at once, so at either kill the other may be in or not.
     ("NetworkDriver.CreateNetwork", "apply ipv4 firewall"),
-    ("NetworkDriver.CreateNetwork", "apply ipv6 firewall"),  # IPv4 rules in, IPv6 not
+    ("NetworkDriver.CreateNetwork", "apply ipv6 firewall"),
     ("NetworkDriver.CreateNetwork", "commit"),
     ("NetworkDriver.CreateEndpoint", "add veth"),
     ("NetworkDriver.CreateEndpoint", "tag"),  # pair made in its final shape, neither end tagged
