@@ -210,11 +210,6 @@ class Firewall:
         return [line for family in R.FAMILIES for line in changes[family]]
 
     # -- the operations ---------------------------------------------------------------
-    def ensure_base(self) -> list[str]:
-        """Create the base chains and the jumps to them where missing, and
-        move our jumps back to the top."""
-        return self._rewrite_both(lambda cur, fam: R.with_base(cur, self._names))
-
     def add_network(self, rules: NetworkRules) -> None:
         def localnet(steps: Steps) -> None:
             if rules.subnets_v4 and not rules.internal:

@@ -277,7 +277,7 @@ def test_reconcile_repairs_what_a_user_removed(lab):
     assert lab.reach(c1.ns, c2.ip) == c1.ip
 
 
-def test_reconcile_deletes_orphans_and_ensure_base_reclaims_the_top(lab):
+def test_reconcile_deletes_orphans_and_reclaims_the_top(lab):
     br = lab.bridge()
     c1, c2 = lab.container(br), lab.container(br)
     gone, kept = network(lab.bridge()), network(br)
@@ -293,7 +293,7 @@ def test_reconcile_deletes_orphans_and_ensure_base_reclaims_the_top(lab):
     lab._cleanup.append(lambda: sh("iptables", "-w", "-X", chain))
     sh("iptables", "-w", "-I", "FORWARD", "1", "-j", chain)
     lab._cleanup.append(lambda: sh("iptables", "-w", "-D", "FORWARD", "-j", chain))
-    assert lab.fw.ensure_base() == [f"ipv4 filter: restore jump FORWARD -> {NAMES.forward}"]
+    assert lab.fw.reconcile([kept], []) == [f"ipv4 filter: restore jump FORWARD -> {NAMES.forward}"]
     forward = sh("iptables", "-S", "FORWARD").stdout.splitlines()
     # Only another Pontoon's jump (one may run on this host) may precede ours.
     assert forward.index(f"-A FORWARD -j {NAMES.forward}") < forward.index(f"-A FORWARD -j {chain}")
