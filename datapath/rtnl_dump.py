@@ -40,8 +40,9 @@ _IFADDRMSG = struct.Struct("=BBBBI")  # family, prefix length, flags, scope, ind
 _ATTR = struct.Struct("=HH")  # rtattr: length, type
 _ERRNO = struct.Struct("=i")
 _U32 = struct.Struct("=I")
-# The kernel fills one dump datagram up to 32 KiB (more only for a link
-# with very many virtual functions); a shorter buffer would truncate it.
+# The kernel fills a dump datagram up to 32 KiB, or to one link message if
+# that is longer: only the virtual-function lists could make it so, and the
+# kernel leaves them out unless asked (IFLA_EXT_MASK), which we never do.
 _RECV_SIZE = 1 << 16
 
 
@@ -95,6 +96,8 @@ def _dump(request: int, header: bytes) -> list[memoryview]:
             offset = 0
             while offset + _HEADER.size <= len(view):
                 length, kind, _, _, _ = _HEADER.unpack_from(view, offset)
+                if length < _HEADER.size:
+                    raise OSError(f"rtnetlink dump: malformed message of {length} bytes")
                 if kind == NLMSG_DONE:
                     return bodies
                 if kind == NLMSG_ERROR:
