@@ -18,7 +18,7 @@ import errno
 import ipaddress
 import logging
 
-from . import names, netlink, rtnl
+from . import names, netlink, rtnl, rtnl_dump
 from .errors import DatapathError, NameConflict
 from .model import BRIDGE_PREFIX, VETH_HOST_PREFIX, VETH_PEER_PREFIX, BridgeSpec, VethSpec
 from .steps import FaultHook, Steps
@@ -165,17 +165,6 @@ def _remove_address(ipr, index: int, iface: ipaddress.IPv4Interface | ipaddress.
             raise
 
 
-def _addresses_by_index(ipr) -> dict[int, set]:
-    """Every address of this namespace, by link index, from one dump:
-    ``get_addr(index=...)`` also dumps them all and filters in Python, so
-    asking per bridge cost bridges × addresses at start-up."""
-    found: dict[int, set] = {}
-    for a in ipr.get_addr():
-        found.setdefault(a["index"], set()).add(
-            ipaddress.ip_interface(f'{a.get("address")}/{a.get("prefixlen")}'))
-    return found
-
-
 class Links:
     """Kernel operations on bridges and veth pairs. ``faults`` is the
     ``Steps`` test hook; production passes None."""
@@ -229,13 +218,11 @@ class Links:
         prefix (kind "" when the kernel reports none), except links tagged
         as another instance's. An untagged one is left from a crash between
         creating and tagging it."""
-        with netlink.connect() as ipr:
-            return {
-                link.get("ifname"): _kind(link)
-                for link in ipr.get_links()
-                if link.get("ifname", "").startswith(_PONTOON_PREFIXES)
-                and (link.get("ifalias") or self.alias) == self.alias
-            }
+        return {
+            name: link.kind
+            for name, link in rtnl_dump.links().items()
+            if name.startswith(_PONTOON_PREFIXES) and (link.alias or self.alias) == self.alias
+        }
 
     # -- bridges -------------------------------------------------------------
 
@@ -444,10 +431,10 @@ class Links:
         # One dump of links and addresses for every check below: a lookup
         # per object made a restart with 1,000 endpoints and 200 networks
         # take over 5 s (make bench), and dockerd gives a managed plugin
-        # about 10 s to listen.
-        with netlink.connect() as ipr:
-            present = {link.get("ifname"): link for link in ipr.get_links()}
-            addresses = _addresses_by_index(ipr)
+        # about 10 s to listen. Read without pyroute2 (see rtnl_dump), which
+        # only the repairs below import.
+        present = rtnl_dump.links()
+        addresses = rtnl_dump.addresses()
 
         for spec, created in bridges:
             missing = self._bridge_drift(spec, present.get(spec.name), addresses)
@@ -466,17 +453,17 @@ class Links:
         return changes
 
     @staticmethod
-    def _bridge_drift(spec: BridgeSpec, link, addresses: dict[int, set]) -> list[str] | None:
+    def _bridge_drift(spec: BridgeSpec, link: rtnl_dump.Link | None, addresses: dict[int, set]) -> list[str] | None:
         """What a present bridge (``link``, from a dump) lacks compared to
         ``spec``; None when the bridge itself is missing (or its name holds
         something else, which create_bridge then reports)."""
-        if link is None or _kind(link) != "bridge":
+        if link is None or link.kind != "bridge":
             return None
-        present = addresses.get(link["index"], set())
+        present = addresses.get(link.index, set())
         lacking = [f"address {a}" for a in spec.addresses
                    if ipaddress.ip_interface(a) not in present]
-        if spec.mtu and link.get("mtu") != spec.mtu:
+        if spec.mtu and link.mtu != spec.mtu:
             lacking.append(f"mtu {spec.mtu}")
-        if not link.get("flags", 0) & rtnl.IFF_UP:
+        if not link.flags & rtnl.IFF_UP:
             lacking.append("up state")
         return lacking

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging.config
 import os
 import sys
@@ -25,6 +26,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pontoon: {exc}", file=sys.stderr)
         return 2
     if args.command == "serve":
+        # Start-up allocates what lives as long as the process (modules,
+        # classes, the app): collections meanwhile would walk it again and
+        # again and free nothing, about 10 ms before listening. serve()
+        # turns the collector back on before the first request.
+        gc.disable()
         logging.config.dictConfig(logs.config_dict(settings.log_level, settings.log_format))
         from .server import serve as run  # gunicorn and flask only when serving
         run(settings)

@@ -1,5 +1,8 @@
 """Settings precedence: flag > environment > YAML file > default."""
 import argparse
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -59,3 +62,9 @@ def test_bad_yaml(tmp_path):
     cfg.write_text("[not, a, mapping]\n")
     with pytest.raises(config.ConfigError, match="mapping"):
         config.load(flags(config=str(cfg)), {})
+
+
+def test_no_config_file_no_yaml_import():
+    code = ("import sys; from plugin import config; config.load(None, {}); "
+            "assert 'yaml' not in sys.modules, 'yaml imported without a config file'")
+    subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2], check=True)

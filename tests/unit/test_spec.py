@@ -105,6 +105,19 @@ def test_import_does_not_load_jsonschema():
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
 
 
+def test_bodyless_calls_do_not_load_jsonschema():
+    code = ("import sys, spec\n"
+            f"for method in {NO_BODY!r}: spec.validate(method + '.request', {{}})\n"
+            "assert 'jsonschema' not in sys.modules, 'jsonschema imported for a bodyless call'")
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
+@pytest.mark.parametrize("method", NO_BODY)
+def test_bodyless_schemas_still_refuse_a_non_object(method):
+    with pytest.raises(spec.SpecError, match="not of type"):
+        spec.validate(f"{method}.request", [])
+
+
 def test_specerror_is_valueerror():
     assert issubclass(spec.SpecError, ValueError)
 
