@@ -18,7 +18,7 @@ import errno
 import ipaddress
 import logging
 
-from . import names, netlink, rtnl, rtnl_dump
+from . import names, netlink, rtnl
 from .errors import DatapathError, NameConflict
 from .model import BRIDGE_PREFIX, VETH_HOST_PREFIX, VETH_PEER_PREFIX, BridgeSpec, VethSpec
 from .steps import FaultHook, Steps
@@ -218,9 +218,11 @@ class Links:
         prefix (kind "" when the kernel reports none), except links tagged
         as another instance's. An untagged one is left from a crash between
         creating and tagging it."""
+        with rtnl.Rtnl() as nl:
+            present = nl.links()
         return {
             name: link.kind
-            for name, link in rtnl_dump.links().items()
+            for name, link in present.items()
             if name.startswith(_PONTOON_PREFIXES) and (link.alias or self.alias) == self.alias
         }
 
@@ -431,10 +433,10 @@ class Links:
         # One dump of links and addresses for every check below: a lookup
         # per object made a restart with 1,000 endpoints and 200 networks
         # take over 5 s (make bench), and dockerd gives a managed plugin
-        # about 10 s to listen. Read without pyroute2 (see rtnl_dump), which
+        # about 10 s to listen. Read without pyroute2 (see rtnl), which
         # only the repairs below import.
-        present = rtnl_dump.links()
-        addresses = rtnl_dump.addresses()
+        with rtnl.Rtnl() as nl:
+            present, addresses = nl.links(), nl.addresses()
 
         for spec, created in bridges:
             missing = self._bridge_drift(spec, present.get(spec.name), addresses)
@@ -453,7 +455,7 @@ class Links:
         return changes
 
     @staticmethod
-    def _bridge_drift(spec: BridgeSpec, link: rtnl_dump.Link | None, addresses: dict[int, set]) -> list[str] | None:
+    def _bridge_drift(spec: BridgeSpec, link: rtnl.Link | None, addresses: dict[int, set]) -> list[str] | None:
         """What a present bridge (``link``, from a dump) lacks compared to
         ``spec``; None when the bridge itself is missing (or its name holds
         something else, which create_bridge then reports)."""

@@ -1,4 +1,4 @@
-"""datapath.rtnl_dump against the real kernel, observed with the ``ip`` tool,
+"""The dumps of datapath.rtnl against the real kernel, observed with the ``ip`` tool,
 and the start-up reconcile it lets skip pyroute2."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from datapath import rtnl_dump
+from datapath import rtnl
 from datapath.links import Links
 from datapath.model import BridgeSpec, VethSpec
 
@@ -16,6 +16,11 @@ from .test_links import new_endpoint_id
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 IFF_UP = 0x1
+
+
+def _dump(what: str):
+    with rtnl.Rtnl() as nl:
+        return getattr(nl, what)()
 
 
 def _namespace_with_links(kernel) -> str:
@@ -30,7 +35,7 @@ def _namespace_with_links(kernel) -> str:
 
 def test_links_match_what_ip_shows(kernel):
     ns = _namespace_with_links(kernel)
-    dumped = run_in_netns(ns, rtnl_dump.links)
+    dumped = run_in_netns(ns, lambda: _dump("links"))
     shown = ip_json("-n", ns, "-d", "link", "show")
     assert set(dumped) == {s["ifname"] for s in shown} == {"lo", "br-d", "ve-d", "vp-d"}
     for s in shown:
@@ -45,7 +50,7 @@ def test_links_match_what_ip_shows(kernel):
 
 def test_addresses_match_what_ip_shows(kernel):
     ns = _namespace_with_links(kernel)
-    dumped = run_in_netns(ns, rtnl_dump.addresses)
+    dumped = run_in_netns(ns, lambda: _dump("addresses"))
     shown = {s["ifindex"]: {ipaddress.ip_interface(f'{a["local"]}/{a["prefixlen"]}') for a in s["addr_info"]}
              for s in ip_json("-n", ns, "addr", "show") if s["addr_info"]}
     assert dumped == shown
