@@ -126,15 +126,14 @@ def _check_reserved(name: str) -> None:
         raise NameConflict(f'bridge name "{name}" is held by a host interface')
 
 
-def _check_bridge_holder(ipr, name: str, link) -> None:
-    """Raise NameConflict unless ``link`` (the device named ``name``, or None)
-    is absent or a bridge Pontoon may use."""
-    _check_reserved(name)
-    if link is not None and link["index"] in _default_route_ifindexes(ipr):
+def _check_bridge_holder(ipr, name: str, index: int, kind: str) -> None:
+    """Raise NameConflict unless the device named ``name`` (``index``,
+    ``kind``) is a bridge Pontoon may use."""
+    if index in _default_route_ifindexes(ipr):
         raise NameConflict(f'bridge name "{name}" is held by a host interface')
-    if link is not None and _kind(link) != "bridge":
-        kind = f" ({_kind(link)})" if _kind(link) else ""
-        raise NameConflict(f'bridge name "{name}" is held by a device that is not a bridge{kind}')
+    if kind != "bridge":
+        suffix = f" ({kind})" if kind else ""
+        raise NameConflict(f'bridge name "{name}" is held by a device that is not a bridge{suffix}')
 
 
 def _add_address(ipr, index: int, iface: ipaddress.IPv4Interface | ipaddress.IPv6Interface) -> bool:
@@ -184,19 +183,23 @@ class Links:
 
     def check_bridge_name(self, name: str) -> None:
         names.validate_ifname(name, "bridge name")
-        with netlink.connect() as ipr:
-            _check_bridge_holder(ipr, name, _get_link(ipr, name))
+        _check_reserved(name)
+        with rtnl.Rtnl() as nl:
+            link = nl.get(name)
+        if link is not None:  # only then the route dump, through pyroute2
+            with netlink.connect() as ipr:
+                _check_bridge_holder(ipr, name, link.index, link.kind)
 
     # -- queries -------------------------------------------------------------
 
     def link_exists(self, name: str) -> bool:
-        with netlink.connect() as ipr:
-            return _get_link(ipr, name) is not None
+        with rtnl.Rtnl() as nl:
+            return nl.get(name) is not None
 
     def bridge_exists(self, name: str) -> bool:
-        with netlink.connect() as ipr:
-            link = _get_link(ipr, name)
-            return link is not None and _kind(link) == "bridge"
+        with rtnl.Rtnl() as nl:
+            link = nl.get(name)
+        return link is not None and link.kind == "bridge"
 
     def host_routes(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         """Destinations of the main routing table, without default routes,
@@ -247,7 +250,7 @@ class Links:
                 # Only a device that was there before can be a host
                 # interface; the check dumps every route, which grows with
                 # every network's bridge.
-                _check_bridge_holder(ipr, name, link)
+                _check_bridge_holder(ipr, name, link["index"], _kind(link))
             index = link["index"]
 
             # A Linux bridge whose address was never set explicitly takes the
