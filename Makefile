@@ -25,7 +25,7 @@ unit: $(STAMP)
 	$(PY) -m pytest -ra tests/unit
 
 # Benchmarks against Docker's bridge driver (as root; see docs/benchmarks.md).
-# Needs docker.io, busybox-static and iperf3 from apt; about 10 minutes.
+# Needs docker.io, busybox-static and iperf3 from apt; about 5 minutes.
 $(BENCH_STAMP): $(STAMP) pyproject.toml
 	$(PY) -m pip install -q -e '.[test,bench]'
 	touch $(BENCH_STAMP)
