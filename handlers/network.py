@@ -74,6 +74,11 @@ class NetworkDriver:
             # in the base chains and jumps it needs in the same restore.)
             rollback.undo(f"remove firewall rules of {bridge}", self._firewall.remove_network, network_rules(network))
             self._firewall.add_network(network_rules(network))
+            # Not guarded: two concurrent creates of one network ID with
+            # different settings, or of one explicit bridge name, share the
+            # bridge (and, for one ID, the rules) that the loser's undo
+            # removes. dockerd makes the IDs; the same bridge name asked for
+            # by two networks in the same instant is the only way left.
             with self._tx() as tx:
                 if _already(tx.get_network(network_id), request, what):
                     rollback.commit()  # the same request, done meanwhile: its bridge and rules
