@@ -3,7 +3,8 @@
 Importing pyroute2 imports its whole API (IPDB, NDB, ethtool and more): about
 20 MiB and 70 ms per process. gunicorn's master never needs netlink (the
 start-up reconcile runs in a child, see plugin.server) and a worker needs it
-only from its first request that touches links, so neither pays before then.
+only from its first request that touches bridges, addresses or routes
+(CreateNetwork, DeleteNetwork, RequestPool), so neither pays before then.
 """
 from __future__ import annotations
 

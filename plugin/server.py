@@ -59,9 +59,9 @@ def _reconcile(network) -> int:
 
 def _start_reconcile(network) -> int:
     """Reconcile in a short-lived child; returns its pid, for _wait_reconcile.
-    Its netlink work imports pyroute2 (about 20 MiB and 70 ms): in the master
-    that memory would stay for good, and be inherited by every worker before
-    its first netlink request."""
+    It runs while the master imports Flask and gunicorn, and a repair it
+    makes imports pyroute2 (about 20 MiB and 70 ms), which in the master would
+    stay for good and be inherited by every worker."""
     pid = os.fork()
     if pid == 0:
         status = 1
