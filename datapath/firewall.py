@@ -90,8 +90,10 @@ class Firewall:
         except RuntimeError:  # not as adding() assumes, see there
             # A restore that failed in its nat section has committed its
             # filter section (nat half there from an earlier failure), which
-            # the rewrite cannot tell from what was there before.
-            return bool(self._rewrite(family, lambda cur: R.including(cur, frag, self._names)))
+            # the rewrite cannot tell from what was there before: count it as
+            # changed, so the undo (an idempotent removal) still runs.
+            self._rewrite(family, lambda cur: R.including(cur, frag, self._names))
+            return True
         # FORWARD is where dockerd puts its rules above ours when it starts
         # or makes a network, and some accept anything leaving its bridges,
         # into ours too; reading that one short chain costs the same however
@@ -260,17 +262,16 @@ class Firewall:
         Needed for published ports on 127.0.0.1 (see the localhost masquerade
         in ``datapath.rules``). Returns whether it had to be changed.
         """
-        path = self._sysctl.path("ipv4", bridge, "route_localnet")
         name = f"set route_localnet {bridge}"
         try:
-            changed = path.read_text().strip() != "1"
+            changed = self._sysctl.read("ipv4", bridge, "route_localnet") != "1"
         except OSError as exc:  # no such bridge
             raise DatapathError(name, exc) from exc
         if changed:
             steps.run(
                 name,
-                lambda: path.write_text("1"),
-                undo=lambda: path.write_text("0"),
+                lambda: self._sysctl.write("ipv4", bridge, "route_localnet", "1"),
+                undo=lambda: self._sysctl.write("ipv4", bridge, "route_localnet", "0"),
             )
         return changed
 

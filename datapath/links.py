@@ -1,4 +1,4 @@
-"""Bridges, veth pairs and their addresses, through netlink (pyroute2).
+"""Bridges, veth pairs and their addresses, through netlink.
 
 Every multi-step change runs through ``Steps``: a failure at step k undoes
 steps k-1..1 and raises ``DatapathError`` naming step k. Setup follows "add,
@@ -469,6 +469,6 @@ class Links:
                    if ipaddress.ip_interface(a) not in present]
         if spec.mtu and link.mtu != spec.mtu:
             lacking.append(f"mtu {spec.mtu}")
-        if not link.flags & rtnl.IFF_UP:
+        if not link.up:
             lacking.append("up state")
         return lacking
