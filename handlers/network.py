@@ -4,7 +4,7 @@ Each state-changing method reads what it needs from a snapshot, makes its
 kernel and firewall changes under a ``Rollback`` (each with its undo), and
 commits last in one short store transaction, which checks again what a
 concurrent request may have changed meanwhile. Kernel work stays outside the
-store's write lock (SQLite's, shared by every worker and thread), so the
+store's write lock (shared by every worker and thread), so the
 requests of other containers never queue behind a veth being made or
 deleted. If anything fails, the undos run and the store keeps nothing; if
 the process dies before the commit, reconcile at the next start removes the
@@ -56,12 +56,12 @@ class NetworkDriver:
         ipv6 = _ipam_data("IPv6Data", body.get("IPv6Data"), 6)
         bridge = options.bridge_name or BRIDGE_PREFIX + network_id[:12]
         request = _canonical(body, "Options", "IPv4Data", "IPv6Data")
-        self._links.check_bridge_name(bridge)
         what = f"network {network_id}"
         with self._snapshot() as tx:
             if _already(tx.get_network(network_id), request, what):
                 return {}  # a retry of what is already done
             _check_bridge_free(tx, bridge)
+        self._links.check_bridge_name(bridge)
         network = {"id": network_id, "bridge": bridge, "options": options.to_dict(),
                    "ipv4": ipv4, "ipv6": ipv6, "request": request}
         spec = bridge_spec(network)

@@ -1,9 +1,10 @@
 """Durable state in SQLite: networks, endpoints, published ports, pools, addresses.
 
-One database file under the state dir. Every request that changes state runs
-in one ``BEGIN IMMEDIATE`` transaction, committed before the reply leaves:
-SQLite's write lock serialises writers across gunicorn workers and threads,
-and WAL with ``synchronous=FULL`` makes a commit survive ``kill -9`` and power
+One database file under the state dir. Every request that changes state
+commits in one ``BEGIN IMMEDIATE`` transaction before the reply leaves:
+writers queue on a threading lock within a process and an flock across
+gunicorn workers (see ``Store.__init__``), then take SQLite's write lock, and
+WAL with ``synchronous=FULL`` makes a commit survive ``kill -9`` and power
 loss. Readers never block writers.
 
 The handlers and the IPAM driver never import this module: ``plugin.app``
@@ -322,11 +323,15 @@ def _claim_ips(db: sqlite3.Connection, endpoint: dict) -> None:
             )
 
 
+# PRAGMA user_version of a database whose endpoint_ips is filled.
+ENDPOINT_IPS_VERSION = 1
+
+
 def _index_endpoint_ips(db: sqlite3.Connection) -> None:
-    """Fill endpoint_ips for endpoints stored before it existed (it is empty
-    then, and only then, while endpoints with addresses are stored)."""
+    """Fill endpoint_ips for endpoints stored before it existed, once."""
     db.execute("BEGIN IMMEDIATE")
-    if not db.execute("SELECT EXISTS (SELECT 1 FROM endpoint_ips)").fetchone()[0]:
+    if db.execute("PRAGMA user_version").fetchone()[0] < ENDPOINT_IPS_VERSION:
         for (data,) in db.execute("SELECT data FROM endpoints").fetchall():
             _claim_ips(db, json.loads(data))
+        db.execute(f"PRAGMA user_version = {ENDPOINT_IPS_VERSION}")
     db.execute("COMMIT")
