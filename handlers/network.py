@@ -12,7 +12,8 @@ orphans, or recreates what a delete had removed.
 
 Published host ports are the exception: they are picked from the stored
 ones, so ProgramExternalConnectivity does its firewall work inside the
-transaction.
+transaction (RevokeExternalConnectivity frees them only at its commit, so
+it needs no lock for its own).
 """
 from __future__ import annotations
 
@@ -278,19 +279,22 @@ class NetworkDriver:
         return {}
 
     def revoke_external_connectivity(self, body: dict) -> dict:
+        """Ports are freed by the commit, after their rules are gone, so the
+        firewall work needs no lock: no other endpoint can pick them sooner."""
         with self._snapshot() as tx:
-            if not _published(tx.get_endpoint(body["EndpointID"])):
+            endpoint = tx.get_endpoint(body["EndpointID"])
+            if not _published(endpoint):
                 return {}  # dockerd revokes even what was never programmed
+            network = tx.get_network(endpoint["network_id"])
+        if network is None:
+            return {}
         with Rollback() as rollback:
+            self._unpublish(network, endpoint, rollback)
             with self._tx() as tx:
                 endpoint = tx.get_endpoint(body["EndpointID"])
-                if not _published(endpoint):
-                    return {}
-                network = tx.get_network(endpoint["network_id"])
-                if network is not None:
-                    self._unpublish(network, endpoint, rollback)
+                if _published(endpoint):
                     _forget_ports(tx, endpoint)
-                tx.put_endpoint(endpoint)
+                    tx.put_endpoint(endpoint)
             rollback.commit()
         return {}
 
