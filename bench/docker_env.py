@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
-from tests.e2e.conftest import ProcessPontoon
+from tests.e2e.plugins import ProcessPontoon
 from tests.e2e.dockerd import Dockerd, build_busybox_image
 
 from .subnets import Subnets

@@ -13,10 +13,10 @@ import tomllib
 from pathlib import Path
 
 from tests.harness.client import SocketTransport
-from tests.harness.server import REPO
+from tests.harness.server import REPO, process_tree
 
 from .plugin_server import BenchServer
-from .procs import rss_kib, tree
+from .procs import rss_kib
 from .stats import pair_ratios
 
 SETTLE_S = 1.0  # after the first reply, for workers to finish booting and go idle
@@ -40,7 +40,7 @@ def _measure(argv: list[str], socket_path: str) -> tuple[float, int]:
                 served = time.perf_counter() - begin
                 break
         time.sleep(SETTLE_S)
-        rss = rss_kib(tree(proc.pid))
+        rss = rss_kib(process_tree(proc.pid))
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)

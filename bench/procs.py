@@ -1,14 +1,5 @@
-"""Processes the benchmarks start: their workers and resident memory."""
+"""The resident memory of the processes the benchmarks start."""
 from __future__ import annotations
-
-from pathlib import Path
-
-
-def tree(pid: int) -> list[int]:
-    """The process and its direct children (gunicorn's master and workers)."""
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    kids = [int(p) for p in children.read_text().split()] if children.exists() else []
-    return [pid, *kids]
 
 
 def rss_kib(pids: list[int]) -> int:

@@ -123,6 +123,7 @@ def test_two_pontoon_networks_are_isolated_both_ways(lab):
     assert not lab.forwarded(ca.ip, cb.ip) and not lab.forwarded(cb.ip, ca.ip)
     assert lab.reach(ca.ns, out.ip) == out.host_ip
     assert lab.reach(cb.ns, out.ip) == cb.ip
+    assert lab.forwarded(cb.ip, out.ip)  # the check sees what did get through
 
 
 def test_isolated_from_dockers_bridges_both_ways(lab):

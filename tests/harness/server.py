@@ -17,6 +17,13 @@ from .client import Client, SocketTransport
 REPO = Path(__file__).resolve().parents[2]
 
 
+
+def process_tree(pid: int) -> list[int]:
+    """The process and its direct children (gunicorn's master and workers)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    kids = [int(p) for p in children.read_text().split()] if children.exists() else []
+    return [pid, *kids]
+
 class Server:
     def __init__(self, workdir: Path, name: str | None = None, workers: int = 1, threads: int = 8,
                  netns: str | None = None):
@@ -98,11 +105,7 @@ class Server:
 
     def pids(self) -> list[int]:
         """The master and its worker processes."""
-        if self.proc is None:
-            return []
-        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
-        kids = [int(p) for p in children.read_text().split()] if children.exists() else []
-        return [self.proc.pid, *kids]
+        return [] if self.proc is None else process_tree(self.proc.pid)
 
     def socket_is_private(self) -> bool:
         """The socket has mode 0660 and belongs to root."""
