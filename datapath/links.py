@@ -223,11 +223,10 @@ class Links:
         creating and tagging it."""
         with rtnl.Rtnl() as nl:
             present = nl.links()
-        return {
-            name: link.kind
-            for name, link in present.items()
-            if name.startswith(_PONTOON_PREFIXES) and (link.alias or self.alias) == self.alias
-        }
+        return {name: link.kind for name, link in present.items() if self._ours(name, link)}
+
+    def _ours(self, name: str, link: rtnl.Link) -> bool:
+        return name.startswith(_PONTOON_PREFIXES) and (link.alias or self.alias) == self.alias
 
     # -- bridges -------------------------------------------------------------
 
@@ -422,24 +421,29 @@ class Links:
                 log.info("reconcile: %s", what)
                 changes.append(what)
 
-        owned_bridges = {spec.name for spec, _ in bridges}
-        owned_veths = {v.host_name for v in veths} | {v.peer_name for v in veths}
-        for name, kind in sorted(self.pontoon_links().items()):
-            if name.startswith(BRIDGE_PREFIX) and kind == "bridge" and name not in owned_bridges:
-                attempt(f"delete orphan bridge {name}",
-                        lambda name=name: self.delete_bridge(BridgeSpec(name), created=True))
-            elif (name.startswith((VETH_HOST_PREFIX, VETH_PEER_PREFIX)) and kind == "veth"
-                  and name not in owned_veths and self.link_exists(name)):
-                # link_exists: deleting an orphan's other end took this one too.
-                attempt(f"delete orphan veth {name}", lambda name=name: self.delete_veth(name))
-
         # One dump of links and addresses for every check below: a lookup
         # per object made a restart with 1,000 endpoints and 200 networks
         # take over 5 s (make bench), and dockerd gives a managed plugin
         # about 10 s to listen. Read without pyroute2 (see rtnl), which
-        # only the repairs below import.
+        # only the repairs below import. Deleting orphans changes no link
+        # the later checks look at (those are all owned).
         with rtnl.Rtnl() as nl:
             present, addresses = nl.links(), nl.addresses()
+
+        owned_bridges = {spec.name for spec, _ in bridges}
+        owned_veths = {v.host_name for v in veths} | {v.peer_name for v in veths}
+        taken_along: set[int] = set()  # peers of orphan veths already deleted
+        for name, link in sorted(present.items()):
+            if not self._ours(name, link):
+                continue
+            if name.startswith(BRIDGE_PREFIX) and link.kind == "bridge" and name not in owned_bridges:
+                attempt(f"delete orphan bridge {name}",
+                        lambda name=name: self.delete_bridge(BridgeSpec(name), created=True))
+            elif (name.startswith((VETH_HOST_PREFIX, VETH_PEER_PREFIX)) and link.kind == "veth"
+                  and name not in owned_veths and link.index not in taken_along):
+                attempt(f"delete orphan veth {name}", lambda name=name: self.delete_veth(name))
+                if link.link_netnsid is None and link.link is not None:
+                    taken_along.add(link.link)
 
         for spec, created in bridges:
             missing = self._bridge_drift(spec, present.get(spec.name), addresses)
