@@ -162,53 +162,54 @@ class Firewall:
         if failed:
             raise failed[0]
 
-    def _add_both(self, fragment: Fragments, before: Callable[[Steps], object] | None = None) -> None:
-        # Undo runs inside the lock: the lock is the outer context.
+    def _per_family(self, work: Callable[[Steps, str], None],
+                    before: Callable[[Steps], object] | None = None) -> None:
+        """``work(steps, family)`` for both families at once, under the lock,
+        after the steps of ``before``; one undo stack for all of them. Undo
+        runs inside the lock: the lock is the outer context."""
         with self._locked(), Steps(self._faults) as steps:
             if before is not None:
                 before(steps)
+            self._both(lambda family: work(steps, family))
 
-            def work(family: str) -> None:
-                frag = fragment(family)
-                if frag.empty():
-                    return
-                changed = False
+    def _add_both(self, fragment: Fragments, before: Callable[[Steps], object] | None = None) -> None:
+        def work(steps: Steps, family: str) -> None:
+            frag = fragment(family)
+            if frag.empty():
+                return
+            changed = False
 
-                def add() -> None:
-                    nonlocal changed
-                    changed = self._add(family, frag)
+            def add() -> None:
+                nonlocal changed
+                changed = self._add(family, frag)
 
-                def undo() -> None:
-                    # Only what this call added: rules that were there before stay.
-                    if changed:
-                        self._remove(family, frag)
+            def undo() -> None:
+                # Only what this call added: rules that were there before stay.
+                if changed:
+                    self._remove(family, frag)
 
-                steps.run(f"apply {family} firewall", add, undo=undo)
+            steps.run(f"apply {family} firewall", add, undo=undo)
 
-            self._both(work)
+        self._per_family(work, before)
 
     def _remove_both(self, fragment: Fragments) -> None:
         """No undo: the callers put back a half-done removal by adding again."""
-        with self._locked(), Steps(self._faults) as steps:
-            def work(family: str) -> None:
-                frag = fragment(family)
-                if not frag.empty():
-                    steps.run(f"apply {family} firewall", lambda: self._remove(family, frag))
+        def work(steps: Steps, family: str) -> None:
+            frag = fragment(family)
+            if not frag.empty():
+                steps.run(f"apply {family} firewall", lambda: self._remove(family, frag))
 
-            self._both(work)
+        self._per_family(work)
 
     def _rewrite_both(self, change: Callable[[R.Ruleset, str], R.Ruleset],
                       before: Callable[[Steps], object] | None = None) -> list[str]:
         changes: dict[str, list[str]] = {}
-        with self._locked(), Steps(self._faults) as steps:
-            if before is not None:
-                before(steps)
 
-            def work(family: str) -> None:
-                changes[family] = steps.run(f"apply {family} firewall",
-                                            lambda: self._rewrite(family, lambda cur: change(cur, family)))
+        def work(steps: Steps, family: str) -> None:
+            changes[family] = steps.run(f"apply {family} firewall",
+                                        lambda: self._rewrite(family, lambda cur: change(cur, family)))
 
-            self._both(work)
+        self._per_family(work, before)
         return [line for family in R.FAMILIES for line in changes[family]]
 
     # -- the operations ---------------------------------------------------------------
