@@ -485,17 +485,17 @@ def hook_in_place(rules: list[str], jump: str) -> bool:
     return all((_target(r) or "").startswith(PONTOON) for r in rules[: rules.index(jump)])
 
 
-def _same(table: str, chain: str, current: list[str] | None, wanted: list[str], names: Names) -> bool:
+def _same(chain: str, current: list[str] | None, wanted: list[str], base: set[str]) -> bool:
     """Whether a chain already holds the wanted rules.
 
-    In the base chains each network's or endpoint's entries only match its
+    In the base chains (``base``) each network's or endpoint's entries only match its
     own bridge or jump to its own chain, so their order carries no meaning:
     concurrent operations append them in whatever order they ran, and
     reconcile should not rewrite a chain for that.
     """
     if current is None:
         return False
-    if chain in names.base_chains()[table]:
+    if chain in base:
         return sorted(current) == sorted(wanted)
     return current == wanted
 
@@ -510,10 +510,12 @@ def plan(saved: Saved, target: Ruleset, family: str, names: Names = DEFAULT) -> 
     """
     out: list[str] = []
     changes: list[str] = []
+    base_chains = names.base_chains()
     for table in TABLES:
         current = saved.ours.get(table, {})
         wanted = target.get(table, {})
-        rewrite = [c for c in wanted if not _same(table, c, current.get(c), wanted[c], names)]
+        base = set(base_chains[table])
+        rewrite = [c for c in wanted if not _same(c, current.get(c), wanted[c], base)]
         delete = sorted(c for c in current if c not in wanted)
         hooks = []
         for chain, jump in names.hooks()[table]:
