@@ -97,11 +97,14 @@ class Firewall:
         # FORWARD is where dockerd puts its rules above ours when it starts
         # or makes a network, and some accept anything leaving its bridges,
         # into ours too; reading that one short chain costs the same however
-        # many networks there are. The other hooks go back to the top at the
-        # next rewrite.
-        jump = dict(self._names.hooks()["filter"])["FORWARD"]
-        if not R.hook_in_place(self._entries(family, "filter", "FORWARD") or [], jump):
-            self._rewrite(family, lambda cur: cur)
+        # many networks there are. Checked when a network is added (its
+        # entries are in the chain FORWARD jumps to), not for published ports,
+        # which are added under the store's write lock. The other hooks go
+        # back to the top at the next rewrite.
+        if self._names.bridges in frag.shared["filter"]:
+            jump = dict(self._names.hooks()["filter"])["FORWARD"]
+            if not R.hook_in_place(self._entries(family, "filter", "FORWARD") or [], jump):
+                self._rewrite(family, lambda cur: cur)
         return True
 
     def _remove(self, family: str, frag: R.Fragment) -> None:
