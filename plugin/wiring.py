@@ -40,10 +40,11 @@ def _links(settings: Settings, crash) -> Links:
     return Links(faults=crash, owner=settings.name, sysctl=Sysctl(settings.sysctl_net_dir))
 
 
-def build_network_driver(settings: Settings, store: Store, links=None, firewall=None) -> network.NetworkDriver:
+def build_network_driver(settings: Settings, store: Store, links=None, firewall=None,
+                         crash: testhook.Hook | None = None) -> network.NetworkDriver:
     """The network driver alone, without Flask: all the start-up reconcile
-    needs. ``links`` and ``firewall`` as for ``build``."""
-    crash = testhook.from_env()
+    needs (the crash hook fires only inside requests, so reconcile has none).
+    ``links`` and ``firewall`` as for ``build``."""
     firewall = firewall or Firewall(os.path.join(settings.state_dir, "firewall.lock"), faults=crash,
                                     chain_prefix=chain_prefix(settings.name),
                                     sysctl=Sysctl(settings.sysctl_net_dir))
@@ -60,7 +61,7 @@ def build(settings: Settings, links=None, firewall=None) -> Plugin:
     crash = testhook.from_env()
     store = Store(settings.state_dir, before_commit=crash and (lambda: crash(testhook.COMMIT)))
     links = links or _links(settings, crash)
-    network_driver = build_network_driver(settings, store, links, firewall)
+    network_driver = build_network_driver(settings, store, links, firewall, crash)
     ipam_driver = ipam.IpamDriver(store.transaction, links.host_routes,
                                   settings.pools(v6=False), settings.pools(v6=True))
     app = create_app({**network.methods(network_driver), **ipam.methods(ipam_driver)})
