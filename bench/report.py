@@ -213,7 +213,7 @@ def _markdown(res: dict, plots: list[str]) -> str:
               "socket. IPAM runs in-process on the real SQLite store on tmpfs, so the disk's "
               "fsync (one per allocation, constant) stays out of the flatness figure; the two "
               "pools fill at the same time, one process each, so both see the same load.",
-              "", f"Time per section: " + ", ".join(f"{k} {v:.0f} s" for k, v in res["seconds"].items())
+              "", "Time per section: " + ", ".join(f"{k} {v:.0f} s" for k, v in res["seconds"].items())
               + f"; total {sum(res['seconds'].values()):.0f} s.", ""]
     return "\n".join(lines)
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 import random
 import secrets
 import shutil
@@ -15,6 +14,8 @@ from datapath import rtnl
 from datapath.errors import DatapathError, InvalidName, NameConflict
 from datapath.links import Links
 from datapath.model import BridgeSpec, VethSpec
+
+from tests.harness.server import REPO
 
 from .conftest import IP, ip, ip_json, run_in_netns, suffix
 
@@ -617,5 +618,4 @@ def test_importing_datapath_opens_nothing_and_skips_pyroute2():
     # pyroute2 waits for the first netlink operation (datapath.netlink).
     code = ("import sys, datapath, datapath.model, datapath.links, datapath.firewall;"
             " assert 'pyroute2' not in sys.modules")
-    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=repo)
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)

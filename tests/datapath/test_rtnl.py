@@ -3,7 +3,6 @@ and the start-up reconcile it lets skip pyroute2."""
 from __future__ import annotations
 
 import ipaddress
-import os
 import subprocess
 import sys
 
@@ -11,10 +10,11 @@ from datapath import rtnl
 from datapath.links import Links
 from datapath.model import BridgeSpec, VethSpec
 
+from tests.harness.server import REPO
+
 from .conftest import IP, ip, ip_json, run_in_netns, suffix
 from .test_links import new_endpoint_id
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 IFF_UP = 0x1
 
 

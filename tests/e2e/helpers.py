@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from tests.e2e.dockerd import run, wait_for
+from tests.harness.server import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 
 # Every container serves /var/www on port 80 as its main process: it keeps
 # the container running and gives published ports something to answer.

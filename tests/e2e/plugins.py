@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 from tests.e2e.dockerd import CommandError, stop_pid, wait_for
+from tests.harness.server import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 PLUGIN_SOCKET_DIR = Path("/run/docker/plugins")
 # Default pools set through each mode's own channel (flags for the process,
 # `docker plugin set` of config.json's env for the managed plugin), so the

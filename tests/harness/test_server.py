@@ -7,7 +7,6 @@ import subprocess
 import sys
 import threading
 
-import pytest
 
 from .conftest import require_root
 from .server import Server

@@ -12,11 +12,11 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
+
+from tests.harness.server import REPO
 
 from . import figures
 
-REPO = Path(__file__).resolve().parents[2]
 BUILD = REPO / "build"
 DEFAULTS = {"PONTOON_SOAK_CYCLES": "10000", "PONTOON_FUZZ_EXAMPLES": "300"}
 

@@ -2,11 +2,11 @@
 import argparse
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from plugin import config
+from tests.harness.server import REPO
 
 
 def flags(**kw):
@@ -67,4 +67,4 @@ def test_bad_yaml(tmp_path):
 def test_no_config_file_no_yaml_import():
     code = ("import sys; from plugin import config; config.load(None, {}); "
             "assert 'yaml' not in sys.modules, 'yaml imported without a config file'")
-    subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2], check=True)
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)

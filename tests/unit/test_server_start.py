@@ -1,11 +1,11 @@
 """The start-up reconcile runs in a child the master waits for before
 listening, so the master (and the workers it forks) never import pyroute2 for
 it, and Flask and gunicorn load meanwhile."""
-import os
 import subprocess
 import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.harness.server import REPO
+
 
 PROLOGUE = """
 import sys, types
@@ -45,6 +45,7 @@ def test_the_server_module_leaves_flask_gunicorn_and_pyroute2_for_later():
 def test_a_failed_reconcile_is_logged_and_serving_goes_on():
     got = run("""
 import logging
+from tests.harness.server import REPO
 logging.basicConfig(level=logging.INFO)
 def reconcile():
     raise RuntimeError("netlink says no")

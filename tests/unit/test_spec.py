@@ -2,14 +2,13 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from jsonschema import Draft202012Validator
 
 import spec
+from tests.harness.server import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 SPEC_DIR = REPO / "spec"
 TRACES = REPO / "tests" / "fixtures" / "traces"
 

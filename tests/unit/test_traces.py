@@ -9,11 +9,12 @@ a 200 valid against spec/, and say what was asked.
 import copy
 import ipaddress
 import json
-from pathlib import Path
 
 import pytest
 
-TRACES = Path(__file__).resolve().parents[1] / "fixtures" / "traces"
+from tests.harness.server import REPO
+
+TRACES = REPO / "tests" / "fixtures" / "traces"
 FILES = sorted(TRACES.glob("*.jsonl"))
 
 
