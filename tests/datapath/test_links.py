@@ -6,7 +6,6 @@ import random
 import secrets
 import shutil
 import subprocess
-import sys
 
 import pytest
 
@@ -15,7 +14,7 @@ from datapath.errors import DatapathError, InvalidName, NameConflict
 from datapath.links import Links
 from datapath.model import BridgeSpec, VethSpec
 
-from tests.harness.server import REPO
+from tests.harness.server import fresh_python
 
 from .conftest import IP, ip, ip_json, run_in_netns, suffix
 
@@ -618,4 +617,4 @@ def test_importing_datapath_opens_nothing_and_skips_pyroute2():
     # pyroute2 waits for the first netlink operation (datapath.netlink).
     code = ("import sys, datapath, datapath.model, datapath.links, datapath.firewall;"
             " assert 'pyroute2' not in sys.modules")
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+    fresh_python(code)

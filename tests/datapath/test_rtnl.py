@@ -3,14 +3,12 @@ and the start-up reconcile it lets skip pyroute2."""
 from __future__ import annotations
 
 import ipaddress
-import subprocess
-import sys
 
 from datapath import rtnl
 from datapath.links import Links
 from datapath.model import BridgeSpec, VethSpec
 
-from tests.harness.server import REPO
+from tests.harness.server import fresh_python
 
 from .conftest import IP, ip, ip_json, run_in_netns, suffix
 from .test_links import new_endpoint_id
@@ -77,4 +75,4 @@ def test_reconcile_with_nothing_to_repair_does_not_import_pyroute2(kernel):
             f"changes = Links().reconcile([({bridge!r}, True)], [{veth!r}], set())\n"
             "assert changes == [], changes\n"
             "assert 'pyroute2' not in sys.modules, 'pyroute2 imported with nothing to repair'\n")
-    subprocess.run([IP, "netns", "exec", ns, sys.executable, "-c", code], check=True, cwd=REPO)
+    fresh_python(code, IP, "netns", "exec", ns)

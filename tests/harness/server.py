@@ -24,6 +24,13 @@ def process_tree(pid: int) -> list[int]:
     kids = [int(p) for p in children.read_text().split()] if children.exists() else []
     return [pid, *kids]
 
+
+def fresh_python(code: str, *wrapper: str) -> None:
+    """Run ``code`` in a new interpreter from the repository root (so what it
+    imports is only what ``code`` imports), under ``wrapper`` (such as
+    ``ip netns exec NS``) if given; a failed assert fails the caller."""
+    subprocess.run([*wrapper, sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)
+
 class Server:
     def __init__(self, workdir: Path, name: str | None = None, workers: int = 1, threads: int = 8,
                  netns: str | None = None):

@@ -1,12 +1,10 @@
 """Settings precedence: flag > environment > YAML file > default."""
 import argparse
-import subprocess
-import sys
 
 import pytest
 
 from plugin import config
-from tests.harness.server import REPO
+from tests.harness.server import fresh_python
 
 
 def flags(**kw):
@@ -67,4 +65,4 @@ def test_bad_yaml(tmp_path):
 def test_no_config_file_no_yaml_import():
     code = ("import sys; from plugin import config; config.load(None, {}); "
             "assert 'yaml' not in sys.modules, 'yaml imported without a config file'")
-    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+    fresh_python(code)

@@ -1,13 +1,11 @@
 """The protocol schemas in spec/: well-formed, complete, true to real dockerd traffic."""
 import json
-import subprocess
-import sys
 
 import pytest
 from jsonschema import Draft202012Validator
 
 import spec
-from tests.harness.server import REPO
+from tests.harness.server import REPO, fresh_python
 
 SPEC_DIR = REPO / "spec"
 TRACES = REPO / "tests" / "fixtures" / "traces"
@@ -97,14 +95,14 @@ def test_validators_are_cached():
 def test_import_does_not_load_jsonschema():
     code = "import sys, spec; spec.methods(); spec.schema('Error.response'); " \
            "assert 'jsonschema' not in sys.modules, 'jsonschema imported eagerly'"
-    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+    fresh_python(code)
 
 
 def test_bodyless_calls_do_not_load_jsonschema():
     code = ("import sys, spec\n"
             f"for method in {NO_BODY!r}: spec.validate(method + '.request', {{}})\n"
             "assert 'jsonschema' not in sys.modules, 'jsonschema imported for a bodyless call'")
-    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+    fresh_python(code)
 
 
 @pytest.mark.parametrize("method", NO_BODY)
