@@ -6,15 +6,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from .docker_env import DockerEnv
-from .stats import pair_ratios
+from .stats import alternating, pair_ratios
 
 PING_TIMEOUT_S = 60
-
-
-def _orders(pairs: int):
-    """A-B then B-A: whichever runs second in a pair may find warmer caches."""
-    for i in range(pairs):
-        yield ("pontoon", "bridge") if i % 2 == 0 else ("bridge", "pontoon")
 
 
 def start_one(env: DockerEnv, kind: str) -> float:
@@ -27,7 +21,7 @@ def single(env: DockerEnv, pairs: int) -> dict:
     for kind in ("pontoon", "bridge"):
         start_one(env, kind)  # warm: image layers, first netns, ARP
     samples = []
-    for order in _orders(pairs):
+    for order in alternating(pairs, "pontoon", "bridge"):
         got = {kind: start_one(env, kind) for kind in order}
         samples.append((got["pontoon"], got["bridge"]))
     return pair_ratios(samples)
@@ -64,7 +58,7 @@ def burst_once(env: DockerEnv, kind: str, round_: int, size: int) -> float:
 
 def burst(env: DockerEnv, pairs: int, size: int) -> dict:
     samples = []
-    for round_, order in enumerate(_orders(pairs)):
+    for round_, order in enumerate(alternating(pairs, "pontoon", "bridge")):
         got = {kind: burst_once(env, kind, round_, size) for kind in order}
         samples.append((got["pontoon"], got["bridge"]))
     return pair_ratios(samples)

@@ -17,7 +17,7 @@ from tests.harness.server import REPO, process_tree
 
 from .plugin_server import BenchServer
 from .procs import rss_kib
-from .stats import pair_ratios
+from .stats import alternating, pair_ratios
 
 SETTLE_S = 1.0  # after the first reply, for workers to finish booting and go idle
 
@@ -71,8 +71,7 @@ def run(quick: bool = False) -> dict:
         runs = {"pontoon": lambda: _measure(pontoon.command(), pontoon.socket_path),
                 "floor": lambda: _measure(floor, floor_socket)}
         runs["pontoon"]()  # the first start creates the state dir and database
-        for i in range(pairs):
-            order = ("pontoon", "floor") if i % 2 == 0 else ("floor", "pontoon")
+        for order in alternating(pairs, "pontoon", "floor"):
             got = {name: runs[name]() for name in order}
             serve.append((got["pontoon"][0], got["floor"][0]))
             rss.append((got["pontoon"][1], got["floor"][1]))

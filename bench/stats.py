@@ -11,6 +11,13 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[rank - 1]
 
 
+def alternating(pairs: int, a: str, b: str):
+    """A-B then B-A, ``pairs`` times: whichever runs second in a pair may
+    find warmer caches."""
+    for i in range(pairs):
+        yield (a, b) if i % 2 == 0 else (b, a)
+
+
 def pair_ratios(pairs: list[tuple[float, float]]) -> dict:
     """Summary of (pontoon, baseline) pairs measured side by side.
 

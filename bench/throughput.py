@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 from .docker_env import DockerEnv
-from .stats import pair_ratios
+from .stats import alternating, pair_ratios
 
 IPERF3 = "/usr/bin/iperf3"
 SECONDS = 5
@@ -50,8 +50,7 @@ def run(env: DockerEnv, workdir: Path, pairs: int) -> dict:
                                    "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
                                    name).stdout.strip()
     samples = []
-    for i in range(pairs):
-        order = ("pontoon", "bridge") if i % 2 == 0 else ("bridge", "pontoon")
+    for order in alternating(pairs, "pontoon", "bridge"):
         got = {kind: _client(env, image, kind, servers[kind]) for kind in order}
         samples.append((got["pontoon"], got["bridge"]))
     return pair_ratios(samples)
