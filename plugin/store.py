@@ -94,11 +94,15 @@ class Store:
         # open file, which a forked worker would share with its parent).
         self._writer = threading.Lock()
         self._writer_file: tuple[int, int] | None = None  # (pid, fd)
-        # One connection per thread, kept open: opening and closing one per
+        # Connections are kept open and reused: opening and closing one per
         # transaction was a fifth of a request's CPU under load, and when the
         # last connection to a WAL database closes SQLite checkpoints the WAL
-        # into the database file (more fsyncs) and deletes it.
-        self._local = threading.local()
+        # into the database file (more fsyncs) and deletes it. A pool rather
+        # than one per thread: as many as requests ran at once, so sequential
+        # requests keep reusing one however many threads gunicorn has used.
+        self._idle: list[sqlite3.Connection] = []
+        self._idle_pid = os.getpid()
+        self._idle_lock = threading.Lock()
         # Test hook (plugin.testhook): runs after a request's work and just
         # before its COMMIT. Production passes None.
         self._before_commit = before_commit
@@ -111,22 +115,29 @@ class Store:
             db.executescript(SCHEMA)
             _index_endpoint_ips(db)
 
-    def _connect(self) -> sqlite3.Connection:
-        """This thread's connection. Keyed by pid as well: a connection must
-        not be used across fork, so a gunicorn worker opens its own and
-        leaves the one its thread inherited untouched."""
-        local = self._local
-        if getattr(local, "pid", None) != os.getpid():
-            local.db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-            local.db.execute("PRAGMA synchronous=FULL")
-            local.pid = os.getpid()
-        return local.db
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        """An idle connection of this process, or a new one, for one
+        transaction. A connection must not be used across fork: a gunicorn
+        worker starts its own pool and leaves the inherited one untouched."""
+        with self._idle_lock:
+            if self._idle_pid != os.getpid():
+                self._idle, self._idle_pid = [], os.getpid()
+            db = self._idle.pop() if self._idle else None
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                                 check_same_thread=False)
+            db.execute("PRAGMA synchronous=FULL")
+        try:
+            yield db
+        finally:
+            with self._idle_lock:
+                self._idle.append(db)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator["Transaction"]:
         """A write transaction: committed on normal exit, rolled back on error."""
-        with self._writer, self._across_workers():
-            db = self._connect()
+        with self._writer, self._across_workers(), self._connection() as db:
             db.execute("BEGIN IMMEDIATE")
             try:
                 yield Transaction(db)
@@ -156,12 +167,12 @@ class Store:
     @contextlib.contextmanager
     def snapshot(self) -> Iterator["Transaction"]:
         """A read-only view, for answers that change nothing."""
-        db = self._connect()
-        db.execute("BEGIN")
-        try:
-            yield Transaction(db)
-        finally:
-            db.execute("ROLLBACK")
+        with self._connection() as db:
+            db.execute("BEGIN")
+            try:
+                yield Transaction(db)
+            finally:
+                db.execute("ROLLBACK")
 
 
 class Transaction:
