@@ -114,3 +114,16 @@ def test_every_required_field_refuses_a_wrong_type(refused, method, field):
     body[field] = [["not", "this"]]
     err = refused(method, body)
     assert f'"{field}"' in err and "not" in err
+
+
+def test_an_unsafe_firewall_value_is_500_naming_it(plugin):
+    from datapath.errors import UnsafeValue
+
+    def add_network(_rules):
+        raise UnsafeValue("pt-x\n-A INPUT -j ACCEPT")
+
+    plugin.firewall.add_network = add_network
+    status, reply = plugin.client.call("NetworkDriver.CreateNetwork", NETWORK)
+    assert status == 500
+    assert reply["Err"] == ("kernel step failed: render firewall rules: refusing 'pt-x\\n-A INPUT -j ACCEPT': "
+                            "empty, or holds whitespace or a control character")
