@@ -53,7 +53,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from .errors import UnsafeValue  # noqa: F401  (raised here; callers catch it as R.UnsafeValue)
+from .errors import UnsafeValue
 from .model import EndpointPorts, NetworkRules
 
 FAMILIES = ("ipv4", "ipv6")
