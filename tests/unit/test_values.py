@@ -134,3 +134,11 @@ def test_error_replies_are_json_with_the_value(client):
                                                            "V6": True})
     assert status == 400 and "fd00::%eth0/64" in reply["Err"] and "zone" in reply["Err"]
     json.dumps(reply)
+
+
+@pytest.mark.parametrize("value", ["10.0.0.0/24\n", "10.0.0.1 ", " ::1", "::1\n", "::1/128\n", "１０.0.0.1/24",
+                                   "10.0.0.0/２4", "10.0.0.1\x00/24"])
+@pytest.mark.parametrize("parse", [values.network, values.interface, values.address, values.host_address])
+def test_whitespace_and_non_ascii_digits_are_refused(parse, value):
+    with pytest.raises(BadRequest):
+        parse("Field", value)
