@@ -110,6 +110,9 @@ def run(workdir: Path, seconds: int, corpus: Path | None) -> None:
     corpus = corpus or workdir / "corpus"
     corpus.mkdir(exist_ok=True)
     for i, method in enumerate(methods):
+        # Zeros make hypothesis's simplest request: unmutated, the
+        # baseline's IDs, its first values (mostly valid ones).
+        (corpus / f"seed-{method}-simplest").write_bytes(bytes([i]) + bytes(512))
         for n in range(SEEDS):
             (corpus / f"seed-{method}-{n}").write_bytes(bytes([i]) + os.urandom(512))
     # Hypothesis reads a request out of a few hundred bytes: without
