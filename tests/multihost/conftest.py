@@ -1,0 +1,1 @@
+from .etcd import etcd  # noqa: F401  (the fixture)
