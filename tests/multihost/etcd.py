@@ -1,95 +1,96 @@
-"""A real etcd (Debian's etcd-server, /usr/bin/etcd) for the multi-host tests.
+"""A real etcd for the cluster tests: Debian's etcd-server binary, with a data
+dir of its own, on an address of the underlay (inside the switch namespace)
+or on 127.0.0.1, started and stopped by PID.
 
-Started by the test on an address given (127.0.0.1 by default, or an
-address of the underlay), on free ports, with its own data dir; stopped by
-PID. ``stop`` and ``start`` again keep the data, for the tests of an etcd
-outage.
+``ip netns exec`` execs etcd, so the PID is etcd's own. Readiness and reads
+go through etcdctl (Debian's etcd-client) in the same namespace: the
+underlay address is not reachable from the machine's own namespace.
 """
 from __future__ import annotations
 
-import json
 import os
+import random
 import shutil
-import signal
-import socket
 import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
-import pytest
+from tests.e2e.dockerd import CommandError, stop_pid, wait_for
 
 ETCD = "/usr/bin/etcd"
+ETCDCTL = "/usr/bin/etcdctl"
 
 
-def free_port(address: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((address, 0))
-        return s.getsockname()[1]
+def missing() -> str | None:
+    """Why etcd cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "the cluster tests need root (network namespaces)"
+    for path, package in ((ETCD, "etcd-server"), (ETCDCTL, "etcd-client")):
+        if not os.access(path, os.X_OK):
+            return f"{path} is missing: apt-get install {package}"
+    return None
 
 
 class Etcd:
     def __init__(self, workdir: Path, address: str = "127.0.0.1", netns: str | None = None):
-        self.address = address
-        self.netns = netns
+        self.workdir = workdir
+        self.address, self.netns = address, netns
+        # A namespace of our own has every port free; on 127.0.0.1 another
+        # run may hold one, and start() says so through etcd's exit.
+        self.client_port = random.randint(20000, 29999)
+        self.peer_port = self.client_port + 10000
+        self.name = f"pt{self.client_port}"
         self.data_dir = workdir / "etcd-data"
         self.log_path = workdir / "etcd.log"
-        self.client_port = free_port(address if netns is None else "127.0.0.1")
-        self.peer_port = free_port(address if netns is None else "127.0.0.1")
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
         return f"http://{self.address}:{self.client_port}"
 
-    def start(self, timeout: float = 15.0) -> None:
-        inside = ["ip", "netns", "exec", self.netns] if self.netns else []
-        peer = f"http://{self.address}:{self.peer_port}"
-        command = [*inside, ETCD, "--name", "pontoon-test", "--data-dir", str(self.data_dir),
-                   "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
-                   "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-                   "--initial-cluster", f"pontoon-test={peer}"]
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"etcd exited with {self.proc.returncode}: {self.log_path.read_text()[-2000:]}")
-            if self.healthy():
-                return
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"etcd did not become healthy in {timeout}s")
+    def _inside(self, argv: list[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.netns, *argv] if self.netns else argv
 
-    def healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.url + "/health", timeout=1) as resp:
-                return json.load(resp).get("health") == "true"
-        except OSError:
-            return False
+    def start(self, timeout: float = 30) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        peer = f"http://{self.address}:{self.peer_port}"
+        argv = [ETCD, "--name", self.name, "--data-dir", str(self.data_dir),
+                "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
+                "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                "--initial-cluster", f"{self.name}={peer}", "--initial-cluster-state", "new",
+                "--log-level", "warn", "--logger", "zap"]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self._inside(argv), stdout=log, stderr=log, start_new_session=True)
+
+        def healthy():
+            if self.proc.poll() is not None:
+                raise CommandError(f"etcd exited {self.proc.returncode}:\n{self.log()[-3000:]}")
+            return self.ctl("endpoint", "health", check=False).returncode == 0
+
+        wait_for(healthy, timeout=timeout, interval=0.1, what=f"etcd at {self.url}")
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        self.proc = None
+        """SIGTERM, then SIGKILL after a grace; the data dir stays, so a
+        start() afterwards is the same cluster coming back."""
+        if self.proc is not None:
+            stop_pid(self.proc.pid, grace=10)
+            self.proc = None
 
     def remove(self) -> None:
+        """Stop and delete the data: the end of the test."""
         self.stop()
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
+    def ctl(self, *args: str, check: bool = True, timeout: float = 10) -> subprocess.CompletedProcess:
+        proc = subprocess.run(self._inside([ETCDCTL, "--endpoints", self.url, "--dial-timeout", "2s", *args]),
+                              capture_output=True, text=True, timeout=timeout, env={**os.environ, "ETCDCTL_API": "3"})
+        if check and proc.returncode != 0:
+            raise CommandError(f"etcdctl {' '.join(args)} exited {proc.returncode}: {proc.stderr}")
+        return proc
 
-@pytest.fixture
-def etcd(tmp_path):
-    if not os.access(ETCD, os.X_OK):
-        pytest.skip(f"{ETCD} missing: apt-get install etcd-server")
-    server = Etcd(tmp_path)
-    server.start()
-    yield server
-    server.remove()
+    def keys(self, prefix: str = "") -> list[str]:
+        """Every key under ``prefix`` (all keys when empty)."""
+        return [line for line in self.ctl("get", "--prefix", "--keys-only", prefix).stdout.splitlines() if line]
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
