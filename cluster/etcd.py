@@ -41,7 +41,8 @@ log = logging.getLogger("pontoon.cluster")
 CONNECT_TIMEOUT_S = 1.0
 READ_TIMEOUT_S = 2.0
 CHUNK = 500  # keys per range request of a prefix read
-RETRY_PAUSE_S = 1.0  # between attempts of a broken watch or keep-alive
+RETRY_PAUSE_S = 1.0  # before reading again after a watch broke
+MAX_RETRY_PAUSE_S = 8.0
 
 
 class EtcdUnavailable(ProtocolError):
@@ -285,21 +286,26 @@ class Watch:
 
     def _run(self) -> None:
         first = True
+        pause = RETRY_PAUSE_S
         while not self._stop.is_set():
             try:
                 kvs, revision = self._etcd.read_prefix(self.prefix)
                 if not first:
                     self.resyncs += 1
                 first = False
+                pause = RETRY_PAUSE_S
                 self._on_sync(kvs)
                 self._follow(revision + 1)
             except EtcdUnavailable as exc:
-                log.warning("watch of %s: %s", self.prefix, exc)
+                # Backing off: while etcd is down, one line per network
+                # every few seconds, not every second.
+                log.warning("watch of %s: %s; again in %.0fs", self.prefix, exc, pause)
+                pause = min(pause * 2, MAX_RETRY_PAUSE_S)
             except Exception:
                 if self._stop.is_set():
                     return
                 log.exception("watch of %s broke", self.prefix)
-            self._stop.wait(RETRY_PAUSE_S)
+            self._stop.wait(pause)
 
     def _follow(self, revision: int) -> None:
         """Apply events from ``revision`` on; returns when a read is needed again."""

@@ -92,8 +92,8 @@ class ClusterHost:
             return self._lease.id
 
     def _announce(self, lease: int) -> None:
-        self.etcd.put(keys.host(self.host_id), json.dumps({"advertise": self.advertise}), lease)
-        self.etcd.put(keys.seen(self.host_id), json.dumps(time.time()))
+        self.etcd.put(keys.key("hosts", self.host_id), json.dumps({"advertise": self.advertise}), lease)
+        self.etcd.put(keys.key("seen", self.host_id), json.dumps(time.time()))
 
     def _lease_replaced(self, lease: int) -> None:
         self._announce(lease)
@@ -110,7 +110,7 @@ class ClusterHost:
     def _reaper(self) -> None:
         while not self._stop.wait(min(REAP_EVERY_S, self.grace / 2)):
             try:
-                self.etcd.put(keys.seen(self.host_id), json.dumps(time.time()))
+                self.etcd.put(keys.key("seen", self.host_id), json.dumps(time.time()))
                 self.reap()
             except EtcdUnavailable as exc:
                 log.warning("reclaim pass skipped: %s", exc)
@@ -121,9 +121,9 @@ class ClusterHost:
         """Free the addresses of every host without a live key whose last
         sign of life is older than the grace period; returns those hosts."""
         now = time.time() if now is None else now
-        live = {kv.key.rsplit("/", 1)[1] for kv in self.etcd.read_prefix(keys.ROOT + "hosts/")[0]}
+        live = {kv.key.rsplit("/", 1)[1] for kv in self.etcd.read_prefix(keys.prefix("hosts"))[0]}
         gone = []
-        for kv in self.etcd.read_prefix(keys.seen())[0]:
+        for kv in self.etcd.read_prefix(keys.prefix("seen"))[0]:
             host_id = kv.key.rsplit("/", 1)[1]
             if host_id in live or now - float(kv.value) < self.grace:
                 continue
@@ -136,7 +136,7 @@ class ClusterHost:
     def release_held(self, host_id: str, keep: Callable[[str, int], bool]) -> int:
         """Delete the address allocations of ``host_id`` for which ``keep(pool, addr)``
         is false; returns how many went."""
-        prefix = keys.held(host_id)
+        prefix = keys.prefix("held", host_id)
         gone = 0
         for kv in self.etcd.read_prefix(prefix)[0]:
             pool, _, hexa = kv.key[len(prefix):].partition("/")
@@ -144,7 +144,7 @@ class ClusterHost:
                 continue
             # Compared on the holder: the address may have been freed and
             # claimed by another host since (the pool gone and made again).
-            self.etcd.txn([value_is(keys.addrs(pool) + hexa, addr_value(host_id, "address"))],
-                          [delete_op(kv.key), delete_op(keys.addrs(pool) + hexa)], [delete_op(kv.key)])
+            self.etcd.txn([value_is(keys.prefix("addrs", pool) + hexa, addr_value(host_id, "address"))],
+                          [delete_op(kv.key), delete_op(keys.prefix("addrs", pool) + hexa)], [delete_op(kv.key)])
             gone += 1
         return gone

@@ -73,14 +73,14 @@ class ClusterIpam:
         """Become a member of the cluster pool ``net`` (creating it when no host
         holds it); whether this call made this host a member."""
         name = keys.pool_name(space, str(net))
-        member = keys.members(name) + self._host.host_id
+        member = keys.prefix("members", name) + self._host.host_id
         while True:
-            existing = self._etcd.get(keys.pool(name))
+            existing = self._etcd.get(keys.key("pools", name))
             if existing is None:
                 self._refuse_overlap(space, net)
                 # The pool and this member in one step, only if both are new.
-                reply = self._etcd.txn([absent(keys.pool(name))],
-                                       [put_op(keys.pool(name), self._pool_record(space, net, sub, options)),
+                reply = self._etcd.txn([absent(keys.key("pools", name))],
+                                       [put_op(keys.key("pools", name), self._pool_record(space, net, sub, options)),
                                         put_op(member, "")])
                 if reply.get("succeeded"):
                     return True
@@ -94,7 +94,7 @@ class ClusterIpam:
             # Rewriting the pool record bumps its revision, so a last member
             # leaving at the same time (which compares it) cannot delete it.
             reply = self._etcd.txn([unchanged(existing)],
-                                   [put_op(keys.pool(name), existing.value), put_op(member, "")])
+                                   [put_op(keys.key("pools", name), existing.value), put_op(member, "")])
             if reply.get("succeeded"):
                 return True
 
@@ -105,7 +105,7 @@ class ClusterIpam:
 
     def _cluster_pools(self, space: str | None, version: int) -> list[IPNetwork]:
         out = []
-        for kv in self._etcd.read_prefix(keys.ROOT + "pools/")[0]:
+        for kv in self._etcd.read_prefix(keys.prefix("pools"))[0]:
             held_space, cidr = keys.cidr_of(kv.key.rsplit("/", 1)[1])
             net = ipaddress.ip_network(cidr)
             if net.version == version and space in (None, held_space):
@@ -120,9 +120,9 @@ class ClusterIpam:
             if allocator.overlaps(candidate, taken) is not None:
                 continue
             name = keys.pool_name(space, str(candidate))
-            reply = self._etcd.txn([absent(keys.pool(name))],
-                                   [put_op(keys.pool(name), self._pool_record(space, candidate, None, options)),
-                                    put_op(keys.members(name) + self._host.host_id, "")])
+            reply = self._etcd.txn([absent(keys.key("pools", name))],
+                                   [put_op(keys.key("pools", name), self._pool_record(space, candidate, None, options)),
+                                    put_op(keys.prefix("members", name) + self._host.host_id, "")])
             if reply.get("succeeded"):
                 return candidate
             taken.append(candidate)  # another host took it first
@@ -137,20 +137,20 @@ class ClusterIpam:
     def _leave(self, name: str) -> None:
         """End this host's membership; the last member removes the pool and
         every record of its network."""
-        member = keys.members(name) + self._host.host_id
+        member = keys.prefix("members", name) + self._host.host_id
         while True:
-            existing = self._etcd.get(keys.pool(name))
+            existing = self._etcd.get(keys.key("pools", name))
             if existing is None:
                 self._etcd.delete(member)
                 return
-            others = [kv for kv in self._etcd.read_prefix(keys.members(name))[0] if kv.key != member]
-            ops = [delete_op(member), put_op(keys.pool(name), existing.value)]
+            others = [kv for kv in self._etcd.read_prefix(keys.prefix("members", name))[0] if kv.key != member]
+            ops = [delete_op(member), put_op(keys.key("pools", name), existing.value)]
             if not others:
-                ops = [delete_op(member), delete_op(keys.pool(name)), delete_op(keys.gateway(name)),
-                       delete_op(keys.addrs(name), prefix=True), delete_op(keys.net(name))]
-                net_record = self._etcd.get(keys.net(name))
+                ops = [delete_op(member), delete_op(keys.key("pools", name)), delete_op(keys.key("gateway", name)),
+                       delete_op(keys.prefix("addrs", name), prefix=True), delete_op(keys.key("nets", name))]
+                net_record = self._etcd.get(keys.key("nets", name))
                 if net_record is not None:
-                    ops.append(delete_op(keys.vni(json.loads(net_record.value)["vni"])))
+                    ops.append(delete_op(keys.key("vnis", json.loads(net_record.value)["vni"])))
             if self._etcd.txn([unchanged(existing)], ops).get("succeeded"):
                 return
 
@@ -160,7 +160,7 @@ class ClusterIpam:
         net = ipaddress.ip_network(cidr)
         name = keys.pool_name(space, cidr)
         self._host.live()
-        pool = self._etcd.get(keys.pool(name))
+        pool = self._etcd.get(keys.key("pools", name))
         if pool is None:
             raise NotFound(f'PoolID "{body["PoolID"]}" is not a pool held in the cluster')
         gateway = (body.get("Options") or {}).get("RequestAddressType") == GATEWAY_TYPE
@@ -181,7 +181,7 @@ class ClusterIpam:
     def _gateway(self, name: str, net: IPNetwork, given) -> int:
         """The pool's one gateway: fixed by the first host that asks."""
         while True:
-            held = self._etcd.get(keys.gateway(name))
+            held = self._etcd.get(keys.key("gateway", name))
             if held is not None:
                 addr = int(held.value)
                 if given is not None and int(given) != addr:
@@ -195,25 +195,25 @@ class ClusterIpam:
                 candidates = self._free_from(name, first, last)
             for addr in candidates:
                 reply = self._etcd.txn(
-                    [absent(keys.gateway(name)), absent(keys.addrs(name) + keys.hexaddr(addr))],
-                    [put_op(keys.gateway(name), str(addr)),
-                     put_op(keys.addrs(name) + keys.hexaddr(addr), addr_value(GATEWAY_HOLDER, "gateway"))])
+                    [absent(keys.key("gateway", name)), absent(keys.prefix("addrs", name) + keys.hexaddr(addr))],
+                    [put_op(keys.key("gateway", name), str(addr)),
+                     put_op(keys.prefix("addrs", name) + keys.hexaddr(addr), addr_value(GATEWAY_HOLDER, "gateway"))])
                 if reply.get("succeeded"):
                     return addr
-                if self._etcd.get(keys.gateway(name)) is not None:
+                if self._etcd.get(keys.key("gateway", name)) is not None:
                     break  # another host fixed the gateway: take theirs
                 if given is not None:
                     raise Conflict(f"Address {given} is already allocated in pool {net}")
 
     def _claim(self, name: str, addr: int) -> bool:
         hexa = keys.hexaddr(addr)
-        return self._etcd.create(keys.addrs(name) + hexa, addr_value(self._host.host_id, "address"),
-                                 also=[put_op(keys.held(self._host.host_id) + f"{name}/{hexa}", "")])
+        return self._etcd.create(keys.prefix("addrs", name) + hexa, addr_value(self._host.host_id, "address"),
+                                 also=[put_op(keys.prefix("held", self._host.host_id) + f"{name}/{hexa}", "")])
 
     def _claim_given(self, name: str, net: IPNetwork, addr: int) -> int:
         if self._claim(name, addr):
             return addr
-        holder = self._etcd.get(keys.addrs(name) + keys.hexaddr(addr))
+        holder = self._etcd.get(keys.prefix("addrs", name) + keys.hexaddr(addr))
         where = f" (by host {json.loads(holder.value)['host']})" if holder is not None else ""
         raise Conflict(f"Address {ipaddress.ip_address(addr)} is already allocated in pool {net}{where}")
 
@@ -243,7 +243,7 @@ class ClusterIpam:
             candidate += 1
 
     def _taken_from(self, name: str, first: int) -> Iterator[int]:
-        prefix = keys.addrs(name)
+        prefix = keys.prefix("addrs", name)
         start = prefix + keys.hexaddr(first)
         while True:
             page = self._etcd.range(start, prefix_end(prefix), keys_only=True)
@@ -257,9 +257,9 @@ class ClusterIpam:
         """Give back an address this host holds (a compare on the holder, so
         one another host claimed since is never deleted)."""
         hexa = keys.hexaddr(addr)
-        key = keys.addrs(name) + hexa
+        key = keys.prefix("addrs", name) + hexa
         mine = value_is(key, addr_value(self._host.host_id, "address"))
-        held = keys.held(self._host.host_id) + f"{name}/{hexa}"
+        held = keys.prefix("held", self._host.host_id) + f"{name}/{hexa}"
         self._etcd.txn([mine], [delete_op(key), delete_op(held)], [delete_op(held)])
 
     def release_address(self, body: dict) -> dict:
@@ -269,7 +269,7 @@ class ClusterIpam:
         space, cidr = _split_pool_id(body["PoolID"])
         name = keys.pool_name(space, cidr)
         addr = int(values.address("Address", body["Address"]))
-        gateway = self._etcd.get(keys.gateway(name))
+        gateway = self._etcd.get(keys.key("gateway", name))
         if gateway is None or int(gateway.value) != addr:
             self._free(name, addr)
         return reply

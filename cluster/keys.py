@@ -36,41 +36,11 @@ def hexaddr(addr: int) -> str:
     return f"{addr:032x}"
 
 
-def host(host_id: str) -> str:
-    return f"{ROOT}hosts/{host_id}"
+def key(kind: str, *parts) -> str:
+    """``/pontoon/<kind>/<part>/…``: one of the records in the table above."""
+    return ROOT + "/".join((kind, *map(str, parts)))
 
 
-def seen(host_id: str = "") -> str:
-    return f"{ROOT}seen/{host_id}"
-
-
-def pool(name: str) -> str:
-    return f"{ROOT}pools/{name}"
-
-
-def members(name: str) -> str:
-    return f"{ROOT}members/{name}/"
-
-
-def gateway(name: str) -> str:
-    return f"{ROOT}gateway/{name}"
-
-
-def addrs(name: str) -> str:
-    return f"{ROOT}addrs/{name}/"
-
-
-def held(host_id: str) -> str:
-    return f"{ROOT}held/{host_id}/"
-
-
-def net(name: str) -> str:
-    return f"{ROOT}nets/{name}"
-
-
-def vni(number: int) -> str:
-    return f"{ROOT}vnis/{number}"
-
-
-def endpoints(name: str) -> str:
-    return f"{ROOT}endpoints/{name}/"
+def prefix(kind: str, *parts) -> str:
+    """Every key under ``key(kind, *parts)``."""
+    return key(kind, *parts) + "/"

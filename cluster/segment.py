@@ -76,7 +76,7 @@ class ClusterSegment:
         self.host.live()
         options = network["options"]
         while True:
-            held = self._etcd.get(keys.net(name))
+            held = self._etcd.get(keys.key("nets", name))
             if held is not None:
                 record = json.loads(held.value)
                 self._check_agreement(name, options, record["options"])
@@ -87,11 +87,11 @@ class ClusterSegment:
             agreed = {k: options[k] for k in AGREED}
             for vni in range(self._vni_start(name), VNI_LAST + 1):
                 record = json.dumps({"vni": vni, "options": agreed}, sort_keys=True)
-                reply = self._etcd.txn([absent(keys.net(name)), absent(keys.vni(vni))],
-                                       [put_op(keys.net(name), record), put_op(keys.vni(vni), name)])
+                reply = self._etcd.txn([absent(keys.key("nets", name)), absent(keys.key("vnis", vni))],
+                                       [put_op(keys.key("nets", name), record), put_op(keys.key("vnis", vni), name)])
                 if reply.get("succeeded"):
                     return {"cluster": {"pool": name, "vni": vni}}
-                if self._etcd.get(keys.net(name)) is not None:
+                if self._etcd.get(keys.key("nets", name)) is not None:
                     break  # another host created the network: agree with it
             else:
                 raise Conflict("no free VNI left in the cluster")
@@ -125,7 +125,7 @@ class ClusterSegment:
             watch = self._watches.pop(network["id"], None)
         if watch is not None:
             watch.stop()
-        prefix = keys.endpoints(network["cluster"]["pool"]) + self.host.host_id + "/"
+        prefix = keys.prefix("endpoints", network["cluster"]["pool"]) + self.host.host_id + "/"
         self._etcd.txn([], [delete_op(prefix, prefix=True)])
         self.overlay.delete(self.spec(network))
 
@@ -149,7 +149,7 @@ class ClusterSegment:
         self._etcd.delete(self._endpoint_key(network, endpoint))
 
     def _endpoint_key(self, network: dict, endpoint: dict) -> str:
-        return keys.endpoints(network["cluster"]["pool"]) + f"{self.host.host_id}/{endpoint['id']}"
+        return keys.prefix("endpoints", network["cluster"]["pool"]) + f"{self.host.host_id}/{endpoint['id']}"
 
     # -- start-up -----------------------------------------------------------------------
     def reconcile(self, networks: list[dict]) -> list[str]:
@@ -191,7 +191,7 @@ class PeerWatch:
         self._spec = segment.spec(network)
         self._me = segment.host.host_id
         self._known: dict[str, set] = {}  # record key -> its peers
-        prefix = keys.endpoints(network["cluster"]["pool"])
+        prefix = keys.prefix("endpoints", network["cluster"]["pool"])
         self._watch = Watch(segment.host.etcd, prefix, self._sync, self._event)
 
     def start(self) -> None:

@@ -131,13 +131,13 @@ def test_one_host_deleting_the_network_leaves_it_to_the_others(hosts):
     a.dockerd.remove_network(net_a)
     assert a.room.segment.watched() == []
     etcd = b.room.host.etcd
-    assert etcd.get(keys.pool(keys.pool_name("LocalDefault", SUBNET))) is not None
+    assert etcd.get(keys.key("pools", keys.pool_name("LocalDefault", SUBNET))) is not None
     assert b.dockerd.run(net_b).address != ctr_b.address
     b.dockerd.cleanup()
     # the last member leaving takes every record of the network with it
-    assert etcd.read_prefix(keys.ROOT + "pools/")[0] == []
-    assert etcd.read_prefix(keys.ROOT + "addrs/")[0] == []
-    assert etcd.read_prefix(keys.ROOT + "nets/")[0] == []
+    assert etcd.read_prefix(keys.prefix("pools"))[0] == []
+    assert etcd.read_prefix(keys.prefix("addrs"))[0] == []
+    assert etcd.read_prefix(keys.prefix("nets"))[0] == []
 
 
 def test_a_dead_hosts_endpoints_leave_within_the_lease_ttl(hosts):
@@ -172,7 +172,7 @@ def test_with_etcd_stopped_cluster_calls_fail_fast_and_work_again_after(hosts, e
 
 def test_watch_reads_again_when_its_revision_was_compacted(etcd):
     client = Etcd([etcd.url])
-    prefix = keys.ROOT + "test/"
+    prefix = keys.prefix("test")
     client.put(prefix + "old", "1")
     _, stale = client.read_prefix(prefix)
     client.put(prefix + "new", "2")
