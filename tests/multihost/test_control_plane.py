@@ -245,3 +245,33 @@ def test_a_restart_publishes_again_and_frees_what_the_store_lost(hosts, tmp_path
         assert "CLUSTER ENDPOINTS (2)" in out and ctr.endpoint_id[:12] in out
     finally:
         again.stop()
+
+
+def test_a_lost_lease_is_replaced_and_the_endpoints_written_again(hosts):
+    a, b = hosts(2, ttl=2)
+    net_a = a.dockerd.create_network(subnet=SUBNET)
+    b.dockerd.create_network(subnet=SUBNET)
+    a.dockerd.run(net_a)
+    wait_until(lambda: len(b.overlay.all_peers()) == 1, 5)
+    old = a.room.host.live()
+    # As if etcd had been away longer than the TTL: the lease is gone.
+    b.room.host.etcd.call("/kv/lease/revoke", {"ID": old})
+    wait_until(lambda: b.overlay.all_peers() == set(), 3)
+    wait_until(lambda: len(b.overlay.all_peers()) == 1, 5)
+    assert a.room.host.live() != old
+    assert b.room.host.etcd.get(keys.key("hosts", "host0")).lease == a.room.host.live()
+
+
+def test_a_host_gone_past_the_grace_period_loses_its_addresses(hosts):
+    a, b = hosts(2, ttl=2)
+    net_a, net_b = a.dockerd.create_network(subnet=SUBNET), b.dockerd.create_network(subnet=SUBNET)
+    held = a.dockerd.run(net_a).address.split("/")[0]
+    a.stop(revoke=False)
+    wait_until(lambda: b.room.host.etcd.get(keys.key("hosts", "host0")) is None, 5)
+    grace = b.room.host.grace
+    assert b.room.host.reap(now=time.time() + grace / 2) == []  # not yet: a partition is not a death
+    with pytest.raises(ProtocolError):
+        b.dockerd.run(net_b, ip=held)
+    assert b.room.host.reap(now=time.time() + grace + 1) == ["host0"]
+    assert b.dockerd.run(net_b, ip=held).address == f"{held}/24"
+    assert b.room.host.etcd.read_prefix(keys.prefix("held", "host0"))[0] == []
