@@ -53,6 +53,8 @@ class ClusterHost:
         self._on_live: list[Callable[[int], None]] = []
         self._on_new_lease: list[Callable[[int], None]] = []
         self._stop = threading.Event()
+        self._pending: list[tuple[str, Callable[[], None]]] = []  # teardown postponed by an outage
+        self._pending_lock = threading.Lock()
 
     @property
     def etcd(self) -> Etcd:
@@ -106,10 +108,34 @@ class ClusterHost:
         if self._lease is not None:
             self._lease.stop(revoke)
 
+    # -- teardown while etcd is away -----------------------------------------------
+    def tolerate(self, what: str, step: Callable[[], None]) -> None:
+        """Run a teardown step that needs etcd (all are idempotent); while etcd
+        is away, keep it for the periodic pass instead of failing the call:
+        `docker stop` and `docker network rm` must work during an outage,
+        and what they leave in etcd (a record, an allocation this host no
+        longer holds) harms no one until it is gone."""
+        try:
+            step()
+        except EtcdUnavailable as exc:
+            log.warning("%s postponed until etcd is back: %s", what, exc)
+            with self._pending_lock:
+                self._pending.append((what, step))
+
+    def retry_pending(self) -> int:
+        """Run the postponed steps again; returns how many are still waiting."""
+        with self._pending_lock:
+            pending, self._pending = self._pending, []
+        for what, step in pending:
+            self.tolerate(what, step)
+        with self._pending_lock:
+            return len(self._pending)
+
     # -- reclaiming the addresses of hosts gone for good ---------------------------
     def _reaper(self) -> None:
         while not self._stop.wait(min(REAP_EVERY_S, self.grace / 2)):
             try:
+                self.retry_pending()
                 self.etcd.put(keys.key("seen", self.host_id), json.dumps(time.time()))
                 self.reap()
             except EtcdUnavailable as exc:

@@ -131,7 +131,8 @@ class ClusterIpam:
     def release_pool(self, body: dict) -> dict:
         reply = self._local.release_pool(body)
         space, cidr = _split_pool_id(body["PoolID"])
-        self._leave(keys.pool_name(space, cidr))
+        name = keys.pool_name(space, cidr)
+        self._host.tolerate(f"leaving pool {cidr}", lambda: self._leave(name))
         return reply
 
     def _leave(self, name: str) -> None:
@@ -269,9 +270,13 @@ class ClusterIpam:
         space, cidr = _split_pool_id(body["PoolID"])
         name = keys.pool_name(space, cidr)
         addr = int(values.address("Address", body["Address"]))
-        gateway = self._etcd.get(keys.key("gateway", name))
-        if gateway is None or int(gateway.value) != addr:
-            self._free(name, addr)
+
+        def release() -> None:
+            gateway = self._etcd.get(keys.key("gateway", name))
+            if gateway is None or int(gateway.value) != addr:
+                self._free(name, addr)
+
+        self._host.tolerate(f"releasing {body['Address']} in the cluster", release)
         return reply
 
     # -- start-up ----------------------------------------------------------------------------

@@ -126,7 +126,8 @@ class ClusterSegment:
         if watch is not None:
             watch.stop()
         prefix = keys.prefix("endpoints", network["cluster"]["pool"]) + self.host.host_id + "/"
-        self._etcd.txn([], [delete_op(prefix, prefix=True)])
+        self.host.tolerate(f"removing this host's endpoint records of network {network['id']}",
+                           lambda: self._etcd.txn([], [delete_op(prefix, prefix=True)]))
         self.overlay.delete(self.spec(network))
 
     def _watch(self, network: dict) -> None:
@@ -146,7 +147,8 @@ class ClusterSegment:
         self._etcd.put(self._endpoint_key(network, endpoint), json.dumps(record, sort_keys=True), lease)
 
     def unpublish(self, network: dict, endpoint: dict) -> None:
-        self._etcd.delete(self._endpoint_key(network, endpoint))
+        key = self._endpoint_key(network, endpoint)
+        self.host.tolerate(f"unpublishing endpoint {endpoint['id']}", lambda: self._etcd.delete(key))
 
     def _endpoint_key(self, network: dict, endpoint: dict) -> str:
         return keys.prefix("endpoints", network["cluster"]["pool"]) + f"{self.host.host_id}/{endpoint['id']}"

@@ -275,3 +275,21 @@ def test_a_host_gone_past_the_grace_period_loses_its_addresses(hosts):
     assert b.room.host.reap(now=time.time() + grace + 1) == ["host0"]
     assert b.dockerd.run(net_b, ip=held).address == f"{held}/24"
     assert b.room.host.etcd.read_prefix(keys.prefix("held", "host0"))[0] == []
+
+
+def test_containers_stop_and_networks_go_while_etcd_is_away(hosts, etcd):
+    a, b = hosts(2)
+    net_a, net_b = a.dockerd.create_network(subnet=SUBNET), b.dockerd.create_network(subnet=SUBNET)
+    ctr = a.dockerd.run(net_a)
+    wait_until(lambda: len(b.overlay.all_peers()) == 1, 5)
+    etcd.stop()
+    a.dockerd.stop(ctr)  # no 503: the cluster's part waits for etcd
+    a.dockerd.remove_network(net_a)
+    assert a.room._stored() == ([], [])
+    etcd.start()
+    assert a.room.host.retry_pending() == 0
+    wait_until(lambda: b.overlay.all_peers() == set(), 5)
+    etcd_client = b.room.host.etcd
+    assert [kv.key for kv in etcd_client.read_prefix(keys.prefix("members"))[0]] == [
+        keys.prefix("members", keys.pool_name("LocalDefault", SUBNET)) + "host1"]
+    assert b.dockerd.run(net_b, ip=ctr.address.split("/")[0]).address == ctr.address  # freed
