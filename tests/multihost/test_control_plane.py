@@ -3,6 +3,7 @@ endpoint records and their watches, outages, compaction."""
 from __future__ import annotations
 
 import ipaddress
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -293,3 +294,16 @@ def test_containers_stop_and_networks_go_while_etcd_is_away(hosts, etcd):
     assert [kv.key for kv in etcd_client.read_prefix(keys.prefix("members"))[0]] == [
         keys.prefix("members", keys.pool_name("LocalDefault", SUBNET)) + "host1"]
     assert b.dockerd.run(net_b, ip=ctr.address.split("/")[0]).address == ctr.address  # freed
+
+
+def test_calls_go_to_the_next_endpoint_when_one_is_down(etcd):
+    with socket.socket() as closed:  # bound, never listening: connections are refused
+        closed.bind(("127.0.0.1", 0))
+        client = Etcd([f"http://127.0.0.1:{closed.getsockname()[1]}", etcd.url])
+        client.put("/pontoon/test/k", "v")
+        assert client.get("/pontoon/test/k").value == "v"
+    client.chunk = 2  # a prefix read in several chunks, all at one revision
+    for i in range(5):
+        client.put(f"/pontoon/test/p/{i}", str(i))
+    kvs, _ = client.read_prefix("/pontoon/test/p/")
+    assert [kv.value for kv in kvs] == ["0", "1", "2", "3", "4"]
