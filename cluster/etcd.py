@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 import socket
 import threading
 from dataclasses import dataclass
@@ -198,8 +199,13 @@ def delete_op(key: str, prefix: bool = False) -> dict:
 
 
 def _short(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:200]
+    """The cause in a few words ("[Errno 111] Connection refused", "timed
+    out"), not requests' paragraph about connection pools."""
+    text = (getattr(exc, "detail_text", None) or str(exc)).strip()
+    cause = re.search(r"\[Errno -?\d+\][^'\")]*|timed out", text)
+    if cause:
+        return cause.group(0).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 class Lease:
