@@ -259,7 +259,8 @@ def _details(res: dict) -> list[str]:
                   f"{s['start_full_s']:.2f} s with all of it stored. What the restart's "
                   f"reconcile logged ({len(s['reconcile_changes'])} lines; none means the "
                   "kernel already matched the store):", ""]
-        lines += [f"- `{line.split('reconcile: ', 1)[1]}`" for line in s["reconcile_changes"]]
+        # The log quotes each change (%r); the list shows it bare.
+        lines += [f"- `{line.split('reconcile: ', 1)[1].strip(chr(39))}`" for line in s["reconcile_changes"]]
         if any("rewrite chain" in line for line in s["reconcile_changes"]):
             lines += ["", "Nothing had drifted: the shared chains are rewritten at every start "
                       "because `datapath.rules.desired` lists networks in ID order (the store's), "

@@ -16,3 +16,14 @@ class NameConflict(Exception):
 
 class InvalidName(ValueError):
     """An interface name the kernel would refuse (length or characters)."""
+
+
+class UnsafeValue(DatapathError):
+    """A value about to be written into ``iptables-restore`` input is empty
+    or holds whitespace or a control character: it would split into tokens
+    or lines of its own, i.e. into rules nobody asked for. Input validation
+    should have refused it; this is the last line, and a 500 naming the
+    value is better than an injected rule."""
+
+    def __init__(self, value: str):
+        super().__init__("render firewall rules", f"refusing {value!r}: empty, or holds whitespace or a control character")

@@ -161,7 +161,7 @@ class Firewall:
         thread.join()
         failed = [errors[f] for f in R.FAMILIES if f in errors]
         for other in failed[1:]:
-            log.error("firewall: %s", other)
+            log.error("firewall: %r", other)
         if failed:
             raise failed[0]
 

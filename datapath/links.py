@@ -67,7 +67,7 @@ def _foreign(name: str, kind: str, found: str) -> bool:
     another kind of device (``found``), which is left alone."""
     if found == kind:
         return False
-    log.warning('not touching "%s": it is a %s device now, not a %s', name, found or "kindless", kind)
+    log.warning("not touching %r: it is a %s device now, not a %s", name, found or "kindless", kind)
     return True
 
 
@@ -415,10 +415,10 @@ class Links:
                 action()
             except Exception as exc:  # startup must get through the other objects
 
-                log.error("reconcile: failed to %s: %s", what, exc)
+                log.error("reconcile: failed to %r: %r", what, exc)
                 changes.append(f"failed to {what}: {exc}")
             else:
-                log.info("reconcile: %s", what)
+                log.info("reconcile: %r", what)
                 changes.append(what)
 
         # One dump of links and addresses for every check below: a lookup

@@ -15,8 +15,9 @@ IFNAMSIZ = 15  # usable characters; the kernel's buffer holds one more for NUL
 
 # The kernel itself only refuses '/', ':', whitespace, "." and "..", but
 # names travel through sysfs paths, iptables arguments and log lines, so we
-# accept a conservative subset.
-_IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,%d}" % IFNAMSIZ)
+# accept a conservative subset; a leading "-" would make iptables and ip
+# read the name as an option ("-i -j" is not the interface "-j").
+_IFNAME = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.-]{0,%d}" % (IFNAMSIZ - 1))
 
 # dockerd's IDs are 64 lowercase hex digits; 12 of them (what `docker ps`
 # shows) make the name readable next to docker's own output.
@@ -27,7 +28,7 @@ _HEX_ID = re.compile(r"[0-9a-f]{%d,}" % _ID_CHARS)
 def validate_ifname(name: str, what: str = "interface name") -> None:
     if not isinstance(name, str) or not _IFNAME.fullmatch(name) or name in (".", ".."):
         raise InvalidName(f'{what} "{name}" is not a valid interface name '
-                          f"(1 to {IFNAMSIZ} characters of A-Z a-z 0-9 _ . -)")
+                          f"(1 to {IFNAMSIZ} characters of A-Z a-z 0-9 _ . -, not starting with -)")
 
 
 def _short_id(what: str, object_id: str) -> str:

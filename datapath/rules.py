@@ -53,6 +53,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from .errors import UnsafeValue
 from .model import EndpointPorts, NetworkRules
 
 FAMILIES = ("ipv4", "ipv6")
@@ -210,19 +211,28 @@ def _version(family: str) -> int:
     return 4 if family == "ipv4" else 6
 
 
+def _token(value: str) -> str:
+    """``value``, if it is one token of a rule line (see ``UnsafeValue``).
+    ``isprintable`` is false for every control character and every
+    whitespace but the ASCII space, which is checked on its own."""
+    if not value or " " in value or not value.isprintable():
+        raise UnsafeValue(value)
+    return value
+
+
 def _net(cidr: str) -> str:
-    return str(ipaddress.ip_network(cidr, strict=False))
+    return _token(str(ipaddress.ip_network(cidr, strict=False)))
 
 
 def _host(address: str) -> str:
     """An address as iptables-save prints a single-host match."""
     ip = ipaddress.ip_interface(address).ip
-    return f"{ip}/{ip.max_prefixlen}"
+    return _token(f"{ip}/{ip.max_prefixlen}")
 
 
 def network_fragment(rules: NetworkRules, family: str, names: Names = DEFAULT) -> Fragment:
-    br = rules.bridge
-    chain = names.network(rules.network_id)
+    br = _token(rules.bridge)
+    chain = _token(names.network(rules.network_id))
     subnets = rules.subnets_v4 if family == "ipv4" else rules.subnets_v6
     frag = Fragment(chain)
 
@@ -288,7 +298,7 @@ def ports_fragment(ports: EndpointPorts, family: str, names: Names = DEFAULT) ->
 
     A binding to a specific host address of the other family is a caller error.
     """
-    chain = names.endpoint(ports.endpoint_id)
+    chain = _token(names.endpoint(ports.endpoint_id))
     frag = Fragment(chain)
     accept: list[str] = []
     dnat: list[str] = []
@@ -297,10 +307,12 @@ def ports_fragment(ports: EndpointPorts, family: str, names: Names = DEFAULT) ->
             raise ValueError(f"protocol {b.proto!r} cannot be published")
         if binding_family(b.container_ip) != family:
             continue
-        cip = ipaddress.ip_interface(b.container_ip).ip
+        # The stored text is checked, not just what ipaddress makes of it:
+        # ``ip_interface(...).ip`` silently drops an IPv6 zone.
+        cip = ipaddress.ip_interface(_token(b.container_ip)).ip
         dst = ""
         if not _any_address(b.host_ip):
-            if ipaddress.ip_address(b.host_ip).version != _version(family):
+            if ipaddress.ip_address(_token(b.host_ip)).version != _version(family):
                 raise ValueError(f"host address {b.host_ip} and container address {cip} differ in family")
             dst = f"-d {_host(b.host_ip)} "
         to = f"{cip}:{b.container_port}" if family == "ipv4" else f"[{cip}]:{b.container_port}"
@@ -310,7 +322,7 @@ def ports_fragment(ports: EndpointPorts, family: str, names: Names = DEFAULT) ->
     if dnat:
         frag.own["filter"][chain] = accept
         frag.own["nat"][chain] = dnat
-        frag.add_shared("filter", names.ports, f"-o {ports.bridge} -j {chain}")
+        frag.add_shared("filter", names.ports, f"-o {_token(ports.bridge)} -j {chain}")
         frag.add_shared("nat", names.published, f"-j {chain}")
     return frag
 
@@ -390,6 +402,11 @@ def _lines(table: str, body: list[str]) -> list[str]:
 
 
 def _text(lines: list[str]) -> str:
+    """Restore input; every line is checked whole as well, since a control
+    character anywhere (a newline above all) would start a line of its own."""
+    for line in lines:
+        if not line.isprintable():
+            raise UnsafeValue(line)
     return "\n".join(lines) + "\n" if lines else ""
 
 

@@ -56,5 +56,5 @@ class Steps:
             try:
                 undo()
             except Exception:  # logged, the original error is what the caller sees
-                log.exception("undo of step %r failed after %s", name, exc)
+                log.exception("undo of step %r failed after %r", name, exc)
         return False

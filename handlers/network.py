@@ -405,10 +405,13 @@ def _ipam_data(field: str, data, version: int) -> list[dict]:
         aux = entry.get("AuxAddresses") or {}
         if not isinstance(aux, dict):
             raise BadRequest(f"{where}.AuxAddresses {aux!r} is not an object")
+        canonical_aux = {}
         for name, value in aux.items():
-            if values.address(f"{where}.AuxAddresses[{name!r}]", value, version) not in pool:
+            ip = values.address(f"{where}.AuxAddresses[{name!r}]", value, version)
+            if ip not in pool:
                 raise BadRequest(f'{where}.AuxAddresses[{name!r}] "{value}" is not in pool {pool}')
-        out.append({"pool": str(pool), "gateway": gateway, "aux": dict(aux)})
+            canonical_aux[name] = str(ip)
+        out.append({"pool": str(pool), "gateway": gateway, "aux": canonical_aux})
     return out
 
 

@@ -9,10 +9,10 @@ leave the user with a network that is not what they asked for.
 """
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import asdict, dataclass
 
 from datapath.names import IFNAMSIZ, validate_ifname
+from spec import values
 from spec.errors import BadRequest
 
 GENERIC = "com.docker.network.generic"
@@ -96,8 +96,8 @@ def _mtu(key: str, value) -> int:
 
 def _ipv4(key: str, value) -> str:
     try:
-        return str(ipaddress.IPv4Address(value))
-    except (ValueError, TypeError):
+        return values.host_address(f"option {key}", value, 4)
+    except BadRequest:
         raise BadRequest(f'option {key}="{value}" is not an IPv4 address') from None
 
 

@@ -23,25 +23,30 @@ WILDCARDS = ("", "0.0.0.0", "::")
 
 
 def parse_exposed(options: dict) -> list[dict]:
-    return [{"Proto": _proto(field, entry.get("Proto")), "Port": _port(f"{field}.Port", entry.get("Port"))}
+    return [{"Proto": _proto(field, entry.get("Proto")), "Port": values.port(f"{field}.Port", entry.get("Port"))}
             for field, entry in values.objects(EXPOSED, options.get(EXPOSED))]
 
 
 def parse_portmap(options: dict) -> list[dict]:
-    """Validated portmap entries, as dockerd sent them."""
+    """Validated portmap entries, addresses in canonical form: they are
+    stored, compared to find a port already published, and written into
+    rules, so one address must have one spelling."""
     out = []
     for field, entry in values.objects(PORTMAP, options.get(PORTMAP)):
         host_ip = entry.get("HostIP") or ""
         if host_ip:
-            values.address(f"{field}.HostIP", host_ip)
-        host_port = _port(f"{field}.HostPort", entry.get("HostPort", 0), allow_zero=True)
-        host_end = _port(f"{field}.HostPortEnd", entry.get("HostPortEnd", 0), allow_zero=True)
+            host_ip = values.host_address(f"{field}.HostIP", host_ip)
+        container_ip = entry.get("IP") or ""
+        if container_ip:
+            container_ip = values.host_address(f"{field}.IP", container_ip)
+        host_port = values.port(f"{field}.HostPort", entry.get("HostPort", 0), allow_zero=True)
+        host_end = values.port(f"{field}.HostPortEnd", entry.get("HostPortEnd", 0), allow_zero=True)
         if host_end and host_end < host_port:
             raise BadRequest(f"{field}.HostPortEnd {host_end} is below HostPort {host_port}")
         out.append({
             "Proto": _proto(field, entry.get("Proto")),
-            "IP": entry.get("IP") or "",
-            "Port": _port(f"{field}.Port", entry.get("Port")),
+            "IP": container_ip,
+            "Port": values.port(f"{field}.Port", entry.get("Port")),
             "HostIP": host_ip,
             "HostPort": host_port,
             "HostPortEnd": host_end,
@@ -102,9 +107,3 @@ def _proto(field: str, value) -> int:
         raise BadRequest(f"{field}.Proto {value!r} is not 6 (tcp), 17 (udp) or 132 (sctp)")
     return value
 
-
-def _port(field: str, value, allow_zero: bool = False) -> int:
-    low = 0 if allow_zero else 1
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= 65535:
-        raise BadRequest(f"{field} {value!r} is not a port number ({low}-65535)")
-    return value

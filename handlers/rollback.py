@@ -18,7 +18,7 @@ class Rollback(contextlib.ExitStack):
             try:
                 fn(*args)
             except Exception:
-                log.exception("rollback: %s failed", what)
+                log.exception("rollback: %r failed", what)
 
         self.callback(quietly)
 

@@ -23,6 +23,8 @@ log = logging.getLogger("pontoon")
 
 CONTENT_TYPE = "application/vnd.docker.plugins.v1+json"
 MAX_BODY = 1 << 20
+# dockerd's bodies nest four levels at most (Options, a portmap, its entries).
+MAX_DEPTH = 32
 IMPLEMENTS = ["NetworkDriver", "IpamDriver"]
 
 Method = Callable[[dict], dict]
@@ -47,9 +49,11 @@ def create_app(methods: dict[str, Method]) -> Flask:
     def on_error(exc: Exception) -> Response:
         status, message = _describe(exc)
         if status >= 500:
-            log.error("%s %s failed: %s", request.method, request.path, message, exc_info=exc)
+            log.error("%s %r failed: %r", request.method, request.path, message, exc_info=exc)
         else:
-            log.info("%s %s refused (%d): %s", request.method, request.path, status, message)
+            # %r: a message quotes request values, and a newline in one
+            # must not start a log line of its own.
+            log.info("%s %r refused (%d): %r", request.method, request.path, status, message)
         return _reply(status, {"Err": message})
 
     return app
@@ -63,8 +67,16 @@ def _read_body() -> dict:
         body = json.loads(raw)
     except (UnicodeDecodeError, ValueError) as exc:
         raise spec.SpecError(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise _too_deep() from None
     if not isinstance(body, dict):
         raise spec.SpecError(f"request body must be a JSON object, not {type(body).__name__}")
+    # json.loads stops near Python's recursion limit, but what it accepts
+    # may still be too deep for jsonschema or json.dumps further down the
+    # stack. Every "[" or "{" could open a level, so a body with fewer of
+    # them than the limit (every request dockerd sends) skips the walk.
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _depth(body) > MAX_DEPTH:
+        raise _too_deep()
     # JSON may escape a lone UTF-16 surrogate ("\ud800"), which Python
     # decodes into a str that SQLite, the kernel and the log cannot encode;
     # only a \u escape can make one (the UTF-8 decoder refuses surrogate
@@ -75,6 +87,25 @@ def _read_body() -> dict:
         except UnicodeEncodeError:
             raise spec.SpecError("request body contains a lone Unicode surrogate escape") from None
     return body
+
+
+def _too_deep() -> spec.SpecError:
+    return spec.SpecError(f"request body nests objects or lists deeper than {MAX_DEPTH} levels")
+
+
+def _depth(body) -> int:
+    """How deeply ``body`` nests lists and objects, found without recursion."""
+    deepest, stack = 0, [(body, 1)]
+    while stack:
+        value, level = stack.pop()
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, level)
+        if deepest > MAX_DEPTH:
+            break
+        stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def _describe(exc: Exception) -> tuple[int, str]:

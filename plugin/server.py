@@ -50,7 +50,7 @@ def _reconcile(network) -> int:
     """Make the kernel match the store; the exit status for the child."""
     try:
         for change in network.reconcile():
-            log.info("reconcile: %s", change)
+            log.info("reconcile: %r", change)
     except Exception:
         log.exception("reconcile at start failed")
         return 1

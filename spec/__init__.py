@@ -62,11 +62,32 @@ def _accepts_any_object(name: str) -> bool:
     return constraints == {"type": "object"}
 
 
+@lru_cache(maxsize=1)
+def _validator_class():
+    """Draft 2020-12 with "pattern" as a full match.
+
+    jsonschema runs "pattern" under ``re.search``, where "$" also matches
+    before a final newline: "^[a-z]+$" let "abc\n" through as an ID. A full
+    match leaves no such gap whatever anchors a schema writes.
+    """
+    from jsonschema import Draft202012Validator, validators  # lazy: keeps the idle footprint small
+    from jsonschema.exceptions import ValidationError
+
+    def pattern(_validator, regex, instance, _schema):
+        if isinstance(instance, str) and _compiled(regex).fullmatch(instance) is None:
+            yield ValidationError(f"{instance!r} does not match {regex!r}")
+
+    return validators.extend(Draft202012Validator, {"pattern": pattern})
+
+
+@lru_cache(maxsize=None)
+def _compiled(regex: str) -> re.Pattern:
+    return re.compile(regex)
+
+
 @lru_cache(maxsize=None)
 def _validator(name: str):
-    from jsonschema import Draft202012Validator  # lazy: keeps the idle footprint small
-
-    return Draft202012Validator(schema(name))
+    return _validator_class()(schema(name))
 
 
 def validate(name: str, body) -> None:

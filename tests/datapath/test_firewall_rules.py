@@ -286,3 +286,42 @@ def test_hooked_chains_do_not_grow_with_networks():
     for table, hooks in R.DEFAULT.hooks().items():
         for _, jump in hooks:
             assert len(state[table][jump.split()[-1]]) == 1
+
+
+# Defence in depth: whatever got past input validation, no value splits
+# into tokens or lines of its own in iptables-restore input.
+UNSAFE = ["pt-a\n-A INPUT -j ACCEPT", "pt a", "pt-a\t", "pt-a\r", "", "pt\x00a", "pt\u2028a", "pt\x85a"]
+
+
+@pytest.mark.parametrize("bridge", UNSAFE)
+def test_an_unsafe_bridge_name_is_refused_while_rendering(bridge):
+    net = NetworkRules(NET.network_id, bridge, NET.subnets_v4, NET.subnets_v6)
+    for family in R.FAMILIES:
+        with pytest.raises(R.UnsafeValue, match="render firewall rules") as caught:
+            R.adding(R.network_fragment(net, family))
+        assert repr(bridge) in str(caught.value)
+    ports = EndpointPorts(EP.endpoint_id, NET.network_id, bridge, EP.bindings)
+    with pytest.raises(R.UnsafeValue):
+        R.ports_fragment(ports, "ipv4")
+
+
+@pytest.mark.parametrize("address", ["fd00:9::2%eth0\n-A INPUT", "fd00:9::2%a b"])
+def test_an_unsafe_address_is_refused_while_rendering(address):
+    zoned = EndpointPorts(EP.endpoint_id, NET.network_id, "pt-a", (PortBinding("tcp", "", 8080, address, 80),))
+    with pytest.raises(R.UnsafeValue):
+        R.ports_fragment(zoned, "ipv6")
+    net = NetworkRules(NET.network_id, "pt-a", (), (address.replace("::2", "::") + "/64",))
+    with pytest.raises(R.UnsafeValue):
+        R.network_fragment(net, "ipv6")
+
+
+def test_every_restore_line_is_checked():
+    frag = R.network_fragment(NET, "ipv4")
+    frag.own["filter"][NCHAIN].append("-j ACCEPT\n-A INPUT -j ACCEPT")
+    with pytest.raises(R.UnsafeValue, match="INPUT"):
+        R.adding(frag)
+
+
+def test_unsafe_values_are_datapath_errors():
+    """Which the app answers with a 500 naming the value (tests/unit/test_protocol.py)."""
+    assert issubclass(R.UnsafeValue, DatapathError)

@@ -36,9 +36,25 @@ class InProcess:
         """The store, and this instance's objects in the kernel."""
         return {"store": collect(self.plugin.store), "kernel": view(self.instance, self.seen)}
 
+    def delete_everything(self) -> None:
+        """Delete through the protocol every endpoint, network and pool the
+        store holds, or that a request named (an accepted request may have
+        used an ID ``seen`` does not track, and its bridge and chains must
+        not outlive the test), and check the store is empty."""
+        client, stored = self.client, collect(self.plugin.store)
+        for eid in sorted(self.seen.endpoints | {e["id"] for e in stored["endpoints"]}):
+            client.ok("NetworkDriver.DeleteEndpoint", {"NetworkID": "0", "EndpointID": eid})
+        for nid in sorted(self.seen.networks | {n["id"] for n in stored["networks"]}):
+            client.ok("NetworkDriver.DeleteNetwork", {"NetworkID": nid})
+        for pool in collect(self.plugin.store)["pools"]:
+            client.ok("IpamDriver.ReleasePool", {"PoolID": pool["id"]})
+        left = collect(self.plugin.store)
+        assert all(rows == [] for rows in left.values()), left
 
-def in_process(workdir: Path, seen: Seen, faults: FaultHook | None = None) -> InProcess:
-    instance = "ptr" + secrets.token_hex(4)
+
+def in_process(workdir: Path, seen: Seen, faults: FaultHook | None = None, instance: str = "") -> InProcess:
+    """``instance``: the name of one built before on the same ``workdir``."""
+    instance = instance or "ptr" + secrets.token_hex(4)
     settings = Settings(name=instance, state_dir=str(workdir / "state"))
     plugin = build(settings, links=Links(faults=faults, owner=instance),
                    firewall=Firewall(workdir / "fw.lock", faults=faults, chain_prefix=chain_prefix(instance)))

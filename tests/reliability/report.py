@@ -18,7 +18,8 @@ from tests.harness.server import REPO
 from . import figures
 
 BUILD = REPO / "build"
-DEFAULTS = {"PONTOON_SOAK_CYCLES": "10000", "PONTOON_FUZZ_EXAMPLES": "300"}
+DEFAULTS = {"PONTOON_SOAK_CYCLES": "10000", "PONTOON_FUZZ_EXAMPLES": "300", "PONTOON_FUZZ_SECONDS": "300",
+            "PONTOON_FUZZ_CORPUS": str(BUILD / "fuzz-corpus")}
 
 
 def summary(data: dict, status: int, seconds: float) -> str:
@@ -32,6 +33,14 @@ def summary(data: dict, status: int, seconds: float) -> str:
     if hostile:
         lines += ["", "## Hostile inputs", "", "| method | tried | accepted |", "| --- | --- | --- |"]
         lines += [f"| {m} | {n} | {hostile['accepted'].get(m, 0)} |" for m, n in sorted(hostile["tried"].items())]
+    fuzz = data.get("fuzz")
+    if fuzz:
+        lines += ["", "## Coverage-guided fuzzing (private network namespace)", "",
+                  f"{fuzz['inputs']} requests in {fuzz['seconds']} s ({fuzz['libfuzzer_runs']} libFuzzer runs), "
+                  f"{fuzz['coverage_edges']} edges of Pontoon's code covered; 5xx answers: {fuzz['5xx']}; "
+                  f"links and rules left behind after deleting what was made: {fuzz['left_behind']}.", "",
+                  "| method | tried | accepted |", "| --- | --- | --- |"]
+        lines += [f"| {m} | {n} | {fuzz['accepted'].get(m, 0)} |" for m, n in sorted(fuzz["tried"].items())]
     soak = data.get("soak")
     if soak:
         lines += ["", "## Soak", "",
@@ -43,7 +52,7 @@ def summary(data: dict, status: int, seconds: float) -> str:
 
 
 def main() -> int:
-    BUILD.mkdir(exist_ok=True)
+    (BUILD / "fuzz-corpus").mkdir(parents=True, exist_ok=True)
     out = BUILD / "reliability.json"
     out.unlink(missing_ok=True)
     env = {**DEFAULTS, **os.environ, figures.ENV: str(out)}

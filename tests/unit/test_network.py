@@ -1,4 +1,6 @@
 """The NetworkDriver protocol with a real store and fake kernel parts."""
+import ipaddress
+
 import pytest
 
 from tests.harness.dockerd import new_id
@@ -54,6 +56,10 @@ def test_ipv6_gateway_on_the_bridge(plugin, client):
     (generic(**{"bridge.host_binding_ipv4": "::1"}), 'host_binding_ipv4="::1" is not an IPv4 address'),
     (generic(**{"bridge.name": "a" * 16}), "is not a valid interface name"),
     (generic(**{"bridge.name": "a/b"}), "is not a valid interface name"),
+    # iptables would read these as options ("-i -j ACCEPT")
+    (generic(**{"bridge.name": "-j"}), "not starting with -"),
+    (generic(**{"container_iface_prefix": "-o"}), "not starting with -"),
+    (generic(**{"bridge.host_binding_ipv4": "127.0.0.1/8"}), 'host_binding_ipv4="127.0.0.1/8"'),
     (generic(**{"container_iface_prefix": "x" * 14}), "container_iface_prefix"),
     ({"com.docker.network.generic": "x"}, "is not an object"),
     ({"com.docker.network.internal": "sure"}, "com.docker.network.internal"),
@@ -76,6 +82,10 @@ def test_host_interfaces_are_refused_as_bridges(refused, name):
     ({"IPv4Data": [{"Pool": "10.1.0.0/24", "AuxAddresses": {"h": "10.9.0.1/24"}}]}, "AuxAddresses['h']"),
     ({"IPv6Data": [{"Pool": "10.1.0.0/24"}]}, "IPv6Data[0].Pool"),
     ({"NetworkID": ""}, "NetworkID"),
+    ({"NetworkID": NID + "\n"}, "NetworkID"),
+    ({"IPv6Data": [{"Pool": "fd00::%eth0/64"}]}, "zone"),
+    ({"IPv6Data": [{"Pool": "fd00::/64", "Gateway": "fd00::1%x\n-A INPUT -j ACCEPT/64"}]}, "zone"),
+    ({"IPv6Data": [{"Pool": "fd00::/64", "AuxAddresses": {"h": "fd00::9%lo"}}]}, "zone"),
 ])
 def test_bad_ipam_data(refused, over, says):
     refused("NetworkDriver.CreateNetwork", net_body(**over), says=says)
@@ -140,6 +150,8 @@ def test_endpoint_with_given_mac_replies_nothing(plugin, client):
     ({"AddressIPv6": "10.1.0.3/24"}, "not an IPv6 value"),
     ({"MacAddress": "02:42:0a"}, "Interface.MacAddress"),
     ({"MacAddress": "01:00:5e:00:00:01"}, "multicast"),
+    ({"MacAddress": "02:42:0a:01:00:02\n"}, "Interface.MacAddress"),
+    ({"AddressIPv6": "fd00:1::2%eth0/64"}, "zone"),
 ])
 def test_bad_endpoints(client, refused, iface, says):
     client.ok("NetworkDriver.CreateNetwork", net_body())
@@ -277,6 +289,12 @@ def test_host_port_held_by_another_endpoint_is_409_and_ranges_skip_it(client, re
     (port(80, 9001, 9000), "HostPortEnd 9000 is below HostPort 9001"),
     (port(80, host_ip="nope"), "HostIP"),
     (port(80, host_ip="::1"), "no IPv6 address"),
+    (port(80, host_ip="127.0.0.1/32"), "HostIP \"127.0.0.1/32\" has a prefix length"),
+    (port(80, host_ip="fe80::1%eth0"), "zone"),
+    (port(65536), "Port 65536"),
+    (port(80, 8080, 70000), "HostPortEnd 70000"),
+    (port(80, -1), "HostPort -1"),
+    (port(80, 9001, 1), "HostPortEnd 1 is below HostPort 9001"),
 ])
 def test_bad_portmaps(client, refused, entry, says):
     client.ok("NetworkDriver.CreateNetwork", net_body())
@@ -313,3 +331,38 @@ def test_reconcile_restores_kernel_from_store(plugin, client):
     assert sorted(changes) == sorted([f"recreated bridge pt-{NID[:12]}", f"recreated veth ptv{EID[:12]}",
                                       "deleted orphan pt-orphan00000"])
     assert set(plugin.links.bridges) == {"pt-" + NID[:12]}
+
+
+@pytest.mark.parametrize("first, second", [
+    ("127.0.0.1", "::ffff:127.0.0.1"), ("::1", "0:0::1"), ("::1", "0000:0000:0000:0000:0000:0000:0000:0001"),
+    ("fd00:1::9", "FD00:1:0::9"),
+])
+def test_a_host_address_spelled_two_ways_is_one_address(plugin, client, refused, first, second):
+    """Stored, compared and written in canonical form: the second spelling
+    cannot publish the port the first holds."""
+    client.ok("NetworkDriver.CreateNetwork", net_body(
+        Options={"com.docker.network.enable_ipv6": True}, IPv6Data=[{"Pool": "fd00:1::/64", "Gateway": "fd00:1::1/64"}]))
+    client.ok("NetworkDriver.CreateEndpoint", endpoint_body(AddressIPv6="fd00:1::2/64"))
+    other = "ef" * 32
+    client.ok("NetworkDriver.CreateEndpoint", {**endpoint_body(Address="10.1.0.3/24", AddressIPv6="fd00:1::3/64"),
+                                               "EndpointID": other})
+    program(client, [port(80, 8080, 8080, host_ip=first)])
+    refused("NetworkDriver.ProgramExternalConnectivity", {"NetworkID": NID, "EndpointID": other, "Options": {
+        PORTMAP: [port(80, 8080, 8080, host_ip=second)]}}, status=409, says="host port 8080/tcp")
+    value = client.ok("NetworkDriver.EndpointOperInfo", {"NetworkID": NID, "EndpointID": EID})["Value"]
+    canonical = str(ipaddress.ip_address(first))
+    assert [p["HostIP"] for p in value[PORTMAP]] == [canonical]
+    assert [b.host_ip for b in plugin.firewall.ports[EID].bindings] == [canonical]
+
+
+def test_addresses_are_stored_canonical(plugin, client):
+    client.ok("NetworkDriver.CreateNetwork", net_body(
+        Options={"com.docker.network.enable_ipv6": True},
+        IPv4Data=[{"Pool": "10.1.0.0/24", "Gateway": "10.1.0.1/24", "AuxAddresses": {"h": "10.1.0.9/24"}}],
+        IPv6Data=[{"Pool": "FD00:1:0::/64", "Gateway": "fd00:1:0:0::1/64", "AuxAddresses": {"h": "FD00:1::9"}}]))
+    client.ok("NetworkDriver.CreateEndpoint", endpoint_body(AddressIPv6="FD00:1:0::2/64", MacAddress="02:AA:0A:01:00:02"))
+    store = plugin.state()["store"]
+    [net], [ep] = store["networks"], store["endpoints"]
+    assert net["ipv6"] == [{"pool": "fd00:1::/64", "gateway": "fd00:1::1/64", "aux": {"h": "fd00:1::9"}}]
+    assert net["ipv4"][0]["aux"] == {"h": "10.1.0.9"}
+    assert (ep["address_v6"], ep["mac"]) == ("fd00:1::2/64", "02:aa:0a:01:00:02")

@@ -4,6 +4,7 @@ import json
 import pytest
 
 import spec
+from datapath.errors import UnsafeValue
 
 
 def test_activate_names_both_interfaces(client):
@@ -76,14 +77,23 @@ def test_kernel_failure_is_500_naming_the_step(plugin):
     assert reply["Err"] == "kernel step failed: create_bridge: injected failure"
 
 
-def test_unexpected_exception_is_500_without_traceback(plugin):
-    def boom(_spec):
-        raise RuntimeError("secret detail in /etc/shadow")
+@pytest.mark.parametrize("part, step, exc, says", [
+    # Unexpected: the message says nothing of the exception's text.
+    ("links", "create_bridge", RuntimeError("secret detail in /etc/shadow"),
+     "internal error in /NetworkDriver.CreateNetwork (RuntimeError); see the plugin log"),
+    # A value the firewall refused to render (datapath/rules.py) is named.
+    ("firewall", "add_network", UnsafeValue("pt-x\n-A INPUT -j ACCEPT"),
+     "kernel step failed: render firewall rules: refusing 'pt-x\\n-A INPUT -j ACCEPT': "
+     "empty, or holds whitespace or a control character"),
+])
+def test_exceptions_are_500_without_traceback(plugin, part, step, exc, says):
+    def boom(_arg):
+        raise exc
 
-    plugin.links.create_bridge = boom
+    setattr(getattr(plugin, part), step, boom)
     status, reply = plugin.client.call("NetworkDriver.CreateNetwork", NETWORK)
     assert status == 500
-    assert reply["Err"] == "internal error in /NetworkDriver.CreateNetwork (RuntimeError); see the plugin log"
+    assert reply["Err"] == says
 
 
 def _with_required():
@@ -114,3 +124,4 @@ def test_every_required_field_refuses_a_wrong_type(refused, method, field):
     body[field] = [["not", "this"]]
     err = refused(method, body)
     assert f'"{field}"' in err and "not" in err
+
