@@ -1,0 +1,46 @@
+"""Where each cluster record lives in etcd (all under one root, "/pontoon/").
+
+A cluster network is named by its first pool: address space and CIDR, the
+one thing every host's dockerd hands Pontoon for "the same network" (each
+host's dockerd makes its own network ID). ``pool_name`` turns them into one
+key segment.
+
+    hosts/<host>                     live host: advertise address (on its lease)
+    seen/<host>                      when the host was last alive (no lease)
+    pools/<pool>                     a pool: CIDR, space, range, options
+    members/<pool>/<host>            a host holding the pool (ends at ReleasePool)
+    gateway/<pool>                   the pool's one (distributed) gateway address
+    addrs/<pool>/<hex address>       an allocated address: holder host and kind
+    held/<host>/<pool>/<hex address> the same, indexed by host, for reclaiming
+    nets/<pool>                      agreed options and VNI of the network
+    vnis/<vni>                       the pool whose network holds the VNI
+    endpoints/<pool>/<host>/<id>     an endpoint: MAC, addresses, VTEP (on the lease)
+"""
+from __future__ import annotations
+
+ROOT = "/pontoon/"
+
+
+def pool_name(space: str, cidr: str) -> str:
+    return f"{space}:{cidr.replace('/', '_')}"
+
+
+def cidr_of(name: str) -> tuple[str, str]:
+    """(space, cidr) back from ``pool_name``."""
+    space, _, cidr = name.partition(":")
+    return space, cidr.replace("_", "/")
+
+
+def hexaddr(addr: int) -> str:
+    """Fixed width, so key order is address order (a prefix scan finds the lowest free)."""
+    return f"{addr:032x}"
+
+
+def key(kind: str, *parts) -> str:
+    """``/pontoon/<kind>/<part>/…``: one of the records in the table above."""
+    return ROOT + "/".join((kind, *map(str, parts)))
+
+
+def prefix(kind: str, *parts) -> str:
+    """Every key under ``key(kind, *parts)``."""
+    return key(kind, *parts) + "/"

@@ -1,0 +1,101 @@
+"""The segment seam of the network driver (handlers/segment.py): when it is
+called, and that each call is undone when a later step fails."""
+import pytest
+
+from handlers import network
+from spec.errors import Conflict
+
+from .conftest import Plugin
+
+
+class RecordingSegment:
+    connectivity = "global"
+
+    def __init__(self, refuse: str = ""):
+        self.calls: list[tuple[str, str]] = []
+        self.refuse = refuse
+
+    def _record(self, what: str, obj: dict) -> None:
+        if what == self.refuse:
+            raise Conflict(f"segment refused {what}")
+        self.calls.append((what, obj["id"]))
+
+    def prepare(self, network):
+        self._record("prepare", network)
+        return {"cluster": {"vni": 4242}}
+
+    def attach(self, network):
+        self._record("attach", network)
+
+    def detach(self, network):
+        self._record("detach", network)
+
+    def publish(self, network, endpoint):
+        self._record("publish", endpoint)
+
+    def unpublish(self, network, endpoint):
+        self._record("unpublish", endpoint)
+
+    def reconcile(self, networks):
+        return [f"segment of {n['id']}" for n in networks]
+
+
+NET = {"NetworkID": "n" * 64, "Options": {},
+       "IPv4Data": [{"AddressSpace": "LocalDefault", "Pool": "10.92.0.0/24", "Gateway": "10.92.0.1/24"}]}
+EP = {"NetworkID": "n" * 64, "EndpointID": "e" * 64, "Interface": {"Address": "10.92.0.9/24"}}
+
+
+def driver(tmp_path, segment) -> tuple[Plugin, network.NetworkDriver]:
+    plugin = Plugin(tmp_path)
+    return plugin, network.NetworkDriver(plugin.store.transaction, plugin.store.snapshot,
+                                         plugin.links, plugin.firewall, segment)
+
+
+def test_the_segment_is_called_at_each_step_and_its_fields_stored(tmp_path):
+    segment = RecordingSegment()
+    plugin, drv = driver(tmp_path, segment)
+    assert drv.get_capabilities({}) == {"Scope": "local", "ConnectivityScope": "global"}
+    drv.create_network(NET)
+    with plugin.store.snapshot() as tx:
+        assert tx.get_network("n" * 64)["cluster"] == {"vni": 4242}
+    drv.create_endpoint(EP)
+    assert drv.reconcile()[-1] == f"segment of {'n' * 64}"
+    drv.delete_endpoint(EP)
+    drv.delete_network({"NetworkID": "n" * 64})
+    assert [c[0] for c in segment.calls] == ["prepare", "attach", "publish", "unpublish", "detach"]
+
+
+def test_without_a_segment_the_driver_is_the_single_host_one(tmp_path):
+    plugin, drv = driver(tmp_path, None)
+    assert drv.get_capabilities({}) == {"Scope": "local", "ConnectivityScope": "local"}
+    drv.create_network(NET)
+    with plugin.store.snapshot() as tx:
+        assert "cluster" not in tx.get_network("n" * 64)
+
+
+@pytest.mark.parametrize("refuse, undone", [("prepare", []), ("attach", ["detach"])])
+def test_a_refused_network_leaves_nothing(tmp_path, refuse, undone):
+    segment = RecordingSegment(refuse)
+    plugin, drv = driver(tmp_path, segment)
+    with pytest.raises(Conflict, match=f"segment refused {refuse}"):
+        drv.create_network(NET)
+    assert plugin.links.bridges == {} and plugin.firewall.networks == {}
+    assert [c[0] for c in segment.calls if c[0] != "prepare"] == undone
+
+
+@pytest.mark.parametrize("refuse, kernel_step, undone", [
+    ("publish", None, ["unpublish"]),       # the undo is registered first: a half-done publish goes too
+    ("", "create_veth", []),                # the veth failed first: nothing was published
+])
+def test_a_failed_endpoint_is_unpublished(tmp_path, refuse, kernel_step, undone):
+    segment = RecordingSegment(refuse)
+    plugin, drv = driver(tmp_path, segment)
+    drv.create_network(NET)
+    if kernel_step:
+        plugin.links.fail.add(kernel_step)
+    with pytest.raises(Exception):
+        drv.create_endpoint(EP)
+    assert [c[0] for c in segment.calls if c[1] == "e" * 64] == undone
+    assert plugin.links.veths == {}
+    with plugin.store.snapshot() as tx:
+        assert tx.get_endpoint("e" * 64) is None
