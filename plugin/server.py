@@ -36,6 +36,12 @@ def _gunicorn(app, options: dict):
     # reconcile child works (see serve).
     from gunicorn.app.base import BaseApplication
 
+    from .worker import Worker
+
+    # gthread, reading requests in its loop: a slow client holds no thread
+    # (see plugin.worker).
+    options = {**options, "worker_class": Worker}
+
     class Gunicorn(BaseApplication):
         def load_config(self) -> None:
             for key, value in options.items():
@@ -101,9 +107,8 @@ def serve(settings: Settings) -> None:
         "umask": SOCKET_UMASK,
         "workers": settings.workers,
         "threads": settings.threads,
-        "worker_class": "gthread",
-        # No HTTP timeout from dockerd for plain-process plugins: a stuck
-        # worker is restarted rather than hanging dockerd forever.
+        # No HTTP timeout from dockerd for plain-process plugins: a worker
+        # whose loop is stuck is restarted rather than hanging dockerd forever.
         "timeout": 120,
         "graceful_timeout": 30,
         "logconfig_dict": logs.config_dict(settings.log_level, settings.log_format),
