@@ -33,13 +33,14 @@ def fresh_python(code: str, *wrapper: str) -> None:
 
 class Server:
     def __init__(self, workdir: Path, name: str | None = None, workers: int = 1, threads: int = 8,
-                 netns: str | None = None):
+                 netns: str | None = None, wrapper: tuple[str, ...] = ()):
         self.name = name or "pt" + secrets.token_hex(4)
         self.socket_dir = workdir / "sock"
         self.state_dir = workdir / "state"
         self.log_path = workdir / f"{self.name}.log"
         self.workers, self.threads = workers, threads
         self.netns = netns  # run inside this network namespace (the socket is still on the host's filesystem)
+        self.wrapper = wrapper  # a command that runs the server, e.g. setpriv with fewer privileges
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -48,7 +49,7 @@ class Server:
 
     def command(self) -> list[str]:
         inside = ["ip", "netns", "exec", self.netns] if self.netns else []
-        return [*inside, sys.executable, "-m", "plugin", "serve", "--name", self.name,
+        return [*inside, *self.wrapper, sys.executable, "-m", "plugin", "serve", "--name", self.name,
                 "--socket-dir", str(self.socket_dir), "--state-dir", str(self.state_dir),
                 "--workers", str(self.workers), "--threads", str(self.threads), "--log-level", "debug"]
 

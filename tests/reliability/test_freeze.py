@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from plugin.worker import REQUEST_READ_S
+from tests.unit.test_service_unit import service_section
 from tests.harness.client import ProtocolError
 from tests.harness.dockerd import FakeDockerd
 from tests.harness.server import Server
@@ -35,6 +36,8 @@ PROMPT_S = 1.0
 LOCK_TIMEOUT_S = 1.0
 LOCK_SLACK_S = 2.0
 POOL = {"AddressSpace": "LocalDefault", "Pool": "10.199.77.0/24"}
+# Capability numbers (linux/capability.h) of those the unit may keep.
+CAPS = {"CAP_NET_BIND_SERVICE": 10, "CAP_NET_ADMIN": 12, "CAP_NET_RAW": 13}
 
 
 def _connect(path: str) -> socket.socket:
@@ -243,3 +246,49 @@ def test_a_held_firewall_lock_is_a_503_and_leaves_nothing(quick_locks):
         dockerd.remove_network(net)
     finally:
         dockerd.cleanup()
+
+
+# -- contrib/pontoon.service's capabilities are enough --------------------------------
+
+def _with_only(caps: list[str]) -> tuple[str, ...]:
+    """setpriv as the unit's CapabilityBoundingSet and NoNewPrivileges do it:
+    root, holding only ``caps``."""
+    if shutil.which("setpriv") is None:
+        pytest.skip("needs setpriv (apt-get install util-linux)")
+    keep = ",".join(["-all", *("+" + c.removeprefix("CAP_").lower() for c in caps)])
+    return ("setpriv", "--no-new-privs", "--inh-caps=-all", f"--bounding-set={keep}")
+
+
+def _effective_caps(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("CapEff:")), 16)
+
+
+def test_the_units_capabilities_are_enough(servers, sandboxes):
+    """A network with IPv6 (sysctls), a container with a published port below
+    1024, traffic to the gateway and the teardown, served by a server that
+    holds only the capabilities contrib/pontoon.service leaves it."""
+    caps = service_section()["CapabilityBoundingSet"].split()
+    srv = servers(wrapper=_with_only(caps))
+    srv.start()
+    assert _effective_caps(srv.proc.pid) == sum(1 << CAPS[c] for c in caps)
+    dockerd = FakeDockerd(srv.client(), sandboxes)
+    try:
+        net = dockerd.create_network(subnet="10.199.80.0/24", ipv6=True, subnet6="fd00:199:80::/64")
+        ctr = dockerd.run(net, ports=[("tcp", 80, "", 700 + secrets.randbelow(300), 0)])
+        assert ctr.sandbox.ping(ctr.join["Gateway"]) and ctr.sandbox.ping(ctr.join["GatewayIPv6"])
+        dockerd.stop(ctr)
+        dockerd.remove_network(net)
+    finally:
+        dockerd.cleanup()
+    assert " ERROR " not in srv.log()
+
+
+def test_without_net_admin_it_cannot_serve(servers, sandboxes):
+    """The positive control of the one above: setpriv does take capabilities
+    away, and Pontoon needs CAP_NET_ADMIN."""
+    srv = servers(wrapper=_with_only(["CAP_NET_RAW", "CAP_NET_BIND_SERVICE"]))
+    srv.start()
+    with pytest.raises(ProtocolError) as refused:
+        FakeDockerd(srv.client(), sandboxes).create_network(subnet="10.199.81.0/24")
+    assert refused.value.status == 500
