@@ -90,26 +90,43 @@ class Worker(ThreadWorker):
             conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
         conn.request_bytes = bytearray()
         conn.sock.setblocking(False)
+        # Mostly the request is there already (the connection became readable,
+        # or the client wrote as soon as it connected): then it goes to a
+        # thread without a round trip through the poller.
+        if self._receive(conn):
+            self._dispatch(conn)
+            return
         # The pending queue stays ordered by deadline: everything in it waits
         # for the same REQUEST_READ_S (gunicorn adds to it only connections
         # its handle() gave back without data, which ours never are).
         conn.timeout = time.monotonic() + REQUEST_READ_S
         self.pending_conns.append(conn)
-        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._read_some, conn))
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_readable, conn))
 
-    def _read_some(self, conn, _sock) -> None:
+    def _on_readable(self, conn, _sock) -> None:
+        if self._receive(conn):
+            self.poller.unregister(conn.sock)
+            self.pending_conns.remove(conn)
+            self._dispatch(conn)
+
+    @staticmethod
+    def _receive(conn) -> bool:
+        """Read what has arrived; whether the connection is done waiting: a
+        whole request is in ``request_bytes``, or the client is gone (None)."""
         try:
             data = conn.sock.recv(BUFFER_LIMIT)
         except BlockingIOError:
-            return
+            return False
         except OSError:  # reset by the client
             data = b""
+        if not data:
+            conn.request_bytes = None
+            return True
         conn.request_bytes += data
-        if data and not whole_request(conn.request_bytes):
-            return
-        self.poller.unregister(conn.sock)
-        self.pending_conns.remove(conn)
-        if not data:  # the client went away before sending a whole request
+        return whole_request(conn.request_bytes)
+
+    def _dispatch(self, conn) -> None:
+        if conn.request_bytes is None:  # gone before sending a whole request
             self.nr_conns -= 1
             conn.close()
             return
