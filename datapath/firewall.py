@@ -1,10 +1,11 @@
 """Applies the rules ``datapath.rules`` renders, to both families at once.
 
-Every public method takes an exclusive ``flock`` on the lock file first: the
-gunicorn workers and threads of one Pontoon each hold a ``Firewall`` and call
-it with no other lock held, and a read-then-rewrite of one interleaved with
-another's change would lose that change. ``-w`` additionally waits for the
-xtables lock other programs (dockerd, a user's iptables) take.
+Every public method takes the lock file's exclusive lock first
+(``datapath.locks``, a bounded wait): the gunicorn workers and threads of one
+Pontoon each hold a ``Firewall`` and call it with no other lock held, and a
+read-then-rewrite of one interleaved with another's change would lose that
+change. ``-w`` additionally waits for the xtables lock other programs
+(dockerd, a user's iptables) take, bounded by the tools' timeout.
 
 Adding a network or an endpoint's ports restores just its own lines
 (``rules.adding``) and reads ``FORWARD`` to see our jump is still first
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import fcntl
 import logging
 import random
 import socket
@@ -36,6 +36,7 @@ from typing import Callable
 
 from . import rules as R
 from .errors import DatapathError
+from .locks import DEFAULT_TIMEOUT_S, FileLock
 from .model import EndpointPorts, NetworkRules
 from .steps import FaultHook, Steps
 from .sysctl import Sysctl
@@ -57,18 +58,19 @@ def _run(argv: list[str], stdin: str | None = None) -> str:
 
 class Firewall:
     def __init__(self, lock_path: str | Path, faults: FaultHook | None = None, chain_prefix: str = R.PONTOON,
-                 sysctl: Sysctl | None = None):
-        self._lock_path = Path(lock_path)
+                 sysctl: Sysctl | None = None, lock_timeout: float = DEFAULT_TIMEOUT_S):
+        self._lock = FileLock(str(lock_path), "the firewall lock", lock_timeout)
         self._faults = faults
         self._names = R.Names(chain_prefix)
         self._sysctl = sysctl or Sysctl()
 
     @contextlib.contextmanager
     def _locked(self):
-        with open(self._lock_path, "a") as f:
-            with Steps(self._faults) as steps:
-                steps.run("lock firewall", lambda: fcntl.flock(f, fcntl.LOCK_EX))
-            yield  # closing the file releases the lock
+        # A fault hook may refuse this step like any kernel step.
+        with Steps(self._faults) as steps:
+            steps.run("lock firewall", lambda: None)
+        with self._lock.held():
+            yield
 
     # -- one family ---------------------------------------------------------------
     def _restore(self, family: str, text: str) -> None:

@@ -118,6 +118,10 @@ class NetworkDriver:
             rollback.undo(f"attach {network['bridge']} to its segment again", self._segment.attach, network)
             self._segment.detach(network)
             self._links.delete_bridge(bridge_spec(network), network["bridge_created"])
+            # The commit can still fail (the store's lock held past its
+            # timeout): the bridge comes back first, for the veths and the
+            # rules (route_localnet is a sysctl of the bridge) to go back on.
+            rollback.undo(f"recreate bridge {network['bridge']}", self._links.create_bridge, bridge_spec(network))
             with self._tx() as tx:
                 # Read again: dockerd creates no endpoint on a network it is
                 # deleting, but none may outlive its network in the store.

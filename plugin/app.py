@@ -17,6 +17,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 import spec
 from datapath.errors import DatapathError, InvalidName, NameConflict
+from datapath.locks import LockTimeout
 from spec.errors import ProtocolError
 
 log = logging.getLogger("pontoon")
@@ -117,6 +118,9 @@ def _describe(exc: Exception) -> tuple[int, str]:
         return 400, str(exc)
     if isinstance(exc, NameConflict):
         return 409, str(exc)
+    if isinstance(exc, LockTimeout):
+        # Busy, not broken: dockerd shows the message, the user may retry.
+        return 503, str(exc)
     if isinstance(exc, DatapathError):
         return 500, f"kernel step failed: {exc}"
     if isinstance(exc, RequestEntityTooLarge):

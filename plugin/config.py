@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from datapath.locks import DEFAULT_TIMEOUT_S
 from ipam_plugin.allocator import PoolBase
 
 # dockerd's own local defaults, so Pontoon networks look like Docker's; any
@@ -40,6 +41,9 @@ class Settings:
     # Where the host's /proc/sys/net is writable: the managed plugin binds
     # it elsewhere, since dockerd mounts /proc/sys read-only in plugins.
     sysctl_net_dir: str = "/proc/sys/net"
+    # Seconds a request waits for the store's or the firewall's lock before
+    # it is refused with a 503 (dockerd's own wait for us has no end).
+    lock_timeout: float = DEFAULT_TIMEOUT_S
     # Multi-host (see plugin/cluster.py): empty keeps the single-host plugin.
     etcd_endpoints: list[str] = field(default_factory=list)
     advertise_addr: str = ""  # empty: the source address of the route to the first endpoint
@@ -64,6 +68,7 @@ class Settings:
 FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 LIST_FIELDS = ("default_pools", "default_pools_v6", "etcd_endpoints")
 INT_FIELDS = ("workers", "threads", "lease_ttl", "reclaim_grace")
+FLOAT_FIELDS = ("lock_timeout",)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -119,6 +124,11 @@ def _coerce(name: str, value):
             return int(value)
         except (TypeError, ValueError):
             raise ConfigError(f"setting {name}={value!r} is not a whole number") from None
+    if name in FLOAT_FIELDS:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"setting {name}={value!r} is not a number") from None
     return value
 
 
@@ -130,6 +140,8 @@ def _validate(s: Settings) -> Settings:
         raise ConfigError(f"log_format {s.log_format!r} is not one of {', '.join(LOG_FORMATS)}")
     if s.workers < 1 or s.threads < 1:
         raise ConfigError("workers and threads must be at least 1")
+    if not 0 < s.lock_timeout < float("inf"):
+        raise ConfigError(f"lock_timeout {s.lock_timeout!r} must be a number of seconds above 0")
     if not s.name or "/" in s.name:
         raise ConfigError(f"name {s.name!r} is not a valid plugin name")
     for v6 in (False, True):

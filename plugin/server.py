@@ -20,6 +20,7 @@ from .wiring import build, build_network_driver
 log = logging.getLogger("pontoon")
 
 SOCKET_UMASK = 0o117  # socket mode 0660: root and the socket's group only
+STATE_UMASK = 0o077
 # How long a thread may keep the GIL while others wait for it (Python's
 # default is 5 ms). A request thread holding the store's write lock gives the
 # GIL up at every SQLite call and netlink send, and waited up to that long to
@@ -34,6 +35,12 @@ def _gunicorn(app, options: dict):
     # Imported here, like Flask in wiring.build: both load while the
     # reconcile child works (see serve).
     from gunicorn.app.base import BaseApplication
+
+    from .worker import Worker
+
+    # gthread, reading requests in its loop: a slow client holds no thread
+    # (see plugin.worker).
+    options = {**options, "worker_class": Worker}
 
     class Gunicorn(BaseApplication):
         def load_config(self) -> None:
@@ -83,9 +90,14 @@ def _wait_reconcile(pid: int) -> None:
 
 def serve(settings: Settings) -> None:
     sys.setswitchinterval(GIL_SWITCH_S)  # inherited by the workers
-    store = Store(settings.state_dir)
-    store.initialise()
+    # The socket's dir, if made here, lets the socket's group reach it.
     os.makedirs(settings.socket_dir, exist_ok=True)
+    # Whatever Pontoon makes from now on (state files, anything a library
+    # creates) is its own only; the socket gets its group access back from
+    # gunicorn's own umask around the bind.
+    os.umask(STATE_UMASK)
+    store = Store(settings.state_dir, lock_timeout=settings.lock_timeout)
+    store.initialise()
     reconciling = _start_reconcile(build_network_driver(settings, store))
     # Flask and gunicorn load while the child reconciles; the socket listens
     # only once it is done, so dockerd never meets stale kernel state.
@@ -95,9 +107,8 @@ def serve(settings: Settings) -> None:
         "umask": SOCKET_UMASK,
         "workers": settings.workers,
         "threads": settings.threads,
-        "worker_class": "gthread",
-        # No HTTP timeout from dockerd for plain-process plugins: a stuck
-        # worker is restarted rather than hanging dockerd forever.
+        # No HTTP timeout from dockerd for plain-process plugins: a worker
+        # whose loop is stuck is restarted rather than hanging dockerd forever.
         "timeout": 120,
         "graceful_timeout": 30,
         "logconfig_dict": logs.config_dict(settings.log_level, settings.log_format),

@@ -2,10 +2,14 @@
 
 One database file under the state dir. Every request that changes state
 commits in one ``BEGIN IMMEDIATE`` transaction before the reply leaves:
-writers queue on a threading lock within a process and an flock across
-gunicorn workers (see ``Store.__init__``), then take SQLite's write lock, and
-WAL with ``synchronous=FULL`` makes a commit survive ``kill -9`` and power
-loss. Readers never block writers.
+writers queue on a lock of the threads and processes (see ``Store.__init__``),
+then take SQLite's write lock, and WAL with ``synchronous=FULL`` makes a
+commit survive ``kill -9`` and power loss. Readers never block writers. Every
+wait for a lock is bounded (``lock_timeout``) and ends in ``LockTimeout``.
+
+The state dir is 0700 and its files 0600, whatever they were before
+(``initialise``): a user who can open the database reads every network, and
+one who can open a lock file can hold it and stop every request.
 
 The handlers and the IPAM driver never import this module: ``plugin.app``
 hands them a ``Store`` and they use the methods of the transaction object,
@@ -15,12 +19,13 @@ which together implement ``handlers.store.NetworkStore`` and
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import sqlite3
 import threading
 from typing import Callable, Iterator
+
+from datapath.locks import DEFAULT_TIMEOUT_S, FileLock, LockTimeout
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS networks (
@@ -73,7 +78,6 @@ CREATE TABLE IF NOT EXISTS addresses (
 """
 
 DB_NAME = "pontoon.db"
-BUSY_TIMEOUT_S = 30.0
 
 
 def hexaddr(value: int) -> str:
@@ -82,18 +86,17 @@ def hexaddr(value: int) -> str:
 
 
 class Store:
-    def __init__(self, state_dir: str, before_commit: Callable[[], None] | None = None):
+    def __init__(self, state_dir: str, before_commit: Callable[[], None] | None = None,
+                 lock_timeout: float = DEFAULT_TIMEOUT_S):
         self.state_dir = state_dir
         self.path = os.path.join(state_dir, DB_NAME)
-        # Writers queue on these locks rather than in SQLite's busy handler,
+        self.lock_timeout = lock_timeout
+        # Writers queue on this lock rather than in SQLite's busy handler,
         # which polls with sleeps of up to 100 ms: with 16 concurrent
         # requests some waited seconds while later ones got the write lock
-        # first. The threads of a process queue on the threading lock, the
-        # gunicorn workers on an flock of a file beside the database (one
-        # open file per process: flock does not exclude holders of the same
-        # open file, which a forked worker would share with its parent).
-        self._writer = threading.Lock()
-        self._writer_file: tuple[int, int] | None = None  # (pid, fd)
+        # first. The threads of a process queue on its threading lock, the
+        # gunicorn workers on its flock of a file beside the database.
+        self._writer = FileLock(self.path + ".writer", "the store's write lock", lock_timeout)
         # Connections are kept open and reused: opening and closing one per
         # transaction was a fifth of a request's CPU under load, and when the
         # last connection to a WAL database closes SQLite checkpoints the WAL
@@ -108,9 +111,11 @@ class Store:
         self._before_commit = before_commit
 
     def initialise(self) -> None:
-        """Create the state dir and tables; called once by the server at start."""
+        """Create the state dir and tables, and take the dir and its files
+        from other users; called once by the server at start."""
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
-        with contextlib.closing(sqlite3.connect(self.path, isolation_level=None)) as db:
+        restrict(self.state_dir)
+        with contextlib.closing(self._connect()) as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
             _index_endpoint_ips(db)
@@ -125,8 +130,7 @@ class Store:
                 self._idle, self._idle_pid = [], os.getpid()
             db = self._idle.pop() if self._idle else None
         if db is None:
-            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
-                                 check_same_thread=False)
+            db = self._connect()
             db.execute("PRAGMA synchronous=FULL")
         try:
             yield db
@@ -134,11 +138,21 @@ class Store:
             with self._idle_lock:
                 self._idle.append(db)
 
+    def _connect(self) -> sqlite3.Connection:
+        # SQLite makes the -wal and -shm files with the database's mode, and
+        # the database itself with the umask's: 0600 either way (see restrict).
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        os.close(fd)
+        # The busy timeout bounds a wait for SQLite's own lock, which only a
+        # process outside our queue (another tool on the database) can hold.
+        return sqlite3.connect(self.path, timeout=self.lock_timeout, isolation_level=None,
+                               check_same_thread=False)
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator["Transaction"]:
         """A write transaction: committed on normal exit, rolled back on error."""
-        with self._writer, self._across_workers(), self._connection() as db:
-            db.execute("BEGIN IMMEDIATE")
+        with self._writer.held(), self._connection() as db:
+            self._begin(db)
             try:
                 yield Transaction(db)
                 if self._before_commit is not None:
@@ -151,18 +165,13 @@ class Store:
                     db.execute("ROLLBACK")
                 raise
 
-    @contextlib.contextmanager
-    def _across_workers(self) -> Iterator[None]:
-        """Hold the flock of the writer file (called with ``_writer`` held)."""
-        if self._writer_file is None or self._writer_file[0] != os.getpid():
-            fd = os.open(self.path + ".writer", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            self._writer_file = (os.getpid(), fd)
-        fd = self._writer_file[1]
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    def _begin(self, db: sqlite3.Connection) -> None:
         try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+                raise
+            raise LockTimeout(f"SQLite's write lock ({self.path})", self.lock_timeout) from exc
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator["Transaction"]:
@@ -323,6 +332,18 @@ class Transaction:
 
     def _all(self, sql: str, *args) -> list[dict]:
         return [json.loads(r[0]) for r in self._db.execute(sql, args)]
+
+
+def restrict(state_dir: str) -> None:
+    """The state dir 0700 and every file in it 0600, whatever they were
+    (``mkdir -p`` leaves a dir 0755, a managed plugin's mount is the host's).
+    Files made later are 0600 by their own open modes and the umask."""
+    os.chmod(state_dir, 0o700)
+    with os.scandir(state_dir) as entries:
+        for entry in entries:
+            # A symlink is not followed: chmod would change its target.
+            if entry.is_file(follow_symlinks=False):
+                os.chmod(entry.path, 0o600)
 
 
 def _claim_ips(db: sqlite3.Connection, endpoint: dict) -> None:

@@ -49,7 +49,7 @@ def build_network_driver(settings: Settings, store: Store, links=None, firewall=
     ``links`` and ``firewall`` as for ``build``."""
     firewall = firewall or Firewall(os.path.join(settings.state_dir, "firewall.lock"), faults=crash,
                                     chain_prefix=chain_prefix(settings.name),
-                                    sysctl=Sysctl(settings.sysctl_net_dir))
+                                    sysctl=Sysctl(settings.sysctl_net_dir), lock_timeout=settings.lock_timeout)
     if segment is None and settings.clustered:
         segment = _room(settings, store).segment  # the reconcile child: VXLAN devices only
     return network.NetworkDriver(store.transaction, store.snapshot, links or _links(settings, crash), firewall,
@@ -71,7 +71,8 @@ def build(settings: Settings, links=None, firewall=None) -> Plugin:
     from .app import create_app
 
     crash = testhook.from_env()
-    store = Store(settings.state_dir, before_commit=crash and (lambda: crash(testhook.COMMIT)))
+    store = Store(settings.state_dir, before_commit=crash and (lambda: crash(testhook.COMMIT)),
+                  lock_timeout=settings.lock_timeout)
     links = links or _links(settings, crash)
     room = _room(settings, store) if settings.clustered else None
     network_driver = build_network_driver(settings, store, links, firewall, crash, room and room.segment)

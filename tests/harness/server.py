@@ -33,7 +33,7 @@ def fresh_python(code: str, *wrapper: str) -> None:
 
 class Server:
     def __init__(self, workdir: Path, name: str | None = None, workers: int = 1, threads: int = 8,
-                 netns: str | None = None, flags: tuple[str, ...] = ()):
+                 netns: str | None = None, flags: tuple[str, ...] = (), wrapper: tuple[str, ...] = ()):
         self.name = name or "pt" + secrets.token_hex(4)
         self.socket_dir = workdir / "sock"
         self.state_dir = workdir / "state"
@@ -41,6 +41,7 @@ class Server:
         self.workers, self.threads = workers, threads
         self.netns = netns  # run inside this network namespace (the socket is still on the host's filesystem)
         self.flags = flags  # more command-line settings, such as the cluster's
+        self.wrapper = wrapper  # a command that runs the server, e.g. setpriv with fewer privileges
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -49,7 +50,7 @@ class Server:
 
     def command(self) -> list[str]:
         inside = ["ip", "netns", "exec", self.netns] if self.netns else []
-        return [*inside, sys.executable, "-m", "plugin", "serve", "--name", self.name,
+        return [*inside, *self.wrapper, sys.executable, "-m", "plugin", "serve", "--name", self.name,
                 "--socket-dir", str(self.socket_dir), "--state-dir", str(self.state_dir),
                 "--workers", str(self.workers), "--threads", str(self.threads), "--log-level", "debug", *self.flags]
 

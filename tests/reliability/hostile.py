@@ -232,3 +232,15 @@ class Baseline:
         ok("NetworkDriver.Join", {**ids, "SandboxKey": "/var/run/docker/netns/hostile"})
         ok("NetworkDriver.ProgramExternalConnectivity", {**ids, "Options": {"com.docker.network.portmap": [
             {"Proto": 6, "IP": "", "Port": 80, "HostIP": "", "HostPort": 0, "HostPortEnd": 0}]}})
+
+
+# What a stalled or hostile client leaves on a connection and then never
+# finishes: nothing, half a request line, a head without its end, a body
+# shorter than announced, a chunked body without its last chunk.
+HALF_REQUESTS = [
+    b"",
+    b"POST /Plugin.Act",
+    b"POST /NetworkDriver.GetCapabilities HTTP/1.1\r\nHost: x\r\nContent-Le",
+    b"POST /IpamDriver.RequestPool HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"AddressSpace\":",
+    b"POST /IpamDriver.RequestPool HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"Add\r\n",
+]

@@ -11,6 +11,7 @@ from flask import Flask
 
 from datapath.firewall import Firewall
 from datapath.links import Links
+from datapath.locks import DEFAULT_TIMEOUT_S
 from datapath.steps import FaultHook
 from plugin.config import Settings
 from plugin.inspect import collect
@@ -52,12 +53,15 @@ class InProcess:
         assert all(rows == [] for rows in left.values()), left
 
 
-def in_process(workdir: Path, seen: Seen, faults: FaultHook | None = None, instance: str = "") -> InProcess:
-    """``instance``: the name of one built before on the same ``workdir``."""
+def in_process(workdir: Path, seen: Seen, faults: FaultHook | None = None, instance: str = "",
+               lock_timeout: float = DEFAULT_TIMEOUT_S) -> InProcess:
+    """``instance``: the name of one built before on the same ``workdir``.
+    The firewall's lock file is ``workdir/fw.lock``."""
     instance = instance or "ptr" + secrets.token_hex(4)
-    settings = Settings(name=instance, state_dir=str(workdir / "state"))
+    settings = Settings(name=instance, state_dir=str(workdir / "state"), lock_timeout=lock_timeout)
     plugin = build(settings, links=Links(faults=faults, owner=instance),
-                   firewall=Firewall(workdir / "fw.lock", faults=faults, chain_prefix=chain_prefix(instance)))
+                   firewall=Firewall(workdir / "fw.lock", faults=faults, chain_prefix=chain_prefix(instance),
+                                     lock_timeout=lock_timeout))
     seen.watch(instance)
     plugin.store.initialise()
     client = Client(RecordingTransport(FlaskTransport(plugin.app), seen))

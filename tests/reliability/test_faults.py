@@ -1,5 +1,7 @@
 """A kernel or firewall step fails: the whole request is undone, in the kernel,
-the firewall and the store, and the error names the step.
+the firewall and the store, and the error names the step. A lock stays
+held by someone else: the request is refused with a 503 naming the lock,
+and changes nothing.
 
 For every multi-step method, a successful call records its steps; then each
 step fails in turn, from the same starting state, and afterwards the store
@@ -9,7 +11,10 @@ fault hook.
 """
 from __future__ import annotations
 
+import fcntl
+import os
 import secrets
+from pathlib import Path
 from typing import Callable
 
 import pytest
@@ -21,6 +26,10 @@ from .kernel import Seen, ours, problems, raw_snapshot
 
 SUBNET, GATEWAY, ADDRESS = "10.141.0.0/24", "10.141.0.1/24", "10.141.0.2/24"
 SUBNET6, GATEWAY6, ADDRESS6 = "fd00:141::/64", "fd00:141::1/64", "fd00:141::2/64"
+# Short, so that waiting out a held lock costs the tests little; nothing
+# else here holds a lock for long.
+LOCK_TIMEOUT_S = 0.3
+FIREWALL, STORE = "the firewall lock", "the store's write lock"
 
 
 class FailAt:
@@ -44,8 +53,9 @@ class Rig:
 
     def __init__(self, tmp_path, seen: Seen):
         self.hook, self.seen = FailAt(), seen
-        self.target = in_process(tmp_path, seen, faults=self.hook)
+        self.target = in_process(tmp_path, seen, faults=self.hook, lock_timeout=LOCK_TIMEOUT_S)
         self.plugin, self.client, self.instance = self.target.plugin, self.target.client, self.target.instance
+        self.lock_files = {FIREWALL: tmp_path / "fw.lock", STORE: Path(self.plugin.store.path + ".writer")}
         self.network_id, self.endpoint_id = secrets.token_hex(32), secrets.token_hex(32)
         self.ids = {"NetworkID": self.network_id, "EndpointID": self.endpoint_id}
         self.host_port = 20000 + secrets.randbelow(10000)
@@ -104,6 +114,21 @@ class Rig:
             assert self.target.state() == before, step
             assert problems(before["store"], self.instance, self.seen) == [], step
         return steps
+
+    def refused_while_held(self, do: Callable[[], None], *locks: str) -> None:
+        """With each lock held in turn through a file of its own (as another
+        process would), ``do`` is a 503 naming the lock, and changes nothing."""
+        for lock in locks:
+            before = self.target.state()
+            fd = os.open(self.lock_files[lock], os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                with pytest.raises(Exception) as refused:
+                    do()
+            finally:
+                os.close(fd)
+            assert refused.value.status == 503 and lock in refused.value.body["Err"], (lock, refused.value)
+            assert self.target.state() == before, lock
 
     def remove_all(self) -> None:
         self.hook.step = None
@@ -172,3 +197,22 @@ def test_delete_endpoint_with_published_ports(rig):
     recreate()
     steps = rig.every_step_fails_in_turn(rig.call("DeleteEndpoint"), recreate)
     assert any(s.startswith("delete veth") for s in steps)
+
+
+def test_a_held_lock_is_a_503_that_changes_nothing(rig):
+    """Each method that changes state, with each lock it takes held by
+    another: refused, nothing changed; once the lock is free, it succeeds."""
+    steps = [
+        (rig.create_network, (FIREWALL, STORE)),
+        (rig.create_endpoint, (STORE,)),
+        (rig.join, (STORE,)),
+        (rig.publish, (FIREWALL, STORE)),
+        (rig.call("RevokeExternalConnectivity"), (FIREWALL, STORE)),
+        (rig.publish, ()),
+        (rig.call("Leave"), (STORE,)),
+        (rig.call("DeleteEndpoint"), (FIREWALL, STORE)),
+        (rig.call("DeleteNetwork"), (FIREWALL, STORE)),
+    ]
+    for do, locks in steps:
+        rig.refused_while_held(do, *locks)
+        do()

@@ -20,6 +20,8 @@ def test_defaults():
         "pontoon", "/run/docker/plugins", "/var/lib/pontoon", "info", "text")
     assert s.socket_path == "/run/docker/plugins/pontoon.sock"
     assert str(s.pools(v6=True)[0]) == "fd70:6f6e:746f::/48:64"
+    assert s.lock_timeout == 10.0
+    assert config.load(flags(lock_timeout="2.5"), {}).lock_timeout == 2.5
 
 
 def test_precedence(tmp_path):
@@ -45,6 +47,9 @@ def test_pools_from_env_and_file(tmp_path):
     ({}, {"PONTOON_DEFAULT_POOLS": "10.0.0.0/8"}, "CIDR:SIZE"),
     ({}, {"PONTOON_DEFAULT_POOLS": "fd00::/48:64"}, "mixes address families"),
     ({"name": "a/b"}, {}, "name"),
+    ({}, {"PONTOON_LOCK_TIMEOUT": "soon"}, "lock_timeout"),
+    ({}, {"PONTOON_LOCK_TIMEOUT": "0"}, "lock_timeout"),
+    ({}, {"PONTOON_LOCK_TIMEOUT": "inf"}, "lock_timeout"),
     ({"config": "/nonexistent/p.yaml"}, {}, "cannot read config file"),
 ])
 def test_bad_settings(kw, env, says):
