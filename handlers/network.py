@@ -275,7 +275,6 @@ class NetworkDriver:
                 # Undone if the endpoint is deleted meanwhile.
                 rollback.undo(f"delete veth {spec.host_name}", self._delete_unowned_veth, spec.host_name)
                 self._links.create_veth(spec)
-                self._point("veth made")
             with self._tx() as tx:
                 endpoint = self._endpoint(tx, body["EndpointID"])
                 endpoint["sandbox"] = sandbox
