@@ -8,6 +8,7 @@ are what EndpointOperInfo returns so that ``docker port`` shows them.
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 from typing import Callable, NamedTuple
 
@@ -81,12 +82,16 @@ def plan(
     Whether a host process holds a port is for the holder to find out.
     """
     taken = _Taken(in_use, endpoint["id"])
+    # Thousands of entries share a few addresses: each parsed once.
+    version = functools.cache(lambda ip: ipaddress.ip_address(ip).version)
+    bare = {key: ipaddress.ip_interface(endpoint[key]).ip.compressed
+            for key in ("address", "address_v6") if endpoint[key]}
     out: list[Pending] = []
     for entry in portmap:
         proto = PROTOS[entry["Proto"]]
         host_ip = entry["HostIP"] or default_host_ip
-        v6 = ipaddress.ip_address(host_ip).version == 6
-        container_ip = endpoint["address_v6" if v6 else "address"]
+        v6 = version(host_ip) == 6
+        container_ip = bare.get("address_v6" if v6 else "address")
         if not container_ip:
             raise BadRequest(f"port {entry['Port']}/{proto} is published on {host_ip} but the endpoint has no IPv{6 if v6 else 4} address")
         first, last = entry["HostPort"], entry["HostPortEnd"] or entry["HostPort"]
@@ -98,7 +103,7 @@ def plan(
                 span = f"{first}" if first == last else f"{first}-{last}"
                 raise Conflict(f"host port {span}/{proto} on {host_ip} is already published by another endpoint")
             claim = Claim(proto, host_ip, first, last, first, frozenset(others & set(range(first, last + 1))))
-        out.append(Pending(proto, host_ip, ipaddress.ip_interface(container_ip).ip.compressed, entry["Port"], claim))
+        out.append(Pending(proto, host_ip, container_ip, entry["Port"], claim))
     return out
 
 
