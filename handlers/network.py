@@ -400,7 +400,8 @@ class NetworkDriver:
     def stored_ports(self) -> list[Key]:
         """Every published host port the store holds: what start-up holds again."""
         with self._snapshot() as tx:
-            return [k for e in tx.list_endpoints() for k in _keys(e)]
+            return [Key(proto, ip, port) for proto in ports.PROTO_NUMBERS
+                    for port, ip, _owner in tx.ports_in_use(proto)]
 
     def _unpublish(self, network: dict, endpoint: dict, rollback: Rollback) -> None:
         """Remove the endpoint's published ports from the firewall (the

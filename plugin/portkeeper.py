@@ -22,6 +22,9 @@ one would die with it, or could not be let go by another worker's Revoke.
   is held.
 - Requests are served one at a time by the thread, so a claim is atomic
   across workers (and the callers run it under the store's write lock anyway).
+  Only root can connect (the socket is 0600), and a worker waits at most
+  ``ANSWER_S`` for an answer, so a stuck keeper fails requests rather than
+  hanging them.
 
 ``Client`` is what a worker's network driver calls; it has the
 ``claim``/``release`` of ``Holder``, which tests in one process use directly.
@@ -44,6 +47,7 @@ SOCKET_NAME = "ports.sock"
 # After kill -9 the old master's sockets close as it exits; a start right
 # after may find a port still bound for a moment.
 REHOLD_S = 2.0
+ANSWER_S = 30.0
 
 
 class Keeper:
@@ -121,6 +125,8 @@ class Client:
     def _call(self, op: str, arg):
         with _connect(self._path, family="AF_UNIX", authkey=self._authkey) as conn:
             conn.send((op, arg))
+            if not conn.poll(ANSWER_S):
+                raise RuntimeError(f"port keeper: no answer to {op!r} within {ANSWER_S:.0f} s")
             status, value = conn.recv()
         if status == "in use":
             raise PortInUse(*value)
