@@ -14,7 +14,6 @@ import sys
 
 from . import logs
 from .config import Settings
-from .portkeeper import Keeper
 from .store import Store
 from .wiring import build, build_network_driver
 
@@ -90,6 +89,10 @@ def serve(settings: Settings) -> None:
     reconciling = _start_reconcile(build_network_driver(settings, store))
     # Flask and gunicorn load while the child reconciles; the socket listens
     # only once it is done, so dockerd never meets stale kernel state.
+    # Imported here, like Flask: multiprocessing's modules load while the
+    # child reconciles rather than before it starts.
+    from .portkeeper import Keeper
+
     keeper = Keeper(settings.state_dir)
     plugin = build(settings, host_ports=keeper.client())
     server = _gunicorn(plugin.app, {
