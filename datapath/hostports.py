@@ -151,7 +151,9 @@ class Holder:
                 self._held[key] = bind(key)
                 return key
             except OSError as exc:
-                if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
+                if exc.errno != errno.EADDRINUSE:
+                    # Not this port's doing (an address not on the host, no
+                    # CAP_NET_BIND_SERVICE below 1024): no other port would do.
                     raise PortInUse(claim, exc.strerror or str(exc)) from exc
         raise PortInUse(claim)
 
