@@ -3,6 +3,7 @@
 import pytest
 
 from datapath import rules as R
+from datapath.errors import DatapathError
 from datapath.model import EndpointPorts, NetworkRules, PortBinding
 
 NET = NetworkRules("0123456789abcdef", "pt-a", ("10.9.0.0/24",), ("fd00:9::/64",))
