@@ -47,7 +47,7 @@ def _docker_sections(quick: bool) -> dict:
 
 
 def _sections(quick: bool) -> dict:
-    from . import footprint, ipam_scale, latency, multihost, profile, scale
+    from . import footprint, ipam_scale, latency, multihost, ports, profile, scale
 
     return {
         "latency": lambda: latency.run(quick),
@@ -56,6 +56,7 @@ def _sections(quick: bool) -> dict:
         "scale": lambda: scale.run(quick),
         "ipam": lambda: ipam_scale.run(quick),
         "footprint": lambda: footprint.run(quick),
+        "ports": lambda: ports.run(quick),
         "docker": lambda: _docker_sections(quick),
         "multihost": lambda: multihost.run(quick),
     }

@@ -27,8 +27,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
-import random
-import socket
 import subprocess
 import threading
 from pathlib import Path
@@ -236,13 +234,17 @@ class Firewall:
         # Flows already DNATed keep their translation in conntrack and would
         # still reach the old container (UDP "connections" never end on their
         # own while traffic flows); the reply tuple (container address and
-        # port) names exactly the flows to it.
+        # port) names exactly the flows to it. One listing per protocol and
+        # container address, and a delete only for ports that have flows:
+        # a `conntrack -D` per port took 20 s for 1,000 ports (most find
+        # nothing), where publishing them took 0.2 s.
+        wanted: dict[tuple[str, str], set[int]] = {}
+        for b in ports.bindings:
+            wanted.setdefault((b.proto, b.container_ip), set()).add(b.container_port)
         with Steps(self._faults) as steps:
-            for b in ports.bindings:
-                steps.run(
-                    f"flush conntrack {b.proto} {b.container_ip} {b.container_port}",
-                    lambda b=b: self._flush_conntrack(b.proto, b.container_ip, b.container_port),
-                )
+            for (proto, ip), container_ports in wanted.items():
+                steps.run(f"flush conntrack {proto} {ip}",
+                          lambda proto=proto, ip=ip, cp=container_ports: self._flush_conntrack(proto, ip, cp))
 
     def reconcile(self, networks: list[NetworkRules], ports: list[EndpointPorts]) -> list[str]:
         """Make our chains exactly what these networks and endpoints need.
@@ -282,50 +284,30 @@ class Firewall:
         return changed
 
     @staticmethod
-    def _flush_conntrack(proto: str, container_ip: str, container_port: int) -> None:
-        family = R.binding_family(container_ip)
-        ip = container_ip.split("/")[0]
-        argv = [
-            "conntrack", "-D", "-f", family, "-p", proto,
-            "--reply-src", ip, "--reply-port-src", str(container_port),
-        ]
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=_TIMEOUT)
-        # conntrack exits 1 when no entry matched, which is the usual case.
-        if proc.returncode != 0 and "0 flow entries" not in proc.stderr:
-            raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr.strip()}")
+    def _flush_conntrack(proto: str, container_ip: str, container_ports: set[int]) -> None:
+        """Delete the flows answered from ``container_ports`` of the address."""
+        common = ["-f", R.binding_family(container_ip), "-p", proto, "--reply-src", container_ip.split("/")[0]]
+        listed = _run(["conntrack", "-L", *common])
+        for port in sorted(container_ports & _reply_source_ports(listed)):
+            argv = ["conntrack", "-D", *common, "--reply-port-src", str(port)]
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=_TIMEOUT)
+            # conntrack exits 1 when no entry matched: the flow ended meanwhile.
+            if proc.returncode != 0 and "0 flow entries" not in proc.stderr:
+                raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr.strip()}")
 
-    def pick_host_port(self, proto: str, host_ip: str, used: set[int]) -> int:
-        """A free port for HostPort 0, from the kernel's ephemeral range.
-
-        Skips ``used`` (ports Pontoon already published) and any port some
-        host process has bound, found by trying to bind it: our DNAT would
-        otherwise hide that process's service.
-        """
-        low, high = map(int, (self._sysctl.root / "ipv4" / "ip_local_port_range").read_text().split())
-        ports = list(range(low, high + 1))
-        # A random start spreads consecutive picks of concurrent workers.
-        start = random.randrange(len(ports))
-        try:
-            for port in ports[start:] + ports[:start]:
-                if port not in used and _bindable(proto, host_ip, port):
-                    return port
-        except OSError as exc:  # no socket of that kind at all, e.g. no sctp module
-            raise DatapathError(f"pick host port for {proto}", exc) from exc
-        raise DatapathError(f"pick host port for {proto}", f"no free port in {low}-{high}")
+    def ephemeral_range(self) -> tuple[int, int]:
+        """The kernel's range for ports a program does not choose: where
+        ``HostPort`` 0 picks from, as Docker does."""
+        low, high = (self._sysctl.root / "ipv4" / "ip_local_port_range").read_text().split()
+        return int(low), int(high)
 
 
-def _bindable(proto: str, host_ip: str, port: int) -> bool:
-    v6 = ":" in host_ip
-    family = socket.AF_INET6 if v6 else socket.AF_INET
-    address = host_ip if host_ip not in ("", "0.0.0.0", "::") else ("::" if v6 else "0.0.0.0")
-    kind, number = {
-        "tcp": (socket.SOCK_STREAM, 0),
-        "udp": (socket.SOCK_DGRAM, 0),
-        "sctp": (socket.SOCK_STREAM, socket.IPPROTO_SCTP),
-    }[proto]
-    with socket.socket(family, kind, number) as s:
-        try:
-            s.bind((address, port))
-        except OSError:  # taken
-            return False
-    return True
+def _reply_source_ports(listing: str) -> set[int]:
+    """The reply tuple's source port of each flow `conntrack -L` printed:
+    the second ``sport=`` of a line (the first is the original tuple's)."""
+    found = set()
+    for line in listing.splitlines():
+        sports = [word[6:] for word in line.split() if word.startswith("sport=")]
+        if len(sports) >= 2 and sports[1].isdigit():
+            found.add(int(sports[1]))
+    return found

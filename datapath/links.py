@@ -318,12 +318,12 @@ class Links:
 
     # -- veth pairs ----------------------------------------------------------
 
-    def create_veth(self, spec: VethSpec) -> None:
+    def create_veth(self, spec: VethSpec) -> bool:
         """Make the veth pair of ``spec``: host end enslaved to the bridge,
         hairpin on and up, peer end down in this namespace with its MAC,
         waiting for dockerd to move it into the sandbox; both ends tagged. A
         pair left by an earlier attempt under the same names is adopted and
-        brought into shape."""
+        brought into shape. Returns whether this call made the pair."""
         host, peer = spec.host_name, spec.peer_name
         names.validate_ifname(host, "veth name")
         names.validate_ifname(peer, "veth peer name")
@@ -361,6 +361,7 @@ class Links:
             # allowed to send the frame out of the port it came in on.
             steps.run(f"tag {host}, hairpin on", lambda: nl.set(host, alias=self.alias, hairpin=True))
             steps.run(f"tag {peer}", lambda: nl.set(peer, alias=self.alias, **peer_shape))
+        return created
 
     def veth_intact(self, spec: VethSpec) -> bool:
         """Whether the pair of ``spec`` is as create_veth leaves it, checked

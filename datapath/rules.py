@@ -50,6 +50,7 @@ Two ways to apply a change:
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass, field
 
@@ -224,9 +225,15 @@ def _net(cidr: str) -> str:
     return _token(str(ipaddress.ip_network(cidr, strict=False)))
 
 
+# An endpoint's bindings repeat one container address and a few host
+# addresses: parsed once each, not once per port (parsing was most of the
+# time rendering an endpoint with thousands of ports).
+_ip = functools.lru_cache(maxsize=256)(lambda address: ipaddress.ip_interface(address).ip)
+
+
 def _host(address: str) -> str:
     """An address as iptables-save prints a single-host match."""
-    ip = ipaddress.ip_interface(address).ip
+    ip = _ip(address)
     return _token(f"{ip}/{ip.max_prefixlen}")
 
 
@@ -290,7 +297,7 @@ def _any_address(host_ip: str) -> bool:
 
 
 def binding_family(container_ip: str) -> str:
-    return "ipv4" if ipaddress.ip_interface(container_ip).version == 4 else "ipv6"
+    return "ipv4" if _ip(container_ip).version == 4 else "ipv6"
 
 
 def ports_fragment(ports: EndpointPorts, family: str, names: Names = DEFAULT) -> Fragment:
@@ -309,10 +316,10 @@ def ports_fragment(ports: EndpointPorts, family: str, names: Names = DEFAULT) ->
             continue
         # The stored text is checked, not just what ipaddress makes of it:
         # ``ip_interface(...).ip`` silently drops an IPv6 zone.
-        cip = ipaddress.ip_interface(_token(b.container_ip)).ip
+        cip = _ip(_token(b.container_ip))
         dst = ""
         if not _any_address(b.host_ip):
-            if ipaddress.ip_address(_token(b.host_ip)).version != _version(family):
+            if _ip(_token(b.host_ip)).version != _version(family):
                 raise ValueError(f"host address {b.host_ip} and container address {cip} differ in family")
             dst = f"-d {_host(b.host_ip)} "
         to = f"{cip}:{b.container_port}" if family == "ipv4" else f"[{cip}]:{b.container_port}"

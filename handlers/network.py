@@ -13,7 +13,21 @@ orphans, or recreates what a delete had removed.
 Published host ports are the exception: they are picked from the stored
 ones, so ProgramExternalConnectivity does its firewall work inside the
 transaction (RevokeExternalConnectivity frees them only at its commit, so
-it needs no lock for its own).
+it needs no lock for its own). Each published port is also held by a bound
+socket (``ports``, see datapath.hostports and plugin.portkeeper), claimed
+and let go inside the transaction that stores and forgets it, so a port is
+held exactly while it is stored.
+
+Races. Kernel work outside the lock works from a snapshot, so every commit
+checks what changed since and finishes the job for it under the lock (the
+rare case pays, not the usual one): Revoke and DeleteEndpoint remove the
+rules of ports a concurrent Program published meanwhile, and forget and let
+go exactly what is stored at their commit; DeleteNetwork tears down the
+endpoints committed after its snapshot; an undo deletes a veth only if no
+stored endpoint owns it (another request for the same endpoint may have
+adopted and committed it), and a request that adopted a pair checks at its
+commit that the pair is still there. ``hook`` (plugin.testhook) names the
+points between steps where tests stop a request to force an interleaving.
 """
 from __future__ import annotations
 
@@ -21,6 +35,7 @@ import ipaddress
 import json
 from typing import Callable, ContextManager
 
+from datapath.hostports import Claim, Key, PortInUse
 from datapath.model import BRIDGE_PREFIX, BridgeSpec, EndpointPorts, NetworkRules, PortBinding, VethSpec
 from spec import values
 from spec.errors import BadRequest, Conflict, found
@@ -35,13 +50,19 @@ Transaction = Callable[[], ContextManager[NetworkStore]]
 
 
 class NetworkDriver:
-    def __init__(self, transaction: Transaction, snapshot: Transaction, links, firewall,
-                 segment: Segment | None = None):
+    def __init__(self, transaction: Transaction, snapshot: Transaction, links, firewall, host_ports,
+                 hook: Callable[[str], None] | None = None, segment: Segment | None = None):
         self._tx = transaction
         self._snapshot = snapshot
         self._links = links
         self._firewall = firewall
         self._segment = segment or LocalSegment()
+        self._ports = host_ports  # claim(list[Claim]) -> ports, release(list[Key])
+        self._hook = hook
+
+    def _point(self, name: str) -> None:
+        if self._hook is not None:
+            self._hook(name)
 
     # -- capabilities and no-ops ------------------------------------------------
     def get_capabilities(self, _body: dict) -> dict:
@@ -124,9 +145,22 @@ class NetworkDriver:
             rollback.undo(f"recreate bridge {network['bridge']}", self._links.create_bridge, bridge_spec(network))
             with self._tx() as tx:
                 # Read again: dockerd creates no endpoint on a network it is
-                # deleting, but none may outlive its network in the store.
+                # deleting, but a concurrent CreateEndpoint or Program may
+                # have committed since the snapshot, and none of it may
+                # outlive the network, in the store or in the kernel.
+                before = {e["id"]: e for e in endpoints}
+                late = False
                 for endpoint in tx.list_endpoints(network_id):
+                    seen = before.get(endpoint["id"])
+                    if seen is None or _generation(seen) != _generation(endpoint):
+                        late = True
+                        self._unpublish(network, endpoint, rollback)
+                    if seen is None:
+                        self._links.delete_veth(endpoint["host_veth"])
+                    self._forget_ports(tx, endpoint, rollback)
                     tx.delete_endpoint(endpoint["id"])
+                if late:  # their port chains kept the base chains of a last network
+                    self._firewall.remove_network(rules)
                 tx.delete_network(network_id)
             rollback.commit()
         return {}
@@ -164,12 +198,14 @@ class NetworkDriver:
             "mac_given": bool(mac), "host_veth": host_name, "peer_veth": peer_name,
             "sandbox": "", "exposed": exposed, "ports": [], "request": request,
         }
+        spec = veth_spec(network, endpoint)
         with Rollback() as rollback:
             # Registered first: if creating fails half-way, a pair it
-            # adopted (left by an attempt that crashed) goes too, since
-            # no stored endpoint owns it.
-            rollback.undo(f"delete veth {host_name}", self._links.delete_veth, host_name)
-            self._links.create_veth(veth_spec(network, endpoint))
+            # adopted (left by an attempt that crashed) goes too, unless a
+            # stored endpoint owns it by then.
+            rollback.undo(f"delete veth {host_name}", self._delete_unowned_veth, host_name)
+            created = self._links.create_veth(spec)
+            self._point("veth made")
             rollback.undo(f"unpublish endpoint {endpoint_id}", self._segment.unpublish, network, endpoint)
             self._segment.publish(network, endpoint)
             with self._tx() as tx:
@@ -180,6 +216,10 @@ class NetworkDriver:
                     rollback.commit()  # the same request, done meanwhile: its veth
                     return _endpoint_reply(existing)
                 _check_unused(tx, network, addresses)
+                if not created and not self._links.veth_intact(spec):
+                    # Adopted from a request for the same endpoint that has
+                    # failed since and deleted it (nobody stored it then).
+                    self._links.create_veth(spec)
                 tx.add_endpoint(endpoint)
             rollback.commit()
         return _endpoint_reply(endpoint)
@@ -197,9 +237,21 @@ class NetworkDriver:
                 self._segment.unpublish(network, endpoint)
             self._delete_veth(network, endpoint, rollback)
             with self._tx() as tx:
-                tx.delete_endpoint(endpoint["id"])
+                current = tx.get_endpoint(endpoint["id"])
+                if current is not None:
+                    self._forget_ports_since(tx, network, endpoint, current, rollback)
+                    tx.delete_endpoint(endpoint["id"])
             rollback.commit()
         return {}
+
+    def _delete_unowned_veth(self, host_name: str) -> None:
+        """An undo: delete a veth this request made or adopted, unless a
+        stored endpoint owns it by now (another request for the same
+        endpoint adopted it and committed). Under the write lock, so no
+        commit comes between the check and the delete."""
+        with self._tx() as tx:
+            if tx.veth_owner(host_name) is None:
+                self._links.delete_veth(host_name)
 
     def _delete_veth(self, network: dict | None, endpoint: dict, rollback: Rollback) -> None:
         """The last, least reversible step of removing an endpoint."""
@@ -230,15 +282,19 @@ class NetworkDriver:
             endpoint = self._endpoint(tx, body["EndpointID"])
             network = self._network(tx, endpoint["network_id"])
         spec = veth_spec(network, endpoint)
-        if not endpoint["sandbox"] and not self._links.veth_intact(spec):
-            # SrcName must exist in the host namespace when Join returns;
-            # after a crash or a hand-deleted veth this brings it back.
-            # Checked first: rebuilding an intact pair cost most of Join.
-            self._links.create_veth(spec)
-        with self._tx() as tx:
-            endpoint = self._endpoint(tx, body["EndpointID"])
-            endpoint["sandbox"] = sandbox
-            tx.put_endpoint(endpoint)
+        with Rollback() as rollback:
+            if not endpoint["sandbox"] and not self._links.veth_intact(spec):
+                # SrcName must exist in the host namespace when Join returns;
+                # after a crash or a hand-deleted veth this brings it back.
+                # Checked first: rebuilding an intact pair cost most of Join.
+                # Undone if the endpoint is deleted meanwhile.
+                rollback.undo(f"delete veth {spec.host_name}", self._delete_unowned_veth, spec.host_name)
+                self._links.create_veth(spec)
+            with self._tx() as tx:
+                endpoint = self._endpoint(tx, body["EndpointID"])
+                endpoint["sandbox"] = sandbox
+                tx.put_endpoint(endpoint)
+            rollback.commit()
         reply: dict = {"InterfaceName": {"SrcName": endpoint["peer_veth"],
                                          "DstPrefix": network["options"]["iface_prefix"]}}
         if not network["options"]["internal"]:
@@ -279,10 +335,15 @@ class NetworkDriver:
                 if _programmed(endpoint, portmap, exposed):
                     return {}
                 self._unpublish(network, endpoint, rollback)
-                _forget_ports(tx, endpoint)
-                bindings = ports.resolve(portmap, endpoint, network["options"]["host_binding_ipv4"],
-                                         tx.ports_in_use, self._firewall.pick_host_port)
+                self._forget_ports(tx, endpoint, rollback)
+                pending = ports.plan(portmap, endpoint, network["options"]["host_binding_ipv4"],
+                                     tx.ports_in_use, self._firewall.ephemeral_range())
+                bindings = ports.bindings(pending, self._hold([p.claim for p in pending], rollback))
                 endpoint["ports"] = [b.__dict__ for b in bindings]
+                # Counts what Program stored: a request that removed the
+                # rules of a snapshot tells at its commit whether they are
+                # still the stored ones (by content, A-B-A would pass).
+                endpoint["port_generation"] = _generation(endpoint) + 1
                 endpoint["portmap_request"] = portmap
                 endpoint["exposed"] = exposed or endpoint["exposed"]
                 if bindings:
@@ -307,12 +368,55 @@ class NetworkDriver:
         with Rollback() as rollback:
             self._unpublish(network, endpoint, rollback)
             with self._tx() as tx:
-                endpoint = tx.get_endpoint(body["EndpointID"])
-                if _published(endpoint):
-                    _forget_ports(tx, endpoint)
-                    tx.put_endpoint(endpoint)
+                current = tx.get_endpoint(body["EndpointID"])
+                if _published(current):
+                    self._forget_ports_since(tx, network, endpoint, current, rollback)
+                    tx.put_endpoint(current)
             rollback.commit()
         return {}
+
+    def _forget_ports_since(self, tx: NetworkStore, network: dict | None, seen: dict, current: dict,
+                            rollback: Rollback) -> None:
+        """At the commit of a request that unpublished the ports of
+        ``seen`` (its snapshot) outside the lock: forget what is stored now,
+        ``current``, and first remove the rules of ports a Program committed
+        since, which are not the ones removed."""
+        if network is not None and _generation(current) != _generation(seen):
+            self._unpublish(network, current, rollback)
+        self._forget_ports(tx, current, rollback)
+
+    def _hold(self, claims: list[Claim], rollback: Rollback) -> list[int]:
+        """Hold a host port for each claim (a 409 if one is in use on the
+        host); let go again if the request fails."""
+        if not claims:
+            return []
+        try:
+            held = self._ports.claim(claims)
+        except PortInUse as exc:
+            raise Conflict(str(exc)) from None
+        keys = [Key(c.proto, c.host_ip, port) for c, port in zip(claims, held)]
+        rollback.undo("let published host ports go", self._ports.release, keys)
+        return held
+
+    def _forget_ports(self, tx: NetworkStore, endpoint: dict, rollback: Rollback) -> None:
+        """Forget the endpoint's published ports and let their sockets go,
+        in the transaction that deletes them; held again if it fails."""
+        keys = _keys(endpoint)
+        tx.delete_ports(endpoint["id"])
+        endpoint["ports"] = []
+        endpoint.pop("portmap_request", None)
+        if keys:
+            self._ports.release(keys)
+            rollback.undo("hold published host ports again", self._hold_again, keys)
+
+    def _hold_again(self, keys: list[Key]) -> None:
+        self._ports.claim([Claim.exactly(*k) for k in keys])
+
+    def stored_ports(self) -> list[Key]:
+        """Every published host port the store holds: what start-up holds again."""
+        with self._snapshot() as tx:
+            return [Key(proto, ip, port) for proto in ports.PROTO_NUMBERS
+                    for port, ip, _owner in tx.ports_in_use(proto)]
 
     def _unpublish(self, network: dict, endpoint: dict, rollback: Rollback) -> None:
         """Remove the endpoint's published ports from the firewall (the
@@ -467,10 +571,12 @@ def _published(endpoint: dict | None) -> bool:
     return endpoint is not None and bool(endpoint["ports"])
 
 
-def _forget_ports(tx: NetworkStore, endpoint: dict) -> None:
-    tx.delete_ports(endpoint["id"])
-    endpoint["ports"] = []
-    endpoint.pop("portmap_request", None)
+def _generation(endpoint: dict) -> int:
+    return endpoint.get("port_generation", 0)
+
+
+def _keys(endpoint: dict) -> list[Key]:
+    return [Key(b["proto"], b["host_ip"], b["host_port"]) for b in endpoint["ports"]]
 
 
 def methods(driver: NetworkDriver) -> dict:

@@ -8,9 +8,11 @@ are what EndpointOperInfo returns so that ``docker port`` shows them.
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
-from typing import Callable
+from typing import Callable, NamedTuple
 
+from datapath.hostports import Claim
 from datapath.model import PortBinding
 from spec import values
 from spec.errors import BadRequest, Conflict
@@ -54,39 +56,83 @@ def parse_portmap(options: dict) -> list[dict]:
     return out
 
 
-def resolve(
+class Pending(NamedTuple):
+    """A portmap entry resolved but for its host port: the ``claim`` that
+    the port holder turns into one."""
+
+    proto: str
+    host_ip: str
+    container_ip: str
+    container_port: int
+    claim: Claim
+
+
+def plan(
     portmap: list[dict],
     endpoint: dict,
     default_host_ip: str,
     in_use: Callable[[str], list[tuple[int, str, str]]],
-    pick_free: Callable[[str, str, set[int]], int],
-) -> list[PortBinding]:
-    """Choose a host port for each entry, refusing one another endpoint holds.
+    ephemeral: tuple[int, int],
+) -> list[Pending]:
+    """The claim for each entry, refusing a port another endpoint publishes.
 
     ``in_use(proto)`` lists (host_port, host_ip, endpoint_id) already
-    published; ``pick_free(proto, host_ip, used)`` picks from the kernel's
-    ephemeral range.
+    published (read once per protocol: the work grows linearly with the
+    entries); ``ephemeral`` is the kernel's range for ``HostPort`` 0.
+    Whether a host process holds a port is for the holder to find out.
     """
-    bindings: list[PortBinding] = []
+    taken = _Taken(in_use, endpoint["id"])
+    # Thousands of entries share a few addresses: each parsed once.
+    version = functools.cache(lambda ip: ipaddress.ip_address(ip).version)
+    bare = {key: ipaddress.ip_interface(endpoint[key]).ip.compressed
+            for key in ("address", "address_v6") if endpoint[key]}
+    out: list[Pending] = []
     for entry in portmap:
         proto = PROTOS[entry["Proto"]]
         host_ip = entry["HostIP"] or default_host_ip
-        v6 = ipaddress.ip_address(host_ip).version == 6
-        container_ip = endpoint["address_v6" if v6 else "address"]
+        v6 = version(host_ip) == 6
+        container_ip = bare.get("address_v6" if v6 else "address")
         if not container_ip:
             raise BadRequest(f"port {entry['Port']}/{proto} is published on {host_ip} but the endpoint has no IPv{6 if v6 else 4} address")
-        taken = {port for port, ip, owner in in_use(proto) if owner != endpoint["id"] and _same_ip(ip, host_ip)}
-        taken |= {b.host_port for b in bindings if b.proto == proto and _same_ip(b.host_ip, host_ip)}
         first, last = entry["HostPort"], entry["HostPortEnd"] or entry["HostPort"]
+        others = taken.near(proto, host_ip)
         if first == 0:
-            host_port = pick_free(proto, host_ip, taken)
+            claim = Claim.spread(proto, host_ip, *ephemeral, skip=others)
         else:
-            host_port = next((p for p in range(first, last + 1) if p not in taken), None)
-            if host_port is None:
+            if all(p in others for p in range(first, last + 1)):
                 span = f"{first}" if first == last else f"{first}-{last}"
                 raise Conflict(f"host port {span}/{proto} on {host_ip} is already published by another endpoint")
-        bindings.append(PortBinding(proto, host_ip, host_port, ipaddress.ip_interface(container_ip).ip.compressed, entry["Port"]))
-    return bindings
+            claim = Claim(proto, host_ip, first, last, first, frozenset(others & set(range(first, last + 1))))
+        out.append(Pending(proto, host_ip, container_ip, entry["Port"], claim))
+    return out
+
+
+def bindings(pending: list[Pending], host_ports: list[int]) -> list[PortBinding]:
+    return [PortBinding(p.proto, p.host_ip, port, p.container_ip, p.container_port)
+            for p, port in zip(pending, host_ports, strict=True)]
+
+
+class _Taken:
+    """Host ports other endpoints publish, by protocol and address; an
+    address overlaps itself and the wildcards."""
+
+    def __init__(self, in_use: Callable[[str], list[tuple[int, str, str]]], endpoint_id: str):
+        self._in_use, self._endpoint_id = in_use, endpoint_id
+        self._by_ip: dict[str, dict[str, set[int]]] = {}
+        self._near: dict[tuple[str, str], set[int]] = {}
+
+    def near(self, proto: str, host_ip: str) -> set[int]:
+        if (proto, host_ip) not in self._near:
+            if proto not in self._by_ip:
+                by_ip: dict[str, set[int]] = {}
+                for port, ip, owner in self._in_use(proto):
+                    if owner != self._endpoint_id:
+                        by_ip.setdefault(ip, set()).add(port)
+                self._by_ip[proto] = by_ip
+            by_ip = self._by_ip[proto]
+            ips = by_ip if host_ip in WILDCARDS else [ip for ip in by_ip if _same_ip(ip, host_ip)]
+            self._near[(proto, host_ip)] = set().union(*(by_ip[ip] for ip in ips))
+        return self._near[(proto, host_ip)]
 
 
 def as_portmap(bindings: list[PortBinding]) -> list[dict]:

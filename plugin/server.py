@@ -101,7 +101,12 @@ def serve(settings: Settings) -> None:
     reconciling = _start_reconcile(build_network_driver(settings, store))
     # Flask and gunicorn load while the child reconciles; the socket listens
     # only once it is done, so dockerd never meets stale kernel state.
-    plugin = build(settings)
+    # Imported here, like Flask: multiprocessing's modules load while the
+    # child reconciles rather than before it starts.
+    from .portkeeper import Keeper
+
+    keeper = Keeper(settings.state_dir)
+    plugin = build(settings, host_ports=keeper.client())
     server = _gunicorn(plugin.app, {
         "bind": [f"unix:{settings.socket_path}"],
         "umask": SOCKET_UMASK,
@@ -118,8 +123,13 @@ def serve(settings: Settings) -> None:
         # instances would fight over it, and nothing here needs it.
         "control_socket_disable": True,
         **({"post_worker_init": lambda _worker: plugin.worker_started()} if plugin.worker_started else {}),
+        # A worker must not keep copies of the master's held port sockets.
+        "post_fork": lambda _arbiter, _worker: keeper.close_inherited(),
     })
     _wait_reconcile(reconciling)
+    # Published ports are held again before the socket listens (after the
+    # reconcile child is gone, so it holds no copy of them).
+    keeper.start(plugin.network.stored_ports())
     # The collector was off while starting (plugin.cli). What start-up built
     # stays for good, so it is frozen out of every later collection: neither
     # this process nor a worker walks it again, and a worker's collections

@@ -230,6 +230,14 @@ class Transaction:
         ).fetchone()
         return None if row is None else row[0]
 
+    def veth_owner(self, host_veth: str) -> str | None:
+        """The stored endpoint whose host end is ``host_veth``, if any. A
+        scan: only undos after a failure ask."""
+        row = self._db.execute(
+            "SELECT id FROM endpoints WHERE json_extract(data, '$.host_veth') = ?", (host_veth,)
+        ).fetchone()
+        return None if row is None else row[0]
+
     def delete_endpoint(self, endpoint_id: str) -> None:
         self._db.execute("DELETE FROM endpoints WHERE id = ?", (endpoint_id,))
         self._db.execute("DELETE FROM endpoint_ips WHERE endpoint_id = ?", (endpoint_id,))

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from datapath.firewall import Firewall
+from datapath.hostports import Holder
 from datapath.links import Links
 from datapath.sysctl import Sysctl
 from handlers import network
@@ -43,17 +44,17 @@ def _links(settings: Settings, crash) -> Links:
 
 
 def build_network_driver(settings: Settings, store: Store, links=None, firewall=None,
-                         crash: testhook.Hook | None = None, segment=None) -> network.NetworkDriver:
+                         crash: testhook.Hook | None = None, host_ports=None, segment=None) -> network.NetworkDriver:
     """The network driver alone, without Flask: all the start-up reconcile
     needs (the crash hook fires only inside requests, so reconcile has none).
-    ``links`` and ``firewall`` as for ``build``."""
+    ``links``, ``firewall`` and ``host_ports`` as for ``build``."""
     firewall = firewall or Firewall(os.path.join(settings.state_dir, "firewall.lock"), faults=crash,
                                     chain_prefix=chain_prefix(settings.name),
                                     sysctl=Sysctl(settings.sysctl_net_dir), lock_timeout=settings.lock_timeout)
     if segment is None and settings.clustered:
         segment = _room(settings, store).segment  # the reconcile child: VXLAN devices only
     return network.NetworkDriver(store.transaction, store.snapshot, links or _links(settings, crash), firewall,
-                                 segment)
+                                 host_ports or Holder(), hook=crash, segment=segment)
 
 
 def _room(settings: Settings, store: Store):
@@ -63,19 +64,24 @@ def _room(settings: Settings, store: Store):
     return Room(settings, store)
 
 
-def build(settings: Settings, links=None, firewall=None) -> Plugin:
+def build(settings: Settings, links=None, firewall=None, host_ports=None,
+          hook: testhook.Hook | None = None) -> Plugin:
     """``links`` and ``firewall`` default to the real kernel ones; tests may
-    hand in others (with fault hooks, say)."""
+    hand in others (with fault hooks, say). ``host_ports`` holds published
+    ports: the server's port keeper (plugin.portkeeper), else a holder in
+    this process. ``hook`` replaces the test hook of the environment
+    (plugin.testhook): tests in one process pause requests with it."""
     # Flask is imported here rather than with this module, so that the server
     # can start its reconcile child (plugin.server) before paying for it.
     from .app import create_app
 
-    crash = testhook.from_env()
+    crash = hook or testhook.from_env()
     store = Store(settings.state_dir, before_commit=crash and (lambda: crash(testhook.COMMIT)),
                   lock_timeout=settings.lock_timeout)
     links = links or _links(settings, crash)
     room = _room(settings, store) if settings.clustered else None
-    network_driver = build_network_driver(settings, store, links, firewall, crash, room and room.segment)
+    network_driver = build_network_driver(settings, store, links, firewall, crash, host_ports,
+                                          room and room.segment)
     ipam_driver = ipam.IpamDriver(store.transaction, links.host_routes,
                                   settings.pools(v6=False), settings.pools(v6=True))
     if room is not None:

@@ -13,6 +13,7 @@ import pytest
 
 from datapath.errors import DatapathError
 from datapath.firewall import Firewall
+from datapath.hostports import Claim, Holder
 from datapath.model import EndpointPorts, PortBinding
 
 from .firewall_env import NAMES, PORT, HostForwarding, Lab, missing, network, sh, trace
@@ -228,14 +229,18 @@ def test_host_port_range(lab):
 def test_host_port_zero_picks_a_free_port(lab):
     br = lab.bridge()
     c, out = lab.container(br), lab.outside()
-    low, high = map(int, open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
+    low, high = lab.fw.ephemeral_range()
     used = set(range(low, low + (high - low) // 2))
-    port = lab.fw.pick_host_port("tcp", "", used)
+    holder = Holder()
+    [port] = holder.claim([Claim.spread("tcp", "0.0.0.0", low, high, skip=used)])
     assert low <= port <= high and port not in used
     net = network(br)
     lab.add_network(net)
     lab.add_ports(ports(net, c, PortBinding("tcp", "", port, c.ip, PORT)))
+    # Held (bound and listening) on the host, and still forwarded: the DNAT
+    # comes before local delivery.
     assert lab.reach(out.ns, out.host_ip, port) == out.ip
+    holder.release(holder.held())
 
 
 def test_removal_leaves_no_trace(lab):

@@ -1,11 +1,9 @@
 """The pure side of the firewall: rendering, parsing, planning. No root."""
-import socket
 
 import pytest
 
-from datapath.errors import DatapathError
-from datapath.firewall import Firewall
 from datapath import rules as R
+from datapath.errors import DatapathError
 from datapath.model import EndpointPorts, NetworkRules, PortBinding
 
 NET = NetworkRules("0123456789abcdef", "pt-a", ("10.9.0.0/24",), ("fd00:9::/64",))
@@ -219,19 +217,6 @@ def test_names_follow_the_prefix_and_fit_iptables():
     for bad in ("DOCKER", "PONTOON-TOO-LONG"):
         with pytest.raises(ValueError):
             R.Names(bad)
-
-
-def test_pick_host_port_skips_used_and_bound_ports(tmp_path):
-    low, high = map(int, open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
-    fw = Firewall(tmp_path / "lock")
-    with socket.socket() as s:
-        s.bind(("0.0.0.0", 0))
-        taken = s.getsockname()[1]
-        free = next(p for p in range(low, high + 1) if p != taken)
-        used = set(range(low, high + 1)) - {taken, free}
-        assert fw.pick_host_port("tcp", "", used) == free
-        with pytest.raises(DatapathError):
-            fw.pick_host_port("tcp", "", used | {free})
 
 
 def test_order_of_entries_in_base_chains_is_no_change():

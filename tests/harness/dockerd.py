@@ -119,7 +119,7 @@ class FakeDockerd:
         if net.pool(True):
             address_v6 = self.client.ok("IpamDriver.RequestAddress", {
                 "PoolID": net.pool(True)["PoolID"], "Address": ip6, "Options": None})["Address"]
-        options = _port_options(ports, expose)
+        options = port_options(ports, expose)
         create_options = dict(options)
         if mac:
             raw = bytes(int(x, 16) for x in mac.split(":"))
@@ -177,7 +177,7 @@ def _bare(cidr: str) -> str:
     return str(ipaddress.ip_interface(cidr).ip)
 
 
-def _port_options(ports, expose) -> dict:
+def port_options(ports, expose) -> dict:
     portmap = [{"Proto": PROTOS[proto], "IP": "", "Port": port, "HostIP": host_ip,
                 "HostPort": host_port, "HostPortEnd": host_end}
                for proto, port, host_ip, host_port, host_end in ports]

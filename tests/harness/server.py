@@ -121,10 +121,10 @@ class Server:
         st = os.stat(self.socket_path)
         return stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o660 and st.st_uid == 0
 
-    def socket_inodes(self) -> set[str]:
-        """Inodes of every socket the server's processes hold."""
+    def socket_inodes(self, pids: list[int] | None = None) -> set[str]:
+        """Inodes of every socket the server's processes (or ``pids``) hold."""
         inodes = set()
-        for pid in self.pids():
+        for pid in self.pids() if pids is None else pids:
             for fd in Path(f"/proc/{pid}/fd").iterdir():
                 try:
                     target = os.readlink(fd)
@@ -134,12 +134,19 @@ class Server:
                     inodes.add(target[8:-1])
         return inodes
 
-    def inet_sockets(self) -> list[str]:
-        """Lines of /proc/net/{tcp,udp}{,6} for sockets the server holds."""
-        ours = self.socket_inodes()
+    def inet_sockets(self, pids: list[int] | None = None) -> list[str]:
+        """Lines of /proc/net/{tcp,udp}{,6} (of the server's namespace) for
+        sockets the server's processes (or ``pids`` of them) hold."""
+        ours = self.socket_inodes(pids)
+        net = f"/proc/{self.proc.pid}/net"
         return [f"{table}: {line}" for table in ("tcp", "tcp6", "udp", "udp6")
-                for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]
+                for line in Path(f"{net}/{table}").read_text().splitlines()[1:]
                 if line.split()[9] in ours]
+
+    def held_ports(self, pids: list[int] | None = None) -> set[tuple[str, int]]:
+        """(protocol, port) of every TCP or UDP socket the server holds."""
+        return {(line.split(":")[0].rstrip("6"), int(line.split()[2].split(":")[-1], 16))
+                for line in self.inet_sockets(pids)}
 
     def client(self, timeout: float = 30.0) -> Client:
         return Client(SocketTransport(self.socket_path, timeout))

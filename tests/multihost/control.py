@@ -17,7 +17,7 @@ from plugin.config import Settings
 from plugin.store import Store
 from tests.harness.client import Client, FlaskTransport
 from tests.harness.dockerd import FakeDockerd
-from tests.unit.fakes import FakeFirewall, FakeLinks
+from tests.unit.fakes import FakeFirewall, FakeHostPorts, FakeLinks
 
 UNDERLAY_MTU = 1500
 
@@ -96,7 +96,7 @@ class Host:
         self.room = Room(settings, self.store, self.overlay, DP)
         self.links = FakeLinks(["10.0.2.0/24"])
         self.network = network.NetworkDriver(self.store.transaction, self.store.snapshot, self.links,
-                                             FakeFirewall(), self.room.segment)
+                                             FakeFirewall(), FakeHostPorts(), segment=self.room.segment)
         local = ipam.IpamDriver(self.store.transaction, self.links.host_routes,
                                 settings.pools(v6=False), settings.pools(v6=True))
         self.ipam = self.room.wrap_ipam(local, self.links.host_routes, settings.pools(v6=False),

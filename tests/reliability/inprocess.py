@@ -10,6 +10,7 @@ from pathlib import Path
 from flask import Flask
 
 from datapath.firewall import Firewall
+from datapath.hostports import Holder
 from datapath.links import Links
 from datapath.locks import DEFAULT_TIMEOUT_S
 from datapath.steps import FaultHook
@@ -28,14 +29,16 @@ class InProcess:
     client: Client
     instance: str
     seen: Seen
+    host_ports: Holder
 
     @property
     def app(self) -> Flask:
         return self.plugin.app
 
     def state(self) -> dict:
-        """The store, and this instance's objects in the kernel."""
-        return {"store": collect(self.plugin.store), "kernel": view(self.instance, self.seen)}
+        """The store, this instance's objects in the kernel, and the host ports it holds."""
+        return {"store": collect(self.plugin.store), "kernel": view(self.instance, self.seen),
+                "held": self.host_ports.held()}
 
     def delete_everything(self) -> None:
         """Delete through the protocol every endpoint, network and pool the
@@ -53,16 +56,26 @@ class InProcess:
         assert all(rows == [] for rows in left.values()), left
 
 
+
 def in_process(workdir: Path, seen: Seen, faults: FaultHook | None = None, instance: str = "",
-               lock_timeout: float = DEFAULT_TIMEOUT_S) -> InProcess:
+               pauses: FaultHook | None = None, lock_timeout: float = DEFAULT_TIMEOUT_S) -> InProcess:
     """``instance``: the name of one built before on the same ``workdir``.
-    The firewall's lock file is ``workdir/fw.lock``."""
+    The firewall's lock file is ``workdir/fw.lock``. ``faults`` hooks the
+    kernel and firewall steps; ``pauses`` (plugin.testhook.Pauses) those,
+    the driver's points and the commits."""
     instance = instance or "ptr" + secrets.token_hex(4)
     settings = Settings(name=instance, state_dir=str(workdir / "state"), lock_timeout=lock_timeout)
+    faults = faults or pauses
+    host_ports = Holder()  # the ports are held by this process, as by the server's master
     plugin = build(settings, links=Links(faults=faults, owner=instance),
                    firewall=Firewall(workdir / "fw.lock", faults=faults, chain_prefix=chain_prefix(instance),
-                                     lock_timeout=lock_timeout))
+                                     lock_timeout=lock_timeout),
+                   host_ports=host_ports, hook=pauses)
     seen.watch(instance)
     plugin.store.initialise()
-    client = Client(RecordingTransport(FlaskTransport(plugin.app), seen))
-    return InProcess(plugin, client, instance, seen)
+    return InProcess(plugin, recording(plugin, seen), instance, seen, host_ports)
+
+
+def recording(plugin: Plugin, seen: Seen) -> Client:
+    """A client of the app that records what it sends (one per thread)."""
+    return Client(RecordingTransport(FlaskTransport(plugin.app), seen))

@@ -11,7 +11,7 @@ from plugin.store import Store
 from tests.harness.client import Client, FlaskTransport
 from tests.harness.dockerd import FakeDockerd
 
-from .fakes import FakeFirewall, FakeLinks
+from .fakes import FakeFirewall, FakeHostPorts, FakeLinks
 
 # A host route the IPAM driver must steer clear of, as docker0 would be.
 HOST_ROUTES = ["172.17.0.0/16", "10.0.2.0/24"]
@@ -26,7 +26,9 @@ class Plugin:
         self.store.initialise()
         self.links = FakeLinks(HOST_ROUTES)
         self.firewall = FakeFirewall()
-        self.network = network.NetworkDriver(self.store.transaction, self.store.snapshot, self.links, self.firewall)
+        self.host_ports = FakeHostPorts()
+        self.network = network.NetworkDriver(self.store.transaction, self.store.snapshot, self.links, self.firewall,
+                                             self.host_ports)
         self.ipam = ipam.IpamDriver(self.store.transaction, self.links.host_routes,
                                     settings.pools(v6=False), settings.pools(v6=True))
         self.app = create_app({**network.methods(self.network), **ipam.methods(self.ipam)})
@@ -36,7 +38,7 @@ class Plugin:
         """Everything stored and everything the fake kernel holds."""
         return {"store": collect(self.store), "bridges": dict(self.links.bridges),
                 "veths": dict(self.links.veths), "rules": dict(self.firewall.networks),
-                "ports": dict(self.firewall.ports)}
+                "ports": dict(self.firewall.ports), "held": set(self.host_ports.held)}
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import ipaddress
 
 from datapath import names
 from datapath.errors import DatapathError, NameConflict
+from datapath.hostports import Claim, Key, PortInUse
 from datapath.model import BRIDGE_PREFIX, VETH_HOST_PREFIX
 
 HOST_INTERFACES = {"lo", "eth0", "docker0"}
@@ -46,11 +47,13 @@ class FakeLinks:
         if created:
             self.bridges.pop(spec.name, None)
 
-    def create_veth(self, spec) -> None:
+    def create_veth(self, spec) -> bool:
         self._maybe_fail("create_veth")
         if spec.bridge not in self.bridges:
             raise DatapathError(f"enslave {spec.host_name} to {spec.bridge}", "no such bridge")
+        created = spec.host_name not in self.veths
         self.veths[spec.host_name] = spec
+        return created
 
     def veth_intact(self, spec) -> bool:
         return self.veths.get(spec.host_name) == spec
@@ -86,7 +89,6 @@ class FakeFirewall:
         self.networks: dict[str, object] = {}  # network id -> NetworkRules
         self.ports: dict[str, object] = {}  # endpoint id -> EndpointPorts
         self.fail: set[str] = set()
-        self.next_port = 49153
 
     def _maybe_fail(self, what: str) -> None:
         if what in self.fail:
@@ -106,12 +108,33 @@ class FakeFirewall:
     def remove_ports(self, ports) -> None:
         self.ports.pop(ports.endpoint_id, None)
 
-    def pick_host_port(self, proto: str, host_ip: str, used: set[int]) -> int:
-        while self.next_port in used:
-            self.next_port += 1
-        return self.next_port
+    def ephemeral_range(self) -> tuple[int, int]:
+        return 49153, 65535
 
     def reconcile(self, networks, ports) -> list[str]:
         self.networks = {r.network_id: r for r in networks}
         self.ports = {p.endpoint_id: p for p in ports}
         return []
+
+
+class FakeHostPorts:
+    """Held host ports without sockets: ``busy`` are held by "host processes"."""
+
+    def __init__(self):
+        self.held: set[Key] = set()
+        self.busy: set[Key] = set()
+
+    def claim(self, claims: list[Claim]) -> list[int]:
+        got = []
+        for claim in claims:
+            # From the first port, not a random start: replies stay predictable.
+            port = next((p for p in range(claim.first, claim.last + 1)
+                         if p not in claim.skip and Key(claim.proto, claim.host_ip, p) not in self.held | self.busy | set(got)), None)
+            if port is None:
+                raise PortInUse(claim)
+            got.append(Key(claim.proto, claim.host_ip, port))
+        self.held |= set(got)
+        return [k.port for k in got]
+
+    def release(self, keys) -> None:
+        self.held -= {Key(*k) for k in keys}

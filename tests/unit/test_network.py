@@ -3,6 +3,7 @@ import ipaddress
 
 import pytest
 
+from datapath.hostports import Key
 from tests.harness.dockerd import new_id
 
 NID = "ab" * 32
@@ -280,6 +281,37 @@ def test_host_port_held_by_another_endpoint_is_409_and_ranges_skip_it(client, re
     program(client, [port(80, 8080, 8081), port(81, 8080, 8081, proto=17)], eid=other)
     value = client.ok("NetworkDriver.EndpointOperInfo", {"NetworkID": NID, "EndpointID": other})["Value"]
     assert [p["HostPort"] for p in value[PORTMAP]] == [8081, 8080]
+
+
+def test_a_port_a_host_process_holds_is_409_and_ranges_skip_it(plugin, client, refused):
+    client.ok("NetworkDriver.CreateNetwork", net_body())
+    client.ok("NetworkDriver.CreateEndpoint", endpoint_body())
+    plugin.host_ports.busy = {Key("tcp", "0.0.0.0", 22), Key("udp", "0.0.0.0", 5000)}
+    refused("NetworkDriver.ProgramExternalConnectivity", {"NetworkID": NID, "EndpointID": EID, "Options": {
+        PORTMAP: [port(53, 53, proto=17), port(80, 22)]}}, status=409,
+        says="host port 22/tcp on 0.0.0.0 is in use on the host")
+    program(client, [port(80, 5000, 5001, proto=17)])
+    assert plugin.host_ports.held == {Key("udp", "0.0.0.0", 5001)}
+
+
+def test_held_ports_follow_the_stored_ones(plugin, client):
+    """Claimed by Program, let go by Revoke, DeleteEndpoint and DeleteNetwork."""
+    ids = {"NetworkID": NID, "EndpointID": EID}
+    client.ok("NetworkDriver.CreateNetwork", net_body())
+    client.ok("NetworkDriver.CreateEndpoint", endpoint_body())
+    program(client, [port(80, 8080), port(81)])
+    assert plugin.host_ports.held == {Key("tcp", "0.0.0.0", 8080), Key("tcp", "0.0.0.0", 49153)}
+    program(client, [port(80, 8090)])  # a new portmap replaces the old one
+    assert plugin.host_ports.held == {Key("tcp", "0.0.0.0", 8090)}
+    client.ok("NetworkDriver.RevokeExternalConnectivity", ids)
+    assert plugin.host_ports.held == set()
+    program(client, [port(80, 8080)])
+    client.ok("NetworkDriver.DeleteEndpoint", ids)
+    assert plugin.host_ports.held == set()
+    client.ok("NetworkDriver.CreateEndpoint", endpoint_body())
+    program(client, [port(80, 8080)])
+    client.ok("NetworkDriver.DeleteNetwork", {"NetworkID": NID})
+    assert plugin.host_ports.held == set()
 
 
 @pytest.mark.parametrize("entry, says", [

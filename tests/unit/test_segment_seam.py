@@ -48,7 +48,8 @@ EP = {"NetworkID": "n" * 64, "EndpointID": "e" * 64, "Interface": {"Address": "1
 def driver(tmp_path, segment) -> tuple[Plugin, network.NetworkDriver]:
     plugin = Plugin(tmp_path)
     return plugin, network.NetworkDriver(plugin.store.transaction, plugin.store.snapshot,
-                                         plugin.links, plugin.firewall, segment)
+                                         plugin.links, plugin.firewall, plugin.host_ports,
+                                         segment=segment)
 
 
 def test_the_segment_is_called_at_each_step_and_its_fields_stored(tmp_path):
