@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 BRIDGE_PREFIX = "pt-"
 VETH_HOST_PREFIX = "ptv"
 VETH_PEER_PREFIX = "ptc"
+# The VXLAN device of a cluster network (datapath.overlay). Not among the
+# prefixes the single-host reconcile sweeps: only the cluster path makes them.
+VXLAN_PREFIX = "ptx"
 
 
 @dataclass(frozen=True)

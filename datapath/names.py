@@ -9,7 +9,7 @@ import ipaddress
 import re
 
 from .errors import InvalidName
-from .model import VETH_HOST_PREFIX, VETH_PEER_PREFIX
+from .model import VETH_HOST_PREFIX, VETH_PEER_PREFIX, VXLAN_PREFIX
 
 IFNAMSIZ = 15  # usable characters; the kernel's buffer holds one more for NUL
 
@@ -31,14 +31,24 @@ def validate_ifname(name: str, what: str = "interface name") -> None:
                           f"(1 to {IFNAMSIZ} characters of A-Z a-z 0-9 _ . -, not starting with -)")
 
 
+def _short_id(what: str, object_id: str) -> str:
+    if not isinstance(object_id, str) or not _HEX_ID.fullmatch(object_id):
+        raise InvalidName(f'{what} id "{object_id}" is not a hex id of at least '
+                          f"{_ID_CHARS} digits")
+    return object_id[:_ID_CHARS]
+
+
 def derive_names(endpoint_id: str) -> tuple[str, str]:
     """(host end, peer end) for an endpoint; the same ID always gives the
     same names, so a retry after a crash finds the pair it left behind."""
-    if not isinstance(endpoint_id, str) or not _HEX_ID.fullmatch(endpoint_id):
-        raise InvalidName(f'endpoint id "{endpoint_id}" is not a hex id of at least '
-                          f"{_ID_CHARS} digits")
-    short = endpoint_id[:_ID_CHARS]
+    short = _short_id("endpoint", endpoint_id)
     return VETH_HOST_PREFIX + short, VETH_PEER_PREFIX + short
+
+
+def vxlan_name(network_id: str) -> str:
+    """The VXLAN device of a cluster network on this host: derived from the
+    network ID like the veths, so a restart finds the device it made."""
+    return VXLAN_PREFIX + _short_id("network", network_id)
 
 
 def _fmt_mac(octets: bytes) -> str:
