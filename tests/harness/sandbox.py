@@ -32,8 +32,12 @@ class Sandbox:
 
 
 class Sandboxes:
-    def __init__(self):
+    """``home`` is the network namespace the plugin runs in (the host's own
+    when None): where SrcName is found, and where it goes back to."""
+
+    def __init__(self, home: str | None = None):
         self.prefix = "ptns" + secrets.token_hex(3)
+        self.home = home
         self.made: list[str] = []
 
     def attach(self, ctr) -> Sandbox:
@@ -43,7 +47,7 @@ class Sandboxes:
         ip("netns", "add", ns)
         self.made.append(ns)
         src, dst = ctr.join["InterfaceName"]["SrcName"], ctr.join["InterfaceName"]["DstPrefix"] + "0"
-        ip("link", "set", src, "netns", ns)
+        ip(*self._at_home(), "link", "set", src, "netns", ns)
         ip("-n", ns, "link", "set", src, "name", dst)
         ip("-n", ns, "link", "set", dst, "address", ctr.mac)
         ip("-n", ns, "addr", "add", ctr.address, "dev", dst)
@@ -64,8 +68,11 @@ class Sandboxes:
         src = ctr.join["InterfaceName"]["SrcName"]
         ip("-n", box.ns, "link", "set", box.ifname, "down")
         ip("-n", box.ns, "link", "set", box.ifname, "name", src)
-        ip("-n", box.ns, "link", "set", src, "netns", "1")
+        ip("-n", box.ns, "link", "set", src, "netns", self.home or "1")
         self._delete(box.ns)
+
+    def _at_home(self) -> tuple[str, ...]:
+        return ("-n", self.home) if self.home else ()
 
     def _delete(self, ns: str) -> None:
         ip("netns", "del", ns, check=False)

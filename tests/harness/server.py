@@ -33,13 +33,14 @@ def fresh_python(code: str, *wrapper: str) -> None:
 
 class Server:
     def __init__(self, workdir: Path, name: str | None = None, workers: int = 1, threads: int = 8,
-                 netns: str | None = None):
+                 netns: str | None = None, flags: tuple[str, ...] = ()):
         self.name = name or "pt" + secrets.token_hex(4)
         self.socket_dir = workdir / "sock"
         self.state_dir = workdir / "state"
         self.log_path = workdir / f"{self.name}.log"
         self.workers, self.threads = workers, threads
         self.netns = netns  # run inside this network namespace (the socket is still on the host's filesystem)
+        self.flags = flags  # more command-line settings, such as the cluster's
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -50,7 +51,7 @@ class Server:
         inside = ["ip", "netns", "exec", self.netns] if self.netns else []
         return [*inside, sys.executable, "-m", "plugin", "serve", "--name", self.name,
                 "--socket-dir", str(self.socket_dir), "--state-dir", str(self.state_dir),
-                "--workers", str(self.workers), "--threads", str(self.threads), "--log-level", "debug"]
+                "--workers", str(self.workers), "--threads", str(self.threads), "--log-level", "debug", *self.flags]
 
     def start(self, timeout: float = 15.0, env: dict[str, str] | None = None) -> float:
         """Start and wait until the socket accepts; returns the seconds that took.
