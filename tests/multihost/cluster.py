@@ -105,7 +105,7 @@ class Cluster:
             except Exception as exc:  # the others must still go
                 errors.append(f"{member.id}: {exc}")
         if self.etcd is not None:
-            self.etcd.close()
+            self.etcd.remove()
         self.underlay.close()
         if errors:
             raise RuntimeError("cleanup failed: " + "; ".join(errors))

@@ -26,7 +26,7 @@ def etcd(tmp_path):
     server = Etcd(tmp_path / "etcd")
     server.start()
     yield server
-    server.close()
+    server.remove()
 
 
 @pytest.fixture

@@ -75,7 +75,8 @@ class Etcd:
             stop_pid(self.proc.pid, grace=10)
             self.proc = None
 
-    def close(self) -> None:
+    def remove(self) -> None:
+        """Stop and delete the data: the end of the test."""
         self.stop()
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
