@@ -1,0 +1,166 @@
+"""Issue 13 across hosts: three namespace hosts on one underlay, each with its
+own clustered Pontoon and fake dockerd, a real etcd, real VXLAN. Each host
+creates "the same" network (same subnet; its own network ID, as each
+dockerd makes one), and the tests look at what users see: pings between
+containers of different hosts, addresses, and the forwarding entries each
+host's kernel holds."""
+from __future__ import annotations
+
+import ipaddress
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from datapath.names import vxlan_name
+from tests.e2e.dockerd import wait_for
+from tests.harness.client import ProtocolError
+from tests.harness.sandbox import ip
+
+SUBNET = "10.90.0.0/24"
+# The production lease TTL (cluster/host.py) plus what a watch event and a
+# netlink change take: how long a dead host's endpoints may stay.
+LEASE_TTL = 15
+MARGIN = 10
+
+
+def network_on_all(cluster, subnet: str = SUBNET):
+    return [h.dockerd.create_network(subnet=subnet) for h in cluster.hosts]
+
+
+def remote_neighbours(host, net) -> dict[str, str]:
+    """Address -> MAC of the static entries on the host's VXLAN device of
+    ``net``, read with the ip tool."""
+    device = vxlan_name(net.id)
+    out = ip("-n", host.ns, "-j", "neigh", "show", "dev", device, check=False)
+    if out.returncode != 0:
+        return {}
+    return {n["dst"]: n["lladdr"] for n in json.loads(out.stdout or "[]") if "PERMANENT" in n.get("state", [])}
+
+
+def bare(cidr: str) -> str:
+    return str(ipaddress.ip_interface(cidr).ip)
+
+
+def reaches(ctr, other, timeout: float = 10) -> bool:
+    """The first peers arrive through etcd's watch, so allow them a moment."""
+    try:
+        wait_for(lambda: ctr.sandbox.ping(other.address), timeout=timeout, interval=0.1, what="ping")
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_containers_reach_each_other_across_hosts(cluster):
+    nets = network_on_all(cluster)
+    ctrs = [h.dockerd.run(net) for h, net in zip(cluster.hosts, nets)]
+    assert len({c.address for c in ctrs}) == 3  # one address plan
+    for ctr in ctrs:
+        for other in ctrs:
+            if other is not ctr:
+                assert reaches(ctr, other), f"{ctr.address} cannot reach {other.address}"
+    # One gateway address, and every host answers for it on its own bridge:
+    # nothing crosses the underlay for it.
+    gateway = nets[0].pool(False)["Gateway"]
+    assert {net.pool(False)["Gateway"] for net in nets} == {gateway}
+    counters = [h.host.vxlan_counter() for h in cluster.hosts]
+    for ctr in ctrs:
+        assert ctr.sandbox.ping(gateway)
+    assert [c.packets() for c in counters] == [0, 0, 0]
+    # Each host holds exactly the other hosts' endpoints.
+    for host, net, ctr in zip(cluster.hosts, nets, ctrs):
+        assert set(remote_neighbours(host, net)) == {bare(c.address) for c in ctrs if c is not ctr}
+
+
+def test_concurrent_allocations_are_distinct(cluster):
+    nets = network_on_all(cluster)
+
+    def allocate(host, net):
+        return host.dockerd.client.ok("IpamDriver.RequestAddress", {
+            "PoolID": net.pool(False)["PoolID"], "Address": "", "Options": None})["Address"]
+
+    jobs = [(h, n) for h, n in zip(cluster.hosts, nets) for _ in range(20)]
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        got = list(pool.map(lambda job: allocate(*job), jobs))
+    assert len(got) == 60 and len(set(got)) == 60
+    assert nets[0].pool(False)["Gateway"] not in got
+
+
+def test_address_held_on_one_host_is_refused_on_another(cluster):
+    a, b, _ = cluster.hosts
+    net_a, net_b, _ = network_on_all(cluster)
+    a.dockerd.client.ok("IpamDriver.RequestAddress", {
+        "PoolID": net_a.pool(False)["PoolID"], "Address": "10.90.0.50", "Options": None})
+    with pytest.raises(ProtocolError) as refused:
+        b.dockerd.client.ok("IpamDriver.RequestAddress", {
+            "PoolID": net_b.pool(False)["PoolID"], "Address": "10.90.0.50", "Options": None})
+    assert refused.value.status == 409 and "10.90.0.50" in refused.value.body["Err"]
+
+
+def test_dead_host_leaves_the_others_and_comes_back(cluster):
+    a, b, c = cluster.hosts
+    nets = network_on_all(cluster)
+    ctrs = [h.dockerd.run(net) for h, net in zip(cluster.hosts, nets)]
+    assert reaches(ctrs[0], ctrs[2])
+    gone = bare(ctrs[2].address)
+
+    c.kill()
+    killed = time.monotonic()
+    for host, net in zip((a, b), nets):
+        wait_for(lambda: gone not in remote_neighbours(host, net), timeout=LEASE_TTL + MARGIN, interval=0.2,
+                 what=f"{host.id} to drop the dead host's endpoint")
+    print(f"dead host's endpoint dropped after {time.monotonic() - killed:.1f}s")
+    assert reaches(ctrs[0], ctrs[1])  # the living are untouched
+
+    c.start()  # its start-up reconcile publishes its endpoints again
+    for host, net in zip((a, b), nets):
+        wait_for(lambda: gone in remote_neighbours(host, net), timeout=MARGIN, interval=0.2,
+                 what=f"{host.id} to see the restarted host's endpoint")
+    assert reaches(ctrs[0], ctrs[2]) and reaches(ctrs[2], ctrs[1])
+
+
+def test_etcd_outage_keeps_traffic_and_fails_new_calls_fast(cluster):
+    a, b, _ = cluster.hosts
+    net_a, net_b, _ = network_on_all(cluster)
+    ctr_a, ctr_b = a.dockerd.run(net_a), b.dockerd.run(net_b)
+    assert reaches(ctr_a, ctr_b)
+
+    cluster.etcd.stop()
+    assert ctr_a.sandbox.ping(ctr_b.address) and ctr_b.sandbox.ping(ctr_a.address)
+    began = time.monotonic()
+    status, reply = a.dockerd.client.call("IpamDriver.RequestAddress", {
+        "PoolID": net_a.pool(False)["PoolID"], "Address": "", "Options": None})
+    took = time.monotonic() - began
+    assert status >= 400 and "etcd" in reply["Err"].lower(), reply
+    assert took < 10, f"a call needing etcd took {took:.1f}s to fail"
+    assert ctr_a.sandbox.ping(ctr_b.address)  # still, after the failed call
+
+    cluster.etcd.start()
+    later = wait_for(lambda: _try_run(b, net_b), timeout=LEASE_TTL + MARGIN, interval=0.5,
+                     what="cluster calls to work again once etcd is back")
+    assert reaches(ctr_a, later)
+
+
+def _try_run(host, net):
+    try:
+        return host.dockerd.run(net)
+    except ProtocolError:
+        return None
+
+
+def test_one_host_deleting_the_network_leaves_it_to_the_others(cluster):
+    a, b, c = cluster.hosts
+    nets = network_on_all(cluster)
+    ctrs = [h.dockerd.run(net) for h, net in zip(cluster.hosts, nets)]
+    assert reaches(ctrs[0], ctrs[2])
+
+    c.dockerd.cleanup()  # its container stops and `docker network rm` runs there
+    assert ip("-n", c.ns, "link", "show", vxlan_name(nets[2].id), check=False).returncode != 0
+    gone = bare(ctrs[2].address)
+    for host, net in zip((a, b), nets):
+        wait_for(lambda: gone not in remote_neighbours(host, net), timeout=MARGIN, interval=0.2,
+                 what=f"{host.id} to drop the leaving host's endpoint")
+    assert reaches(ctrs[0], ctrs[1]) and reaches(ctrs[1], ctrs[0])
+    # and the others still allocate on it
+    assert a.dockerd.run(nets[0]).address not in {ctrs[0].address, ctrs[1].address}
