@@ -47,7 +47,7 @@ def _docker_sections(quick: bool) -> dict:
 
 
 def _sections(quick: bool) -> dict:
-    from . import footprint, ipam_scale, latency, profile, scale
+    from . import footprint, ipam_scale, latency, multihost, profile, scale
 
     return {
         "latency": lambda: latency.run(quick),
@@ -57,6 +57,7 @@ def _sections(quick: bool) -> dict:
         "ipam": lambda: ipam_scale.run(quick),
         "footprint": lambda: footprint.run(quick),
         "docker": lambda: _docker_sections(quick),
+        "multihost": lambda: multihost.run(quick),
     }
 
 

@@ -9,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")  # no display: files only
 import matplotlib.pyplot as plt  # noqa: E402
 
+from . import report_multihost  # noqa: E402
+
 MB = 1024  # KiB per MiB
 PAIR = "CreateEndpoint+Join"
 
@@ -82,6 +84,7 @@ FIXES = {
                   "difference beyond noise would be Pontoon's FORWARD rules, matched before "
                   "Docker's.",
 }
+FIXES |= report_multihost.FIXES
 
 
 def _verdict(ok: bool | None) -> str:
@@ -152,7 +155,7 @@ def summary_rows(res: dict) -> list[tuple]:
         rows.append(("7", f"iperf3 TCP container to container ({t['pairs']} pairs)",
                      f"{t['median_a'] / 1e9:.2f} Gbit/s", f"{t['median_b'] / 1e9:.2f} Gbit/s",
                      _ratio(t), "≥ 0.97", t["ratio"] >= 0.97, "throughput"))
-    return rows
+    return rows + report_multihost.rows(res)
 
 
 def write(res: dict, out: Path) -> None:
@@ -285,7 +288,7 @@ def _details(res: dict) -> list[str]:
                 lines.append(f"- {label}: " + ", ".join(f"{r:.3f}" for r in d["ratios"])
                              + f" (min {d['ratio_min']:.3f}, max {d['ratio_max']:.3f})")
         lines.append("")
-    return lines
+    return lines + report_multihost.details(res)
 
 
 def _plot_latency(lat: dict, path: Path) -> str:

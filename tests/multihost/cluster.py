@@ -71,9 +71,10 @@ class ClusterHost:
 
 class Cluster:
     """``clustered=False`` runs the same hosts as plain single-host Pontoons
-    (the harness's own test, and the bench's local baseline)."""
+    (the harness's own test); ``flags`` go to every host's server."""
 
-    def __init__(self, workdir: Path, hosts: int = 3, clustered: bool = True, env: dict[str, str] | None = None):
+    def __init__(self, workdir: Path, hosts: int = 3, clustered: bool = True, env: dict[str, str] | None = None,
+                 flags: tuple[str, ...] = ()):
         self.underlay = Underlay()
         self.etcd: Etcd | None = None
         self.hosts: list[ClusterHost] = []
@@ -83,8 +84,8 @@ class Cluster:
             for index in range(1, hosts + 1):
                 host = self.underlay.add_host()
                 host_id = f"host{index}"
-                flags = cluster_flags(self.etcd.url, host, host_id) if clustered else ()
-                self.hosts.append(ClusterHost(host, workdir / host_id, flags, env or {}))
+                own = cluster_flags(self.etcd.url, host, host_id) if clustered else ()
+                self.hosts.append(ClusterHost(host, workdir / host_id, own + flags, env or {}))
             for member in self.hosts:
                 member.start()
         except BaseException:

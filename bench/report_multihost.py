@@ -1,0 +1,81 @@
+"""The multi-host rows and section of docs/benchmarks.md (bench/multihost.py)."""
+from __future__ import annotations
+
+MB = 1024  # KiB per MiB
+
+FIXES = {
+    "mh_join": "The time from the call to the first reply is the calls on A, the etcd write of the "
+               "endpoint record, B's watch event and B's two netlink requests, then the first ARP "
+               "of B's container: when that ARP comes before B's entry, the container's kernel "
+               "waits a second before it asks again. The per-join times are listed in the section "
+               "below: a bimodal list (most near the median, some a second later) is that race.",
+    "mh_watch": "A host receives only its own lease's keep-alives and its own networks' events: "
+                "bytes above the idle rate while others work mean a watch wider than the host's "
+                "networks (a prefix that covers other networks, or a cluster-wide watch).",
+    "mh_pair": "A cluster call adds etcd round trips (an address is one create-if-absent "
+               "transaction, an endpoint record one put on the lease) to the local calls' work.",
+    "mh_scale": "Nothing per endpoint should read every endpoint: a rising ratio points at a read "
+                "of a whole prefix per call (or at the machine's load: rerun first).",
+}
+
+
+def _ratio(r: dict) -> str:
+    return f"{r['ratio']:.3f} ({r['ratio_p25']:.3f}–{r['ratio_p75']:.3f})"
+
+
+def rows(res: dict) -> list[tuple]:
+    """(number, benchmark, pontoon, baseline, ratio, target, met, key), as report.summary_rows."""
+    mh = res.get("multihost")
+    if not mh:
+        return []
+    out = []
+    if "join" in mh:
+        j = mh["join"]
+        out.append(("8", f"Join on host A to first reply from host B ({j['count']} endpoints), p50 / p99",
+                    f"{j['p50_ms']:.0f} / {j['p99_ms']:.0f} ms", "—", "—", "p50 ≤ 100 ms, p99 ≤ 500 ms",
+                    j["p50_ms"] <= 100 and j["p99_ms"] <= 500, "mh_join"))
+    if "watch" in mh:
+        w = mh["watch"]
+        out.append(("8", f"bytes/s from etcd to a host while others make and delete {w['endpoints']} endpoints "
+                    f"elsewhere, vs idle ({w['pairs']} pairs)", f"{w['median_a']:.0f} B/s", f"{w['median_b']:.0f} B/s",
+                    _ratio(w), "≤ 1.2", w["ratio"] <= 1.2, "mh_watch"))
+    if "pair" in mh:
+        p = mh["pair"]
+        out.append(("8", f"RequestAddress + CreateEndpoint + Join, cluster vs local network ({p['pairs']} pairs)",
+                    f"{p['median_a'] * 1000:.1f} ms", f"{p['median_b'] * 1000:.1f} ms", _ratio(p), "≤ 2",
+                    p["ratio"] <= 2, "mh_pair"))
+    if "scale" in mh:
+        s = mh["scale"]
+        r = s["ratio"]
+        out.append(("8", f"endpoint {s['endpoints']} across 3 hosts vs 10th (RequestAddress … Join)",
+                    f"{r['late_ms']:.1f} ms", f"{r['early_ms']:.1f} ms", f"{r['ratio']:.2f}", "≤ 1.2",
+                    r["ratio"] <= 1.2, "mh_scale"))
+    if "iperf" in mh:
+        t = mh["iperf"]
+        out.append(("8", f"iperf3 TCP across hosts (VXLAN) vs on one host ({t['pairs']} pairs)",
+                    f"{t['median_a'] / 1e9:.2f} Gbit/s", f"{t['median_b'] / 1e9:.2f} Gbit/s", _ratio(t),
+                    "reported", None, ""))
+    return out
+
+
+def details(res: dict) -> list[str]:
+    mh = res.get("multihost")
+    if not mh:
+        return []
+    lines = ["## 8. Multi-host (etcd + VXLAN)", "",
+             "Namespace hosts on one underlay bridge, a real etcd on it, one clustered Pontoon and "
+             "fake dockerd per host (tests/multihost). The pair baseline is a plain Pontoon in "
+             "another host of the same underlay."]
+    if "join" in mh:
+        lines += ["", "Call to first reply, ms: " + ", ".join(f"{x:.0f}" for x in mh["join"]["ms"])]
+    if "scale" in mh:
+        lines += ["", "Cost as endpoints grow (3 hosts, one network on all three): etcd keys, bytes each "
+                  "host received from etcd since the network was made, RSS of each host's server.", "",
+                  "| endpoints | etcd keys | received from etcd (per host) | RSS (per host) |",
+                  "| --- | --- | --- | --- |"]
+        for p in mh["scale"]["points"]:
+            lines.append(f"| {p['endpoints']} | {p['etcd_keys']} | "
+                         + " / ".join(f"{b / 1024:.0f} KiB" for b in p["rx_bytes"]) + " | "
+                         + " / ".join(f"{k / MB:.1f} MiB" for k in p["rss_kib"]) + " |")
+    lines.append("")
+    return lines
