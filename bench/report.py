@@ -10,6 +10,7 @@ matplotlib.use("Agg")  # no display: files only
 import matplotlib.pyplot as plt  # noqa: E402
 
 from . import report_multihost  # noqa: E402
+from .stats import ratio_text as _ratio  # noqa: E402
 
 MB = 1024  # KiB per MiB
 PAIR = "CreateEndpoint+Join"
@@ -89,10 +90,6 @@ FIXES |= report_multihost.FIXES
 
 def _verdict(ok: bool | None) -> str:
     return "n/a" if ok is None else ("**met**" if ok else "**missed**")
-
-
-def _ratio(r: dict) -> str:
-    return f"{r['ratio']:.3f} ({r['ratio_p25']:.3f}–{r['ratio_p75']:.3f})"
 
 
 def summary_rows(res: dict) -> list[tuple]:

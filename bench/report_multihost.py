@@ -1,6 +1,8 @@
 """The multi-host rows and section of docs/benchmarks.md (bench/multihost.py)."""
 from __future__ import annotations
 
+from .stats import ratio_text as _ratio
+
 MB = 1024  # KiB per MiB
 
 FIXES = {
@@ -17,10 +19,6 @@ FIXES = {
     "mh_scale": "Nothing per endpoint should read every endpoint: a rising ratio points at a read "
                 "of a whole prefix per call (or at the machine's load: rerun first).",
 }
-
-
-def _ratio(r: dict) -> str:
-    return f"{r['ratio']:.3f} ({r['ratio_p25']:.3f}–{r['ratio_p75']:.3f})"
 
 
 def rows(res: dict) -> list[tuple]:

@@ -36,3 +36,8 @@ def pair_ratios(pairs: list[tuple[float, float]]) -> dict:
         "ratio_max": max(ratios),
         "ratios": ratios,
     }
+
+
+def ratio_text(r: dict) -> str:
+    """A pair_ratios summary as the report prints it: median (p25–p75)."""
+    return f"{r['ratio']:.3f} ({r['ratio_p25']:.3f}–{r['ratio_p75']:.3f})"
