@@ -65,7 +65,12 @@ def details(res: dict) -> list[str]:
              "fake dockerd per host (tests/multihost). The pair baseline is a plain Pontoon in "
              "another host of the same underlay."]
     if "join" in mh:
-        lines += ["", "Call to first reply, ms: " + ", ".join(f"{x:.0f}" for x in mh["join"]["ms"])]
+        j = mh["join"]
+        lines += ["", "Join to first reply, ms: " + ", ".join(f"{x:.0f}" for x in j["ms"]),
+                  "", f"Of which after the fake dockerd had set up the sandbox (p50 {j['ready_p50_ms']:.0f} ms, "
+                  f"p99 {j['ready_p99_ms']:.0f} ms), ms: " + ", ".join(f"{x:.0f}" for x in j["ready_to_reply_ms"]),
+                  "The rest is the fake dockerd's `ip` processes moving and configuring the interface, "
+                  "which a real dockerd does in-process through netlink."]
     if "scale" in mh:
         lines += ["", "Cost as endpoints grow (3 hosts, one network on all three): etcd keys, bytes each "
                   "host received from etcd since the network was made, RSS of each host's server.", "",
