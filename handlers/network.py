@@ -28,21 +28,24 @@ from spec.errors import BadRequest, Conflict, found
 from . import options as opts
 from . import ports
 from .rollback import Rollback
+from .segment import LocalSegment, Segment
 from .store import NetworkStore
 
 Transaction = Callable[[], ContextManager[NetworkStore]]
 
 
 class NetworkDriver:
-    def __init__(self, transaction: Transaction, snapshot: Transaction, links, firewall):
+    def __init__(self, transaction: Transaction, snapshot: Transaction, links, firewall,
+                 segment: Segment | None = None):
         self._tx = transaction
         self._snapshot = snapshot
         self._links = links
         self._firewall = firewall
+        self._segment = segment or LocalSegment()
 
     # -- capabilities and no-ops ------------------------------------------------
     def get_capabilities(self, _body: dict) -> dict:
-        return {"Scope": "local", "ConnectivityScope": "local"}
+        return {"Scope": "local", "ConnectivityScope": self._segment.connectivity}
 
     def nothing_to_do(self, _body: dict) -> dict:
         """Discovery and swarm allocation calls: a local driver has nothing to do."""
@@ -65,6 +68,7 @@ class NetworkDriver:
         self._links.check_bridge_name(bridge)
         network = {"id": network_id, "bridge": bridge, "options": options.to_dict(),
                    "ipv4": ipv4, "ipv6": ipv6, "request": request}
+        network.update(self._segment.prepare(network))
         spec = bridge_spec(network)
         with Rollback() as rollback:
             network["bridge_created"] = self._links.create_bridge(spec)
@@ -75,6 +79,8 @@ class NetworkDriver:
             # in the base chains and jumps it needs in the same restore.)
             rollback.undo(f"remove firewall rules of {bridge}", self._firewall.remove_network, network_rules(network))
             self._firewall.add_network(network_rules(network))
+            rollback.undo(f"detach {bridge} from its segment", self._segment.detach, network)
+            self._segment.attach(network)
             # Not guarded: two concurrent creates of one network ID with
             # different settings, or of one explicit bridge name, share the
             # bridge (and, for one ID, the rules) that the loser's undo
@@ -109,6 +115,8 @@ class NetworkDriver:
             self._firewall.remove_network(rules)
             for endpoint in endpoints:
                 self._delete_veth(network, endpoint, rollback)
+            rollback.undo(f"attach {network['bridge']} to its segment again", self._segment.attach, network)
+            self._segment.detach(network)
             self._links.delete_bridge(bridge_spec(network), network["bridge_created"])
             with self._tx() as tx:
                 # Read again: dockerd creates no endpoint on a network it is
@@ -158,6 +166,8 @@ class NetworkDriver:
             # no stored endpoint owns it.
             rollback.undo(f"delete veth {host_name}", self._links.delete_veth, host_name)
             self._links.create_veth(veth_spec(network, endpoint))
+            rollback.undo(f"unpublish endpoint {endpoint_id}", self._segment.unpublish, network, endpoint)
+            self._segment.publish(network, endpoint)
             with self._tx() as tx:
                 # What a concurrent request may have changed since the snapshot.
                 self._network(tx, network_id)
@@ -179,6 +189,8 @@ class NetworkDriver:
         with Rollback() as rollback:
             if network is not None:
                 self._unpublish(network, endpoint, rollback)
+                rollback.undo(f"publish endpoint {endpoint['id']} again", self._segment.publish, network, endpoint)
+                self._segment.unpublish(network, endpoint)
             self._delete_veth(network, endpoint, rollback)
             with self._tx() as tx:
                 tx.delete_endpoint(endpoint["id"])
@@ -325,6 +337,7 @@ class NetworkDriver:
             [network_rules(n) for n in networks.values()],
             [endpoint_ports(networks[e["network_id"]], e) for e in endpoints if e["ports"]],
         )
+        changes += self._segment.reconcile(list(networks.values()))
         return changes
 
     # -- lookups -------------------------------------------------------------------

@@ -44,22 +44,7 @@ class IpamDriver:
 
     def request_pool(self, body: dict) -> dict:
         """{"AddressSpace": "LocalDefault", "Pool": "", "SubPool": "", "V6": false, "Options": {}}"""
-        space = body.get("AddressSpace")
-        if space not in (LOCAL_SPACE, GLOBAL_SPACE):
-            raise BadRequest(f'AddressSpace "{space}" is not {LOCAL_SPACE} or {GLOBAL_SPACE}')
-        version = 6 if body.get("V6") else 4
-        pool_text, sub_text = body.get("Pool") or "", body.get("SubPool") or ""
-        if sub_text and not pool_text:
-            raise BadRequest(f'SubPool "{sub_text}" given without a Pool')
-        net = sub = None
-        if pool_text:
-            net = values.network("Pool", pool_text)
-            if net.version != version:
-                raise BadRequest(f'Pool "{pool_text}" is IPv{net.version} but V6 is {version == 6}')
-            if sub_text:
-                sub = values.network("SubPool", sub_text, version)
-                if not sub.subnet_of(net):
-                    raise BadRequest(f'SubPool "{sub_text}" is not inside Pool "{pool_text}"')
+        space, version, net, sub = parse_pool_request(body)
         with self._transaction() as tx:
             if net is None:
                 net = self._pick_default(tx, version)
@@ -150,6 +135,27 @@ class IpamDriver:
     @staticmethod
     def _pool(tx: IpamStore, pool_id: str) -> dict:
         return found(tx.get_pool(pool_id), f'PoolID "{pool_id}" is not a pool held by this driver')
+
+
+def parse_pool_request(body: dict) -> tuple[str, int, IPNetwork | None, IPNetwork | None]:
+    """RequestPool's address space, IP version, Pool and SubPool, checked."""
+    space = body.get("AddressSpace")
+    if space not in (LOCAL_SPACE, GLOBAL_SPACE):
+        raise BadRequest(f'AddressSpace "{space}" is not {LOCAL_SPACE} or {GLOBAL_SPACE}')
+    version = 6 if body.get("V6") else 4
+    pool_text, sub_text = body.get("Pool") or "", body.get("SubPool") or ""
+    if sub_text and not pool_text:
+        raise BadRequest(f'SubPool "{sub_text}" given without a Pool')
+    net = sub = None
+    if pool_text:
+        net = values.network("Pool", pool_text)
+        if net.version != version:
+            raise BadRequest(f'Pool "{pool_text}" is IPv{net.version} but V6 is {version == 6}')
+        if sub_text:
+            sub = values.network("SubPool", sub_text, version)
+            if not sub.subnet_of(net):
+                raise BadRequest(f'SubPool "{sub_text}" is not inside Pool "{pool_text}"')
+    return space, version, net, sub
 
 
 def methods(driver: IpamDriver) -> dict:

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import os
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from ipam_plugin.allocator import PoolBase
 
@@ -38,6 +40,14 @@ class Settings:
     # Where the host's /proc/sys/net is writable: the managed plugin binds
     # it elsewhere, since dockerd mounts /proc/sys read-only in plugins.
     sysctl_net_dir: str = "/proc/sys/net"
+    # Multi-host (see plugin/cluster.py): empty keeps the single-host plugin.
+    etcd_endpoints: list[str] = field(default_factory=list)
+    advertise_addr: str = ""  # empty: the source address of the route to the first endpoint
+    host_id: str = ""  # empty: derived from /etc/machine-id
+
+    @property
+    def clustered(self) -> bool:
+        return bool(self.etcd_endpoints)
 
     @property
     def socket_path(self) -> str:
@@ -48,7 +58,7 @@ class Settings:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
-LIST_FIELDS = ("default_pools", "default_pools_v6")
+LIST_FIELDS = ("default_pools", "default_pools_v6", "etcd_endpoints")
 INT_FIELDS = ("workers", "threads")
 
 
@@ -57,7 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name in FIELDS:
         flag = "--" + name.replace("_", "-")
         help_text = f"(env PONTOON_{name.upper()})"
-        if name in LIST_FIELDS:
+        if name == "etcd_endpoints":
+            parser.add_argument(flag, help="comma-separated etcd URLs, e.g. http://10.0.0.5:2379 " + help_text)
+        elif name in LIST_FIELDS:
             parser.add_argument(flag, help="comma-separated CIDR:SIZE " + help_text)
         else:
             parser.add_argument(flag, help=help_text)
@@ -123,4 +135,24 @@ def _validate(s: Settings) -> Settings:
             raise ConfigError(str(exc)) from None
         if any((b.base.version == 6) != v6 for b in bases):
             raise ConfigError(f"default_pools{'_v6' if v6 else ''} mixes address families")
+    if s.clustered:
+        _validate_cluster(s)
     return s
+
+
+def _validate_cluster(s: Settings) -> None:
+    for url in s.etcd_endpoints:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"etcd_endpoints: {url!r} is not an http(s)://host:port URL")
+    if s.workers != 1:
+        # One lease and one watch per network per host: they live in the one
+        # worker (see cluster/host.py), so a second worker would be a second host.
+        raise ConfigError(f"workers={s.workers}: a cluster member serves with one worker (use threads)")
+    if s.advertise_addr:
+        try:
+            ipaddress.ip_address(s.advertise_addr)
+        except ValueError:
+            raise ConfigError(f"advertise_addr {s.advertise_addr!r} is not an IP address") from None
+    if s.host_id and not all(c.isalnum() or c in "-_." for c in s.host_id):
+        raise ConfigError(f"host_id {s.host_id!r} may hold letters, digits, '-', '_' and '.' only")

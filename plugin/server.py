@@ -106,6 +106,7 @@ def serve(settings: Settings) -> None:
         # gunicorn's control socket sits at one path per user: two Pontoon
         # instances would fight over it, and nothing here needs it.
         "control_socket_disable": True,
+        **({"post_worker_init": lambda _worker: plugin.worker_started()} if plugin.worker_started else {}),
     })
     _wait_reconcile(reconciling)
     # The collector was off while starting (plugin.cli). What start-up built

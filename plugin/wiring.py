@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from datapath.firewall import Firewall
 from datapath.links import Links
@@ -25,6 +25,8 @@ class Plugin:
     store: Store
     network: network.NetworkDriver
     app: Flask
+    # What the worker runs when it starts (cluster mode: rejoin the cluster).
+    worker_started: Callable[[], None] | None = None
 
 
 def chain_prefix(name: str) -> str:
@@ -41,14 +43,24 @@ def _links(settings: Settings, crash) -> Links:
 
 
 def build_network_driver(settings: Settings, store: Store, links=None, firewall=None,
-                         crash: testhook.Hook | None = None) -> network.NetworkDriver:
+                         crash: testhook.Hook | None = None, segment=None) -> network.NetworkDriver:
     """The network driver alone, without Flask: all the start-up reconcile
     needs (the crash hook fires only inside requests, so reconcile has none).
     ``links`` and ``firewall`` as for ``build``."""
     firewall = firewall or Firewall(os.path.join(settings.state_dir, "firewall.lock"), faults=crash,
                                     chain_prefix=chain_prefix(settings.name),
                                     sysctl=Sysctl(settings.sysctl_net_dir))
-    return network.NetworkDriver(store.transaction, store.snapshot, links or _links(settings, crash), firewall)
+    if segment is None and settings.clustered:
+        segment = _room(settings, store).segment  # the reconcile child: VXLAN devices only
+    return network.NetworkDriver(store.transaction, store.snapshot, links or _links(settings, crash), firewall,
+                                 segment)
+
+
+def _room(settings: Settings, store: Store):
+    """Cluster mode's pieces; imported only in cluster mode."""
+    from .cluster import Room
+
+    return Room(settings, store)
 
 
 def build(settings: Settings, links=None, firewall=None) -> Plugin:
@@ -61,8 +73,12 @@ def build(settings: Settings, links=None, firewall=None) -> Plugin:
     crash = testhook.from_env()
     store = Store(settings.state_dir, before_commit=crash and (lambda: crash(testhook.COMMIT)))
     links = links or _links(settings, crash)
-    network_driver = build_network_driver(settings, store, links, firewall, crash)
+    room = _room(settings, store) if settings.clustered else None
+    network_driver = build_network_driver(settings, store, links, firewall, crash, room and room.segment)
     ipam_driver = ipam.IpamDriver(store.transaction, links.host_routes,
                                   settings.pools(v6=False), settings.pools(v6=True))
+    if room is not None:
+        ipam_driver = room.wrap_ipam(ipam_driver, links.host_routes,
+                                     settings.pools(v6=False), settings.pools(v6=True))
     app = create_app({**network.methods(network_driver), **ipam.methods(ipam_driver)})
-    return Plugin(store, network_driver, app)
+    return Plugin(store, network_driver, app, room and room.worker_started)

@@ -1,0 +1,330 @@
+"""etcd through its JSON gateway, on etcd3gw, plus what etcd3gw lacks.
+
+etcd3gw gives HTTP calls for the v3 API (range, txn, put, lease grant and
+keep-alive). Written here, once:
+
+- bounded calls: every request has a connect and a read timeout of a few
+  seconds and tries the endpoints in turn, so a call that needs etcd fails
+  with ``EtcdUnavailable`` (503, naming the endpoints and the cause) while
+  etcd is down, instead of hanging a dockerd request;
+- chunked prefix reads (``read_prefix``): ``limit`` keys per request, all at
+  one revision, so a large prefix is never one huge reply;
+- create-if-absent transactions (``create``): the compare on
+  ``create_revision == 0`` that every cluster allocation rests on;
+- a lease with a keep-alive thread (``Lease``);
+- a watch supervisor (``Watch``): read a prefix at revision R, watch from
+  R+1, and read again when the stream breaks or etcd says R was compacted.
+
+Keys and values are ``str`` here; the base64 of the gateway stays inside.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import socket
+import threading
+from dataclasses import dataclass
+from typing import Callable, Iterator
+from urllib.parse import urlsplit
+
+import requests
+from etcd3gw.client import Etcd3Client
+from etcd3gw import exceptions as etcd_errors
+
+from spec.errors import ProtocolError
+
+log = logging.getLogger("pontoon.cluster")
+
+# Per HTTP call: connecting to a live etcd takes milliseconds, a commit a
+# few; a dockerd call must fail within a few seconds when etcd is gone.
+CONNECT_TIMEOUT_S = 1.0
+READ_TIMEOUT_S = 2.0
+CHUNK = 500  # keys per range request of a prefix read
+RETRY_PAUSE_S = 1.0  # between attempts of a broken watch or keep-alive
+
+
+class EtcdUnavailable(ProtocolError):
+    """etcd could not be reached or did not answer in time."""
+
+    status = 503
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def _unb64(text: str | None) -> str:
+    return base64.b64decode(text or "").decode()
+
+
+def prefix_end(prefix: str) -> str:
+    """The first key after every key starting with ``prefix`` (etcd's range_end)."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+@dataclass(frozen=True)
+class KeyValue:
+    key: str
+    value: str
+    create_revision: int
+    mod_revision: int
+    lease: int
+
+
+def _kv(raw: dict) -> KeyValue:
+    return KeyValue(_unb64(raw["key"]), _unb64(raw.get("value")), int(raw.get("create_revision", 0)),
+                    int(raw.get("mod_revision", 0)), int(raw.get("lease", 0)))
+
+
+class Etcd:
+    """One client per endpoint URL; calls stick to the last one that answered."""
+
+    def __init__(self, endpoints: list[str], timeout: tuple[float, float] = (CONNECT_TIMEOUT_S, READ_TIMEOUT_S)):
+        self.endpoints = list(endpoints)
+        self._clients = []
+        for url in self.endpoints:
+            parts = urlsplit(url)
+            # api_path given: etcd3gw would otherwise ask /version on first
+            # use, one more round trip. 3.4+ serves /v3/ (the issue's floor).
+            self._clients.append(Etcd3Client(host=parts.hostname, port=parts.port or 2379,
+                                             protocol=parts.scheme or "http", timeout=timeout,
+                                             api_path="/v3/"))
+        self._current = 0
+        self.chunk = CHUNK
+
+    def call(self, path: str, body: dict, stream: bool = False):
+        """POST one v3 gateway call; the JSON reply, or the open response if ``stream``."""
+        errors = []
+        for i in range(len(self._clients)):
+            index = (self._current + i) % len(self._clients)
+            client = self._clients[index]
+            try:
+                if stream:
+                    resp = client.session.post(client.get_url(path), json=body, stream=True,
+                                               timeout=(client.timeout[0], None))
+                    resp.raise_for_status()
+                    result = resp
+                else:
+                    result = client.post(client.get_url(path), json=body)
+            except (etcd_errors.ConnectionFailedError, etcd_errors.ConnectionTimeoutError,
+                    requests.RequestException) as exc:
+                errors.append(f"{self.endpoints[index]}: {_short(exc)}")
+                continue
+            except etcd_errors.Etcd3Exception as exc:
+                raise EtcdUnavailable(f"etcd refused {path}: {_short(exc)}") from None
+            self._current = index
+            return result
+        raise EtcdUnavailable("etcd is unreachable (" + "; ".join(errors) + ")")
+
+    # -- reads ---------------------------------------------------------------
+    def get(self, key: str) -> KeyValue | None:
+        reply = self.call("/kv/range", {"key": _b64(key)})
+        kvs = reply.get("kvs") or []
+        return _kv(kvs[0]) if kvs else None
+
+    def range(self, start: str, end: str, revision: int = 0, keys_only: bool = False) -> list[KeyValue]:
+        """One chunk of [start, end): at most ``chunk`` keys."""
+        return self._range(start, end, revision, keys_only)[0]
+
+    def _range(self, start: str, end: str, revision: int, keys_only: bool) -> tuple[list[KeyValue], int, bool]:
+        body = {"key": _b64(start), "range_end": _b64(end), "limit": self.chunk}
+        if revision:
+            body["revision"] = revision
+        if keys_only:
+            body["keys_only"] = True
+        reply = self.call("/kv/range", body)
+        return [_kv(r) for r in reply.get("kvs") or []], int(reply["header"]["revision"]), bool(reply.get("more"))
+
+    def read_prefix(self, prefix: str) -> tuple[list[KeyValue], int]:
+        """Every key under ``prefix`` at one revision, ``chunk`` keys per call;
+        returns them and that revision."""
+        out: list[KeyValue] = []
+        start, end, revision = prefix, prefix_end(prefix), 0
+        while True:
+            page, at, more = self._range(start, end, revision, False)
+            revision = revision or at
+            out += page
+            if not more or not page:
+                return out, revision
+            start = page[-1].key + "\0"
+
+    # -- writes ----------------------------------------------------------------
+    def txn(self, compare: list[dict], success: list[dict], failure: list[dict] | None = None) -> dict:
+        return self.call("/kv/txn", {"compare": compare, "success": success, "failure": failure or []})
+
+    def create(self, key: str, value: str, lease: int = 0, also: list[dict] | None = None) -> bool:
+        """Put ``key`` only if it does not exist (and ``also``'s operations
+        with it, atomically); whether this call created it."""
+        reply = self.txn([absent(key)], [put_op(key, value, lease)] + list(also or []))
+        return bool(reply.get("succeeded"))
+
+    def put(self, key: str, value: str, lease: int = 0) -> None:
+        self.call("/kv/put", put_op(key, value, lease)["request_put"])
+
+    def delete(self, key: str) -> None:
+        self.call("/kv/deleterange", {"key": _b64(key)})
+
+    def compact(self, revision: int) -> None:
+        self.call("/kv/compaction", {"revision": revision, "physical": True})
+
+
+# -- transaction parts --------------------------------------------------------------
+def absent(key: str) -> dict:
+    return {"key": _b64(key), "target": "CREATE", "result": "EQUAL", "create_revision": 0}
+
+
+def unchanged(kv: KeyValue) -> dict:
+    return {"key": _b64(kv.key), "target": "MOD", "result": "EQUAL", "mod_revision": kv.mod_revision}
+
+
+def value_is(key: str, value: str) -> dict:
+    return {"key": _b64(key), "target": "VALUE", "result": "EQUAL", "value": _b64(value)}
+
+
+def put_op(key: str, value: str, lease: int = 0) -> dict:
+    op = {"key": _b64(key), "value": _b64(value)}
+    if lease:
+        op["lease"] = lease
+    return {"request_put": op}
+
+
+def delete_op(key: str, prefix: bool = False) -> dict:
+    op = {"key": _b64(key)}
+    if prefix:
+        op["range_end"] = _b64(prefix_end(key))
+    return {"request_delete_range": op}
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:200]
+
+
+class Lease:
+    """A lease and the thread that keeps it alive (at a third of its TTL).
+
+    If etcd stays away longer than the TTL, the lease is gone for good: the
+    thread grants a new one and calls ``on_new`` so the keys that rode on
+    the old one are written again (the host's liveness and its endpoints).
+    """
+
+    def __init__(self, etcd: Etcd, ttl: int, on_new: Callable[[int], None]):
+        self._etcd = etcd
+        self.ttl = ttl
+        self._on_new = on_new
+        self.id = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> int:
+        """Grant the lease (raising ``EtcdUnavailable``) and start keeping it."""
+        self.id = self._grant()
+        self._thread = threading.Thread(target=self._run, name="pontoon-lease", daemon=True)
+        self._thread.start()
+        return self.id
+
+    def _grant(self) -> int:
+        return int(self._etcd.call("/lease/grant", {"TTL": self.ttl, "ID": 0})["ID"])
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.ttl / 3):
+            try:
+                reply = self._etcd.call("/lease/keepalive", {"ID": self.id})
+                if int(reply.get("result", {}).get("TTL", 0)) > 0:
+                    continue
+                log.warning("lease %x expired while etcd was away: granting a new one", self.id)
+                self.id = self._grant()
+                self._on_new(self.id)
+            except EtcdUnavailable as exc:
+                log.warning("lease keep-alive failed: %s", exc)
+            except Exception:
+                log.exception("lease keep-alive failed")
+
+    def stop(self, revoke: bool = True) -> None:
+        self._stop.set()
+        if revoke and self.id:
+            try:
+                self._etcd.call("/kv/lease/revoke", {"ID": self.id})
+            except EtcdUnavailable:
+                pass  # it expires by itself
+
+
+class Watch:
+    """The supervisor of one prefix: ``on_sync`` gets the full set of keys
+    after every read (at start and after a break or a compaction), ``on_event``
+    each change in between, in revision order. Runs in a thread of its own
+    until ``stop``."""
+
+    def __init__(self, etcd: Etcd, prefix: str, on_sync: Callable[[list[KeyValue]], None],
+                 on_event: Callable[[str, KeyValue], None]):
+        self._etcd = etcd
+        self.prefix = prefix
+        self._on_sync = on_sync
+        self._on_event = on_event
+        self._stop = threading.Event()
+        self._response = None
+        self.resyncs = 0  # reads after the first: tests and inspect see them
+        self._thread = threading.Thread(target=self._run, name=f"pontoon-watch {prefix}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        response = self._response
+        # Closing the response from here would wait for the reader, blocked
+        # in recv; shutting the socket down wakes it (it then closes).
+        connection = getattr(response.raw, "connection", None) if response is not None else None
+        sock = getattr(connection, "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed
+
+    def _run(self) -> None:
+        first = True
+        while not self._stop.is_set():
+            try:
+                kvs, revision = self._etcd.read_prefix(self.prefix)
+                if not first:
+                    self.resyncs += 1
+                first = False
+                self._on_sync(kvs)
+                self._follow(revision + 1)
+            except EtcdUnavailable as exc:
+                log.warning("watch of %s: %s", self.prefix, exc)
+            except Exception:
+                if self._stop.is_set():
+                    return
+                log.exception("watch of %s broke", self.prefix)
+            self._stop.wait(RETRY_PAUSE_S)
+
+    def _follow(self, revision: int) -> None:
+        """Apply events from ``revision`` on; returns when a read is needed again."""
+        body = {"create_request": {"key": _b64(self.prefix), "range_end": _b64(prefix_end(self.prefix)),
+                                   "start_revision": revision, "progress_notify": True}}
+        self._response = self._etcd.call("/watch", body, stream=True)
+        try:
+            for line in _lines(self._response):
+                if self._stop.is_set():
+                    return
+                result = json.loads(line).get("result") or {}
+                if int(result.get("compact_revision") or 0):
+                    log.info("watch of %s fell behind a compaction: reading again", self.prefix)
+                    return
+                if result.get("canceled"):
+                    return
+                for event in result.get("events") or []:
+                    self._on_event(event.get("type", "PUT"), _kv(event["kv"]))
+        finally:
+            self._response.close()
+            self._response = None
+
+
+def _lines(response) -> Iterator[str]:
+    for line in response.iter_lines():
+        if line.strip():
+            yield line.decode()
+

@@ -1,0 +1,300 @@
+"""IpamDriver in cluster mode: allocate in etcd first, then record on this host.
+
+The cluster decides (which pool, which address), each decision an etcd
+transaction that creates its key only if absent, so two hosts never win the
+same one whatever the interleaving; a loser tries the next candidate. The
+local IpamDriver then records the decision in this host's store exactly as
+in single-host mode (its own checks stay the record of what this host's
+kernel may use). If recording fails, the cluster allocation is undone.
+Releases go the other way: this host's record first, then the cluster's, so
+a crash between the two leaves an allocation that the host's next start
+frees (``reconcile``), never an address two hosts both use.
+
+Pools: the same pool in the same address space on several hosts is one
+network. RequestPool joins it (a member key per host); ReleasePool ends this
+host's membership and the last member's removes the pool with all of its
+records. The gateway is one address for every host (the distributed
+gateway): the first host to ask fixes it, the others get the same.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+from typing import Callable, Iterable, Iterator
+
+from ipam_plugin import allocator
+from ipam_plugin.allocator import IPNetwork, PoolBase
+from ipam_plugin.driver import GATEWAY_TYPE, IpamDriver, parse_pool_request
+from spec import values
+from spec.errors import Conflict, NotFound
+
+from . import keys
+from .etcd import absent, delete_op, prefix_end, put_op, unchanged, value_is
+from .host import ClusterHost, addr_value
+
+GATEWAY_HOLDER = "*"  # the gateway's allocation belongs to every member, not one host
+
+
+class ClusterIpam:
+    def __init__(self, local: IpamDriver, host: ClusterHost, host_routes: Callable[[], Iterable[IPNetwork]],
+                 pools_v4: list[PoolBase], pools_v6: list[PoolBase]):
+        self._local = local
+        self._host = host
+        self._host_routes = host_routes
+        self._defaults = {4: pools_v4, 6: pools_v6}
+        self.get_capabilities = local.get_capabilities
+        self.get_default_address_spaces = local.get_default_address_spaces
+
+    @property
+    def _etcd(self):
+        return self._host.etcd
+
+    # -- pools -----------------------------------------------------------------------
+    def request_pool(self, body: dict) -> dict:
+        space, version, net, sub = parse_pool_request(body)
+        self._host.live()
+        if net is None:
+            net = self._create_default(space, version, body.get("Options") or {})
+            joined = True
+        else:
+            joined = self._join(space, net, sub, body.get("Options") or {})
+        try:
+            return self._local.request_pool({**body, "Pool": str(net)})
+        except Exception:
+            if joined:
+                self._leave(keys.pool_name(space, str(net)))
+            raise
+
+    def _pool_record(self, space: str, net: IPNetwork, sub: IPNetwork | None, options: dict) -> str:
+        return json.dumps({"space": space, "cidr": str(net), "sub": str(sub) if sub else "",
+                           "options": options}, sort_keys=True)
+
+    def _join(self, space: str, net: IPNetwork, sub: IPNetwork | None, options: dict) -> bool:
+        """Become a member of the cluster pool ``net`` (creating it when no host
+        holds it); whether this call made this host a member."""
+        name = keys.pool_name(space, str(net))
+        member = keys.members(name) + self._host.host_id
+        while True:
+            existing = self._etcd.get(keys.pool(name))
+            if existing is None:
+                self._refuse_overlap(space, net)
+                # The pool and this member in one step, only if both are new.
+                reply = self._etcd.txn([absent(keys.pool(name))],
+                                       [put_op(keys.pool(name), self._pool_record(space, net, sub, options)),
+                                        put_op(member, "")])
+                if reply.get("succeeded"):
+                    return True
+                continue  # another host created it meanwhile: join theirs
+            held = json.loads(existing.value)
+            if held["sub"] != (str(sub) if sub else ""):
+                raise Conflict(f"pool {net} is held in the cluster with --ip-range "
+                               f"\"{held['sub'] or 'none'}\", not \"{sub or 'none'}\"")
+            if self._etcd.get(member) is not None:
+                return False
+            # Rewriting the pool record bumps its revision, so a last member
+            # leaving at the same time (which compares it) cannot delete it.
+            reply = self._etcd.txn([unchanged(existing)],
+                                   [put_op(keys.pool(name), existing.value), put_op(member, "")])
+            if reply.get("succeeded"):
+                return True
+
+    def _refuse_overlap(self, space: str, net: IPNetwork) -> None:
+        for pool in self._cluster_pools(space, net.version):
+            if pool.overlaps(net):
+                raise Conflict(f"Pool {net} overlaps pool {pool} held in the cluster in {space}")
+
+    def _cluster_pools(self, space: str | None, version: int) -> list[IPNetwork]:
+        out = []
+        for kv in self._etcd.read_prefix(keys.ROOT + "pools/")[0]:
+            held_space, cidr = keys.cidr_of(kv.key.rsplit("/", 1)[1])
+            net = ipaddress.ip_network(cidr)
+            if net.version == version and space in (None, held_space):
+                out.append(net)
+        return out
+
+    def _create_default(self, space: str, version: int, options: dict) -> IPNetwork:
+        """A default pool no host holds (in any address space: their kernels
+        route them all) and no local route uses."""
+        taken = self._cluster_pools(None, version) + [r for r in self._host_routes() if r.version == version]
+        for candidate in allocator.candidates(self._defaults[version]):
+            if allocator.overlaps(candidate, taken) is not None:
+                continue
+            name = keys.pool_name(space, str(candidate))
+            reply = self._etcd.txn([absent(keys.pool(name))],
+                                   [put_op(keys.pool(name), self._pool_record(space, candidate, None, options)),
+                                    put_op(keys.members(name) + self._host.host_id, "")])
+            if reply.get("succeeded"):
+                return candidate
+            taken.append(candidate)  # another host took it first
+        raise Conflict(f"no free IPv{version} default pool left in the cluster")
+
+    def release_pool(self, body: dict) -> dict:
+        reply = self._local.release_pool(body)
+        space, cidr = _split_pool_id(body["PoolID"])
+        self._leave(keys.pool_name(space, cidr))
+        return reply
+
+    def _leave(self, name: str) -> None:
+        """End this host's membership; the last member removes the pool and
+        every record of its network."""
+        member = keys.members(name) + self._host.host_id
+        while True:
+            existing = self._etcd.get(keys.pool(name))
+            if existing is None:
+                self._etcd.delete(member)
+                return
+            others = [kv for kv in self._etcd.read_prefix(keys.members(name))[0] if kv.key != member]
+            ops = [delete_op(member), put_op(keys.pool(name), existing.value)]
+            if not others:
+                ops = [delete_op(member), delete_op(keys.pool(name)), delete_op(keys.gateway(name)),
+                       delete_op(keys.addrs(name), prefix=True), delete_op(keys.net(name))]
+                net_record = self._etcd.get(keys.net(name))
+                if net_record is not None:
+                    ops.append(delete_op(keys.vni(json.loads(net_record.value)["vni"])))
+            if self._etcd.txn([unchanged(existing)], ops).get("succeeded"):
+                return
+
+    # -- addresses -----------------------------------------------------------------------
+    def request_address(self, body: dict) -> dict:
+        space, cidr = _split_pool_id(body["PoolID"])
+        net = ipaddress.ip_network(cidr)
+        name = keys.pool_name(space, cidr)
+        self._host.live()
+        pool = self._etcd.get(keys.pool(name))
+        if pool is None:
+            raise NotFound(f'PoolID "{body["PoolID"]}" is not a pool held in the cluster')
+        gateway = (body.get("Options") or {}).get("RequestAddressType") == GATEWAY_TYPE
+        given = values.address("Address", body["Address"], net.version) if body.get("Address") else None
+        if gateway:
+            addr, ours = self._gateway(name, net, given), False
+        elif given is not None:
+            addr, ours = self._claim_given(name, net, int(given)), True
+        else:
+            addr, ours = self._claim_lowest(name, net, json.loads(pool.value)["sub"]), True
+        try:
+            return self._local.request_address({**body, "Address": str(ipaddress.ip_address(addr))})
+        except Exception:
+            if ours:
+                self._free(name, addr)
+            raise
+
+    def _gateway(self, name: str, net: IPNetwork, given) -> int:
+        """The pool's one gateway: fixed by the first host that asks."""
+        while True:
+            held = self._etcd.get(keys.gateway(name))
+            if held is not None:
+                addr = int(held.value)
+                if given is not None and int(given) != addr:
+                    raise Conflict(f"the cluster's gateway of pool {net} is {ipaddress.ip_address(addr)}, "
+                                   f"not {given}")
+                return addr
+            if given is not None:
+                candidates = iter([int(given)])
+            else:
+                first, last = allocator.usable_range(net)
+                candidates = self._free_from(name, first, last)
+            for addr in candidates:
+                reply = self._etcd.txn(
+                    [absent(keys.gateway(name)), absent(keys.addrs(name) + keys.hexaddr(addr))],
+                    [put_op(keys.gateway(name), str(addr)),
+                     put_op(keys.addrs(name) + keys.hexaddr(addr), addr_value(GATEWAY_HOLDER, "gateway"))])
+                if reply.get("succeeded"):
+                    return addr
+                if self._etcd.get(keys.gateway(name)) is not None:
+                    break  # another host fixed the gateway: take theirs
+                if given is not None:
+                    raise Conflict(f"Address {given} is already allocated in pool {net}")
+
+    def _claim(self, name: str, addr: int) -> bool:
+        hexa = keys.hexaddr(addr)
+        return self._etcd.create(keys.addrs(name) + hexa, addr_value(self._host.host_id, "address"),
+                                 also=[put_op(keys.held(self._host.host_id) + f"{name}/{hexa}", "")])
+
+    def _claim_given(self, name: str, net: IPNetwork, addr: int) -> int:
+        if self._claim(name, addr):
+            return addr
+        holder = self._etcd.get(keys.addrs(name) + keys.hexaddr(addr))
+        where = f" (by host {json.loads(holder.value)['host']})" if holder is not None else ""
+        raise Conflict(f"Address {ipaddress.ip_address(addr)} is already allocated in pool {net}{where}")
+
+    def _claim_lowest(self, name: str, net: IPNetwork, sub: str) -> int:
+        first, last = allocator.sub_range(net, ipaddress.ip_network(sub) if sub else None)
+        while True:
+            addr = next(self._free_from(name, first, last), None)
+            if addr is None:
+                raise Conflict(f"no free address left in {'range ' + sub + ' of ' if sub else ''}pool {net}")
+            if self._claim(name, addr):
+                return addr
+            first = addr + 1  # lost it to another host: the next one up
+
+    def _free_from(self, name: str, first: int, last: int) -> Iterator[int]:
+        """Free addresses in [first, last], lowest first, reading the
+        allocated keys in chunks only as far as needed."""
+        candidate = first
+        for taken in self._taken_from(name, first):
+            if taken > last:
+                break
+            while candidate < taken:
+                yield candidate
+                candidate += 1
+            candidate = max(candidate, taken + 1)
+        while candidate <= last:
+            yield candidate
+            candidate += 1
+
+    def _taken_from(self, name: str, first: int) -> Iterator[int]:
+        prefix = keys.addrs(name)
+        start = prefix + keys.hexaddr(first)
+        while True:
+            page = self._etcd.range(start, prefix_end(prefix), keys_only=True)
+            for kv in page:
+                yield int(kv.key[len(prefix):], 16)
+            if len(page) < self._etcd.chunk:
+                return
+            start = page[-1].key + "\0"
+
+    def _free(self, name: str, addr: int) -> None:
+        """Give back an address this host holds (a compare on the holder, so
+        one another host claimed since is never deleted)."""
+        hexa = keys.hexaddr(addr)
+        key = keys.addrs(name) + hexa
+        mine = value_is(key, addr_value(self._host.host_id, "address"))
+        held = keys.held(self._host.host_id) + f"{name}/{hexa}"
+        self._etcd.txn([mine], [delete_op(key), delete_op(held)], [delete_op(held)])
+
+    def release_address(self, body: dict) -> dict:
+        """The gateway's release ends nothing in the cluster: the pool's
+        other members keep using it until the last one leaves."""
+        reply = self._local.release_address(body)
+        space, cidr = _split_pool_id(body["PoolID"])
+        name = keys.pool_name(space, cidr)
+        addr = int(values.address("Address", body["Address"]))
+        gateway = self._etcd.get(keys.gateway(name))
+        if gateway is None or int(gateway.value) != addr:
+            self._free(name, addr)
+        return reply
+
+    # -- start-up ----------------------------------------------------------------------------
+    def reconcile(self, held_here: Callable[[], set[tuple[str, int]]]) -> int:
+        """Free the cluster allocations of this host that its store no longer
+        holds (a crash between the two releases, or a reset store); returns
+        how many went. ``held_here`` gives (pool name, address) pairs."""
+        mine = held_here()
+        return self._host.release_held(self._host.host_id, lambda pool, addr: (pool, addr) in mine)
+
+
+def _split_pool_id(pool_id: str) -> tuple[str, str]:
+    """PoolID is "<space>/<cidr>[/<sub cidr>]" (ipam_plugin.driver)."""
+    parts = pool_id.split("/")
+    if len(parts) < 3:
+        raise NotFound(f'PoolID "{pool_id}" is not a pool held by this driver')
+    return parts[0], f"{parts[1]}/{parts[2]}"
+
+
+def held_pairs(pools: list[dict], addresses: Callable[[str], list[tuple[int, str]]]) -> set[tuple[str, int]]:
+    """(pool name, address) of every non-gateway address in this host's store."""
+    out = set()
+    for pool in pools:
+        name = keys.pool_name(pool["space"], pool["cidr"])
+        out |= {(name, addr) for addr, kind in addresses(pool["id"]) if kind != "gateway"}
+    return out

@@ -1,0 +1,61 @@
+"""Where a network's segment is made and where its shared state lives.
+
+The network driver makes the bridge, veths and rules of every network; the
+segment is what a network has beyond this host. On one host there is
+nothing beyond it: ``LocalSegment`` does nothing, and the single-host path
+is the whole story. In a cluster (``cluster.segment.ClusterSegment``) the
+segment agrees the network's options with the other hosts, adds a VXLAN
+device to the bridge, publishes this host's endpoints and follows the
+others'. The driver calls these at fixed points of each method, each
+paired with its undo, and never asks which kind it has.
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Segment(Protocol):
+    connectivity: str  # GetCapabilities' ConnectivityScope
+
+    def prepare(self, network: dict) -> dict:
+        """Before anything is made: check (and settle) what must agree
+        beyond this host; returns fields to store with the network."""
+
+    def attach(self, network: dict) -> None:
+        """After the bridge exists: join the segment (idempotent)."""
+
+    def detach(self, network: dict) -> None:
+        """Before the bridge goes (idempotent)."""
+
+    def publish(self, network: dict, endpoint: dict) -> None:
+        """Make the endpoint known beyond this host (idempotent)."""
+
+    def unpublish(self, network: dict, endpoint: dict) -> None:
+        """Idempotent."""
+
+    def reconcile(self, networks: list[dict]) -> list[str]:
+        """At start, in the reconcile child: the kernel side only."""
+
+
+class LocalSegment:
+    """One host: the bridge is the whole segment."""
+
+    connectivity = "local"
+
+    def prepare(self, network: dict) -> dict:
+        return {}
+
+    def attach(self, network: dict) -> None:
+        pass
+
+    def detach(self, network: dict) -> None:
+        pass
+
+    def publish(self, network: dict, endpoint: dict) -> None:
+        pass
+
+    def unpublish(self, network: dict, endpoint: dict) -> None:
+        pass
+
+    def reconcile(self, networks: list[dict]) -> list[str]:
+        return []

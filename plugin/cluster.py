@@ -1,0 +1,94 @@
+"""Cluster mode's part of the composition root (--etcd-endpoints given).
+
+Imported only then: without --etcd-endpoints nothing of ``cluster`` (nor
+etcd3gw) is loaded. Builds the pieces ``plugin.wiring`` hands the drivers:
+the segment (``cluster.segment.ClusterSegment``) and the IPAM driver
+(``cluster.ipam.ClusterIpam`` around the local one), and says what the
+worker does when it starts.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import types
+
+from cluster.etcd import EtcdUnavailable
+from cluster.host import ClusterHost
+from cluster.identity import host_id
+from cluster.ipam import ClusterIpam, held_pairs
+from cluster.segment import ClusterSegment
+
+from .config import Settings
+from .store import Store
+
+log = logging.getLogger("pontoon.cluster")
+RETRY_S = 5
+
+
+def datapath_overlay(owner: str):
+    """The VXLAN datapath and its types (datapath.overlay), loaded on first need."""
+    from datapath import names, overlay
+
+    dp = types.SimpleNamespace(VxlanSpec=overlay.VxlanSpec, Peer=overlay.Peer,
+                               underlay_mtu=overlay.underlay_mtu, vxlan_name=names.vxlan_name)
+    return overlay.Overlay(owner), dp
+
+
+def cluster_host(settings: Settings) -> ClusterHost:
+    return ClusterHost(settings.etcd_endpoints, settings.host_id or host_id(settings.state_dir),
+                       settings.advertise_addr)
+
+
+class Room:
+    """Everything of cluster mode for one process."""
+
+    def __init__(self, settings: Settings, store: Store, overlay=None, dp=None):
+        self.host = cluster_host(settings)
+        self.store = store
+        if overlay is None:
+            overlay, dp = datapath_overlay(settings.name)
+        self.segment = ClusterSegment(self.host, overlay, dp)
+        self.ipam: ClusterIpam | None = None
+
+    def wrap_ipam(self, local, host_routes, pools_v4, pools_v6) -> ClusterIpam:
+        self.ipam = ClusterIpam(local, self.host, host_routes, pools_v4, pools_v6)
+        self.host.when_live(self._rejoin, self._republish)
+        return self.ipam
+
+    def _stored(self) -> tuple[list[dict], list[dict]]:
+        with self.store.snapshot() as tx:
+            return tx.list_networks(), tx.list_endpoints()
+
+    def _rejoin(self, lease: int) -> None:
+        """The first time this process has its lease: free the cluster's
+        addresses of this host that the store no longer holds, publish the
+        stored endpoints again and follow the stored networks' peers."""
+        with self.store.snapshot() as tx:
+            held = held_pairs(tx.list_pools(), tx.list_addresses)
+        freed = self.ipam.reconcile(lambda: held)
+        if freed:
+            log.info("reconcile: freed %d cluster address(es) this host no longer holds", freed)
+        self._republish(lease)
+
+    def _republish(self, lease: int) -> None:
+        self.segment.resume(*self._stored(), lease)
+
+    def worker_started(self) -> None:
+        """In the worker, at start: only when the store holds a cluster
+        network is etcd needed now (and then in a thread of its own, so a
+        missing etcd delays nothing); otherwise at the first call."""
+        networks, _ = self._stored()
+        if not any("cluster" in n for n in networks):
+            return
+
+        def connect() -> None:
+            while True:
+                try:
+                    self.host.live()
+                    return
+                except EtcdUnavailable as exc:
+                    log.warning("cluster networks stored but %s; retrying in %ds", exc, RETRY_S)
+                time.sleep(RETRY_S)
+
+        threading.Thread(target=connect, name="pontoon-rejoin", daemon=True).start()

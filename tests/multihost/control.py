@@ -1,0 +1,111 @@
+"""In-process cluster hosts for the control-plane tests: each with its own
+SQLite store, the real drivers and cluster code, a real etcd, and fake
+kernel parts (tests/unit/fakes.py, ``FakeOverlay``) recording what the
+datapath would be asked to do. The datapath itself is tested by the
+cross-host tests with real namespaces and VXLAN."""
+from __future__ import annotations
+
+import threading
+import types
+from dataclasses import dataclass
+
+from handlers import network
+from ipam_plugin import driver as ipam
+from plugin.app import create_app
+from plugin.cluster import Room
+from plugin.config import Settings
+from plugin.store import Store
+from tests.harness.client import Client, FlaskTransport
+from tests.harness.dockerd import FakeDockerd
+from tests.unit.fakes import FakeFirewall, FakeLinks
+
+UNDERLAY_MTU = 1500
+
+
+@dataclass(frozen=True)
+class VxlanSpec:
+    name: str
+    vni: int
+    local: str
+    bridge: str
+    mtu: int | None
+    port: int = 4789
+
+
+@dataclass(frozen=True)
+class Peer:
+    mac: str
+    address: str
+    vtep: str
+
+
+class FakeOverlay:
+    """The contract of datapath.overlay.Overlay, in memory."""
+
+    def __init__(self):
+        self.devices: dict[str, VxlanSpec] = {}
+        self.entries: dict[str, set[Peer]] = {}
+        self.lock = threading.Lock()
+
+    def create(self, spec):
+        with self.lock:
+            self.devices[spec.name] = spec
+            self.entries.setdefault(spec.name, set())
+
+    def delete(self, spec):
+        with self.lock:
+            self.devices.pop(spec.name, None)
+            self.entries.pop(spec.name, None)
+
+    def add_peer(self, spec, peer):
+        with self.lock:
+            self.entries.setdefault(spec.name, set()).add(peer)
+
+    def remove_peer(self, spec, peer):
+        with self.lock:
+            self.entries.get(spec.name, set()).discard(peer)
+
+    def sync_peers(self, spec, peers):
+        with self.lock:
+            before = self.entries.get(spec.name, set())
+            self.entries[spec.name] = set(peers)
+            return [f"+{p}" for p in peers - before] + [f"-{p}" for p in before - peers]
+
+    def peers(self, spec):
+        with self.lock:
+            return set(self.entries.get(spec.name, set()))
+
+    def all_peers(self) -> set[Peer]:
+        with self.lock:
+            return set().union(*self.entries.values()) if self.entries else set()
+
+
+DP = types.SimpleNamespace(VxlanSpec=VxlanSpec, Peer=Peer, underlay_mtu=lambda _local: UNDERLAY_MTU,
+                           vxlan_name=lambda network_id: "vx" + network_id[:12])
+
+
+class Host:
+    """One cluster member: ``client`` speaks the protocol as its dockerd would."""
+
+    def __init__(self, state_dir, etcd_url: str, host_id: str, advertise: str, ttl: int = 15):
+        settings = Settings(state_dir=str(state_dir), etcd_endpoints=[etcd_url], host_id=host_id,
+                            advertise_addr=advertise)
+        self.store = Store(settings.state_dir)
+        self.store.initialise()
+        self.overlay = FakeOverlay()
+        self.room = Room(settings, self.store, self.overlay, DP)
+        self.room.host.ttl = ttl
+        self.links = FakeLinks(["10.0.2.0/24"])
+        self.network = network.NetworkDriver(self.store.transaction, self.store.snapshot, self.links,
+                                             FakeFirewall(), self.room.segment)
+        local = ipam.IpamDriver(self.store.transaction, self.links.host_routes,
+                                settings.pools(v6=False), settings.pools(v6=True))
+        self.ipam = self.room.wrap_ipam(local, self.links.host_routes, settings.pools(v6=False),
+                                        settings.pools(v6=True))
+        self.app = create_app({**network.methods(self.network), **ipam.methods(self.ipam)})
+        self.client = Client(FlaskTransport(self.app))
+        self.dockerd = FakeDockerd(self.client)
+
+    def stop(self, revoke: bool = True) -> None:
+        self.room.segment.stop()
+        self.room.host.stop(revoke)

@@ -1,0 +1,214 @@
+"""The cluster control plane against a real etcd: allocation, agreement,
+endpoint records and their watches, outages, compaction."""
+from __future__ import annotations
+
+import ipaddress
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from cluster import keys
+from cluster.etcd import Etcd, EtcdUnavailable, Watch
+from tests.harness.client import ProtocolError
+
+from .control import Host, Peer
+
+SUBNET = "10.90.0.0/24"
+
+
+@pytest.fixture
+def hosts(tmp_path, etcd):
+    made = []
+
+    def make(n: int = 3, ttl: int = 15) -> list[Host]:
+        for i in range(n):
+            made.append(Host(tmp_path / f"h{i}", etcd.url, f"host{i}", f"192.0.2.{i + 1}", ttl))
+        return made[-n:]
+
+    yield make
+    for host in made:
+        host.stop()
+
+
+def wait_until(check, timeout: float, step: float = 0.05) -> float:
+    """Seconds until ``check()`` held; fails the test at ``timeout``."""
+    start = time.monotonic()
+    while not check():
+        assert time.monotonic() - start < timeout, "condition not reached in time"
+        time.sleep(step)
+    return time.monotonic() - start
+
+
+def test_one_subnet_on_three_hosts_is_one_network_with_one_gateway(hosts):
+    nets = [h.dockerd.create_network(subnet=SUBNET) for h in hosts()]
+    assert {n.pools[0]["Gateway"] for n in nets} == {"10.90.0.1/24"}
+    assert len({n.id for n in nets}) == 3  # each dockerd's own network ID, one cluster network
+
+
+def test_concurrent_allocations_on_three_hosts_are_all_distinct(hosts):
+    three = hosts()
+    nets = [h.dockerd.create_network(subnet=SUBNET) for h in three]
+    barrier = threading.Barrier(60)
+
+    def allocate(i: int) -> str:
+        host, net = three[i % 3], nets[i % 3]
+        barrier.wait()
+        return host.client.ok("IpamDriver.RequestAddress",
+                              {"PoolID": net.pools[0]["PoolID"], "Address": "", "Options": None})["Address"]
+
+    with ThreadPoolExecutor(60) as pool:
+        got = list(pool.map(allocate, range(60)))
+    assert len(set(got)) == 60, sorted(got)
+    assert "10.90.0.1/24" not in got  # the gateway
+    assert all(ipaddress.ip_interface(a).ip in ipaddress.ip_network(SUBNET) for a in got)
+
+
+def test_an_address_held_on_one_host_is_refused_on_another(hosts):
+    a, b = hosts(2)
+    net_a, net_b = a.dockerd.create_network(subnet=SUBNET), b.dockerd.create_network(subnet=SUBNET)
+    a.dockerd.run(net_a, ip="10.90.0.50")
+    with pytest.raises(ProtocolError) as refused:
+        b.dockerd.run(net_b, ip="10.90.0.50")
+    assert refused.value.status == 409
+    assert "10.90.0.50" in str(refused.value) and "host0" in str(refused.value)
+    # Automatic allocation on b steps over it, and over a's first ones too.
+    a.dockerd.run(net_a)
+    got = b.dockerd.run(net_b).address
+    assert got not in ("10.90.0.50/24", "10.90.0.2/24")
+
+
+def test_a_host_disagreeing_on_an_option_gets_409_naming_it(hosts):
+    a, b = hosts(2)
+    a.dockerd.create_network(subnet=SUBNET, options={"com.docker.network.driver.mtu": "1400"})
+    with pytest.raises(ProtocolError) as refused:
+        b.dockerd.create_network(subnet=SUBNET, options={"com.docker.network.driver.mtu": "1300"})
+    assert refused.value.status == 409
+    assert "com.docker.network.driver.mtu=1300" in str(refused.value)
+    assert "holds com.docker.network.driver.mtu=1400" in str(refused.value)
+    # Without -o mtu, b takes the cluster's.
+    b.dockerd.create_network(subnet=SUBNET)
+    (stored,) = b.room._stored()[0]
+    assert stored["options"]["mtu"] == 1400
+
+
+def test_default_mtu_is_the_underlay_minus_vxlan_overhead_and_vni_is_shared(hosts):
+    a, b = hosts(2)
+    a.dockerd.create_network(subnet=SUBNET)
+    b.dockerd.create_network(subnet=SUBNET)
+    (na,), (nb,) = a.room._stored()[0], b.room._stored()[0]
+    assert na["options"]["mtu"] == nb["options"]["mtu"] == 1450
+    assert na["cluster"]["vni"] == nb["cluster"]["vni"] >= 4096
+    assert a.network.get_capabilities({}) == {"Scope": "local", "ConnectivityScope": "global"}
+
+
+def test_without_subnet_each_host_gets_a_pool_no_host_holds(hosts):
+    a, b = hosts(2)
+    pa = a.dockerd.create_network().pools[0]["Pool"]
+    pb = b.dockerd.create_network().pools[0]["Pool"]
+    assert not ipaddress.ip_network(pa).overlaps(ipaddress.ip_network(pb))
+    # and b may join a's, as the other hosts of that network do
+    assert b.dockerd.create_network(subnet=pa).pools[0]["Pool"] == pa
+
+
+def test_endpoints_become_peers_of_the_other_hosts_only(hosts):
+    a, b, c = hosts()
+    nets = [h.dockerd.create_network(subnet=SUBNET) for h in (a, b)]
+    ctr = a.dockerd.run(nets[0])
+    peer = Peer(ctr.mac.lower(), ctr.address.split("/")[0], "192.0.2.1")
+    wait_until(lambda: b.overlay.all_peers() == {peer}, 5)
+    assert a.overlay.all_peers() == set()  # its own endpoint is on its bridge
+    assert c.overlay.all_peers() == set() and c.room.segment.watched() == []  # no network, no watch
+    a.dockerd.stop(ctr)
+    wait_until(lambda: b.overlay.all_peers() == set(), 5)
+
+
+def test_one_host_deleting_the_network_leaves_it_to_the_others(hosts):
+    a, b = hosts(2)
+    net_a, net_b = a.dockerd.create_network(subnet=SUBNET), b.dockerd.create_network(subnet=SUBNET)
+    ctr_b = b.dockerd.run(net_b)
+    a.dockerd.remove_network(net_a)
+    assert a.room.segment.watched() == []
+    etcd = b.room.host.etcd
+    assert etcd.get(keys.pool(keys.pool_name("LocalDefault", SUBNET))) is not None
+    assert b.dockerd.run(net_b).address != ctr_b.address
+    b.dockerd.cleanup()
+    # the last member leaving takes every record of the network with it
+    assert etcd.read_prefix(keys.ROOT + "pools/")[0] == []
+    assert etcd.read_prefix(keys.ROOT + "addrs/")[0] == []
+    assert etcd.read_prefix(keys.ROOT + "nets/")[0] == []
+
+
+def test_a_dead_hosts_endpoints_leave_within_the_lease_ttl(hosts):
+    ttl = 3
+    a, b = hosts(2, ttl=ttl)
+    net_a, net_b = a.dockerd.create_network(subnet=SUBNET), b.dockerd.create_network(subnet=SUBNET)
+    ctr = a.dockerd.run(net_a)
+    wait_until(lambda: len(b.overlay.all_peers()) == 1, 5)
+    a.stop(revoke=False)  # as kill -9 would: the lease is left to expire
+    took = wait_until(lambda: b.overlay.all_peers() == set(), ttl + 3)
+    assert took > 1  # gone by expiry, not at once
+    # its address is not freed with the lease: a partition must not free addresses
+    with pytest.raises(ProtocolError) as refused:
+        b.dockerd.run(net_b, ip=ctr.address.split("/")[0])
+    assert refused.value.status == 409
+
+
+def test_with_etcd_stopped_cluster_calls_fail_fast_and_work_again_after(hosts, etcd):
+    (a,) = hosts(1)
+    net = a.dockerd.create_network(subnet=SUBNET)
+    etcd.stop()
+    start = time.monotonic()
+    with pytest.raises(ProtocolError) as refused:
+        a.dockerd.run(net)
+    assert time.monotonic() - start < 5
+    assert refused.value.status == 503 and "etcd is unreachable" in str(refused.value)
+    assert a.room._stored()[1] == []  # nothing half-made
+    etcd.start()
+    ctr = a.dockerd.run(net)
+    assert ctr.address == "10.90.0.2/24"
+
+
+def test_watch_reads_again_when_its_revision_was_compacted(etcd):
+    client = Etcd([etcd.url])
+    prefix = keys.ROOT + "test/"
+    client.put(prefix + "old", "1")
+    _, stale = client.read_prefix(prefix)
+    client.put(prefix + "new", "2")
+    client.delete(prefix + "old")
+    _, now = client.read_prefix(prefix)
+    client.compact(now)
+
+    class Behind(Etcd):
+        """Its first read answers from before the compaction, as a watch
+        that fell behind would have."""
+        first = True
+
+        def read_prefix(self, p):
+            if self.first:
+                self.first = False
+                return [], stale
+            return super().read_prefix(p)
+
+    syncs = []
+    watch = Watch(Behind([etcd.url]), prefix, lambda kvs: syncs.append(sorted(kv.key for kv in kvs)),
+                  lambda kind, kv: syncs.append((kind, kv.key)))
+    watch.start()
+    try:
+        wait_until(lambda: len(syncs) >= 2, 5)
+        assert syncs[:2] == [[], [prefix + "new"]]  # no stale events replayed: a fresh read
+        assert watch.resyncs == 1
+        client.put(prefix + "later", "3")
+        wait_until(lambda: ("PUT", prefix + "later") in syncs, 5)
+    finally:
+        watch.stop()
+
+
+def test_calls_to_a_stopped_etcd_raise_clearly_within_seconds(etcd):
+    client = Etcd([etcd.url])
+    etcd.stop()
+    start = time.monotonic()
+    with pytest.raises(EtcdUnavailable, match="etcd is unreachable"):
+        client.get("/pontoon/x")
+    assert time.monotonic() - start < 3
