@@ -19,6 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     inspect.add_argument("--state-dir", help="(env PONTOON_STATE_DIR)")
     inspect.add_argument("--config", help="(env PONTOON_CONFIG)")
     inspect.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    inspect.add_argument("--etcd-endpoints", help="also show the cluster (env PONTOON_ETCD_ENDPOINTS)")
     args = parser.parse_args(argv)
     try:
         settings = config.load(args)
@@ -46,5 +47,16 @@ def _inspect(settings: config.Settings, as_json: bool) -> int:
         print(f"pontoon: no state in {settings.state_dir}", file=sys.stderr)
         return 1
     state = inspect.collect(Store(settings.state_dir))
-    sys.stdout.write(inspect.to_json(state) if as_json else inspect.render(state))
+    text = "" if as_json else inspect.render(state)
+    if settings.clustered:
+        from cluster import view
+        from cluster.etcd import Etcd, EtcdUnavailable
+
+        try:
+            state["cluster"] = view.collect(Etcd(settings.etcd_endpoints))
+        except EtcdUnavailable as exc:
+            print(f"pontoon: cluster not shown: {exc}", file=sys.stderr)
+        else:
+            text += "" if as_json else "\n" + inspect.render_cluster(state["cluster"])
+    sys.stdout.write(inspect.to_json(state) if as_json else text)
     return 0

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import time
 
 from .store import Store
 
@@ -40,6 +41,23 @@ def render(state: dict) -> str:
             [p["id"], p["space"], p["cidr"], p["sub"] or "-"] for p in state["pools"]]),
         ("ADDRESSES", ["POOL", "ADDRESS", "KIND"], [
             [a["pool"], a["address"], a["kind"]] for a in state["addresses"]]),
+    ]
+    return "\n\n".join(_table(title, header, rows) for title, header, rows in sections) + "\n"
+
+
+def render_cluster(cluster: dict) -> str:
+    """The cluster as etcd holds it: hosts, networks with their hosts, endpoints with theirs."""
+    sections = [
+        ("CLUSTER HOSTS", ["HOST", "ADVERTISE", "LIVE", "LAST SEEN"], [
+            [h["id"], h["advertise"] or "-", _yes(h["live"]),
+             time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(h["last_seen"])) if h["last_seen"] else "-"]
+            for h in cluster["hosts"]]),
+        ("CLUSTER NETWORKS", ["POOL", "SPACE", "VNI", "MTU", "HOSTS"], [
+            [n["pool"], n["space"], n["vni"] or "-", n["options"].get("mtu") or "-", " ".join(n["hosts"]) or "-"]
+            for n in cluster["networks"]]),
+        ("CLUSTER ENDPOINTS", ["POOL", "ENDPOINT", "HOST", "VTEP", "MAC", "ADDRESSES"], [
+            [e["pool"], e["id"][:12], e["host"], e["vtep"], e["mac"], " ".join(e["addresses"]) or "-"]
+            for e in cluster["endpoints"]]),
     ]
     return "\n\n".join(_table(title, header, rows) for title, header, rows in sections) + "\n"
 

@@ -212,3 +212,36 @@ def test_calls_to_a_stopped_etcd_raise_clearly_within_seconds(etcd):
     with pytest.raises(EtcdUnavailable, match="etcd is unreachable"):
         client.get("/pontoon/x")
     assert time.monotonic() - start < 3
+
+
+def test_a_restart_publishes_again_and_frees_what_the_store_lost(hosts, tmp_path, etcd, capsys):
+    a, b = hosts(2, ttl=3)
+    net_a, net_b = a.dockerd.create_network(subnet=SUBNET), b.dockerd.create_network(subnet=SUBNET)
+    ctr = a.dockerd.run(net_a)
+    wait_until(lambda: len(b.overlay.all_peers()) == 1, 5)
+    # An allocation the store never recorded (a crash between the two commits).
+    stray = a.client.ok("IpamDriver.RequestAddress", {"PoolID": net_a.pools[0]["PoolID"], "Address": "",
+                                                      "Options": None})["Address"]
+    with a.store.transaction() as tx:
+        tx.delete_address(net_a.pools[0]["PoolID"], int(ipaddress.ip_interface(stray).ip))
+    a.stop(revoke=False)
+    wait_until(lambda: b.overlay.all_peers() == set(), 6)
+
+    again = Host(tmp_path / "h0", etcd.url, "host0", "192.0.2.1", ttl=3)
+    try:
+        again.room.worker_started()  # a stored cluster network: rejoin at once
+        wait_until(lambda: len(b.overlay.all_peers()) == 1, 5)
+        assert again.room.segment.watched() == [net_a.id]
+        # the stray address is free again, the container's is not
+        assert b.dockerd.run(net_b, ip=stray.split("/")[0]).address == stray
+        with pytest.raises(ProtocolError):
+            b.dockerd.run(net_b, ip=ctr.address.split("/")[0])
+
+        from plugin import cli
+        assert cli.main(["inspect", "--state-dir", str(tmp_path / "h0"), "--etcd-endpoints", etcd.url]) == 0
+        out = capsys.readouterr().out
+        assert "CLUSTER HOSTS (2)" in out and "host0" in out and "192.0.2.1" in out
+        assert f"{SUBNET}  LocalDefault" in out and "host0 host1" in out
+        assert "CLUSTER ENDPOINTS (2)" in out and ctr.endpoint_id[:12] in out
+    finally:
+        again.stop()

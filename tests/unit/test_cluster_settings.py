@@ -1,0 +1,61 @@
+"""Cluster settings, and the single-host plugin left as it was without them."""
+import json
+
+import pytest
+
+from cluster import identity
+from plugin import config
+from tests.harness.server import REPO, fresh_python
+
+from .test_config import flags
+
+
+def test_cluster_settings_from_env_and_flags():
+    env = {"PONTOON_ETCD_ENDPOINTS": "http://10.0.0.5:2379, http://10.0.0.6:2379",
+           "PONTOON_ADVERTISE_ADDR": "10.0.0.7", "PONTOON_HOST_ID": "from-env"}
+    s = config.load(flags(host_id="from-flag"), env)
+    assert s.clustered and s.etcd_endpoints == ["http://10.0.0.5:2379", "http://10.0.0.6:2379"]
+    assert (s.advertise_addr, s.host_id) == ("10.0.0.7", "from-flag")
+    assert not config.load(flags(), {}).clustered
+
+
+@pytest.mark.parametrize("kw, says", [
+    ({"etcd_endpoints": "10.0.0.5:2379"}, "not an http"),
+    ({"etcd_endpoints": "http://e:2379", "workers": "2"}, "workers=2"),
+    ({"etcd_endpoints": "http://e:2379", "advertise_addr": "eth0"}, "advertise_addr 'eth0'"),
+    ({"etcd_endpoints": "http://e:2379", "host_id": "a/b"}, "host_id 'a/b'"),
+])
+def test_bad_cluster_settings(kw, says):
+    with pytest.raises(config.ConfigError, match=says):
+        config.load(flags(**kw), {})
+
+
+def test_managed_plugin_can_set_the_cluster_settings():
+    env = {e["name"]: e for e in json.loads((REPO / "config.json").read_text())["env"]}
+    for name in ("PONTOON_ETCD_ENDPOINTS", "PONTOON_ADVERTISE_ADDR", "PONTOON_HOST_ID"):
+        assert env[name]["settable"] == ["value"] and env[name]["value"] == ""
+
+
+def test_host_id_is_made_once_and_kept(tmp_path):
+    first = identity.host_id(str(tmp_path))
+    assert first and first == identity.host_id(str(tmp_path))
+    (tmp_path / "other").mkdir()
+    assert identity.host_id(str(tmp_path / "other")) != first
+
+
+def test_advertise_addr_is_the_source_of_the_route_to_etcd():
+    assert identity.advertise_addr("http://127.0.0.1:2379") == "127.0.0.1"
+
+
+def test_single_host_build_loads_nothing_of_the_cluster(tmp_path):
+    """Without --etcd-endpoints: no cluster module, no etcd3gw, as today."""
+    code = (
+        "import sys\n"
+        "from plugin import config, wiring, server, cli\n"
+        f"s = config.load(None, {{'PONTOON_STATE_DIR': {str(tmp_path)!r}}})\n"
+        "wiring.build_network_driver(s, wiring.Store(s.state_dir), links=object(), firewall=object())\n"
+        "loaded = [m for m in sys.modules if m == 'etcd3gw' or m.startswith(('etcd3gw.', 'cluster'))]\n"
+        "assert not loaded, loaded\n"
+        "assert 'plugin.cluster' not in sys.modules\n"
+    )
+    fresh_python(code)
