@@ -40,7 +40,6 @@ AGREED = {
     "inhibit_ipv4": "com.docker.network.bridge.inhibit_ipv4",
 }
 VNI_FIRST, VNI_LAST = 4096, (1 << 24) - 1  # below 4096: left to hand-made VXLANs
-VXLAN_OVERHEAD = {4: 50, 6: 70}
 
 
 def cluster_name(network: dict) -> str:
@@ -58,7 +57,7 @@ class ClusterSegment:
 
     def __init__(self, host: ClusterHost, overlay, dp):
         """``overlay`` is a datapath.overlay.Overlay; ``dp`` gives VxlanSpec,
-        Peer, underlay_mtu and vxlan_name (datapath.overlay and names)."""
+        Peer, default_mtu and vxlan_name (datapath.overlay and names)."""
         self.host = host
         self.overlay = overlay
         self.dp = dp
@@ -84,8 +83,7 @@ class ClusterSegment:
                 options["mtu"] = record["options"]["mtu"]
                 return {"cluster": {"pool": name, "vni": record["vni"]}}
             if options["mtu"] is None:
-                version = ipaddress.ip_address(self.host.advertise).version
-                options["mtu"] = self.dp.underlay_mtu(self.host.advertise) - VXLAN_OVERHEAD[version]
+                options["mtu"] = self.dp.default_mtu(self.host.advertise)  # the underlay's less VXLAN's
             agreed = {k: options[k] for k in AGREED}
             for vni in range(self._vni_start(name), VNI_LAST + 1):
                 record = json.dumps({"vni": vni, "options": agreed}, sort_keys=True)

@@ -31,13 +31,13 @@ def datapath_overlay(owner: str):
     from datapath import names, overlay
 
     dp = types.SimpleNamespace(VxlanSpec=overlay.VxlanSpec, Peer=overlay.Peer,
-                               underlay_mtu=overlay.underlay_mtu, vxlan_name=names.vxlan_name)
+                               default_mtu=overlay.default_mtu, vxlan_name=names.vxlan_name)
     return overlay.Overlay(owner), dp
 
 
 def cluster_host(settings: Settings) -> ClusterHost:
     return ClusterHost(settings.etcd_endpoints, settings.host_id or host_id(settings.state_dir),
-                       settings.advertise_addr)
+                       settings.advertise_addr, settings.lease_ttl, settings.reclaim_grace)
 
 
 class Room:

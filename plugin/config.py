@@ -43,7 +43,11 @@ class Settings:
     # Multi-host (see plugin/cluster.py): empty keeps the single-host plugin.
     etcd_endpoints: list[str] = field(default_factory=list)
     advertise_addr: str = ""  # empty: the source address of the route to the first endpoint
-    host_id: str = ""  # empty: derived from /etc/machine-id
+    host_id: str = ""  # empty: made once and kept in the state dir (cluster/identity.py)
+    # Seconds: this host's endpoint records outlive it by at most lease_ttl;
+    # its addresses are reclaimed after it has been gone for reclaim_grace.
+    lease_ttl: int = 15
+    reclaim_grace: int = 600
 
     @property
     def clustered(self) -> bool:
@@ -59,7 +63,7 @@ class Settings:
 
 FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 LIST_FIELDS = ("default_pools", "default_pools_v6", "etcd_endpoints")
-INT_FIELDS = ("workers", "threads")
+INT_FIELDS = ("workers", "threads", "lease_ttl", "reclaim_grace")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -149,6 +153,10 @@ def _validate_cluster(s: Settings) -> None:
         # One lease and one watch per network per host: they live in the one
         # worker (see cluster/host.py), so a second worker would be a second host.
         raise ConfigError(f"workers={s.workers}: a cluster member serves with one worker (use threads)")
+    if not 2 <= s.lease_ttl <= 300:
+        raise ConfigError(f"lease_ttl={s.lease_ttl}: between 2 and 300 seconds")
+    if s.reclaim_grace < 3 * s.lease_ttl:
+        raise ConfigError(f"reclaim_grace={s.reclaim_grace}: at least three lease TTLs ({3 * s.lease_ttl} s)")
     if s.advertise_addr:
         try:
             ipaddress.ip_address(s.advertise_addr)

@@ -80,7 +80,7 @@ class FakeOverlay:
             return set().union(*self.entries.values()) if self.entries else set()
 
 
-DP = types.SimpleNamespace(VxlanSpec=VxlanSpec, Peer=Peer, underlay_mtu=lambda _local: UNDERLAY_MTU,
+DP = types.SimpleNamespace(VxlanSpec=VxlanSpec, Peer=Peer, default_mtu=lambda _local: UNDERLAY_MTU - 50,
                            vxlan_name=lambda network_id: "vx" + network_id[:12])
 
 
@@ -89,12 +89,11 @@ class Host:
 
     def __init__(self, state_dir, etcd_url: str, host_id: str, advertise: str, ttl: int = 15):
         settings = Settings(state_dir=str(state_dir), etcd_endpoints=[etcd_url], host_id=host_id,
-                            advertise_addr=advertise)
+                            advertise_addr=advertise, lease_ttl=ttl)
         self.store = Store(settings.state_dir)
         self.store.initialise()
         self.overlay = FakeOverlay()
         self.room = Room(settings, self.store, self.overlay, DP)
-        self.room.host.ttl = ttl
         self.links = FakeLinks(["10.0.2.0/24"])
         self.network = network.NetworkDriver(self.store.transaction, self.store.snapshot, self.links,
                                              FakeFirewall(), self.room.segment)
