@@ -25,6 +25,11 @@ from .etcd import Etcd
 from .underlay import Host, Underlay
 
 
+# Short, so that a test waiting for a dead host's endpoints to leave waits
+# seconds, not the default 15.
+LEASE_TTL = 3
+
+
 def cluster_flags(etcd_url: str, host: Host, host_id: str) -> tuple[str, ...]:
     return ("--etcd-endpoints", etcd_url, "--advertise-addr", host.address, "--host-id", host_id)
 
