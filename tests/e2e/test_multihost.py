@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -111,13 +112,16 @@ def two_hosts(tmp_path):
             pytest.skip(f"{tool} is missing (apt-get install util-linux docker.io)")
     underlay = Underlay()
     etcd = Etcd(tmp_path / "etcd", underlay.address, underlay.ns)
+    # dockerd's containerd puts sockets under the exec root: pytest's tmp_path
+    # makes their paths too long for a Unix socket, and containerd never answers.
+    short = Path(tempfile.mkdtemp(prefix="ptmh-"))
     started = []
     try:
         etcd.start()
         pairs = []
         for index in (1, 2):
             host = underlay.add_host()
-            daemon = HostDockerd(tmp_path / f"docker{index}", host)
+            daemon = HostDockerd(short / f"d{index}", host)
             daemon.start()
             started.append(daemon)
             plugin = HostPontoon(daemon, tmp_path / f"pontoon{index}", cluster_flags(etcd.url, host, f"host{index}"))
@@ -130,6 +134,7 @@ def two_hosts(tmp_path):
             thing.stop()
         etcd.remove()
         underlay.close()
+        shutil.rmtree(short, ignore_errors=True)
 
 
 def test_containers_on_two_real_dockerds_reach_each_other(two_hosts, uid):

@@ -25,6 +25,11 @@ from .etcd import Etcd
 from .underlay import Host, Underlay
 
 
+# Short, so that a test waiting for a dead host's endpoints to leave waits
+# seconds, not the default 15.
+LEASE_TTL = 3
+
+
 def cluster_flags(etcd_url: str, host: Host, host_id: str) -> tuple[str, ...]:
     return ("--etcd-endpoints", etcd_url, "--advertise-addr", host.address, "--host-id", host_id)
 
@@ -71,15 +76,16 @@ class ClusterHost:
 
 class Cluster:
     """``clustered=False`` runs the same hosts as plain single-host Pontoons
-    (the harness's own test); ``flags`` go to every host's server."""
+    (the harness's own test); ``flags`` go to every host's server;
+    ``etcd_data`` puts etcd's data elsewhere than under ``workdir``."""
 
     def __init__(self, workdir: Path, hosts: int = 3, clustered: bool = True, env: dict[str, str] | None = None,
-                 flags: tuple[str, ...] = ()):
+                 flags: tuple[str, ...] = (), etcd_data: Path | None = None):
         self.underlay = Underlay()
         self.etcd: Etcd | None = None
         self.hosts: list[ClusterHost] = []
         try:
-            self.etcd = Etcd(workdir / "etcd", self.underlay.address, self.underlay.ns)
+            self.etcd = Etcd(workdir / "etcd", self.underlay.address, self.underlay.ns, etcd_data)
             self.etcd.start()
             for index in range(1, hosts + 1):
                 host = self.underlay.add_host()

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from .cluster import Cluster
+from .cluster import LEASE_TTL, Cluster
 from .etcd import Etcd, missing
 
 
@@ -31,7 +31,7 @@ def etcd(tmp_path):
 
 @pytest.fixture
 def cluster(tmp_path):
-    """Three hosts on one underlay, each with a clustered Pontoon."""
+    """Three hosts on one underlay, each with a clustered Pontoon on a short lease."""
     require_tools()
-    with Cluster(tmp_path, hosts=3) as made:
+    with Cluster(tmp_path, hosts=3, flags=("--lease-ttl", str(LEASE_TTL))) as made:
         yield made

@@ -31,7 +31,8 @@ def missing() -> str | None:
 
 
 class Etcd:
-    def __init__(self, workdir: Path, address: str = "127.0.0.1", netns: str | None = None):
+    def __init__(self, workdir: Path, address: str = "127.0.0.1", netns: str | None = None,
+                 data_dir: Path | None = None):
         self.workdir = workdir
         self.address, self.netns = address, netns
         # A namespace of our own has every port free; on 127.0.0.1 another
@@ -39,7 +40,7 @@ class Etcd:
         self.client_port = random.randint(20000, 29999)
         self.peer_port = self.client_port + 10000
         self.name = f"pt{self.client_port}"
-        self.data_dir = workdir / "etcd-data"
+        self.data_dir = data_dir or workdir / "etcd-data"
         self.log_path = workdir / "etcd.log"
         self.proc: subprocess.Popen | None = None
 

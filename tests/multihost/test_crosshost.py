@@ -18,11 +18,12 @@ from tests.e2e.dockerd import wait_for
 from tests.harness.client import ProtocolError
 from tests.harness.sandbox import ip
 
+from .cluster import LEASE_TTL
+
 SUBNET = "10.90.0.0/24"
-# The production lease TTL (cluster/host.py) plus what a watch event and a
-# netlink change take: how long a dead host's endpoints may stay.
-LEASE_TTL = 15
-MARGIN = 10
+# What a watch event and a netlink change may take on a loaded machine, on
+# top of the lease TTL for a dead host's endpoints to leave.
+MARGIN = 5
 
 
 def network_on_all(cluster, subnet: str = SUBNET):
