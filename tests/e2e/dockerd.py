@@ -193,8 +193,24 @@ class Dockerd:
         self.relaunch(timeout)
 
     def kill(self):
-        """SIGKILL, as a crash would; its containerd and shims live on."""
+        """SIGKILL, as a crash would. The shims live on; containerd dies with
+        dockerd (a parent-death signal), but its pidfile stays, and with this
+        machine's pid_max of 32768 its PID can belong to another process
+        seconds later: the next dockerd then takes that one for a running
+        containerd and waits for a socket nobody serves. So the pidfile goes
+        once containerd is gone, as a reboot would clear it."""
+        pidfile = self.base / "exec/containerd/containerd.pid"
         kill_pid(self.proc.pid)
+
+        def containerd_gone():
+            try:
+                pid = pidfile.read_text().strip()
+                return Path(f"/proc/{pid}/comm").read_text().strip() != "containerd"
+            except FileNotFoundError:
+                return True
+
+        wait_for(containerd_gone, timeout=30, what="dockerd's containerd to exit")
+        pidfile.unlink(missing_ok=True)
 
     def relaunch(self, timeout=60):
         """Start again on the same data root; the seconds until it answers."""

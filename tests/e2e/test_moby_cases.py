@@ -66,10 +66,15 @@ def test_several_subnets_gateways_ranges_aux_addresses_and_ipam_options(scene):
     pools = {p["cidr"]: p for p in inspect_state(scene.pontoon.state_dir)["pools"]}
     assert {str(first), str(second)} <= set(pools)
 
+    # dockerd, not the driver, picks the pool of an address without --ip,
+    # and not always the first (20.10 took the second here, 28.5 the first);
+    # Pontoon holds the range on the first.
+    assert pools[str(first)]["sub"] == str(ip_range)
     a = scene.container(net)
     b = scene.container(net, "--ip", hosts2[50])
     auto = ipaddress.ip_address(scene.address(a, net))
-    assert auto in ip_range and auto not in aux.values(), f"{auto}: outside {ip_range} or an aux"
+    assert auto in ip_range or auto in second, f"{auto}: outside {ip_range} and {second}"
+    assert auto not in (*aux.values(), *gateways), f"{auto} is an aux address or a gateway"
     assert f"inet {hosts2[50]}/{second.prefixlen}" in scene.sh(b, "ip addr show eth0").stdout
     assert f"default via {gateways[1]}" in scene.sh(b, "ip route").stdout
     # Across the two subnets of the one bridge, through the gateways.
@@ -144,8 +149,11 @@ def test_plugin_rm_refused_while_a_network_uses_it(scene, dockerd, pontoon):
 
 
 # A restart that waited on Pontoon would show: a plugin that does not answer
-# costs dockerd about 30 s of retries, against about 1 to 13 s of restart.
-RESTART_SLOWDOWN_LIMIT = 1.5
+# costs dockerd about 30 s of retries, against 2 to 17 s of restart here.
+# The bound leaves room for one pair of samples on a busy machine, where
+# dockerd's cleanup calls of the killed container (Leave, DeleteEndpoint,
+# ReleaseAddress) add about a second.
+RESTART_SLOWDOWN_LIMIT = 2.0
 
 
 def test_dockerd_and_plugin_killed_then_the_same_ip_again(scene, dockerd, pontoon):
