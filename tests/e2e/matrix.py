@@ -5,8 +5,10 @@ under build/dockerd/<version>/ (contrib/fetch-dockerd.sh).
 Each comes with the docker CLI, docker-proxy and docker-init of its own
 package. The CLI must match: a newer CLI refuses some flags against an older
 daemon. The proxy too: from 28.0 dockerd binds the host port itself and hands
-the socket to docker-proxy (`-use-listen-fd`), which an older docker-proxy
-does not know. All of them run on this machine's containerd and runc.
+the socket to docker-proxy (`-use-listen-fd`, moby
+daemon/libnetwork/portmapper/proxy_linux.go), which an older docker-proxy
+does not know ("failed to start docker-proxy, check that the current version
+is in your $PATH"). All of them run on this machine's containerd and runc.
 """
 
 import re
