@@ -3,8 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The end-to-end matrix's newer dockerds (see `dockerds` below).
+DOCKERD_SUITES ?= trixie sid
+DOCKERDS_STAMP := build/dockerd/.stamp
 
-.PHONY: run test unit venv clean bench reliability
+.PHONY: run test unit venv clean bench reliability dockerds
 BENCH_STAMP := $(VENV)/.installed-bench
 
 $(STAMP): pyproject.toml
@@ -18,7 +21,7 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(PY) -m plugin serve
 
-test: $(STAMP)
+test: $(STAMP) $(DOCKERDS_STAMP)
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
 
 unit: $(STAMP)
@@ -35,6 +38,16 @@ bench: $(BENCH_STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# The end-to-end matrix: besides Debian 12's own dockerd (20.10), the
+# docker.io of newer Debian suites (trixie: 26.1, sid: 28.5 when written),
+# unpacked under build/dockerd/<version>/ once; tests/e2e runs every case on
+# each. Needs apt-get, dpkg and debian-archive-keyring.
+$(DOCKERDS_STAMP): contrib/fetch-dockerd.sh
+	for suite in $(DOCKERD_SUITES); do contrib/fetch-dockerd.sh $$suite build/dockerd || exit 1; done
+	touch $@
+
+dockerds: $(DOCKERDS_STAMP)
 
 # The managed plugin (see config.json). The rootfs comes from debootstrap, so
 # no image is pulled; `docker` is the CLI of the Debian package, matching its

@@ -300,12 +300,12 @@ class NetworkDriver:
         if not network["options"]["internal"]:
             # Always name our gateways: without one dockerd would also attach
             # the container to docker_gwbridge and send published ports there.
-            gw4 = next((d["gateway"] for d in network["ipv4"] if d["gateway"]), None)
-            gw6 = next((d["gateway"] for d in network["ipv6"] if d["gateway"]), None)
-            if gw4 and endpoint["address"]:
-                reply["Gateway"] = str(ipaddress.ip_interface(gw4).ip)
-            if gw6 and endpoint["address_v6"]:
-                reply["GatewayIPv6"] = str(ipaddress.ip_interface(gw6).ip)
+            gw4 = _gateway_for(network["ipv4"], endpoint["address"])
+            gw6 = _gateway_for(network["ipv6"], endpoint["address_v6"])
+            if gw4:
+                reply["Gateway"] = gw4
+            if gw6:
+                reply["GatewayIPv6"] = gw6
         return reply
 
     def leave(self, body: dict) -> dict:
@@ -464,6 +464,18 @@ def bridge_spec(network: dict) -> BridgeSpec:
     gateways = [] if o["inhibit_ipv4"] else [d["gateway"] for d in network["ipv4"] if d["gateway"]]
     gateways += [d["gateway"] for d in network["ipv6"] if d["gateway"]]
     return BridgeSpec(name=network["bridge"], mtu=o["mtu"], addresses=tuple(gateways))
+
+
+def _gateway_for(ipam_data: list[dict], address: str) -> str | None:
+    """The gateway of the subnet that holds the endpoint's address. With
+    several subnets on a network, another subnet's gateway is not on the
+    container's link, and dockerd fails the Join ("route for the gateway
+    could not be found")."""
+    if not address:
+        return None
+    ip = ipaddress.ip_interface(address).ip
+    return next((str(ipaddress.ip_interface(d["gateway"]).ip) for d in ipam_data
+                 if d["gateway"] and ip in ipaddress.ip_network(d["pool"])), None)
 
 
 def veth_spec(network: dict, endpoint: dict) -> VethSpec:

@@ -16,6 +16,8 @@ def main(argv: list[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="serve both protocols on the plugin socket")
     config.add_arguments(serve)
     inspect = commands.add_parser("inspect", help="show the stored networks, endpoints, pools and addresses")
+    inspect.add_argument("view", nargs="?", choices=["ports"],
+                         help="ports: only the published ports, each with its endpoint")
     inspect.add_argument("--state-dir", help="(env PONTOON_STATE_DIR)")
     inspect.add_argument("--config", help="(env PONTOON_CONFIG)")
     inspect.add_argument("--json", action="store_true", help="print JSON instead of tables")
@@ -36,10 +38,10 @@ def main(argv: list[str] | None = None) -> int:
         from .server import serve as run  # gunicorn and flask only when serving
         run(settings)
         return 0
-    return _inspect(settings, args.json)
+    return _inspect(settings, args.view, args.json)
 
 
-def _inspect(settings: config.Settings, as_json: bool) -> int:
+def _inspect(settings: config.Settings, section: str | None, as_json: bool) -> int:
     from . import inspect
     from .store import DB_NAME, Store
 
@@ -47,6 +49,10 @@ def _inspect(settings: config.Settings, as_json: bool) -> int:
         print(f"pontoon: no state in {settings.state_dir}", file=sys.stderr)
         return 1
     state = inspect.collect(Store(settings.state_dir))
+    if section == "ports":
+        sys.stdout.write(inspect.to_json(inspect.published(state)) if as_json
+                         else inspect.render_ports(state))
+        return 0
     text = "" if as_json else inspect.render(state)
     if settings.clustered:
         from cluster import view

@@ -1,4 +1,10 @@
-"""``python -m plugin inspect``: the stored state as tables or JSON."""
+"""``python -m plugin inspect``: the stored state as tables or JSON.
+
+``inspect ports`` is the one place a user sees every published port: no
+dockerd shows a remote driver's ports in `docker port` or `docker ps` (it
+type-asserts EndpointOperInfo's port map to its own Go types; see the
+README's Firewall section).
+"""
 from __future__ import annotations
 
 import ipaddress
@@ -22,6 +28,18 @@ def collect(store: Store) -> dict:
         }
 
 
+def published(state: dict) -> list[dict]:
+    """Every published port with the endpoint that holds it, flat, in the
+    order of endpoints and then host ports."""
+    return [
+        {"endpoint_id": e["id"], "network_id": e["network_id"], "proto": p["proto"],
+         "host_ip": p["host_ip"], "host_port": p["host_port"],
+         "container_ip": p["container_ip"], "container_port": p["container_port"]}
+        for e in state["endpoints"]
+        for p in sorted(e["ports"], key=lambda p: (p["proto"], p["host_port"], p["host_ip"]))
+    ]
+
+
 def render(state: dict) -> str:
     sections = [
         ("NETWORKS", ["ID", "BRIDGE", "SUBNETS", "GATEWAYS", "INTERNAL", "IPV6"], [
@@ -37,6 +55,7 @@ def render(state: dict) -> str:
              " ".join(f'{p["host_ip"] or "*"}:{p["host_port"]}->{p["container_port"]}/{p["proto"]}'
                       for p in e["ports"]) or "-"]
             for e in state["endpoints"]]),
+        _ports_section(state),
         ("POOLS", ["ID", "SPACE", "POOL", "RANGE"], [
             [p["id"], p["space"], p["cidr"], p["sub"] or "-"] for p in state["pools"]]),
         ("ADDRESSES", ["POOL", "ADDRESS", "KIND"], [
@@ -60,6 +79,21 @@ def render_cluster(cluster: dict) -> str:
             for e in cluster["endpoints"]]),
     ]
     return "\n\n".join(_table(title, header, rows) for title, header, rows in sections) + "\n"
+
+
+def render_ports(state: dict) -> str:
+    return _table(*_ports_section(state)) + "\n"
+
+
+def _ports_section(state: dict):
+    return ("PUBLISHED PORTS", ["ENDPOINT", "NETWORK", "CONTAINER", "HOST", "PROTO"], [
+        [p["endpoint_id"][:12], p["network_id"][:12], f'{p["container_ip"]}:{p["container_port"]}',
+         f'{_host(p["host_ip"])}:{p["host_port"]}', p["proto"]]
+        for p in published(state)])
+
+
+def _host(ip: str) -> str:
+    return f"[{ip}]" if ":" in ip else ip
 
 
 def to_json(state: dict) -> str:

@@ -1,8 +1,12 @@
-"""Fixtures for the end-to-end tier: a private dockerd, a busybox image, and
-Pontoon run two ways, as a plain process and as a managed plugin.
+"""Fixtures for the end-to-end tier: a private dockerd of each version of the
+matrix (tests/e2e/matrix.py), a busybox image, and Pontoon run two ways, as a
+plain process and as a managed plugin.
 
-The dockerd and the image are session-wide (starting them costs seconds, and
-the plugin rootfs costs a debootstrap, cached under build/). The daemon runs
+The dockerd and the image are session-wide, one per dockerd version
+(starting them costs seconds); the plugin rootfs is built once for all of
+them (a debootstrap, cached under build/). pytest groups the tests by the
+session's dockerd param, so one daemon runs at a time and every test id
+names it, e.g. `[dockerd-28.5-process]`. The daemon runs
 in a network namespace of its own (see dockerd.Dockerd); tests still name
 their networks and containers uniquely, since they share that daemon, and
 the plugin socket directory is shared with the whole machine.
@@ -19,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e import matrix
 from tests.e2e.dockerd import (
-    BUSYBOX, DOCKER, DOCKERD, REGISTRY, CommandError, Dockerd, Registry,
-    build_busybox_image,
+    BUSYBOX, REGISTRY, CommandError, Dockerd, Registry, build_busybox_image,
 )
 from tests.e2e.plugins import REPO, ManagedPontoon, ProcessPontoon
 
@@ -29,14 +33,12 @@ from tests.e2e.plugins import REPO, ManagedPontoon, ProcessPontoon
 ROOTFS_CACHE = Path(os.environ.get("PONTOON_ROOTFS_CACHE", REPO / "build/rootfs-base"))
 
 
-def _missing_prerequisite():
+def _missing_prerequisite(build):
     if os.geteuid() != 0:
         return "end-to-end tests run dockerd and need root"
-    for path, package in ((DOCKERD, "docker.io"), (DOCKER, "docker.io"),
-                          (BUSYBOX, "busybox-static")):
-        if not os.access(path, os.X_OK):
-            return f"{path} is missing: apt-get install {package}"
-    return None
+    if not os.access(BUSYBOX, os.X_OK):
+        return f"{BUSYBOX} is missing: apt-get install busybox-static"
+    return build.missing()
 
 
 @pytest.fixture(scope="session")
@@ -46,12 +48,13 @@ def workdir():
     shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def dockerd(workdir):
-    reason = _missing_prerequisite()
+@pytest.fixture(scope="session", params=matrix.params())
+def dockerd(request, workdir):
+    build = request.param
+    reason = _missing_prerequisite(build)
     if reason:
         pytest.skip(reason)
-    daemon = Dockerd(workdir / "dockerd")
+    daemon = Dockerd(workdir / f"dockerd-{build.version}", build)
     try:
         daemon.start()
         yield daemon

@@ -16,10 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-DOCKERD = "/usr/sbin/dockerd"
-# The CLI from the same Debian package as the daemon: a newer CLI (as in
-# /usr/local/bin on some machines) refuses some flags against a 20.10 daemon.
-DOCKER = "/usr/bin/docker"
+from tests.e2e.matrix import SYSTEM, Build
+
 REGISTRY = "/usr/bin/docker-registry"
 BUSYBOX = "/bin/busybox"
 
@@ -52,12 +50,17 @@ def stop_pid(pid, *, grace=20.0):
         if not _alive(pid):
             return
         time.sleep(0.1)
+    kill_pid(pid)
+
+
+def kill_pid(pid):
+    """SIGKILL a process the caller owns and wait until it is gone."""
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         return
     while _alive(pid):
-        time.sleep(0.1)
+        time.sleep(0.05)
 
 
 def _alive(pid):
@@ -110,8 +113,9 @@ class Dockerd:
     UPLINK = "uplink0"
     UPLINK_ADDRESS = "198.18.0.1"
 
-    def __init__(self, base: Path):
+    def __init__(self, base: Path, build: Build = SYSTEM):
         self.base = base
+        self.build = build
         self.sock = base / "docker.sock"
         self.pidfile = base / "docker.pid"
         self.log_path = base / "dockerd.log"
@@ -149,12 +153,17 @@ class Dockerd:
         log = open(self.log_path, "a")
         self.proc = subprocess.Popen(
             self.in_netns([
-                DOCKERD,
+                self.build.dockerd,
+                # Per daemon, so per version: a newer dockerd migrates a data
+                # root past what an older one reads.
                 "--data-root", self.base / "data",
                 "--exec-root", self.base / "exec",
                 "-H", f"unix://{self.sock}",
                 "--pidfile", self.pidfile,
                 "--storage-driver", "vfs",
+                # Its own package's helpers, not whatever is on PATH.
+                "--userland-proxy-path", self.build.proxy,
+                "--init-path", self.build.init,
                 # dockerd uses a system containerd when one listens on
                 # /run/containerd; private namespaces keep our containers
                 # apart from another daemon's there.
@@ -171,14 +180,51 @@ class Dockerd:
         def answers():
             if self.proc.poll() is not None:
                 raise CommandError(f"dockerd exited {self.proc.returncode}:\n{self.log_tail()}")
-            return self.docker("info", "--format", "{{.ID}}", check=False, timeout=10).returncode == 0
+            try:
+                # The daemon's ID, not the exit code: the 26.1 CLI exits 0
+                # from `info --format` when nothing answers.
+                return self.docker("info", "--format", "{{.ID}}", check=False,
+                                   timeout=10).stdout.strip()
+            except subprocess.TimeoutExpired:
+                return False    # listening, but still restoring
 
         wait_for(answers, timeout=timeout, what="dockerd to answer `docker info`")
 
     def restart(self, timeout=60):
         stop_pid(self.proc.pid, grace=30)
+        self.relaunch(timeout)
+
+    def kill(self):
+        """SIGKILL, as a crash would. The shims live on, and containerd
+        mostly dies with dockerd (a parent-death signal), but its pidfile
+        stays; with this machine's pid_max of 32768 its PID can belong to
+        another process seconds later, and the next dockerd then takes that
+        one for its containerd and waits for a socket nobody serves. So the
+        pidfile goes once that PID is no longer a containerd, as a reboot
+        would clear it; a containerd that lives on is kept for the next
+        dockerd to take over."""
+        pidfile = self.base / "exec/containerd/containerd.pid"
+        kill_pid(self.proc.pid)
+
+        def containerd_gone():
+            try:
+                pid = pidfile.read_text().strip()
+                return Path(f"/proc/{pid}/comm").read_text().strip() != "containerd"
+            except FileNotFoundError:
+                return True
+
+        try:
+            wait_for(containerd_gone, timeout=5, what="dockerd's containerd to exit")
+        except TimeoutError:
+            return
+        pidfile.unlink(missing_ok=True)
+
+    def relaunch(self, timeout=60):
+        """Start again on the same data root; the seconds until it answers."""
+        started = time.monotonic()
         self._spawn()
         self.wait_ready(timeout)
+        return time.monotonic() - started
 
     def stop(self):
         # nsenter execs dockerd, so this PID is the daemon's.
@@ -195,7 +241,7 @@ class Dockerd:
             return ""
 
     def docker(self, *args, timeout=60, check=True, input=None):
-        return run([DOCKER, "-H", f"unix://{self.sock}", *map(str, args)],
+        return run([self.build.docker, "-H", f"unix://{self.sock}", *map(str, args)],
                    timeout=timeout, check=check, input=input)
 
     def inspect(self, kind, name):
@@ -219,7 +265,7 @@ def build_busybox_image(dockerd: Dockerd, workdir: Path, tag="busybox:local"):
     tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
     try:
         proc = subprocess.run(
-            [DOCKER, "-H", f"unix://{dockerd.sock}", "import",
+            [dockerd.build.docker, "-H", f"unix://{dockerd.sock}", "import",
              "--change", 'CMD ["sh"]', "-", tag],
             stdin=tar.stdout, capture_output=True, text=True, timeout=120,
         )

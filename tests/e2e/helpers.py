@@ -16,9 +16,10 @@ from tests.harness.server import REPO
 HTTPD = ("httpd", "-f", "-p", "80", "-h", "/var/www")
 
 
-def inspect_state(state_dir):
-    """Pontoon's stored objects, read by the project's own inspect command."""
-    out = run([sys.executable, "-m", "plugin", "inspect", "--state-dir", str(state_dir),
+def inspect_state(state_dir, *view):
+    """Pontoon's stored objects, read by the project's own inspect command
+    (`inspect ports` with view "ports")."""
+    out = run([sys.executable, "-m", "plugin", "inspect", *view, "--state-dir", str(state_dir),
                "--json"], timeout=30, env={**os.environ, "PYTHONPATH": str(REPO)}).stdout
     return json.loads(out)
 
@@ -106,18 +107,20 @@ class Scene:
 
 
 def published_port(scene, container, container_port=80):
-    """(host IP, host port) of a published port, as Pontoon stored it.
-
-    Not from `docker port`: dockerd 20.10 cannot show a remote driver's
-    mappings (see test_docker_port_shows_remote_driver_mapping).
-    """
-    endpoint_id = next(iter(scene.dockerd.inspect("container", container)
-                            ["NetworkSettings"]["Networks"].values()))["EndpointID"]
-    state = inspect_state(scene.pontoon.state_dir)
-    (endpoint,) = [e for e in state["endpoints"] if e["id"] == endpoint_id]
-    ports = [p for p in endpoint["ports"] if p["container_port"] == container_port]
-    assert ports, f"{container} has no published port {container_port}: {endpoint['ports']}"
-    return ports[0]["host_ip"] or "0.0.0.0", int(ports[0]["host_port"])
+    """(host IP, host port) of a published port, from `inspect ports`, the
+    view that stands in for `docker port`: no dockerd shows a remote
+    driver's mappings (see test_docker_port_shows_remote_driver_mapping).
+    The row must name the container's own endpoint, network and address."""
+    settings, = scene.dockerd.inspect("container", container)[
+        "NetworkSettings"]["Networks"].values()
+    rows = [p for p in inspect_state(scene.pontoon.state_dir, "ports")
+            if p["endpoint_id"] == settings["EndpointID"]
+            and p["container_port"] == container_port]
+    assert rows, f"{container} has no published port {container_port} in `inspect ports`"
+    row = rows[0]
+    assert row["network_id"] == settings["NetworkID"], row
+    assert row["container_ip"] == settings["IPAddress"], row
+    return row["host_ip"], int(row["host_port"])
 
 
 def http_get(dockerd, host, port, timeout=5):

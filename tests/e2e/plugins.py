@@ -9,8 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.e2e.dockerd import CommandError, stop_pid, wait_for
-from tests.harness.server import REPO
+from tests.e2e.dockerd import CommandError, kill_pid, stop_pid, wait_for
+from tests.harness.server import REPO, process_tree
 
 PLUGIN_SOCKET_DIR = Path("/run/docker/plugins")
 # Default pools set through each mode's own channel (flags for the process,
@@ -76,6 +76,12 @@ class ProcessPontoon:
         self.stop()
         self.start()
 
+    def kill(self):
+        """SIGKILL master and workers, as a crash would; the socket file stays."""
+        for pid in process_tree(self.proc.pid):
+            kill_pid(pid)
+        self.proc = None
+
     def log_tail(self, lines=60):
         try:
             return "".join(self.log_path.read_text().splitlines(True)[-lines:])
@@ -113,7 +119,26 @@ class ManagedPontoon:
         self.dockerd.docker("plugin", "disable", "-f", self.driver, timeout=60, check=False)
         self.dockerd.docker("plugin", "rm", "-f", self.driver, timeout=60, check=False)
 
+    def kill(self):
+        """SIGKILL the plugin's processes, as a crash would: the children of
+        the containerd shim that runs this plugin's task (named by its ID)."""
+        plugin_id = self.dockerd.inspect("plugin", self.driver)["Id"]
+        shims = [int(proc.name) for proc in Path("/proc").iterdir() if proc.name.isdigit()
+                 and _cmdline(proc)[:1] == [b"/usr/bin/containerd-shim-runc-v2"]
+                 and plugin_id.encode() in _cmdline(proc)]
+        assert len(shims) == 1, f"{len(shims)} shims run plugin {plugin_id[:12]}"
+        (master,) = process_tree(shims[0])[1:]
+        for pid in process_tree(master):
+            kill_pid(pid)
+
     def restart(self):
         # -f: networks using the plugin exist, and plain disable refuses then.
         self.dockerd.docker("plugin", "disable", "-f", self.driver, timeout=60)
         self.enable()
+
+
+def _cmdline(proc: Path) -> list[bytes]:
+    try:
+        return (proc / "cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return []

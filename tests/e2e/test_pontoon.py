@@ -221,15 +221,19 @@ def test_connect_and_disconnect_running_container(scene):
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "dockerd 20.10 builds NetworkSettings.Ports by type-asserting the driver's "
-    "EndpointOperInfo portmap to []types.PortBinding; a remote driver's JSON "
-    "decodes to []interface{}, so `docker port` never shows its mappings"))
+    "no dockerd shows a remote driver's published ports: moby daemon/network.go, "
+    "getEndpointPortMapInfo, type-asserts EndpointOperInfo's portmap to its own "
+    "[]PortBinding; a remote driver's JSON decodes to []interface{}. "
+    "`python -m plugin inspect ports` shows them instead"))
 def test_docker_port_shows_remote_driver_mapping(scene):
     net = scene.network()
     a = scene.container(net, "-p", "80")
-    # The mapping exists and works; only dockerd's view of it is empty.
+    # The mapping exists and works, and `inspect ports` (published_port)
+    # shows it; only dockerd's views of it are empty.
     _, port = published_port(scene, a)
     assert http_get(scene.dockerd, "127.0.0.1", port) == "pontoon-e2e\n"
+    ps = scene.docker("ps", "--filter", f"name={a}", "--format", "{{.Ports}}", timeout=20)
+    assert str(port) in ps.stdout
     assert scene.docker("port", a, "80/tcp", check=False, timeout=20).stdout.strip()
 
 

@@ -39,6 +39,28 @@ def test_inspect_tables_and_json(plugin, dockerd, tmp_path):
     assert state["endpoints"][0]["ports"][0]["host_port"] == 8080
 
 
+def test_inspect_ports_view(plugin, dockerd):
+    """`inspect ports`: each published port beside its endpoint, network and
+    container address, in text and JSON (dockerd cannot show them)."""
+    net = dockerd.create_network(subnet="10.12.0.0/24")
+    dockerd.run(net, ports=[("tcp", 80, "", 8080, 8080), ("udp", 53, "127.0.0.1", 5353, 5353)])
+    dockerd.run(net)
+    args = [sys.executable, "-m", "plugin", "inspect", "ports", "--state-dir", str(plugin.store.state_dir)]
+    rows = json.loads(subprocess.run([*args, "--json"], capture_output=True, text=True,
+                                     check=True).stdout)
+    (endpoint,) = [e for e in inspect.collect(plugin.store)["endpoints"] if e["ports"]]
+    assert rows == [
+        {"endpoint_id": endpoint["id"], "network_id": net.id, "proto": "tcp", "host_ip": "0.0.0.0",
+         "host_port": 8080, "container_ip": "10.12.0.2", "container_port": 80},
+        {"endpoint_id": endpoint["id"], "network_id": net.id, "proto": "udp", "host_ip": "127.0.0.1",
+         "host_port": 5353, "container_ip": "10.12.0.2", "container_port": 53},
+    ]
+    text = subprocess.run(args, capture_output=True, text=True, check=True).stdout.splitlines()
+    assert text[0] == "PUBLISHED PORTS (2)"
+    assert text[2].split() == [endpoint["id"][:12], net.id[:12], "10.12.0.2:80", "0.0.0.0:8080", "tcp"]
+    assert text[3].split() == [endpoint["id"][:12], net.id[:12], "10.12.0.2:53", "127.0.0.1:5353", "udp"]
+
+
 def test_inspect_without_state_says_so(tmp_path):
     run = subprocess.run([sys.executable, "-m", "plugin", "inspect", "--state-dir", str(tmp_path)],
                          capture_output=True, text=True)

@@ -195,6 +195,19 @@ def test_join_answers_interface_and_gateways(client):
                      "Gateway": "10.1.0.1", "GatewayIPv6": "fd00:1::1"}
 
 
+def test_join_names_the_gateway_of_the_endpoints_own_subnet(client):
+    """With several subnets (moby's multi-subnet networks), the gateway of the
+    subnet that holds the address: another one is off the container's link."""
+    client.ok("NetworkDriver.CreateNetwork", net_body(IPv4Data=[
+        {"AddressSpace": "LocalDefault", "Pool": "10.1.0.0/24", "Gateway": "10.1.0.100/24"},
+        {"AddressSpace": "LocalDefault", "Pool": "10.2.0.0/24", "Gateway": "10.2.0.100/24"}]))
+    for eid, address, gateway in (("e1" * 32, "10.2.0.50/24", "10.2.0.100"),
+                                  ("e2" * 32, "10.1.0.50/24", "10.1.0.100")):
+        client.ok("NetworkDriver.CreateEndpoint", {**endpoint_body(Address=address), "EndpointID": eid})
+        reply = client.ok("NetworkDriver.Join", {"NetworkID": NID, "EndpointID": eid, "SandboxKey": "/x"})
+        assert reply["Gateway"] == gateway
+
+
 def test_internal_network_join_has_no_gateway(client):
     client.ok("NetworkDriver.CreateNetwork", net_body(Options={"com.docker.network.internal": True}))
     client.ok("NetworkDriver.CreateEndpoint", endpoint_body())
