@@ -17,6 +17,10 @@ from spec.errors import BadRequest, Conflict
 
 PORTMAP = "com.docker.network.portmap"
 EXPOSED = "com.docker.network.endpoint.exposedports"
+# dockerd 29 sets it when this endpoint is the sandbox's IPv4 gateway but
+# another endpoint is its IPv6 gateway (moby drivers/remote/driver.go): the
+# IPv6 host addresses are that endpoint's to publish.
+NO_PROXY_6TO4 = "com.docker.network.driver.private.no_proxy_6to4"
 PROTOS = {6: "tcp", 17: "udp", 132: "sctp"}
 PROTO_NUMBERS = {name: number for number, name in PROTOS.items()}
 WILDCARDS = ("", "0.0.0.0", "::")
@@ -25,6 +29,11 @@ WILDCARDS = ("", "0.0.0.0", "::")
 def parse_exposed(options: dict) -> list[dict]:
     return [{"Proto": _proto(field, entry.get("Proto")), "Port": values.port(f"{field}.Port", entry.get("Port"))}
             for field, entry in values.objects(EXPOSED, options.get(EXPOSED))]
+
+
+def families(options: dict) -> tuple[int, ...]:
+    """The IP versions whose host addresses this endpoint publishes on."""
+    return (4,) if options.get(NO_PROXY_6TO4) in (True, "true") else (4, 6)
 
 
 def parse_portmap(options: dict) -> list[dict]:
@@ -60,19 +69,27 @@ def resolve(
     default_host_ip: str,
     in_use: Callable[[str], list[tuple[int, str, str]]],
     pick_free: Callable[[str, str, set[int]], int],
+    versions: tuple[int, ...] = (4, 6),
 ) -> list[PortBinding]:
     """Choose a host port for each entry, refusing one another endpoint holds.
 
     ``in_use(proto)`` lists (host_port, host_ip, endpoint_id) already
     published; ``pick_free(proto, host_ip, used)`` picks from the kernel's
-    ephemeral range.
+    ephemeral range. Entries whose host address is of a version not in
+    ``versions`` are another endpoint's (see ``families``), as are
+    all-address entries of a version the endpoint has no address in (dockerd
+    28+ sends "0.0.0.0" and "::" entries for one ``-p``).
     """
+    if not endpoint["address"]:  # an IPv6-only endpoint: "-p 80" means "::"
+        default_host_ip = "::"
     bindings: list[PortBinding] = []
     for entry in portmap:
         proto = PROTOS[entry["Proto"]]
         host_ip = entry["HostIP"] or default_host_ip
-        v6 = ipaddress.ip_address(host_ip).version == 6
+        v6 = _version(host_ip) == 6
         container_ip = endpoint["address_v6" if v6 else "address"]
+        if (6 if v6 else 4) not in versions or (not container_ip and host_ip in WILDCARDS):
+            continue
         if not container_ip:
             raise BadRequest(f"port {entry['Port']}/{proto} is published on {host_ip} but the endpoint has no IPv{6 if v6 else 4} address")
         taken = {port for port, ip, owner in in_use(proto) if owner != endpoint["id"] and _same_ip(ip, host_ip)}
@@ -99,7 +116,17 @@ def as_portmap(bindings: list[PortBinding]) -> list[dict]:
 
 
 def _same_ip(a: str, b: str) -> bool:
-    return a == b or a in WILDCARDS or b in WILDCARDS
+    """Whether two host addresses overlap. The rules are per family, so
+    "0.0.0.0" and "::" do not: dockerd 28+ sends both for one ``-p``."""
+    if a == b:
+        return True
+    if _version(a) != _version(b):
+        return False
+    return a in WILDCARDS or b in WILDCARDS
+
+
+def _version(host_ip: str) -> int:
+    return ipaddress.ip_address(host_ip or "0.0.0.0").version
 
 
 def _proto(field: str, value) -> int:
