@@ -312,7 +312,7 @@ def network_fragment(rules: NetworkRules, family: str, names: Names = DEFAULT) -
     return frag
 
 
-_LOOPBACK = {"ipv4": "127.0.0.0/8", "ipv6": "::1/128"}
+_LOOPBACK = {"ipv4": "127.0.0.0/8", "ipv6": "::1"}  # as iptables-save prints them
 _ICMP = {"ipv4": "icmp", "ipv6": "ipv6-icmp"}
 
 
