@@ -77,8 +77,8 @@ def resolve(
     published; ``pick_free(proto, host_ip, used)`` picks from the kernel's
     ephemeral range. Entries whose host address is of a version not in
     ``versions`` are another endpoint's (see ``families``), as are
-    all-address entries of a version the endpoint has no address in (dockerd
-    28+ sends "0.0.0.0" and "::" entries for one ``-p``).
+    all-address entries of a version the endpoint has no address in (as
+    ``-p 0.0.0.0:80:80 -p [::]:80:80`` gives on an IPv6-only network).
     """
     if not endpoint["address"]:  # an IPv6-only endpoint: "-p 80" means "::"
         default_host_ip = "::"
@@ -117,7 +117,7 @@ def as_portmap(bindings: list[PortBinding]) -> list[dict]:
 
 def _same_ip(a: str, b: str) -> bool:
     """Whether two host addresses overlap. The rules are per family, so
-    "0.0.0.0" and "::" do not: dockerd 28+ sends both for one ``-p``."""
+    "0.0.0.0" and "::" do not: ``-p 0.0.0.0:80:80 -p [::]:80:80`` is fine."""
     if a == b:
         return True
     if _version(a) != _version(b):

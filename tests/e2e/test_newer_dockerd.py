@@ -1,14 +1,15 @@
-"""What only dockerd 28 and later send: IPv6-only networks (``--ipv4=false``)
-and GwAllocCheck. On an older dockerd each case is an expected failure
-naming the version, never a pass: the CLI and daemon there have no such
-flag or call."""
+"""What newer dockerds send. IPv6-only networks (``--ipv4=false``) and
+GwAllocCheck come with dockerd 28: on an older one those cases are expected
+failures naming the version, never passes (its CLI and daemon have no such
+flag or call)."""
 
 import ipaddress
 import json
 
 import pytest
 
-from tests.e2e.helpers import Scene, inspect_state
+from tests.e2e.dockerd import Dockerd
+from tests.e2e.helpers import Scene, http_get, inspect_state, random_subnet_v4, random_subnet_v6
 
 pytestmark = pytest.mark.e2e
 
@@ -68,3 +69,15 @@ def test_gw_alloc_check_spares_the_gateway_of_an_isolated_network(scene):
     # The host has no address on the bridge, hence no way to the containers.
     ping = scene.dockerd.host("ping", "-c1", "-W1", scene.address(a, net), check=False)
     assert ping.returncode != 0
+
+
+def test_one_host_port_on_both_families(scene):
+    """``0.0.0.0`` and ``::`` are separate host addresses: the same host port
+    is published on each, to the container's address of that family."""
+    net = scene.network("--ipv6", "--subnet", random_subnet_v4(), "--subnet", random_subnet_v6())
+    # A fixed host port: dockerd has a network namespace of its own.
+    a = scene.container(net, "-p", "0.0.0.0:18080:80", "-p", "[::]:18080:80")
+    endpoint_id = scene.dockerd.inspect("container", a)["NetworkSettings"]["Networks"][net]["EndpointID"]
+    (endpoint,) = [e for e in inspect_state(scene.pontoon.state_dir)["endpoints"] if e["id"] == endpoint_id]
+    assert sorted((p["host_ip"], p["host_port"]) for p in endpoint["ports"]) == [("0.0.0.0", 18080), ("::", 18080)]
+    assert http_get(scene.dockerd, Dockerd.UPLINK_ADDRESS, 18080) == "pontoon-e2e\n"

@@ -25,8 +25,8 @@ def test_ipv6_only_network_has_no_ipv4_anywhere(plugin, client):
     assert rules.subnets_v4 == () and not rules.ipv4
     reply = client.ok("NetworkDriver.Join", {"NetworkID": NID, "EndpointID": EID, "SandboxKey": "/x"})
     assert reply["GatewayIPv6"] == "fd00:1::1" and "Gateway" not in reply
-    # "-p 8080:80" arrives with no host address, and dockerd 28+ also sends "0.0.0.0":
-    # both mean the IPv6 address here, once.
+    # "-p 8080:80" arrives with no host address: "::" here. An all-address
+    # IPv4 entry ("-p 0.0.0.0:8080:80") has nothing to go to, and is skipped.
     client.ok("NetworkDriver.ProgramExternalConnectivity", {"NetworkID": NID, "EndpointID": EID, "Options": {
         PORTMAP: [port(80, 8080), port(80, 8080, host_ip="0.0.0.0")]}})
     (binding,) = plugin.firewall.ports[EID].bindings
