@@ -141,7 +141,7 @@ def test_bad_bridge_options_are_400(refused, options, says):
     refused("NetworkDriver.CreateNetwork", net_body(Options=options), says=says)
 
 
-def test_newer_endpoint_options_are_accepted(plugin, client, dockerd):
+def test_newer_endpoint_options_are_accepted(client):
     """sysctls (27.0), ifname (28.0): dockerd applies them itself; the
     remote Join reply has no field to name the interface."""
     client.ok("NetworkDriver.CreateNetwork", net_body())
