@@ -124,18 +124,16 @@ def _mtu(key: str, value) -> int:
     return mtu
 
 
-def _ipv4(key: str, value) -> str:
-    try:
-        return values.host_address(f"option {key}", value, 4)
-    except BadRequest:
-        raise BadRequest(f'option {key}="{value}" is not an IPv4 address') from None
+def _host_address(version: int):
+    def parse_address(key: str, value) -> str:
+        try:
+            return values.host_address(f"option {key}", value, version)
+        except BadRequest:
+            raise BadRequest(f'option {key}="{value}" is not an IPv{version} address') from None
+    return parse_address
 
 
-def _ipv6(key: str, value) -> str:
-    try:
-        return str(ipaddress.IPv6Address(value))
-    except (ValueError, TypeError):
-        raise BadRequest(f'option {key}="{value}" is not an IPv6 address') from None
+_ipv4, _ipv6 = _host_address(4), _host_address(6)
 
 
 def _gateway_mode(key: str, value) -> str:
