@@ -45,6 +45,21 @@ class NetworkRules:
     internal: bool = False
     icc: bool = True
     masquerade: bool = True
+    # Docker 28's per-family gateway modes: "nat", "nat-unprotected",
+    # "routed" or "isolated" (see datapath.rules for what each allows).
+    gateway_mode_v4: str = "nat"
+    gateway_mode_v6: str = "nat"
+    # Host interfaces whose packets may reach published container ports at
+    # the containers' own addresses, as if they came from the bridge.
+    trusted_interfaces: tuple[str, ...] = ()
+    # Source address for masqueraded traffic ("": the outgoing interface's).
+    host_ipv4: str = ""
+    host_ipv6: str = ""
+    # False for an IPv6-only network: no IPv4 traffic leaves or enters it.
+    ipv4: bool = True
+
+    def gateway_mode(self, family: str) -> str:
+        return self.gateway_mode_v4 if family == "ipv4" else self.gateway_mode_v6
 
 
 @dataclass(frozen=True)
@@ -64,3 +79,6 @@ class EndpointPorts:
     network_id: str
     bridge: str
     bindings: tuple[PortBinding, ...] = field(default_factory=tuple)
+    # Families whose gateway mode is "routed": their ports are reached at the
+    # container's address only, so no host port is mapped (no DNAT).
+    routed: tuple[str, ...] = ()

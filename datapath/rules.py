@@ -238,9 +238,27 @@ def _host(address: str) -> str:
 
 
 def network_fragment(rules: NetworkRules, family: str, names: Names = DEFAULT) -> Fragment:
+    """What one network needs in one family, by its gateway mode there.
+
+    Docker 28's modes, matched by behaviour (moby's generated rule sets in
+    ``integration/network/bridge/iptablesdoc``), not by chain names:
+    ``nat`` masquerades, and only connections DNATed from a host address
+    reach a published port, so a neighbour routing the subnet to this host
+    reaches no container address directly (Docker drops such packets in
+    the raw table; our chain runs first in FORWARD and ends in a DROP for the
+    bridge, so it decides the same here); ``nat-unprotected`` also lets every
+    port be reached directly; ``routed`` does not masquerade and lets the
+    published ports and ICMP be reached at the container's address;
+    ``isolated`` (internal networks only) differs in the bridge, which gets
+    no address.
+    """
     br = _token(rules.bridge)
     chain = _token(names.network(rules.network_id))
     subnets = rules.subnets_v4 if family == "ipv4" else rules.subnets_v6
+    mode = rules.gateway_mode(family)
+    # An IPv6-only network's containers have no IPv4 address: nothing of
+    # IPv4 is forwarded for them, as nothing is for an internal network.
+    closed = rules.internal or (family == "ipv4" and not rules.ipv4)
     frag = Fragment(chain)
 
     frag.add_shared("filter", names.bridges, f"-i {br} -j {chain}")
@@ -252,29 +270,38 @@ def network_fragment(rules: NetworkRules, family: str, names: Names = DEFAULT) -
         f"-i {br} ! -o {br} -j {names.isol_out}",
         f"! -i {br} -o {br} -j {names.isol_in}",
     ]
-    if rules.internal:
+    if closed:
         f += [f"-i {br} ! -o {br} -j DROP", f"! -i {br} -o {br} -j DROP"]
     else:
         f += [
+            # A connection DNATed from the host's loopback address can only
+            # be forwarded when a neighbour sent it, routing 127.0.0.1 (or
+            # ::1) to this host: the host's own go straight into the bridge.
+            f"-o {br} -m conntrack --ctorigdst {_LOOPBACK[family]} -j DROP",
             f"-o {br} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
-            f"! -i {br} -o {br} -j {names.ports}",
+            *_inbound(rules, family, names),
         ]
     f.append(f"-i {br} -o {br} -j {'ACCEPT' if rules.icc else 'DROP'}")
-    if not rules.internal:
+    if not closed:
         f.append(f"-i {br} ! -o {br} -j ACCEPT")
     # Nothing else enters the bridge, whatever the FORWARD policy is.
     f.append(f"-o {br} -j DROP")
     frag.own["filter"][chain] = f
 
     n: list[str] = []
-    if rules.masquerade and not rules.internal:
-        n += [f"-s {_net(s)} ! -o {br} -j MASQUERADE" for s in subnets]
-    if not rules.internal:  # an internal network publishes no ports
+    nat = not closed and mode != "routed"
+    if rules.masquerade and nat:
+        source = rules.host_ipv4 if family == "ipv4" else rules.host_ipv6
+        # host_ipv4/host_ipv6: a fixed source address instead of the one of
+        # whichever interface the packet leaves by.
+        target = f"SNAT --to-source {_token(source)}" if source else "MASQUERADE"
+        n += [f"-s {_net(s)} ! -o {br} -j {target}" for s in subnets]
+    if nat:  # an internal or routed network maps no host ports
         # Hairpin: a container reaching a published port (its own or a
         # neighbour's) through a host address is DNATed back into the bridge;
         # without a new source the reply would skip the host and not match.
         n += [f"-s {_net(s)} -o {br} -m conntrack --ctstate DNAT -j MASQUERADE" for s in subnets]
-    if family == "ipv4" and subnets and not rules.internal:
+    if family == "ipv4" and subnets and nat:
         # Published ports on 127.0.0.1: OUTPUT DNATs the connection to the
         # container, the bridge's route_localnet=1 lets a packet with a
         # loopback source leave through it, and this masquerade gives it the
@@ -290,6 +317,24 @@ def network_fragment(rules: NetworkRules, family: str, names: Names = DEFAULT) -
     frag.own["nat"][chain] = n
     frag.add_shared("nat", names.masquerade, f"-j {chain}")
     return frag
+
+
+_LOOPBACK = {"ipv4": "127.0.0.0/8", "ipv6": "::1"}  # as iptables-save prints them
+_ICMP = {"ipv4": "icmp", "ipv6": "ipv6-icmp"}
+
+
+def _inbound(rules: NetworkRules, family: str, names: Names) -> list[str]:
+    """New connections from outside the bridge that the gateway mode lets in."""
+    br = _token(rules.bridge)
+    mode = rules.gateway_mode(family)
+    if mode == "nat-unprotected":
+        return [f"! -i {br} -o {br} -j ACCEPT"]
+    # Trusted host interfaces count as the bridge itself: from them a
+    # published port is reached at the container's address too.
+    out = [f"-i {_token(iface)} -o {br} -j {names.ports}" for iface in rules.trusted_interfaces]
+    if mode == "routed":
+        return out + [f"! -i {br} -o {br} -j {names.ports}", f"-o {br} -p {_ICMP[family]} -j ACCEPT"]
+    return out + [f"! -i {br} -o {br} -m conntrack --ctstate DNAT -j {names.ports}"]
 
 
 def _any_address(host_ip: str) -> bool:
@@ -314,6 +359,7 @@ def ports_fragment(ports: EndpointPorts, family: str, names: Names = DEFAULT) ->
             raise ValueError(f"protocol {b.proto!r} cannot be published")
         if binding_family(b.container_ip) != family:
             continue
+        routed = family in ports.routed
         # The stored text is checked, not just what ipaddress makes of it:
         # ``ip_interface(...).ip`` silently drops an IPv6 zone.
         cip = _ip(_token(b.container_ip))
@@ -325,11 +371,13 @@ def ports_fragment(ports: EndpointPorts, family: str, names: Names = DEFAULT) ->
         to = f"{cip}:{b.container_port}" if family == "ipv4" else f"[{cip}]:{b.container_port}"
         proto = f"-p {b.proto} -m {b.proto}"
         accept.append(f"-d {_host(str(cip))} {proto} --dport {b.container_port} -j ACCEPT")
-        dnat.append(f"{dst}{proto} --dport {b.host_port} -j DNAT --to-destination {to}")
-    if dnat:
+        if not routed:
+            dnat.append(f"{dst}{proto} --dport {b.host_port} -j DNAT --to-destination {to}")
+    if accept:
         frag.own["filter"][chain] = accept
-        frag.own["nat"][chain] = dnat
         frag.add_shared("filter", names.ports, f"-o {_token(ports.bridge)} -j {chain}")
+    if dnat:
+        frag.own["nat"][chain] = dnat
         frag.add_shared("nat", names.published, f"-j {chain}")
     return frag
 

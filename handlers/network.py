@@ -66,7 +66,19 @@ class NetworkDriver:
 
     # -- capabilities and no-ops ------------------------------------------------
     def get_capabilities(self, _body: dict) -> dict:
-        return {"Scope": "local", "ConnectivityScope": self._segment.connectivity}
+        # GwAllocChecker: dockerd 28+ then asks GwAllocCheck before it
+        # allocates gateways; older ones ignore the field.
+        return {"Scope": "local", "ConnectivityScope": self._segment.connectivity, "GwAllocChecker": True}
+
+    def gw_alloc_check(self, body: dict) -> dict:
+        """{"Options": <as CreateNetwork's>} -> {"SkipIPv4", "SkipIPv6"}: which
+        gateway addresses Pontoon would never put on the bridge or give a
+        container, so dockerd need not take them from the pool. The same
+        cases as Docker's bridge driver. Bad options are refused here
+        already, with CreateNetwork's message."""
+        options = opts.parse(body.get("Options"))
+        return {"SkipIPv4": options.isolated("ipv4") or (options.inhibit_ipv4 and options.internal),
+                "SkipIPv6": options.isolated("ipv6")}
 
     def nothing_to_do(self, _body: dict) -> dict:
         """Discovery and swarm allocation calls: a local driver has nothing to do."""
@@ -79,6 +91,8 @@ class NetworkDriver:
         options = opts.parse(body.get("Options"))
         ipv4 = _ipam_data("IPv4Data", body.get("IPv4Data"), 4)
         ipv6 = _ipam_data("IPv6Data", body.get("IPv6Data"), 6)
+        if ipv4 and not options.ipv4:
+            raise BadRequest(f"IPv4Data holds {ipv4[0]['pool']} but option {opts.ENABLE_IPV4} is false")
         bridge = options.bridge_name or BRIDGE_PREFIX + network_id[:12]
         request = _canonical(body, "Options", "IPv4Data", "IPv6Data")
         what = f"network {network_id}"
@@ -324,27 +338,31 @@ class NetworkDriver:
         endpoint_options = body.get("Options") or {}
         portmap = ports.parse_portmap(endpoint_options)
         exposed = ports.parse_exposed(endpoint_options)
+        # dockerd 29 calls again when the endpoint's gateway role changes for
+        # one family: the same portmap, another set of families.
+        request = {"portmap": portmap, "versions": list(ports.families(endpoint_options))}
         with self._snapshot() as tx:
             # Most containers publish nothing: then there is nothing to write.
-            if _programmed(self._endpoint(tx, body["EndpointID"]), portmap, exposed):
+            if _programmed(self._endpoint(tx, body["EndpointID"]), request, exposed):
                 return {}
         with Rollback() as rollback:
             with self._tx() as tx:
                 endpoint = self._endpoint(tx, body["EndpointID"])
                 network = self._network(tx, endpoint["network_id"])
-                if _programmed(endpoint, portmap, exposed):
+                if _programmed(endpoint, request, exposed):
                     return {}
                 self._unpublish(network, endpoint, rollback)
                 self._forget_ports(tx, endpoint, rollback)
                 pending = ports.plan(portmap, endpoint, network["options"]["host_binding_ipv4"],
-                                     tx.ports_in_use, self._firewall.ephemeral_range())
+                                     tx.ports_in_use, self._firewall.ephemeral_range(),
+                                     tuple(request["versions"]))
                 bindings = ports.bindings(pending, self._hold([p.claim for p in pending], rollback))
                 endpoint["ports"] = [b.__dict__ for b in bindings]
                 # Counts what Program stored: a request that removed the
                 # rules of a snapshot tells at its commit whether they are
                 # still the stored ones (by content, A-B-A would pass).
                 endpoint["port_generation"] = _generation(endpoint) + 1
-                endpoint["portmap_request"] = portmap
+                endpoint["portmap_request"] = request
                 endpoint["exposed"] = exposed or endpoint["exposed"]
                 if bindings:
                     self._firewall.add_ports(endpoint_ports(network, endpoint))
@@ -461,8 +479,10 @@ class NetworkDriver:
 # -- stored records -> datapath descriptions ---------------------------------------
 def bridge_spec(network: dict) -> BridgeSpec:
     o = network["options"]
-    gateways = [] if o["inhibit_ipv4"] else [d["gateway"] for d in network["ipv4"] if d["gateway"]]
-    gateways += [d["gateway"] for d in network["ipv6"] if d["gateway"]]
+    gateways = [] if o["inhibit_ipv4"] or _mode(o, "ipv4") == "isolated" else \
+        [d["gateway"] for d in network["ipv4"] if d["gateway"]]
+    if _mode(o, "ipv6") != "isolated":  # isolated: the host cannot reach the containers
+        gateways += [d["gateway"] for d in network["ipv6"] if d["gateway"]]
     return BridgeSpec(name=network["bridge"], mtu=o["mtu"], addresses=tuple(gateways))
 
 
@@ -478,6 +498,11 @@ def _gateway_for(ipam_data: list[dict], address: str) -> str | None:
                  if d["gateway"] and ip in ipaddress.ip_network(d["pool"])), None)
 
 
+def _mode(o: dict, family: str) -> str:
+    # Networks stored before gateway modes existed have no key: "nat".
+    return o.get(f"gateway_mode_{family}", "nat")
+
+
 def veth_spec(network: dict, endpoint: dict) -> VethSpec:
     return VethSpec(host_name=endpoint["host_veth"], peer_name=endpoint["peer_veth"],
                     bridge=network["bridge"], mac=endpoint["mac"], mtu=network["options"]["mtu"])
@@ -490,12 +515,17 @@ def network_rules(network: dict) -> NetworkRules:
         subnets_v4=tuple(d["pool"] for d in network["ipv4"]),
         subnets_v6=tuple(d["pool"] for d in network["ipv6"]),
         internal=o["internal"], icc=o["icc"], masquerade=o["masquerade"],
+        gateway_mode_v4=_mode(o, "ipv4"), gateway_mode_v6=_mode(o, "ipv6"),
+        trusted_interfaces=tuple(o.get("trusted_interfaces", ())),
+        host_ipv4=o.get("host_ipv4", ""), host_ipv6=o.get("host_ipv6", ""), ipv4=o.get("ipv4", True),
     )
 
 
 def endpoint_ports(network: dict, endpoint: dict) -> EndpointPorts:
+    o = network["options"]
     return EndpointPorts(endpoint_id=endpoint["id"], network_id=network["id"],
-                         bridge=network["bridge"], bindings=tuple(_bindings(endpoint)))
+                         bridge=network["bridge"], bindings=tuple(_bindings(endpoint)),
+                         routed=tuple(f for f in ("ipv4", "ipv6") if _mode(o, f) == "routed"))
 
 
 def _bindings(endpoint: dict) -> list[PortBinding]:
@@ -572,11 +602,11 @@ def _check_bridge_free(tx: NetworkStore, bridge: str) -> None:
         raise Conflict(f'bridge "{bridge}" already serves network {holder["id"]}')
 
 
-def _programmed(endpoint: dict, portmap: list, exposed: list) -> bool:
+def _programmed(endpoint: dict, request: dict, exposed: list) -> bool:
     """Whether ProgramExternalConnectivity would change nothing."""
     if endpoint["ports"]:
-        return endpoint.get("portmap_request") == portmap
-    return not portmap and exposed in ([], endpoint["exposed"])
+        return endpoint.get("portmap_request") == request
+    return not request["portmap"] and exposed in ([], endpoint["exposed"])
 
 
 def _published(endpoint: dict | None) -> bool:
@@ -595,6 +625,7 @@ def methods(driver: NetworkDriver) -> dict:
     """The NetworkDriver protocol: path -> callable(body) -> reply body."""
     return {
         "NetworkDriver.GetCapabilities": driver.get_capabilities,
+        "NetworkDriver.GwAllocCheck": driver.gw_alloc_check,
         "NetworkDriver.CreateNetwork": driver.create_network,
         "NetworkDriver.DeleteNetwork": driver.delete_network,
         "NetworkDriver.CreateEndpoint": driver.create_endpoint,

@@ -18,6 +18,7 @@ from spec.errors import BadRequest
 GENERIC = "com.docker.network.generic"
 INTERNAL = "com.docker.network.internal"
 ENABLE_IPV6 = "com.docker.network.enable_ipv6"
+ENABLE_IPV4 = "com.docker.network.enable_ipv4"  # dockerd 28+; absent means true
 
 BRIDGE_NAME = "com.docker.network.bridge.name"
 MTU = "com.docker.network.driver.mtu"
@@ -26,6 +27,13 @@ ENABLE_MASQUERADE = "com.docker.network.bridge.enable_ip_masquerade"
 HOST_BINDING_IPV4 = "com.docker.network.bridge.host_binding_ipv4"
 INHIBIT_IPV4 = "com.docker.network.bridge.inhibit_ipv4"
 IFACE_PREFIX = "com.docker.network.container_iface_prefix"
+GATEWAY_MODE_IPV4 = "com.docker.network.bridge.gateway_mode_ipv4"
+GATEWAY_MODE_IPV6 = "com.docker.network.bridge.gateway_mode_ipv6"
+TRUSTED_INTERFACES = "com.docker.network.bridge.trusted_host_interfaces"
+HOST_IPV4 = "com.docker.network.host_ipv4"
+HOST_IPV6 = "com.docker.network.host_ipv6"
+
+GATEWAY_MODES = ("nat", "nat-unprotected", "routed", "isolated")
 
 # dockerd appends an index of up to two digits to the container interface prefix.
 IFACE_PREFIX_MAX = IFNAMSIZ - 2
@@ -47,9 +55,22 @@ class NetworkOptions:
     iface_prefix: str = "eth"
     internal: bool = False
     ipv6: bool = False
+    ipv4: bool = True
+    gateway_mode_ipv4: str = "nat"
+    gateway_mode_ipv6: str = "nat"
+    trusted_interfaces: tuple[str, ...] = ()
+    host_ipv4: str = ""  # "": masquerade with the outgoing interface's address
+    host_ipv6: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def isolated(self, family: str) -> bool:
+        """The family gets no gateway address on the bridge (and dockerd
+        need not allocate one: see GwAllocCheck)."""
+        if family == "ipv4":
+            return self.gateway_mode_ipv4 == "isolated"
+        return self.gateway_mode_ipv6 == "isolated"
 
 
 def parse(options) -> NetworkOptions:
@@ -63,6 +84,7 @@ def parse(options) -> NetworkOptions:
     fields: dict = {
         "internal": _bool(INTERNAL, options.get(INTERNAL, False)),
         "ipv6": _bool(ENABLE_IPV6, options.get(ENABLE_IPV6, False)),
+        "ipv4": _bool(ENABLE_IPV4, options.get(ENABLE_IPV4, True)),
     }
     for key, value in generic.items():
         parser = _PARSERS.get(key)
@@ -73,6 +95,14 @@ def parse(options) -> NetworkOptions:
     opts = NetworkOptions(**fields)
     if opts.ipv6 and opts.mtu is not None and opts.mtu < IPV6_MTU_MIN:
         raise BadRequest(f'option {MTU}="{opts.mtu}" is below {IPV6_MTU_MIN}, the IPv6 minimum, on an --ipv6 network')
+    if not opts.ipv4 and not opts.ipv6:
+        raise BadRequest(f'options {ENABLE_IPV4}=false and {ENABLE_IPV6}=false leave the network no address family')
+    for key, mode in ((GATEWAY_MODE_IPV4, opts.gateway_mode_ipv4), (GATEWAY_MODE_IPV6, opts.gateway_mode_ipv6)):
+        # As Docker: with no way out of the subnet, a gateway would serve nothing.
+        if mode == "isolated" and not opts.internal:
+            raise BadRequest(f'option {key}="isolated" needs an --internal network')
+    if opts.bridge_name in opts.trusted_interfaces:
+        raise BadRequest(f'option {TRUSTED_INTERFACES} names the network\'s own bridge "{opts.bridge_name}"')
     return opts
 
 
@@ -94,11 +124,32 @@ def _mtu(key: str, value) -> int:
     return mtu
 
 
-def _ipv4(key: str, value) -> str:
-    try:
-        return values.host_address(f"option {key}", value, 4)
-    except BadRequest:
-        raise BadRequest(f'option {key}="{value}" is not an IPv4 address') from None
+def _host_address(version: int):
+    def parse_address(key: str, value) -> str:
+        try:
+            return values.host_address(f"option {key}", value, version)
+        except BadRequest:
+            raise BadRequest(f'option {key}="{value}" is not an IPv{version} address') from None
+    return parse_address
+
+
+_ipv4, _ipv6 = _host_address(4), _host_address(6)
+
+
+def _gateway_mode(key: str, value) -> str:
+    if value not in GATEWAY_MODES:
+        raise BadRequest(f'option {key}="{value}" is not a gateway mode ({", ".join(GATEWAY_MODES)})')
+    return value
+
+
+def _interfaces(key: str, value) -> tuple[str, ...]:
+    """Docker's colon-separated list; empty parts are skipped, as Docker does."""
+    if not isinstance(value, str):
+        raise BadRequest(f'option {key}="{value}" is not a colon-separated list of interface names')
+    names = tuple(n for n in value.split(":") if n)
+    for name in names:
+        validate_ifname(name, f"option {key}")
+    return names
 
 
 def _bridge(key: str, value) -> str:
@@ -122,4 +173,9 @@ _PARSERS = {
     HOST_BINDING_IPV4: ("host_binding_ipv4", _ipv4),
     INHIBIT_IPV4: ("inhibit_ipv4", _bool),
     IFACE_PREFIX: ("iface_prefix", _prefix),
+    GATEWAY_MODE_IPV4: ("gateway_mode_ipv4", _gateway_mode),
+    GATEWAY_MODE_IPV6: ("gateway_mode_ipv6", _gateway_mode),
+    TRUSTED_INTERFACES: ("trusted_interfaces", _interfaces),
+    HOST_IPV4: ("host_ipv4", _ipv4),
+    HOST_IPV6: ("host_ipv6", _ipv6),
 }

@@ -19,6 +19,10 @@ from spec.errors import BadRequest, Conflict
 
 PORTMAP = "com.docker.network.portmap"
 EXPOSED = "com.docker.network.endpoint.exposedports"
+# dockerd 29 sets it when this endpoint is the sandbox's IPv4 gateway but
+# another endpoint is its IPv6 gateway (moby drivers/remote/driver.go): the
+# IPv6 host addresses are that endpoint's to publish.
+NO_PROXY_6TO4 = "com.docker.network.driver.private.no_proxy_6to4"
 PROTOS = {6: "tcp", 17: "udp", 132: "sctp"}
 PROTO_NUMBERS = {name: number for number, name in PROTOS.items()}
 WILDCARDS = ("", "0.0.0.0", "::")
@@ -27,6 +31,11 @@ WILDCARDS = ("", "0.0.0.0", "::")
 def parse_exposed(options: dict) -> list[dict]:
     return [{"Proto": _proto(field, entry.get("Proto")), "Port": values.port(f"{field}.Port", entry.get("Port"))}
             for field, entry in values.objects(EXPOSED, options.get(EXPOSED))]
+
+
+def families(options: dict) -> tuple[int, ...]:
+    """The IP versions whose host addresses this endpoint publishes on."""
+    return (4,) if options.get(NO_PROXY_6TO4) in (True, "true") else (4, 6)
 
 
 def parse_portmap(options: dict) -> list[dict]:
@@ -73,6 +82,7 @@ def plan(
     default_host_ip: str,
     in_use: Callable[[str], list[tuple[int, str, str]]],
     ephemeral: tuple[int, int],
+    versions: tuple[int, ...] = (4, 6),
 ) -> list[Pending]:
     """The claim for each entry, refusing a port another endpoint publishes.
 
@@ -80,7 +90,13 @@ def plan(
     published (read once per protocol: the work grows linearly with the
     entries); ``ephemeral`` is the kernel's range for ``HostPort`` 0.
     Whether a host process holds a port is for the holder to find out.
+    Entries whose host address is of a version not in ``versions`` are
+    another endpoint's (see ``families``), as are all-address entries of a
+    version the endpoint has no address in (as ``-p 0.0.0.0:80:80 -p
+    [::]:80:80`` gives on an IPv6-only network).
     """
+    if not endpoint["address"]:  # an IPv6-only endpoint: "-p 80" means "::"
+        default_host_ip = "::"
     taken = _Taken(in_use, endpoint["id"])
     # Thousands of entries share a few addresses: each parsed once.
     version = functools.cache(lambda ip: ipaddress.ip_address(ip).version)
@@ -92,6 +108,8 @@ def plan(
         host_ip = entry["HostIP"] or default_host_ip
         v6 = version(host_ip) == 6
         container_ip = bare.get("address_v6" if v6 else "address")
+        if (6 if v6 else 4) not in versions or (not container_ip and host_ip in WILDCARDS):
+            continue
         if not container_ip:
             raise BadRequest(f"port {entry['Port']}/{proto} is published on {host_ip} but the endpoint has no IPv{6 if v6 else 4} address")
         first, last = entry["HostPort"], entry["HostPortEnd"] or entry["HostPort"]
@@ -130,7 +148,7 @@ class _Taken:
                         by_ip.setdefault(ip, set()).add(port)
                 self._by_ip[proto] = by_ip
             by_ip = self._by_ip[proto]
-            ips = by_ip if host_ip in WILDCARDS else [ip for ip in by_ip if _same_ip(ip, host_ip)]
+            ips = [ip for ip in by_ip if _same_ip(ip, host_ip)]
             self._near[(proto, host_ip)] = set().union(*(by_ip[ip] for ip in ips))
         return self._near[(proto, host_ip)]
 
@@ -145,7 +163,17 @@ def as_portmap(bindings: list[PortBinding]) -> list[dict]:
 
 
 def _same_ip(a: str, b: str) -> bool:
-    return a == b or a in WILDCARDS or b in WILDCARDS
+    """Whether two host addresses overlap. The rules are per family, so
+    "0.0.0.0" and "::" do not: ``-p 0.0.0.0:80:80 -p [::]:80:80`` is fine."""
+    if a == b:
+        return True
+    if _version(a) != _version(b):
+        return False
+    return a in WILDCARDS or b in WILDCARDS
+
+
+def _version(host_ip: str) -> int:
+    return ipaddress.ip_address(host_ip or "0.0.0.0").version
 
 
 def _proto(field: str, value) -> int:

@@ -175,6 +175,7 @@ class Netns:
 class Outside(Netns):
     host_ip: str = ""  # the host's addresses on the veth to the outside
     host_ip6: str = ""
+    host_end: str = ""  # the host's interface to it
 
 
 def _used_addresses() -> str:
@@ -202,7 +203,9 @@ class Lab:
         if errors:
             raise RuntimeError(f"cleanup failed: {errors}")
 
-    def bridge(self, name: str | None = None, v6: bool = False) -> Bridge:
+    def bridge(self, name: str | None = None, v6: bool = False, address: bool = True) -> Bridge:
+        """``address=False``: no gateway address on the bridge (an isolated
+        network's); the subnet is chosen as if it had one."""
         # Not "pt-": the link code's reconcile takes any "pt-" bridge that no
         # network owns for an orphan, and its tests run beside these.
         name = name or f"fwt{self.tag}{self._next()}"
@@ -211,10 +214,12 @@ class Lab:
         br = Bridge(name, ipaddress.ip_network(f"10.250.{octet}.0/24"))
         sh("ip", "link", "add", name, "type", "bridge")
         self._cleanup.append(lambda: sh("ip", "link", "del", name))
-        sh("ip", "addr", "add", f"{br.gateway}/24", "dev", name)
+        if address:
+            sh("ip", "addr", "add", f"{br.gateway}/24", "dev", name)
         if v6:
             br.subnet_v6 = ipaddress.ip_network(f"fd00:250:{self.tag[:4]}:{octet:x}::/64")
-            sh("ip", "addr", "add", f"{br.gateway_v6}/64", "dev", name, "nodad")
+            if address:
+                sh("ip", "addr", "add", f"{br.gateway_v6}/64", "dev", name, "nodad")
         sh("ip", "link", "set", name, "up")
         return br
 
@@ -275,7 +280,32 @@ class Lab:
         sh("ip", "-n", ns, "addr", "add", f"{ip6}/64", "dev", "eth0", "nodad")
         sh("ip", "-n", ns, "-6", "route", "add", "fd00:250::/32", "via", host_ip6)
         self._serve(ns)
-        return Outside(ns, ip, ip6, host_ip, host_ip6)
+        return Outside(ns, ip, ip6, host_ip, host_ip6, host_end)
+
+    def second_host_address(self, out: Outside) -> tuple[str, str]:
+        """Another IPv4 and IPv6 address of the host, on its interface to
+        ``out``, which ``out`` routes back to the host: a source for SNAT."""
+        used = _used_addresses()
+        n = random.choice([n for n in range(1, 255) if f" 192.0.2.{n}/" not in used])
+        ip, ip6 = f"192.0.2.{n}", str(ipaddress.ip_address(f"fd00:252:{self.tag[:4]}::{n:x}"))
+        for addr, via in ((f"{ip}/32", out.host_ip), (f"{ip6}/128", out.host_ip6)):
+            sh("ip", "addr", "add", addr, "dev", out.host_end, *(["nodad"] if ":" in addr else []))
+            self._cleanup.append(lambda addr=addr: sh("ip", "addr", "del", addr, "dev", out.host_end, check=False))
+            sh("ip", "-n", out.ns, "route", "add", addr, "via", via)
+        return ip, ip6
+
+    def route_loopback_to_host(self, out: Outside) -> None:
+        """Make ``out`` send packets for 127.0.0.1 to the host, as a
+        neighbour that wants at the host's loopback-only services would."""
+        for route in ("local 127.0.0.1", "local 127.0.0.0/8"):
+            sh("ip", "-n", out.ns, "route", "del", *route.split(), "dev", "lo", "table", "local", check=False)
+        sh("ip", "netns", "exec", out.ns, "sysctl", "-qw", "net.ipv4.conf.eth0.route_localnet=1")
+        sh("ip", "-n", out.ns, "route", "add", "127.0.0.1/32", "via", out.host_ip, "dev", "eth0", "src", out.ip)
+
+    @staticmethod
+    def ping(src: str, ip: str) -> bool:
+        argv = ["ip", "netns", "exec", src, "ping", "-c1", "-W1", "-q", ip]
+        return subprocess.run(argv, capture_output=True, timeout=TIMEOUT).returncode == 0
 
     def reach(self, src: str | None, ip: str, port: int = PORT, proto: str = "tcp") -> str | None:
         """The address the server saw us come from, or None if unreachable.

@@ -5,6 +5,7 @@ the FORWARD policy at DROP as dockerd leaves it, so a missing rule fails.
 """
 from __future__ import annotations
 
+import dataclasses
 import socket
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +15,7 @@ import pytest
 from datapath.errors import DatapathError
 from datapath.firewall import Firewall
 from datapath.hostports import Claim, Holder
-from datapath.model import EndpointPorts, PortBinding
+from datapath.model import EndpointPorts, NetworkRules, PortBinding
 
 from .firewall_env import NAMES, PORT, HostForwarding, Lab, missing, network, sh, trace
 
@@ -446,3 +447,144 @@ def test_a_fault_at_any_step_leaves_nothing(lab, op, tmp_path):
         assert trace(*words) == [], f"fault at {step!r} left rules behind"
         if op == "network":
             assert open(localnet).read().strip() == "0", f"fault at {step!r} left route_localnet"
+
+
+# -- Docker 28's gateway modes and direct-routing protection -------------------
+# The outside namespace routes the bridges' subnets to the host, as a
+# neighbour on the host's LAN could (firewall_env.Lab.outside).
+
+def routed_lab(lab, **kw):
+    """A network with c1 publishing PORT as host port 18200 (tcp and udp),
+    and c2 publishing nothing."""
+    br = lab.bridge(v6=True)
+    c1, c2, out = lab.container(br), lab.container(br), lab.outside()
+    net = network(br, **kw)
+    lab.add_network(net)
+    published = ports(net, c1, PortBinding("tcp", "", 18200, c1.ip, PORT),
+                      PortBinding("udp", "", 18200, c1.ip, PORT),
+                      PortBinding("tcp", "::", 18200, c1.ip6, PORT))
+    # As handlers.network.endpoint_ports says for the network's modes.
+    lab.add_ports(dataclasses.replace(published, routed=tuple(
+        f for f in ("ipv4", "ipv6") if net.gateway_mode(f) == "routed")))
+    return br, c1, c2, out, net
+
+
+def test_nat_mode_keeps_neighbours_off_container_addresses(lab):
+    _, c1, c2, out, _ = routed_lab(lab)
+    # Published or not, no port is reached at the container's own address...
+    for ip in (c1.ip, c2.ip, c1.ip6, c2.ip6):
+        assert lab.reach(out.ns, ip) is None, ip
+    assert lab.reach(out.ns, c1.ip, proto="udp") is None
+    assert not lab.forwarded(out.ip, c1.ip) and not lab.forwarded(out.ip6, c1.ip6)
+    # ... published ones are, through the host's address, and the
+    # containers still reach out.
+    assert lab.reach(out.ns, out.host_ip, 18200) == out.ip
+    assert lab.reach(out.ns, out.host_ip, 18200, proto="udp") == out.ip
+    assert lab.reach(out.ns, out.host_ip6, 18200) == out.ip6
+    assert lab.reach(c2.ns, out.ip) == out.host_ip
+
+
+def test_trusted_interfaces_reach_published_ports_directly(lab):
+    out0 = lab.outside()  # created first so that its interface can be trusted
+    _, c1, c2, out, _ = routed_lab(lab, trusted_interfaces=(out0.host_end,))
+    assert lab.reach(out0.ns, c1.ip) == out0.ip
+    assert lab.reach(out0.ns, c1.ip, proto="udp") == out0.ip
+    assert lab.reach(out0.ns, c1.ip6) == out0.ip6
+    assert lab.reach(out0.ns, c2.ip) is None  # an unpublished port stays closed
+    assert lab.reach(out.ns, c1.ip) is None  # and other interfaces stay untrusted
+
+
+def test_nat_unprotected_lets_every_port_be_reached_directly(lab):
+    _, c1, c2, out, _ = routed_lab(lab, gateway_mode_v4="nat-unprotected", gateway_mode_v6="nat-unprotected")
+    assert lab.reach(out.ns, c1.ip) == out.ip
+    assert lab.reach(out.ns, c2.ip) == out.ip
+    assert lab.reach(out.ns, c2.ip6) == out.ip6
+    assert lab.reach(out.ns, out.host_ip, 18200) == out.ip  # still NAT
+    assert lab.reach(c2.ns, out.ip) == out.host_ip
+
+
+def test_routed_mode_publishes_at_the_container_address_without_nat(lab):
+    br, c1, c2, out, _ = routed_lab(lab, gateway_mode_v4="routed", gateway_mode_v6="routed")
+    assert lab.reach(out.ns, c1.ip) == out.ip
+    assert lab.reach(out.ns, c1.ip, proto="udp") == out.ip
+    assert lab.reach(out.ns, c1.ip6) == out.ip6
+    assert lab.reach(out.ns, c2.ip) is None and lab.reach(out.ns, c2.ip6) is None
+    assert lab.ping(out.ns, c2.ip) and lab.ping(out.ns, c2.ip6)
+    assert lab.reach(out.ns, out.host_ip, 18200) is None  # no host port mapped
+    assert lab.reach(c2.ns, out.ip) == c2.ip  # no masquerade
+    assert lab.reach(c2.ns, out.ip6) == c2.ip6
+    assert [l for l in trace(br.name) if "MASQUERADE" in l and "127.0.0.0" not in l] == []
+
+
+def test_modes_are_per_family(lab):
+    _, c1, c2, out, _ = routed_lab(lab, gateway_mode_v4="nat", gateway_mode_v6="routed")
+    assert lab.reach(out.ns, c1.ip) is None and lab.reach(out.ns, c1.ip6) == out.ip6
+    assert lab.reach(c2.ns, out.ip) == out.host_ip and lab.reach(c2.ns, out.ip6) == c2.ip6
+
+
+def test_isolated_mode_without_a_bridge_address(lab):
+    br = lab.bridge(v6=True, address=False)
+    c1, c2, out = lab.container(br), lab.container(br), lab.outside()
+    lab.add_network(network(br, internal=True, gateway_mode_v4="isolated", gateway_mode_v6="isolated"))
+    assert lab.reach(c1.ns, c2.ip) == c1.ip and lab.reach(c2.ns, c1.ip6) == c2.ip6
+    assert lab.reach(None, c1.ip) is None and lab.reach(None, c1.ip6) is None
+    assert lab.reach(out.ns, c1.ip) is None and lab.reach(c1.ns, out.ip) is None
+
+
+def test_a_port_on_the_loopback_address_is_not_reachable_from_a_neighbour(lab):
+    br = lab.bridge()
+    c, out = lab.container(br), lab.outside()
+    net = network(br)
+    lab.add_network(net)
+    lab.add_ports(ports(net, c, PortBinding("tcp", "127.0.0.1", 18210, c.ip, PORT)))
+    assert lab.reach(None, "127.0.0.1", 18210) == br.gateway
+    lab.route_loopback_to_host(out)
+    # The answer cannot get back (its source is 127.0.0.1), so whether the
+    # neighbour's packet reached the container is what conntrack saw leave.
+    assert lab.reach(out.ns, "127.0.0.1", 18210) is None
+    assert not lab.forwarded(out.ip, "127.0.0.1")
+    # Positive control: without our rule the neighbour's packet gets through.
+    drop = ["-o", br.name, "-m", "conntrack", "--ctorigdst", "127.0.0.0/8", "-j", "DROP"]
+    sh("iptables", "-w", "-D", NAMES.network(net.network_id), *drop)
+    lab.reach(out.ns, "127.0.0.1", 18210)
+    assert lab.forwarded(out.ip, "127.0.0.1")
+
+
+def test_host_addresses_are_the_source_of_masqueraded_traffic(lab):
+    br = lab.bridge(v6=True)
+    c, out = lab.container(br), lab.outside()
+    ip, ip6 = lab.second_host_address(out)
+    lab.add_network(network(br, host_ipv4=ip, host_ipv6=ip6))
+    assert lab.reach(c.ns, out.ip) == ip
+    assert lab.reach(c.ns, out.ip, proto="udp") == ip
+    assert lab.reach(c.ns, out.ip6) == ip6
+
+
+def test_ipv6_only_network_forwards_no_ipv4(lab):
+    br = lab.bridge(v6=True)
+    c1, c2, out = lab.container(br), lab.container(br), lab.outside()
+    net = network(br)
+    lab.add_network(NetworkRules(net.network_id, br.name, (), net.subnets_v6, ipv4=False))
+    assert lab.reach(c1.ns, out.ip6) == out.host_ip6
+    assert lab.reach(c1.ns, c2.ip6) == c1.ip6
+    # The lab gave the containers IPv4 addresses all the same: none leaves.
+    assert lab.reach(c1.ns, out.ip) is None and not lab.forwarded(c1.ip, out.ip)
+    assert [l for l in trace(br.name) if l.startswith("-A") and "MASQUERADE" in l and "." in l] == []
+
+
+@pytest.mark.parametrize("kw", [
+    {"gateway_mode_v4": "routed", "gateway_mode_v6": "routed"},
+    {"gateway_mode_v4": "nat-unprotected", "gateway_mode_v6": "nat"},
+    {"host_ipv4": "192.0.2.1", "host_ipv6": "fd00:252::1", "trusted_interfaces": ("eth9", "vpn0")},
+    {"ipv4": False},
+], ids=["routed", "unprotected", "host-addresses", "ipv6-only"])
+def test_new_rules_read_back_as_rendered(lab, kw):
+    """Reconcile compares what iptables-save prints with what we render: a
+    rule it prints differently would be rewritten at every start."""
+    br = lab.bridge(v6=True)
+    c = lab.container(br)
+    net = network(br, **kw)
+    p = ports(net, c, PortBinding("tcp", "", 18220, c.ip, PORT), PortBinding("tcp", "::", 18220, c.ip6, PORT))
+    lab.add_network(net)
+    lab.add_ports(p)
+    assert lab.fw.reconcile([net], [p]) == []

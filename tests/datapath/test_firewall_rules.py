@@ -300,6 +300,14 @@ def test_an_unsafe_address_is_refused_while_rendering(address):
         R.network_fragment(net, "ipv6")
 
 
+@pytest.mark.parametrize("field", [{"trusted_interfaces": ("eth1\n-A INPUT -j ACCEPT",)},
+                                   {"host_ipv4": "192.0.2.1 -j ACCEPT"}])
+def test_unsafe_gateway_option_values_are_refused_while_rendering(field):
+    net = NetworkRules(NET.network_id, "pt-a", NET.subnets_v4, NET.subnets_v6, **field)
+    with pytest.raises(R.UnsafeValue):
+        R.network_fragment(net, "ipv4")
+
+
 def test_every_restore_line_is_checked():
     frag = R.network_fragment(NET, "ipv4")
     frag.own["filter"][NCHAIN].append("-j ACCEPT\n-A INPUT -j ACCEPT")
@@ -310,3 +318,59 @@ def test_every_restore_line_is_checked():
 def test_unsafe_values_are_datapath_errors():
     """Which the app answers with a 500 naming the value (tests/unit/test_protocol.py)."""
     assert issubclass(R.UnsafeValue, DatapathError)
+
+
+def _filter(net, family="ipv4"):
+    return R.network_fragment(net, family).own["filter"][NCHAIN]
+
+
+def _nat(net, family="ipv4"):
+    return R.network_fragment(net, family).own["nat"][NCHAIN]
+
+
+def test_nat_mode_lets_only_dnated_connections_reach_published_ports():
+    f = _filter(NET)
+    assert f"! -i pt-a -o pt-a -m conntrack --ctstate DNAT -j {R.DEFAULT.ports}" in f
+    assert f"! -i pt-a -o pt-a -j {R.DEFAULT.ports}" not in f
+    assert "-o pt-a -m conntrack --ctorigdst 127.0.0.0/8 -j DROP" in f
+    assert "-o pt-a -m conntrack --ctorigdst ::1 -j DROP" in _filter(NET, "ipv6")
+
+
+def test_trusted_interfaces_reach_the_published_ports_before_the_dnat_check():
+    f = _filter(NetworkRules(NET.network_id, "pt-a", NET.subnets_v4, trusted_interfaces=("eth1", "vpn0")))
+    dnat = f.index(f"! -i pt-a -o pt-a -m conntrack --ctstate DNAT -j {R.DEFAULT.ports}")
+    assert f.index(f"-i eth1 -o pt-a -j {R.DEFAULT.ports}") < dnat
+    assert f.index(f"-i vpn0 -o pt-a -j {R.DEFAULT.ports}") < dnat
+
+
+def test_nat_unprotected_accepts_every_port_and_still_masquerades():
+    net = NetworkRules(NET.network_id, "pt-a", NET.subnets_v4, gateway_mode_v4="nat-unprotected")
+    assert "! -i pt-a -o pt-a -j ACCEPT" in _filter(net)
+    assert "-s 10.9.0.0/24 ! -o pt-a -j MASQUERADE" in _nat(net)
+
+
+def test_routed_mode_per_family_no_nat_ports_and_icmp_in():
+    net = NetworkRules(NET.network_id, "pt-a", NET.subnets_v4, NET.subnets_v6, gateway_mode_v6="routed")
+    assert _nat(net, "ipv6") == []
+    assert "-s 10.9.0.0/24 ! -o pt-a -j MASQUERADE" in _nat(net)
+    f6 = _filter(net, "ipv6")
+    assert f"! -i pt-a -o pt-a -j {R.DEFAULT.ports}" in f6 and "-o pt-a -p ipv6-icmp -j ACCEPT" in f6
+    ep = EndpointPorts(EP.endpoint_id, NET.network_id, "pt-a", EP.bindings, routed=("ipv6",))
+    v6 = R.ports_fragment(ep, "ipv6")
+    assert ECHAIN not in v6.own["nat"] and v6.own["filter"][ECHAIN] == ["-d fd00:9::2/128 -p tcp -m tcp --dport 80 -j ACCEPT"]
+    assert R.ports_fragment(ep, "ipv4").own["nat"][ECHAIN]  # IPv4 is still mapped
+
+
+def test_host_addresses_replace_masquerade_with_snat():
+    net = NetworkRules(NET.network_id, "pt-a", NET.subnets_v4, NET.subnets_v6,
+                       host_ipv4="192.0.2.1", host_ipv6="2001:db8::1")
+    assert "-s 10.9.0.0/24 ! -o pt-a -j SNAT --to-source 192.0.2.1" in _nat(net)
+    assert "-s fd00:9::/64 ! -o pt-a -j SNAT --to-source 2001:db8::1" in _nat(net, "ipv6")
+
+
+def test_ipv6_only_network_closes_ipv4():
+    net = NetworkRules(NET.network_id, "pt-a", (), NET.subnets_v6, ipv4=False)
+    f = _filter(net)
+    assert "-i pt-a ! -o pt-a -j DROP" in f and "-i pt-a ! -o pt-a -j ACCEPT" not in f
+    assert _nat(net) == [] and R.network_fragment(net, "ipv4").shared["filter"].get(R.DEFAULT.loopback) is None
+    assert "-i pt-a ! -o pt-a -j ACCEPT" in _filter(net, "ipv6")

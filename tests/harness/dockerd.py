@@ -57,20 +57,28 @@ class FakeDockerd:
     def create_network(self, subnet: str = "", ip_range: str = "", gateway: str = "",
                        aux: dict[str, str] | None = None, ipv6: bool = False, subnet6: str = "",
                        gateway6: str = "", internal: bool = False, options: dict | None = None,
-                       network_id: str | None = None) -> Network:
-        """``docker network create -d pontoon --ipam-driver pontoon ...``"""
-        pools = [self._pool(False, subnet, ip_range, gateway, aux or {})]
+                       network_id: str | None = None, ipv4: bool = True) -> Network:
+        """``docker network create -d pontoon --ipam-driver pontoon ...``;
+        ``ipv4=False`` is dockerd 28's ``--ipv4=false``, which also sends
+        ``enable_ipv4`` and asks GwAllocCheck first, as 28 does."""
+        net_options = {"com.docker.network.enable_ipv6": ipv6, "com.docker.network.generic": options or {}}
+        if internal:
+            net_options["com.docker.network.internal"] = True
+        skip4 = skip6 = False
+        if not ipv4:
+            net_options["com.docker.network.enable_ipv4"] = False
+            skip = self.client.ok("NetworkDriver.GwAllocCheck", {"Options": net_options})
+            skip4, skip6 = skip["SkipIPv4"], skip["SkipIPv6"]
+        pools = [self._pool(False, subnet, ip_range, gateway, aux or {}, skip4)] if ipv4 else []
         if ipv6:
-            pools.append(self._pool(True, subnet6, "", gateway6, {}))
+            pools.append(self._pool(True, subnet6, "", gateway6, {}, skip6))
         net = Network(network_id or new_id(), pools, internal)
         body = {
             "NetworkID": net.id,
-            "Options": {"com.docker.network.enable_ipv6": ipv6, "com.docker.network.generic": options or {}},
-            "IPv4Data": [self._ipam_data(p) for p in pools if not p["v6"]],
+            "Options": net_options,
+            "IPv4Data": [self._ipam_data(p) for p in pools if not p["v6"]] if ipv4 else None,
             "IPv6Data": [self._ipam_data(p) for p in pools if p["v6"]],
         }
-        if internal:
-            body["Options"]["com.docker.network.internal"] = True
         try:
             self.client.ok("NetworkDriver.CreateNetwork", body)
         except Exception:
@@ -79,19 +87,22 @@ class FakeDockerd:
         self.networks.append(net)
         return net
 
-    def _pool(self, v6: bool, subnet: str, ip_range: str, gateway: str, aux: dict) -> dict:
+    def _pool(self, v6: bool, subnet: str, ip_range: str, gateway: str, aux: dict, skip_gateway: bool = False) -> dict:
         reply = self.client.ok("IpamDriver.RequestPool", {
             "AddressSpace": self.space, "Pool": subnet, "SubPool": ip_range, "Options": {}, "V6": v6})
-        pool = {"PoolID": reply["PoolID"], "Pool": reply["Pool"], "v6": v6, "aux": {}}
-        pool["Gateway"] = self.client.ok("IpamDriver.RequestAddress", {
-            "PoolID": pool["PoolID"], "Address": gateway, "Options": GATEWAY})["Address"]
+        pool = {"PoolID": reply["PoolID"], "Pool": reply["Pool"], "v6": v6, "aux": {}, "Gateway": ""}
+        if not skip_gateway:
+            pool["Gateway"] = self.client.ok("IpamDriver.RequestAddress", {
+                "PoolID": pool["PoolID"], "Address": gateway, "Options": GATEWAY})["Address"]
         for name, addr in aux.items():
             pool["aux"][name] = self.client.ok("IpamDriver.RequestAddress", {
                 "PoolID": pool["PoolID"], "Address": addr, "Options": None})["Address"]
         return pool
 
     def _ipam_data(self, pool: dict) -> dict:
-        data = {"AddressSpace": self.space, "Pool": pool["Pool"], "Gateway": pool["Gateway"]}
+        data = {"AddressSpace": self.space, "Pool": pool["Pool"]}
+        if pool["Gateway"]:  # dockerd leaves the key out when there is none
+            data["Gateway"] = pool["Gateway"]
         if pool["aux"]:
             data["AuxAddresses"] = dict(pool["aux"])
         return data
@@ -104,7 +115,7 @@ class FakeDockerd:
 
     def _release_pools(self, net: Network) -> None:
         for p in net.pools:
-            for addr in [p["Gateway"], *p["aux"].values()]:
+            for addr in [a for a in (p["Gateway"], *p["aux"].values()) if a]:
                 self.client.ok("IpamDriver.ReleaseAddress", {"PoolID": p["PoolID"], "Address": _bare(addr)})
             self.client.ok("IpamDriver.ReleasePool", {"PoolID": p["PoolID"]})
 
@@ -114,7 +125,10 @@ class FakeDockerd:
         """``docker run --network N [--ip] [--ip6] [--mac-address] [-p ...]``.
         ``ports`` are (proto, container_port, host_ip, host_port, host_port_end)."""
         v4 = net.pool(False)
-        address = self.client.ok("IpamDriver.RequestAddress", {"PoolID": v4["PoolID"], "Address": ip, "Options": None})["Address"]
+        address = ""
+        if v4:  # an IPv6-only network's containers get no IPv4 address
+            address = self.client.ok("IpamDriver.RequestAddress", {
+                "PoolID": v4["PoolID"], "Address": ip, "Options": None})["Address"]
         address_v6 = ""
         if net.pool(True):
             address_v6 = self.client.ok("IpamDriver.RequestAddress", {

@@ -101,7 +101,7 @@ def test_default_mtu_is_the_underlay_minus_vxlan_overhead_and_vni_is_shared(host
     (na,), (nb,) = a.room._stored()[0], b.room._stored()[0]
     assert na["options"]["mtu"] == nb["options"]["mtu"] == 1450
     assert na["cluster"]["vni"] == nb["cluster"]["vni"] >= 4096
-    assert a.network.get_capabilities({}) == {"Scope": "local", "ConnectivityScope": "global"}
+    assert a.network.get_capabilities({}) == {"Scope": "local", "ConnectivityScope": "global", "GwAllocChecker": True}
 
 
 def test_without_subnet_each_host_gets_a_pool_no_host_holds(hosts):

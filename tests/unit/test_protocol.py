@@ -12,7 +12,8 @@ def test_activate_names_both_interfaces(client):
 
 
 def test_capabilities_with_empty_bodies(client):
-    assert client.ok("NetworkDriver.GetCapabilities") == {"Scope": "local", "ConnectivityScope": "local"}
+    assert client.ok("NetworkDriver.GetCapabilities") == {"Scope": "local", "ConnectivityScope": "local",
+                                                        "GwAllocChecker": True}
     assert client.ok("IpamDriver.GetCapabilities") == {"RequiresMACAddress": False, "RequiresRequestReplay": False}
     assert client.ok("IpamDriver.GetDefaultAddressSpaces") == {
         "LocalDefaultAddressSpace": "LocalDefault", "GlobalDefaultAddressSpace": "GlobalDefault"}

@@ -55,7 +55,7 @@ def driver(tmp_path, segment) -> tuple[Plugin, network.NetworkDriver]:
 def test_the_segment_is_called_at_each_step_and_its_fields_stored(tmp_path):
     segment = RecordingSegment()
     plugin, drv = driver(tmp_path, segment)
-    assert drv.get_capabilities({}) == {"Scope": "local", "ConnectivityScope": "global"}
+    assert drv.get_capabilities({}) == {"Scope": "local", "ConnectivityScope": "global", "GwAllocChecker": True}
     drv.create_network(NET)
     with plugin.store.snapshot() as tx:
         assert tx.get_network("n" * 64)["cluster"] == {"vni": 4242}
@@ -68,7 +68,7 @@ def test_the_segment_is_called_at_each_step_and_its_fields_stored(tmp_path):
 
 def test_without_a_segment_the_driver_is_the_single_host_one(tmp_path):
     plugin, drv = driver(tmp_path, None)
-    assert drv.get_capabilities({}) == {"Scope": "local", "ConnectivityScope": "local"}
+    assert drv.get_capabilities({}) == {"Scope": "local", "ConnectivityScope": "local", "GwAllocChecker": True}
     drv.create_network(NET)
     with plugin.store.snapshot() as tx:
         assert "cluster" not in tx.get_network("n" * 64)

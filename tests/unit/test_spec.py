@@ -17,7 +17,7 @@ METHODS = [
         for m in (
             "GetCapabilities CreateNetwork DeleteNetwork CreateEndpoint EndpointOperInfo "
             "DeleteEndpoint Join Leave ProgramExternalConnectivity RevokeExternalConnectivity "
-            "DiscoverNew DiscoverDelete AllocateNetwork FreeNetwork"
+            "DiscoverNew DiscoverDelete AllocateNetwork FreeNetwork GwAllocCheck"
         ).split()
     ),
     *(
@@ -64,9 +64,9 @@ def test_exactly_one_request_and_response_schema_per_method_plus_error():
     assert {p.name for p in SPEC_DIR.glob("*.json")} == expected
 
 
-def test_methods_lists_all_21():
+def test_methods_lists_all_22():
     assert spec.methods() == sorted(METHODS)
-    assert len(spec.methods()) == 21
+    assert len(spec.methods()) == 22
 
 
 def test_response_schemas_are_strict():
@@ -215,6 +215,8 @@ GOOD_RESPONSES = [
     ("Plugin.Activate", {"Implements": ["NetworkDriver", "IpamDriver"]}),
     ("NetworkDriver.GetCapabilities", {"Scope": "local", "ConnectivityScope": "local"}),
     ("NetworkDriver.GetCapabilities", {"Scope": "global"}),
+    ("NetworkDriver.GetCapabilities", {"Scope": "local", "GwAllocChecker": True}),
+    ("NetworkDriver.GwAllocCheck", {"SkipIPv4": False, "SkipIPv6": True}),
     ("NetworkDriver.CreateNetwork", {}),
     ("NetworkDriver.CreateEndpoint", {}),
     ("NetworkDriver.CreateEndpoint", {"Interface": {"MacAddress": "02:42:0a:63:00:c8"}}),
@@ -257,6 +259,9 @@ BAD_RESPONSES = [
     ("Plugin.Activate", {"Implements": []}, 'field "Implements": [] must not be empty'),
     ("Plugin.Activate", {"Implements": ["VolumeDriver"]},
      'field "Implements[0]": "VolumeDriver" is not one of "NetworkDriver", "IpamDriver"'),
+    ("NetworkDriver.GwAllocCheck", {"SkipIPv4": True}, 'field "SkipIPv6" is missing'),
+    ("NetworkDriver.GwAllocCheck", {"SkipIPv4": "yes", "SkipIPv6": False},
+     'field "SkipIPv4": "yes" is not of type "boolean"'),
     ("NetworkDriver.GetCapabilities", {"Scope": "swarm"},
      'field "Scope": "swarm" is not one of "local", "global"'),
     ("NetworkDriver.CreateNetwork", {"Err": ""}, 'field "Err" is not allowed'),
