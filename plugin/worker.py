@@ -28,6 +28,7 @@ tests/reliability/test_freeze.py checks the behaviour with real sockets.
 """
 from __future__ import annotations
 
+import os
 import re
 import selectors
 import socket
@@ -76,6 +77,16 @@ def whole_request(buf: bytes) -> bool:
 
 
 class Worker(ThreadWorker):
+    def init_signals(self) -> None:
+        super().init_signals()
+        # A SIGTERM the master sent between the fork and here met the
+        # master's own handler, inherited with the fork, and was lost: the
+        # master would then wait graceful_timeout (30 s) for this worker.
+        # The master unlinks its socket before it signals the workers, so a
+        # socket file already gone means it is stopping: stop as well.
+        if any(not os.path.exists(b[len("unix:"):]) for b in self.cfg.bind if b.startswith("unix:")):
+            self.alive = False
+
     def enqueue_req(self, conn) -> None:
         """Runs in the main loop, for a connection just accepted or kept
         alive and readable again: wait there for its request."""
