@@ -28,7 +28,8 @@ unit: $(STAMP)
 	$(PY) -m pytest -ra tests/unit
 
 # Benchmarks against Docker's bridge driver (as root; see docs/benchmarks.md).
-# Needs docker.io, busybox-static and iperf3 from apt; about 5 minutes.
+# Needs docker.io, busybox-static, iperf3 and etcd-server from apt; about 20
+# minutes (the multi-host section alone takes about 11).
 $(BENCH_STAMP): $(STAMP) pyproject.toml
 	$(PY) -m pip install -q -e '.[test,bench]'
 	touch $(BENCH_STAMP)
