@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# Names Pontoon derives itself. Reconcile treats any link with these
-# prefixes that no stored object owns as an orphan of a crashed run.
+# Names Pontoon derives itself. Reconcile treats a link with these prefixes
+# that no stored object owns as an orphan of a crashed run only if it also
+# carries this instance's tag (see datapath.links): a prefix alone is no
+# proof, a user may name a link the same way.
 BRIDGE_PREFIX = "pt-"
 VETH_HOST_PREFIX = "ptv"
 VETH_PEER_PREFIX = "ptc"
@@ -42,6 +44,9 @@ class NetworkRules:
     internal: bool = False
     icc: bool = True
     masquerade: bool = True
+    # The network's stored tag (datapath.names.tags), which names its chain;
+    # "" names it by the ID's first 12 characters, the tag's first choice.
+    tag: str = ""
 
 
 @dataclass(frozen=True)
@@ -61,3 +66,4 @@ class EndpointPorts:
     network_id: str
     bridge: str
     bindings: tuple[PortBinding, ...] = field(default_factory=tuple)
+    tag: str = ""  # the endpoint's stored tag, as NetworkRules.tag

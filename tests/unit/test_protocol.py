@@ -77,7 +77,7 @@ def test_kernel_failure_is_500_naming_the_step(plugin):
 
 
 def test_unexpected_exception_is_500_without_traceback(plugin):
-    def boom(_spec):
+    def boom(_spec, **_options):
         raise RuntimeError("secret detail in /etc/shadow")
 
     plugin.links.create_bridge = boom
