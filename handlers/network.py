@@ -187,7 +187,9 @@ class NetworkDriver:
             # Tags no stored endpoint holds, first choice first: a stored
             # endpoint's veth is missing from the host while a crash or a
             # user has deleted it, and its name must not go to another.
-            free = [t for t in names.tags(endpoint_id) if tx.endpoint_by_veth(self._links.veth_names(t)[0]) is None]
+            candidates = {self._links.veth_names(t)[0]: t for t in names.tags(endpoint_id)}
+            held = tx.veths_in_use(list(candidates))
+            free = [tag for host_veth, tag in candidates.items() if host_veth not in held]
         _check_in_pools("Interface.Address", addr4, network["ipv4"])
         _check_in_pools("Interface.AddressIPv6", addr6, network["ipv6"])
         endpoint = {
