@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
+from typing import Iterator
 
 from .errors import InvalidName
 from .model import VETH_HOST_PREFIX, VETH_PEER_PREFIX
@@ -36,7 +37,7 @@ def validate_ifname(name: str, what: str = "interface name") -> None:
 TAG_TRIES = 8
 
 
-def tags(object_id: str) -> list[str]:
+def tags(object_id: str) -> Iterator[str]:
     """The 12-character tags an object may be named by, first choice first.
 
     The first is the ID's own prefix (what `docker network ls` shows, so
@@ -48,8 +49,11 @@ def tags(object_id: str) -> list[str]:
     """
     if not isinstance(object_id, str) or not _HEX_ID.fullmatch(object_id):
         raise InvalidName(f'id "{object_id}" is not a hex id of at least {_ID_CHARS} digits')
-    return [object_id[:_ID_CHARS]] + [hashlib.sha256(f"{object_id}#{n}".encode()).hexdigest()[:_ID_CHARS]
-                                      for n in range(1, TAG_TRIES)]
+    # Lazily: nearly every object takes the first, and hashing the others
+    # was most of what picking a name cost at each container start.
+    yield object_id[:_ID_CHARS]
+    for n in range(1, TAG_TRIES):
+        yield hashlib.sha256(f"{object_id}#{n}".encode()).hexdigest()[:_ID_CHARS]
 
 
 def veth_names(tag: str) -> tuple[str, str]:
@@ -59,7 +63,7 @@ def veth_names(tag: str) -> tuple[str, str]:
 
 def derive_names(endpoint_id: str) -> tuple[str, str]:
     """The first-choice (host end, peer end) for an endpoint (see ``tags``)."""
-    return veth_names(tags(endpoint_id)[0])
+    return veth_names(next(tags(endpoint_id)))
 
 
 def _fmt_mac(octets: bytes) -> str:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from typing import Callable, ContextManager
+from typing import Callable, ContextManager, Iterator
 
 from datapath import names
 from datapath.errors import NameTaken
@@ -184,12 +184,6 @@ class NetworkDriver:
             if _already(existing, request, what):
                 return _endpoint_reply(existing)
             _check_unused(tx, network, addresses)
-            # Tags no stored endpoint holds, first choice first: a stored
-            # endpoint's veth is missing from the host while a crash or a
-            # user has deleted it, and its name must not go to another.
-            candidates = {self._links.veth_names(t)[0]: t for t in names.tags(endpoint_id)}
-            held = tx.veths_in_use(list(candidates))
-            free = [tag for host_veth, tag in candidates.items() if host_veth not in held]
         _check_in_pools("Interface.Address", addr4, network["ipv4"])
         _check_in_pools("Interface.AddressIPv6", addr6, network["ipv6"])
         endpoint = {
@@ -199,7 +193,7 @@ class NetworkDriver:
             "mac_given": bool(mac), "sandbox": "", "exposed": exposed, "ports": [], "request": request,
         }
         with Rollback() as rollback:
-            self._new_veth(network, endpoint, free, rollback)
+            self._new_veth(network, endpoint, self._free_tags(endpoint_id), rollback)
             with self._tx() as tx:
                 # What a concurrent request may have changed since the snapshot.
                 self._network(tx, network_id)
@@ -213,7 +207,18 @@ class NetworkDriver:
             rollback.commit()
         return _endpoint_reply(endpoint)
 
-    def _new_veth(self, network: dict, endpoint: dict, free: list[str], rollback: Rollback) -> None:
+    def _free_tags(self, endpoint_id: str) -> Iterator[str]:
+        """The endpoint's tags no stored endpoint holds, first choice first,
+        each looked up only when the one before it is taken. A stored
+        endpoint's veth is missing from the host while a crash or a user
+        has deleted it, and its name must not go to another endpoint."""
+        for tag in names.tags(endpoint_id):
+            with self._snapshot() as tx:
+                held = tx.endpoint_by_veth(self._links.veth_names(tag)[0]) is not None
+            if not held:
+                yield tag
+
+    def _new_veth(self, network: dict, endpoint: dict, free: Iterator[str], rollback: Rollback) -> None:
         """Make the endpoint's veth pair under the first of the ``free`` tags
         whose names no link holds, and record the tag and names in
         ``endpoint``. A link found under a name is never taken over: it may

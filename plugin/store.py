@@ -215,13 +215,6 @@ class Transaction:
     def endpoint_by_veth(self, host_veth: str) -> dict | None:
         return self._one("SELECT data FROM endpoints WHERE json_extract(data, '$.host_veth') = ?", host_veth)
 
-    def veths_in_use(self, host_veths: list[str]) -> set[str]:
-        """Which of these host veth names stored endpoints hold, in one query."""
-        rows = self._db.execute(
-            "SELECT json_extract(data, '$.host_veth') FROM endpoints WHERE json_extract(data, '$.host_veth') IN "
-            f"({', '.join('?' * len(host_veths))})", host_veths)
-        return {r[0] for r in rows}
-
     def add_endpoint(self, endpoint: dict) -> None:
         """A new endpoint, with its addresses claimed in its network."""
         self.put_endpoint(endpoint)
