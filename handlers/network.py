@@ -83,7 +83,11 @@ class NetworkDriver:
                     return {}  # done meanwhile
                 elif network["request"] != request:
                     raise Conflict(f"{what} is being created with different settings")
-                # else: an attempt cut short (its process died): carry on with what it recorded
+                # else: an attempt cut short (its process died): carry on with
+                # what it recorded. (Two concurrent creates of one ID would
+                # both carry on; dockerd makes the IDs and sends no such pair.
+                # Another network asking for the same bridge name meanwhile
+                # finds it reserved by this record.)
             rollback.undo(f"forget network {network_id}", self._forget_pending, network_id)
             spec = bridge_spec(network)
             rollback.undo(f"give back bridge {network['bridge']}", self._links.release_bridge,
