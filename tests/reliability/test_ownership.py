@@ -42,7 +42,8 @@ def links() -> dict[str, dict]:
 def chains(target: InProcess) -> set[str]:
     names = Names(chain_prefix(target.instance))
     out = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
-    return {line[1:].split()[0] for line in out.splitlines() if line.startswith(":") and names.owns(line[1:].split()[0])}
+    declared = (line[1:].split()[0] for line in out.splitlines() if line.startswith(":"))
+    return {chain for chain in declared if names.owns(chain)}
 
 
 class Calls:
