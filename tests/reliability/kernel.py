@@ -49,6 +49,8 @@ class Seen:
     bridges: set[str] = field(default_factory=set)
     addresses: set[str] = field(default_factory=set)  # pools and gateways, as sent
     chain_prefixes: set[str] = field(default_factory=set)
+    # Links the test made itself, as a user would: not Pontoon's to own.
+    users: set[str] = field(default_factory=set)
 
     def watch(self, instance: str) -> None:
         """Every chain of this Pontoon instance is the test's too."""
@@ -156,7 +158,8 @@ def problems(state: dict, instance: str, seen: Seen, ipam: bool = True) -> list[
             found.append(f'{e["host_veth"]} is attached to "{host["master"]}", not to {bridge}')
     found += [f"stored {kind} {name} is not in the kernel" for name, kind in required.items()
               if kernel.get(name, {}).get("kind") != kind]
-    found += [f"link {name} ({info}) has no stored owner" for name, info in kernel.items() if name not in allowed]
+    found += [f"link {name} ({info}) has no stored owner" for name, info in kernel.items()
+              if name not in allowed | seen.users]
     for n in networks.values():
         if n["options"]["inhibit_ipv4"]:
             continue
@@ -200,3 +203,18 @@ def view(instance: str, seen: Seen) -> dict:
         "firewall": {tool: [line for line in lines if any(t in line for t in tokens)]
                      for tool, lines in firewall_lines().items()},
     }
+
+
+def bridge_state(name: str) -> dict:
+    """What Pontoon may change on a bridge, as the user sees it."""
+    link = subprocess.run(["ip", "-d", "-j", "addr", "show", "dev", name], capture_output=True, text=True)
+    if link.returncode != 0:
+        return {}
+    (info,) = json.loads(link.stdout)
+    sysctls = {}
+    for family, key in (("ipv4", "route_localnet"), ("ipv6", "disable_ipv6")):
+        with open(f"/proc/sys/net/{family}/conf/{name}/{key}") as f:
+            sysctls[f"{family}/{key}"] = f.read().strip()
+    return {"mtu": info["mtu"], "mac": info["address"], "up": "UP" in info["flags"],
+            "alias": info.get("ifalias", ""), "sysctls": sysctls,
+            "addresses": sorted(f'{a["local"]}/{a["prefixlen"]}' for a in info["addr_info"])}

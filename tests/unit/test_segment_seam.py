@@ -40,9 +40,9 @@ class RecordingSegment:
         return [f"segment of {n['id']}" for n in networks]
 
 
-NET = {"NetworkID": "n" * 64, "Options": {},
+NET = {"NetworkID": "a" * 64, "Options": {},
        "IPv4Data": [{"AddressSpace": "LocalDefault", "Pool": "10.92.0.0/24", "Gateway": "10.92.0.1/24"}]}
-EP = {"NetworkID": "n" * 64, "EndpointID": "e" * 64, "Interface": {"Address": "10.92.0.9/24"}}
+EP = {"NetworkID": "a" * 64, "EndpointID": "e" * 64, "Interface": {"Address": "10.92.0.9/24"}}
 
 
 def driver(tmp_path, segment) -> tuple[Plugin, network.NetworkDriver]:
@@ -58,11 +58,11 @@ def test_the_segment_is_called_at_each_step_and_its_fields_stored(tmp_path):
     assert drv.get_capabilities({}) == {"Scope": "local", "ConnectivityScope": "global", "GwAllocChecker": True}
     drv.create_network(NET)
     with plugin.store.snapshot() as tx:
-        assert tx.get_network("n" * 64)["cluster"] == {"vni": 4242}
+        assert tx.get_network("a" * 64)["cluster"] == {"vni": 4242}
     drv.create_endpoint(EP)
-    assert drv.reconcile()[-1] == f"segment of {'n' * 64}"
+    assert drv.reconcile()[-1] == f"segment of {'a' * 64}"
     drv.delete_endpoint(EP)
-    drv.delete_network({"NetworkID": "n" * 64})
+    drv.delete_network({"NetworkID": "a" * 64})
     assert [c[0] for c in segment.calls] == ["prepare", "attach", "publish", "unpublish", "detach"]
 
 
@@ -71,7 +71,7 @@ def test_without_a_segment_the_driver_is_the_single_host_one(tmp_path):
     assert drv.get_capabilities({}) == {"Scope": "local", "ConnectivityScope": "local", "GwAllocChecker": True}
     drv.create_network(NET)
     with plugin.store.snapshot() as tx:
-        assert "cluster" not in tx.get_network("n" * 64)
+        assert "cluster" not in tx.get_network("a" * 64)
 
 
 @pytest.mark.parametrize("refuse, undone", [("prepare", []), ("attach", ["detach"])])
