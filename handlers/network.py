@@ -313,7 +313,10 @@ class NetworkDriver:
                 self._links.create_veth(veth_spec(network, endpoint), new=True)
             except NameTaken:
                 continue
-            rollback.undo(f"delete veth {host_name}", self._delete_unowned_veth, host_name)
+            # No store lookup first (as Join's undo does): the name was
+            # free, so the pair is this request's alone, and the undo must
+            # not need the write lock whose timeout may be what failed.
+            rollback.undo(f"delete veth {host_name}", self._links.delete_veth, host_name)
             return
         raise Conflict(f"endpoint {endpoint['id']}: every veth name it may take is held")
 
