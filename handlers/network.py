@@ -537,7 +537,8 @@ class NetworkDriver:
             stored = tx.list_networks()
             networks = {n["id"]: n for n in stored if not n.get("pending")}
             endpoints = [e for e in tx.list_endpoints() if e["network_id"] in networks]
-        changes = self._undo_pending([n for n in stored if n.get("pending")])
+        pending = [n for n in stored if n.get("pending")]
+        changes = self._undo_pending(pending)
         changes += self._links.reconcile(
             [(bridge_spec(n), n["bridge_created"]) for n in networks.values()],
             [veth_spec(networks[e["network_id"]], e) for e in endpoints],
@@ -547,7 +548,7 @@ class NetworkDriver:
             [network_rules(n) for n in networks.values()],
             [endpoint_ports(networks[e["network_id"]], e) for e in endpoints if e["ports"]],
         )
-        changes += self._segment.reconcile(list(networks.values()))
+        changes += self._segment.reconcile(list(networks.values()), pending)
         return changes
 
     def _undo_pending(self, pending: list[dict]) -> list[str]:

@@ -36,8 +36,8 @@ class RecordingSegment:
     def unpublish(self, network, endpoint):
         self._record("unpublish", endpoint)
 
-    def reconcile(self, networks):
-        return [f"segment of {n['id']}" for n in networks]
+    def reconcile(self, networks, cut_short):
+        return [f"segment of {n['id']}" for n in networks] + [f"cut short {n['id']}" for n in cut_short]
 
 
 NET = {"NetworkID": "a" * 64, "Options": {},
@@ -100,3 +100,18 @@ def test_a_failed_endpoint_is_unpublished(tmp_path, refuse, kernel_step, undone)
     assert plugin.links.veths == {}
     with plugin.store.snapshot() as tx:
         assert tx.get_endpoint("e" * 64) is None
+
+
+def test_a_network_cut_short_after_attach_is_handed_to_the_segment_at_start(tmp_path):
+    """A crash between attach and the settling commit leaves a pending record
+    with the segment's fields: reconcile forgets it, and hands it to the
+    segment, whose device the single-host reconcile would not remove."""
+    segment = RecordingSegment()
+    plugin, drv = driver(tmp_path, segment)
+    drv.create_network(NET)
+    with plugin.store.transaction() as tx:
+        record = tx.get_network("a" * 64)
+        tx.put_network({**record, "pending": True})
+    assert drv.reconcile()[-1] == f"cut short {'a' * 64}"
+    with plugin.store.snapshot() as tx:
+        assert tx.get_network("a" * 64) is None
