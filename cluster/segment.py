@@ -113,7 +113,9 @@ class ClusterSegment:
 
     def spec(self, network: dict):
         o = network["options"]
-        return self.dp.VxlanSpec(name=self.dp.vxlan_name(network["id"]), vni=network["cluster"]["vni"],
+        # By the stored tag, like the bridge and chains: two network IDs
+        # sharing their first 12 characters get two devices.
+        return self.dp.VxlanSpec(name=self.dp.vxlan_name(network["tag"]), vni=network["cluster"]["vni"],
                                   local=self.host.advertise, bridge=network["bridge"], mtu=o["mtu"])
 
     def attach(self, network: dict) -> None:

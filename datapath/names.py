@@ -72,10 +72,11 @@ def derive_names(endpoint_id: str) -> tuple[str, str]:
     return veth_names(next(tags(endpoint_id)))
 
 
-def vxlan_name(network_id: str) -> str:
-    """The VXLAN device of a cluster network on this host: derived from the
-    network ID like the veths, so a restart finds the device it made."""
-    return VXLAN_PREFIX + _short_id("network", network_id)
+def vxlan_name(tag: str) -> str:
+    """The VXLAN device of a cluster network on this host, by the network's
+    stored tag (``tags``; a network ID gives its first choice), so a restart
+    finds the device it made and two IDs sharing a prefix get two."""
+    return VXLAN_PREFIX + _short_id("network", tag)
 
 
 def _fmt_mac(octets: bytes) -> str:
