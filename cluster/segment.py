@@ -113,7 +113,9 @@ class ClusterSegment:
 
     def spec(self, network: dict):
         o = network["options"]
-        return self.dp.VxlanSpec(name=self.dp.vxlan_name(network["id"]), vni=network["cluster"]["vni"],
+        # By the stored tag, like the bridge and chains: two network IDs
+        # sharing their first 12 characters get two devices.
+        return self.dp.VxlanSpec(name=self.dp.vxlan_name(network["tag"]), vni=network["cluster"]["vni"],
                                   local=self.host.advertise, bridge=network["bridge"], mtu=o["mtu"])
 
     def attach(self, network: dict) -> None:
@@ -154,10 +156,17 @@ class ClusterSegment:
         return keys.prefix("endpoints", network["cluster"]["pool"]) + f"{self.host.host_id}/{endpoint['id']}"
 
     # -- start-up -----------------------------------------------------------------------
-    def reconcile(self, networks: list[dict]) -> list[str]:
+    def reconcile(self, networks: list[dict], cut_short: list[dict]) -> list[str]:
         """In the reconcile child: the VXLAN devices only. etcd waits for the
-        worker (``resume``), which holds the lease the records ride on."""
+        worker (``resume``), which holds the lease the records ride on. A
+        network whose create was cut short after its device was made loses
+        it: its bridge went, and the device, named under a prefix the
+        single-host reconcile leaves alone, would outlive it."""
         changes = []
+        for network in cut_short:
+            if "cluster" in network:
+                self.overlay.delete(self.spec(network))
+                changes.append(f"vxlan of network {network['id']}, created only in part, removed")
         for network in networks:
             if "cluster" in network:
                 self.overlay.create(self.spec(network))

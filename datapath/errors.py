@@ -14,6 +14,10 @@ class NameConflict(Exception):
     """An interface name is held by something Pontoon may not take over."""
 
 
+class NameTaken(NameConflict):
+    """A name asked for as new is held already; the caller may try another."""
+
+
 class InvalidName(ValueError):
     """An interface name the kernel would refuse (length or characters)."""
 

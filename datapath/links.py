@@ -19,7 +19,7 @@ import ipaddress
 import logging
 
 from . import names, netlink, rtnl
-from .errors import DatapathError, NameConflict
+from .errors import DatapathError, NameConflict, NameTaken
 from .model import BRIDGE_PREFIX, VETH_HOST_PREFIX, VETH_PEER_PREFIX, BridgeSpec, VethSpec
 from .steps import FaultHook, Steps
 from .sysctl import Sysctl
@@ -38,6 +38,11 @@ _RESERVED_PREFIXES = ("docker_gwbridge",)
 _PONTOON_PREFIXES = (BRIDGE_PREFIX, VETH_HOST_PREFIX, VETH_PEER_PREFIX)
 ALIAS_PREFIX = "pontoon:"
 _LINK_LOCAL_V6 = ipaddress.ip_network("fe80::/10")
+
+# The per-bridge sysctls Pontoon may change on a bridge (disable_ipv6 here,
+# route_localnet in datapath.firewall): an adopted bridge's are recorded
+# before and put back after.
+BRIDGE_SYSCTLS = (("ipv6", "disable_ipv6"), ("ipv4", "route_localnet"))
 
 
 def _add_link(steps: Steps, ipr, step: str, **attrs) -> bool:
@@ -60,6 +65,13 @@ def _add_link(steps: Steps, ipr, step: str, **attrs) -> bool:
 
     steps.run(step, add, undo=undo)
     return created
+
+
+def _host_end(name: str, link: rtnl.Link, by_index: dict[int, rtnl.Link]) -> rtnl.Link | None:
+    """The host end of the veth pair ``link`` is part of, if in this namespace."""
+    if name.startswith(VETH_HOST_PREFIX):
+        return link
+    return by_index.get(link.link) if link.link_netnsid is None else None
 
 
 def _foreign(name: str, kind: str, found: str) -> bool:
@@ -174,11 +186,13 @@ class Links:
         # Links we create carry the alias "pontoon:<owner>" (the instance
         # name), so reconcile never takes another Pontoon instance's links on
         # the same host for orphans of its own.
+        self.owner = owner
         self.alias = ALIAS_PREFIX + owner
 
     # -- names ---------------------------------------------------------------
 
     derive_names = staticmethod(names.derive_names)
+    veth_names = staticmethod(names.veth_names)
     derive_mac = staticmethod(names.derive_mac)
 
     def check_bridge_name(self, name: str) -> None:
@@ -217,30 +231,71 @@ class Links:
         return list(found)
 
     def pontoon_links(self) -> dict[str, str]:
-        """Name -> kind of every link in this namespace named with a Pontoon
-        prefix (kind "" when the kernel reports none), except links tagged
-        as another instance's. An untagged one is left from a crash between
-        creating and tagging it."""
+        """Name -> kind of every link in this namespace that is this
+        instance's (see ``_ours``; kind "" when the kernel reports none)."""
         with rtnl.Rtnl() as nl:
             present = nl.links()
-        return {name: link.kind for name, link in present.items() if self._ours(name, link)}
+        by_index = {link.index: link for link in present.values()}
+        return {name: link.kind for name, link in present.items() if self._ours(name, link, by_index)}
 
-    def _ours(self, name: str, link: rtnl.Link) -> bool:
-        return name.startswith(_PONTOON_PREFIXES) and (link.alias or self.alias) == self.alias
+    def _ours(self, name: str, link: rtnl.Link, by_index: dict[int, rtnl.Link]) -> bool:
+        """Whether reconcile may take ``link`` for an orphan of this instance:
+        a Pontoon name AND this instance's mark. The name alone is never
+        enough, a user may name a link "pt-..." too."""
+        if not name.startswith(_PONTOON_PREFIXES):
+            return False
+        if link.kind != "veth" or link.alias:
+            return link.alias == self.alias
+        # An untagged veth: ours only if its host end carries the MAC this
+        # instance gives it (see names.host_end_mac), that is a pair left
+        # by a crash between creating it and tagging it.
+        return self._marked(_host_end(name, link, by_index))
+
+    def _marked(self, host_end: rtnl.Link | None) -> bool:
+        """Whether a veth host end is this instance's: its alias, or before
+        the alias is on it, its MAC."""
+        if host_end is None:
+            return False
+        if host_end.alias:
+            return host_end.alias == self.alias
+        return host_end.address == names.host_end_mac(host_end.name, self.owner)
 
     # -- bridges -------------------------------------------------------------
 
-    def create_bridge(self, spec: BridgeSpec) -> bool:
+    def survey_bridge(self, name: str) -> dict | None:
+        """What the link named ``name`` is like before Pontoon changes
+        anything on it, so that a bridge it adopts is given back as found:
+        its addresses, MTU, MAC, up state and the sysctls Pontoon may
+        change. None when no link holds the name. Read once, when a network
+        is created; the caller records it before the bridge is touched."""
+        with rtnl.Rtnl() as nl:
+            link = nl.get(name)
+            if link is None:
+                return None
+            addresses = nl.addresses().get(link.index, set())
+        sysctls = {}
+        for family, key in BRIDGE_SYSCTLS:
+            try:
+                sysctls[f"{family}/{key}"] = self.sysctl.read(family, name, key)
+            except OSError:  # that family is off in this kernel: nothing to change
+                pass
+        return {"addresses": sorted(str(a) for a in addresses), "mtu": link.mtu, "mac": link.address,
+                "up": link.up, "sysctls": sysctls}
+
+    def create_bridge(self, spec: BridgeSpec, owned: bool = True) -> bool:
         """Make the bridge of ``spec`` exist with its MTU and addresses, up.
-        True when Pontoon created it, False when an existing bridge was
-        adopted (it is then never deleted, only our addresses are removed)."""
+        True when this call created it. ``owned``: the store records the
+        bridge as Pontoon's to create (recorded before it was made), so one
+        found under the name is what an earlier attempt left, and is tagged;
+        False for a bridge adopted (see ``survey_bridge``), which is never
+        tagged nor deleted."""
         name = spec.name
         names.validate_ifname(name, "bridge name")
         _check_reserved(name)  # before adding: creating docker0 would already be harm
         addresses = [ipaddress.ip_interface(a) for a in spec.addresses]
         with netlink.connect() as ipr, Steps(self.faults) as steps:
             created = _add_link(steps, ipr, f"add bridge {name}", ifname=name, kind="bridge")
-            if created:
+            if owned:
                 steps.run(f"tag {name}", lambda: ipr.link("set", ifname=name, ifalias=self.alias))
             link = _get_link(ipr, name)
             if link is None:
@@ -298,10 +353,15 @@ class Links:
         steps.run(f"add address {iface} to {name}", add,
                   undo=lambda: added and _remove_address(ipr, index, iface))
 
-    def delete_bridge(self, spec: BridgeSpec, created: bool) -> None:
-        """Delete a bridge Pontoon created, or take our addresses off one it
-        adopted. Already gone is success; a name now held by something other
-        than a bridge is left alone."""
+    def release_bridge(self, spec: BridgeSpec, created: bool, adopted: dict | None,
+                       untagged: bool = False) -> None:
+        """Delete a bridge Pontoon created, or give back one it adopted as
+        ``adopted`` (``survey_bridge``) found it: the addresses it had stay,
+        ours go, its MTU, MAC, sysctls and down state come back. Already
+        gone is success; a name now held by something other than a bridge,
+        or (for ``created``) by a bridge without this instance's tag, is
+        left alone. ``untagged``: also delete an untagged one, for a create
+        the store recorded and a crash cut short before the tag."""
         name = spec.name
         with netlink.connect() as ipr, Steps(self.faults) as steps:
             link = _get_link(ipr, name)
@@ -309,25 +369,51 @@ class Links:
                 return
             index = link["index"]
             if created:
+                alias = link.get("ifalias") or ""
+                if alias != self.alias and (alias or not untagged):
+                    log.warning('not deleting bridge "%s": it is not tagged as ours (alias %r)', name, alias)
+                    return
                 steps.run(f"delete bridge {name}", lambda: _delete_index(ipr, index))
                 return
+            adopted = adopted or {}
+            before = {ipaddress.ip_interface(a) for a in adopted.get("addresses", ())}
             for iface in (ipaddress.ip_interface(a) for a in spec.addresses):
-                steps.run(f"remove address {iface} from {name}",
-                          lambda iface=iface: _remove_address(ipr, index, iface),
-                          undo=lambda iface=iface: _add_address(ipr, index, iface))
+                if iface not in before:
+                    steps.run(f"remove address {iface} from {name}",
+                              lambda iface=iface: _remove_address(ipr, index, iface),
+                              undo=lambda iface=iface: _add_address(ipr, index, iface))
+            for attr, now in (("mtu", link.get("mtu")), ("address", link.get("address"))):
+                was = adopted.get("mac" if attr == "address" else attr)
+                if was and was != now:
+                    steps.run(f"restore {attr} {was} of {name}",
+                              lambda attr=attr, was=was: ipr.link("set", index=index, **{attr: was}),
+                              undo=lambda attr=attr, now=now: ipr.link("set", index=index, **{attr: now}))
+            for key, was in adopted.get("sysctls", {}).items():
+                family, _, sysctl = key.partition("/")
+                now = self.sysctl.read(family, name, sysctl)
+                if was != now:
+                    steps.run(f"restore {key} {was} on {name}",
+                              lambda f=family, k=sysctl, v=was: self.sysctl.write(f, name, k, v),
+                              undo=lambda f=family, k=sysctl, v=now: self.sysctl.write(f, name, k, v))
+            if adopted.get("up") is False and link.get("flags", 0) & rtnl.IFF_UP:
+                steps.run(f"set {name} down as it was", lambda: ipr.link("set", index=index, state="down"),
+                          undo=lambda: ipr.link("set", index=index, state="up"))
 
     # -- veth pairs ----------------------------------------------------------
 
-    def create_veth(self, spec: VethSpec) -> bool:
+    def create_veth(self, spec: VethSpec, new: bool = False) -> bool:
         """Make the veth pair of ``spec``: host end enslaved to the bridge,
         hairpin on and up, peer end down in this namespace with its MAC,
         waiting for dockerd to move it into the sandbox; both ends tagged. A
-        pair left by an earlier attempt under the same names is adopted and
-        brought into shape. Returns whether this call made the pair."""
+        pair of this instance's under the same names (Join's, rebuilt) is
+        brought into shape; one that is not ours is a NameConflict. ``new``:
+        the names must be free, a link holding either is a NameTaken and is
+        left as it is (CreateEndpoint then tries its next names). Returns
+        whether this call made the pair."""
         host, peer = spec.host_name, spec.peer_name
         names.validate_ifname(host, "veth name")
         names.validate_ifname(peer, "veth peer name")
-        host_shape = dict(address=names.host_end_mac(host), mtu=spec.mtu, up=True)
+        host_shape = dict(address=names.host_end_mac(host, self.owner), mtu=spec.mtu, up=True)
         with rtnl.Rtnl() as nl, Steps(self.faults) as steps:
             bridge_index = steps.run(f"find bridge {spec.bridge}", lambda: _bridge_index(nl, spec.bridge))
             created = False
@@ -345,6 +431,8 @@ class Links:
             steps.run(f"add veth {host} peer {peer}", add, undo=lambda: created and _delete_link(nl, host))
             peer_shape = {}
             if not created:
+                if new:
+                    raise NameTaken(f'veth name "{host}" or "{peer}" is held by another link')
                 self._check_pair(host, peer, nl.get(host), nl.get(peer))
                 # A pair left by a crash, or by a concurrent request for the
                 # same endpoint, may lack any of what the add would have set.
@@ -379,12 +467,13 @@ class Links:
                 return False
             return host_link.master == bridge_index and host_link.up
 
-    @staticmethod
-    def _check_pair(host: str, peer: str, host_link: rtnl.Link | None, peer_link: rtnl.Link | None) -> None:
+    def _check_pair(self, host: str, peer: str, host_link: rtnl.Link | None, peer_link: rtnl.Link | None) -> None:
         if host_link is None:
             raise NameConflict(f'veth peer name "{peer}" is held by another device')
         if host_link.kind != "veth":
             raise NameConflict(f'veth name "{host}" is held by a {host_link.kind or "non-veth"} device')
+        if not self._marked(host_link):
+            raise NameConflict(f'veth name "{host}" is held by a veth that is not ours')
         # IFLA_LINK of a veth is its peer's index; with IFLA_LINK_NETNSID set
         # that index is in another namespace (the peer was moved).
         if peer_link is None or host_link.link_netnsid is not None or host_link.link != peer_link.index:
@@ -392,10 +481,14 @@ class Links:
 
     def delete_veth(self, host_name: str) -> None:
         """Delete a veth pair by its host end (the peer goes with it, in
-        whatever namespace it is). Already gone is success."""
+        whatever namespace it is). Already gone is success; a link now under
+        the name that is not ours is left alone."""
         with rtnl.Rtnl() as nl, Steps(self.faults) as steps:
             link = nl.get(host_name)
             if link is None or _foreign(host_name, "veth", link.kind):
+                return
+            if not self._marked(link):
+                log.warning('not deleting veth "%s": it is not tagged as ours (alias %r)', host_name, link.alias)
                 return
             steps.run(f"delete veth {host_name}", lambda: nl.delete(link.index))
 
@@ -434,15 +527,19 @@ class Links:
         owned_bridges = {spec.name for spec, _ in bridges}
         owned_veths = {v.host_name for v in veths} | {v.peer_name for v in veths}
         taken_along: set[int] = set()  # peers of orphan veths already deleted
+        by_index = {link.index: link for link in present.values()}
         for name, link in sorted(present.items()):
-            if not self._ours(name, link):
+            if not self._ours(name, link, by_index):
                 continue
             if name.startswith(BRIDGE_PREFIX) and link.kind == "bridge" and name not in owned_bridges:
                 attempt(f"delete orphan bridge {name}",
-                        lambda name=name: self.delete_bridge(BridgeSpec(name), created=True))
+                        lambda name=name: self.release_bridge(BridgeSpec(name), created=True, adopted=None))
             elif (name.startswith((VETH_HOST_PREFIX, VETH_PEER_PREFIX)) and link.kind == "veth"
                   and name not in owned_veths and link.index not in taken_along):
-                attempt(f"delete orphan veth {name}", lambda name=name: self.delete_veth(name))
+                # By its host end when that is here: an untagged pair is
+                # known as ours by that end alone.
+                host = _host_end(name, link, by_index) or link
+                attempt(f"delete orphan veth {name}", lambda host=host.name: self.delete_veth(host))
                 if link.link_netnsid is None and link.link is not None:
                     taken_along.add(link.link)
 
@@ -451,10 +548,10 @@ class Links:
             if missing is None:
                 note = "" if created else " (it was adopted, so network delete will leave it)"
                 attempt(f"recreate missing bridge {spec.name}{note}",
-                        lambda spec=spec: self.create_bridge(spec))
+                        lambda spec=spec, created=created: self.create_bridge(spec, owned=created))
             elif missing:
                 attempt(f"restore {', '.join(missing)} on bridge {spec.name}",
-                        lambda spec=spec: self.create_bridge(spec))
+                        lambda spec=spec, created=created: self.create_bridge(spec, owned=created))
 
         for spec in veths:
             if spec.host_name not in joined_hosts and spec.host_name not in present:

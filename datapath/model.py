@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# Names Pontoon derives itself. Reconcile treats any link with these
-# prefixes that no stored object owns as an orphan of a crashed run.
+# Names Pontoon derives itself. Reconcile treats a link with these prefixes
+# that no stored object owns as an orphan of a crashed run only if it also
+# carries this instance's tag (see datapath.links): a prefix alone is no
+# proof, a user may name a link the same way.
 BRIDGE_PREFIX = "pt-"
 VETH_HOST_PREFIX = "ptv"
 VETH_PEER_PREFIX = "ptc"
@@ -57,6 +59,9 @@ class NetworkRules:
     host_ipv6: str = ""
     # False for an IPv6-only network: no IPv4 traffic leaves or enters it.
     ipv4: bool = True
+    # The network's stored tag (datapath.names.tags), which names its chain;
+    # "" names it by the ID's first 12 characters, the tag's first choice.
+    tag: str = ""
 
     def gateway_mode(self, family: str) -> str:
         return self.gateway_mode_v4 if family == "ipv4" else self.gateway_mode_v6
@@ -82,3 +87,4 @@ class EndpointPorts:
     # Families whose gateway mode is "routed": their ports are reached at the
     # container's address only, so no host port is mapped (no DNAT).
     routed: tuple[str, ...] = ()
+    tag: str = ""  # the endpoint's stored tag, as NetworkRules.tag

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
+from typing import Iterator
 
 from .errors import InvalidName
 from .model import VETH_HOST_PREFIX, VETH_PEER_PREFIX, VXLAN_PREFIX
@@ -38,17 +39,44 @@ def _short_id(what: str, object_id: str) -> str:
     return object_id[:_ID_CHARS]
 
 
+# How many tags an ID may try before its object is refused: each further
+# one is only needed when every earlier one is held, which for dockerd's
+# random IDs is never, and for IDs made to share a prefix is once each.
+TAG_TRIES = 8
+
+
+def tags(object_id: str) -> Iterator[str]:
+    """The 12-character tags an object may be named by, first choice first.
+
+    The first is the ID's own prefix (what `docker network ls` shows, so
+    names read alongside Docker's output); two IDs that share it take the
+    next, a hash of the whole ID, and so on. Which one an object got is
+    stored with it, and chosen where the store says which are held, so two
+    objects never share a name however their IDs begin, and a name is found
+    again after a crash by reading the store, not by deriving it again.
+    """
+    # Lazily: nearly every object takes the first, and hashing the others
+    # was most of what picking a name cost at each container start.
+    yield _short_id("object", object_id)
+    for n in range(1, TAG_TRIES):
+        yield hashlib.sha256(f"{object_id}#{n}".encode()).hexdigest()[:_ID_CHARS]
+
+
+def veth_names(tag: str) -> tuple[str, str]:
+    """(host end, peer end) of the endpoint that holds ``tag``."""
+    return VETH_HOST_PREFIX + tag, VETH_PEER_PREFIX + tag
+
+
 def derive_names(endpoint_id: str) -> tuple[str, str]:
-    """(host end, peer end) for an endpoint; the same ID always gives the
-    same names, so a retry after a crash finds the pair it left behind."""
-    short = _short_id("endpoint", endpoint_id)
-    return VETH_HOST_PREFIX + short, VETH_PEER_PREFIX + short
+    """The first-choice (host end, peer end) for an endpoint (see ``tags``)."""
+    return veth_names(next(tags(endpoint_id)))
 
 
-def vxlan_name(network_id: str) -> str:
-    """The VXLAN device of a cluster network on this host: derived from the
-    network ID like the veths, so a restart finds the device it made."""
-    return VXLAN_PREFIX + _short_id("network", network_id)
+def vxlan_name(tag: str) -> str:
+    """The VXLAN device of a cluster network on this host, by the network's
+    stored tag (``tags``; a network ID gives its first choice), so a restart
+    finds the device it made and two IDs sharing a prefix get two."""
+    return VXLAN_PREFIX + _short_id("network", tag)
 
 
 def _fmt_mac(octets: bytes) -> str:
@@ -74,10 +102,16 @@ def derive_mac(ipv4: str | None, endpoint_id: str) -> str:
     return _fmt_mac(bytes(digest))
 
 
-def host_end_mac(host_name: str) -> str:
+def host_end_mac(host_name: str, owner: str) -> str:
     """MAC for the host end of a veth: first byte 0xfe (locally administered,
     unicast), the highest a port can sensibly have. A Linux bridge whose own
     address was never pinned takes the lowest MAC among its ports, so a port
     starting with 0xfe never becomes the bridge's address and never changes it
-    as endpoints come and go (matters for bridges we adopted)."""
-    return _fmt_mac(b"\xfe" + hashlib.sha256(host_name.encode()).digest()[:5])
+    as endpoints come and go (matters for bridges we adopted).
+
+    The rest is a hash of the name and the instance (``owner``): the MAC is
+    set by the very request that creates the pair, so it marks the pair as
+    this instance's in the moment before the alias (which the kernel only
+    takes in a later request) is on it, and a crash there leaves nothing
+    reconcile cannot tell from a user's link."""
+    return _fmt_mac(b"\xfe" + hashlib.sha256(f"{owner}/{host_name}".encode()).digest()[:5])

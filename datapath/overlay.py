@@ -49,7 +49,7 @@ NTF_SELF = 0x02
 
 @dataclass(frozen=True)
 class VxlanSpec:
-    name: str  # the VXLAN device (names.vxlan_name of the network ID)
+    name: str  # the VXLAN device (names.vxlan_name of the network's tag)
     vni: int
     local: str  # this host's underlay (advertise) address
     bridge: str  # the network's bridge: the device is enslaved to it

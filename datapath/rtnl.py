@@ -76,6 +76,7 @@ class Link(NamedTuple):
     link_netnsid: int | None  # set when ``link`` is in another namespace
     alias: str  # "" when unset
     mtu: int
+    address: str = ""  # the MAC, "aa:bb:..."; "" for a link without one
 
     @property
     def up(self) -> bool:
@@ -138,13 +139,15 @@ def _ifinfo(up: bool | None = None, index: int = 0) -> bytes:
 def _decode_link(payload: bytes) -> Link:
     _, _, index, flags, _ = _IFINFOMSG.unpack_from(payload)
     found = {IFLA_IFNAME: "", IFLA_IFALIAS: "", IFLA_MTU: 0, IFLA_MASTER: None, IFLA_LINK: None,
-             IFLA_LINK_NETNSID: None}
+             IFLA_LINK_NETNSID: None, IFLA_ADDRESS: ""}
     kind = ""
     for attr, value in _attrs(payload, _IFINFOMSG.size):
         if attr in (IFLA_IFNAME, IFLA_IFALIAS):
             found[attr] = _text(value)
         elif attr == IFLA_MTU:
             found[attr] = _U32.unpack_from(value)[0]
+        elif attr == IFLA_ADDRESS:
+            found[attr] = ":".join(f"{b:02x}" for b in value)
         elif attr in (IFLA_MASTER, IFLA_LINK, IFLA_LINK_NETNSID):
             found[attr] = _S32.unpack_from(value)[0]
         elif attr == IFLA_LINKINFO:
@@ -152,7 +155,7 @@ def _decode_link(payload: bytes) -> Link:
                 if info == IFLA_INFO_KIND:
                     kind = _text(data)
     return Link(index, found[IFLA_IFNAME], kind, flags, found[IFLA_MASTER], found[IFLA_LINK],
-                found[IFLA_LINK_NETNSID], found[IFLA_IFALIAS], found[IFLA_MTU])
+                found[IFLA_LINK_NETNSID], found[IFLA_IFALIAS], found[IFLA_MTU], found[IFLA_ADDRESS])
 
 
 def _text(value: bytes) -> str:

@@ -134,11 +134,12 @@ class Names:
     def masquerade(self) -> str:
         return f"{self.prefix}-MASQUERADE"
 
-    def network(self, network_id: str) -> str:
-        return f"{self.prefix}-N-{network_id[:12]}"
+    def network(self, tag: str) -> str:
+        """A network's chain, by its tag (an ID gives its first choice)."""
+        return f"{self.prefix}-N-{tag[:12]}"
 
-    def endpoint(self, endpoint_id: str) -> str:
-        return f"{self.prefix}-E-{endpoint_id[:12]}"
+    def endpoint(self, tag: str) -> str:
+        return f"{self.prefix}-E-{tag[:12]}"
 
     def owns(self, chain: str) -> bool:
         return chain.startswith(self.prefix + "-")
@@ -253,7 +254,7 @@ def network_fragment(rules: NetworkRules, family: str, names: Names = DEFAULT) -
     no address.
     """
     br = _token(rules.bridge)
-    chain = _token(names.network(rules.network_id))
+    chain = _token(names.network(rules.tag or rules.network_id))
     subnets = rules.subnets_v4 if family == "ipv4" else rules.subnets_v6
     mode = rules.gateway_mode(family)
     # An IPv6-only network's containers have no IPv4 address: nothing of
@@ -350,7 +351,7 @@ def ports_fragment(ports: EndpointPorts, family: str, names: Names = DEFAULT) ->
 
     A binding to a specific host address of the other family is a caller error.
     """
-    chain = _token(names.endpoint(ports.endpoint_id))
+    chain = _token(names.endpoint(ports.tag or ports.endpoint_id))
     frag = Fragment(chain)
     accept: list[str] = []
     dnat: list[str] = []

@@ -33,8 +33,10 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from typing import Callable, ContextManager
+from typing import Callable, ContextManager, Iterator
 
+from datapath import names
+from datapath.errors import NameTaken
 from datapath.hostports import Claim, Key, PortInUse
 from datapath.model import BRIDGE_PREFIX, BridgeSpec, EndpointPorts, NetworkRules, PortBinding, VethSpec
 from spec import values
@@ -86,49 +88,98 @@ class NetworkDriver:
 
     # -- networks ------------------------------------------------------------
     def create_network(self, body: dict) -> dict:
-        """{"NetworkID": "...", "Options": {...}, "IPv4Data": [...], "IPv6Data": [...]}"""
+        """{"NetworkID": "...", "Options": {...}, "IPv4Data": [...], "IPv6Data": [...]}
+
+        What the network will own is recorded (pending) before the kernel
+        sees it: the bridge and chain names it picked, whether the bridge is
+        Pontoon's to create or an existing one to adopt, and how an adopted
+        one was. So a retry, the rollback and the start-up reconcile (which
+        undoes a pending network a crash cut short) know what is Pontoon's.
+        One more commit than the kernel work needs, on a rare call."""
         network_id = body["NetworkID"]
         options = opts.parse(body.get("Options"))
         ipv4 = _ipam_data("IPv4Data", body.get("IPv4Data"), 4)
         ipv6 = _ipam_data("IPv6Data", body.get("IPv6Data"), 6)
         if ipv4 and not options.ipv4:
             raise BadRequest(f"IPv4Data holds {ipv4[0]['pool']} but option {opts.ENABLE_IPV4} is false")
-        bridge = options.bridge_name or BRIDGE_PREFIX + network_id[:12]
         request = _canonical(body, "Options", "IPv4Data", "IPv6Data")
         what = f"network {network_id}"
         with self._snapshot() as tx:
-            if _already(tx.get_network(network_id), request, what):
+            if _already(_settled(tx.get_network(network_id)), request, what):
                 return {}  # a retry of what is already done
-            _check_bridge_free(tx, bridge)
-        self._links.check_bridge_name(bridge)
-        network = {"id": network_id, "bridge": bridge, "options": options.to_dict(),
-                   "ipv4": ipv4, "ipv6": ipv6, "request": request}
+            if options.bridge_name:
+                _check_bridge_free(tx, options.bridge_name)
+        if options.bridge_name:
+            self._links.check_bridge_name(options.bridge_name)
+        # What the segment settles beyond this host (a cluster's VNI and
+        # MTU), before the record that plans the network and outside the
+        # store's write lock, since it may ask other hosts.
+        network = {"id": network_id, "options": options.to_dict(), "ipv4": ipv4, "ipv6": ipv6,
+                   "request": request}
         network.update(self._segment.prepare(network))
-        spec = bridge_spec(network)
         with Rollback() as rollback:
-            network["bridge_created"] = self._links.create_bridge(spec)
-            rollback.undo(f"delete bridge {bridge}", self._links.delete_bridge, spec, network["bridge_created"])
+            with self._tx() as tx:
+                stored = tx.get_network(network_id)
+                if stored is None:
+                    network.update(self._plan_network(tx, network_id, options.bridge_name))
+                    tx.put_network(network)
+                elif _already(_settled(stored), request, what):
+                    return {}  # done meanwhile
+                elif stored["request"] != request:
+                    raise Conflict(f"{what} is being created with different settings")
+                else:
+                    # An attempt cut short (its process died): carry on with
+                    # what it recorded. (Two concurrent creates of one ID would
+                    # both carry on; dockerd makes the IDs and sends no such
+                    # pair. Another network asking for the same bridge name
+                    # meanwhile finds it reserved by this record.)
+                    network = stored
+            rollback.undo(f"forget network {network_id}", self._forget_pending, network_id)
+            spec = bridge_spec(network)
+            rollback.undo(f"give back bridge {network['bridge']}", self._links.release_bridge,
+                          spec, network["bridge_created"], network["adopted"], True)
+            self._links.create_bridge(spec, owned=network["bridge_created"])
             # Registered first: removing is idempotent and drops the base
             # chains again when no other network needs them, so a failure
             # half-way through add_network leaves none. (add_network puts
             # in the base chains and jumps it needs in the same restore.)
-            rollback.undo(f"remove firewall rules of {bridge}", self._firewall.remove_network, network_rules(network))
+            rollback.undo(f"remove firewall rules of {network['bridge']}", self._firewall.remove_network,
+                          network_rules(network))
             self._firewall.add_network(network_rules(network))
-            rollback.undo(f"detach {bridge} from its segment", self._segment.detach, network)
+            rollback.undo(f"detach {network['bridge']} from its segment", self._segment.detach, network)
             self._segment.attach(network)
-            # Not guarded: two concurrent creates of one network ID with
-            # different settings, or of one explicit bridge name, share the
-            # bridge (and, for one ID, the rules) that the loser's undo
-            # removes. dockerd makes the IDs; the same bridge name asked for
-            # by two networks in the same instant is the only way left.
             with self._tx() as tx:
-                if _already(tx.get_network(network_id), request, what):
-                    rollback.commit()  # the same request, done meanwhile: its bridge and rules
-                    return {}
-                _check_bridge_free(tx, bridge)
+                del network["pending"]
                 tx.put_network(network)
             rollback.commit()
         return {}
+
+    def _plan_network(self, tx: NetworkStore, network_id: str, chosen: str | None) -> dict:
+        """What makes a network record pending: its tag (and default bridge
+        name) unused by any stored network, and, for a bridge that exists
+        already (``chosen``, the name the user gave), how it is before
+        Pontoon touches it. Under the write lock, so two networks never pick
+        one tag."""
+        for tag in names.tags(network_id):
+            default = BRIDGE_PREFIX + tag
+            # A default name held by a link Pontoon did not make is passed
+            # over too: only a name the user chose is adopted.
+            if tx.network_by_tag(tag) is None and (chosen or (
+                    tx.network_by_bridge(default) is None and not self._links.link_exists(default))):
+                break
+        else:
+            raise Conflict(f"network {network_id}: every name it may take is held "
+                           f"({', '.join(names.tags(network_id))})")
+        bridge = chosen or default
+        _check_bridge_free(tx, bridge)
+        adopted = self._links.survey_bridge(bridge) if chosen else None
+        return {"tag": tag, "bridge": bridge, "bridge_created": adopted is None, "adopted": adopted,
+                "pending": True}
+
+    def _forget_pending(self, network_id: str) -> None:
+        with self._tx() as tx:
+            if (tx.get_network(network_id) or {}).get("pending"):
+                tx.delete_network(network_id)
 
     def delete_network(self, body: dict) -> dict:
         """Firewall first, links last: a failure restores the rules removed so
@@ -138,7 +189,7 @@ class NetworkDriver:
         deletes a network that still has endpoints in use."""
         network_id = body["NetworkID"]
         with self._snapshot() as tx:
-            network = tx.get_network(network_id)
+            network = _settled(tx.get_network(network_id))
             if network is None:
                 return {}  # dockerd forgets the network whatever we answer
             endpoints = tx.list_endpoints(network_id)
@@ -152,11 +203,15 @@ class NetworkDriver:
                 self._delete_veth(network, endpoint, rollback)
             rollback.undo(f"attach {network['bridge']} to its segment again", self._segment.attach, network)
             self._segment.detach(network)
-            self._links.delete_bridge(bridge_spec(network), network["bridge_created"])
+            spec = bridge_spec(network)
+            self._links.release_bridge(spec, network["bridge_created"], network["adopted"])
             # The commit can still fail (the store's lock held past its
             # timeout): the bridge comes back first, for the veths and the
             # rules (route_localnet is a sysctl of the bridge) to go back on.
-            rollback.undo(f"recreate bridge {network['bridge']}", self._links.create_bridge, bridge_spec(network))
+            # Made again (tagged) if it was Pontoon's, adopted again (after
+            # the release gave it back, so its record of how it was holds).
+            rollback.undo(f"recreate bridge {network['bridge']}", self._links.create_bridge, spec,
+                          network["bridge_created"])
             with self._tx() as tx:
                 # Read again: dockerd creates no endpoint on a network it is
                 # deleting, but a concurrent CreateEndpoint or Program may
@@ -202,23 +257,20 @@ class NetworkDriver:
             if _already(existing, request, what):
                 return _endpoint_reply(existing)
             _check_unused(tx, network, addresses)
+            tags = names.tags(endpoint_id)
+            first = next(tags)  # nearly always the one taken: looked up here, at no extra cost
+            held = tx.endpoint_by_veth(self._links.veth_names(first)[0]) is not None
+            free = self._free_tags(tags, None if held else first)
         _check_in_pools("Interface.Address", addr4, network["ipv4"])
         _check_in_pools("Interface.AddressIPv6", addr6, network["ipv6"])
-        host_name, peer_name = self._links.derive_names(endpoint_id)
         endpoint = {
             "id": endpoint_id, "network_id": network_id,
             "address": str(addr4) if addr4 else "", "address_v6": str(addr6) if addr6 else "",
             "mac": mac or self._links.derive_mac(str(addr4.ip) if addr4 else None, endpoint_id),
-            "mac_given": bool(mac), "host_veth": host_name, "peer_veth": peer_name,
-            "sandbox": "", "exposed": exposed, "ports": [], "request": request,
+            "mac_given": bool(mac), "sandbox": "", "exposed": exposed, "ports": [], "request": request,
         }
-        spec = veth_spec(network, endpoint)
         with Rollback() as rollback:
-            # Registered first: if creating fails half-way, a pair it
-            # adopted (left by an attempt that crashed) goes too, unless a
-            # stored endpoint owns it by then.
-            rollback.undo(f"delete veth {host_name}", self._delete_unowned_veth, host_name)
-            created = self._links.create_veth(spec)
+            self._new_veth(network, endpoint, free, rollback)
             self._point("veth made")
             rollback.undo(f"unpublish endpoint {endpoint_id}", self._segment.unpublish, network, endpoint)
             self._segment.publish(network, endpoint)
@@ -227,16 +279,46 @@ class NetworkDriver:
                 self._network(tx, network_id)
                 existing = tx.get_endpoint(endpoint_id)
                 if _already(existing, request, what):
-                    rollback.commit()  # the same request, done meanwhile: its veth
-                    return _endpoint_reply(existing)
+                    return _endpoint_reply(existing)  # the same request, done meanwhile: ours goes
                 _check_unused(tx, network, addresses)
-                if not created and not self._links.veth_intact(spec):
-                    # Adopted from a request for the same endpoint that has
-                    # failed since and deleted it (nobody stored it then).
-                    self._links.create_veth(spec)
+                if tx.endpoint_by_veth(endpoint["host_veth"]) is not None:
+                    raise Conflict(f'veth "{endpoint["host_veth"]}" was taken meanwhile; try again')
                 tx.add_endpoint(endpoint)
             rollback.commit()
         return _endpoint_reply(endpoint)
+
+    def _free_tags(self, rest: Iterator[str], first: str | None) -> Iterator[str]:
+        """An endpoint's tags no stored endpoint holds: ``first`` (None when
+        held), then those of ``rest``, each looked up only when the one
+        before it could not be used. A stored endpoint's veth is missing
+        from the host while a crash or a user has deleted it, and its name
+        must not go to another endpoint."""
+        if first is not None:
+            yield first
+        for tag in rest:
+            with self._snapshot() as tx:
+                held = tx.endpoint_by_veth(self._links.veth_names(tag)[0]) is not None
+            if not held:
+                yield tag
+
+    def _new_veth(self, network: dict, endpoint: dict, free: Iterator[str], rollback: Rollback) -> None:
+        """Make the endpoint's veth pair under the first of the ``free`` tags
+        whose names no link holds, and record the tag and names in
+        ``endpoint``. A link found under a name is never taken over: it may
+        be a user's, or another endpoint's."""
+        for tag in free:
+            host_name, peer_name = self._links.veth_names(tag)
+            endpoint.update(tag=tag, host_veth=host_name, peer_veth=peer_name)
+            try:
+                self._links.create_veth(veth_spec(network, endpoint), new=True)
+            except NameTaken:
+                continue
+            # No store lookup first (as Join's undo does): the name was
+            # free, so the pair is this request's alone, and the undo must
+            # not need the write lock whose timeout may be what failed.
+            rollback.undo(f"delete veth {host_name}", self._links.delete_veth, host_name)
+            return
+        raise Conflict(f"endpoint {endpoint['id']}: every veth name it may take is held")
 
     def delete_endpoint(self, body: dict) -> dict:
         with self._snapshot() as tx:
@@ -264,7 +346,7 @@ class NetworkDriver:
         endpoint adopted it and committed). Under the write lock, so no
         commit comes between the check and the delete."""
         with self._tx() as tx:
-            if tx.veth_owner(host_name) is None:
+            if tx.endpoint_by_veth(host_name) is None:
                 self._links.delete_veth(host_name)
 
     def _delete_veth(self, network: dict | None, endpoint: dict, rollback: Rollback) -> None:
@@ -452,9 +534,12 @@ class NetworkDriver:
     def reconcile(self) -> list[str]:
         """Make the kernel and firewall match the store; returns what changed."""
         with self._snapshot() as tx:
-            networks = {n["id"]: n for n in tx.list_networks()}
+            stored = tx.list_networks()
+            networks = {n["id"]: n for n in stored if not n.get("pending")}
             endpoints = [e for e in tx.list_endpoints() if e["network_id"] in networks]
-        changes = self._links.reconcile(
+        pending = [n for n in stored if n.get("pending")]
+        changes = self._undo_pending(pending)
+        changes += self._links.reconcile(
             [(bridge_spec(n), n["bridge_created"]) for n in networks.values()],
             [veth_spec(networks[e["network_id"]], e) for e in endpoints],
             {e["host_veth"] for e in endpoints if e["sandbox"]},
@@ -463,13 +548,35 @@ class NetworkDriver:
             [network_rules(n) for n in networks.values()],
             [endpoint_ports(networks[e["network_id"]], e) for e in endpoints if e["ports"]],
         )
-        changes += self._segment.reconcile(list(networks.values()))
+        changes += self._segment.reconcile(list(networks.values()), pending)
+        return changes
+
+    def _undo_pending(self, pending: list[dict]) -> list[str]:
+        """Give back the bridges of networks whose create a crash cut short
+        (their rules go with the firewall's reconcile, which wants none of
+        them), and forget those networks. One that fails stays recorded, to
+        be tried again at the next start."""
+        changes, undone = [], []
+        for network in pending:
+            what = f"undo network {network['id']}, created only in part, on bridge {network['bridge']}"
+            try:
+                self._links.release_bridge(bridge_spec(network), network["bridge_created"],
+                                           network["adopted"], untagged=True)
+            except Exception as exc:  # start-up must get through the other objects
+                changes.append(f"failed to {what}: {exc}")
+            else:
+                changes.append(what)
+                undone.append(network["id"])
+        if undone:
+            with self._tx() as tx:
+                for network_id in undone:
+                    tx.delete_network(network_id)
         return changes
 
     # -- lookups -------------------------------------------------------------------
     @staticmethod
     def _network(tx: NetworkStore, network_id: str) -> dict:
-        return found(tx.get_network(network_id), f"network {network_id} is not a Pontoon network")
+        return found(_settled(tx.get_network(network_id)), f"network {network_id} is not a Pontoon network")
 
     @staticmethod
     def _endpoint(tx: NetworkStore, endpoint_id: str) -> dict:
@@ -477,6 +584,12 @@ class NetworkDriver:
 
 
 # -- stored records -> datapath descriptions ---------------------------------------
+def _settled(network: dict | None) -> dict | None:
+    """A stored network, unless its create has not finished: until then it
+    only reserves its names, and no other call may use it."""
+    return None if network is None or network.get("pending") else network
+
+
 def bridge_spec(network: dict) -> BridgeSpec:
     o = network["options"]
     gateways = [] if o["inhibit_ipv4"] or _mode(o, "ipv4") == "isolated" else \
@@ -514,7 +627,7 @@ def network_rules(network: dict) -> NetworkRules:
         network_id=network["id"], bridge=network["bridge"],
         subnets_v4=tuple(d["pool"] for d in network["ipv4"]),
         subnets_v6=tuple(d["pool"] for d in network["ipv6"]),
-        internal=o["internal"], icc=o["icc"], masquerade=o["masquerade"],
+        internal=o["internal"], icc=o["icc"], masquerade=o["masquerade"], tag=network["tag"],
         gateway_mode_v4=_mode(o, "ipv4"), gateway_mode_v6=_mode(o, "ipv6"),
         trusted_interfaces=tuple(o.get("trusted_interfaces", ())),
         host_ipv4=o.get("host_ipv4", ""), host_ipv6=o.get("host_ipv6", ""), ipv4=o.get("ipv4", True),
@@ -524,7 +637,7 @@ def network_rules(network: dict) -> NetworkRules:
 def endpoint_ports(network: dict, endpoint: dict) -> EndpointPorts:
     o = network["options"]
     return EndpointPorts(endpoint_id=endpoint["id"], network_id=network["id"],
-                         bridge=network["bridge"], bindings=tuple(_bindings(endpoint)),
+                         bridge=network["bridge"], bindings=tuple(_bindings(endpoint)), tag=endpoint["tag"],
                          routed=tuple(f for f in ("ipv4", "ipv6") if _mode(o, f) == "routed"))
 
 

@@ -33,8 +33,10 @@ class Segment(Protocol):
     def unpublish(self, network: dict, endpoint: dict) -> None:
         """Idempotent."""
 
-    def reconcile(self, networks: list[dict]) -> list[str]:
-        """At start, in the reconcile child: the kernel side only."""
+    def reconcile(self, networks: list[dict], cut_short: list[dict]) -> list[str]:
+        """At start, in the reconcile child: the kernel side only, of the
+        stored ``networks`` and of those whose create a crash cut short
+        (pending records, whose bridge reconcile has just given back)."""
 
 
 class LocalSegment:
@@ -57,5 +59,5 @@ class LocalSegment:
     def unpublish(self, network: dict, endpoint: dict) -> None:
         pass
 
-    def reconcile(self, networks: list[dict]) -> list[str]:
+    def reconcile(self, networks: list[dict], cut_short: list[dict]) -> list[str]:
         return []

@@ -26,6 +26,8 @@ import threading
 from typing import Callable, Iterator
 
 from datapath.locks import DEFAULT_TIMEOUT_S, FileLock, LockTimeout
+from datapath.model import VETH_HOST_PREFIX
+from datapath.names import tags
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS networks (
@@ -39,6 +41,10 @@ CREATE TABLE IF NOT EXISTS endpoints (
     data TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS endpoints_by_network ON endpoints (network_id);
+-- A new network's tag and a new endpoint's veth name are picked among those
+-- no stored one holds (datapath.names.tags): one indexed lookup each.
+CREATE INDEX IF NOT EXISTS networks_by_tag ON networks (json_extract(data, '$.tag'));
+CREATE INDEX IF NOT EXISTS endpoints_by_veth ON endpoints (json_extract(data, '$.host_veth'));
 -- Which endpoint holds an address of a network: CreateEndpoint refuses an
 -- address in use with one lookup rather than reading every endpoint.
 CREATE TABLE IF NOT EXISTS endpoint_ips (
@@ -118,7 +124,7 @@ class Store:
         with contextlib.closing(self._connect()) as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
-            _index_endpoint_ips(db)
+            _migrate(db)
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
@@ -195,6 +201,9 @@ class Transaction:
     def network_by_bridge(self, bridge: str) -> dict | None:
         return self._one("SELECT data FROM networks WHERE bridge = ?", bridge)
 
+    def network_by_tag(self, tag: str) -> dict | None:
+        return self._one("SELECT data FROM networks WHERE json_extract(data, '$.tag') = ?", tag)
+
     def put_network(self, network: dict) -> None:
         self._db.execute(
             "INSERT OR REPLACE INTO networks (id, bridge, data) VALUES (?, ?, ?)",
@@ -210,6 +219,9 @@ class Transaction:
     # -- endpoints ----------------------------------------------------------
     def get_endpoint(self, endpoint_id: str) -> dict | None:
         return self._one("SELECT data FROM endpoints WHERE id = ?", endpoint_id)
+
+    def endpoint_by_veth(self, host_veth: str) -> dict | None:
+        return self._one("SELECT data FROM endpoints WHERE json_extract(data, '$.host_veth') = ?", host_veth)
 
     def add_endpoint(self, endpoint: dict) -> None:
         """A new endpoint, with its addresses claimed in its network."""
@@ -227,14 +239,6 @@ class Transaction:
         """The endpoint of ``network_id`` that holds ``ip`` (bare), if any."""
         row = self._db.execute(
             "SELECT endpoint_id FROM endpoint_ips WHERE network_id = ? AND ip = ?", (network_id, ip)
-        ).fetchone()
-        return None if row is None else row[0]
-
-    def veth_owner(self, host_veth: str) -> str | None:
-        """The stored endpoint whose host end is ``host_veth``, if any. A
-        scan: only undos after a failure ask."""
-        row = self._db.execute(
-            "SELECT id FROM endpoints WHERE json_extract(data, '$.host_veth') = ?", (host_veth,)
         ).fetchone()
         return None if row is None else row[0]
 
@@ -363,15 +367,43 @@ def _claim_ips(db: sqlite3.Connection, endpoint: dict) -> None:
             )
 
 
-# PRAGMA user_version of a database whose endpoint_ips is filled.
-ENDPOINT_IPS_VERSION = 1
+def _tag_records(db: sqlite3.Connection) -> None:
+    """Give networks and endpoints stored before tags their tag: an
+    endpoint's is in its veth name already; a network's is its ID's first
+    12 characters, which named its chain, unless an earlier network (by ID)
+    holds them, and then its next choice: two such networks shared a chain,
+    and now the start-up reconcile gives the second one of its own."""
+    held: set[str] = set()
+    for (data,) in db.execute("SELECT data FROM networks ORDER BY id").fetchall():
+        network = json.loads(data)
+        network["tag"] = next(t for t in tags(network["id"]) if t not in held)
+        # How an adopted bridge was before went unrecorded: its release
+        # takes our gateway addresses off and changes nothing else.
+        network.setdefault("adopted", None)
+        held.add(network["tag"])
+        db.execute("UPDATE networks SET data = ? WHERE id = ?", (json.dumps(network), network["id"]))
+    for (data,) in db.execute("SELECT data FROM endpoints").fetchall():
+        endpoint = json.loads(data)
+        endpoint["tag"] = endpoint["host_veth"][len(VETH_HOST_PREFIX):]
+        db.execute("UPDATE endpoints SET data = ? WHERE id = ?", (json.dumps(endpoint), endpoint["id"]))
 
 
 def _index_endpoint_ips(db: sqlite3.Connection) -> None:
-    """Fill endpoint_ips for endpoints stored before it existed, once."""
+    """Fill endpoint_ips for endpoints stored before it existed."""
+    for (data,) in db.execute("SELECT data FROM endpoints").fetchall():
+        _claim_ips(db, json.loads(data))
+
+
+# PRAGMA user_version n means MIGRATIONS[:n] have run on the database.
+MIGRATIONS = (_index_endpoint_ips, _tag_records)
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring records stored by an earlier version up to date, once, in one
+    transaction: a crash half-way leaves the old version to migrate again."""
     db.execute("BEGIN IMMEDIATE")
-    if db.execute("PRAGMA user_version").fetchone()[0] < ENDPOINT_IPS_VERSION:
-        for (data,) in db.execute("SELECT data FROM endpoints").fetchall():
-            _claim_ips(db, json.loads(data))
-        db.execute(f"PRAGMA user_version = {ENDPOINT_IPS_VERSION}")
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    for step in MIGRATIONS[version:]:
+        step(db)
+    db.execute(f"PRAGMA user_version = {max(version, len(MIGRATIONS))}")
     db.execute("COMMIT")

@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 
-from datapath import rtnl
-from datapath.errors import DatapathError, InvalidName, NameConflict
+from datapath import names, rtnl
+from datapath.errors import DatapathError, InvalidName, NameConflict, NameTaken
 from datapath.links import Links
 from datapath.model import BridgeSpec, VethSpec
 
@@ -62,9 +62,18 @@ def sysfs(name: str, attr: str) -> str:
         return f.read().strip()
 
 
-def ipv6_disabled(name: str) -> str:
-    with open(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6") as f:
+def read_sysctl(family: str, name: str, key: str) -> str:
+    with open(f"/proc/sys/net/{family}/conf/{name}/{key}") as f:
         return f.read().strip()
+
+
+def write_sysctl(family: str, name: str, key: str, value: str) -> None:
+    with open(f"/proc/sys/net/{family}/conf/{name}/{key}", "w") as f:
+        f.write(value)
+
+
+def ipv6_disabled(name: str) -> str:
+    return read_sysctl("ipv6", name, "disable_ipv6")
 
 
 @pytest.fixture
@@ -208,26 +217,61 @@ def test_create_adopt_delete_bridge(kernel, bridge_spec):
     assert links.create_bridge(bridge_spec) is False
     assert addresses(name) == set(bridge_spec.addresses)
 
-    links.delete_bridge(bridge_spec, created=True)
+    links.release_bridge(bridge_spec, created=True, adopted=None)
     assert link_info(name) is None
     assert not links.bridge_exists(name) and not links.link_exists(name)
-    links.delete_bridge(bridge_spec, created=True)  # already gone is success
+    links.release_bridge(bridge_spec, created=True, adopted=None)  # already gone is success
 
 
-def test_adopted_bridge_keeps_what_is_not_ours(kernel, bridge_spec):
+def test_adopted_bridge_is_given_back_as_found(kernel, bridge_spec):
+    """Its own addresses stay (one of them the same as our gateway), and its
+    MTU, MAC, sysctls and down state come back."""
     name = bridge_spec.name
+    v4_gateway = bridge_spec.addresses[0]
     ip("link", "add", name, "type", "bridge")
+    ip("link", "set", name, "mtu", "1300")
     ip("addr", "add", "192.0.2.77/24", "dev", name)
+    ip("addr", "add", v4_gateway, "dev", name)
+    write_sysctl("ipv6", name, "disable_ipv6", "1")
+    write_sysctl("ipv4", name, "route_localnet", "0")
     mac = link_info(name)["address"]
     links = Links()
-    assert links.create_bridge(bridge_spec) is False
+    found = links.survey_bridge(name)
+    assert found["mtu"] == 1300 and found["up"] is False and found["mac"] == mac
+    assert set(found["addresses"]) == {"192.0.2.77/24", v4_gateway}
+    assert found["sysctls"] == {"ipv6/disable_ipv6": "1", "ipv4/route_localnet": "0"}
+    assert links.survey_bridge("pt-none" + suffix()) is None
+
+    assert links.create_bridge(bridge_spec, owned=False) is False
+    write_sysctl("ipv4", name, "route_localnet", "1")  # as the firewall sets it
     assert addresses(name) == set(bridge_spec.addresses) | {"192.0.2.77/24"}
     assert link_info(name)["address"] == mac, "pinning must not change an adopted bridge's MAC"
+    assert "ifalias" not in link_info(name), "an adopted bridge is not tagged as ours"
 
-    links.delete_bridge(bridge_spec, created=False)
-    assert link_info(name) is not None, "an adopted bridge is never deleted"
-    assert addresses(name) == {"192.0.2.77/24"}
-    links.delete_bridge(bridge_spec, created=False)
+    links.release_bridge(bridge_spec, created=False, adopted=found)
+    info = link_info(name)
+    assert info is not None, "an adopted bridge is never deleted"
+    assert addresses(name) == {"192.0.2.77/24", v4_gateway}
+    assert info["mtu"] == 1300 and "UP" not in info["flags"] and info["address"] == mac
+    assert ipv6_disabled(name) == "1" and read_sysctl("ipv4", name, "route_localnet") == "0"
+    links.release_bridge(bridge_spec, created=False, adopted=found)
+    assert addresses(name) == {"192.0.2.77/24", v4_gateway}
+
+
+def test_a_bridge_that_is_not_tagged_ours_is_never_deleted(kernel, bridge_spec):
+    """Released as created, a bridge the user made under that name since
+    (no tag, or another instance's) stays, unless the store recorded the
+    create and a crash kept the tag off (``untagged``)."""
+    name = kernel.link(bridge_spec.name)
+    ip("link", "add", name, "type", "bridge")
+    Links().release_bridge(bridge_spec, created=True, adopted=None)
+    assert link_info(name) is not None
+    ip("link", "set", name, "alias", "pontoon:other")
+    Links().release_bridge(bridge_spec, created=True, adopted=None, untagged=True)
+    assert link_info(name) is not None
+    ip("link", "set", name, "alias", "")
+    Links().release_bridge(bridge_spec, created=True, adopted=None, untagged=True)
+    assert link_info(name) is None
 
 
 def test_bridge_mac_does_not_follow_ports(kernel, bridge_spec):
@@ -273,7 +317,7 @@ def test_create_bridge_step_names(kernel, bridge_spec):
 def test_fault_at_every_step_of_create_bridge_leaves_nothing(kernel, bridge_spec):
     name = bridge_spec.name
     steps = record_steps(lambda links: links.create_bridge(bridge_spec))
-    Links().delete_bridge(bridge_spec, created=True)
+    Links().release_bridge(bridge_spec, created=True, adopted=None)
     for step in steps:
         with pytest.raises(DatapathError) as err:
             Links(faults=fail_at(step)).create_bridge(bridge_spec)
@@ -286,16 +330,14 @@ def test_fault_at_every_step_of_adopting_a_bridge_restores_it(kernel, bridge_spe
     name = bridge_spec.name
     ip("link", "add", name, "type", "bridge")
     ip("link", "set", name, "mtu", "1300")
-    with open(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6", "w") as f:
-        f.write("1")
-    steps = record_steps(lambda links: links.create_bridge(bridge_spec))
-    Links().delete_bridge(bridge_spec, created=False)
-    ip("link", "set", name, "mtu", "1300", "down")
-    with open(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6", "w") as f:
-        f.write("1")
+    write_sysctl("ipv6", name, "disable_ipv6", "1")
+    found = Links().survey_bridge(name)
+    steps = record_steps(lambda links: links.create_bridge(bridge_spec, owned=False))
+    assert f"tag {name}" not in steps
+    Links().release_bridge(bridge_spec, created=False, adopted=found)
     for step in steps:
         with pytest.raises(DatapathError) as err:
-            Links(faults=fail_at(step)).create_bridge(bridge_spec)
+            Links(faults=fail_at(step)).create_bridge(bridge_spec, owned=False)
         assert err.value.step == step
         info = link_info(name)
         assert info is not None, "an adopted bridge is never deleted"
@@ -360,13 +402,18 @@ def test_create_and_delete_veth_idempotent(kernel, bridge_spec):
     links.delete_veth(host)
 
 
+def crash_left_pair(host: str, peer: str, owner: str = "pontoon") -> None:
+    """What a crash right after "add veth" leaves: a pair without its tags,
+    marked only by the MAC of its host end."""
+    ip("link", "add", host, "address", names.host_end_mac(host, owner), "type", "veth", "peer", "name", peer)
+
+
 def test_create_veth_completes_a_partial_pair(kernel, bridge_spec):
-    # What a crash right after "add veth" leaves: the bare pair.
     links = Links()
     links.create_bridge(bridge_spec)
     host, peer = links.derive_names(new_endpoint_id())
     kernel.link(host)
-    ip("link", "add", host, "type", "veth", "peer", "name", peer)
+    crash_left_pair(host, peer)
     links.create_veth(VethSpec(host, peer, bridge_spec.name, "02:42:0a:00:00:09", mtu=1400))
     h, p = link_info(host), link_info(peer)
     assert h["master"] == bridge_spec.name and "UP" in h["flags"] and h["mtu"] == 1400
@@ -382,7 +429,7 @@ def test_veth_intact_only_for_a_complete_pair(kernel, bridge_spec):
     kernel.link(host)
     spec = VethSpec(host, peer, bridge_spec.name, "02:42:0a:00:00:0a", mtu=1400)
     assert not links.veth_intact(spec)
-    ip("link", "add", host, "type", "veth", "peer", "name", peer)
+    crash_left_pair(host, peer)
     assert not links.veth_intact(spec), "a bare pair (crash after add) is not intact"
     links.create_veth(spec)
     assert links.veth_intact(spec)
@@ -407,10 +454,33 @@ def test_create_veth_refuses_names_held_by_others(kernel, bridge_spec):
     ip("link", "del", host)
 
     other = kernel.link("ptc" + suffix(12))
-    ip("link", "add", host, "type", "veth", "peer", "name", other)
+    ip("link", "add", host, "address", names.host_end_mac(host, "pontoon"), "type", "veth", "peer", "name", other)
     with pytest.raises(NameConflict, match=f'its peer is not "{peer}"'):
         links.create_veth(VethSpec(host, peer, bridge_spec.name, "02:42:0a:00:00:09"))
     assert link_info(host) is not None and link_info(other) is not None
+
+
+@pytest.mark.parametrize("alias", ["", "pontoon:other"])
+def test_a_users_pair_under_our_names_is_never_taken_nor_deleted(kernel, bridge_spec, alias):
+    """A veth pair named as ours but made by someone else (untagged with its
+    own MAC, or another instance's): Join's create_veth refuses it,
+    CreateEndpoint's (``new``) says the names are taken, delete leaves it."""
+    links = Links()
+    links.create_bridge(bridge_spec)
+    host, peer = links.derive_names(new_endpoint_id())
+    kernel.link(host)
+    ip("link", "add", host, "type", "veth", "peer", "name", peer)
+    if alias:
+        ip("link", "set", host, "alias", alias)
+    before = link_info(host), link_info(peer)
+    spec = VethSpec(host, peer, bridge_spec.name, "02:42:0a:00:00:0c")
+    with pytest.raises(NameConflict, match="not ours"):
+        links.create_veth(spec)
+    with pytest.raises(NameTaken):
+        links.create_veth(spec, new=True)
+    assert not links.veth_intact(spec)
+    links.delete_veth(host)
+    assert (link_info(host), link_info(peer)) == before
 
 
 def test_veth_whose_peer_moved_away_is_neither_intact_nor_adopted(kernel, bridge_spec):
@@ -490,6 +560,8 @@ def test_reconcile_recreates_and_removes(kernel):
     ip("-n", ns, "link", "add", orphan_bridge, "type", "bridge")
     orphan_host, orphan_peer = Links.derive_names(new_endpoint_id())
     ip("-n", ns, "link", "add", orphan_host, "type", "veth", "peer", "name", orphan_peer)
+    for orphan in (orphan_bridge, orphan_host):  # left tagged by a crash before the commit
+        ip("-n", ns, "link", "set", orphan, "alias", "pontoon:pontoon")
     ip("-n", ns, "link", "add", "keep-me", "type", "bridge")  # not a Pontoon name
 
     changes = run_in_netns(ns, Links().reconcile, [(kept, True), (lost, True)], [free, joined],
@@ -517,19 +589,41 @@ def test_reconcile_spares_another_instances_links(kernel):
     ns = kernel.netns("pt-test-" + suffix())
     theirs = BridgeSpec(new_bridge_name(), addresses=("10.23.0.1/24",))
     host, peer = Links.derive_names(new_endpoint_id())
-    untagged = "pt-u" + suffix()
+    cut_host, cut_peer = Links.derive_names(new_endpoint_id())
 
     def setup():
         other = Links(owner="other")
         other.create_bridge(theirs)
         other.create_veth(VethSpec(host, peer, theirs.name, "02:42:0a:17:00:02"))
+        crash_left_pair(cut_host, cut_peer, owner="other")  # its crash before the tags
 
     run_in_netns(ns, setup)
-    ip("-n", ns, "link", "add", untagged, "type", "bridge")  # a crash before tagging
-    changes = run_in_netns(ns, Links(owner="mine").reconcile, [], [], set())
-    assert changes == [f"delete orphan bridge {untagged}"]
-    assert link_info(theirs.name, ns)["ifalias"] == "pontoon:other"
-    assert link_info(host, ns)["ifalias"] == "pontoon:other"
+    def state():
+        infos = {name: link_info(name, ns) for name in (theirs.name, host, peer, cut_host, cut_peer)}
+        return {name: "gone" if info is None else info.get("ifalias", "") for name, info in infos.items()}
+
+    before = state()
+    assert run_in_netns(ns, Links(owner="mine").reconcile, [], [], set()) == []
+    assert state() == before and before[host] == "pontoon:other"
+
+
+def test_reconcile_deletes_only_what_carries_our_tag(kernel):
+    """Links named with every Pontoon prefix but not made by Pontoon (no
+    alias, their own MACs) survive; a pair a crash left before its tags,
+    known by its host end's MAC, goes, from either end."""
+    ns = kernel.netns("pt-test-" + suffix())
+    users = ["pt-u" + suffix(), "ptv" + suffix(12), "ptc" + suffix(12), "ptvx" + suffix(), "ptcx" + suffix()]
+    ip("-n", ns, "link", "add", users[0], "type", "bridge")
+    ip("-n", ns, "link", "add", users[1], "type", "veth", "peer", "name", users[2])
+    ip("-n", ns, "link", "add", users[3], "type", "bridge")
+    ip("-n", ns, "link", "add", users[4], "type", "veth", "peer", "name", "user-peer")
+    cut_host, cut_peer = Links.derive_names(new_endpoint_id())
+    run_in_netns(ns, crash_left_pair, cut_host, cut_peer)
+    changes = run_in_netns(ns, Links().reconcile, [], [], set())
+    assert changes == [f"delete orphan veth {cut_peer}"]
+    assert link_info(cut_host, ns) is None and link_info(cut_peer, ns) is None
+    for name in users:
+        assert link_info(name, ns) is not None, name
 
 
 def test_reconcile_reports_failures_and_goes_on(kernel):
@@ -604,12 +698,12 @@ def test_two_namespaces_talk_over_the_bridge(kernel, forward_accept):
         assert res.returncode == 0, f"{ns} -> {target}: {res.stdout}{res.stderr}"
 
 
-def test_delete_bridge_leaves_a_name_now_held_by_a_non_bridge(kernel):
+def test_release_bridge_leaves_a_name_now_held_by_a_non_bridge(kernel):
     name = kernel.link("pt-d" + suffix())
     ip("link", "add", name, "type", "veth", "peer", "name", "pt-e" + suffix())
     ip("addr", "add", "192.0.2.55/24", "dev", name)
     for created in (True, False):
-        Links().delete_bridge(BridgeSpec(name, addresses=("192.0.2.55/24",)), created=created)
+        Links().release_bridge(BridgeSpec(name, addresses=("192.0.2.55/24",)), created=created, adopted=None)
     assert link_info(name) is not None and addresses(name) == {"192.0.2.55/24"}
 
 

@@ -199,9 +199,13 @@ class Baseline:
         self.net, self.other, self.ep = (secrets.token_hex(32) for _ in range(3))
         self.bridge = "ptz" + secrets.token_hex(4)
         self.pools = {SUBNET: "", SUBNET6: "", OTHER: ""}
+        # IDs that share their first 12 characters with the baseline's own:
+        # names derived from them must not reach its bridge, veths or chains.
         self.ids = {
-            "NetworkID": [self.net, self.other, secrets.token_hex(32), self.net + "\n"],
-            "EndpointID": [self.ep, secrets.token_hex(32), self.net, self.ep + "\n"],
+            "NetworkID": [self.net, self.other, secrets.token_hex(32), self.net + "\n",
+                          self.net[:12] + secrets.token_hex(26)],
+            "EndpointID": [self.ep, secrets.token_hex(32), self.net, self.ep + "\n",
+                           self.ep[:12] + secrets.token_hex(26)],
             "PoolID": ["LocalDefault/10.199.1.0/24", "LocalDefault/fd00:199:1::/64", "LocalDefault/10.199.1.0/24\n",
                        "LocalDefault/10.199.2.0/24", "LocalDefault/10.199.9.0/24", "GlobalDefault/10.199.1.0/24"],
             "bridge": [self.bridge, "ptz" + secrets.token_hex(4)],

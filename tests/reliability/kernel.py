@@ -49,6 +49,8 @@ class Seen:
     bridges: set[str] = field(default_factory=set)
     addresses: set[str] = field(default_factory=set)  # pools and gateways, as sent
     chain_prefixes: set[str] = field(default_factory=set)
+    # Links the test made itself, as a user would: not Pontoon's to own.
+    users: set[str] = field(default_factory=set)
 
     def watch(self, instance: str) -> None:
         """Every chain of this Pontoon instance is the test's too."""
@@ -156,7 +158,8 @@ def problems(state: dict, instance: str, seen: Seen, ipam: bool = True) -> list[
             found.append(f'{e["host_veth"]} is attached to "{host["master"]}", not to {bridge}')
     found += [f"stored {kind} {name} is not in the kernel" for name, kind in required.items()
               if kernel.get(name, {}).get("kind") != kind]
-    found += [f"link {name} ({info}) has no stored owner" for name, info in kernel.items() if name not in allowed]
+    found += [f"link {name} ({info}) has no stored owner" for name, info in kernel.items()
+              if name not in allowed | seen.users]
     for n in networks.values():
         if n["options"]["inhibit_ipv4"]:
             continue
@@ -167,18 +170,29 @@ def problems(state: dict, instance: str, seen: Seen, ipam: bool = True) -> list[
     names = Names(chain_prefix(instance))
     for tool, lines in firewall_lines().items():
         chains = {line[1:].split()[0] for line in lines if line.startswith(":")}
+        # Chains are named by stored tags; an ID not stored would have had
+        # its first choice, unless a stored object holds that (IDs that
+        # share their first 12 characters).
+        network_tags = {n["tag"] for n in networks.values()}
         for nid in seen.networks:
-            if (names.network(nid) in chains) != (nid in networks):
+            tag = networks[nid]["tag"] if nid in networks else nid[:12]
+            if nid not in networks and tag in network_tags:
+                continue
+            if (names.network(tag) in chains) != (nid in networks):
                 state_word = "stored" if nid in networks else "not stored"
-                found.append(f"{tool}: chain {names.network(nid)} of a network {state_word}")
+                found.append(f"{tool}: chain {names.network(tag)} of a network {state_word}")
         stored_bridges = {n["bridge"] for n in networks.values()}
         for bridge in seen.bridges - stored_bridges:
             found += [f"{tool}: rule for a bridge nobody stores: {line}" for line in lines
                       if f"-i {bridge} " in line + " " or f"-o {bridge} " in line + " "]
+        endpoint_tags = {e["tag"] for e in endpoints.values()}
         for eid in seen.endpoints:
+            tag = endpoints[eid]["tag"] if eid in endpoints else eid[:12]
+            if eid not in endpoints and tag in endpoint_tags:
+                continue
             published = bool(endpoints.get(eid, {}).get("ports"))
-            if tool == "iptables-save" and (names.endpoint(eid) in chains) != published:
-                found.append(f"{tool}: chain {names.endpoint(eid)} but endpoint published={published}")
+            if tool == "iptables-save" and (names.endpoint(tag) in chains) != published:
+                found.append(f"{tool}: chain {names.endpoint(tag)} but endpoint published={published}")
 
     held = [(a["pool"], a["address"]) for a in state["addresses"]]
     found += [f"address held twice: {a}" for a in sorted({a for a in held if held.count(a) > 1})]
@@ -200,3 +214,18 @@ def view(instance: str, seen: Seen) -> dict:
         "firewall": {tool: [line for line in lines if any(t in line for t in tokens)]
                      for tool, lines in firewall_lines().items()},
     }
+
+
+def bridge_state(name: str) -> dict:
+    """What Pontoon may change on a bridge, as the user sees it."""
+    link = subprocess.run(["ip", "-d", "-j", "addr", "show", "dev", name], capture_output=True, text=True)
+    if link.returncode != 0:
+        return {}
+    (info,) = json.loads(link.stdout)
+    sysctls = {}
+    for family, key in (("ipv4", "route_localnet"), ("ipv6", "disable_ipv6")):
+        with open(f"/proc/sys/net/{family}/conf/{name}/{key}") as f:
+            sysctls[f"{family}/{key}"] = f.read().strip()
+    return {"mtu": info["mtu"], "mac": info["address"], "up": "UP" in info["flags"],
+            "alias": info.get("ifalias", ""), "sysctls": sysctls,
+            "addresses": sorted(f'{a["local"]}/{a["prefixlen"]}' for a in info["addr_info"])}

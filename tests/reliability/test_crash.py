@@ -8,6 +8,8 @@ addresses, routes and firewall are as before.
 from __future__ import annotations
 
 import random
+import secrets
+import subprocess
 import threading
 
 import pytest
@@ -16,7 +18,7 @@ from plugin import testhook
 from tests.harness.dockerd import FakeDockerd, new_id
 
 from . import figures
-from .kernel import Seen, ours, problems, raw_snapshot
+from .kernel import Seen, bridge_state, ours, problems, raw_snapshot
 from .recording import BROKEN, recording_client
 
 MTU = "com.docker.network.driver.mtu"
@@ -36,7 +38,8 @@ KILL_POINTS = [
     # the families run at once, so at either kill the other may be in or not.
     ("NetworkDriver.CreateNetwork", "apply ipv4 firewall"),
     ("NetworkDriver.CreateNetwork", "apply ipv6 firewall"),
-    ("NetworkDriver.CreateNetwork", "commit"),
+    ("NetworkDriver.CreateNetwork", "commit"),  # the network's names and bridge recorded, pending
+    ("NetworkDriver.CreateNetwork", "commit#2"),  # everything made, the network not yet settled
     ("NetworkDriver.CreateEndpoint", "add veth"),
     ("NetworkDriver.CreateEndpoint", "tag"),  # pair made in its final shape, neither end tagged
     ("NetworkDriver.CreateEndpoint", "tag#2"),  # host end tagged and hairpin on, peer not
@@ -97,6 +100,53 @@ def test_kill_9_at(point, servers, before, seen, sandboxes):
     assert crashes == [method], "the kill point was never reached"
     assert_clean(server, seen, before)
     figures.append("kill_points", f"{method}:{step}")
+
+
+# Kill points of CreateNetwork with a bridge name of the user's (-o
+# com.docker.network.bridge.name), made by Pontoon or adopted.
+NAMED_BRIDGE_POINTS = [("add bridge", False), ("tag", False), ("set mtu", False), ("commit#2", False),
+                       ("pin mac", True), ("add address#2", True), ("set route_localnet", True),
+                       ("apply ipv4 firewall", True), ("commit#2", True)]
+
+
+@pytest.mark.parametrize("step,adopt", NAMED_BRIDGE_POINTS, ids=lambda v: str(v))
+def test_kill_9_while_creating_a_named_bridge(step, adopt, servers, before, seen, sandboxes):
+    """A bridge Pontoon made under the user's name goes with its network
+    even when the create was cut short (a retry used to take it for adopted
+    and never delete it); one it adopted comes back as it was, its own
+    addresses, MTU, sysctls and down state included."""
+    server = servers()
+    name = "ptn" + secrets.token_hex(4)
+    if adopt:
+        seen.users.add(name)  # the user's: stored or not, it stays
+        subprocess.run(["ip", "link", "add", name, "mtu", "1300", "type", "bridge"], check=True)
+        subprocess.run(["ip", "addr", "add", "192.0.2.9/24", "dev", name], check=True)
+        subprocess.run(["ip", "addr", "add", "10.199.7.1/24", "dev", name], check=True)  # our gateway too
+        with open(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6", "w") as f:
+            f.write("1")
+    found = bridge_state(name)
+    crashes: list[str] = []
+
+    def restart(broken_method: str) -> None:
+        crashes.append(broken_method)
+        server.wait_exit()
+        server.start()
+        assert_consistent(server, seen)
+        assert server.inspect()["networks"] == [], "a network whose create was cut short is not kept"
+        assert bridge_state(name) == found, "reconcile gives the bridge back, or deletes the one it made"
+
+    server.start(env={testhook.ENV: f"NetworkDriver.CreateNetwork:{step}"})
+    dockerd = FakeDockerd(recording_client(server.socket_path, seen, restart), sandboxes)
+    net = dockerd.create_network(subnet="10.199.7.0/24", ipv6=True, subnet6="fd00:199:7::/64",
+                                 options={MTU: "1400", "com.docker.network.bridge.name": name})
+    assert crashes == ["NetworkDriver.CreateNetwork"], "the kill point was never reached"
+    assert bridge_state(name)["alias"] == ("" if adopt else f"pontoon:{server.name}")
+    dockerd.stop(dockerd.run(net))
+    dockerd.remove_network(net)
+    assert bridge_state(name) == found
+    if adopt:
+        subprocess.run(["ip", "link", "del", name], check=True)
+    assert_clean(server, seen, before)
 
 
 def churn(client, thread: int, cycles: list, errors: list) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import os
 import secrets
+import subprocess
 from pathlib import Path
 from typing import Callable
 
@@ -22,7 +23,7 @@ import pytest
 from plugin.inspect import collect
 
 from .inprocess import in_process
-from .kernel import Seen, ours, problems, raw_snapshot
+from .kernel import Seen, bridge_state, ours, problems, raw_snapshot
 
 SUBNET, GATEWAY, ADDRESS = "10.141.0.0/24", "10.141.0.1/24", "10.141.0.2/24"
 SUBNET6, GATEWAY6, ADDRESS6 = "fd00:141::/64", "fd00:141::1/64", "fd00:141::2/64"
@@ -59,6 +60,7 @@ class Rig:
         self.network_id, self.endpoint_id = secrets.token_hex(32), secrets.token_hex(32)
         self.ids = {"NetworkID": self.network_id, "EndpointID": self.endpoint_id}
         self.host_port = 20000 + secrets.randbelow(10000)
+        self.bridge = "ptrb" + self.instance[-6:]
         self.pools = [self._allocate(subnet, v6, addresses)
                       for subnet, v6, addresses in ((SUBNET, False, (GATEWAY, ADDRESS)),
                                                     (SUBNET6, True, (GATEWAY6, ADDRESS6)))]
@@ -74,7 +76,7 @@ class Rig:
         self.client.ok("NetworkDriver.CreateNetwork", {
             "NetworkID": self.network_id,
             "Options": {"com.docker.network.enable_ipv6": True,
-                        "com.docker.network.generic": {"com.docker.network.bridge.name": "ptrb" + self.instance[-6:],
+                        "com.docker.network.generic": {"com.docker.network.bridge.name": self.bridge,
                                                        "com.docker.network.driver.mtu": "1400"}},
             "IPv4Data": [{"Pool": SUBNET, "Gateway": GATEWAY}],
             "IPv6Data": [{"Pool": SUBNET6, "Gateway": GATEWAY6}]})
@@ -216,3 +218,37 @@ def test_a_held_lock_is_a_503_that_changes_nothing(rig):
     for do, locks in steps:
         rig.refused_while_held(do, *locks)
         do()
+
+
+@pytest.fixture
+def users_bridge(rig):
+    """A bridge of the user's under the name the rig's network asks for:
+    its own addresses (the network's gateway among them), MTU 1300, IPv6
+    off, down."""
+    def ip(*args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True)
+
+    ip("link", "add", rig.bridge, "mtu", "1300", "type", "bridge")
+    rig.seen.users.add(rig.bridge)
+    for address in ("192.0.2.41/24", GATEWAY):
+        ip("addr", "add", address, "dev", rig.bridge)
+    with open(f"/proc/sys/net/ipv6/conf/{rig.bridge}/disable_ipv6", "w") as f:
+        f.write("1")
+    yield bridge_state(rig.bridge)
+    subprocess.run(["ip", "link", "del", rig.bridge], capture_output=True)
+
+
+def test_create_and_delete_network_on_an_adopted_bridge(rig, users_bridge):
+    """Whichever step fails, an adopted bridge is as it was; and deleting the
+    network gives it back as found: its addresses, MTU, sysctls, down."""
+    found = users_bridge
+    steps = rig.every_step_fails_in_turn(rig.create_network, rig.call("DeleteNetwork"))
+    assert f"set route_localnet {rig.bridge}" in steps and not any(s.startswith("tag") for s in steps)
+    assert bridge_state(rig.bridge) == found
+    rig.create_network()
+    assert bridge_state(rig.bridge)["sysctls"]["ipv4/route_localnet"] == "1"
+    steps = rig.every_step_fails_in_turn(rig.call("DeleteNetwork"), rig.create_network)
+    assert {f"restore mtu 1300 of {rig.bridge}", f"restore ipv6/disable_ipv6 1 on {rig.bridge}",
+            f"restore ipv4/route_localnet 0 on {rig.bridge}", f"set {rig.bridge} down as it was"} <= set(steps)
+    rig.call("DeleteNetwork")()
+    assert bridge_state(rig.bridge) == found

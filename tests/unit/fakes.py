@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 
 from datapath import names
-from datapath.errors import DatapathError, NameConflict
+from datapath.errors import DatapathError, NameConflict, NameTaken
 from datapath.hostports import Claim, Key, PortInUse
 from datapath.model import BRIDGE_PREFIX, VETH_HOST_PREFIX
 
@@ -21,6 +21,7 @@ class FakeLinks:
         self.bridges: dict[str, object] = {}  # name -> BridgeSpec
         self.veths: dict[str, object] = {}  # host name -> VethSpec
         self.user_bridges: set[str] = set()  # made "by the user" before the test
+        self.user_links: set[str] = set()  # other links of the user's, never to be touched
         self.routes = [ipaddress.ip_network(r) for r in routes]
         self.fail: set[str] = set()
 
@@ -30,6 +31,7 @@ class FakeLinks:
 
     # the pure naming rules are the real ones
     derive_names = staticmethod(names.derive_names)
+    veth_names = staticmethod(names.veth_names)
     derive_mac = staticmethod(names.derive_mac)
 
     def check_bridge_name(self, name: str) -> None:
@@ -37,18 +39,26 @@ class FakeLinks:
         if name in HOST_INTERFACES:
             raise NameConflict(f'bridge name "{name}" is held by a host interface')
 
-    def create_bridge(self, spec) -> bool:
+    def link_exists(self, name: str) -> bool:
+        return name in self.bridges or name in self.veths or name in self.user_bridges | self.user_links
+
+    def survey_bridge(self, name: str) -> dict | None:
+        return {"addresses": [], "sysctls": {}} if name in self.user_bridges else None
+
+    def create_bridge(self, spec, owned: bool = True) -> bool:
         self._maybe_fail("create_bridge")
         self.bridges[spec.name] = spec
         return spec.name not in self.user_bridges
 
-    def delete_bridge(self, spec, created: bool) -> None:
+    def release_bridge(self, spec, created: bool, adopted, untagged: bool = False) -> None:
         self._maybe_fail("delete_bridge")
-        if created:
+        if created and spec.name not in self.user_bridges:
             self.bridges.pop(spec.name, None)
 
-    def create_veth(self, spec) -> bool:
+    def create_veth(self, spec, new: bool = False) -> bool:
         self._maybe_fail("create_veth")
+        if new and (spec.host_name in self.veths or spec.host_name in self.user_links):
+            raise NameTaken(f"{spec.host_name} is held")
         if spec.bridge not in self.bridges:
             raise DatapathError(f"enslave {spec.host_name} to {spec.bridge}", "no such bridge")
         created = spec.host_name not in self.veths

@@ -1,7 +1,6 @@
 """Kernel work runs outside the store's write lock: what a request commits
 when another one changed the store while its veth or bridge was being made."""
 import contextlib
-import json
 import sqlite3
 
 import pytest
@@ -20,14 +19,14 @@ def meanwhile(plugin, method: str, action, after: bool = False) -> list:
     real = getattr(plugin.links, method)
     results: list = []
 
-    def interleaved(*args):
+    def interleaved(*args, **kwargs):
         setattr(plugin.links, method, real)  # the concurrent request calls it too
         if after:
-            done = real(*args)
+            done = real(*args, **kwargs)
             results.append(action())
             return done
         results.append(action())
-        return real(*args)
+        return real(*args, **kwargs)
 
     setattr(plugin.links, method, interleaved)
     return results
@@ -85,7 +84,7 @@ def test_addresses_of_endpoints_stored_before_the_index_are_indexed(tmp_path, v6
     store.initialise()
     address = "fd00::5/64" if v6 else "10.1.0.5/24"
     endpoint = {"id": EID, "network_id": NID, "address": "" if v6 else address,
-                "address_v6": address if v6 else ""}
+                "address_v6": address if v6 else "", "host_veth": "ptv" + EID[:12]}
     with store.transaction() as tx:
         tx.put_endpoint(endpoint)  # as the older code stored it: no index rows
     with contextlib.closing(sqlite3.connect(store.path)) as db:
@@ -93,4 +92,28 @@ def test_addresses_of_endpoints_stored_before_the_index_are_indexed(tmp_path, v6
     Store(str(tmp_path)).initialise()
     with store.snapshot() as tx:
         assert tx.address_holder(NID, address.split("/")[0]) == EID
-        assert json.loads(json.dumps(tx.get_endpoint(EID))) == endpoint
+        assert tx.get_endpoint(EID) == {**endpoint, "tag": EID[:12]}
+
+
+def test_networks_and_endpoints_stored_before_tags_get_unique_ones(tmp_path):
+    """A store written before tags: each network takes its ID's first 12
+    characters unless an earlier one holds them (two such networks shared a
+    chain), each endpoint the tag in its veth name; the rest is kept."""
+    store = Store(str(tmp_path))
+    store.initialise()
+    first, second = "ab" * 6 + "0" * 52, "ab" * 6 + "1" * 52
+    old = [{"id": nid, "bridge": bridge, "bridge_created": True} for nid, bridge in ((first, "br-a"), (second, "br-b"))]
+    with store.transaction() as tx:
+        for network in old:
+            tx.put_network(network)
+        tx.put_endpoint({"id": EID, "network_id": first, "host_veth": "ptv" + EID[:12]})
+    with contextlib.closing(sqlite3.connect(store.path)) as db:
+        db.execute("PRAGMA user_version = 1")
+    Store(str(tmp_path)).initialise()
+    with store.snapshot() as tx:
+        networks = {n["id"]: n for n in tx.list_networks()}
+        assert networks[first] == {**old[0], "tag": first[:12], "adopted": None}
+        assert networks[second]["tag"] not in (first[:12], "") and len(networks[second]["tag"]) == 12
+        assert tx.network_by_tag(networks[second]["tag"])["id"] == second
+        assert tx.get_endpoint(EID)["tag"] == EID[:12]
+        assert tx.endpoint_by_veth("ptv" + EID[:12])["id"] == EID

@@ -88,7 +88,7 @@ def test_kernel_failure_is_500_naming_the_step(plugin):
      "empty, or holds whitespace or a control character"),
 ])
 def test_exceptions_are_500_without_traceback(plugin, part, step, exc, says):
-    def boom(_arg):
+    def boom(*_args, **_options):
         raise exc
 
     setattr(getattr(plugin, part), step, boom)

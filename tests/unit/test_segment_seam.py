@@ -36,13 +36,13 @@ class RecordingSegment:
     def unpublish(self, network, endpoint):
         self._record("unpublish", endpoint)
 
-    def reconcile(self, networks):
-        return [f"segment of {n['id']}" for n in networks]
+    def reconcile(self, networks, cut_short):
+        return [f"segment of {n['id']}" for n in networks] + [f"cut short {n['id']}" for n in cut_short]
 
 
-NET = {"NetworkID": "n" * 64, "Options": {},
+NET = {"NetworkID": "a" * 64, "Options": {},
        "IPv4Data": [{"AddressSpace": "LocalDefault", "Pool": "10.92.0.0/24", "Gateway": "10.92.0.1/24"}]}
-EP = {"NetworkID": "n" * 64, "EndpointID": "e" * 64, "Interface": {"Address": "10.92.0.9/24"}}
+EP = {"NetworkID": "a" * 64, "EndpointID": "e" * 64, "Interface": {"Address": "10.92.0.9/24"}}
 
 
 def driver(tmp_path, segment) -> tuple[Plugin, network.NetworkDriver]:
@@ -58,11 +58,11 @@ def test_the_segment_is_called_at_each_step_and_its_fields_stored(tmp_path):
     assert drv.get_capabilities({}) == {"Scope": "local", "ConnectivityScope": "global", "GwAllocChecker": True}
     drv.create_network(NET)
     with plugin.store.snapshot() as tx:
-        assert tx.get_network("n" * 64)["cluster"] == {"vni": 4242}
+        assert tx.get_network("a" * 64)["cluster"] == {"vni": 4242}
     drv.create_endpoint(EP)
-    assert drv.reconcile()[-1] == f"segment of {'n' * 64}"
+    assert drv.reconcile()[-1] == f"segment of {'a' * 64}"
     drv.delete_endpoint(EP)
-    drv.delete_network({"NetworkID": "n" * 64})
+    drv.delete_network({"NetworkID": "a" * 64})
     assert [c[0] for c in segment.calls] == ["prepare", "attach", "publish", "unpublish", "detach"]
 
 
@@ -71,7 +71,7 @@ def test_without_a_segment_the_driver_is_the_single_host_one(tmp_path):
     assert drv.get_capabilities({}) == {"Scope": "local", "ConnectivityScope": "local", "GwAllocChecker": True}
     drv.create_network(NET)
     with plugin.store.snapshot() as tx:
-        assert "cluster" not in tx.get_network("n" * 64)
+        assert "cluster" not in tx.get_network("a" * 64)
 
 
 @pytest.mark.parametrize("refuse, undone", [("prepare", []), ("attach", ["detach"])])
@@ -100,3 +100,18 @@ def test_a_failed_endpoint_is_unpublished(tmp_path, refuse, kernel_step, undone)
     assert plugin.links.veths == {}
     with plugin.store.snapshot() as tx:
         assert tx.get_endpoint("e" * 64) is None
+
+
+def test_a_network_cut_short_after_attach_is_handed_to_the_segment_at_start(tmp_path):
+    """A crash between attach and the settling commit leaves a pending record
+    with the segment's fields: reconcile forgets it, and hands it to the
+    segment, whose device the single-host reconcile would not remove."""
+    segment = RecordingSegment()
+    plugin, drv = driver(tmp_path, segment)
+    drv.create_network(NET)
+    with plugin.store.transaction() as tx:
+        record = tx.get_network("a" * 64)
+        tx.put_network({**record, "pending": True})
+    assert drv.reconcile()[-1] == f"cut short {'a' * 64}"
+    with plugin.store.snapshot() as tx:
+        assert tx.get_network("a" * 64) is None
