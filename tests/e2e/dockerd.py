@@ -231,6 +231,9 @@ class Dockerd:
         if self.proc is not None:
             stop_pid(self.proc.pid, grace=30)
             self.proc = None
+        # dockerd bind-mounts its data root onto itself and, killed or not
+        # done in time, leaves that mount behind: it would outlive the test.
+        run(["umount", "-l", str(self.base / "data")], timeout=10, check=False)
         run(["ip", "netns", "del", self.netns], timeout=10, check=False)
         shutil.rmtree(self.base, ignore_errors=True)
 
