@@ -98,15 +98,13 @@ def plan(
     if not endpoint["address"]:  # an IPv6-only endpoint: "-p 80" means "::"
         default_host_ip = "::"
     taken = _Taken(in_use, endpoint["id"])
-    # Thousands of entries share a few addresses: each parsed once.
-    version = functools.cache(lambda ip: ipaddress.ip_address(ip).version)
     bare = {key: ipaddress.ip_interface(endpoint[key]).ip.compressed
             for key in ("address", "address_v6") if endpoint[key]}
     out: list[Pending] = []
     for entry in portmap:
         proto = PROTOS[entry["Proto"]]
         host_ip = entry["HostIP"] or default_host_ip
-        v6 = version(host_ip) == 6
+        v6 = _version(host_ip) == 6
         container_ip = bare.get("address_v6" if v6 else "address")
         if (6 if v6 else 4) not in versions or (not container_ip and host_ip in WILDCARDS):
             continue
@@ -172,6 +170,7 @@ def _same_ip(a: str, b: str) -> bool:
     return a in WILDCARDS or b in WILDCARDS
 
 
+@functools.lru_cache(maxsize=256)  # thousands of entries share a few addresses: each parsed once
 def _version(host_ip: str) -> int:
     return ipaddress.ip_address(host_ip or "0.0.0.0").version
 
