@@ -176,6 +176,10 @@ def absent(key: str) -> dict:
     return {"key": _b64(key), "target": "CREATE", "result": "EQUAL", "create_revision": 0}
 
 
+def present(key: str) -> dict:
+    return {"key": _b64(key), "target": "VERSION", "result": "GREATER", "version": 0}
+
+
 def unchanged(kv: KeyValue) -> dict:
     return {"key": _b64(kv.key), "target": "MOD", "result": "EQUAL", "mod_revision": kv.mod_revision}
 
@@ -189,6 +193,17 @@ def put_op(key: str, value: str, lease: int = 0) -> dict:
     if lease:
         op["lease"] = lease
     return {"request_put": op}
+
+
+def range_op(start: str, end: str, limit: int, keys_only: bool = True) -> dict:
+    """A read inside a transaction: the keys of [start, end), at most ``limit``."""
+    return {"request_range": {"key": _b64(start), "range_end": _b64(end), "limit": limit, "keys_only": keys_only}}
+
+
+def ranges(reply: dict) -> list[list[KeyValue]]:
+    """The keys each ``range_op`` of a transaction's taken branch read, in order."""
+    return [[_kv(r) for r in resp["response_range"].get("kvs") or []]
+            for resp in reply.get("responses") or [] if "response_range" in resp]
 
 
 def delete_op(key: str, prefix: bool = False) -> dict:

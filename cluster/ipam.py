@@ -29,7 +29,7 @@ from spec import values
 from spec.errors import Conflict, NotFound
 
 from . import keys
-from .etcd import absent, delete_op, prefix_end, put_op, unchanged, value_is
+from .etcd import absent, delete_op, prefix_end, present, put_op, range_op, ranges, unchanged, value_is
 from .host import ClusterHost, addr_value
 
 GATEWAY_HOLDER = "*"  # the gateway's allocation belongs to every member, not one host
@@ -163,17 +163,16 @@ class ClusterIpam:
         net = ipaddress.ip_network(cidr)
         name = keys.pool_name(space, cidr)
         self._host.live()
-        pool = self._etcd.get(keys.key("pools", name))
-        if pool is None:
-            raise NotFound(f'PoolID "{body["PoolID"]}" is not a pool held in the cluster')
         gateway = (body.get("Options") or {}).get("RequestAddressType") == GATEWAY_TYPE
         given = values.address("Address", body["Address"], net.version) if body.get("Address") else None
         if gateway:
+            if self._etcd.get(keys.key("pools", name)) is None:
+                raise _not_held(body["PoolID"])
             addr, ours = self._gateway(name, net, given), False
         elif given is not None:
-            addr, ours = self._claim_given(name, net, int(given)), True
+            addr, ours = self._claim_given(name, net, int(given), body["PoolID"]), True
         else:
-            addr, ours = self._claim_lowest(name, net, json.loads(pool.value)["sub"]), True
+            addr, ours = self._claim_lowest(name, net, _sub_of(body["PoolID"], net), body["PoolID"]), True
         try:
             return self._local.request_address({**body, "Address": str(ipaddress.ip_address(addr))})
         except Exception:
@@ -210,42 +209,59 @@ class ClusterIpam:
             else:
                 raise Conflict(f"no free address left in pool {net} for its gateway")
 
-    def _claim(self, name: str, addr: int) -> bool:
-        hexa = keys.hexaddr(addr)
-        return self._etcd.create(keys.prefix("addrs", name) + hexa, addr_value(self._host.host_id, "address"),
-                                 also=[put_op(keys.prefix("held", self._host.host_id) + f"{name}/{hexa}", "")])
+    def _claim(self, name: str, addr: int, pool_id: str) -> list[int] | None:
+        """One transaction: claim ``addr`` if it is free and the pool is still
+        held; None when claimed, else the taken addresses from ``addr`` up
+        (one chunk, read in the same round trip, for the next candidate)."""
+        prefix = keys.prefix("addrs", name)
+        key = prefix + keys.hexaddr(addr)
+        reply = self._etcd.txn(
+            [absent(key), present(keys.key("pools", name))],
+            [put_op(key, addr_value(self._host.host_id, "address")),
+             put_op(keys.prefix("held", self._host.host_id) + f"{name}/{keys.hexaddr(addr)}", "")],
+            [range_op(key, prefix_end(prefix), self._etcd.chunk), range_op(keys.key("pools", name), "", 1)])
+        if reply.get("succeeded"):
+            return None
+        taken, pool = ranges(reply)
+        if not pool:
+            raise _not_held(pool_id)
+        return [int(kv.key[len(prefix):], 16) for kv in taken]
 
-    def _claim_given(self, name: str, net: IPNetwork, addr: int) -> int:
-        if self._claim(name, addr):
+    def _claim_given(self, name: str, net: IPNetwork, addr: int, pool_id: str) -> int:
+        if self._claim(name, addr, pool_id) is None:
             return addr
         holder = self._etcd.get(keys.prefix("addrs", name) + keys.hexaddr(addr))
         where = f" (by host {json.loads(holder.value)['host']})" if holder is not None else ""
         raise Conflict(f"Address {ipaddress.ip_address(addr)} is already allocated in pool {net}{where}")
 
-    def _claim_lowest(self, name: str, net: IPNetwork, sub: str) -> int:
+    def _claim_lowest(self, name: str, net: IPNetwork, sub: IPNetwork | None, pool_id: str) -> int:
         """The lowest free address from this process's hint up (a lower bound
         of the lowest it could get, so the 1,000th allocation reads no more
         keys than the 10th). Addresses other hosts free below the hint go
-        back to them first; this host's releases lower it again."""
-        low, last = allocator.sub_range(net, ipaddress.ip_network(sub) if sub else None)
-        first = max(low, self._hints.get(name, low))
+        back to them first; this host's releases lower it again. The
+        candidate is tried first and read around only when taken: one
+        round trip when it is free, two when another host took it."""
+        low, last = allocator.sub_range(net, sub)
+        candidate = max(low, self._hints.get(name, low))
+        wrapped = candidate == low
         while True:
-            addr = next(self._free_from(name, first, last), None)
-            if addr is None and first > low:
-                first = low  # the hint skipped addresses others have freed since: look again from the bottom
+            if candidate > last:
+                if wrapped:
+                    raise Conflict(f"no free address left in {f'range {sub} of ' if sub else ''}pool {net}")
+                candidate, wrapped = low, True  # the hint skipped addresses others have freed since
                 continue
-            if addr is None:
-                raise Conflict(f"no free address left in {'range ' + sub + ' of ' if sub else ''}pool {net}")
-            if self._claim(name, addr):
-                self._hints[name] = addr + 1
-                return addr
-            first = addr + 1  # lost it to another host: the next one up
+            taken = self._claim(name, candidate, pool_id)
+            if taken is None:
+                self._hints[name] = candidate + 1
+                return candidate
+            candidate = next(self._free_from(name, candidate, last, taken), last + 1)
 
-    def _free_from(self, name: str, first: int, last: int) -> Iterator[int]:
+    def _free_from(self, name: str, first: int, last: int, page: list[int] | None = None) -> Iterator[int]:
         """Free addresses in [first, last], lowest first, reading the
-        allocated keys in chunks only as far as needed."""
+        allocated keys in chunks only as far as needed (``page``: the first
+        chunk, when already read)."""
         candidate = first
-        for taken in self._taken_from(name, first):
+        for taken in self._taken_from(name, first, page):
             if taken > last:
                 break
             while candidate < taken:
@@ -256,16 +272,17 @@ class ClusterIpam:
             yield candidate
             candidate += 1
 
-    def _taken_from(self, name: str, first: int) -> Iterator[int]:
+    def _taken_from(self, name: str, first: int, page: list[int] | None = None) -> Iterator[int]:
         prefix = keys.prefix("addrs", name)
         start = prefix + keys.hexaddr(first)
         while True:
-            page = self._etcd.range(start, prefix_end(prefix), keys_only=True)
-            for kv in page:
-                yield int(kv.key[len(prefix):], 16)
+            if page is None:
+                page = [int(kv.key[len(prefix):], 16)
+                        for kv in self._etcd.range(start, prefix_end(prefix), keys_only=True)]
+            yield from page
             if len(page) < self._etcd.chunk:
                 return
-            start = page[-1].key + "\0"
+            start, page = prefix + keys.hexaddr(page[-1] + 1), None
 
     def _free(self, name: str, addr: int) -> None:
         """Give back an address this host holds (a compare on the holder, so
@@ -301,6 +318,25 @@ class ClusterIpam:
         how many went. ``held_here`` gives (pool name, address) pairs."""
         mine = held_here()
         return self._host.release_held(self._host.host_id, lambda pool, addr: (pool, addr) in mine)
+
+
+def _not_held(pool_id: str) -> NotFound:
+    return NotFound(f'PoolID "{pool_id}" is not a pool held in the cluster')
+
+
+def _sub_of(pool_id: str, net: IPNetwork) -> IPNetwork | None:
+    """The --ip-range the PoolID carries (ipam_plugin.driver writes it
+    there, as checked against the cluster's when the pool was joined)."""
+    parts = pool_id.split("/")
+    if len(parts) < 5:
+        return None
+    try:
+        sub = ipaddress.ip_network("/".join(parts[3:5]))
+    except ValueError:
+        sub = None
+    if sub is None or sub.version != net.version or not sub.subnet_of(net):
+        raise _not_held(pool_id)
+    return sub
 
 
 def _split_pool_id(pool_id: str) -> tuple[str, str]:

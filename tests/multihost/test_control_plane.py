@@ -80,6 +80,39 @@ def test_an_address_held_on_one_host_is_refused_on_another(hosts):
     assert got not in ("10.90.0.50/24", "10.90.0.2/24")
 
 
+def test_an_ip_range_is_shared_filled_and_reused_below_each_hosts_hint(hosts):
+    a, b = hosts(2)
+    net_a = a.dockerd.create_network(subnet=SUBNET, ip_range="10.90.0.8/29")
+    net_b = b.dockerd.create_network(subnet=SUBNET, ip_range="10.90.0.8/29")
+    # Interleaved, so each host's next candidate is mostly taken by the other.
+    got = [(a, net_a), (b, net_b)] * 4
+    ctrs = [host.dockerd.run(net) for host, net in got]
+    assert sorted(c.address for c in ctrs) == sorted(f"10.90.0.{i}/24" for i in range(8, 16))
+    with pytest.raises(ProtocolError) as full:
+        b.dockerd.run(net_b)
+    assert full.value.status == 409 and "range 10.90.0.8/29 of pool 10.90.0.0/24" in str(full.value)
+    # a frees its lowest; b, whose hint is past the range, finds it by
+    # looking again from the bottom.
+    lowest = min((c for c in ctrs if c.network is net_a), key=lambda c: ipaddress.ip_interface(c.address).ip)
+    a.dockerd.stop(lowest)
+    assert b.dockerd.run(net_b).address == lowest.address
+
+
+def test_an_address_in_a_pool_the_cluster_no_longer_holds_is_refused_and_changes_nothing(hosts, etcd):
+    (a,) = hosts(1)
+    net = a.dockerd.create_network(subnet=SUBNET)
+    Etcd([etcd.url]).delete(keys.key("pools", keys.pool_name("LocalDefault", SUBNET)))
+    before = set(Etcd([etcd.url]).read_prefix(keys.ROOT)[0])
+    for address in ("", "10.90.0.77"):
+        with pytest.raises(ProtocolError) as refused:
+            a.client.ok("IpamDriver.RequestAddress", {"PoolID": net.pools[0]["PoolID"], "Address": address,
+                                                      "Options": None})
+        assert refused.value.status == 404 and net.pools[0]["PoolID"] in str(refused.value)
+    assert set(Etcd([etcd.url]).read_prefix(keys.ROOT)[0]) == before
+    with a.store.snapshot() as tx:
+        assert [kind for _, kind in tx.list_addresses(net.pools[0]["PoolID"])] == ["gateway"]
+
+
 def test_a_host_disagreeing_on_an_option_gets_409_naming_it(hosts):
     a, b = hosts(2)
     a.dockerd.create_network(subnet=SUBNET, options={"com.docker.network.driver.mtu": "1400"})
