@@ -78,7 +78,7 @@ def details(res: dict) -> list[str]:
                   f"p99 {j['ready_p99_ms']:.0f} ms), ms: " + ", ".join(f"{x:.0f}" for x in j["ready_to_reply_ms"]),
                   "The sandbox is set up as dockerd does it: its namespace made before Join, the "
                   "interface moved in and configured over netlink after (bench/netlink_sandboxes.py). "
-                  "The rest is that work, and the ping process starting."]
+                  "The rest is that work."]
     if "scale" in mh:
         lines += ["", "Cost as endpoints grow (3 hosts, one network on all three): etcd keys, bytes each "
                   "host received from etcd since the network was made, RSS of each host's server.", "",
