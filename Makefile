@@ -27,14 +27,19 @@ test: $(STAMP) $(DOCKERDS_STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest -ra tests/unit
 
-# Benchmarks against Docker's bridge driver (as root; see docs/benchmarks.md).
-# Needs docker.io, busybox-static, iperf3 and etcd-server from apt; about 20
-# minutes (the multi-host section alone takes about 11).
+# Benchmarks against Docker's bridge driver (as root; see docs/benchmarks.md);
+# about 20 minutes. The programs they run, as command:Debian package; a
+# missing one stops it at once with the apt-get line that installs it.
+BENCH_TOOLS := dockerd:docker.io busybox:busybox-static iperf3:iperf3 etcd:etcd-server \
+	etcdctl:etcd-client conntrack:conntrack
 $(BENCH_STAMP): $(STAMP) pyproject.toml
 	$(PY) -m pip install -q -e '.[test,bench]'
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
+	@missing=""; for pair in $(BENCH_TOOLS); do \
+		command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; done; \
+	test -z "$$missing" || { echo "make bench needs:$$missing; install with: apt-get install$$missing" >&2; exit 2; }
 	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
