@@ -79,19 +79,37 @@ def _kv(raw: dict) -> KeyValue:
                     int(raw.get("mod_revision", 0)), int(raw.get("lease", 0)))
 
 
+@dataclass(frozen=True)
+class Tls:
+    """PEM file paths for https:// endpoints; empty ones are left to requests
+    (the system's CAs, no client certificate)."""
+
+    ca: str = ""
+    cert: str = ""
+    key: str = ""
+
+
 class Etcd:
     """One client per endpoint URL; calls stick to the last one that answered."""
 
-    def __init__(self, endpoints: list[str], timeout: tuple[float, float] = (CONNECT_TIMEOUT_S, READ_TIMEOUT_S)):
+    def __init__(self, endpoints: list[str], timeout: tuple[float, float] = (CONNECT_TIMEOUT_S, READ_TIMEOUT_S),
+                 tls: Tls = Tls()):
         self.endpoints = list(endpoints)
         self._clients = []
         for url in self.endpoints:
             parts = urlsplit(url)
             # api_path given: etcd3gw would otherwise ask /version on first
             # use, one more round trip. 3.4+ serves /v3/ (the issue's floor).
-            self._clients.append(Etcd3Client(host=parts.hostname, port=parts.port or 2379,
-                                             protocol=parts.scheme or "http", timeout=timeout,
-                                             api_path="/v3/"))
+            # The TLS files go on the client's session, which the watch
+            # streams use too.
+            client = Etcd3Client(host=parts.hostname, port=parts.port or 2379, protocol=parts.scheme or "http",
+                                 timeout=timeout, api_path="/v3/", ca_cert=tls.ca or None,
+                                 cert_cert=tls.cert or None, cert_key=tls.key or None)
+            # Only these settings count: requests would otherwise let
+            # REQUESTS_CA_BUNDLE override the CA given here, and send the
+            # watch streams through an HTTP proxy named in the environment.
+            client.session.trust_env = False
+            self._clients.append(client)
         self._current = 0
         self.chunk = CHUNK
 
@@ -213,13 +231,24 @@ def delete_op(key: str, prefix: bool = False) -> dict:
     return {"request_delete_range": op}
 
 
+# What requests' message says the cause was, most telling first.
+_CAUSES = (
+    r"\[Errno -?\d+\][^'\")]*",  # [Errno 111] Connection refused
+    r"\[SSL: \w+\][^'\"(]*",  # [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: ...
+    r"SSL\w*Error\(\d+, '(?P<tls>[^'(]*)",  # the handshake cut: often a client certificate missing
+    r"timed out",
+)
+
+
 def _short(exc: Exception) -> str:
-    """The cause in a few words ("[Errno 111] Connection refused", "timed
-    out"), not requests' paragraph about connection pools."""
+    """The cause in a few words, not requests' paragraph about connection pools."""
     text = (getattr(exc, "detail_text", None) or str(exc)).strip()
-    cause = re.search(r"\[Errno -?\d+\][^'\")]*|timed out", text)
-    if cause:
-        return cause.group(0).strip()
+    for pattern in _CAUSES:
+        cause = re.search(pattern, text)
+        if cause and cause.groupdict().get("tls"):
+            return f"TLS handshake failed: {cause.group('tls').strip()} (does etcd want a client certificate?)"
+        if cause:
+            return cause.group(0).strip()
     return text.splitlines()[0][:200] if text else type(exc).__name__
 
 

@@ -23,7 +23,7 @@ from typing import Callable
 
 from . import keys
 from .identity import advertise_addr
-from .etcd import Etcd, EtcdUnavailable, Lease, delete_op, value_is
+from .etcd import Etcd, EtcdUnavailable, Lease, Tls, delete_op, value_is
 
 log = logging.getLogger("pontoon.cluster")
 
@@ -41,8 +41,9 @@ def addr_value(host_id: str, kind: str) -> str:
 
 class ClusterHost:
     def __init__(self, endpoints: list[str], host_id: str, advertise: str = "",
-                 ttl: int = LEASE_TTL_S, grace: float = GRACE_S):
+                 ttl: int = LEASE_TTL_S, grace: float = GRACE_S, tls: Tls = Tls()):
         self.endpoints = endpoints
+        self.tls = tls
         self.host_id = host_id
         self._advertise = advertise
         self.ttl = ttl
@@ -59,7 +60,7 @@ class ClusterHost:
     @property
     def etcd(self) -> Etcd:
         if self._etcd is None:
-            self._etcd = Etcd(self.endpoints)
+            self._etcd = Etcd(self.endpoints, tls=self.tls)
         return self._etcd
 
     @property

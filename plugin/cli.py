@@ -22,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     inspect.add_argument("--config", help="(env PONTOON_CONFIG)")
     inspect.add_argument("--json", action="store_true", help="print JSON instead of tables")
     inspect.add_argument("--etcd-endpoints", help="also show the cluster (env PONTOON_ETCD_ENDPOINTS)")
+    for name in ("ca", "cert", "key"):
+        inspect.add_argument(f"--etcd-{name}", help=f"for a TLS etcd, as serve's (env PONTOON_ETCD_{name.upper()})")
     args = parser.parse_args(argv)
     try:
         settings = config.load(args)
@@ -58,8 +60,10 @@ def _inspect(settings: config.Settings, section: str | None, as_json: bool) -> i
         from cluster import view
         from cluster.etcd import Etcd, EtcdUnavailable
 
+        from .cluster import etcd_tls
+
         try:
-            state["cluster"] = view.collect(Etcd(settings.etcd_endpoints))
+            state["cluster"] = view.collect(Etcd(settings.etcd_endpoints, tls=etcd_tls(settings)))
         except EtcdUnavailable as exc:
             print(f"pontoon: cluster not shown: {exc}", file=sys.stderr)
         else:

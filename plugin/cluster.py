@@ -13,7 +13,7 @@ import threading
 import time
 import types
 
-from cluster.etcd import EtcdUnavailable
+from cluster.etcd import EtcdUnavailable, Tls
 from cluster.host import ClusterHost
 from cluster.identity import host_id
 from cluster.ipam import ClusterIpam, held_pairs
@@ -35,9 +35,13 @@ def datapath_overlay(owner: str):
     return overlay.Overlay(owner), dp
 
 
+def etcd_tls(settings: Settings) -> Tls:
+    return Tls(settings.etcd_ca, settings.etcd_cert, settings.etcd_key)
+
+
 def cluster_host(settings: Settings) -> ClusterHost:
     return ClusterHost(settings.etcd_endpoints, settings.host_id or host_id(settings.state_dir),
-                       settings.advertise_addr, settings.lease_ttl, settings.reclaim_grace)
+                       settings.advertise_addr, settings.lease_ttl, settings.reclaim_grace, etcd_tls(settings))
 
 
 class Room:

@@ -48,6 +48,12 @@ class Settings:
     etcd_endpoints: list[str] = field(default_factory=list)
     advertise_addr: str = ""  # empty: the source address of the route to the first endpoint
     host_id: str = ""  # empty: made once and kept in the state dir (cluster/identity.py)
+    # PEM files for an etcd that speaks TLS: the CA its server certificate
+    # is checked against (empty: the system's), and this host's client
+    # certificate and key for an etcd that asks for one (--client-cert-auth).
+    etcd_ca: str = ""
+    etcd_cert: str = ""
+    etcd_key: str = ""
     # Seconds: this host's endpoint records outlive it by at most lease_ttl;
     # its addresses are reclaimed after it has been gone for reclaim_grace.
     lease_ttl: int = 15
@@ -161,6 +167,15 @@ def _validate_cluster(s: Settings) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"etcd_endpoints: {url!r} is not an http(s)://host:port URL")
+    tls = {name: getattr(s, name) for name in ("etcd_ca", "etcd_cert", "etcd_key") if getattr(s, name)}
+    if tls and any(urlsplit(url).scheme != "https" for url in s.etcd_endpoints):
+        raise ConfigError(f"{', '.join(sorted(tls))} given, but not every etcd endpoint is https://: "
+                          f"{', '.join(s.etcd_endpoints)}")
+    if bool(s.etcd_cert) != bool(s.etcd_key):
+        raise ConfigError("etcd_cert and etcd_key go together: a client certificate needs its key")
+    for name, path in tls.items():
+        if not os.access(path, os.R_OK):
+            raise ConfigError(f"{name} {path!r} is not a readable file")
     if s.workers != 1:
         # One lease and one watch per network per host: they live in the one
         # worker (see cluster/host.py), so a second worker would be a second host.

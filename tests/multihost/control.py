@@ -87,9 +87,10 @@ DP = types.SimpleNamespace(VxlanSpec=VxlanSpec, Peer=Peer, default_mtu=lambda _l
 class Host:
     """One cluster member: ``client`` speaks the protocol as its dockerd would."""
 
-    def __init__(self, state_dir, etcd_url: str, host_id: str, advertise: str, ttl: int = 15):
+    def __init__(self, state_dir, etcd_url: str, host_id: str, advertise: str, ttl: int = 15, **more):
+        """``more``: other settings (the etcd TLS files)."""
         settings = Settings(state_dir=str(state_dir), etcd_endpoints=[etcd_url], host_id=host_id,
-                            advertise_addr=advertise, lease_ttl=ttl)
+                            advertise_addr=advertise, lease_ttl=ttl, **more)
         self.store = Store(settings.state_dir)
         self.store.initialise()
         self.overlay = FakeOverlay()

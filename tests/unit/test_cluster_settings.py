@@ -26,15 +26,29 @@ def test_cluster_settings_from_env_and_flags():
     ({"etcd_endpoints": "http://e:2379", "host_id": "a/b"}, "host_id 'a/b'"),
     ({"etcd_endpoints": "http://e:2379", "lease_ttl": "1"}, "lease_ttl=1"),
     ({"etcd_endpoints": "http://e:2379", "lease_ttl": "10", "reclaim_grace": "20"}, "reclaim_grace=20"),
+    ({"etcd_endpoints": "https://e:2379,http://f:2379", "etcd_ca": __file__},
+     "etcd_ca given, but not every etcd endpoint is https://: https://e:2379, http://f:2379"),
+    ({"etcd_endpoints": "https://e:2379", "etcd_cert": __file__}, "etcd_cert and etcd_key go together"),
+    ({"etcd_endpoints": "https://e:2379", "etcd_ca": "/nonexistent/ca.pem"},
+     "etcd_ca '/nonexistent/ca.pem' is not a readable file"),
 ])
 def test_bad_cluster_settings(kw, says):
     with pytest.raises(config.ConfigError, match=says):
         config.load(flags(**kw), {})
 
 
+def test_tls_files_from_env_with_https_endpoints():
+    env = {"PONTOON_ETCD_ENDPOINTS": "https://10.0.0.5:2379", "PONTOON_ETCD_CA": __file__,
+           "PONTOON_ETCD_CERT": __file__, "PONTOON_ETCD_KEY": __file__}
+    s = config.load(flags(), env)
+    assert (s.etcd_ca, s.etcd_cert, s.etcd_key) == (__file__,) * 3
+
+
 def test_managed_plugin_can_set_the_cluster_settings():
     env = {e["name"]: e for e in json.loads((REPO / "config.json").read_text())["env"]}
-    for name in ("PONTOON_ETCD_ENDPOINTS", "PONTOON_ADVERTISE_ADDR", "PONTOON_HOST_ID"):
+    cluster = [name for name in config.FIELDS if name.startswith("etcd_")] + [
+        "advertise_addr", "host_id", "lease_ttl", "reclaim_grace"]
+    for name in (f"PONTOON_{field.upper()}" for field in cluster):
         assert env[name]["settable"] == ["value"] and env[name]["value"] == ""
 
 
