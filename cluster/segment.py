@@ -161,17 +161,23 @@ class ClusterSegment:
         worker (``resume``), which holds the lease the records ride on. A
         network whose create was cut short after its device was made loses
         it: its bridge went, and the device, named under a prefix the
-        single-host reconcile leaves alone, would outlive it."""
+        single-host reconcile leaves alone, would outlive it (untagged too:
+        the crash may have come between adding the device and tagging it).
+        Then every other device of ours goes: its network is in no store
+        record (a crash, or a store deleted meanwhile)."""
         changes = []
         for network in cut_short:
             if "cluster" in network:
-                self.overlay.delete(self.spec(network))
+                self.overlay.delete(self.spec(network), untagged=True)
                 changes.append(f"vxlan of network {network['id']}, created only in part, removed")
+        wanted = set()
         for network in networks:
             if "cluster" in network:
-                self.overlay.create(self.spec(network))
+                spec = self.spec(network)
+                self.overlay.create(spec)
+                wanted.add(spec.name)
                 changes.append(f"vxlan of network {network['id']} in place")
-        return changes
+        return changes + self.overlay.reconcile(wanted)
 
     def resume(self, networks: list[dict], endpoints: list[dict], lease: int) -> None:
         """Once the worker has its lease, with the store's cluster networks:

@@ -83,6 +83,16 @@ def _foreign(name: str, kind: str, found: str) -> bool:
     return True
 
 
+def _tagged(name: str, kind: str, alias: str, ours: str, untagged: bool = False) -> bool:
+    """Whether a device Pontoon would delete carries its tag (``ours``), or
+    no tag at all when ``untagged`` (a create the store recorded and a crash
+    cut short before the tag); anything else is left alone."""
+    if alias == ours or (untagged and not alias):
+        return True
+    log.warning('not deleting %s "%s": it is not tagged as ours (alias %r)', kind, name, alias)
+    return False
+
+
 def _bridge_index(nl: rtnl.Rtnl, name: str) -> int:
     link = nl.get(name)
     if link is None or link.kind != "bridge":
@@ -369,9 +379,7 @@ class Links:
                 return
             index = link["index"]
             if created:
-                alias = link.get("ifalias") or ""
-                if alias != self.alias and (alias or not untagged):
-                    log.warning('not deleting bridge "%s": it is not tagged as ours (alias %r)', name, alias)
+                if not _tagged(name, "bridge", link.get("ifalias") or "", self.alias, untagged):
                     return
                 steps.run(f"delete bridge {name}", lambda: _delete_index(ipr, index))
                 return

@@ -34,7 +34,8 @@ from dataclasses import dataclass
 
 from . import names, netlink, rtnl
 from .errors import DatapathError, NameConflict
-from .links import ALIAS_PREFIX, _add_link, _delete_index, _foreign, _get_link, _kind
+from .links import ALIAS_PREFIX, _add_link, _delete_index, _foreign, _get_link, _kind, _tagged
+from .model import VXLAN_PREFIX
 from .steps import FaultHook, Steps
 
 log = logging.getLogger(__name__)
@@ -166,19 +167,35 @@ class Overlay:
             raise NameConflict(f'vxlan name "{name}" is held by a device that is not this instance\'s '
                                f'({_kind(link) or "kindless"}{", " + alias if alias else ""})')
 
-    def delete(self, spec: VxlanSpec) -> None:
+    def delete(self, spec: VxlanSpec, untagged: bool = False) -> None:
         """Delete the device (its forwarding and neighbour entries go with
-        it). Already gone is success; a device of the name that is not ours
-        is left alone."""
+        it). Already gone is success; a device of the name without this
+        instance's tag (another's, or a user's untagged one) is left alone.
+        ``untagged``: also delete an untagged one, for a network whose
+        create a crash cut short between adding the device and tagging it."""
         with netlink.connect() as ipr, Steps(self.faults) as steps:
             link = _get_link(ipr, spec.name)
             if link is None or _foreign(spec.name, "vxlan", _kind(link)):
                 return
-            alias = link.get("ifalias") or ""
-            if alias and alias != self.alias:
-                log.warning('not deleting vxlan "%s": it belongs to %s', spec.name, alias)
+            if not _tagged(spec.name, "vxlan", link.get("ifalias") or "", self.alias, untagged):
                 return
             steps.run(f"delete vxlan {spec.name}", lambda: _delete_index(ipr, link["index"]))
+
+    def reconcile(self, wanted: set[str]) -> list[str]:
+        """At start: delete this instance's VXLAN devices (our prefix, our
+        tag) not named in ``wanted``, the devices of stored cluster networks.
+        A crash, or a store deleted meanwhile, left them; with learning off
+        and no peers they carry nothing, but they hold their VNI's port on
+        the underlay. A device of the prefix without our tag is not ours."""
+        with rtnl.Rtnl() as nl:
+            present = nl.links()
+        changes = []
+        for name, link in sorted(present.items()):
+            if (name.startswith(VXLAN_PREFIX) and link.kind == "vxlan" and link.alias == self.alias
+                    and name not in wanted):
+                self.delete(VxlanSpec(name=name, vni=0, local="", bridge=""))
+                changes.append(f"orphan vxlan {name} removed")
+        return changes
 
     # -- peers ----------------------------------------------------------------
     # Adding a peer writes its forwarding entry, then its neighbour entry,

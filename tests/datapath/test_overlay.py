@@ -178,6 +178,34 @@ def test_foreign_device_is_never_taken_or_deleted(lab):
     assert ip("-n", a.host.ns, "link", "show", name, check=False).returncode == 0
 
 
+def test_an_untagged_device_of_our_name_is_deleted_only_for_a_create_cut_short(lab):
+    a, _ = lab
+    name = "ptx" + secrets.token_hex(6)
+    ip("-n", a.host.ns, "link", "add", name, "type", "vxlan", "id", "8", "dstport", "4789")
+    spec = VxlanSpec(name, 8, a.host.address, a.bridge)
+    run_in_netns(a.host.ns, lambda: Overlay(a.owner).delete(spec))
+    assert ip("-n", a.host.ns, "link", "show", name, check=False).returncode == 0  # a user's, maybe
+    run_in_netns(a.host.ns, lambda: Overlay(a.owner).delete(spec, untagged=True))
+    assert ip("-n", a.host.ns, "link", "show", name, check=False).returncode != 0
+
+
+def test_reconcile_removes_our_orphan_devices_only(lab):
+    a, _ = lab
+    ns = a.host.ns
+    orphan = VxlanSpec(vxlan_name(secrets.token_hex(32)), 4343, a.host.address, a.bridge)
+    run_in_netns(ns, lambda: Overlay(a.owner).create(orphan))  # ours, its network in no store
+    untagged, foreign = ("ptx" + secrets.token_hex(6) for _ in range(2))
+    for vni, name in ((9, untagged), (10, foreign)):
+        ip("-n", ns, "link", "add", name, "type", "vxlan", "id", str(vni), "dstport", "4789")
+    ip("-n", ns, "link", "set", foreign, "alias", "pontoon:someone-else")
+    changes = run_in_netns(ns, lambda: Overlay(a.owner).reconcile({a.spec.name}))
+    assert changes == [f"orphan vxlan {orphan.name} removed"]
+    present = ip("-n", ns, "-br", "link", "show").stdout
+    assert orphan.name not in present
+    assert all(name in present for name in (a.spec.name, untagged, foreign))
+    assert run_in_netns(ns, lambda: Overlay(a.owner).reconcile({a.spec.name})) == []
+
+
 def test_delete_is_idempotent(lab):
     a, b = lab
     a.overlay("delete")

@@ -52,10 +52,17 @@ class FakeOverlay:
             self.devices[spec.name] = spec
             self.entries.setdefault(spec.name, set())
 
-    def delete(self, spec):
+    def delete(self, spec, untagged=False):
         with self.lock:
             self.devices.pop(spec.name, None)
             self.entries.pop(spec.name, None)
+
+    def reconcile(self, wanted):
+        with self.lock:
+            orphans = sorted(set(self.devices) - set(wanted))
+        for name in orphans:
+            self.delete(self.devices[name])
+        return [f"orphan vxlan {name} removed" for name in orphans]
 
     def add_peer(self, spec, peer):
         with self.lock:
