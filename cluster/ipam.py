@@ -14,7 +14,12 @@ Pools: the same pool in the same address space on several hosts is one
 network. RequestPool joins it (a member key per host); ReleasePool ends this
 host's membership and the last member's removes the pool with all of its
 records. The gateway is one address for every host (the distributed
-gateway): the first host to ask fixes it, the others get the same.
+gateway): the first host to ask fixes it, the others get the same. So are
+the --aux-addresses: dockerd reserves each with a RequestAddress after
+RequestPool and before CreateNetwork, on every host that creates the
+network, so an address asked for while this host has no network on the
+pool yet is the network's (held by every member, GATEWAY_HOLDER) rather
+than this host's, and the next host's request for it succeeds too.
 """
 from __future__ import annotations
 
@@ -32,13 +37,17 @@ from . import keys
 from .etcd import absent, delete_op, prefix_end, present, put_op, range_op, ranges, unchanged, value_is
 from .host import ClusterHost, addr_value
 
-GATEWAY_HOLDER = "*"  # the gateway's allocation belongs to every member, not one host
+GATEWAY_HOLDER = "*"  # the gateway's and aux addresses' allocations belong to every member, not one host
+AUX = addr_value(GATEWAY_HOLDER, "aux")
 
 
 class ClusterIpam:
     def __init__(self, local: IpamDriver, host: ClusterHost, host_routes: Callable[[], Iterable[IPNetwork]],
-                 pools_v4: list[PoolBase], pools_v6: list[PoolBase]):
+                 pools_v4: list[PoolBase], pools_v6: list[PoolBase], networked: Callable[[str], bool]):
+        """``networked(pool name)``: whether this host's store holds a
+        network on the pool (until it does, a given address is an aux one)."""
         self._local = local
+        self._networked = networked
         self._host = host
         self._host_routes = host_routes
         self._defaults = {4: pools_v4, 6: pools_v6}
@@ -169,6 +178,8 @@ class ClusterIpam:
             if self._etcd.get(keys.key("pools", name)) is None:
                 raise _not_held(body["PoolID"])
             addr, ours = self._gateway(name, net, given), False
+        elif given is not None and not self._networked(name):
+            addr, ours = self._aux(name, net, int(given)), False
         elif given is not None:
             addr, ours = self._claim_given(name, net, int(given), body["PoolID"]), True
         else:
@@ -231,8 +242,22 @@ class ClusterIpam:
         if self._claim(name, addr, pool_id) is None:
             return addr
         holder = self._etcd.get(keys.prefix("addrs", name) + keys.hexaddr(addr))
-        where = f" (by host {json.loads(holder.value)['host']})" if holder is not None else ""
-        raise Conflict(f"Address {ipaddress.ip_address(addr)} is already allocated in pool {net}{where}")
+        raise Conflict(f"Address {ipaddress.ip_address(addr)} is already allocated in pool {net}{_held_as(holder)}")
+
+    def _aux(self, name: str, net: IPNetwork, addr: int) -> int:
+        """An --aux-address of the network: the first host's request
+        reserves it for every member, a later host's finds it so reserved.
+        One a container holds is refused, as a container's request for an
+        aux address is (``_claim_given``: the key exists)."""
+        key = keys.prefix("addrs", name) + keys.hexaddr(addr)
+        while not self._etcd.create(key, AUX):
+            holder = self._etcd.get(key)
+            if holder is not None and holder.value == AUX:
+                break
+            if holder is not None:
+                raise Conflict(f"Address {ipaddress.ip_address(addr)} is already allocated in pool {net}"
+                               f"{_held_as(holder)}")
+        return addr
 
     def _claim_lowest(self, name: str, net: IPNetwork, sub: IPNetwork | None, pool_id: str) -> int:
         """The lowest free address from this process's hint up (a lower bound
@@ -296,8 +321,10 @@ class ClusterIpam:
             self._hints[name] = addr
 
     def release_address(self, body: dict) -> dict:
-        """The gateway's release ends nothing in the cluster: the pool's
-        other members keep using it until the last one leaves."""
+        """The gateway's and an aux address's release end nothing in the
+        cluster: the pool's other members keep using them until the last
+        one leaves (``_free`` compares the holder with this host, so an aux
+        address, held by every member, stays)."""
         reply = self._local.release_address(body)
         space, cidr = _split_pool_id(body["PoolID"])
         name = keys.pool_name(space, cidr)
@@ -345,6 +372,16 @@ def _split_pool_id(pool_id: str) -> tuple[str, str]:
     if len(parts) < 3:
         raise NotFound(f'PoolID "{pool_id}" is not a pool held by this driver')
     return parts[0], f"{parts[1]}/{parts[2]}"
+
+
+def _held_as(holder) -> str:
+    """Who holds an address key, for a 409 (empty if it has gone since)."""
+    if holder is None:
+        return ""
+    held = json.loads(holder.value)
+    if held["host"] == GATEWAY_HOLDER:
+        return f" (as the network's {'gateway' if held['kind'] == 'gateway' else 'aux address'})"
+    return f" (by host {held['host']})"
 
 
 def held_pairs(pools: list[dict], addresses: Callable[[str], list[tuple[int, str]]]) -> set[tuple[str, int]]:

@@ -44,12 +44,17 @@ VNI_FIRST, VNI_LAST = 4096, (1 << 24) - 1  # below 4096: left to hand-made VXLAN
 
 def cluster_name(network: dict) -> str:
     """The pool naming ``network`` in the cluster: its first IPv4 pool (IPv6
-    when it has none), in the address space dockerd's request gave."""
+    when it has none)."""
+    return pool_names(network)[0]
+
+
+def pool_names(network: dict) -> list[str]:
+    """Every pool of the stored ``network`` as the cluster names it (IPv4
+    first), each in the address space dockerd's request gave."""
     request = json.loads(network["request"])
     data = (request.get("IPv4Data") or []) + (request.get("IPv6Data") or [])
     pools = network["ipv4"] + network["ipv6"]
-    space = (data[0].get("AddressSpace") if data else "") or "LocalDefault"
-    return keys.pool_name(space, pools[0]["pool"])
+    return [keys.pool_name(d.get("AddressSpace") or "LocalDefault", p["pool"]) for d, p in zip(data, pools)]
 
 
 class ClusterSegment:

@@ -17,7 +17,7 @@ from cluster.etcd import EtcdUnavailable, Tls
 from cluster.host import ClusterHost
 from cluster.identity import host_id
 from cluster.ipam import ClusterIpam, held_pairs
-from cluster.segment import ClusterSegment
+from cluster.segment import ClusterSegment, pool_names
 
 from .config import Settings
 from .store import Store
@@ -56,9 +56,18 @@ class Room:
         self.ipam: ClusterIpam | None = None
 
     def wrap_ipam(self, local, host_routes, pools_v4, pools_v6) -> ClusterIpam:
-        self.ipam = ClusterIpam(local, self.host, host_routes, pools_v4, pools_v6)
+        self.ipam = ClusterIpam(local, self.host, host_routes, pools_v4, pools_v6, self._networked)
         self.host.when_live(self._rejoin, self._republish)
         return self.ipam
+
+    def _networked(self, pool: str) -> bool:
+        """Whether a stored network (pending ones too) is on the cluster pool
+        ``pool``. dockerd reserves a network's aux addresses between
+        RequestPool and CreateNetwork, and never replays them (nor anything
+        else) at a restart, so no network on the pool means the network's
+        creation is under way."""
+        with self.store.snapshot() as tx:
+            return any(pool in pool_names(n) for n in tx.list_networks())
 
     def _stored(self) -> tuple[list[dict], list[dict]]:
         with self.store.snapshot() as tx:

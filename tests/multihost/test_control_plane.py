@@ -113,6 +113,38 @@ def test_an_address_in_a_pool_the_cluster_no_longer_holds_is_refused_and_changes
         assert [kind for _, kind in tx.list_addresses(net.pools[0]["PoolID"])] == ["gateway"]
 
 
+def test_aux_addresses_are_the_networks_on_every_host(hosts):
+    a, b, c = hosts()
+    aux = {"router": "10.90.0.5"}
+    nets = [h.dockerd.create_network(subnet=SUBNET, aux=aux) for h in (a, b, c)]
+    assert [n.pools[0]["aux"] for n in nets] == [{"router": "10.90.0.5/24"}] * 3
+    # A container's --ip on it is refused on every host, naming what holds it;
+    # automatic allocation steps over it.
+    for host, net in zip((a, b, c), nets):
+        with pytest.raises(ProtocolError) as refused:
+            host.dockerd.run(net, ip="10.90.0.5")
+        assert refused.value.status == 409
+        assert "10.90.0.5" in str(refused.value) and "aux address" in str(refused.value)
+    assert [a.dockerd.run(nets[0]).address for _ in range(4)][-1] == "10.90.0.6/24"
+    # An aux address a container holds is refused to a host creating the network.
+    held = b.dockerd.run(nets[1]).address.split("/")[0]
+    c.dockerd.remove_network(nets[2])
+    with pytest.raises(ProtocolError) as refused:
+        c.dockerd.create_network(subnet=SUBNET, aux={**aux, "other": held})
+    assert refused.value.status == 409 and held in str(refused.value) and "host1" in str(refused.value)
+    c.client.ok("IpamDriver.ReleasePool", {"PoolID": f"LocalDefault/{SUBNET}"})  # as dockerd does then
+    # One host's release of the network ends nothing for the others.
+    etcd = a.room.host.etcd
+    aux_key = keys.prefix("addrs", keys.pool_name("LocalDefault", SUBNET)) + keys.hexaddr(
+        int(ipaddress.ip_address("10.90.0.5")))
+    a.dockerd.cleanup()
+    assert etcd.get(aux_key) is not None
+    assert c.dockerd.create_network(subnet=SUBNET, aux=aux).pools[0]["aux"] == {"router": "10.90.0.5/24"}
+    b.dockerd.cleanup()
+    c.dockerd.cleanup()
+    assert etcd.read_prefix(keys.prefix("addrs"))[0] == []  # the last member took it
+
+
 def test_a_host_disagreeing_on_an_option_gets_409_naming_it(hosts):
     a, b = hosts(2)
     a.dockerd.create_network(subnet=SUBNET, options={"com.docker.network.driver.mtu": "1400"})

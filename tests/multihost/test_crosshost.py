@@ -99,6 +99,18 @@ def test_address_held_on_one_host_is_refused_on_another(cluster):
     assert refused.value.status == 409 and "10.90.0.50" in refused.value.body["Err"]
 
 
+def test_an_aux_address_is_the_networks_on_every_host(cluster):
+    nets = [h.dockerd.create_network(subnet=SUBNET, aux={"router": "10.90.0.5"}) for h in cluster.hosts]
+    assert {n.pool(False)["aux"]["router"] for n in nets} == {"10.90.0.5/24"}
+    a, b = cluster.hosts[:2]
+    with pytest.raises(ProtocolError) as refused:
+        b.dockerd.run(nets[1], ip="10.90.0.5")
+    assert refused.value.status == 409 and "10.90.0.5" in refused.value.body["Err"]
+    ctrs = [a.dockerd.run(nets[0]), b.dockerd.run(nets[1])]
+    assert "10.90.0.5/24" not in [c.address for c in ctrs]
+    assert reaches(*ctrs)
+
+
 def test_dead_host_leaves_the_others_and_comes_back(cluster):
     a, b, c = cluster.hosts
     nets = network_on_all(cluster)
