@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from typing import Callable
@@ -41,7 +42,9 @@ def addr_value(host_id: str, kind: str) -> str:
 
 class ClusterHost:
     def __init__(self, endpoints: list[str], host_id: str, advertise: str = "",
-                 ttl: int = LEASE_TTL_S, grace: float = GRACE_S, tls: Tls = Tls()):
+                 ttl: int = LEASE_TTL_S, grace: float = GRACE_S, tls: Tls = Tls(), owed: str = ""):
+        """``owed``: a file that exists while teardown is postponed (see
+        ``tolerate``), so a restart knows it must reach etcd at once."""
         self.endpoints = endpoints
         self.tls = tls
         self.host_id = host_id
@@ -56,6 +59,7 @@ class ClusterHost:
         self._stop = threading.Event()
         self._pending: list[tuple[str, Callable[[], None]]] = []  # teardown postponed by an outage
         self._pending_lock = threading.Lock()
+        self._owed = owed
 
     @property
     def etcd(self) -> Etcd:
@@ -115,13 +119,21 @@ class ClusterHost:
         is away, keep it for the periodic pass instead of failing the call:
         `docker stop` and `docker network rm` must work during an outage,
         and what they leave in etcd (a record, an allocation this host no
-        longer holds) harms no one until it is gone."""
+        longer holds) harms no one until it is gone. The steps live in
+        memory; the ``owed`` file outlives a restart, whose rejoin (see
+        plugin.cluster.Room) then does from the store what they would have."""
         try:
             step()
         except EtcdUnavailable as exc:
             log.warning("%s postponed until etcd is back: %s", what, exc)
             with self._pending_lock:
                 self._pending.append((what, step))
+                if self._owed:
+                    open(self._owed, "a").close()
+
+    def owes(self) -> bool:
+        """Whether teardown was postponed, by this process or one before it."""
+        return bool(self._owed) and os.path.exists(self._owed)
 
     def retry_pending(self) -> int:
         """Run the postponed steps again; returns how many are still waiting."""
@@ -130,6 +142,8 @@ class ClusterHost:
         for what, step in pending:
             self.tolerate(what, step)
         with self._pending_lock:
+            if not self._pending and self.owes():
+                os.unlink(self._owed)
             return len(self._pending)
 
     # -- reclaiming the addresses of hosts gone for good ---------------------------

@@ -166,6 +166,22 @@ class ClusterIpam:
             if self._etcd.txn([unchanged(existing)], ops).get("succeeded"):
                 return
 
+    def leave_forgotten(self, pools_here: set[str]) -> list[str]:
+        """End this host's memberships of the pools its store no longer
+        holds (a ReleasePool postponed by an etcd outage whose process then
+        restarted), the last member's removing the pool; returns those
+        pools. Reads every membership key: bounded by networks x hosts, and
+        done once per process, at its rejoin."""
+        suffix = "/" + self._host.host_id
+        prefix = keys.prefix("members")
+        gone = []
+        for kv in self._etcd.read_prefix(prefix)[0]:
+            name = kv.key[len(prefix):-len(suffix)]
+            if kv.key.endswith(suffix) and name not in pools_here:
+                self._leave(name)
+                gone.append(name)
+        return gone
+
     # -- addresses -----------------------------------------------------------------------
     def request_address(self, body: dict) -> dict:
         space, cidr = _split_pool_id(body["PoolID"])

@@ -9,10 +9,12 @@ worker does when it starts.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import types
 
+from cluster import keys
 from cluster.etcd import EtcdUnavailable, Tls
 from cluster.host import ClusterHost
 from cluster.identity import host_id
@@ -39,9 +41,13 @@ def etcd_tls(settings: Settings) -> Tls:
     return Tls(settings.etcd_ca, settings.etcd_cert, settings.etcd_key)
 
 
+OWED_FILE = "cluster-teardown-owed"  # in the state dir: see ClusterHost.tolerate
+
+
 def cluster_host(settings: Settings) -> ClusterHost:
     return ClusterHost(settings.etcd_endpoints, settings.host_id or host_id(settings.state_dir),
-                       settings.advertise_addr, settings.lease_ttl, settings.reclaim_grace, etcd_tls(settings))
+                       settings.advertise_addr, settings.lease_ttl, settings.reclaim_grace, etcd_tls(settings),
+                       os.path.join(settings.state_dir, OWED_FILE))
 
 
 class Room:
@@ -75,24 +81,33 @@ class Room:
 
     def _rejoin(self, lease: int) -> None:
         """The first time this process has its lease: free the cluster's
-        addresses of this host that the store no longer holds, publish the
-        stored endpoints again and follow the stored networks' peers."""
+        addresses of this host that the store no longer holds, end its
+        memberships of pools the store no longer holds, publish the stored
+        endpoints again and follow the stored networks' peers. That is all
+        a teardown postponed by an outage would have done (the endpoint
+        records of an earlier process ride on its lease, which expires), so
+        the steps this process postponed before now are done or moot."""
         with self.store.snapshot() as tx:
-            held = held_pairs(tx.list_pools(), tx.list_addresses)
+            pools = tx.list_pools()
+            held = held_pairs(pools, tx.list_addresses)
         freed = self.ipam.reconcile(lambda: held)
         if freed:
             log.info("reconcile: freed %d cluster address(es) this host no longer holds", freed)
+        for name in self.ipam.leave_forgotten({keys.pool_name(p["space"], p["cidr"]) for p in pools}):
+            log.info("reconcile: left cluster pool %s, which this host no longer holds", name)
         self._republish(lease)
+        self.host.retry_pending()
 
     def _republish(self, lease: int) -> None:
         self.segment.resume(*self._stored(), lease)
 
     def worker_started(self) -> None:
         """In the worker, at start: only when the store holds a cluster
-        network is etcd needed now (and then in a thread of its own, so a
-        missing etcd delays nothing); otherwise at the first call."""
+        network, or an outage postponed teardown, is etcd needed now (and
+        then in a thread of its own, so a missing etcd delays nothing);
+        otherwise at the first call."""
         networks, _ = self._stored()
-        if not any("cluster" in n for n in networks):
+        if not any("cluster" in n for n in networks) and not self.host.owes():
             return
 
         def connect() -> None:
@@ -101,7 +116,7 @@ class Room:
                     self.host.live()
                     return
                 except EtcdUnavailable as exc:
-                    log.warning("cluster networks stored but %s; retrying in %ds", exc, RETRY_S)
+                    log.warning("the cluster is needed at start but %s; retrying in %ds", exc, RETRY_S)
                 time.sleep(RETRY_S)
 
         threading.Thread(target=connect, name="pontoon-rejoin", daemon=True).start()

@@ -361,6 +361,34 @@ def test_containers_stop_and_networks_go_while_etcd_is_away(hosts, etcd):
     assert b.dockerd.run(net_b, ip=ctr.address.split("/")[0]).address == ctr.address  # freed
 
 
+@pytest.mark.parametrize("others", [0, 1])
+def test_a_pool_released_during_an_outage_is_left_after_a_restart(hosts, tmp_path, etcd, monkeypatch, others):
+    """ReleasePool's leave waits in memory for etcd; a restart meanwhile
+    used to lose it, and the membership blocked the pool's removal."""
+    from plugin import cluster as room
+
+    monkeypatch.setattr(room, "RETRY_S", 0.2)
+    a, *rest = hosts(1 + others)
+    nets = [h.dockerd.create_network(subnet=SUBNET) for h in (a, *rest)]
+    pool = keys.pool_name("LocalDefault", SUBNET)
+    etcd.stop()
+    a.dockerd.remove_network(nets[0])
+    a.stop(revoke=False)
+    assert (tmp_path / "h0" / room.OWED_FILE).exists()
+    again = Host(tmp_path / "h0", etcd.url, "host0", "192.0.2.1")
+    try:
+        again.room.worker_started()  # no network stored: the owed teardown alone brings it to etcd
+        etcd.start()
+        client = Etcd([etcd.url])
+        members = lambda: [kv.key.rsplit("/", 1)[1] for kv in client.read_prefix(keys.prefix("members", pool))[0]]
+        wait_until(lambda: members() == [h.room.host.host_id for h in rest], 5)
+        assert (client.get(keys.key("pools", pool)) is None) == (others == 0)  # the last member takes the pool
+        assert (client.get(keys.key("nets", pool)) is None) == (others == 0)
+        wait_until(lambda: not (tmp_path / "h0" / room.OWED_FILE).exists(), 5)
+    finally:
+        again.stop()
+
+
 def test_calls_go_to_the_next_endpoint_when_one_is_down(etcd):
     with socket.socket() as closed:  # bound, never listening: connections are refused
         closed.bind(("127.0.0.1", 0))
