@@ -218,11 +218,11 @@ class NetworkDriver:
                 # have committed since the snapshot, and none of it may
                 # outlive the network, in the store or in the kernel.
                 before = {e["id"]: e for e in endpoints}
-                late = False
+                late = []
                 for endpoint in tx.list_endpoints(network_id):
                     seen = before.get(endpoint["id"])
                     if seen is None or _generation(seen) != _generation(endpoint):
-                        late = True
+                        late.append(endpoint)
                         self._unpublish(network, endpoint, rollback)
                     if seen is None:
                         self._links.delete_veth(endpoint["host_veth"])
@@ -232,6 +232,12 @@ class NetworkDriver:
                     self._firewall.remove_network(rules)
                 tx.delete_network(network_id)
             rollback.commit()
+        # The late endpoints' records beyond this host may have been
+        # published after detach removed this host's: they go too, once the
+        # store has forgotten them (nothing is left to undo), and outside
+        # its lock, since the segment may ask other hosts.
+        for endpoint in late:
+            self._segment.unpublish(network, endpoint)
         return {}
 
     # -- endpoints -------------------------------------------------------------

@@ -206,6 +206,22 @@ def test_one_host_deleting_the_network_leaves_it_to_the_others(hosts):
     assert etcd.read_prefix(keys.prefix("nets"))[0] == []
 
 
+def test_an_endpoint_committed_while_its_network_is_deleted_leaves_no_record(hosts):
+    a, b = hosts(2)
+    net_a, _ = a.dockerd.create_network(subnet=SUBNET), b.dockerd.create_network(subnet=SUBNET)
+    detach = a.room.segment.detach
+
+    def detach_then_late(network):  # a CreateEndpoint committed after DeleteNetwork read the endpoints
+        detach(network)
+        a.network.create_endpoint({"NetworkID": net_a.id, "EndpointID": "e" * 64,
+                                   "Interface": {"Address": "10.90.0.9/24"}})
+
+    a.room.segment.detach = detach_then_late
+    a.client.ok("NetworkDriver.DeleteNetwork", {"NetworkID": net_a.id})
+    assert a.room._stored() == ([], [])
+    assert b.room.host.etcd.read_prefix(keys.prefix("endpoints"))[0] == []
+
+
 def test_a_dead_hosts_endpoints_leave_within_the_lease_ttl(hosts):
     ttl = 3
     a, b = hosts(2, ttl=ttl)

@@ -102,6 +102,27 @@ def test_a_failed_endpoint_is_unpublished(tmp_path, refuse, kernel_step, undone)
         assert tx.get_endpoint("e" * 64) is None
 
 
+def test_delete_network_unpublishes_an_endpoint_committed_after_its_snapshot(tmp_path):
+    """An endpoint published after DeleteNetwork's detach (which removes
+    the records of the endpoints it read) used to keep its record."""
+    segment = RecordingSegment()
+    plugin, drv = driver(tmp_path, segment)
+    drv.create_network(NET)
+    late = {**EP, "EndpointID": "f" * 64, "Interface": {"Address": "10.92.0.10/24"}}
+    detach = segment.detach
+
+    def detach_then_late(network):  # a concurrent CreateEndpoint, committed meanwhile
+        detach(network)
+        drv.create_endpoint(late)
+
+    segment.detach = detach_then_late
+    drv.delete_network({"NetworkID": "a" * 64})
+    assert segment.calls[-3:] == [("detach", "a" * 64), ("publish", "f" * 64), ("unpublish", "f" * 64)]
+    assert plugin.links.veths == {}
+    with plugin.store.snapshot() as tx:
+        assert tx.list_networks() == [] and tx.list_endpoints() == []
+
+
 def test_a_network_cut_short_after_attach_is_handed_to_the_segment_at_start(tmp_path):
     """A crash between attach and the settling commit leaves a pending record
     with the segment's fields: reconcile forgets it, and hands it to the
