@@ -105,7 +105,8 @@ class NetworkDriver:
         request = _canonical(body, "Options", "IPv4Data", "IPv6Data")
         what = f"network {network_id}"
         with self._snapshot() as tx:
-            if _already(_settled(tx.get_network(network_id)), request, what):
+            stored = tx.get_network(network_id)
+            if _already(_settled(stored), request, what):
                 return {}  # a retry of what is already done
             if options.bridge_name:
                 _check_bridge_free(tx, options.bridge_name)
@@ -117,23 +118,30 @@ class NetworkDriver:
         network = {"id": network_id, "options": options.to_dict(), "ipv4": ipv4, "ipv6": ipv6,
                    "request": request}
         network.update(self._segment.prepare(network))
+        plan = self._plan_network(network_id, options.bridge_name) if stored is None else None
         with Rollback() as rollback:
-            with self._tx() as tx:
-                stored = tx.get_network(network_id)
-                if stored is None:
-                    network.update(self._plan_network(tx, network_id, options.bridge_name))
-                    tx.put_network(network)
-                elif _already(_settled(stored), request, what):
-                    return {}  # done meanwhile
-                elif stored["request"] != request:
-                    raise Conflict(f"{what} is being created with different settings")
-                else:
-                    # An attempt cut short (its process died): carry on with
-                    # what it recorded. (Two concurrent creates of one ID would
-                    # both carry on; dockerd makes the IDs and sends no such
-                    # pair. Another network asking for the same bridge name
-                    # meanwhile finds it reserved by this record.)
-                    network = stored
+            while True:
+                with self._tx() as tx:
+                    stored = tx.get_network(network_id)
+                    if stored is None:
+                        if plan is not None and _plan_holds(tx, plan, options.bridge_name):
+                            network.update(plan)
+                            tx.put_network(network)
+                            break
+                    elif _already(_settled(stored), request, what):
+                        return {}  # done meanwhile
+                    elif stored["request"] != request:
+                        raise Conflict(f"{what} is being created with different settings")
+                    else:
+                        # An attempt cut short (its process died): carry on with
+                        # what it recorded. (Two concurrent creates of one ID would
+                        # both carry on; dockerd makes the IDs and sends no such
+                        # pair. Another network asking for the same bridge name
+                        # meanwhile finds it reserved by this record.)
+                        network = stored
+                        break
+                # Another network took the planned tag meanwhile: plan again.
+                plan = self._plan_network(network_id, options.bridge_name)
             rollback.undo(f"forget network {network_id}", self._forget_pending, network_id)
             spec = bridge_spec(network)
             rollback.undo(f"give back bridge {network['bridge']}", self._links.release_bridge,
@@ -154,24 +162,27 @@ class NetworkDriver:
             rollback.commit()
         return {}
 
-    def _plan_network(self, tx: NetworkStore, network_id: str, chosen: str | None) -> dict:
+    def _plan_network(self, network_id: str, chosen: str | None) -> dict:
         """What makes a network record pending: its tag (and default bridge
         name) unused by any stored network, and, for a bridge that exists
         already (``chosen``, the name the user gave), how it is before
-        Pontoon touches it. Under the write lock, so two networks never pick
-        one tag."""
-        for tag in names.tags(network_id):
-            default = BRIDGE_PREFIX + tag
-            # A default name held by a link Pontoon did not make is passed
-            # over too: only a name the user chose is adopted.
-            if tx.network_by_tag(tag) is None and (chosen or (
-                    tx.network_by_bridge(default) is None and not self._links.link_exists(default))):
-                break
-        else:
-            raise Conflict(f"network {network_id}: every name it may take is held "
-                           f"({', '.join(names.tags(network_id))})")
-        bridge = chosen or default
-        _check_bridge_free(tx, bridge)
+        Pontoon touches it. From a snapshot and the kernel, outside the
+        store's write lock, which every other call waits on; the commit
+        checks again (``_plan_holds``) that no other network took the tag
+        or the bridge meanwhile, so two networks never pick one."""
+        with self._snapshot() as tx:
+            for tag in names.tags(network_id):
+                default = BRIDGE_PREFIX + tag
+                # A default name held by a link Pontoon did not make is passed
+                # over too: only a name the user chose is adopted.
+                if tx.network_by_tag(tag) is None and (chosen or (
+                        tx.network_by_bridge(default) is None and not self._links.link_exists(default))):
+                    break
+            else:
+                raise Conflict(f"network {network_id}: every name it may take is held "
+                               f"({', '.join(names.tags(network_id))})")
+            bridge = chosen or default
+            _check_bridge_free(tx, bridge)
         adopted = self._links.survey_bridge(bridge) if chosen else None
         return {"tag": tag, "bridge": bridge, "bridge_created": adopted is None, "adopted": adopted,
                 "pending": True}
@@ -713,6 +724,18 @@ def _already(existing: dict | None, request: str, what: str) -> bool:
     if existing["request"] != request:
         raise Conflict(f"{what} already exists with different settings")
     return True
+
+
+def _plan_holds(tx: NetworkStore, plan: dict, chosen: str | None) -> bool:
+    """Whether ``plan`` (``_plan_network``) is still free at the commit: the
+    store-only half of its checks. A bridge the user chose that another
+    network took meanwhile is refused, as it would have been before; a tag
+    taken meanwhile means planning again. (A link appearing under a default
+    name meanwhile is as unlikely as one appearing after the commit, which
+    the bridge's create finds.)"""
+    if chosen:
+        _check_bridge_free(tx, chosen)
+    return tx.network_by_tag(plan["tag"]) is None and (chosen or tx.network_by_bridge(plan["bridge"]) is None)
 
 
 def _check_bridge_free(tx: NetworkStore, bridge: str) -> None:

@@ -1,5 +1,6 @@
 """The NetworkDriver protocol with a real store and fake kernel parts."""
 import ipaddress
+import threading
 
 import pytest
 
@@ -110,6 +111,52 @@ def test_user_bridge_is_adopted_and_kept(plugin, client):
     client.ok("NetworkDriver.CreateNetwork", net_body(Options=generic(**{"bridge.name": "bruser"})))
     client.ok("NetworkDriver.DeleteNetwork", {"NetworkID": NID})
     assert "bruser" in plugin.links.bridges
+
+
+@pytest.mark.parametrize("bridge", ["", "bruser"])
+def test_create_network_asks_the_kernel_outside_the_store_write_lock(plugin, client, bridge):
+    """Every other call waits on that lock: a network's create must not hold
+    it while it looks at links."""
+    plugin.links.user_bridges.add("bruser")
+    writable = []
+
+    def watching(look):
+        def wrapped(name):
+            done = threading.Event()
+
+            def write():
+                with plugin.store.transaction():
+                    done.set()
+
+            threading.Thread(target=write, daemon=True).start()
+            writable.append(done.wait(2))
+            return look(name)
+        return wrapped
+
+    plugin.links.link_exists = watching(plugin.links.link_exists)
+    plugin.links.survey_bridge = watching(plugin.links.survey_bridge)
+    client.ok("NetworkDriver.CreateNetwork", net_body(Options=generic(**{"bridge.name": bridge}) if bridge else {}))
+    assert writable and all(writable)
+
+
+def test_a_tag_taken_while_a_create_looked_at_links_is_planned_again(plugin, client):
+    other = NID[:12] + "ef" * 26  # shares the first tag of NID
+    look = plugin.links.link_exists
+    raced = []
+
+    def create_other_meanwhile(name):
+        if not raced:
+            raced.append(name)
+            client.ok("NetworkDriver.CreateNetwork", net_body(
+                NetworkID=other, IPv4Data=[{"AddressSpace": "LocalDefault", "Pool": "10.2.0.0/24"}]))
+        return look(name)
+
+    plugin.links.link_exists = create_other_meanwhile
+    client.ok("NetworkDriver.CreateNetwork", net_body())
+    with plugin.store.snapshot() as tx:
+        tags = {n["id"]: n["tag"] for n in tx.list_networks()}
+    assert tags[other] == NID[:12] and tags[NID] != NID[:12]
+    assert "pt-" + tags[NID] in plugin.links.bridges
 
 
 @pytest.mark.parametrize("step", ["create_bridge", "add_network"])
