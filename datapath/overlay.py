@@ -146,7 +146,11 @@ class Overlay:
                     log.warning('vxlan "%s" is not as wanted (%s): making it again', name, ", ".join(stale))
                     steps.run(f"delete stale vxlan {name}", lambda: _delete_index(ipr, existing["index"]))
             created = _add_link(steps, ipr, f"add vxlan {name}", ifname=name, **_vxlan_attrs(spec))
-            if created:
+            # An untagged one under the name is what an earlier attempt left
+            # between adding and tagging (the store recorded the name as
+            # ours before it was made, as for bridges): tagged now, or
+            # delete would leave it.
+            if created or (existing is not None and not existing.get("ifalias")):
                 steps.run(f"tag {name}", lambda: ipr.link("set", ifname=name, ifalias=self.alias))
             link = _get_link(ipr, name)
             if link is None:

@@ -189,6 +189,21 @@ def test_an_untagged_device_of_our_name_is_deleted_only_for_a_create_cut_short(l
     assert ip("-n", a.host.ns, "link", "show", name, check=False).returncode != 0
 
 
+def test_create_tags_an_untagged_device_it_finds_under_its_recorded_name(lab):
+    """What an attempt cut short between adding and tagging left: the store
+    recorded the name as ours first, so create takes it, and delete can
+    then remove it."""
+    a, _ = lab
+    spec = VxlanSpec(vxlan_name(secrets.token_hex(32)), 11, a.host.address, a.bridge)
+    ip("-n", a.host.ns, "link", "add", spec.name, "type", "vxlan", "id", "11", "dstport", "4789",
+       "local", a.host.address, "nolearning", "proxy")
+    a_overlay = Overlay(a.owner)
+    run_in_netns(a.host.ns, lambda: a_overlay.create(spec))
+    assert f"alias pontoon:{a.owner}" in ip("-n", a.host.ns, "link", "show", spec.name).stdout
+    run_in_netns(a.host.ns, lambda: a_overlay.delete(spec))
+    assert ip("-n", a.host.ns, "link", "show", spec.name, check=False).returncode != 0
+
+
 def test_reconcile_removes_our_orphan_devices_only(lab):
     a, _ = lab
     ns = a.host.ns
