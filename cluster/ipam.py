@@ -31,7 +31,7 @@ from ipam_plugin import allocator
 from ipam_plugin.allocator import IPNetwork, PoolBase
 from ipam_plugin.driver import GATEWAY_TYPE, IpamDriver, parse_pool_request
 from spec import values
-from spec.errors import Conflict, NotFound
+from spec.errors import BadRequest, Conflict, NotFound
 
 from . import keys
 from .etcd import absent, delete_op, prefix_end, present, put_op, range_op, ranges, unchanged, value_is
@@ -190,6 +190,11 @@ class ClusterIpam:
         self._host.live()
         gateway = (body.get("Options") or {}).get("RequestAddressType") == GATEWAY_TYPE
         given = values.address("Address", body["Address"], net.version) if body.get("Address") else None
+        first, last = allocator.usable_range(net)
+        if given is not None and not first <= int(given) <= last:
+            # Refused before etcd: the network's own addresses (gateway,
+            # aux) are not undone when the local driver refuses one.
+            raise BadRequest(f'Address "{body["Address"]}" is not a usable address of pool {net}')
         if gateway:
             if self._etcd.get(keys.key("pools", name)) is None:
                 raise _not_held(body["PoolID"])

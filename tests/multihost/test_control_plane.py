@@ -115,6 +115,12 @@ def test_an_address_in_a_pool_the_cluster_no_longer_holds_is_refused_and_changes
 
 def test_aux_addresses_are_the_networks_on_every_host(hosts):
     a, b, c = hosts()
+    # One that is not a usable address of the pool is refused before etcd.
+    pool = a.client.ok("IpamDriver.RequestPool", {"AddressSpace": "LocalDefault", "Pool": SUBNET, "V6": False})
+    status, reply = a.client.call("IpamDriver.RequestAddress", {"PoolID": pool["PoolID"], "Address": "10.90.0.255"})
+    assert status == 400 and "10.90.0.255" in reply["Err"]
+    a.client.ok("IpamDriver.ReleasePool", {"PoolID": pool["PoolID"]})
+    assert a.room.host.etcd.read_prefix(keys.prefix("addrs"))[0] == []
     aux = {"router": "10.90.0.5"}
     nets = [h.dockerd.create_network(subnet=SUBNET, aux=aux) for h in (a, b, c)]
     assert [n.pools[0]["aux"] for n in nets] == [{"router": "10.90.0.5/24"}] * 3
