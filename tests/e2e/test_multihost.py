@@ -28,6 +28,7 @@ from tests.multihost.underlay import Host, Underlay
 
 PLUGINS = "/run/docker/plugins"
 SUBNET = "10.92.0.0/24"
+AUX = "10.92.0.5"  # an --aux-address: the network's on every host
 
 
 class HostDockerd(Dockerd):
@@ -142,13 +143,18 @@ def test_containers_on_two_real_dockerds_reach_each_other(two_hosts, uid):
     addresses, containers = [], []
     try:
         for daemon, image in two_hosts:
+            # The same --aux-address on both: dockerd reserves it before
+            # CreateNetwork on each host, and both must get it.
             daemon.docker("network", "create", "-d", "pontoon", "--ipam-driver", "pontoon",
-                          "--subnet", SUBNET, name)
+                          "--subnet", SUBNET, "--aux-address", f"router={AUX}", name)
             cid = daemon.docker("run", "-d", "--network", name, image, "sleep", "600").stdout.strip()
             containers.append((daemon, cid))
             addresses.append(daemon.docker("inspect", "-f",
                                            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", cid).stdout.strip())
-        assert len(set(addresses)) == 2, addresses
+        assert len(set(addresses)) == 2 and AUX not in addresses, addresses
+        daemon, image = two_hosts[1]
+        refused = daemon.docker("run", "--rm", "--network", name, "--ip", AUX, image, "true", check=False)
+        assert refused.returncode != 0 and AUX in refused.stderr, refused.stderr
         for (daemon, cid), other in ((containers[0], addresses[1]), (containers[1], addresses[0])):
             wait_for(lambda: daemon.docker("exec", cid, "ping", "-c1", "-W1", other, check=False).returncode == 0,
                      timeout=15, interval=0.3, what=f"{cid[:12]} to reach {other}")
