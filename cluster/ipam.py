@@ -200,7 +200,7 @@ class ClusterIpam:
                 raise _not_held(body["PoolID"])
             addr, ours = self._gateway(name, net, given), False
         elif given is not None and not self._networked(name):
-            addr, ours = self._aux(name, net, int(given)), False
+            addr, ours = self._aux(name, net, int(given), body["PoolID"]), False
         elif given is not None:
             addr, ours = self._claim_given(name, net, int(given), body["PoolID"]), True
         else:
@@ -265,20 +265,27 @@ class ClusterIpam:
         holder = self._etcd.get(keys.prefix("addrs", name) + keys.hexaddr(addr))
         raise Conflict(f"Address {ipaddress.ip_address(addr)} is already allocated in pool {net}{_held_as(holder)}")
 
-    def _aux(self, name: str, net: IPNetwork, addr: int) -> int:
+    def _aux(self, name: str, net: IPNetwork, addr: int, pool_id: str) -> int:
         """An --aux-address of the network: the first host's request
-        reserves it for every member, a later host's finds it so reserved.
+        reserves it for every member, a later host's finds it so reserved
+        (one transaction either way, which also checks the pool is held).
         One a container holds is refused, as a container's request for an
         aux address is (``_claim_given``: the key exists)."""
         key = keys.prefix("addrs", name) + keys.hexaddr(addr)
-        while not self._etcd.create(key, AUX):
-            holder = self._etcd.get(key)
-            if holder is not None and holder.value == AUX:
-                break
-            if holder is not None:
+        while True:
+            reply = self._etcd.txn([absent(key), present(keys.key("pools", name))], [put_op(key, AUX)],
+                                   [range_op(key, "", 1, keys_only=False), range_op(keys.key("pools", name), "", 1)])
+            if reply.get("succeeded"):
+                return addr
+            holder, pool = ranges(reply)
+            if not pool:
+                raise _not_held(pool_id)
+            if holder and holder[0].value == AUX:
+                return addr
+            if holder:
                 raise Conflict(f"Address {ipaddress.ip_address(addr)} is already allocated in pool {net}"
-                               f"{_held_as(holder)}")
-        return addr
+                               f"{_held_as(holder[0])}")
+            # freed between the compare and the read: try again
 
     def _claim_lowest(self, name: str, net: IPNetwork, sub: IPNetwork | None, pool_id: str) -> int:
         """The lowest free address from this process's hint up (a lower bound

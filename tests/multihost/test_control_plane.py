@@ -119,8 +119,13 @@ def test_aux_addresses_are_the_networks_on_every_host(hosts):
     pool = a.client.ok("IpamDriver.RequestPool", {"AddressSpace": "LocalDefault", "Pool": SUBNET, "V6": False})
     status, reply = a.client.call("IpamDriver.RequestAddress", {"PoolID": pool["PoolID"], "Address": "10.90.0.255"})
     assert status == 400 and "10.90.0.255" in reply["Err"]
+    # One in a pool the cluster no longer holds is a 404 and writes nothing.
+    a.room.host.etcd.delete(keys.key("pools", keys.pool_name("LocalDefault", SUBNET)))
+    status, reply = a.client.call("IpamDriver.RequestAddress", {"PoolID": pool["PoolID"], "Address": "10.90.0.5"})
+    assert status == 404 and pool["PoolID"] in reply["Err"]
     a.client.ok("IpamDriver.ReleasePool", {"PoolID": pool["PoolID"]})
-    assert a.room.host.etcd.read_prefix(keys.prefix("addrs"))[0] == []
+    left = [kv.key for kv in a.room.host.etcd.read_prefix(keys.ROOT)[0]]
+    assert not [key for key in left if "/addrs/" in key or "/members/" in key]
     aux = {"router": "10.90.0.5"}
     nets = [h.dockerd.create_network(subnet=SUBNET, aux=aux) for h in (a, b, c)]
     assert [n.pools[0]["aux"] for n in nets] == [{"router": "10.90.0.5/24"}] * 3
