@@ -89,13 +89,17 @@ class ClusterHost:
                 lease.start()
                 try:
                     self._announce(lease.id)
+                    # The start-up reconcile with the cluster, before the
+                    # lease counts as had: etcd failing half-way through it
+                    # means all of it again at the next call, not a host
+                    # left half-reconciled for the life of the process.
+                    for first in self._on_live:
+                        first(lease.id)
                 except EtcdUnavailable:
                     lease.stop()
                     raise
                 self._lease = lease
                 threading.Thread(target=self._reaper, name="pontoon-reaper", daemon=True).start()
-                for first in self._on_live:
-                    first(lease.id)
             return self._lease.id
 
     def _announce(self, lease: int) -> None:

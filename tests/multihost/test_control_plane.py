@@ -416,6 +416,33 @@ def test_a_pool_released_during_an_outage_is_left_after_a_restart(hosts, tmp_pat
         again.stop()
 
 
+def test_a_rejoin_cut_short_by_etcd_is_done_again_at_the_next_call(hosts, tmp_path, etcd, monkeypatch):
+    (a,) = hosts(1)
+    a.dockerd.create_network(subnet=SUBNET)
+    etcd.stop()
+    a.dockerd.cleanup()  # the pool's leave is postponed
+    a.stop(revoke=False)
+    etcd.start()
+    again = Host(tmp_path / "h0", etcd.url, "host0", "192.0.2.1")
+    try:
+        leave, calls = again.room.ipam.leave_forgotten, []
+
+        def flaky(pools):
+            calls.append(pools)
+            if len(calls) == 1:
+                raise EtcdUnavailable("etcd is unreachable (as if it went away again)")
+            return leave(pools)
+
+        monkeypatch.setattr(again.room.ipam, "leave_forgotten", flaky)
+        with pytest.raises(EtcdUnavailable):
+            again.room.host.live()
+        again.room.host.live()
+        assert len(calls) == 2
+        assert Etcd([etcd.url]).read_prefix(keys.prefix("pools"))[0] == []
+    finally:
+        again.stop()
+
+
 def test_calls_go_to_the_next_endpoint_when_one_is_down(etcd):
     with socket.socket() as closed:  # bound, never listening: connections are refused
         closed.bind(("127.0.0.1", 0))
