@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from datapath.names import vxlan_name
+from plugin.store import DB_NAME
 from tests.e2e.dockerd import wait_for
 from tests.harness.client import ProtocolError
 from tests.harness.sandbox import ip
@@ -131,6 +133,22 @@ def test_dead_host_leaves_the_others_and_comes_back(cluster):
         wait_for(lambda: gone in remote_neighbours(host, net), timeout=MARGIN, interval=0.2,
                  what=f"{host.id} to see the restarted host's endpoint")
     assert reaches(ctrs[0], ctrs[2]) and reaches(ctrs[2], ctrs[1])
+
+
+def test_a_restart_with_a_lost_store_removes_our_vxlan_devices_only(cluster):
+    c = cluster.hosts[2]
+    net = c.dockerd.create_network(subnet=SUBNET)
+    ours = vxlan_name(net.id)
+    stranger = "ptx" + secrets.token_hex(6)  # our prefix, no tag of ours: a user's
+    ip("-n", c.ns, "link", "add", stranger, "type", "vxlan", "id", "7", "dstport", "4789")
+    c.kill()
+    for path in c.server.state_dir.glob(DB_NAME + "*"):
+        path.unlink()  # the store deleted while Pontoon was down
+    c.dockerd.networks.remove(net)  # that dockerd forgot it too
+    c.start()  # the start-up reconcile: the device's network is in no store record
+    assert ip("-n", c.ns, "link", "show", ours, check=False).returncode != 0
+    assert ip("-n", c.ns, "link", "show", stranger, check=False).returncode == 0
+    ip("-n", c.ns, "link", "del", stranger)
 
 
 def test_etcd_outage_keeps_traffic_and_fails_new_calls_fast(cluster):
