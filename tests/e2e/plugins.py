@@ -92,10 +92,12 @@ class ProcessPontoon:
 class ManagedPontoon:
     """The managed plugin, created from the debootstrap rootfs."""
 
-    def __init__(self, dockerd, base, plugin_dir, ref=f"pontoon:{VERSION}"):
+    def __init__(self, dockerd, base, plugin_dir, ref=f"pontoon:{VERSION}", settings=()):
         self.dockerd = dockerd
         self.plugin_dir = plugin_dir
         self.driver = ref
+        # More `KEY=VALUE`s of config.json's env for `docker plugin set`.
+        self.settings = tuple(settings)
         # A private state source, set through the settable mount, so this run
         # never reads or writes the host's /var/lib/pontoon.
         self.state_dir = base / "state"
@@ -110,7 +112,7 @@ class ManagedPontoon:
         self.dockerd.docker("plugin", "set", self.driver,
                             f"state.source={self.state_dir}", "PONTOON_LOG_LEVEL=info",
                             f"PONTOON_DEFAULT_POOLS={DEFAULT_POOLS}",
-                            f"PONTOON_DEFAULT_POOLS_V6={DEFAULT_POOLS_V6}", timeout=30)
+                            f"PONTOON_DEFAULT_POOLS_V6={DEFAULT_POOLS_V6}", *self.settings, timeout=30)
 
     def enable(self):
         self.dockerd.docker("plugin", "enable", "--timeout", "60", self.driver, timeout=90)
