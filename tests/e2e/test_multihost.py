@@ -53,6 +53,10 @@ AUX = "10.92.0.5"  # an --aux-address: the network's on every host
 # included, and `-d pontoon` finds the plugin but no driver of that name
 # ("could not resolve driver pontoon in registry").
 MANAGED = "pontoon:latest"
+# With TLS: the files as the README has users put them, in the state mount,
+# which the managed plugin sees at config.json's state destination.
+PEM = {"PONTOON_ETCD_CA": "ca.pem", "PONTOON_ETCD_CERT": "client.pem", "PONTOON_ETCD_KEY": "client.key"}
+PLUGIN_STATE = "/var/lib/pontoon"
 # A watch event and a netlink change on a loaded machine.
 SETTLE = 15
 
@@ -238,20 +242,29 @@ def cases():
     which settings, in which namespaces, where its socket is), which the
     managed case meets on each; the process case adds only how Pontoon is
     started, which no dockerd version changes. A case costs two dockerds
-    and an etcd: 14 s for the process, 40 to 45 s for the managed plugin
+    and an etcd: 14 s for the process, 40 to 60 s for the managed plugin
     (most of it `docker plugin create`), so the full square would add about
-    30 s for nothing the other cases do not already check."""
+    30 s for nothing the other cases do not already check.
+
+    The managed plugin on the newest dockerd reaches etcd over TLS with
+    client certificates, set up as the README says (the PEM files in the
+    state mount): that depends on the plugin's mounts and settings, not on
+    dockerd's version, so one case shows it without costing another."""
     out = []
-    for param in matrix.params():
+    params = matrix.params()
+    for param in params:
         build, = param.values
         modes = ("process", "managed") if build is matrix.SYSTEM else ("managed",)
-        out += [pytest.param((build, mode), id=f"{param.id}-{mode}", marks=param.marks) for mode in modes]
+        tls = param is params[-1]
+        out += [pytest.param((build, mode, tls and mode == "managed"),
+                             id=f"{param.id}-{mode}{'-tls' if tls and mode == 'managed' else ''}",
+                             marks=param.marks) for mode in modes]
     return out
 
 
 @pytest.fixture(params=cases())
 def two_hosts(request, tmp_path):
-    build, mode = request.param
+    build, mode, tls = request.param
     reason = missing() or build.missing()
     if reason:
         pytest.skip(reason)
@@ -262,7 +275,7 @@ def two_hosts(request, tmp_path):
             pytest.skip(f"{tool} is missing (apt-get install util-linux iproute2)")
     plugin_dir = request.getfixturevalue("plugin_dir") if mode == "managed" else None
     underlay = Underlay()
-    etcd = Etcd(tmp_path / "etcd", underlay.address, underlay.ns)
+    etcd = Etcd(tmp_path / "etcd", underlay.address, underlay.ns, tls=tls)
     # dockerd's containerd puts sockets under the exec root: pytest's tmp_path
     # makes their paths too long for a Unix socket, and containerd never answers.
     short = Path(tempfile.mkdtemp(prefix="ptmh-"))
@@ -276,6 +289,11 @@ def two_hosts(request, tmp_path):
         daemon.start()
         settings = cluster_settings(etcd.url, host, number)
         base = tmp_path / f"pontoon{number}"
+        if tls:
+            (base / "state/etcd").mkdir(parents=True)
+            for name in PEM.values():
+                shutil.copy(etcd.pki[name], base / "state/etcd")
+            settings |= {setting: f"{PLUGIN_STATE}/etcd/{name}" for setting, name in PEM.items()}
         if mode == "process":
             plugin = HostPontoon(daemon, base, settings)
         else:
