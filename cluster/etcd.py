@@ -169,6 +169,14 @@ class Etcd:
                 return out, revision
             start = page[-1].key + "\0"
 
+    def counts(self, *prefixes: str) -> list[int]:
+        """How many keys are under each prefix, at one revision, in one
+        round trip that carries no key."""
+        ops = [{"request_range": {"key": _b64(p), "range_end": _b64(prefix_end(p)), "count_only": True}}
+               for p in prefixes]
+        reply = self.txn([], ops)
+        return [int(r["response_range"].get("count") or 0) for r in reply.get("responses") or []]
+
     # -- writes ----------------------------------------------------------------
     def txn(self, compare: list[dict], success: list[dict], failure: list[dict] | None = None) -> dict:
         return self.call("/kv/txn", {"compare": compare, "success": success, "failure": failure or []})

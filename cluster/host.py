@@ -166,6 +166,12 @@ class ClusterHost:
         """Free the addresses of every host without a live key whose last
         sign of life is older than the grace period; returns those hosts."""
         now = time.time() if now is None else now
+        # Every live host has both keys, so equal counts mean no one is
+        # gone: the usual pass reads two numbers, not 2·H records from
+        # every host each minute (which would grow with H² cluster-wide).
+        live_count, seen_count = self.etcd.counts(keys.prefix("hosts"), keys.prefix("seen"))
+        if seen_count <= live_count:
+            return []
         live = {kv.key.rsplit("/", 1)[1] for kv in self.etcd.read_prefix(keys.prefix("hosts"))[0]}
         gone = []
         for kv in self.etcd.read_prefix(keys.prefix("seen"))[0]:

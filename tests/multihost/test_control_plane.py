@@ -370,6 +370,18 @@ def test_a_host_gone_past_the_grace_period_loses_its_addresses(hosts):
     assert b.room.host.etcd.read_prefix(keys.prefix("held", "host0"))[0] == []
 
 
+def test_a_reclaim_pass_with_every_host_alive_reads_two_counts_only(hosts, monkeypatch):
+    a, b = hosts(2)
+    a.dockerd.create_network(subnet=SUBNET), b.dockerd.create_network(subnet=SUBNET)
+    assert b.room.host.etcd.counts(keys.prefix("hosts"), keys.prefix("seen")) == [2, 2]
+    calls = []
+    monkeypatch.setattr(b.room.host.etcd, "call", lambda path, body, **kw: calls.append(body) or
+                        type(b.room.host.etcd).call(b.room.host.etcd, path, body, **kw))
+    assert b.room.host.reap(now=time.time() + 10 * b.room.host.grace) == []
+    (txn,) = calls
+    assert all(op["request_range"]["count_only"] for op in txn["success"])
+
+
 def test_containers_stop_and_networks_go_while_etcd_is_away(hosts, etcd):
     a, b = hosts(2)
     net_a, net_b = a.dockerd.create_network(subnet=SUBNET), b.dockerd.create_network(subnet=SUBNET)
