@@ -241,23 +241,31 @@ class ClusterIpam:
             else:
                 raise Conflict(f"no free address left in pool {net} for its gateway")
 
-    def _claim(self, name: str, addr: int, pool_id: str) -> list[int] | None:
-        """One transaction: claim ``addr`` if it is free and the pool is still
-        held; None when claimed, else the taken addresses from ``addr`` up
-        (one chunk, read in the same round trip, for the next candidate)."""
-        prefix = keys.prefix("addrs", name)
-        key = prefix + keys.hexaddr(addr)
-        reply = self._etcd.txn(
-            [absent(key), present(keys.key("pools", name))],
-            [put_op(key, addr_value(self._host.host_id, "address")),
-             put_op(keys.prefix("held", self._host.host_id) + f"{name}/{keys.hexaddr(addr)}", "")],
-            [range_op(key, prefix_end(prefix), self._etcd.chunk), range_op(keys.key("pools", name), "", 1)])
+    def _create_in_pool(self, name: str, pool_id: str, key: str, puts: list[dict], read: dict) -> list | None:
+        """One transaction: ``puts`` if ``key`` is absent and the pool is
+        still held. None when done; else the keys the range ``read`` found
+        at the same revision (a pool no longer held is a 404)."""
+        pool_key = keys.key("pools", name)
+        reply = self._etcd.txn([absent(key), present(pool_key)], puts, [read, range_op(pool_key, "", 1)])
         if reply.get("succeeded"):
             return None
-        taken, pool = ranges(reply)
+        found, pool = ranges(reply)
         if not pool:
             raise _not_held(pool_id)
-        return [int(kv.key[len(prefix):], 16) for kv in taken]
+        return found
+
+    def _claim(self, name: str, addr: int, pool_id: str) -> list[int] | None:
+        """Claim ``addr`` for this host if it is free: None when claimed,
+        else the taken addresses from ``addr`` up (one chunk, read in the
+        same round trip, for the next candidate)."""
+        prefix = keys.prefix("addrs", name)
+        key = prefix + keys.hexaddr(addr)
+        taken = self._create_in_pool(
+            name, pool_id, key,
+            [put_op(key, addr_value(self._host.host_id, "address")),
+             put_op(keys.prefix("held", self._host.host_id) + f"{name}/{keys.hexaddr(addr)}", "")],
+            range_op(key, prefix_end(prefix), self._etcd.chunk))
+        return None if taken is None else [int(kv.key[len(prefix):], 16) for kv in taken]
 
     def _claim_given(self, name: str, net: IPNetwork, addr: int, pool_id: str) -> int:
         if self._claim(name, addr, pool_id) is None:
@@ -272,20 +280,14 @@ class ClusterIpam:
         One a container holds is refused, as a container's request for an
         aux address is (``_claim_given``: the key exists)."""
         key = keys.prefix("addrs", name) + keys.hexaddr(addr)
-        while True:
-            reply = self._etcd.txn([absent(key), present(keys.key("pools", name))], [put_op(key, AUX)],
-                                   [range_op(key, "", 1, keys_only=False), range_op(keys.key("pools", name), "", 1)])
-            if reply.get("succeeded"):
-                return addr
-            holder, pool = ranges(reply)
-            if not pool:
-                raise _not_held(pool_id)
-            if holder and holder[0].value == AUX:
-                return addr
-            if holder:
-                raise Conflict(f"Address {ipaddress.ip_address(addr)} is already allocated in pool {net}"
-                               f"{_held_as(holder[0])}")
-            # freed between the compare and the read: try again
+        holder = self._create_in_pool(name, pool_id, key, [put_op(key, AUX)],
+                                      range_op(key, "", 1, keys_only=False))
+        # The pool is held, so a failed compare means the key exists: the
+        # read, at the same revision, has it.
+        if holder is None or holder[0].value == AUX:
+            return addr
+        raise Conflict(f"Address {ipaddress.ip_address(addr)} is already allocated in pool {net}"
+                       f"{_held_as(holder[0])}")
 
     def _claim_lowest(self, name: str, net: IPNetwork, sub: IPNetwork | None, pool_id: str) -> int:
         """The lowest free address from this process's hint up (a lower bound
