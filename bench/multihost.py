@@ -129,8 +129,12 @@ def watch_traffic(cluster: Cluster, subnets: Subnets, endpoints: int, pairs: int
             totals[kind][1] += took
         samples.append((rate["busy"], rate["idle"]))
     busy, idle = (totals[k][0] / totals[k][1] for k in ("busy", "idle"))
-    return {"endpoints": endpoints, "seconds": duration, **pair_ratios(samples),
-            "pooled_busy": busy, "pooled_idle": idle, "pooled_ratio": busy / idle}
+    # A short idle period (--quick) may hold no lump at all: such a pair has
+    # no ratio of its own, and nothing at all received is a ratio of 1.
+    ratios = [b / i for b, i in samples if i] or [float("nan")]
+    return {"endpoints": endpoints, "seconds": duration, "pairs": len(samples),
+            "ratio_min": min(ratios), "ratio_max": max(ratios), "pooled_busy": busy, "pooled_idle": idle,
+            "pooled_ratio": busy / idle if idle else (float("inf") if busy else 1.0)}
 
 
 def cluster_vs_local(cluster: Cluster, workdir: Path, subnets: Subnets, pairs: int) -> dict:

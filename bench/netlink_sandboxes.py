@@ -13,29 +13,26 @@ namespaces before Join.
 from __future__ import annotations
 
 import ipaddress
-import secrets
 
 from pyroute2 import IPRoute
 
-from tests.harness.sandbox import Sandbox, ip
+from tests.harness.sandbox import Sandbox, Sandboxes
 
 
-class NetlinkSandboxes:
-    """``home`` is the namespace the plugin makes its veths in."""
+class NetlinkSandboxes(Sandboxes):
+    """``home`` is the namespace the plugin makes its veths in. Only the
+    set-up differs from the harness's: the teardown, after Leave and out of
+    any timed window, is its `ip` tool's."""
 
     def __init__(self, home: str):
-        self.home = home
-        self.prefix = "ptnl" + secrets.token_hex(3)
-        self._count = 0
+        super().__init__(home)
         self._home_nl = IPRoute(netns=home)
         self._next: tuple[str, IPRoute] | None = None
 
     def prepare(self) -> None:
         """What dockerd does before Join: the sandbox's namespace (and here
         a netlink socket in it)."""
-        ns = f"{self.prefix}-{self._count}"
-        self._count += 1
-        ip("netns", "add", ns)
+        ns = self.new_namespace()
         self._next = (ns, IPRoute(netns=ns))
 
     def attach(self, ctr) -> Sandbox:
@@ -61,17 +58,8 @@ class NetlinkSandboxes:
             nl.close()
         return Sandbox(ns, dst)
 
-    def detach(self, ctr) -> None:
-        """After Leave, out of any timed window: the `ip` tool will do."""
-        box, src = ctr.sandbox, ctr.join["InterfaceName"]["SrcName"]
-        ip("-n", box.ns, "link", "set", box.ifname, "down")
-        ip("-n", box.ns, "link", "set", box.ifname, "name", src)
-        ip("-n", box.ns, "link", "set", src, "netns", self.home)
-        ip("netns", "del", box.ns, check=False)
-
     def close(self) -> None:
         if self._next is not None:
-            ns, nl = self._next
-            nl.close()
-            ip("netns", "del", ns, check=False)
+            self._next[1].close()
+        self.cleanup()
         self._home_nl.close()

@@ -7,6 +7,7 @@ code, so the tests do not check pyroute2 with pyroute2.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import secrets
 import subprocess
 
@@ -39,13 +40,20 @@ class Sandboxes:
         self.prefix = "ptns" + secrets.token_hex(3)
         self.home = home
         self.made: list[str] = []
+        # Names by serial, not by how many are up: with ns-0 and ns-1 up and
+        # ns-0 gone, a count would name the next one ns-1 again.
+        self._serial = itertools.count()
+
+    def new_namespace(self) -> str:
+        ns = f"{self.prefix}-{next(self._serial)}"
+        ip("netns", "add", ns)
+        self.made.append(ns)
+        return ns
 
     def attach(self, ctr) -> Sandbox:
         """What dockerd does after Join: move SrcName into the sandbox, rename
         it DstPrefix + index, and set addresses, MAC and routes."""
-        ns = f"{self.prefix}-{len(self.made)}"
-        ip("netns", "add", ns)
-        self.made.append(ns)
+        ns = self.new_namespace()
         src, dst = ctr.join["InterfaceName"]["SrcName"], ctr.join["InterfaceName"]["DstPrefix"] + "0"
         ip(*self._at_home(), "link", "set", src, "netns", ns)
         ip("-n", ns, "link", "set", src, "name", dst)
