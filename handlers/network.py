@@ -453,7 +453,7 @@ class NetworkDriver:
                 self._unpublish(network, endpoint, rollback)
                 self._forget_ports(tx, endpoint, rollback)
                 pending = ports.plan(portmap, endpoint, network["options"]["host_binding_ipv4"],
-                                     tx.ports_in_use, self._firewall.ephemeral_range(),
+                                     tx.ports_in_use, self._firewall.ephemeral_range,
                                      tuple(request["versions"]))
                 bindings = ports.bindings(pending, self._hold([p.claim for p in pending], rollback))
                 endpoint["ports"] = [b.__dict__ for b in bindings]

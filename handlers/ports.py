@@ -81,14 +81,15 @@ def plan(
     endpoint: dict,
     default_host_ip: str,
     in_use: Callable[[str], list[tuple[int, str, str]]],
-    ephemeral: tuple[int, int],
+    ephemeral: Callable[[], tuple[int, int]],
     versions: tuple[int, ...] = (4, 6),
 ) -> list[Pending]:
     """The claim for each entry, refusing a port another endpoint publishes.
 
     ``in_use(proto)`` lists (host_port, host_ip, endpoint_id) already
     published (read once per protocol: the work grows linearly with the
-    entries); ``ephemeral`` is the kernel's range for ``HostPort`` 0.
+    entries); ``ephemeral()`` reads the kernel's range for ``HostPort`` 0,
+    once, and only when an entry asks for any port.
     Whether a host process holds a port is for the holder to find out.
     Entries whose host address is of a version not in ``versions`` are
     another endpoint's (see ``families``), as are all-address entries of a
@@ -101,6 +102,7 @@ def plan(
     bare = {key: ipaddress.ip_interface(endpoint[key]).ip.compressed
             for key in ("address", "address_v6") if endpoint[key]}
     out: list[Pending] = []
+    any_port: tuple[int, int] | None = None
     for entry in portmap:
         proto = PROTOS[entry["Proto"]]
         host_ip = entry["HostIP"] or default_host_ip
@@ -113,7 +115,8 @@ def plan(
         first, last = entry["HostPort"], entry["HostPortEnd"] or entry["HostPort"]
         others = taken.near(proto, host_ip)
         if first == 0:
-            claim = Claim.spread(proto, host_ip, *ephemeral, skip=others)
+            any_port = any_port or ephemeral()
+            claim = Claim.spread(proto, host_ip, *any_port, skip=others)
         else:
             if all(p in others for p in range(first, last + 1)):
                 span = f"{first}" if first == last else f"{first}-{last}"
