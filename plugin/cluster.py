@@ -73,7 +73,7 @@ class Room:
         else) at a restart, so no network on the pool means the network's
         creation is under way."""
         with self.store.snapshot() as tx:
-            return any(pool in pool_names(n) for n in tx.list_networks())
+            return any(pool in pool_names(n) for n in tx.list_networks() if "cluster" in n)
 
     def _stored(self) -> tuple[list[dict], list[dict]]:
         with self.store.snapshot() as tx:
