@@ -181,8 +181,9 @@ class NetworkDriver:
             else:
                 raise Conflict(f"network {network_id}: every name it may take is held "
                                f"({', '.join(names.tags(network_id))})")
+            # A chosen bridge was checked free before, and is again under the
+            # lock (_plan_holds); a default one, in the loop above.
             bridge = chosen or default
-            _check_bridge_free(tx, bridge)
         adopted = self._links.survey_bridge(bridge) if chosen else None
         return {"tag": tag, "bridge": bridge, "bridge_created": adopted is None, "adopted": adopted,
                 "pending": True}
