@@ -27,6 +27,7 @@ from tests.e2e import matrix
 from tests.e2e.dockerd import (
     BUSYBOX, REGISTRY, CommandError, Dockerd, Registry, build_busybox_image,
 )
+from tests.e2e.helpers import Scene
 from tests.e2e.plugins import REPO, ManagedPontoon, ProcessPontoon
 
 # The debootstrap tree is reused between runs: it is the slow part.
@@ -119,3 +120,10 @@ def uid():
     """A short unique suffix for the names of one test's networks, bridges
     and containers."""
     return secrets.token_hex(3)
+
+
+@pytest.fixture
+def scene(dockerd, busybox, pontoon, uid):
+    s = Scene(dockerd, busybox, pontoon, uid)
+    yield s
+    s.teardown()

@@ -39,10 +39,6 @@ class Build:
         """The test id: the major.minor release, e.g. dockerd-28.5."""
         return "dockerd-" + ".".join(self.version.split(".")[:2])
 
-    @property
-    def major(self):
-        return int(self.version.split(".")[0])
-
     def missing(self):
         """What keeps this build from running here, or None."""
         for path in (self.dockerd, self.docker, self.proxy, self.init):

@@ -11,17 +11,10 @@ import ipaddress
 import pytest
 
 from tests.e2e.dockerd import CommandError
-from tests.e2e.helpers import HTTPD, Scene, inspect_state, random_subnet_v4, random_subnet_v6
+from tests.e2e.helpers import HTTPD, inspect_state, random_subnet_v4, random_subnet_v6
 from tests.e2e.plugins import ProcessPontoon
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def scene(dockerd, busybox, pontoon, uid):
-    s = Scene(dockerd, busybox, pontoon, uid)
-    yield s
-    s.teardown()
 
 
 def _two_subnets():

@@ -9,18 +9,11 @@ import json
 import pytest
 
 from tests.e2e.dockerd import Dockerd
-from tests.e2e.helpers import Scene, http_get, inspect_state, random_subnet_v4, random_subnet_v6
+from tests.e2e.helpers import http_get, inspect_state, random_subnet_v4, random_subnet_v6
 
 pytestmark = pytest.mark.e2e
 
 NEEDS = (28, 0)
-
-
-@pytest.fixture
-def scene(dockerd, busybox, pontoon, uid):
-    s = Scene(dockerd, busybox, pontoon, uid)
-    yield s
-    s.teardown()
 
 
 def needs_dockerd(scene, version=NEEDS):

@@ -13,7 +13,7 @@ import pytest
 
 from tests.e2e.dockerd import Dockerd
 from tests.e2e.helpers import (
-    Footprint, Scene, eventually, firewall_dump, http_get, inspect_state, links,
+    Footprint, eventually, firewall_dump, http_get, inspect_state, links,
     published_port, random_subnet_v4, random_subnet_v6,
 )
 from tests.e2e.plugins import DEFAULT_POOLS, DEFAULT_POOLS_V6
@@ -21,13 +21,6 @@ from tests.e2e.plugins import DEFAULT_POOLS, DEFAULT_POOLS_V6
 pytestmark = pytest.mark.e2e
 
 MTU = "com.docker.network.driver.mtu"
-
-
-@pytest.fixture
-def scene(dockerd, busybox, pontoon, uid):
-    s = Scene(dockerd, busybox, pontoon, uid)
-    yield s
-    s.teardown()
 
 
 def _outbound_masquerade(rules, subnet):
