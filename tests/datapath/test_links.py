@@ -454,7 +454,7 @@ def test_create_veth_refuses_names_held_by_others(kernel, bridge_spec):
     ip("link", "del", host)
 
     other = kernel.link("ptc" + suffix(12))
-    ip("link", "add", host, "address", names.host_end_mac(host, "pontoon"), "type", "veth", "peer", "name", other)
+    crash_left_pair(host, other)
     with pytest.raises(NameConflict, match=f'its peer is not "{peer}"'):
         links.create_veth(VethSpec(host, peer, bridge_spec.name, "02:42:0a:00:00:09"))
     assert link_info(host) is not None and link_info(other) is not None
