@@ -230,25 +230,25 @@ class NetworkDriver:
                 # have committed since the snapshot, and none of it may
                 # outlive the network, in the store or in the kernel.
                 before = {e["id"]: e for e in endpoints}
-                late = []
+                new, late = [], False
                 for endpoint in tx.list_endpoints(network_id):
                     seen = before.get(endpoint["id"])
-                    if seen is None or _generation(seen) != _generation(endpoint):
-                        late.append(endpoint)
-                        self._unpublish(network, endpoint, rollback)
+                    late |= seen is None or _generation(seen) != _generation(endpoint)
+                    self._forget_ports_since(tx, network, seen or {}, endpoint, rollback)
                     if seen is None:
+                        new.append(endpoint)
                         self._links.delete_veth(endpoint["host_veth"])
-                    self._forget_ports(tx, endpoint, rollback)
                     tx.delete_endpoint(endpoint["id"])
                 if late:  # their port chains kept the base chains of a last network
                     self._firewall.remove_network(rules)
                 tx.delete_network(network_id)
             rollback.commit()
-        # The late endpoints' records beyond this host may have been
-        # published after detach removed this host's: they go too, once the
-        # store has forgotten them (nothing is left to undo), and outside
-        # its lock, since the segment may ask other hosts.
-        for endpoint in late:
+        # The records beyond this host of endpoints new since the snapshot
+        # may have been published after detach removed this host's: they go
+        # too, once the store has forgotten them (nothing is left to undo),
+        # and outside its lock, since the segment may ask other hosts. (Those
+        # of the snapshot's endpoints went with detach.)
+        for endpoint in new:
             self._segment.unpublish(network, endpoint)
         return {}
 
