@@ -24,6 +24,7 @@ import json
 import logging
 import re
 import socket
+import ssl
 import threading
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -89,6 +90,20 @@ class Tls:
     key: str = ""
 
 
+def session(tls: Tls) -> requests.Session:
+    """The HTTP session of one endpoint's client, its watch streams' too.
+    (The tests wrap it to pin the TLS version.)"""
+    made = requests.Session()
+    made.verify = tls.ca or True
+    if tls.cert:
+        made.cert = (tls.cert, tls.key)
+    # Only these settings count: requests would otherwise let
+    # REQUESTS_CA_BUNDLE override the CA given here, and send the watch
+    # streams through an HTTP proxy named in the environment.
+    made.trust_env = False
+    return made
+
+
 class Etcd:
     """One client per endpoint URL; calls stick to the last one that answered."""
 
@@ -100,15 +115,8 @@ class Etcd:
             parts = urlsplit(url)
             # api_path given: etcd3gw would otherwise ask /version on first
             # use, one more round trip. 3.4+ serves /v3/ (the issue's floor).
-            # The TLS files go on the client's session, which the watch
-            # streams use too.
             client = Etcd3Client(host=parts.hostname, port=parts.port or 2379, protocol=parts.scheme or "http",
-                                 timeout=timeout, api_path="/v3/", ca_cert=tls.ca or None,
-                                 cert_cert=tls.cert or None, cert_key=tls.key or None)
-            # Only these settings count: requests would otherwise let
-            # REQUESTS_CA_BUNDLE override the CA given here, and send the
-            # watch streams through an HTTP proxy named in the environment.
-            client.session.trust_env = False
+                                 timeout=timeout, api_path="/v3/", session=session(tls))
             self._clients.append(client)
         self._current = 0
         self.chunk = CHUNK
@@ -129,7 +137,8 @@ class Etcd:
                     result = client.post(client.get_url(path), json=body)
             except (etcd_errors.ConnectionFailedError, etcd_errors.ConnectionTimeoutError,
                     requests.RequestException) as exc:
-                errors.append(f"{self.endpoints[index]}: {_short(exc)}")
+                certless = client.protocol == "https" and not client.session.cert
+                errors.append(f"{self.endpoints[index]}: {_short(exc, certless)}")
                 continue
             except etcd_errors.Etcd3Exception as exc:
                 raise EtcdUnavailable(f"etcd refused {path}: {_short(exc)}") from None
@@ -239,25 +248,68 @@ def delete_op(key: str, prefix: bool = False) -> dict:
     return {"request_delete_range": op}
 
 
-# What requests' message says the cause was, most telling first.
+# What requests' message says the cause was, most telling first (for causes
+# other than TLS errors and refusals, which _short finds in the chain).
 _CAUSES = (
     r"\[Errno -?\d+\][^'\")]*",  # [Errno 111] Connection refused
-    r"\[SSL: \w+\][^'\"(]*",  # [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: ...
-    r"SSL\w*Error\(\d+, '(?P<tls>[^'(]*)",  # the handshake cut: often a client certificate missing
     r"timed out",
 )
 
+# How a server that wants a client certificate turns away one that sent
+# none: an alert (OpenSSL names every alert it receives "... alert ...":
+# "sslv3 alert bad certificate", "tlsv13 alert certificate required"), or
+# closing or resetting the connection. Under TLS 1.2 it comes during the
+# handshake; under TLS 1.3 the client's side of the handshake is over before
+# the server has seen the (missing) certificate, so it comes on the first
+# read or write, as any of these.
+_HUNG_UP = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionResetError, ConnectionAbortedError, BrokenPipeError)
 
-def _short(exc: Exception) -> str:
-    """The cause in a few words, not requests' paragraph about connection pools."""
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and every exception behind it, outermost first. etcd3gw,
+    requests and urllib3 each wrap the one below: as ``__context__`` or
+    ``__cause__``, as MaxRetryError's ``reason``, or only as an argument
+    (urllib3's SSLError(e), ProtocolError("Connection aborted.", e))."""
+    found: list[BaseException] = []
+    todo = [exc]
+    while todo:
+        cause = todo.pop(0)
+        if isinstance(cause, BaseException) and all(cause is not seen for seen in found):
+            found.append(cause)
+            todo += [cause.__cause__, cause.__context__, getattr(cause, "reason", None), *cause.args]
+    return found
+
+
+def _refused(cause: BaseException) -> bool:
+    return isinstance(cause, _HUNG_UP) or (isinstance(cause, ssl.SSLError) and "alert" in str(cause).lower())
+
+
+def _short(exc: Exception, certless: bool = False) -> str:
+    """The cause in a few words, not requests' paragraph about connection
+    pools. ``certless``: TLS without a client certificate, so a refused
+    connection gets the likely reason."""
+    causes = _causes(exc)
+    verify = [c for c in causes if isinstance(c, ssl.SSLCertVerificationError)]
+    if verify:  # this side refused etcd's certificate (a wrong CA): no hint
+        return _text(verify[0])
+    refused = [c for c in causes if _refused(c)]
+    if refused and certless:
+        return f"TLS handshake failed: {_text(refused[0])} (does etcd want a client certificate?)"
+    told = refused or [c for c in causes if isinstance(c, ssl.SSLError)]
+    if told:
+        return _text(told[0])
     text = (getattr(exc, "detail_text", None) or str(exc)).strip()
     for pattern in _CAUSES:
         cause = re.search(pattern, text)
-        if cause and cause.groupdict().get("tls"):
-            return f"TLS handshake failed: {cause.group('tls').strip()} (does etcd want a client certificate?)"
         if cause:
             return cause.group(0).strip()
     return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def _text(cause: BaseException) -> str:
+    """``[SSL: REASON] what``, ``[Errno 104] Connection reset by peer``: the
+    message without OpenSSL's source line."""
+    return re.sub(r"\s*\(_ssl\.c:\d+\)$", "", str(cause))
 
 
 class Lease:
