@@ -27,9 +27,15 @@ test: $(STAMP) $(DOCKERDS_STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest -ra tests/unit
 
+# $(call need,command:package ...), a recipe's first line: the programs it
+# runs, each with the Debian package that has it. A missing one stops the
+# recipe at once with the apt-get line that installs it.
+need = @missing=""; for pair in $(1); do \
+	command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair\#*:}"; done; \
+	test -z "$$missing" || { echo "make $@ needs:$$missing; install with: apt-get install$$missing" >&2; exit 2; }
+
 # Benchmarks against Docker's bridge driver (as root; see docs/benchmarks.md);
-# about 20 minutes. The programs they run, as command:Debian package; a
-# missing one stops it at once with the apt-get line that installs it.
+# about 20 minutes. The programs they run, as command:Debian package.
 BENCH_TOOLS := dockerd:docker.io busybox:busybox-static iperf3:iperf3 etcd:etcd-server \
 	etcdctl:etcd-client conntrack:conntrack
 $(BENCH_STAMP): $(STAMP) pyproject.toml
@@ -37,9 +43,7 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
-	@missing=""; for pair in $(BENCH_TOOLS); do \
-		command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; done; \
-	test -z "$$missing" || { echo "make bench needs:$$missing; install with: apt-get install$$missing" >&2; exit 2; }
+	$(call need,$(BENCH_TOOLS))
 	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
@@ -66,6 +70,7 @@ DOCKER ?= /usr/bin/docker
 .PHONY: plugin-rootfs plugin plugin-push
 
 plugin-rootfs:
+	$(call need,debootstrap:debootstrap)
 	PYTHON=$(PYTHON) contrib/build-rootfs.sh $(PLUGIN_DIR)
 
 plugin: plugin-rootfs

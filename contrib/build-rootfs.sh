@@ -8,14 +8,14 @@
 # usage: contrib/build-rootfs.sh OUTDIR
 #   OUTDIR/config.json and OUTDIR/rootfs/ are (re)created.
 # env:   PONTOON_ROOTFS_CACHE  cached debootstrap tree (default build/rootfs-base)
-#        DEBIAN_MIRROR         (default http://deb.debian.org/debian)
+#        DEBIAN_MIRROR         (default: the mirror of this machine's apt sources,
+#                              see contrib/apt-mirror.sh)
 #        PYTHON                host python that builds and fetches wheels (default python3)
 set -eu
 
 out=${1:?usage: $0 OUTDIR}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cache=${PONTOON_ROOTFS_CACHE:-$repo/build/rootfs-base}
-mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 python=${PYTHON:-python3}
 
 [ "$(id -u)" = 0 ] || { echo "$0: debootstrap and chroot need root" >&2; exit 1; }
@@ -24,6 +24,8 @@ python=${PYTHON:-python3}
 # iptables-restore and flushes stale flows with conntrack; python3-venv
 # brings ensurepip so the venv gets its own pip without apt.
 if [ ! -e "$cache/.complete" ]; then
+    # Asked only when debootstrap runs: a cached tree needs no mirror.
+    mirror=$("$repo/contrib/apt-mirror.sh")
     rm -rf "$cache"
     mkdir -p "$(dirname "$cache")"
     debootstrap --variant=minbase \

@@ -5,40 +5,16 @@
 #
 # The machine's apt stays untouched: the suite goes into a temporary sources
 # list, with apt's state, cache and preferences in a temporary directory.
-# The mirror is the one this machine's own apt sources name, read here at run
-# time, so no mirror host is written anywhere in the project.
+# The mirror is the one this machine's own apt sources name, read at run time
+# by contrib/apt-mirror.sh (DEBIAN_MIRROR overrides it), so no mirror host is
+# written anywhere in the project.
 set -euo pipefail
 
 suite=${1:?usage: fetch-dockerd.sh SUITE DEST}
 dest=${2:?usage: fetch-dockerd.sh SUITE DEST}
 keyring=/usr/share/keyrings/debian-archive-keyring.gpg
 
-# The URI that serves this machine's own release (not its security suite).
-mirror_uri() {
-    local codename
-    codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
-    shopt -s nullglob
-    # deb822 stanzas (a blank line or a new file ends one) whose Suites
-    # include the codename itself; /dev/null keeps awk off stdin.
-    awk -v want="$codename" '
-        FNR == 1 || /^[[:space:]]*$/ { if (uri && hit) print uri; uri = ""; hit = 0 }
-        tolower($1) == "uris:" { uri = $2 }
-        tolower($1) == "suites:" { for (i = 2; i <= NF; i++) if ($i == want) hit = 1 }
-        END { if (uri && hit) print uri }
-    ' /etc/apt/sources.list.d/*.sources /dev/null
-    # One-line format: deb [options] URI SUITE COMPONENTS...
-    local lists=(/etc/apt/sources.list.d/*.list)
-    [ -r /etc/apt/sources.list ] && lists+=(/etc/apt/sources.list)
-    awk -v want="$codename" '
-        $1 == "deb" { sub(/\[[^]]*\][[:space:]]*/, ""); if ($3 == want) print $2 }
-    ' "${lists[@]}" /dev/null
-}
-
-uri=$(mirror_uri | sed -n 1p)
-if [ -z "$uri" ]; then
-    echo "fetch-dockerd: no Debian mirror for this release in /etc/apt/sources.list{,.d}" >&2
-    exit 1
-fi
+uri=$("$(dirname "$0")/apt-mirror.sh")
 [ -r "$keyring" ] || { echo "fetch-dockerd: $keyring missing: apt-get install debian-archive-keyring" >&2; exit 1; }
 
 tmp=$(mktemp -d)
