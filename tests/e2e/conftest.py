@@ -19,6 +19,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -65,7 +67,55 @@ def dockerd(request, workdir):
 
 @pytest.fixture(scope="session")
 def busybox(dockerd, workdir):
+    dockerd.on_fresh.append(lambda: build_busybox_image(dockerd, workdir))
     return build_busybox_image(dockerd, workdir)
+
+
+@contextmanager
+def redone_on_fresh(daemon, redo):
+    """While the with-block runs, a fresh daemon that replaces a dead one
+    gets `redo` run on it (a plugin started again, a registry restarted)."""
+    daemon.on_fresh.append(redo)
+    try:
+        yield
+    finally:
+        daemon.on_fresh.remove(redo)
+
+
+def revive(daemon, before):
+    """A daemon that died outside any test (in a fixture's teardown) is
+    replaced before the next one uses it, with a warning that says so."""
+    if not daemon.alive():
+        tail = daemon.replace()
+        warnings.warn(f"dockerd {daemon.build.version} was dead before {before}; "
+                      f"replaced by a fresh one. Its log ended:\n{tail}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = (yield).get_result()
+    if report.when == "call":
+        item.call_failed = report.failed
+
+
+@pytest.fixture(autouse=True)
+def live_dockerd(request):
+    """A dockerd that died (a panic, a kill that was not followed by a
+    relaunch) is replaced by a fresh one before the next test, so that one
+    death shows as one failure, not as a failure of every later test that
+    shares the daemon. The test it died in fails once, with the daemon's
+    last words; if that test failed already, its own failure is the report."""
+    if "dockerd" not in request.fixturenames:
+        yield
+        return
+    daemon = request.getfixturevalue("dockerd")
+    revive(daemon, before=request.node.name)
+    yield
+    if not daemon.alive():
+        tail = daemon.replace()
+        if not getattr(request.node, "call_failed", False):
+            pytest.fail(f"dockerd {daemon.build.version} died during this test (a fresh one "
+                        f"replaces it for the tests after). Its log ended:\n{tail}", pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -91,14 +141,20 @@ def plugin_dir():
 # Two Pontoon instances on one network stack rewrite each other's chains.
 @pytest.fixture(scope="module", params=["process", "managed"])
 def pontoon(request, dockerd, workdir):
+    revive(dockerd, before=request.node.name)
     base = Path(tempfile.mkdtemp(prefix=f"pontoon-{request.param}-", dir=workdir))
     if request.param == "process":
         plugin = ProcessPontoon(dockerd, base)
     else:
         plugin = ManagedPontoon(dockerd, base, request.getfixturevalue("plugin_dir"))
+    def again():
+        plugin.stop()
+        plugin.start()
+
     try:
         plugin.start()
-        yield plugin
+        with redone_on_fresh(dockerd, again):
+            yield plugin
     finally:
         plugin.stop()
 
@@ -107,10 +163,16 @@ def pontoon(request, dockerd, workdir):
 def registry(workdir, dockerd):
     if not os.access(REGISTRY, os.X_OK):
         pytest.skip(f"{REGISTRY} is missing: apt-get install docker-registry")
+    revive(dockerd, before="the registry")
     reg = Registry(workdir / "registry", dockerd)
+    def again():
+        reg.stop()
+        reg.start()
+
     try:
         reg.start()
-        yield reg
+        with redone_on_fresh(dockerd, again):
+            yield reg
     finally:
         reg.stop()
 

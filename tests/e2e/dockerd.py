@@ -63,6 +63,36 @@ def kill_pid(pid):
         time.sleep(0.05)
 
 
+def descendants(pid):
+    """Every process under pid, children before grandchildren."""
+    out, todo = [], [pid]
+    while todo:
+        children = Path(f"/proc/{todo.pop()}/task")
+        for task in children.iterdir() if children.exists() else ():
+            try:
+                kids = [int(k) for k in (task / "children").read_text().split()]
+            except OSError:
+                continue
+            out += kids
+            todo += kids
+    return out
+
+
+def kill_tree(pid):
+    """SIGKILL a process the caller owns and everything under it, the
+    children first, so none is reparented out of reach."""
+    for child in reversed(descendants(pid)):
+        kill_pid(child)
+    kill_pid(pid)
+
+
+def _cmdline(proc: Path) -> list[bytes]:
+    try:
+        return (proc / "cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return []
+
+
 def _alive(pid):
     # Reap it if it is our child, so a zombie does not count as alive.
     try:
@@ -119,9 +149,17 @@ class Dockerd:
         self.sock = base / "docker.sock"
         self.pidfile = base / "docker.pid"
         self.log_path = base / "dockerd.log"
+        self.proc = None
+        # More dockerd flags, for the next start (e.g. --live-restore).
+        self.flags = []
+        # What fixtures set up on this daemon (an image, a plugin), redone
+        # on the fresh daemon that replace() puts in place of a dead one.
+        self.on_fresh = []
+        self._new_identity()
+
+    def _new_identity(self):
         self.token = secrets.token_hex(3)
         self.netns = f"pe2e-{self.token}"
-        self.proc = None
 
     def start(self, timeout=60):
         self.base.mkdir(parents=True, exist_ok=True)
@@ -168,7 +206,8 @@ class Dockerd:
                 # /run/containerd; private namespaces keep our containers
                 # apart from another daemon's there.
                 "--containerd-namespace", f"pe2e-{self.token}",
-                "--containerd-plugins-namespace", f"pe2e-{self.token}-plugins",
+                "--containerd-plugins-namespace", self.plugins_namespace,
+                *self.flags,
             ]),
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -226,11 +265,59 @@ class Dockerd:
         self.wait_ready(timeout)
         return time.monotonic() - started
 
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def replace(self):
+        """Put a fresh daemon (new data root, namespace and containerd
+        namespaces) in place of this one, which died, and redo on it what the
+        fixtures had set up (on_fresh): one dead daemon then fails the test
+        it died in, not every later test that shares it. Returns the dead
+        daemon's log tail, for that one report."""
+        tail = self.log_tail(80)
+        self.stop()
+        self._new_identity()
+        self.start()
+        for redo in self.on_fresh:
+            redo()
+        return tail
+
+    @property
+    def plugins_namespace(self):
+        """containerd's namespace for this daemon's plugins (plugins.moby
+        for a daemon started without --containerd-plugins-namespace)."""
+        return f"pe2e-{self.token}-plugins"
+
+    def shims(self, task=None):
+        """PIDs of the containerd shims running this daemon's containers and
+        plugins (its two containerd namespaces), or only task's. A shim
+        outlives dockerd and its containerd by design, and a plugin's may be
+        one the relaunched daemon never learnt of
+        (docs/managed-plugin-restart.md)."""
+        ours = {f"pe2e-{self.token}", self.plugins_namespace}
+        found = []
+        for proc in Path("/proc").iterdir():
+            argv = [arg.decode(errors="replace") for arg in _cmdline(proc)] if proc.name.isdigit() else []
+            if argv[:1] != ["/usr/bin/containerd-shim-runc-v2"] or "-namespace" not in argv[:-1]:
+                continue
+            options = dict(zip(argv[1::2], argv[2::2]))
+            if options.get("-namespace") in ours and task in (None, options.get("-id")):
+                found.append(int(proc.name))
+        return found
+
+    def end_shims(self):
+        """A stopped dockerd has stopped its containers and plugins; a shim
+        still running belongs to a daemon that was killed, and it and the
+        task under it would outlive the run."""
+        for shim in self.shims():
+            kill_tree(shim)
+
     def stop(self):
         # nsenter execs dockerd, so this PID is the daemon's.
         if self.proc is not None:
             stop_pid(self.proc.pid, grace=30)
             self.proc = None
+        self.end_shims()
         # dockerd bind-mounts its data root onto itself and, killed or not
         # done in time, leaves that mount behind: it would outlive the test.
         run(["umount", "-l", str(self.base / "data")], timeout=10, check=False)

@@ -5,11 +5,12 @@ stop, restart."""
 
 import os
 import secrets
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.e2e.dockerd import CommandError, kill_pid, stop_pid, wait_for
+from tests.e2e.dockerd import CommandError, kill_pid, kill_tree, stop_pid, wait_for
 from tests.harness.server import REPO, process_tree
 
 PLUGIN_SOCKET_DIR = Path("/run/docker/plugins")
@@ -101,10 +102,12 @@ class ManagedPontoon:
         # A private state source, set through the settable mount, so this run
         # never reads or writes the host's /var/lib/pontoon.
         self.state_dir = base / "state"
+        self.id = None
 
     def start(self):
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.dockerd.docker("plugin", "create", self.driver, self.plugin_dir, timeout=300)
+        self.id = self.dockerd.inspect("plugin", self.driver)["Id"]
         self.configure()
         self.enable()
 
@@ -122,25 +125,38 @@ class ManagedPontoon:
         self.dockerd.docker("plugin", "rm", "-f", self.driver, timeout=60, check=False)
 
     def kill(self):
-        """SIGKILL the plugin's processes, as a crash would: the children of
-        the containerd shim that runs this plugin's task (named by its ID)."""
-        plugin_id = self.dockerd.inspect("plugin", self.driver)["Id"]
-        shims = [int(proc.name) for proc in Path("/proc").iterdir() if proc.name.isdigit()
-                 and _cmdline(proc)[:1] == [b"/usr/bin/containerd-shim-runc-v2"]
-                 and plugin_id.encode() in _cmdline(proc)]
-        assert len(shims) == 1, f"{len(shims)} shims run plugin {plugin_id[:12]}"
+        """SIGKILL the plugin's processes, as a crash would: what runs under
+        the containerd shim of this plugin's task (named by its ID). Works
+        with dockerd dead too. Returns the PID of the task's first process."""
+        master = self.master()
+        kill_tree(master)
+        return master
+
+    def master(self):
+        shims = self.dockerd.shims(self.id)
+        assert len(shims) == 1, f"{len(shims)} shims run plugin {self.id[:12]}"
         (master,) = process_tree(shims[0])[1:]
-        for pid in process_tree(master):
-            kill_pid(pid)
+        return master
+
+    def wait_restarted(self, killed, timeout=60):
+        """Until dockerd has restarted the plugin it saw exit: a new task
+        whose socket answers. dockerd killed before that may leave a task
+        its next start cannot replace (docs/managed-plugin-restart.md)."""
+        socket_path = PLUGIN_SOCKET_DIR / self.id / "pontoon.sock"
+
+        def serving():
+            try:
+                if self.master() == killed:
+                    return False
+            except (AssertionError, ValueError):
+                return False     # between tasks: no shim, or one without a child yet
+            with socket.socket(socket.AF_UNIX) as probe:
+                return probe.connect_ex(str(socket_path)) == 0
+
+        wait_for(serving, timeout=timeout, what=f"dockerd to restart plugin {self.id[:12]}")
 
     def restart(self):
         # -f: networks using the plugin exist, and plain disable refuses then.
         self.dockerd.docker("plugin", "disable", "-f", self.driver, timeout=60)
         self.enable()
 
-
-def _cmdline(proc: Path) -> list[bytes]:
-    try:
-        return (proc / "cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return []

@@ -12,7 +12,7 @@ import pytest
 
 from tests.e2e.dockerd import CommandError
 from tests.e2e.helpers import HTTPD, inspect_state, random_subnet_v4, random_subnet_v6
-from tests.e2e.plugins import ProcessPontoon
+from tests.e2e.plugins import ManagedPontoon, ProcessPontoon
 
 pytestmark = pytest.mark.e2e
 
@@ -149,7 +149,8 @@ def test_plugin_rm_refused_while_a_network_uses_it(scene, dockerd, pontoon):
 RESTART_SLOWDOWN_LIMIT = 2.0
 
 
-def test_dockerd_and_plugin_killed_then_the_same_ip_again(scene, dockerd, pontoon):
+@pytest.mark.parametrize("order", ["plugin first", "dockerd first"])
+def test_dockerd_and_plugin_killed_then_the_same_ip_again(scene, dockerd, pontoon, order):
     """TestDockerNetworkDriverUngracefulRestart, with Pontoon as IPAM as well:
     after both are killed and restarted, the killed container's --ip is free
     for a new container; and dockerd's restart is not held up by the plugin.
@@ -159,6 +160,12 @@ def test_dockerd_and_plugin_killed_then_the_same_ip_again(scene, dockerd, pontoo
     on it as well. Both come back as a host's init brings them back: the
     process first (contrib/pontoon.service is ordered before docker.service),
     the managed plugin by dockerd itself as it starts.
+
+    Both orders of the two crashes, each made deterministic. A managed
+    plugin killed first is restarted by dockerd at once; dockerd is killed
+    once that restart is done, since dockerd killed in the middle of it
+    panics at its next start (moby's bug, reproduced on purpose by
+    test_managed_restart.py).
     """
     bridge_box = scene.container("bridge")
     dockerd.kill()
@@ -169,13 +176,19 @@ def test_dockerd_and_plugin_killed_then_the_same_ip_again(scene, dockerd, pontoo
     static = str(subnet[10])
     net = scene.network("--subnet", subnet)
     first = scene.container(net, "--ip", static)
-    pontoon.kill()
-    dockerd.kill()
+    if order == "plugin first":
+        killed = pontoon.kill()
+        if isinstance(pontoon, ManagedPontoon):
+            pontoon.wait_restarted(killed)
+        dockerd.kill()
+    else:
+        dockerd.kill()
+        pontoon.kill()
     if isinstance(pontoon, ProcessPontoon):
         pontoon.start()
     with_pontoon = dockerd.relaunch()
     ratio = with_pontoon / baseline
-    print(f"\n{dockerd.build.id}-{type(pontoon).__name__}: dockerd restart after kill -9 "
+    print(f"\n{dockerd.build.id}-{type(pontoon).__name__}, {order}: dockerd restart after kill -9 "
           f"{baseline:.1f} s, with Pontoon's network {with_pontoon:.1f} s, ratio {ratio:.2f}")
     assert ratio <= RESTART_SLOWDOWN_LIMIT, (baseline, with_pontoon)
 

@@ -96,6 +96,7 @@ class HostDockerd(Dockerd):
         if self.proc is not None:
             stop_pid(self.proc.pid, grace=30)
             self.proc = None
+        self.end_shims()
         if self.holder is not None:
             stop_pid(self.holder.pid, grace=5)
             self.holder = None
