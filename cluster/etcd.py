@@ -26,6 +26,7 @@ import re
 import socket
 import ssl
 import threading
+import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
 from urllib.parse import urlsplit
@@ -45,6 +46,19 @@ READ_TIMEOUT_S = 2.0
 CHUNK = 500  # keys per range request of a prefix read
 RETRY_PAUSE_S = 1.0  # before reading again after a watch broke
 MAX_RETRY_PAUSE_S = 8.0
+# A watch stream silent this long is taken as broken, and one open this
+# long is read again in full anyway: a lost FIN, a NAT that forgot the
+# connection, or a member cut off from its quorum can leave a stream open
+# that never delivers again, and a watch must not be the only thing
+# between a host and a stale datapath. (etcd's progress notifications come
+# every 10 minutes by default: a busy cluster's streams stay open until the
+# age bound; an idle network's record prefix is re-read every few minutes,
+# one range read.)
+WATCH_SILENCE_S = 120.0
+# Asks etcd (its gRPC gateway passes Grpc-Metadata-* on as metadata) to
+# cancel the watch when the member it reaches has no leader: such a member
+# would serve a stale view.
+REQUIRE_LEADER = {"Grpc-Metadata-hasleader": "true"}
 
 
 class EtcdUnavailable(ProtocolError):
@@ -120,9 +134,21 @@ class Etcd:
             self._clients.append(client)
         self._current = 0
         self.chunk = CHUNK
+        # The highest revision any reply of this client carried: every
+        # write this client saw succeed is at or below it, every write made
+        # after it was read is above (see cluster.host.ClusterHost.tolerate).
+        self.revision = 0
+        self._revision_lock = threading.Lock()
 
-    def call(self, path: str, body: dict, stream: bool = False):
-        """POST one v3 gateway call; the JSON reply, or the open response if ``stream``."""
+    def _saw(self, reply) -> None:
+        header = reply.get("header") if isinstance(reply, dict) else None
+        revision = int((header or {}).get("revision") or 0)
+        with self._revision_lock:
+            self.revision = max(self.revision, revision)
+
+    def call(self, path: str, body: dict, stream: bool = False, silence: float | None = None):
+        """POST one v3 gateway call; the JSON reply, or the open response if
+        ``stream`` (whose reads fail after ``silence`` seconds without a byte)."""
         errors = []
         for i in range(len(self._clients)):
             index = (self._current + i) % len(self._clients)
@@ -130,11 +156,12 @@ class Etcd:
             try:
                 if stream:
                     resp = client.session.post(client.get_url(path), json=body, stream=True,
-                                               timeout=(client.timeout[0], None))
+                                               timeout=(client.timeout[0], silence), headers=REQUIRE_LEADER)
                     resp.raise_for_status()
                     result = resp
                 else:
                     result = client.post(client.get_url(path), json=body)
+                    self._saw(result)
             except (etcd_errors.ConnectionFailedError, etcd_errors.ConnectionTimeoutError,
                     requests.RequestException) as exc:
                 certless = client.protocol == "https" and not client.session.cert
@@ -221,6 +248,23 @@ def unchanged(kv: KeyValue) -> dict:
 
 def value_is(key: str, value: str) -> dict:
     return {"key": _b64(key), "target": "VALUE", "result": "EQUAL", "value": _b64(value)}
+
+
+def created_by(key: str, revision: int) -> dict:
+    """``key`` was created at ``revision`` or before (true of a missing key:
+    pair it with ``present`` or ``value_is``)."""
+    return {"key": _b64(key), "target": "CREATE", "result": "LESS", "create_revision": revision + 1}
+
+
+def written_by(key: str, revision: int) -> dict:
+    """``key`` was last written at ``revision`` or before (true of a
+    missing key: pair it with ``present``)."""
+    return {"key": _b64(key), "target": "MOD", "result": "LESS", "mod_revision": revision + 1}
+
+
+def txn_op(compare: list[dict], success: list[dict], failure: list[dict] | None = None) -> dict:
+    """A transaction inside a transaction's branch (etcd 3.3+)."""
+    return {"request_txn": {"compare": compare, "success": success, "failure": failure or []}}
 
 
 def put_op(key: str, value: str, lease: int = 0) -> dict:
@@ -421,10 +465,11 @@ class Watch:
         """Apply events from ``revision`` on; returns when a read is needed again."""
         body = {"create_request": {"key": _b64(self.prefix), "range_end": _b64(prefix_end(self.prefix)),
                                    "start_revision": revision, "progress_notify": True}}
-        self._response = self._etcd.call("/watch", body, stream=True)
+        self._response = self._etcd.call("/watch", body, stream=True, silence=WATCH_SILENCE_S)
+        read_again = time.monotonic() + WATCH_SILENCE_S
         try:
             for line in _lines(self._response):
-                if self._stop.is_set():
+                if self._stop.is_set() or time.monotonic() > read_again:
                     return
                 result = json.loads(line).get("result") or {}
                 if int(result.get("compact_revision") or 0):
@@ -434,6 +479,9 @@ class Watch:
                     return
                 for event in result.get("events") or []:
                     self._on_event(event.get("type", "PUT"), _kv(event["kv"]))
+        except requests.exceptions.ConnectionError as exc:
+            if not self._stop.is_set():  # a read timeout too: silent past the bound
+                log.info("watch of %s: stream lost (%s): reading again", self.prefix, _short(exc))
         finally:
             self._response.close()
             self._response = None

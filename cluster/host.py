@@ -18,13 +18,17 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import threading
 import time
 from typing import Callable
 
+from spec.errors import Conflict
+
 from . import keys
-from .identity import advertise_addr
-from .etcd import Etcd, EtcdUnavailable, Lease, Tls, delete_op, value_is
+from .identity import advertise_addr, boot_id
+from .etcd import (Etcd, EtcdUnavailable, Lease, Tls, absent, delete_op, put_op, range_op, ranges, unchanged,
+                   value_is)
 
 log = logging.getLogger("pontoon.cluster")
 
@@ -40,11 +44,26 @@ def addr_value(host_id: str, kind: str) -> str:
     return json.dumps({"host": host_id, "kind": kind}, sort_keys=True)
 
 
+class HostIdTaken(Conflict):
+    """Another host holds this host's ID in the cluster (``ClusterHost.claim``)."""
+
+    def __init__(self, host_id: str, holder: str, ttl: int):
+        super().__init__(
+            f"host ID {host_id!r} is held in the cluster by another host, at {holder}: two hosts with one ID "
+            f"would free and delete each other's addresses and endpoints, so this one does nothing in the "
+            f"cluster while the other holds it (a cloned VM or state dir? give this host a state dir of its "
+            f"own, or its own --host-id; if {holder} is this host before a crash and a reboot, the ID is "
+            f"free again within the lease TTL, {ttl} s)")
+
+
 class ClusterHost:
     def __init__(self, endpoints: list[str], host_id: str, advertise: str = "",
-                 ttl: int = LEASE_TTL_S, grace: float = GRACE_S, tls: Tls = Tls(), owed: str = ""):
+                 ttl: int = LEASE_TTL_S, grace: float = GRACE_S, tls: Tls = Tls(), owed: str = "",
+                 token: str = ""):
         """``owed``: a file that exists while teardown is postponed (see
-        ``tolerate``), so a restart knows it must reach etcd at once."""
+        ``tolerate``), so a restart knows it must reach etcd at once.
+        ``token``: this host's instance token, kept in its state dir
+        (``identity.host_token``; see ``claim``)."""
         self.endpoints = endpoints
         self.tls = tls
         self.host_id = host_id
@@ -53,6 +72,7 @@ class ClusterHost:
         self.grace = grace
         self._etcd: Etcd | None = None
         self._lease: Lease | None = None
+        self._grace_lease: Lease | None = None
         self._lock = threading.Lock()
         self._on_live: list[Callable[[int], None]] = []
         self._on_new_lease: list[Callable[[int], None]] = []
@@ -60,6 +80,9 @@ class ClusterHost:
         self._pending: list[tuple[str, Callable[[], None]]] = []  # teardown postponed by an outage
         self._pending_lock = threading.Lock()
         self._owed = owed
+        self._token = token or secrets.token_hex(16)
+        self._boot = boot_id()
+        self._taken: HostIdTaken | None = None  # set while another host holds the ID (see _lease_replaced)
 
     @property
     def etcd(self) -> Etcd:
@@ -85,37 +108,148 @@ class ClusterHost:
         """The lease ID, granting it (and announcing the host) on first use."""
         with self._lock:
             if self._lease is None:
+                # Another host holding this ID: refused before anything is
+                # written, not even a lease (each call, and the start-up
+                # thread, asks again: the other host may go away).
+                self.check_claim()
                 lease = Lease(self.etcd, self.ttl, self._lease_replaced)
                 lease.start()
                 try:
-                    self._announce(lease.id)
+                    self._announce(lease.id)  # the claim first: refused, nothing else is written
+                    self._stay_within_grace()
                     # The start-up reconcile with the cluster, before the
                     # lease counts as had: etcd failing half-way through it
                     # means all of it again at the next call, not a host
                     # left half-reconciled for the life of the process.
                     for first in self._on_live:
                         first(lease.id)
-                except EtcdUnavailable:
+                except (EtcdUnavailable, HostIdTaken):
                     lease.stop()
                     raise
                 self._lease = lease
                 threading.Thread(target=self._reaper, name="pontoon-reaper", daemon=True).start()
+            elif self._taken is not None:
+                self._claim_again()
             return self._lease.id
 
     def _announce(self, lease: int) -> None:
-        self.etcd.put(keys.key("hosts", self.host_id), json.dumps({"advertise": self.advertise}), lease)
+        self.claim(lease)
         self.etcd.put(keys.key("seen", self.host_id), json.dumps(time.time()))
 
-    def _lease_replaced(self, lease: int) -> None:
-        self._announce(lease)
+    # -- one host per host ID ------------------------------------------------------
+    # The rule: ``hosts/<id>`` is created if absent, on the host's lease, with
+    # its advertise address, its instance token (made once, kept in the state
+    # dir) and the kernel's boot ID. Found present, it is taken over (in a
+    # transaction comparing what was read) only if all three are this host's:
+    # this host's previous process, in this boot, from this state dir, whose
+    # lease outlives it for up to a TTL after a kill -9 or a restart. Any
+    # other holder is another host with this ID (a cloned VM or state dir: the
+    # token is cloned too, the boot ID and, unless given, the address are
+    # not), and this host is refused (HostIdTaken, 409) before it writes
+    # anything. A holder that is really gone loses the key with its lease,
+    # within the TTL; then the next call, or the start-up thread, claims it.
+    def _holder(self) -> dict:
+        return {"advertise": self.advertise, "token": self._token, "boot": self._boot}
+
+    def _ours(self, value: str) -> bool:
+        """Whether a ``hosts/<id>`` value was written by this host (see the rule)."""
+        try:
+            held = json.loads(value)
+        except ValueError:
+            return False
+        return isinstance(held, dict) and all(held.get(k) == v for k, v in self._holder().items())
+
+    def _taken_by(self, value: str) -> HostIdTaken:
+        try:
+            holder = json.loads(value).get("advertise") or "an unknown address"
+        except (ValueError, AttributeError):
+            holder = "an unknown address"
+        return HostIdTaken(self.host_id, str(holder), self.ttl)
+
+    def check_claim(self) -> None:
+        """Raise HostIdTaken if another host holds this host's ID: one read, no write."""
+        held = self.etcd.get(keys.key("hosts", self.host_id))
+        if held is not None and not self._ours(held.value):
+            raise self._taken_by(held.value)
+
+    def claim(self, lease: int) -> None:
+        """Hold ``hosts/<id>`` on ``lease``, or raise HostIdTaken (see the rule)."""
+        key = keys.key("hosts", self.host_id)
+        mine = json.dumps(self._holder(), sort_keys=True)
+        for _ in range(10):
+            reply = self.etcd.txn([absent(key)], [put_op(key, mine, lease)], [range_op(key, "", 1, keys_only=False)])
+            if reply.get("succeeded"):
+                return
+            found = (ranges(reply) or [[]])[0]
+            if not found:
+                continue  # gone since the compare: create it again
+            if not self._ours(found[0].value):
+                raise self._taken_by(found[0].value)
+            # This host's own claim, from its previous process (or a lease of
+            # this one's that was lost): onto this lease, unless it changed.
+            if self.etcd.txn([unchanged(found[0])], [put_op(key, mine, lease)]).get("succeeded"):
+                return
+        raise EtcdUnavailable(f"host ID {self.host_id!r}: its record in etcd kept changing; trying again later")
+
+    def _claim_again(self) -> None:
+        """The ID was found held by another host when a lost lease was
+        replaced: claim it on the current lease now, and write again what
+        rode on the lost one. Until then ``_taken`` refuses every call."""
+        lease = self._lease.id
+        try:
+            self._announce(lease)
+        except HostIdTaken as exc:
+            self._taken = exc
+            raise
         for new_lease in self._on_new_lease:
             new_lease(lease)
+        self._taken = None
+        log.info("host ID %r is this host's again", self.host_id)
+
+    def _stay_within_grace(self) -> None:
+        """``grace/<host>`` rides on a lease of its own whose TTL is the
+        grace period, kept alive like the other: it is gone once the host
+        has been away for the grace period by etcd's clock, not by any
+        host's wall clock (a host whose clock is ahead would reclaim the
+        addresses of one that is only partitioned)."""
+        if self._grace_lease is None:
+            lease = Lease(self.etcd, int(self.grace), self._within_grace)
+            lease.start()
+            try:
+                self._within_grace(lease.id)
+            except EtcdUnavailable:
+                lease.stop()
+                raise
+            self._grace_lease = lease
+
+    def _within_grace(self, lease: int) -> None:
+        if self._taken is None:  # refused: grace/<id> is the other host's to write
+            self.etcd.put(keys.key("grace", self.host_id), "", lease)
+
+    def _lease_replaced(self, lease: int) -> None:
+        try:
+            self._announce(lease)
+        except HostIdTaken as exc:
+            # Another host took the ID while this one was away: nothing of
+            # this host's is written again (it would be that host's), and
+            # every call is refused until the ID is free (``_claim_again``).
+            self._taken = exc
+            log.error("lease replaced, but %s", exc)
+            return
+        for new_lease in self._on_new_lease:
+            new_lease(lease)
+        self._taken = None
 
     def stop(self, revoke: bool = True) -> None:
         """``revoke=False`` leaves the lease to expire, as a killed process would."""
         self._stop.set()
-        if self._lease is not None:
-            self._lease.stop(revoke)
+        for lease in (self._lease, self._grace_lease):
+            if lease is not None:
+                lease.stop(revoke)
+
+    def wait_stopped(self, seconds: float) -> bool:
+        """Sleep ``seconds`` unless stopped meanwhile; whether it was stopped."""
+        return self._stop.wait(seconds)
 
     # -- teardown while etcd is away -----------------------------------------------
     def tolerate(self, what: str, step: Callable[[], None]) -> None:
@@ -125,8 +259,24 @@ class ClusterHost:
         and what they leave in etcd (a record, an allocation this host no
         longer holds) harms no one until it is gone. The steps live in
         memory; the ``owed`` file outlives a restart, whose rejoin (see
-        plugin.cluster.Room) then does from the store what they would have."""
+        plugin.cluster.Room) then does from the store what they would have.
+
+        A step may run long after it was made, when this host has made the
+        same things again (the subnet created again, the address claimed
+        again), so no step deletes blindly: each removes only the records
+        it was made for. The rule: a step is made with ``etcd.revision``,
+        the highest revision any reply had carried, and removes only
+        records last written (a membership, endpoint records: mod_revision)
+        or created (an address claim: create_revision) at or below it.
+        Every write of this process before the step was made is at or below
+        that mark, every write made after is above it. An endpoint's own
+        record, which a lost lease has written again (same value, new
+        revision), is compared on its value instead: the key names the
+        endpoint, the value its MAC and addresses. A record found beyond
+        the mark stays, and so does one of an earlier process this one had
+        not yet seen (its rejoin frees those from the store)."""
         try:
+            self._may_write()
             step()
         except EtcdUnavailable as exc:
             log.warning("%s postponed until etcd is back: %s", what, exc)
@@ -134,6 +284,15 @@ class ClusterHost:
                 self._pending.append((what, step))
                 if self._owed:
                     open(self._owed, "a").close()
+
+    def _may_write(self) -> None:
+        """Before a teardown step: HostIdTaken while another host holds this
+        host's ID, whose records the step would remove (a step is never
+        postponed for it: the ID may stay the other's for good)."""
+        if self._taken is not None:
+            raise self._taken
+        if self._lease is None:  # not claimed by this process yet: look
+            self.check_claim()
 
     def owes(self) -> bool:
         """Whether teardown was postponed, by this process or one before it."""
@@ -143,8 +302,13 @@ class ClusterHost:
         """Run the postponed steps again; returns how many are still waiting."""
         with self._pending_lock:
             pending, self._pending = self._pending, []
-        for what, step in pending:
-            self.tolerate(what, step)
+        for i, (what, step) in enumerate(pending):
+            try:
+                self.tolerate(what, step)
+            except HostIdTaken:
+                with self._pending_lock:
+                    self._pending[:0] = pending[i:]
+                raise
         with self._pending_lock:
             if not self._pending and self.owes():
                 os.unlink(self._owed)
@@ -154,39 +318,48 @@ class ClusterHost:
     def _reaper(self) -> None:
         while not self._stop.wait(min(REAP_EVERY_S, self.grace / 2)):
             try:
+                self.live()  # a host whose ID another took claims it again (HostIdTaken until then)
                 self.retry_pending()
                 self.etcd.put(keys.key("seen", self.host_id), json.dumps(time.time()))
                 self.reap()
             except EtcdUnavailable as exc:
                 log.warning("reclaim pass skipped: %s", exc)
+            except HostIdTaken as exc:
+                log.error("reclaim pass skipped: %s", exc)
             except Exception:
                 log.exception("reclaim pass failed")
 
-    def reap(self, now: float | None = None) -> list[str]:
-        """Free the addresses of every host without a live key whose last
-        sign of life is older than the grace period; returns those hosts."""
-        now = time.time() if now is None else now
-        # Every live host has both keys, so equal counts mean no one is
-        # gone: the usual pass reads two numbers, not 2·H records from
-        # every host each minute (which would grow with H² cluster-wide).
-        live_count, seen_count = self.etcd.counts(keys.prefix("hosts"), keys.prefix("seen"))
-        if seen_count <= live_count:
+    def reap(self) -> list[str]:
+        """Free the addresses of every host that has been away for the grace
+        period (no ``hosts/`` key, and its ``grace/`` key expired: etcd's
+        clock); returns those hosts. Each release is fenced on the host
+        being away still, so a host that comes back meanwhile keeps all."""
+        # Every host within the grace has both keys, so equal counts mean
+        # no one to reclaim: the usual pass reads two numbers, not 2·H
+        # records from every host each minute (H² cluster-wide).
+        seen_count, grace_count = self.etcd.counts(keys.prefix("seen"), keys.prefix("grace"))
+        if seen_count <= grace_count:
             return []
-        live = {kv.key.rsplit("/", 1)[1] for kv in self.etcd.read_prefix(keys.prefix("hosts"))[0]}
+        present = {kv.key.rsplit("/", 1)[1] for kind in ("hosts", "grace")
+                   for kv in self.etcd.read_prefix(keys.prefix(kind))[0]}
         gone = []
         for kv in self.etcd.read_prefix(keys.prefix("seen"))[0]:
             host_id = kv.key.rsplit("/", 1)[1]
-            if host_id in live or now - float(kv.value) < self.grace:
+            if host_id in present:
                 continue
-            self.release_held(host_id, lambda _pool, _addr: False)
-            self.etcd.delete(kv.key)
-            gone.append(host_id)
-            log.info("reclaimed the addresses of host %s, gone for more than %ds", host_id, self.grace)
+            away = [absent(keys.key("hosts", host_id)), absent(keys.key("grace", host_id))]
+            self.release_held(host_id, lambda _pool, _addr: False, away)
+            # Last, and only if still away: the index of what it held
+            # (entries of addresses others have claimed since) and seen/.
+            if self.etcd.txn(away, [delete_op(keys.prefix("held", host_id), prefix=True),
+                                    delete_op(kv.key)]).get("succeeded"):
+                gone.append(host_id)
+                log.info("reclaimed the addresses of host %s, away for more than %ds", host_id, self.grace)
         return gone
 
-    def release_held(self, host_id: str, keep: Callable[[str, int], bool]) -> int:
+    def release_held(self, host_id: str, keep: Callable[[str, int], bool], fence: list[dict] = ()) -> int:
         """Delete the address allocations of ``host_id`` for which ``keep(pool, addr)``
-        is false; returns how many went."""
+        is false, each only while ``fence``'s compares hold; returns how many went."""
         prefix = keys.prefix("held", host_id)
         gone = 0
         for kv in self.etcd.read_prefix(prefix)[0]:
@@ -194,8 +367,12 @@ class ClusterHost:
             if keep(pool, int(hexa, 16)):
                 continue
             # Compared on the holder: the address may have been freed and
-            # claimed by another host since (the pool gone and made again).
-            self.etcd.txn([value_is(keys.prefix("addrs", pool) + hexa, addr_value(host_id, "address"))],
-                          [delete_op(kv.key), delete_op(keys.prefix("addrs", pool) + hexa)], [delete_op(kv.key)])
-            gone += 1
+            # claimed by another host since (the pool gone and made again);
+            # then only the stale index entry goes (not when fenced: a
+            # failed fence says nothing about the entry).
+            reply = self.etcd.txn([value_is(keys.prefix("addrs", pool) + hexa, addr_value(host_id, "address")),
+                                   *fence],
+                                  [delete_op(kv.key), delete_op(keys.prefix("addrs", pool) + hexa)],
+                                  [] if fence else [delete_op(kv.key)])
+            gone += bool(reply.get("succeeded"))
         return gone

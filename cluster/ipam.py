@@ -34,7 +34,8 @@ from spec import values
 from spec.errors import BadRequest, Conflict, NotFound
 
 from . import keys
-from .etcd import absent, delete_op, prefix_end, present, put_op, range_op, ranges, unchanged, value_is
+from .etcd import (absent, created_by, delete_op, prefix_end, present, put_op, range_op, ranges, txn_op, unchanged,
+                   value_is, written_by)
 from .host import ClusterHost, addr_value
 
 GATEWAY_HOLDER = "*"  # the gateway's and aux addresses' allocations belong to every member, not one host
@@ -52,6 +53,7 @@ class ClusterIpam:
         self._host_routes = host_routes
         self._defaults = {4: pools_v4, 6: pools_v6}
         self._hints: dict[str, int] = {}  # pool name -> lower bound of its lowest free address
+        self._leaving: set[str] = set()  # pools released here whose membership a join has not taken up again
         self.get_capabilities = local.get_capabilities
         self.get_default_address_spaces = local.get_default_address_spaces
 
@@ -68,6 +70,7 @@ class ClusterIpam:
             joined = True
         else:
             joined = self._join(space, net, sub, body.get("Options") or {})
+        self._leaving.discard(keys.pool_name(space, str(net)))  # a membership of this host's now
         try:
             return self._local.request_pool({**body, "Pool": str(net)})
         except Exception:
@@ -99,14 +102,22 @@ class ClusterIpam:
             if held["sub"] != (str(sub) if sub else ""):
                 raise Conflict(f"pool {net} is held in the cluster with --ip-range "
                                f"\"{held['sub'] or 'none'}\", not \"{sub or 'none'}\"")
-            if self._etcd.get(member) is not None:
-                return False
             # Rewriting the pool record bumps its revision, so a last member
             # leaving at the same time (which compares it) cannot delete it.
+            # The membership is written even when this host has one: after
+            # a release here, a leave postponed by an outage may be waiting,
+            # and it ends only a membership written before it was postponed
+            # (``_leave``), so the one a network made again on the pool
+            # holds must be newer. The range, before the puts, says whether
+            # it was there.
             reply = self._etcd.txn([unchanged(existing)],
-                                   [put_op(keys.key("pools", name), existing.value), put_op(member, "")])
+                                   [range_op(member, "", 1), put_op(keys.key("pools", name), existing.value),
+                                    put_op(member, "")])
             if reply.get("succeeded"):
-                return True
+                # Already a member: taken up again if a release left it
+                # (undone on failure, as a new one), else a network of
+                # this host's holds it and this call made nothing.
+                return name in self._leaving or not ranges(reply)[0]
 
     def _refuse_overlap(self, space: str, net: IPNetwork) -> None:
         for pool in self._cluster_pools(space, net.version):
@@ -143,17 +154,24 @@ class ClusterIpam:
         space, cidr = _split_pool_id(body["PoolID"])
         name = keys.pool_name(space, cidr)
         self._hints.pop(name, None)
-        self._host.tolerate(f"leaving pool {cidr}", lambda: self._leave(name))
+        # This host's membership was written at or below this revision, and
+        # one taken up again later (a network made again on the pool before
+        # a postponed leave runs) above it (ClusterHost.tolerate).
+        written = self._etcd.revision
+        self._leaving.add(name)
+        self._host.tolerate(f"leaving pool {cidr}", lambda: self._leave(name, written))
         return reply
 
-    def _leave(self, name: str) -> None:
+    def _leave(self, name: str, written: int | None = None) -> None:
         """End this host's membership; the last member removes the pool and
-        every record of its network."""
+        every record of its network. ``written``: only a membership last
+        written at that revision or before (none: the one there now)."""
         member = keys.prefix("members", name) + self._host.host_id
+        mine = [] if written is None else [present(member), written_by(member, written)]
         while True:
             existing = self._etcd.get(keys.key("pools", name))
             if existing is None:
-                self._etcd.delete(member)
+                self._etcd.txn(mine, [delete_op(member)])
                 return
             others = [kv for kv in self._etcd.read_prefix(keys.prefix("members", name))[0] if kv.key != member]
             ops = [delete_op(member), put_op(keys.key("pools", name), existing.value)]
@@ -163,8 +181,11 @@ class ClusterIpam:
                 net_record = self._etcd.get(keys.key("nets", name))
                 if net_record is not None:
                     ops.append(delete_op(keys.key("vnis", json.loads(net_record.value)["vni"])))
-            if self._etcd.txn([unchanged(existing)], ops).get("succeeded"):
+            reply = self._etcd.txn([unchanged(existing), *mine], ops, [range_op(member, "", 1, keys_only=False)])
+            if reply.get("succeeded"):
                 return
+            if mine and not [kv for kv in ranges(reply)[0] if kv.mod_revision <= written]:
+                return  # gone, or taken up again since: not the membership this leave was for
 
     def leave_forgotten(self, pools_here: set[str]) -> list[str]:
         """End this host's memberships of the pools its store no longer
@@ -178,7 +199,7 @@ class ClusterIpam:
         for kv in self._etcd.read_prefix(prefix)[0]:
             name = kv.key[len(prefix):-len(suffix)]
             if kv.key.endswith(suffix) and name not in pools_here:
-                self._leave(name)
+                self._leave(name, kv.mod_revision)  # the membership read, not one written since
                 gone.append(name)
         return gone
 
@@ -339,14 +360,21 @@ class ClusterIpam:
                 return
             start, page = prefix + keys.hexaddr(page[-1] + 1), None
 
-    def _free(self, name: str, addr: int) -> None:
+    def _free(self, name: str, addr: int, created: int | None = None) -> None:
         """Give back an address this host holds (a compare on the holder, so
-        one another host claimed since is never deleted)."""
+        one another host claimed since is never deleted). ``created``: only
+        a claim made at that revision or before, so one this host made
+        since (a release postponed by an outage, the address claimed here
+        again meanwhile) is not deleted either, nor its index entry."""
         hexa = keys.hexaddr(addr)
         key = keys.prefix("addrs", name) + hexa
-        mine = value_is(key, addr_value(self._host.host_id, "address"))
+        mine = [value_is(key, addr_value(self._host.host_id, "address"))]
         held = keys.prefix("held", self._host.host_id) + f"{name}/{hexa}"
-        self._etcd.txn([mine], [delete_op(key), delete_op(held)], [delete_op(held)])
+        stale = [delete_op(held)]  # the index entry of a claim that is gone
+        if created is not None:
+            mine.append(created_by(key, created))
+            stale = [txn_op([created_by(held, created)], stale)]
+        self._etcd.txn(mine, [delete_op(key), delete_op(held)], stale)
         if addr < self._hints.get(name, addr + 1):
             self._hints[name] = addr
 
@@ -359,11 +387,15 @@ class ClusterIpam:
         space, cidr = _split_pool_id(body["PoolID"])
         name = keys.pool_name(space, cidr)
         addr = int(values.address("Address", body["Address"]))
+        # This host's claim of it was made at or below this revision, and a
+        # claim of it made here again later (before a postponed release
+        # runs) above it (ClusterHost.tolerate).
+        created = self._etcd.revision
 
         def release() -> None:
             gateway = self._etcd.get(keys.key("gateway", name))
             if gateway is None or int(gateway.value) != addr:
-                self._free(name, addr)
+                self._free(name, addr, created)
 
         self._host.tolerate(f"releasing {body['Address']} in the cluster", release)
         return reply

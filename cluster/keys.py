@@ -5,8 +5,9 @@ one thing every host's dockerd hands Pontoon for "the same network" (each
 host's dockerd makes its own network ID). ``pool_name`` turns them into one
 key segment.
 
-    hosts/<host>                     live host: advertise address (on its lease)
-    seen/<host>                      when the host was last alive (no lease)
+    hosts/<host>                     live host holding the ID: advertise address, token, boot ID (on its lease)
+    seen/<host>                      a host that may hold addresses; when it was last alive (no lease)
+    grace/<host>                     a host away for less than the grace period (on a lease of that TTL)
     pools/<pool>                     a pool: CIDR, space, range, options
     members/<pool>/<host>            a host holding the pool (ends at ReleasePool)
     gateway/<pool>                   the pool's one (distributed) gateway address

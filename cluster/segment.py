@@ -21,12 +21,16 @@ import ipaddress
 import json
 import logging
 import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator
 
 from spec.errors import Conflict
 
-from . import keys
-from .etcd import KeyValue, Watch, absent, delete_op, put_op
-from .host import ClusterHost
+from . import keys, records
+from .etcd import (EtcdUnavailable, KeyValue, Watch, absent, delete_op, present, put_op, range_op, ranges,
+                   unchanged, value_is)
+from .host import ClusterHost, addr_value
 
 log = logging.getLogger("pontoon.cluster")
 
@@ -67,6 +71,7 @@ class ClusterSegment:
         self.overlay = overlay
         self.dp = dp
         self._watches: dict[str, PeerWatch] = {}  # network ID -> its watch
+        self._gone: set[str] | None = None  # while a republish runs: networks and endpoints deleted since
         self._lock = threading.Lock()
 
     @property
@@ -130,16 +135,28 @@ class ClusterSegment:
     def detach(self, network: dict) -> None:
         with self._lock:
             watch = self._watches.pop(network["id"], None)
+            if self._gone is not None:
+                self._gone.add(network["id"])
         if watch is not None:
             watch.stop()
         prefix = keys.prefix("endpoints", network["cluster"]["pool"]) + self.host.host_id + "/"
+        written = self._etcd.revision  # the records of this network are at or below (ClusterHost.tolerate)
         self.host.tolerate(f"removing this host's endpoint records of network {network['id']}",
-                           lambda: self._etcd.txn([], [delete_op(prefix, prefix=True)]))
+                           lambda: self._remove_records(prefix, written))
         self.overlay.delete(self.spec(network))
+
+    def _remove_records(self, prefix: str, written: int) -> None:
+        """Delete the records under ``prefix`` (this host's on a pool) last
+        written at revision ``written`` or before, never a later one: run
+        late (postponed by an outage), a network made again on the pool
+        since has records of this host there too, all written after."""
+        for kv in self._etcd.read_prefix(prefix)[0]:
+            if kv.mod_revision <= written:
+                self._etcd.txn([unchanged(kv)], [delete_op(kv.key)])
 
     def _watch(self, network: dict) -> None:
         with self._lock:
-            if network["id"] in self._watches:
+            if network["id"] in self._watches or (self._gone is not None and network["id"] in self._gone):
                 return
             watch = PeerWatch(self, network)
             self._watches[network["id"]] = watch
@@ -148,14 +165,25 @@ class ClusterSegment:
     # -- endpoints ----------------------------------------------------------------
     def publish(self, network: dict, endpoint: dict, lease: int = 0) -> None:
         lease = lease or self.host.live()
-        record = {"host": self.host.host_id, "vtep": self.host.advertise, "mac": endpoint["mac"],
-                  "addresses": [str(ipaddress.ip_interface(a).ip)
-                                for a in (endpoint["address"], endpoint["address_v6"]) if a]}
-        self._etcd.put(self._endpoint_key(network, endpoint), json.dumps(record, sort_keys=True), lease)
+        self._etcd.put(self._endpoint_key(network, endpoint), self._record(endpoint), lease)
+
+    def _record(self, endpoint: dict) -> str:
+        return json.dumps({"host": self.host.host_id, "vtep": self.host.advertise, "mac": endpoint["mac"],
+                           "addresses": [str(ipaddress.ip_interface(a).ip)
+                                         for a in (endpoint["address"], endpoint["address_v6"]) if a]},
+                          sort_keys=True)
 
     def unpublish(self, network: dict, endpoint: dict) -> None:
+        with self._lock:
+            if self._gone is not None:
+                self._gone.add(endpoint["id"])
         key = self._endpoint_key(network, endpoint)
-        self.host.tolerate(f"unpublishing endpoint {endpoint['id']}", lambda: self._etcd.delete(key))
+        # Only while the key holds this endpoint's record (a new lease
+        # writes it again with the same value, so not its revision: see
+        # ClusterHost.tolerate).
+        record = self._record(endpoint)
+        self.host.tolerate(f"unpublishing endpoint {endpoint['id']}",
+                           lambda: self._etcd.txn([value_is(key, record)], [delete_op(key)]))
 
     def _endpoint_key(self, network: dict, endpoint: dict) -> str:
         return keys.prefix("endpoints", network["cluster"]["pool"]) + f"{self.host.host_id}/{endpoint['id']}"
@@ -184,15 +212,80 @@ class ClusterSegment:
                 changes.append(f"vxlan of network {network['id']} in place")
         return changes + self.overlay.reconcile(wanted)
 
-    def resume(self, networks: list[dict], endpoints: list[dict], lease: int) -> None:
-        """Once the worker has its lease, with the store's cluster networks:
-        publish this host's endpoints again and follow the others'."""
+    def resume(self, networks: list[dict], endpoints: list[dict], lease: int, pools: set[str]) -> list[Lost]:
+        """Once the worker has its lease (at start, or a lost lease
+        replaced), with the store's cluster networks: publish this host's
+        endpoints again and follow the others'. ``pools``: the cluster pools
+        this host's IPAM holds, whose addresses ``addrs/`` allocates.
+        Returns the endpoints left unpublished: an address of theirs is
+        another host's now."""
         by_id = {n["id"]: n for n in networks if "cluster" in n}
+        lost = []
         for endpoint in endpoints:
             if endpoint["network_id"] in by_id:
-                self.publish(by_id[endpoint["network_id"]], endpoint, lease)
+                network = by_id[endpoint["network_id"]]
+                taken = self._republish(network, endpoint, lease, pools)
+                if taken is not None:
+                    lost.append(taken)
+                elif self._deleted(endpoint["id"], network["id"]):
+                    # Deleted after the store was read: its delete may have
+                    # come before this write, which brought the record back.
+                    self.unpublish(network, endpoint)
         for network in by_id.values():
             self._watch(network)
+        return lost
+
+    @contextmanager
+    def deletes_seen(self) -> Iterator[None]:
+        """Around a republish, from before the store is read: the endpoints
+        and networks deleted meanwhile are remembered (``resume`` takes
+        their records out again, and starts no watch for them)."""
+        with self._lock:
+            self._gone = set()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._gone = None
+
+    def _deleted(self, *ids: str) -> bool:
+        with self._lock:
+            return self._gone is not None and any(i in self._gone for i in ids)
+
+    def _republish(self, network: dict, endpoint: dict, lease: int, pools: set[str]) -> Lost | None:
+        """Publish ``endpoint`` again only with every address of it still
+        this host's in ``addrs/``, in one transaction that compares that
+        (an address freed meanwhile, by a reclaim of this host's that found
+        no taker, is claimed back in it): a host cut off past the reclaim
+        grace may find an address given to another host's container, and
+        its record, written last, would win every other host's datapath.
+        Such an endpoint is not published; the Lost says who holds what."""
+        mine = addr_value(self.host.host_id, "address")
+        claims = [(name, addr, keys.prefix("addrs", name) + keys.hexaddr(addr))
+                  for name, addr in _addresses(network, endpoint) if name in pools]
+        if not claims:  # another IPAM driver's addresses: nothing of the cluster's to check
+            self.publish(network, endpoint, lease)
+            return None
+        for _ in range(3):  # another host claimed a free one between read and write: read again
+            reads = self._etcd.txn([], [range_op(k, "", 1, keys_only=False) for _, _, k in claims]
+                                   + [range_op(keys.key("pools", n), "", 1) for n, _, _ in claims])
+            found = ranges(reads)
+            holders, pools_held = found[:len(claims)], found[len(claims):]
+            compares, puts = [], []
+            for (name, addr, key), holder, pool in zip(claims, holders, pools_held):
+                if holder and holder[0].value != mine:
+                    return Lost(endpoint, str(ipaddress.ip_address(addr)), json.loads(holder[0].value)["host"])
+                if not holder and not pool:
+                    return Lost(endpoint, str(ipaddress.ip_address(addr)), "")
+                compares.append(value_is(key, mine) if holder else absent(key))
+                if not holder:
+                    compares.append(present(keys.key("pools", name)))
+                    puts += [put_op(key, mine),
+                             put_op(keys.prefix("held", self.host.host_id) + f"{name}/{keys.hexaddr(addr)}", "")]
+            record = put_op(self._endpoint_key(network, endpoint), self._record(endpoint), lease)
+            if self._etcd.txn(compares, puts + [record]).get("succeeded"):
+                return None
+        raise EtcdUnavailable(f"endpoint {endpoint['id']}: its addresses kept changing hands while it was published")
 
     def watched(self) -> list[str]:
         with self._lock:
@@ -206,13 +299,24 @@ class ClusterSegment:
 
 
 class PeerWatch:
-    """One network's remote endpoints -> the VXLAN device's peers."""
+    """One network's remote endpoints -> the VXLAN device's peers.
+
+    Only records that parse (cluster.records) and whose every address
+    ``addrs/`` gives to the record's host are applied: a malformed or
+    hostile record, or one of an address reclaimed and given to another
+    host, is skipped and logged, and the others are served as ever. The
+    kernel holds one VTEP per MAC and one MAC per address, so the peers
+    wanted are the union over the records, and a record's removal takes out
+    only what no other record still wants, re-adding what it shared."""
 
     def __init__(self, segment: ClusterSegment, network: dict):
         self._segment = segment
         self._spec = segment.spec(network)
         self._me = segment.host.host_id
         self._known: dict[str, set] = {}  # record key -> its peers
+        self._pools = [ipaddress.ip_network(p["pool"]) for p in network["ipv4"] + network["ipv6"]]
+        self._names = pool_names(network)
+        self._gateways = {p["gateway"].split("/")[0] for p in network["ipv4"] + network["ipv6"] if p.get("gateway")}
         prefix = keys.prefix("endpoints", network["cluster"]["pool"])
         self._watch = Watch(segment.host.etcd, prefix, self._sync, self._event)
 
@@ -226,30 +330,116 @@ class PeerWatch:
     def resyncs(self) -> int:
         return self._watch.resyncs
 
-    def _peers(self, kv: KeyValue) -> set:
-        record = json.loads(kv.value)
-        if record["host"] == self._me:
+    def _peers(self, kv: KeyValue, held: Holders) -> set:
+        """The record's peers, or none if it is this host's or not to be applied."""
+        try:
+            record = records.endpoint(kv.key, kv.value, self._pools, self._gateways)
+        except records.BadRecord as exc:
+            log.error("endpoint record skipped: %s", exc)
             return set()
-        return {self._segment.dp.Peer(mac=record["mac"].lower(), address=a, vtep=record["vtep"])
-                for a in record["addresses"]}
+        if record.host == self._me:
+            return set()
+        for address in record.addresses:
+            if held.checks(address) and held.hosts.get(address) != record.host:
+                log.error("endpoint record %s skipped: address %s is %s", kv.key, address,
+                          f"held by {held.hosts[address] or 'the network'}" if address in held.hosts
+                          else "allocated to no one")
+                return set()
+        return {self._segment.dp.Peer(mac=record.mac, address=a, vtep=record.vtep) for a in record.addresses}
+
+    def _held_all(self) -> Holders:
+        """Every allocated address of the network's cluster pools (chunked
+        reads: at a full read of the records only)."""
+        etcd, held = self._segment.host.etcd, Holders()
+        for name, net in zip(self._names, self._pools):
+            if etcd.get(keys.key("pools", name)) is None:
+                held.foreign.append(net)
+                continue
+            prefix = keys.prefix("addrs", name)
+            for kv in etcd.read_prefix(prefix)[0]:
+                held.hosts[str(ipaddress.ip_address(int(kv.key[len(prefix):], 16)))] = records.holder(kv.value)
+        return held
+
+    def _held_of(self, value: str) -> Holders:
+        """The holders of a record's addresses, in one round trip (the
+        parse in _peers says what is wrong with a record that has none)."""
+        held = Holders()
+        try:
+            addresses = [str(ipaddress.ip_address(a)) for a in json.loads(value)["addresses"][:2]]
+        except (ValueError, KeyError, TypeError):
+            return held
+        targets = [(name, net, a) for a in addresses for name, net in zip(self._names, self._pools)
+                   if ipaddress.ip_address(a) in net]
+        ops = [range_op(keys.key("pools", name), "", 1) for name, _, _ in targets]
+        ops += [range_op(keys.prefix("addrs", name) + keys.hexaddr(int(ipaddress.ip_address(a))), "", 1,
+                         keys_only=False) for name, _, a in targets]
+        found = ranges(self._segment.host.etcd.txn([], ops)) if ops else []
+        for (_, net, address), pool, kvs in zip(targets, found, found[len(targets):]):
+            if not pool:
+                held.foreign.append(net)
+            elif kvs:
+                held.hosts[address] = records.holder(kvs[0].value)
+        return held
 
     def _sync(self, kvs: list[KeyValue]) -> None:
-        self._known = {kv.key: self._peers(kv) for kv in kvs}
-        wanted = set().union(*self._known.values()) if self._known else set()
-        for change in self._segment.overlay.sync_peers(self._spec, wanted):
+        held = self._held_all()
+        self._known = {kv.key: self._peers(kv, held) for kv in kvs}
+        for change in self._segment.overlay.sync_peers(self._spec, self._wanted()):
             log.info("peers of %s: %s", self._spec.name, change)
 
     def _event(self, kind: str, kv: KeyValue) -> None:
         """Only what changed: a record written again (a new lease) keeps its
         peers in place rather than dropping them for a moment."""
-        old = self._known.pop(kv.key, set())
-        new = set() if kind == "DELETE" else self._peers(kv)
-        if new:
-            self._known[kv.key] = new
-        for peer in old - new:
+        before = self._wanted()
+        self._known.pop(kv.key, None)
+        if kind != "DELETE":
+            self._known[kv.key] = self._peers(kv, self._held_of(kv.value))
+        after = self._wanted()
+        gone = before - after
+        for peer in gone:
             self._segment.overlay.remove_peer(self._spec, peer)
-        for peer in new - old:
+        # What a removed peer shared with a wanted one (its MAC, its
+        # address) may have gone from the kernel with it: put those back.
+        touched = {p.mac for p in gone} | {p.address for p in gone}
+        for peer in (after - before) | {p for p in after if p.mac in touched or p.address in touched}:
             self._segment.overlay.add_peer(self._spec, peer)
+
+    def _wanted(self) -> set:
+        return set().union(*self._known.values()) if self._known else set()
+
+
+@dataclass
+class Holders:
+    """Who ``addrs/`` gives addresses to: ``hosts`` maps an address to its
+    host ("" for the network's own, gateway and aux); ``foreign`` lists the
+    network's pools the cluster does not hold (another IPAM driver's),
+    whose addresses there is nothing to check against."""
+    hosts: dict[str, str] = field(default_factory=dict)
+    foreign: list = field(default_factory=list)
+
+    def checks(self, address: str) -> bool:
+        return not any(ipaddress.ip_address(address) in net for net in self.foreign)
+
+
+@dataclass(frozen=True)
+class Lost:
+    """An endpoint this host did not publish again: ``address`` of it is
+    held by host ``holder`` (empty: by no one, its pool is no longer held
+    in the cluster)."""
+    endpoint: dict
+    address: str
+    holder: str
+
+
+def _addresses(network: dict, endpoint: dict) -> list[tuple[str, int]]:
+    """(cluster pool name, address) of each address of ``endpoint``."""
+    pools = list(zip(pool_names(network), network["ipv4"] + network["ipv6"]))
+    out = []
+    for address in (endpoint["address"], endpoint["address_v6"]):
+        if address:
+            ip = ipaddress.ip_interface(address).ip
+            out += [(name, int(ip)) for name, p in pools if ip in ipaddress.ip_network(p["pool"])][:1]
+    return out
 
 
 def _show(value) -> str:

@@ -11,21 +11,21 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 import types
 
 from cluster import keys
 from cluster.etcd import EtcdUnavailable, Tls
-from cluster.host import ClusterHost
-from cluster.identity import host_id
+from cluster.host import ClusterHost, HostIdTaken
+from cluster.identity import host_id, host_token
 from cluster.ipam import ClusterIpam, held_pairs
-from cluster.segment import ClusterSegment, pool_names
+from cluster.segment import ClusterSegment, Lost, pool_names
 
 from .config import Settings
 from .store import Store
 
 log = logging.getLogger("pontoon.cluster")
 RETRY_S = 5
+REFUSED_RETRY_MAX_S = 60  # the start-up thread, while another host holds this host's ID
 
 
 def datapath_overlay(owner: str):
@@ -47,7 +47,7 @@ OWED_FILE = "cluster-teardown-owed"  # in the state dir: see ClusterHost.tolerat
 def cluster_host(settings: Settings) -> ClusterHost:
     return ClusterHost(settings.etcd_endpoints, settings.host_id or host_id(settings.state_dir),
                        settings.advertise_addr, settings.lease_ttl, settings.reclaim_grace, etcd_tls(settings),
-                       os.path.join(settings.state_dir, OWED_FILE))
+                       os.path.join(settings.state_dir, OWED_FILE), host_token(settings.state_dir))
 
 
 class Room:
@@ -99,7 +99,29 @@ class Room:
         self.host.retry_pending()
 
     def _republish(self, lease: int) -> None:
-        self.segment.resume(*self._stored(), lease)
+        with self.segment.deletes_seen():  # DeleteEndpoint, DeleteNetwork meanwhile (see there)
+            networks, endpoints = self._stored()
+            with self.store.snapshot() as tx:
+                pools = {keys.pool_name(p["space"], p["cidr"]) for p in tx.list_pools()}
+            lost = {taken.endpoint["id"]: taken for taken in self.segment.resume(networks, endpoints, lease, pools)}
+        for endpoint in endpoints:
+            self._mark(endpoint, lost.get(endpoint["id"]))
+
+    def _mark(self, endpoint: dict, taken: Lost | None) -> None:
+        """Record in the store (``inspect`` shows it) whether the endpoint
+        lost an address to another host: it stays out of the cluster's
+        datapath until the container is removed, and says so loudly."""
+        mark = None if taken is None else {"address": taken.address, "holder": taken.holder}
+        if taken is not None:
+            log.error("endpoint %s not published: its address %s is %s; its container is unreachable from "
+                      "other hosts until it is removed and run again", endpoint["id"], taken.address,
+                      f"held by host {taken.holder} now" if taken.holder else "in a pool the cluster no longer holds")
+        if endpoint.get("lost") == mark:
+            return
+        with self.store.transaction() as tx:
+            stored = tx.get_endpoint(endpoint["id"])
+            if stored is not None:
+                tx.put_endpoint({**stored, "lost": mark})
 
     def worker_started(self) -> None:
         """In the worker, at start: only when the store holds a cluster
@@ -111,12 +133,21 @@ class Room:
             return
 
         def connect() -> None:
+            pause = RETRY_S
             while True:
                 try:
                     self.host.live()
                     return
                 except EtcdUnavailable as exc:
+                    pause = RETRY_S
                     log.warning("the cluster is needed at start but %s; retrying in %ds", exc, RETRY_S)
-                time.sleep(RETRY_S)
+                except HostIdTaken as exc:
+                    # Nothing was done in etcd (no rejoin: it would free the
+                    # other host's addresses). Asked again, more and more
+                    # slowly: the other host may go away.
+                    log.error("this host is refused in the cluster: %s; asking again in %ds", exc, pause)
+                if self.host.wait_stopped(pause):
+                    return
+                pause = min(pause * 2, REFUSED_RETRY_MAX_S)
 
         threading.Thread(target=connect, name="pontoon-rejoin", daemon=True).start()

@@ -55,6 +55,7 @@ def render(state: dict) -> str:
              " ".join(f'{p["host_ip"] or "*"}:{p["host_port"]}->{p["container_port"]}/{p["proto"]}'
                       for p in e["ports"]) or "-"]
             for e in state["endpoints"]]),
+        *_lost_section(state),
         _ports_section(state),
         ("POOLS", ["ID", "SPACE", "POOL", "RANGE"], [
             [p["id"], p["space"], p["cidr"], p["sub"] or "-"] for p in state["pools"]]),
@@ -79,6 +80,15 @@ def render_cluster(cluster: dict) -> str:
             for e in cluster["endpoints"]]),
     ]
     return "\n\n".join(_table(title, header, rows) for title, header, rows in sections) + "\n"
+
+
+def _lost_section(state: dict) -> list:
+    """Cluster endpoints this host did not publish again, an address of
+    theirs being another host's now (plugin.cluster.Room._mark); shown only
+    when there are any."""
+    lost = [e for e in state["endpoints"] if e.get("lost")]
+    return [("LOST TO THE CLUSTER: UNREACHABLE FROM OTHER HOSTS", ["ENDPOINT", "ADDRESS", "NOW HELD BY"], [
+        [e["id"][:12], e["lost"]["address"], e["lost"]["holder"] or "no one (pool gone)"] for e in lost])] if lost else []
 
 
 def render_ports(state: dict) -> str:

@@ -3,6 +3,7 @@ endpoint records and their watches, outages, compaction."""
 from __future__ import annotations
 
 import ipaddress
+import json
 import socket
 import threading
 import time
@@ -12,9 +13,11 @@ import pytest
 
 from cluster import keys
 from cluster.etcd import Etcd, EtcdUnavailable, Watch
+from cluster.host import HostIdTaken
 from tests.harness.client import ProtocolError
 
 from .control import Host, Peer
+from .proxy import SilentableRelay
 
 SUBNET = "10.90.0.0/24"
 
@@ -23,9 +26,9 @@ SUBNET = "10.90.0.0/24"
 def hosts(tmp_path, etcd):
     made = []
 
-    def make(n: int = 3, ttl: int = 15) -> list[Host]:
+    def make(n: int = 3, ttl: int = 15, **more) -> list[Host]:
         for i in range(n):
-            made.append(Host(tmp_path / f"h{i}", etcd.url, f"host{i}", f"192.0.2.{i + 1}", ttl))
+            made.append(Host(tmp_path / f"h{i}", etcd.url, f"host{i}", f"192.0.2.{i + 1}", ttl, **more))
         return made[-n:]
 
     yield make
@@ -356,18 +359,107 @@ def test_a_lost_lease_is_replaced_and_the_endpoints_written_again(hosts):
 
 
 def test_a_host_gone_past_the_grace_period_loses_its_addresses(hosts):
-    a, b = hosts(2, ttl=2)
+    a, b = hosts(2, ttl=2, reclaim_grace=6)
     net_a, net_b = a.dockerd.create_network(subnet=SUBNET), b.dockerd.create_network(subnet=SUBNET)
     held = a.dockerd.run(net_a).address.split("/")[0]
     a.stop(revoke=False)
     wait_until(lambda: b.room.host.etcd.get(keys.key("hosts", "host0")) is None, 5)
-    grace = b.room.host.grace
-    assert b.room.host.reap(now=time.time() + grace / 2) == []  # not yet: a partition is not a death
+    assert b.room.host.reap() == []  # not yet: a partition is not a death
     with pytest.raises(ProtocolError):
         b.dockerd.run(net_b, ip=held)
-    assert b.room.host.reap(now=time.time() + grace + 1) == ["host0"]
+    wait_until(lambda: b.room.host.etcd.get(keys.key("grace", "host0")) is None, 10)
+    assert b.room.host.reap() == ["host0"]
     assert b.dockerd.run(net_b, ip=held).address == f"{held}/24"
     assert b.room.host.etcd.read_prefix(keys.prefix("held", "host0"))[0] == []
+
+
+def test_the_grace_period_is_etcds_clock_not_a_hosts(hosts, monkeypatch):
+    """A reaper whose clock runs ahead (or a host whose clock lags) used to
+    reclaim the addresses of a host that was only partitioned."""
+    from cluster import host as cluster_host
+
+    a, b = hosts(2, ttl=2, reclaim_grace=6)
+    a.dockerd.run(a.dockerd.create_network(subnet=SUBNET))
+    a.stop(revoke=False)
+    wait_until(lambda: b.room.host.etcd.get(keys.key("hosts", "host0")) is None, 5)
+    monkeypatch.setattr(cluster_host.time, "time", lambda: 10 ** 12)  # b's clock, far ahead
+    assert b.room.host.reap() == []
+    assert b.room.host.etcd.read_prefix(keys.prefix("held", "host0"))[0] != []
+
+
+def test_a_reclaim_is_fenced_on_the_host_being_away_still(hosts, monkeypatch):
+    """The host comes back between the reaper's read and its release: it
+    keeps every address (the release compared only the holder before)."""
+    a, b = hosts(2, ttl=2, reclaim_grace=6)
+    held = a.dockerd.run(a.dockerd.create_network(subnet=SUBNET)).address.split("/")[0]
+    a.stop(revoke=False)
+    reaper = b.room.host
+    wait_until(lambda: reaper.etcd.get(keys.key("grace", "host0")) is None, 10)
+    release = reaper.release_held
+
+    def back_first(*args):
+        reaper.etcd.put(keys.key("hosts", "host0"), '{"advertise": "192.0.2.1"}')  # as its announce does
+        return release(*args)
+
+    monkeypatch.setattr(reaper, "release_held", back_first)
+    assert reaper.reap() == []
+    pool = keys.pool_name("LocalDefault", SUBNET)
+    address = reaper.etcd.get(keys.prefix("addrs", pool) + keys.hexaddr(int(ipaddress.ip_address(held))))
+    assert address is not None and '"host0"' in address.value
+    assert reaper.etcd.get(keys.key("seen", "host0")) is not None
+
+
+@pytest.mark.parametrize("how", ["restarted", "lease replaced"])
+def test_a_host_back_after_its_addresses_were_reclaimed_publishes_only_what_it_holds(hosts, tmp_path, etcd, how):
+    """No duplicate address: host0 is away past the grace, host1 is given
+    one of its addresses; when host0 comes back (its process restarted, or
+    its lease replaced by its keep-alive), it publishes again only the
+    endpoints whose addresses it still holds (claiming back a freed one),
+    and marks the other lost, in its store and in inspect. Before, it
+    published both, and the last record written won every peer's FDB."""
+    from plugin import inspect
+
+    a, b, c = hosts(3, ttl=2, reclaim_grace=6)
+    nets = [h.dockerd.create_network(subnet=SUBNET) for h in (a, b, c)]
+    taken = a.dockerd.run(nets[0]).address.split("/")[0]
+    kept = a.dockerd.run(nets[0]).address.split("/")[0]
+    wait_until(lambda: len(c.overlay.all_peers()) == 2, 5)
+    if how == "restarted":
+        a.stop(revoke=False)
+    else:  # cut off from etcd: both its leases end there, while its process runs on
+        outside = Etcd([etcd.url])
+        for lease in (a.room.host._lease, a.room.host._grace_lease):
+            lease._stop.set()
+            outside.call("/kv/lease/revoke", {"ID": lease.id})
+    wait_until(lambda: b.room.host.etcd.get(keys.key("grace", "host0")) is None, 10)
+    assert b.room.host.reap() == ["host0"]
+    winner = b.dockerd.run(nets[1], ip=taken)
+    if how == "restarted":
+        back = Host(tmp_path / "h0", etcd.url, "host0", "192.0.2.1", 2, reclaim_grace=6)
+        back.room.host.live()
+    else:  # reachable again: what its keep-alive does on finding the lease gone
+        back = a
+        lease = a.room.host._lease
+        lease.id = lease._grant()
+        lease._on_new(lease.id)
+    try:
+        records = [json.loads(kv.value) for kv in b.room.host.etcd.read_prefix(keys.prefix("endpoints"))[0]]
+        holders = sorted((r["host"], addr) for r in records for addr in r["addresses"])
+        assert holders == sorted([("host1", taken), ("host0", kept)])
+        pool = keys.pool_name("LocalDefault", SUBNET)
+        claim = b.room.host.etcd.get(keys.prefix("addrs", pool) + keys.hexaddr(int(ipaddress.ip_address(kept))))
+        assert '"host0"' in claim.value  # claimed back
+        wait_until(lambda: {(p.address, p.vtep) for p in c.overlay.all_peers()}
+                   == {(taken, "192.0.2.2"), (kept, "192.0.2.1")}, 5)
+        (lost,) = [e for e in back.room._stored()[1] if e.get("lost")]
+        assert lost["lost"] == {"address": taken, "holder": "host1"}
+        assert lost["address"].startswith(taken + "/")
+        text = inspect.render(inspect.collect(back.store))
+        assert "LOST TO THE CLUSTER" in text and "host1" in text
+        assert winner.address == f"{taken}/24"
+    finally:
+        if back is not a:
+            back.stop()
 
 
 def test_a_reclaim_pass_with_every_host_alive_reads_two_counts_only(hosts, monkeypatch):
@@ -377,8 +469,8 @@ def test_a_reclaim_pass_with_every_host_alive_reads_two_counts_only(hosts, monke
     calls = []
     monkeypatch.setattr(b.room.host.etcd, "call", lambda path, body, **kw: calls.append(body) or
                         type(b.room.host.etcd).call(b.room.host.etcd, path, body, **kw))
-    assert b.room.host.reap(now=time.time() + 10 * b.room.host.grace) == []
-    (txn,) = calls
+    assert b.room.host.reap() == []
+    (txn,) = [body for body in calls if "compare" in body]  # not the watches' own calls
     assert all(op["request_range"]["count_only"] for op in txn["success"])
 
 
@@ -455,6 +547,136 @@ def test_a_rejoin_cut_short_by_etcd_is_done_again_at_the_next_call(hosts, tmp_pa
         again.stop()
 
 
+# -- postponed teardown replayed over a new network (issue 18 #1) ----------------------------
+POOL = keys.pool_name("LocalDefault", SUBNET)
+
+
+def _peer(ctr, vtep: str) -> Peer:
+    return Peer(ctr.mac.lower(), ctr.address.split("/")[0], vtep)
+
+
+def _addr_key(address: str) -> str:
+    return keys.prefix("addrs", POOL) + keys.hexaddr(int(ipaddress.ip_interface(address).ip))
+
+
+def _network_records_hold(client: Etcd, host: Host, members: list[str], ctrs: list) -> None:
+    """The invariants of SUBNET's network after ``host`` made it again:
+    every record of the network there, ``members`` its members, and each
+    of ``ctrs`` (``host``'s containers) with its claim and its endpoint
+    record, nothing else of ``host``'s."""
+    (network,) = host.room._stored()[0]
+    assert client.get(keys.key("pools", POOL)) is not None
+    assert client.get(keys.key("nets", POOL)) is not None
+    assert client.get(keys.key("vnis", network["cluster"]["vni"])).value == POOL
+    gateway = client.get(keys.key("gateway", POOL))
+    assert gateway is not None and f"{ipaddress.ip_address(int(gateway.value))}/24" == network["ipv4"][0]["gateway"]
+    assert sorted(kv.key.rsplit("/", 1)[1] for kv in client.read_prefix(keys.prefix("members", POOL))[0]) == members
+    me = host.room.host.host_id
+    for ctr in ctrs:
+        claim = client.get(_addr_key(ctr.address))
+        assert claim is not None and json.loads(claim.value) == {"host": me, "kind": "address"}
+    held = {kv.key for kv in client.read_prefix(keys.prefix("held", me))[0]}
+    assert held == {keys.prefix("held", me) + POOL + "/" + _addr_key(c.address).rsplit("/", 1)[1] for c in ctrs}
+    records = {kv.key for kv in client.read_prefix(keys.prefix("endpoints", POOL) + me + "/")[0]}
+    assert records == {keys.prefix("endpoints", POOL) + f"{me}/{c.endpoint_id}" for c in ctrs}
+
+
+def _removed_in_an_outage_then_made_again(host, etcd, ctr, net):
+    """``docker stop`` and ``network rm`` while etcd is away (their cluster
+    part waits), then the network and a container made again on the same
+    subnet once etcd is back, before the waiting teardown runs; then it
+    runs. Returns the new network and container."""
+    etcd.stop()
+    host.dockerd.stop(ctr)
+    host.dockerd.remove_network(net)
+    etcd.start()
+    again = host.dockerd.create_network(subnet=SUBNET)
+    new = host.dockerd.run(again)
+    assert host.room.host.retry_pending() == 0
+    return again, new
+
+
+def test_a_network_removed_during_an_outage_and_made_again_keeps_the_new_ones_records(hosts, etcd):
+    """host0 removes the network while etcd is away, and makes it again on
+    the same subnet, with a container, before its postponed teardown runs.
+    The teardown used to delete the new network's records with the old's:
+    host0's membership and every endpoint record of it on the pool, so
+    host1 dropped the new container."""
+    a, b = hosts(2)
+    net_a, _ = a.dockerd.create_network(subnet=SUBNET), b.dockerd.create_network(subnet=SUBNET)
+    old = a.dockerd.run(net_a)
+    wait_until(lambda: b.overlay.all_peers() == {_peer(old, "192.0.2.1")}, 5)
+    again, new = _removed_in_an_outage_then_made_again(a, etcd, old, net_a)
+    # Watch events come in revision order: once host1 has one published
+    # after the replay, it has applied what the replay did. (An address of
+    # its own: the old container's, freed by the replay, would give the
+    # old container's peer again, which host1 had before the outage.)
+    later = a.dockerd.run(again, ip="10.90.0.100")
+    wait_until(lambda: _peer(later, "192.0.2.1") in b.overlay.all_peers(), 20)
+    assert b.overlay.all_peers() == {_peer(new, "192.0.2.1"), _peer(later, "192.0.2.1")}
+    client = Etcd([etcd.url])
+    _network_records_hold(client, a, ["host0", "host1"], [new, later])
+    assert client.get(_addr_key(old.address)) is None  # what the teardown was for did go
+    assert client.get(keys.prefix("endpoints", POOL) + f"host0/{old.endpoint_id}") is None
+
+
+def test_a_sole_members_network_made_again_before_its_teardown_runs_keeps_every_record(hosts, etcd):
+    """The same with host0 the pool's only member: the postponed leave of
+    the last member used to take the pool, its gateway, its addresses, its
+    network record and its VNI from under the new network's container."""
+    (a,) = hosts(1)
+    net = a.dockerd.create_network(subnet=SUBNET)
+    old = a.dockerd.run(net)
+    again, new = _removed_in_an_outage_then_made_again(a, etcd, old, net)
+    client = Etcd([etcd.url])
+    _network_records_hold(client, a, ["host0"], [new])
+    # and the cluster allocates around them: the next address is neither
+    # the gateway nor the new container's
+    assert a.dockerd.run(again).address not in (new.address, again.pools[0]["Gateway"])
+    a.dockerd.cleanup()
+    assert client.read_prefix(keys.prefix("pools"))[0] == []  # the real last leave still takes it all
+    assert client.read_prefix(keys.prefix("addrs"))[0] == []
+
+
+def test_an_address_released_while_cut_off_and_claimed_again_here_keeps_its_new_claim(hosts, etcd, monkeypatch):
+    """host0, cut off from etcd, stops a container with --ip X: the release
+    waits. host0 stays away past the grace, host1 reclaims its addresses;
+    back, host0 runs a new container with --ip X, then the postponed
+    release runs. It used to free the new claim (compared on the holder
+    only, which is host0 again), so host1 could take X too."""
+    a, b = hosts(2, ttl=2, reclaim_grace=6)
+    net_a, net_b = a.dockerd.create_network(subnet=SUBNET), b.dockerd.create_network(subnet=SUBNET)
+    address = "10.90.0.50"
+    old = a.dockerd.run(net_a, ip=address)
+
+    def cut(*_args, **_kwargs):
+        raise EtcdUnavailable("etcd is unreachable (host0 is cut off)")
+
+    monkeypatch.setattr(a.room.host.etcd, "call", cut)
+    a.dockerd.stop(old)  # the cluster's part waits
+    client = Etcd([etcd.url])
+    wait_until(lambda: client.get(keys.key("grace", "host0")) is None, 15)
+
+    def reclaimed() -> bool:
+        b.room.host.reap()  # host1's reclaim pass (its own thread may run one first)
+        return client.get(_addr_key(address)) is None
+
+    wait_until(reclaimed, 10)
+    monkeypatch.undo()  # back: its keep-alive finds its lease gone and takes a new one
+    wait_until(lambda: client.get(keys.key("hosts", "host0")) is not None, 10)
+    new = a.dockerd.run(net_a, ip=address)
+    assert a.room.host.retry_pending() == 0
+    claim = client.get(_addr_key(address))
+    assert claim is not None and json.loads(claim.value) == {"host": "host0", "kind": "address"}
+    assert client.get(keys.prefix("held", "host0") + POOL + "/" + _addr_key(address).rsplit("/", 1)[1]) is not None
+    assert client.get(keys.prefix("endpoints", POOL) + f"host0/{new.endpoint_id}") is not None
+    with pytest.raises(ProtocolError) as refused:
+        b.dockerd.run(net_b, ip=address)
+    assert refused.value.status == 409 and "host0" in str(refused.value)
+    a.dockerd.stop(new)  # with etcd there, the release frees it at once
+    assert b.dockerd.run(net_b, ip=address).address == f"{address}/24"
+
+
 def test_calls_go_to_the_next_endpoint_when_one_is_down(etcd):
     with socket.socket() as closed:  # bound, never listening: connections are refused
         closed.bind(("127.0.0.1", 0))
@@ -466,3 +688,260 @@ def test_calls_go_to_the_next_endpoint_when_one_is_down(etcd):
         client.put(f"/pontoon/test/p/{i}", str(i))
     kvs, _ = client.read_prefix("/pontoon/test/p/")
     assert [kv.value for kv in kvs] == ["0", "1", "2", "3", "4"]
+
+
+# -- one host ID, one host (issue 18 #4) ----------------------------------------------------
+def _contents(etcd_url: str) -> dict:
+    """Every record of ours in etcd: key -> (value, lease)."""
+    return {kv.key: (kv.value, kv.lease) for kv in Etcd([etcd_url]).read_prefix(keys.ROOT)[0]}
+
+
+def _clone(tmp_path, source: str, name: str):
+    """A copy of a host's state dir (host-id, host-token and store), as a
+    cloned VM image carries."""
+    import shutil
+
+    shutil.copytree(tmp_path / source, tmp_path / name)
+    return tmp_path / name
+
+
+def test_a_second_host_with_one_host_id_is_refused_and_does_nothing(hosts, tmp_path, etcd, monkeypatch, caplog):
+    from plugin import cluster as room
+
+    monkeypatch.setattr(room, "RETRY_S", 0.1)
+    a, _, c = hosts()
+    net_a = a.dockerd.create_network(subnet=SUBNET)
+    c.dockerd.create_network(subnet=SUBNET)
+    ctr = a.dockerd.run(net_a)
+    state = _clone(tmp_path, "h0", "clone")
+    later = a.dockerd.run(net_a)  # not in the clone's store: its rejoin would free the address
+    wait_until(lambda: len(c.overlay.all_peers()) == 2, 5)
+    before, peers = _contents(etcd.url), c.overlay.all_peers()
+
+    clone = Host(state, etcd.url, "host0", "192.0.2.9")
+    try:
+        clone.room.worker_started()  # a stored cluster network: it connects at once, in a thread
+        wait_until(lambda: any("host ID 'host0'" in r.getMessage() for r in caplog.records), 5)
+        with pytest.raises(HostIdTaken) as refused:
+            clone.room.host.live()
+        assert refused.value.status == 409
+        assert "'host0'" in str(refused.value) and "192.0.2.1" in str(refused.value)
+        pool_id = net_a.pools[0]["PoolID"]
+        for method, body in [("IpamDriver.RequestPool", {"AddressSpace": "LocalDefault", "Pool": SUBNET}),
+                             ("IpamDriver.RequestAddress", {"PoolID": pool_id, "Address": "", "Options": None}),
+                             ("IpamDriver.ReleaseAddress", {"PoolID": pool_id, "Address": later.address.split("/")[0]}),
+                             ("NetworkDriver.DeleteEndpoint", {"NetworkID": net_a.id, "EndpointID": ctr.endpoint_id}),
+                             ("IpamDriver.ReleasePool", {"PoolID": pool_id})]:
+            status, reply = clone.client.call(method, body)
+            assert status == 409 and "'host0'" in reply["Err"] and "192.0.2.1" in reply["Err"], (method, reply)
+        time.sleep(0.5)  # a few more attempts of the start-up thread
+        assert _contents(etcd.url) == before
+        assert c.overlay.all_peers() == peers
+        assert a.room.host.live()  # the holder is untouched, and goes on
+        assert a.dockerd.run(net_a).address not in (ctr.address, later.address)
+    finally:
+        clone.stop()
+
+
+def test_a_restart_of_the_same_host_takes_its_id_over_from_its_killed_process(hosts, tmp_path, etcd):
+    a, _, c = hosts()
+    net_a = a.dockerd.create_network(subnet=SUBNET)
+    c.dockerd.create_network(subnet=SUBNET)
+    ctr = a.dockerd.run(net_a)
+    wait_until(lambda: len(c.overlay.all_peers()) == 1, 5)
+    old = a.room.host.live()
+    a.stop(revoke=False)  # kill -9: its lease, and hosts/host0 on it, live on for the TTL
+    again = Host(tmp_path / "h0", etcd.url, "host0", "192.0.2.1")
+    try:
+        assert Etcd([etcd.url]).get(keys.key("hosts", "host0")).lease == old
+        new = again.room.host.live()
+        assert new != old and Etcd([etcd.url]).get(keys.key("hosts", "host0")).lease == new
+        assert again.room.segment.watched() == [net_a.id]
+        assert {p.address for p in c.overlay.all_peers()} == {ctr.address.split("/")[0]}
+        got = again.client.ok("IpamDriver.RequestAddress", {"PoolID": net_a.pools[0]["PoolID"], "Address": "",
+                                                            "Options": None})["Address"]
+        assert got not in (ctr.address, "10.90.0.1/24")
+    finally:
+        again.stop()
+
+
+def test_the_same_state_dir_after_a_reboot_waits_for_its_old_lease(hosts, tmp_path, etcd, monkeypatch):
+    """Same token and address but another boot: a crash and a quick reboot,
+    or a clone configured with the same address. Refused while the old
+    lease lives (a clone's never ends); claimed once it ended."""
+    from cluster import host as cluster_host
+
+    (a,) = hosts(1, ttl=2)
+    a.dockerd.create_network(subnet=SUBNET)
+    a.room.host.live()
+    a.stop(revoke=False)
+    monkeypatch.setattr(cluster_host, "boot_id", lambda: "another-boot")
+    again = Host(tmp_path / "h0", etcd.url, "host0", "192.0.2.1", ttl=2)
+    try:
+        with pytest.raises(HostIdTaken) as refused:
+            again.room.host.live()
+        assert refused.value.status == 409 and "192.0.2.1" in str(refused.value)
+        wait_until(lambda: Etcd([etcd.url]).get(keys.key("hosts", "host0")) is None, 5)
+        assert again.room.host.live()
+    finally:
+        again.stop()
+
+
+def test_a_refused_host_claims_the_id_once_its_holder_is_gone(hosts, tmp_path, etcd, monkeypatch):
+    from plugin import cluster as room
+
+    monkeypatch.setattr(room, "RETRY_S", 0.1)
+    (a,) = hosts(1, ttl=2)
+    net_a = a.dockerd.create_network(subnet=SUBNET)
+    a.dockerd.run(net_a)
+    clone = Host(_clone(tmp_path, "h0", "clone"), etcd.url, "host0", "192.0.2.9", ttl=2)
+    try:
+        with pytest.raises(HostIdTaken):
+            clone.room.host.live()
+        clone.room.worker_started()
+        a.stop(revoke=False)  # the holder dies: its lease ends within the TTL
+        holder = lambda: Etcd([etcd.url]).get(keys.key("hosts", "host0"))
+        wait_until(lambda: holder() is not None and "192.0.2.9" in holder().value, 10)
+        assert holder().lease == clone.room.host.live()
+        assert clone.room.segment.watched() == [net_a.id]  # rejoined
+    finally:
+        clone.stop()
+
+
+def test_a_lost_lease_is_not_replaced_over_another_host_holding_the_id(hosts, tmp_path, etcd):
+    a, b = hosts(2, ttl=3)
+    net_a = a.dockerd.create_network(subnet=SUBNET)
+    b.dockerd.create_network(subnet=SUBNET)
+    a.dockerd.run(net_a)
+    wait_until(lambda: len(b.overlay.all_peers()) == 1, 5)
+    other = Host(tmp_path / "other", etcd.url, "host0", "192.0.2.9", ttl=3)  # its own state dir, a's ID
+    try:
+        old = a.room.host.live()
+        # As if a had been cut off from etcd past its TTL, and the other
+        # host had come up meanwhile.
+        b.room.host.etcd.call("/kv/lease/revoke", {"ID": old})
+        other.room.host.live()
+        wait_until(lambda: a.room.host._lease.id != old, 5)  # a's keep-alive got a new lease...
+        time.sleep(0.3)
+        held = Etcd([etcd.url]).get(keys.key("hosts", "host0"))
+        assert "192.0.2.9" in held.value and held.lease == other.room.host.live()  # ...and did not take the ID
+        assert b.overlay.all_peers() == set()  # nor published its endpoints again
+        with pytest.raises(ProtocolError) as refused:
+            a.dockerd.run(net_a)
+        assert refused.value.status == 409 and "192.0.2.9" in str(refused.value)
+    finally:
+        other.stop()
+
+
+def test_malformed_and_hostile_records_are_skipped_and_the_rest_served(hosts, etcd):
+    """Records written from outside with etcdctl: not JSON, a zero MAC, the
+    gateway's address, a host field that is not its key's, and an address
+    another host holds in addrs/. Each is skipped (before, the first raised
+    in the watch, which re-read every second, and the others went into the
+    kernel); the real records are served, at a full read and as events."""
+    a, b, c = hosts(3)
+    nets = [h.dockerd.create_network(subnet=SUBNET) for h in (a, b)]
+    real = a.dockerd.run(nets[0])
+    real_ip = real.address.split("/")[0]
+    wait_until(lambda: len(b.overlay.all_peers()) == 1, 5)
+    endpoints = keys.prefix("endpoints", keys.pool_name("LocalDefault", SUBNET))
+    record = {"host": "ghost", "vtep": "192.0.2.66", "mac": "02:42:0a:5a:00:63", "addresses": ["10.90.0.99"]}
+    hostile = {
+        "ghost/notjson": "{not json",
+        "ghost/zeromac": {**record, "mac": "00:00:00:00:00:00"},
+        "ghost/gateway": {**record, "addresses": ["10.90.0.1"]},
+        "ghost/notitsown": {**record, "host": "host0"},
+        "ghost/stolen": {**record, "addresses": [real_ip]},   # addrs/ gives it to host0
+        "ghost/unallocated": record,                         # addrs/ gives 10.90.0.99 to no one
+        "ghost/outside": {**record, "addresses": ["10.91.0.5"]},
+    }
+    for key, value in hostile.items():
+        etcd.ctl("put", endpoints + key, value if isinstance(value, str) else json.dumps(value))
+    later = a.dockerd.run(nets[0])  # the watch still serves what comes after
+    served = {real_ip, later.address.split("/")[0]}
+    wait_until(lambda: {p.address for p in b.overlay.all_peers()} == served, 5)
+    assert {p.vtep for p in b.overlay.all_peers()} == {"192.0.2.1"}
+    # A host joining now reads them all at once: the same.
+    c.dockerd.create_network(subnet=SUBNET)
+    wait_until(lambda: {p.address for p in c.overlay.all_peers()} == served, 5)
+    assert {p.vtep for p in c.overlay.all_peers()} == {"192.0.2.1"}
+
+
+def test_a_record_removed_leaves_the_peer_another_record_still_wants(hosts, etcd):
+    """Two records want one (MAC, address): removing one used to take the
+    kernel's entries from under the other until the next full read."""
+    a, b = hosts(2)
+    nets = [h.dockerd.create_network(subnet=SUBNET) for h in (a, b)]
+    a.dockerd.run(nets[0])
+    wait_until(lambda: len(b.overlay.all_peers()) == 1, 5)
+    (kv,), _ = Etcd([etcd.url]).read_prefix(keys.prefix("endpoints"))
+    twin = kv.key.rsplit("/", 1)[0] + "/twin"
+    etcd.ctl("put", twin, kv.value)
+    time.sleep(0.5)
+    etcd.ctl("del", twin)
+    time.sleep(0.5)
+    (peer,) = b.overlay.all_peers()
+    assert peer.address in kv.value and peer.mac in kv.value
+
+
+def test_a_watch_whose_stream_went_silent_reads_again(hosts, tmp_path, etcd, monkeypatch):
+    """host1 reaches etcd through a relay whose open connections then go
+    silent (a lost FIN, a NAT's forgotten entry): its watch stream stays
+    open and delivers nothing. Before, the watch waited on it forever and
+    host0's next container never reached host1's datapath; now a stream
+    silent past the bound is read again in full."""
+    from cluster import etcd as etcd_module
+
+    monkeypatch.setattr(etcd_module, "WATCH_SILENCE_S", 2.0)
+    host, port = etcd.url.removeprefix("http://").rsplit(":", 1)
+    relay = SilentableRelay((host, int(port)))
+    (a,) = hosts(1)
+    b = Host(tmp_path / "relayed", relay.url, "host1", "192.0.2.2")
+    try:
+        net_a = a.dockerd.create_network(subnet=SUBNET)
+        b.dockerd.create_network(subnet=SUBNET)
+        a.dockerd.run(net_a)
+        wait_until(lambda: len(b.overlay.all_peers()) == 1, 5)
+        relay.silence_open_connections()
+        a.dockerd.run(net_a)
+        wait_until(lambda: len(b.overlay.all_peers()) == 2, 10)
+    finally:
+        b.stop()
+        relay.close()
+
+
+@pytest.mark.parametrize("deleted", ["endpoint", "network"])
+def test_a_delete_during_the_start_up_republish_stays_deleted(hosts, tmp_path, etcd, monkeypatch, deleted):
+    """DeleteEndpoint (and DeleteNetwork) while a restarted host publishes
+    its stored endpoints again: the republish, working from the store it
+    read before, used to write the deleted endpoint's record back on the
+    live lease, where it stayed for the life of the process (and a deleted
+    network got its watch back)."""
+    from cluster.segment import ClusterSegment
+
+    a, b = hosts(2)
+    nets = [h.dockerd.create_network(subnet=SUBNET) for h in (a, b)]
+    ctr = a.dockerd.run(nets[0])
+    wait_until(lambda: len(b.overlay.all_peers()) == 1, 5)
+    a.stop(revoke=False)
+    again = Host(tmp_path / "h0", etcd.url, "host0", "192.0.2.1")
+    republish = ClusterSegment._republish
+
+    def deleted_first(segment, network, endpoint, lease, pools):
+        if segment is again.room.segment:  # the store was read; the delete comes now
+            again.dockerd.containers.append(ctr)  # dockerd's, which outlived Pontoon's restart
+            again.dockerd.networks.append(nets[0])
+            again.dockerd.stop(ctr)
+            if deleted == "network":
+                again.dockerd.remove_network(nets[0])
+        return republish(segment, network, endpoint, lease, pools)
+
+    monkeypatch.setattr(ClusterSegment, "_republish", deleted_first)
+    try:
+        again.room.host.live()
+        mine = keys.prefix("endpoints", keys.pool_name("LocalDefault", SUBNET)) + "host0/"
+        assert again.room.host.etcd.read_prefix(mine)[0] == []
+        wait_until(lambda: b.overlay.all_peers() == set(), 5)
+        assert again.room.segment.watched() == ([] if deleted == "network" else [nets[0].id])
+    finally:
+        again.stop()

@@ -75,3 +75,14 @@ def test_single_host_build_loads_nothing_of_the_cluster(tmp_path):
         "assert 'plugin.cluster' not in sys.modules\n"
     )
     fresh_python(code)
+
+
+def test_host_token_is_made_once_private_and_kept(tmp_path):
+    import os
+    import stat
+
+    first = identity.host_token(str(tmp_path))
+    assert len(first) >= 32 and first == identity.host_token(str(tmp_path))
+    assert stat.S_IMODE(os.stat(tmp_path / identity.HOST_TOKEN_FILE).st_mode) == 0o600
+    (tmp_path / "other").mkdir()
+    assert identity.host_token(str(tmp_path / "other")) != first

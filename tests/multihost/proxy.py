@@ -1,0 +1,55 @@
+"""A TCP relay between a client and etcd that can go silent: the
+connections open through it stay open and deliver nothing more, as when a
+FIN is lost or a NAT forgets a connection, while new ones are relayed as
+ever. The fault comes from outside the code under test, on the wire."""
+from __future__ import annotations
+
+import socket
+import threading
+
+
+class SilentableRelay:
+    def __init__(self, target: tuple[str, int]):
+        self._target = target
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._server.getsockname()[1]}"
+        self._open: list[threading.Event] = []  # one per relayed connection: set while it may deliver
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = [self._server]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def silence_open_connections(self) -> None:
+        """Every connection open now delivers nothing more, either way."""
+        with self._lock:
+            for flowing in self._open:
+                flowing.clear()
+
+    def close(self) -> None:
+        with self._lock:
+            for sock in self._sockets:
+                sock.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self._target)
+            flowing = threading.Event()
+            flowing.set()
+            with self._lock:
+                self._open.append(flowing)
+                self._sockets += [client, upstream]
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(src, dst, flowing), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket, flowing: threading.Event) -> None:
+        try:
+            while data := src.recv(65536):
+                if flowing.is_set():
+                    dst.sendall(data)
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
