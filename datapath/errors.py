@@ -9,6 +9,12 @@ class DatapathError(Exception):
         self.cause = cause
         super().__init__(f"{step}: {cause}")
 
+    def __reduce__(self):
+        # Both arguments, so the error crosses a process boundary (pickle)
+        # as it was raised, as from a function run in another network
+        # namespace's process (tests.datapath.conftest.run_in_netns).
+        return type(self), (self.step, self.cause)
+
 
 class NameConflict(Exception):
     """An interface name is held by something Pontoon may not take over."""

@@ -108,6 +108,16 @@ def _differences(link, spec: VxlanSpec) -> list[str]:
     return [f"{key} {found[key]} (want {want[key]})" for key in want if found[key] != want[key]]
 
 
+def _vni_holder(ipr, spec: VxlanSpec) -> str | None:
+    """The name of another VXLAN device with ``spec``'s VNI and port, if any."""
+    for link in ipr.get_links():
+        data = link.get(("linkinfo", "data"))
+        if (_kind(link) == "vxlan" and data is not None and link.get("ifname") != spec.name
+                and data.get("vxlan_id") == spec.vni and data.get("vxlan_port") == spec.port):
+            return link.get("ifname")
+    return None
+
+
 def _ignore(codes: tuple[int, ...], fn, *args, **kwargs) -> None:
     try:
         fn(*args, **kwargs)
@@ -145,6 +155,12 @@ class Overlay:
                 if stale:
                     log.warning('vxlan "%s" is not as wanted (%s): making it again', name, ", ".join(stale))
                     steps.run(f"delete stale vxlan {name}", lambda: _delete_index(ipr, existing["index"]))
+            holder = _vni_holder(ipr, spec)
+            if holder is not None:
+                # The kernel refuses a second device with the VNI on the port
+                # (swarm's overlay, a hand-made VXLAN); name the one in the way.
+                raise DatapathError(f"add vxlan {name}", f'VNI {spec.vni} on UDP port {spec.port}, the one the '
+                                    f'cluster gave this network, is held on this host by device "{holder}"')
             created = _add_link(steps, ipr, f"add vxlan {name}", ifname=name, **_vxlan_attrs(spec))
             # An untagged one under the name is what an earlier attempt left
             # between adding and tagging (the store recorded the name as

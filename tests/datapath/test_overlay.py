@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from datapath.errors import InvalidName, NameConflict
+from datapath.errors import DatapathError, InvalidName, NameConflict
 from datapath.names import vxlan_name
 from datapath.overlay import Overlay, Peer, VxlanSpec, default_mtu, underlay_mtu
 from tests.multihost.underlay import Host, Underlay, ip
@@ -243,3 +243,17 @@ def test_vxlan_name_is_derived_from_the_network_id():
     assert vxlan_name(network_id) == "ptx" + network_id[:12]
     with pytest.raises(InvalidName):
         vxlan_name("not-hex")
+
+
+def test_a_vni_held_by_another_device_is_refused_naming_it(lab):
+    """swarm's overlay or a hand-made VXLAN on the cluster's VNI: the kernel
+    refuses a second device, and the create used to end in "the device
+    vanished right after it was added"."""
+    a, _ = lab
+    other = "vxother" + secrets.token_hex(2)
+    ip("-n", a.host.ns, "link", "add", other, "type", "vxlan", "id", "4343", "dstport", "4789")
+    spec = VxlanSpec(vxlan_name(secrets.token_hex(32)), 4343, a.host.address, a.bridge)
+    with pytest.raises(DatapathError, match=f'VNI 4343 on UDP port 4789.*held on this host by device "{other}"'):
+        run_in_netns(a.host.ns, lambda: Overlay(a.owner).create(spec))
+    assert ip("-n", a.host.ns, "link", "show", spec.name, check=False).returncode != 0
+    assert ip("-n", a.host.ns, "link", "show", other, check=False).returncode == 0
