@@ -370,6 +370,7 @@ class Lease:
         self._on_new = on_new
         self.id = 0
         self._stop = threading.Event()
+        self._check = threading.Event()  # set: keep alive (or find it gone) now, not at the next tick
         self._thread: threading.Thread | None = None
 
     def start(self) -> int:
@@ -383,18 +384,34 @@ class Lease:
         return int(self._etcd.call("/lease/grant", {"TTL": self.ttl, "ID": 0})["ID"])
 
     def _run(self) -> None:
-        while not self._stop.wait(self.ttl / 3):
+        owed = False  # on_new has yet to succeed for the current lease: tried again each tick
+        while not self._stop.is_set():
+            self._check.wait(self.ttl / 3)
+            self._check.clear()
+            if self._stop.is_set():
+                return
             try:
                 reply = self._etcd.call("/lease/keepalive", {"ID": self.id})
-                if int(reply.get("result", {}).get("TTL", 0)) > 0:
-                    continue
-                log.warning("lease %x expired while etcd was away: granting a new one", self.id)
-                self.id = self._grant()
-                self._on_new(self.id)
+                if int(reply.get("result", {}).get("TTL", 0)) <= 0:
+                    log.warning("lease %x expired while etcd was away: granting a new one", self.id)
+                    self.id, owed = self._grant(), True
+                if owed:
+                    self._on_new(self.id)
+                    owed = False
             except EtcdUnavailable as exc:
                 log.warning("lease keep-alive failed: %s", exc)
             except Exception:
                 log.exception("lease keep-alive failed")
+
+    def renewed(self, stale: int, timeout: float) -> int:
+        """The lease after ``stale``, which etcd said is gone: the keep-alive
+        is asked to find that out now, and this waits up to ``timeout`` for
+        its new lease (a call in the gap waits a moment rather than fail)."""
+        deadline = time.monotonic() + timeout
+        while self.id == stale and time.monotonic() < deadline and not self._stop.is_set():
+            self._check.set()
+            time.sleep(0.05)
+        return self.id
 
     def stop(self, revoke: bool = True) -> None:
         self._stop.set()

@@ -37,6 +37,7 @@ LEASE_TTL_S = 15
 # partition or a reboot does not free addresses its containers still use.
 GRACE_S = 600
 REAP_EVERY_S = 60
+MAX_REWRITE_PAUSE_S = 30.0
 
 
 def addr_value(host_id: str, kind: str) -> str:
@@ -73,9 +74,13 @@ class ClusterHost:
         self._etcd: Etcd | None = None
         self._lease: Lease | None = None
         self._grace_lease: Lease | None = None
+        self._rewrite_lock = threading.Lock()
+        self._rewrite_lease = 0  # the lease the records are to be written again on (see _lease_replaced)
+        self._rewriter: threading.Thread | None = None
         self._lock = threading.Lock()
         self._on_live: list[Callable[[int], None]] = []
         self._on_new_lease: list[Callable[[int], None]] = []
+        self._on_reaped: list[Callable[[str, list[dict]], None]] = []
         self._stop = threading.Event()
         self._pending: list[tuple[str, Callable[[], None]]] = []  # teardown postponed by an outage
         self._pending_lock = threading.Lock()
@@ -103,6 +108,13 @@ class ClusterHost:
         self._on_live.append(first)
         if new_lease is not None:
             self._on_new_lease.append(new_lease)
+
+    def when_reaped(self, hook: Callable[[str, list[dict]], None]) -> None:
+        """``hook(host_id, away)`` runs in the reclaim pass for each host
+        reclaimed, after its addresses: it ends what else the host held
+        (its pool memberships, ``ClusterIpam.leave_all``), each removal
+        compared on ``away`` (the host's absence) in its transaction."""
+        self._on_reaped.append(hook)
 
     def live(self) -> int:
         """The lease ID, granting it (and announcing the host) on first use."""
@@ -227,6 +239,34 @@ class ClusterHost:
             self.etcd.put(keys.key("grace", self.host_id), "", lease)
 
     def _lease_replaced(self, lease: int) -> None:
+        """In the keep-alive thread, which must go on keeping the new lease
+        alive: the host's records are written again by a thread of its own
+        (a republish of many endpoints can take longer than a TTL, which
+        used to expire the new lease in the middle of it), and again after
+        a failure until it is done (a failed one used to be dropped)."""
+        with self._rewrite_lock:
+            self._rewrite_lease = lease
+            if self._rewriter is None:
+                self._rewriter = threading.Thread(target=self._rewrite, name="pontoon-rewrite", daemon=True)
+                self._rewriter.start()
+
+    def _rewrite(self) -> None:
+        pause, done = 1.0, 0
+        while not self._stop.is_set():
+            with self._rewrite_lock:
+                lease = self._rewrite_lease
+                if lease == done:  # nothing newer asked for since
+                    self._rewriter = None
+                    return
+            try:
+                self._write_again(lease)
+                done, pause = lease, 1.0
+            except EtcdUnavailable as exc:
+                log.warning("writing this host's records again failed: %s; again in %.0fs", exc, pause)
+                self._stop.wait(pause)
+                pause = min(pause * 2, MAX_REWRITE_PAUSE_S)
+
+    def _write_again(self, lease: int) -> None:
         try:
             self._announce(lease)
         except HostIdTaken as exc:
@@ -239,6 +279,12 @@ class ClusterHost:
         for new_lease in self._on_new_lease:
             new_lease(lease)
         self._taken = None
+
+    def renewed_lease(self, stale: int) -> int:
+        """The lease after ``stale``, which etcd said is gone: a call in the
+        gap between the lease's expiry and the keep-alive noticing waits up
+        to a TTL for the new one, rather than fail."""
+        return self._lease.renewed(stale, self.ttl) if self._lease is not None else stale
 
     def stop(self, revoke: bool = True) -> None:
         """``revoke=False`` leaves the lease to expire, as a killed process would."""
@@ -332,8 +378,9 @@ class ClusterHost:
     def reap(self) -> list[str]:
         """Free the addresses of every host that has been away for the grace
         period (no ``hosts/`` key, and its ``grace/`` key expired: etcd's
-        clock); returns those hosts. Each release is fenced on the host
-        being away still, so a host that comes back meanwhile keeps all."""
+        clock), and end its pool memberships (``when_reaped``); returns
+        those hosts. Each release is fenced on the host being away still,
+        so a host that comes back meanwhile keeps all."""
         # Every host within the grace has both keys, so equal counts mean
         # no one to reclaim: the usual pass reads two numbers, not 2·H
         # records from every host each minute (H² cluster-wide).
@@ -349,12 +396,21 @@ class ClusterHost:
                 continue
             away = [absent(keys.key("hosts", host_id)), absent(keys.key("grace", host_id))]
             self.release_held(host_id, lambda _pool, _addr: False, away)
+            try:
+                for hook in self._on_reaped:  # its pool memberships (ClusterIpam.leave_all)
+                    hook(host_id, away)
+            except EtcdUnavailable:
+                raise
+            except Exception:  # seen/ stays: the next pass tries again
+                log.exception("reclaiming what host %s held failed", host_id)
+                continue
             # Last, and only if still away: the index of what it held
             # (entries of addresses others have claimed since) and seen/.
             if self.etcd.txn(away, [delete_op(keys.prefix("held", host_id), prefix=True),
                                     delete_op(kv.key)]).get("succeeded"):
                 gone.append(host_id)
-                log.info("reclaimed the addresses of host %s, away for more than %ds", host_id, self.grace)
+                log.info("reclaimed the addresses and pool memberships of host %s, away for more than %ds",
+                         host_id, self.grace)
         return gone
 
     def release_held(self, host_id: str, keep: Callable[[str, int], bool], fence: list[dict] = ()) -> int:

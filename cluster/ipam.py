@@ -34,8 +34,8 @@ from spec import values
 from spec.errors import BadRequest, Conflict, NotFound
 
 from . import keys
-from .etcd import (absent, created_by, delete_op, prefix_end, present, put_op, range_op, ranges, txn_op, unchanged,
-                   value_is, written_by)
+from .etcd import (KeyValue, absent, created_by, delete_op, prefix_end, present, put_op, range_op, ranges, txn_op,
+                   unchanged, value_is, written_by)
 from .host import ClusterHost, addr_value
 
 GATEWAY_HOLDER = "*"  # the gateway's and aux addresses' allocations belong to every member, not one host
@@ -162,16 +162,19 @@ class ClusterIpam:
         self._host.tolerate(f"leaving pool {cidr}", lambda: self._leave(name, written))
         return reply
 
-    def _leave(self, name: str, written: int | None = None) -> None:
-        """End this host's membership; the last member removes the pool and
-        every record of its network. ``written``: only a membership last
-        written at that revision or before (none: the one there now)."""
-        member = keys.prefix("members", name) + self._host.host_id
+    def _leave(self, name: str, written: int | None = None, host_id: str = "", fence: list[dict] = ()) -> None:
+        """End this host's membership (``host_id``: another host's, which
+        the reclaim pass ends); the last member removes the pool and every
+        record of its network. ``written``: only a membership last written
+        at that revision or before (none: the one there now). ``fence``:
+        compares each transaction also makes (the host being away still);
+        once they fail, nothing is removed."""
+        member = keys.prefix("members", name) + (host_id or self._host.host_id)
         mine = [] if written is None else [present(member), written_by(member, written)]
         while True:
             existing = self._etcd.get(keys.key("pools", name))
             if existing is None:
-                self._etcd.txn(mine, [delete_op(member)])
+                self._etcd.txn([*mine, *fence], [delete_op(member)])
                 return
             others = [kv for kv in self._etcd.read_prefix(keys.prefix("members", name))[0] if kv.key != member]
             ops = [delete_op(member), put_op(keys.key("pools", name), existing.value)]
@@ -181,9 +184,12 @@ class ClusterIpam:
                 net_record = self._etcd.get(keys.key("nets", name))
                 if net_record is not None:
                     ops.append(delete_op(keys.key("vnis", json.loads(net_record.value)["vni"])))
-            reply = self._etcd.txn([unchanged(existing), *mine], ops, [range_op(member, "", 1, keys_only=False)])
+            reply = self._etcd.txn([unchanged(existing), *mine, *fence], ops,
+                                   [range_op(member, "", 1, keys_only=False)])
             if reply.get("succeeded"):
                 return
+            if fence and not self._etcd.txn(list(fence), []).get("succeeded"):
+                return  # the host is back: its membership stays
             if mine and not [kv for kv in ranges(reply)[0] if kv.mod_revision <= written]:
                 return  # gone, or taken up again since: not the membership this leave was for
 
@@ -193,15 +199,59 @@ class ClusterIpam:
         restarted), the last member's removing the pool; returns those
         pools. Reads every membership key: bounded by networks x hosts, and
         done once per process, at its rejoin."""
-        suffix = "/" + self._host.host_id
-        prefix = keys.prefix("members")
         gone = []
-        for kv in self._etcd.read_prefix(prefix)[0]:
-            name = kv.key[len(prefix):-len(suffix)]
-            if kv.key.endswith(suffix) and name not in pools_here:
+        for name, kv in self._memberships(self._host.host_id):
+            if name not in pools_here:
                 self._leave(name, kv.mod_revision)  # the membership read, not one written since
                 gone.append(name)
         return gone
+
+    def leave_all(self, host_id: str, fence: list[dict]) -> list[str]:
+        """The reclaim pass's (``ClusterHost.when_reaped``): end every pool
+        membership of ``host_id``, a host away past the grace, as its own
+        ReleasePool would have (the last member's removes the pool with
+        every record of its network; a pool another host is a member of
+        stays). Each removal is fenced on ``fence`` (the host away still,
+        compared in its transaction) and ends only the membership read
+        (its mod_revision). Returns the pools whose membership was read."""
+        held = self._memberships(host_id)
+        for name, kv in held:
+            self._leave(name, kv.mod_revision, host_id, fence)
+        return [name for name, _ in held]
+
+    def _memberships(self, host_id: str) -> list[tuple[str, KeyValue]]:
+        """(pool name, key) of every ``members/<pool>/<host_id>``. Reads every
+        membership key: bounded by networks x hosts."""
+        suffix = "/" + host_id
+        prefix = keys.prefix("members")
+        return [(kv.key[len(prefix):-len(suffix)], kv)
+                for kv in self._etcd.read_prefix(prefix)[0] if kv.key.endswith(suffix)]
+
+    def member_again(self, pools_here: set[str]) -> list[str]:
+        """Take up again this host's membership of each pool its store holds
+        whose membership a reclaim pass ended while this host was away past
+        the grace, if the cluster still holds the pool; returns those pools.
+        Without it, the last other member's leave would remove the pool and
+        every claim in it from under this host's containers. The pool
+        record is written again with it, as a join does, so a last member
+        leaving at the same time cannot remove the pool. Two round trips
+        per pool, and no write, when the membership is there."""
+        back = []
+        for name in sorted(pools_here):
+            member = keys.prefix("members", name) + self._host.host_id
+            while True:
+                existing = self._etcd.get(keys.key("pools", name))
+                if existing is None:
+                    break  # gone: its endpoints are lost to the cluster (ClusterSegment.resume)
+                reply = self._etcd.txn([unchanged(existing), absent(member)],
+                                       [put_op(keys.key("pools", name), existing.value), put_op(member, "")],
+                                       [range_op(member, "", 1)])
+                if reply.get("succeeded"):
+                    back.append(name)
+                    break
+                if ranges(reply)[0]:
+                    break  # a member still (the usual case)
+        return back
 
     # -- addresses -----------------------------------------------------------------------
     def request_address(self, body: dict) -> dict:

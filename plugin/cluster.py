@@ -64,6 +64,7 @@ class Room:
     def wrap_ipam(self, local, host_routes, pools_v4, pools_v6) -> ClusterIpam:
         self.ipam = ClusterIpam(local, self.host, host_routes, pools_v4, pools_v6, self._networked)
         self.host.when_live(self._rejoin, self._republish)
+        self.host.when_reaped(self.ipam.leave_all)  # a host away past the grace: its pool memberships end
         return self.ipam
 
     def _networked(self, pool: str) -> bool:
@@ -103,6 +104,8 @@ class Room:
             networks, endpoints = self._stored()
             with self.store.snapshot() as tx:
                 pools = {keys.pool_name(p["space"], p["cidr"]) for p in tx.list_pools()}
+            for name in self.ipam.member_again(pools):  # ended by a reclaim while this host was away
+                log.warning("back after the reclaim grace: member of cluster pool %s again", name)
             lost = {taken.endpoint["id"]: taken for taken in self.segment.resume(networks, endpoints, lease, pools)}
         for endpoint in endpoints:
             self._mark(endpoint, lost.get(endpoint["id"]))

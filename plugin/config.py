@@ -167,8 +167,13 @@ def _validate_cluster(s: Settings) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"etcd_endpoints: {url!r} is not an http(s)://host:port URL")
+    schemes = {urlsplit(url).scheme for url in s.etcd_endpoints}
+    if len(schemes) > 1:
+        # One etcd cluster speaks one scheme: a mix is a typo, and failover
+        # would carry the cluster's traffic in clear text to the http one.
+        raise ConfigError(f"etcd_endpoints mix http:// and https://: {', '.join(s.etcd_endpoints)}")
     tls = {name: getattr(s, name) for name in ("etcd_ca", "etcd_cert", "etcd_key") if getattr(s, name)}
-    if tls and any(urlsplit(url).scheme != "https" for url in s.etcd_endpoints):
+    if tls and schemes != {"https"}:
         raise ConfigError(f"{', '.join(sorted(tls))} given, but not every etcd endpoint is https://: "
                           f"{', '.join(s.etcd_endpoints)}")
     if bool(s.etcd_cert) != bool(s.etcd_key):

@@ -442,6 +442,7 @@ def test_a_host_back_after_its_addresses_were_reclaimed_publishes_only_what_it_h
         lease = a.room.host._lease
         lease.id = lease._grant()
         lease._on_new(lease.id)
+        wait_until(lambda: a.room.host._rewriter is None, 10)  # the records written again, in a thread of their own
     try:
         records = [json.loads(kv.value) for kv in b.room.host.etcd.read_prefix(keys.prefix("endpoints"))[0]]
         holders = sorted((r["host"], addr) for r in records for addr in r["addresses"])
@@ -945,3 +946,151 @@ def test_a_delete_during_the_start_up_republish_stays_deleted(hosts, tmp_path, e
         assert again.room.segment.watched() == ([] if deleted == "network" else [nets[0].id])
     finally:
         again.stop()
+
+
+# -- a dead host's pool memberships (issue 18 #11) ---------------------------------------------
+def _members(client: Etcd, pool: str = POOL) -> list[str]:
+    return sorted(kv.key.rsplit("/", 1)[1] for kv in client.read_prefix(keys.prefix("members", pool))[0])
+
+
+def _killed_past_the_grace(dead: Host, reaper: Host) -> None:
+    """``dead`` killed (its leases left to expire), then away past the grace."""
+    dead.stop(revoke=False)
+    wait_until(lambda: reaper.room.host.etcd.get(keys.key("hosts", dead.room.host.host_id)) is None, 5)
+    wait_until(lambda: reaper.room.host.etcd.get(keys.key("grace", dead.room.host.host_id)) is None, 10)
+
+
+@pytest.mark.parametrize("option", ["mtu", "internal"])
+def test_a_dead_sole_members_pool_is_reclaimed_and_the_subnet_made_again_with_other_options(hosts, option):
+    """host0 alone holds the subnet's network, and dies. Its membership
+    used to outlive it, and with it the pool, gateway, network record and
+    VNI: the subnet could never be made again with other options (a 409
+    naming the option, for good)."""
+    a, b = hosts(2, ttl=2, reclaim_grace=6)
+    a.dockerd.run(a.dockerd.create_network(subnet=SUBNET))
+    vni = a.room._stored()[0][0]["cluster"]["vni"]
+    _killed_past_the_grace(a, b)
+    client = b.room.host.etcd
+    assert b.room.host.reap() == ["host0"]
+    assert _members(client) == []
+    assert client.get(keys.key("pools", POOL)) is None
+    assert client.get(keys.key("gateway", POOL)) is None
+    assert client.get(keys.key("nets", POOL)) is None
+    assert client.get(keys.key("vnis", vni)) is None
+    assert client.read_prefix(keys.prefix("addrs", POOL))[0] == []
+    assert client.read_prefix(keys.prefix("held", "host0"))[0] == []
+    assert client.get(keys.key("seen", "host0")) is None
+    if option == "mtu":
+        net = b.dockerd.create_network(subnet=SUBNET, options={"com.docker.network.driver.mtu": "1300"})
+    else:
+        net = b.dockerd.create_network(subnet=SUBNET, internal=True)
+    (stored,) = b.room._stored()[0]
+    assert (stored["options"]["mtu"] == 1300) if option == "mtu" else stored["options"]["internal"]
+    assert b.dockerd.run(net).address == "10.90.0.2/24"  # host0's container's address, free again
+    assert _members(client) == ["host1"]
+
+
+def test_a_dead_hosts_membership_ends_and_the_pool_stays_for_the_live_member(hosts):
+    """host0 and host1 both hold the network; host0 dies. Its membership
+    ends (and its addresses go); the pool and every record of the network
+    stay for host1, whose container keeps its address."""
+    a, b = hosts(2, ttl=2, reclaim_grace=6)
+    net_a, net_b = a.dockerd.create_network(subnet=SUBNET), b.dockerd.create_network(subnet=SUBNET)
+    gone = a.dockerd.run(net_a)
+    kept = b.dockerd.run(net_b)
+    _killed_past_the_grace(a, b)
+    client = b.room.host.etcd
+    assert b.room.host.reap() == ["host0"]
+    assert _members(client) == ["host1"]
+    _network_records_hold(client, b, ["host1"], [kept])
+    assert client.get(_addr_key(gone.address)) is None
+    # host1 is the last member now: its leave takes the network with it
+    b.dockerd.cleanup()
+    assert client.read_prefix(keys.prefix("pools"))[0] == [] and client.read_prefix(keys.prefix("nets"))[0] == []
+
+
+def test_a_membership_reclaim_is_fenced_on_the_host_being_away_still(hosts, monkeypatch):
+    """host0 comes back between the reaper's read of its memberships and
+    their removal: it keeps its membership, and the pool stays."""
+    a, b = hosts(2, ttl=2, reclaim_grace=6)
+    a.dockerd.run(a.dockerd.create_network(subnet=SUBNET))
+    _killed_past_the_grace(a, b)
+    reaper, ipam = b.room.host, b.room.ipam
+    leave, back = ipam._leave, []
+
+    def back_first(*args, **kwargs):
+        reaper.etcd.put(keys.key("hosts", "host0"), '{"advertise": "192.0.2.1"}')  # as its announce does
+        back.append(args)
+        return leave(*args, **kwargs)
+
+    monkeypatch.setattr(ipam, "_leave", back_first)
+    assert reaper.reap() == []
+    assert back  # the reaper got as far as the membership's removal
+    assert _members(reaper.etcd) == ["host0"]
+    for kind in ("pools", "gateway", "nets"):
+        assert reaper.etcd.get(keys.key(kind, POOL)) is not None
+    assert reaper.etcd.get(keys.key("seen", "host0")) is not None
+
+
+def test_a_host_back_after_its_membership_was_reclaimed_is_a_member_again(hosts, tmp_path, etcd):
+    """host0's membership was reclaimed, then it restarts with its network
+    in its store: it is a member again, so host1 leaving (the last member
+    but for it) does not take the pool from under host0's container."""
+    a, b = hosts(2, ttl=2, reclaim_grace=6)
+    net_a, net_b = a.dockerd.create_network(subnet=SUBNET), b.dockerd.create_network(subnet=SUBNET)
+    ctr = a.dockerd.run(net_a)
+    _killed_past_the_grace(a, b)
+    client = b.room.host.etcd
+    assert b.room.host.reap() == ["host0"]
+    assert _members(client) == ["host1"]
+    back = Host(tmp_path / "h0", etcd.url, "host0", "192.0.2.1", 2, reclaim_grace=6)
+    try:
+        back.room.host.live()
+        assert _members(client) == ["host0", "host1"]
+        b.dockerd.cleanup()
+        _network_records_hold(client, back, ["host0"], [ctr])
+    finally:
+        back.stop()
+
+
+@pytest.mark.parametrize("first", ["slow, then failing", "failing at once"])
+def test_a_failed_republish_is_tried_again_on_the_new_lease_kept_meanwhile(hosts, etcd, monkeypatch, first):
+    """host0's lease is gone (revoked from outside, as after an outage
+    longer than the TTL) and its first republish fails. It used to run in
+    the keep-alive thread: one that took three TTLs let the new lease
+    expire in the middle of it, and a failure was never tried again."""
+    a, b = hosts(2, ttl=2)
+    nets = [h.dockerd.create_network(subnet=SUBNET) for h in (a, b)]
+    a.dockerd.run(nets[0])
+    wait_until(lambda: len(b.overlay.all_peers()) == 1, 5)
+    resume, leases = a.room.segment.resume, []
+
+    def failing_first(networks, endpoints, lease, pools):
+        leases.append(lease)
+        if len(leases) == 1:
+            if first.startswith("slow"):
+                time.sleep(3 * a.room.host.ttl)
+            raise EtcdUnavailable("etcd is unreachable (injected in the test)")
+        return resume(networks, endpoints, lease, pools)
+
+    monkeypatch.setattr(a.room.segment, "resume", failing_first)
+    old = a.room.host.live()
+    Etcd([etcd.url]).call("/kv/lease/revoke", {"ID": old})
+    wait_until(lambda: b.overlay.all_peers() == set(), 5)
+    wait_until(lambda: len(b.overlay.all_peers()) == 1, 20)
+    assert len(leases) == 2 and leases[0] == leases[1] == a.room.host.live() != old
+    assert b.room.host.etcd.get(keys.key("hosts", "host0")).lease == leases[0]
+
+
+def test_a_docker_run_in_the_gap_after_a_lost_lease_waits_for_the_new_one(hosts, etcd):
+    """Between the lease's expiry and the keep-alive noticing, every docker
+    run used to get a 503 (its record was put on the lost lease)."""
+    a, b = hosts(2, ttl=2)
+    nets = [h.dockerd.create_network(subnet=SUBNET) for h in (a, b)]
+    old = a.room.host.live()
+    Etcd([etcd.url]).call("/kv/lease/revoke", {"ID": old})
+    ctr = a.dockerd.run(nets[0])
+    record = b.room.host.etcd.get(keys.prefix("endpoints", keys.pool_name("LocalDefault", SUBNET))
+                                  + f"host0/{ctr.endpoint_id}")
+    assert record is not None and record.lease == a.room.host.live() != old
+    wait_until(lambda: len(b.overlay.all_peers()) == 1, 5)

@@ -136,3 +136,18 @@ def test_a_network_cut_short_after_attach_is_handed_to_the_segment_at_start(tmp_
     assert drv.reconcile()[-1] == f"cut short {'a' * 64}"
     with plugin.store.snapshot() as tx:
         assert tx.get_network("a" * 64) is None
+
+
+def test_vni_searches_start_spread_over_the_range_and_cover_it():
+    from itertools import islice
+
+    from cluster.keys import pool_name
+    from cluster.segment import VNI_FIRST, VNI_LAST, vni_candidates
+
+    starts = {next(vni_candidates(pool_name("LocalDefault", f"10.{a}.{b}.0/24")))
+              for a in range(16) for b in range(64)}
+    assert len(starts) >= 1020  # 1,024 /24s: a byte sum gave them 155 starts
+    assert all(VNI_FIRST <= vni <= VNI_LAST for vni in starts)
+    name = pool_name("LocalDefault", "10.1.2.0/24")
+    first = list(islice(vni_candidates(name), 3))
+    assert first[1] in (first[0] + 1, VNI_FIRST) and len(set(first)) == 3
