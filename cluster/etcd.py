@@ -262,6 +262,12 @@ def written_by(key: str, revision: int) -> dict:
     return {"key": _b64(key), "target": "MOD", "result": "LESS", "mod_revision": revision + 1}
 
 
+def written_by_under(prefix: str, revision: int) -> dict:
+    """Every key under ``prefix`` was last written at ``revision`` or before
+    (a compare over a range: etcd 3.3+)."""
+    return {**written_by(prefix, revision), "range_end": _b64(prefix_end(prefix))}
+
+
 def txn_op(compare: list[dict], success: list[dict], failure: list[dict] | None = None) -> dict:
     """A transaction inside a transaction's branch (etcd 3.3+)."""
     return {"request_txn": {"compare": compare, "success": success, "failure": failure or []}}

@@ -35,7 +35,7 @@ from spec.errors import BadRequest, Conflict, NotFound
 
 from . import keys
 from .etcd import (KeyValue, absent, created_by, delete_op, prefix_end, present, put_op, range_op, ranges, txn_op,
-                   unchanged, value_is, written_by)
+                   unchanged, value_is, written_by, written_by_under)
 from .host import ClusterHost, addr_value
 
 GATEWAY_HOLDER = "*"  # the gateway's and aux addresses' allocations belong to every member, not one host
@@ -90,14 +90,15 @@ class ClusterIpam:
         while True:
             existing = self._etcd.get(keys.key("pools", name))
             if existing is None:
-                self._refuse_overlap(space, net)
-                # The pool and this member in one step, only if both are new.
-                reply = self._etcd.txn([absent(keys.key("pools", name))],
+                seen = self._refuse_overlap(space, net)
+                # The pool and this member in one step, only if both are new
+                # and no pool was written since the overlap check read them.
+                reply = self._etcd.txn([absent(keys.key("pools", name)), _no_pool_written_since(seen)],
                                        [put_op(keys.key("pools", name), self._pool_record(space, net, sub, options)),
                                         put_op(member, "")])
                 if reply.get("succeeded"):
                     return True
-                continue  # another host created it meanwhile: join theirs
+                continue  # another host created it, or another pool, meanwhile: look again
             held = json.loads(existing.value)
             if held["sub"] != (str(sub) if sub else ""):
                 raise Conflict(f"pool {net} is held in the cluster with --ip-range "
@@ -119,34 +120,42 @@ class ClusterIpam:
                 # this host's holds it and this call made nothing.
                 return name in self._leaving or not ranges(reply)[0]
 
-    def _refuse_overlap(self, space: str, net: IPNetwork) -> None:
-        for pool in self._cluster_pools(space, net.version):
+    def _refuse_overlap(self, space: str, net: IPNetwork) -> int:
+        """Refuse ``net`` if it overlaps a pool the cluster holds; returns
+        the revision the pools were read at, for the create's compare."""
+        pools, revision = self._cluster_pools(space, net.version)
+        for pool in pools:
             if pool.overlaps(net):
                 raise Conflict(f"Pool {net} overlaps pool {pool} held in the cluster in {space}")
+        return revision
 
-    def _cluster_pools(self, space: str | None, version: int) -> list[IPNetwork]:
+    def _cluster_pools(self, space: str | None, version: int) -> tuple[list[IPNetwork], int]:
+        """The cluster's pools of ``version`` (in ``space``, or all), and the
+        revision they were read at."""
         out = []
-        for kv in self._etcd.read_prefix(keys.prefix("pools"))[0]:
+        held, revision = self._etcd.read_prefix(keys.prefix("pools"))
+        for kv in held:
             held_space, cidr = keys.cidr_of(kv.key.rsplit("/", 1)[1])
             net = ipaddress.ip_network(cidr)
             if net.version == version and space in (None, held_space):
                 out.append(net)
-        return out
+        return out, revision
 
     def _create_default(self, space: str, version: int, options: dict) -> IPNetwork:
         """A default pool no host holds (in any address space: their kernels
         route them all) and no local route uses."""
-        taken = self._cluster_pools(None, version) + [r for r in self._host_routes() if r.version == version]
+        routes = [r for r in self._host_routes() if r.version == version]
+        pools, seen = self._cluster_pools(None, version)
         for candidate in allocator.candidates(self._defaults[version]):
-            if allocator.overlaps(candidate, taken) is not None:
+            if allocator.overlaps(candidate, pools + routes) is not None:
                 continue
             name = keys.pool_name(space, str(candidate))
-            reply = self._etcd.txn([absent(keys.key("pools", name))],
+            reply = self._etcd.txn([absent(keys.key("pools", name)), _no_pool_written_since(seen)],
                                    [put_op(keys.key("pools", name), self._pool_record(space, candidate, None, options)),
                                     put_op(keys.prefix("members", name) + self._host.host_id, "")])
             if reply.get("succeeded"):
                 return candidate
-            taken.append(candidate)  # another host took it first
+            pools, seen = self._cluster_pools(None, version)  # another host made a pool meanwhile
         raise Conflict(f"no free IPv{version} default pool left in the cluster")
 
     def release_pool(self, body: dict) -> dict:
@@ -457,6 +466,13 @@ class ClusterIpam:
         how many went. ``held_here`` gives (pool name, address) pairs."""
         mine = held_here()
         return self._host.release_held(self._host.host_id, lambda pool, addr: (pool, addr) in mine)
+
+
+def _no_pool_written_since(revision: int) -> dict:
+    """Every key under ``pools/`` was last written at ``revision`` or before
+    (a compare over the range: etcd 3.3+), so a pool the overlap check has
+    not seen fails the create, which then looks again."""
+    return written_by_under(keys.prefix("pools"), revision)
 
 
 def _not_held(pool_id: str) -> NotFound:

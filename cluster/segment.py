@@ -103,9 +103,11 @@ class ClusterSegment:
                 record = json.loads(held.value)
                 self._check_agreement(name, options, record["options"])
                 options["mtu"] = record["options"]["mtu"]
+                self._check_underlay(name, options["mtu"])
                 return {"cluster": {"pool": name, "vni": record["vni"]}}
             if options["mtu"] is None:
                 options["mtu"] = self.dp.default_mtu(self.host.advertise)  # the underlay's less VXLAN's
+            self._check_underlay(name, options["mtu"])
             agreed = {k: options[k] for k in AGREED}
             for vni in vni_candidates(name):
                 record = json.dumps({"vni": vni, "options": agreed}, sort_keys=True)
@@ -117,6 +119,20 @@ class ClusterSegment:
                     break  # another host created the network: agree with it
             else:
                 raise Conflict("no free VNI left in the cluster")
+
+    def _check_underlay(self, name: str, mtu: int) -> None:
+        """A VXLAN packet is not fragmented: an MTU above what this host's
+        underlay carries (its MTU less VXLAN's overhead) would drop every
+        full-size frame between this host and the others, silently."""
+        try:
+            limit = self.dp.default_mtu(self.host.advertise)
+        except LookupError:
+            return  # no interface carries the advertise address: the device's creation will say so
+        if mtu > limit:
+            space, cidr = keys.cidr_of(name)
+            raise Conflict(f"MTU {mtu} of cluster network {cidr} ({space}) is more than this host's underlay "
+                           f"carries: at most {limit} (the MTU of the interface with {self.host.advertise}, "
+                           f"less VXLAN's overhead)")
 
     @staticmethod
     def _check_agreement(name: str, mine: dict, theirs: dict) -> None:
