@@ -322,16 +322,25 @@ class ClusterIpam:
                 raise Conflict(f"no free address left in pool {net} for its gateway")
 
     def _create_in_pool(self, name: str, pool_id: str, key: str, puts: list[dict], read: dict) -> list | None:
-        """One transaction: ``puts`` if ``key`` is absent and the pool is
-        still held. None when done; else the keys the range ``read`` found
-        at the same revision (a pool no longer held is a 404)."""
-        pool_key = keys.key("pools", name)
-        reply = self._etcd.txn([absent(key), present(pool_key)], puts, [read, range_op(pool_key, "", 1)])
+        """One transaction: ``puts`` if ``key`` is absent, the pool is still
+        held and this host is a member of it. None when done; else the keys
+        the range ``read`` found at the same revision (a pool no longer held
+        is a 404; one this host is no member of, a 409). The membership
+        matters for a host that was away past the grace: the reclaim ended
+        it (the last member's removing the pool), and another host may have
+        made the pool again since, whose last member's leave would free
+        this host's claims under its containers."""
+        pool_key, member = keys.key("pools", name), keys.prefix("members", name) + self._host.host_id
+        reply = self._etcd.txn([absent(key), present(pool_key), present(member)], puts,
+                               [read, range_op(pool_key, "", 1), range_op(member, "", 1)])
         if reply.get("succeeded"):
             return None
-        found, pool = ranges(reply)
+        found, pool, membership = ranges(reply)
         if not pool:
             raise _not_held(pool_id)
+        if not membership:
+            raise Conflict(f"this host is no member of cluster pool {keys.cidr_of(name)[1]}: its network there "
+                           f"was reclaimed while the host was away; remove the network and create it again")
         return found
 
     def _claim(self, name: str, addr: int, pool_id: str) -> list[int] | None:

@@ -35,14 +35,23 @@ class SilentableRelay:
                 client, _ = self._server.accept()
             except OSError:
                 return
-            upstream = socket.create_connection(self._target)
-            flowing = threading.Event()
-            flowing.set()
-            with self._lock:
-                self._open.append(flowing)
-                self._sockets += [client, upstream]
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(src, dst, flowing), daemon=True).start()
+            self._admit(client)
+
+    def _admit(self, client: socket.socket) -> None:
+        """Relay ``client`` to the target (a subclass may hold or refuse it)."""
+        try:
+            upstream = socket.create_connection(self._target, timeout=2)
+            upstream.settimeout(None)
+        except OSError:
+            client.close()
+            return
+        flowing = threading.Event()
+        flowing.set()
+        with self._lock:
+            self._open.append(flowing)
+            self._sockets += [client, upstream]
+        for src, dst in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self._pipe, args=(src, dst, flowing), daemon=True).start()
 
     @staticmethod
     def _pipe(src: socket.socket, dst: socket.socket, flowing: threading.Event) -> None:
