@@ -187,6 +187,9 @@ class ClusterSegment:
 
     # -- endpoints ----------------------------------------------------------------
     def publish(self, network: dict, endpoint: dict, lease: int = 0) -> None:
+        if network["cluster"].get("lost"):
+            raise Conflict(f"network {network['id']} is cut off from the cluster: {network['cluster']['lost']}; "
+                           f"remove it and create it again")
         lease = lease or self.host.live()
         try:
             self._etcd.put(self._endpoint_key(network, endpoint), self._record(endpoint), lease)
@@ -236,12 +239,66 @@ class ClusterSegment:
                 changes.append(f"vxlan of network {network['id']}, created only in part, removed")
         wanted = set()
         for network in networks:
-            if "cluster" in network:
+            if "cluster" in network and not network["cluster"].get("lost"):
                 spec = self.spec(network)
                 self.overlay.create(spec)
                 wanted.add(spec.name)
                 changes.append(f"vxlan of network {network['id']} in place")
         return changes + self.overlay.reconcile(wanted)
+
+    # -- networks the cluster no longer holds --------------------------------------------
+    def cut_off(self, networks: list[dict], pools: set[str]) -> list[tuple[dict, str]]:
+        """The stored cluster networks on pools of this host's (``pools``)
+        that the cluster no longer holds as this host knew them, each with
+        why: every member was away past the grace, so the reclaim removed
+        the pool with its VNI and claims, and another host may have made
+        the pool again since, on this VNI (it is hashed from the pool) with
+        new containers on this network's addresses. Such a network must not
+        rejoin: checked at each republish, before memberships are taken up
+        again, in one round trip per network. Pools of another IPAM driver
+        have no record to compare and are never cut off."""
+        found = []
+        for network in networks:
+            cluster = network.get("cluster")
+            if cluster is None or cluster.get("lost") or cluster["pool"] not in pools:
+                continue
+            why = self._why_cut_off(network, pools)
+            if why:
+                found.append((network, why))
+        return found
+
+    def _why_cut_off(self, network: dict, pools: set[str]) -> str:
+        name, vni = network["cluster"]["pool"], network["cluster"]["vni"]
+        space, cidr = keys.cidr_of(name)
+        gateways = [(n, ipaddress.ip_interface(p["gateway"]).ip)
+                    for n, p in zip(pool_names(network), network["ipv4"] + network["ipv6"])
+                    if n in pools and p.get("gateway")]
+        ops = [range_op(keys.key("pools", name), "", 1), range_op(keys.key("nets", name), "", 1, keys_only=False)]
+        ops += [range_op(keys.prefix("addrs", n) + keys.hexaddr(int(g)), "", 1, keys_only=False) for n, g in gateways]
+        pool, held, *claims = ranges(self._etcd.txn([], ops))
+        if not pool:
+            return f"the cluster no longer holds pool {cidr} ({space}): its members were all away past the grace"
+        if not held or json.loads(held[0].value).get("vni") != vni:
+            return (f"pool {cidr} ({space}) was made again in the cluster, "
+                    f"{'with VNI ' + str(json.loads(held[0].value).get('vni')) if held else 'with no network yet'}, "
+                    f"not this network's {vni}")
+        for (n, gateway), kvs in zip(gateways, claims):
+            if not kvs or records.holder(kvs[0].value) != "":
+                return (f"pool {cidr} ({space}) was made again in the cluster: gateway {gateway} is "
+                        f"{'held by host ' + records.holder(kvs[0].value) if kvs else 'allocated to no one'}")
+        return ""
+
+    def abandon(self, network: dict) -> None:
+        """Take a network the cluster no longer holds (``cut_off``) out of
+        the cluster's datapath on this host: no watch, no VXLAN device. Its
+        containers keep the bridge (they reach each other on this host),
+        but none of them can share a segment with the new holders of their
+        addresses."""
+        with self._lock:
+            watch = self._watches.pop(network["id"], None)
+        if watch is not None:
+            watch.stop()
+        self.overlay.delete(self.spec(network))
 
     def resume(self, networks: list[dict], endpoints: list[dict], lease: int, pools: set[str]) -> list[Lost]:
         """Once the worker has its lease (at start, or a lost lease
@@ -255,6 +312,9 @@ class ClusterSegment:
         for endpoint in endpoints:
             if endpoint["network_id"] in by_id:
                 network = by_id[endpoint["network_id"]]
+                if network["cluster"].get("lost"):
+                    lost.append(Lost(endpoint, _first_address(endpoint), ""))
+                    continue
                 taken = self._republish(network, endpoint, lease, pools)
                 if taken is not None:
                     lost.append(taken)
@@ -263,7 +323,8 @@ class ClusterSegment:
                     # come before this write, which brought the record back.
                     self.unpublish(network, endpoint)
         for network in by_id.values():
-            self._watch(network)
+            if not network["cluster"].get("lost"):
+                self._watch(network)
         return lost
 
     @contextmanager
@@ -471,6 +532,11 @@ def _addresses(network: dict, endpoint: dict) -> list[tuple[str, int]]:
             ip = ipaddress.ip_interface(address).ip
             out += [(name, int(ip)) for name, p in pools if ip in ipaddress.ip_network(p["pool"])][:1]
     return out
+
+
+def _first_address(endpoint: dict) -> str:
+    address = endpoint["address"] or endpoint["address_v6"]
+    return str(ipaddress.ip_interface(address).ip) if address else ""
 
 
 def _show(value) -> str:

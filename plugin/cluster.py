@@ -104,11 +104,29 @@ class Room:
             networks, endpoints = self._stored()
             with self.store.snapshot() as tx:
                 pools = {keys.pool_name(p["space"], p["cidr"]) for p in tx.list_pools()}
+            for network, why in self.segment.cut_off(networks, pools):
+                self._cut_off(network, why)
+            # A cut-off network's pool is another's now (or no one's): its
+            # membership is not taken up again.
+            pools -= {n["cluster"]["pool"] for n in networks if n.get("cluster", {}).get("lost")}
             for name in self.ipam.member_again(pools):  # ended by a reclaim while this host was away
                 log.warning("back after the reclaim grace: member of cluster pool %s again", name)
             lost = {taken.endpoint["id"]: taken for taken in self.segment.resume(networks, endpoints, lease, pools)}
         for endpoint in endpoints:
             self._mark(endpoint, lost.get(endpoint["id"]))
+
+    def _cut_off(self, network: dict, why: str) -> None:
+        """Mark ``network`` in the store as cut off from the cluster (so no
+        restart puts its VXLAN device back) before taking it out of the
+        cluster's datapath; ``inspect`` shows it, and its endpoints are lost."""
+        log.error("network %s is cut off from the cluster: %s; its containers reach only this host's until it "
+                  "is removed and created again", network["id"], why)
+        network["cluster"] = {**network["cluster"], "lost": why}
+        with self.store.transaction() as tx:
+            stored = tx.get_network(network["id"])
+            if stored is not None:
+                tx.put_network({**stored, "cluster": network["cluster"]})
+        self.segment.abandon(network)
 
     def _mark(self, endpoint: dict, taken: Lost | None) -> None:
         """Record in the store (``inspect`` shows it) whether the endpoint

@@ -83,12 +83,16 @@ def render_cluster(cluster: dict) -> str:
 
 
 def _lost_section(state: dict) -> list:
-    """Cluster endpoints this host did not publish again, an address of
-    theirs being another host's now (plugin.cluster.Room._mark); shown only
-    when there are any."""
+    """Cluster networks cut off from the cluster (plugin.cluster.Room._cut_off)
+    and endpoints this host did not publish again, an address of theirs
+    being another host's now (Room._mark); shown only when there are any."""
+    cut = [n for n in state["networks"] if n.get("cluster", {}).get("lost")]
     lost = [e for e in state["endpoints"] if e.get("lost")]
-    return [("LOST TO THE CLUSTER: UNREACHABLE FROM OTHER HOSTS", ["ENDPOINT", "ADDRESS", "NOW HELD BY"], [
-        [e["id"][:12], e["lost"]["address"], e["lost"]["holder"] or "no one (pool gone)"] for e in lost])] if lost else []
+    return ([("CUT OFF FROM THE CLUSTER: REMOVE AND CREATE AGAIN", ["NETWORK", "WHY"], [
+        [n["id"][:12], n["cluster"]["lost"]] for n in cut])] if cut else []) + (
+        [("LOST TO THE CLUSTER: UNREACHABLE FROM OTHER HOSTS", ["ENDPOINT", "ADDRESS", "NOW HELD BY"], [
+            [e["id"][:12], e["lost"]["address"] or "-", e["lost"]["holder"] or "no one (pool gone)"] for e in lost])]
+        if lost else [])
 
 
 def render_ports(state: dict) -> str:

@@ -91,6 +91,7 @@ from ipam_plugin import driver as ipam
 from plugin.app import create_app
 from plugin.cluster import Room
 from plugin.config import Settings
+from plugin.inspect import render
 from plugin.store import Store
 from tests.harness.client import Client, FlaskTransport, ProtocolError
 from tests.harness.dockerd import GATEWAY, Container, FakeDockerd, Network
@@ -690,6 +691,15 @@ class Lab:
         found = []
         for network in networks.values():
             pool, vni = network["cluster"]["pool"], network["cluster"]["vni"]
+            if network["cluster"].get("lost"):
+                # Cut off at a republish (Room._cut_off): only a host away
+                # past the grace may be, and it holds nothing in the pool.
+                if network["id"] not in lab_host.orphanable:
+                    found.append(f"{lab_host.id}: its network on {pool} is cut off from the cluster "
+                                 f"({network['cluster']['lost']}), though never away long enough to be reclaimed")
+                found += self._orphan_holdings(lab_host, pool, contents)
+                self.orphans.add((lab_host.id, network["id"]))
+                continue
             if keys.key("pools", pool) not in contents:
                 if network["id"] not in lab_host.orphanable:
                     found.append(f"{lab_host.id}: the cluster no longer holds pool {pool} of its network "
@@ -701,12 +711,8 @@ class Lab:
                     found.append(f"{lab_host.id}: has a network on {pool} but is not a member of the cluster's pool")
                     continue
                 # An orphan whose pool another host made again: inert until
-                # removed (its claims are refused with a 409), so it may hold
-                # no claim and no record in the new pool.
-                mine = keys.prefix("endpoints", pool) + lab_host.id + "/"
-                found += [f"{lab_host.id}: its orphan network on {pool} holds {key}" for key, kv in contents.items()
-                          if key.startswith(mine) or (key.startswith(keys.prefix("addrs", pool))
-                                                      and json.loads(kv.value).get("host") == lab_host.id)]
+                # removed (its claims are refused with a 409).
+                found += self._orphan_holdings(lab_host, pool, contents)
                 self.orphans.add((lab_host.id, network["id"]))
                 continue
             held = contents.get(keys.key("nets", pool))
@@ -717,6 +723,15 @@ class Lab:
                              f"{agreed['vni']} and {agreed['options']}")
         return found
 
+    @staticmethod
+    def _orphan_holdings(lab_host: LabHost, pool: str, contents: dict) -> list[str]:
+        """An orphan network may hold no claim and no record in its pool
+        (made again by another host, or about to be)."""
+        mine = keys.prefix("endpoints", pool) + lab_host.id + "/"
+        return [f"{lab_host.id}: its orphan network on {pool} holds {key}" for key, kv in contents.items()
+                if key.startswith(mine) or (key.startswith(keys.prefix("addrs", pool))
+                                            and json.loads(kv.value).get("host") == lab_host.id)]
+
     def _peer_violations(self, lab_host: LabHost, networks: dict, records: dict[str, Record],
                          holders: dict) -> list[str]:
         """Invariant 2, per VXLAN device. A record invariant 1 faults for an
@@ -725,9 +740,12 @@ class Lab:
         live = {h.id for h in self.live()}
         records = {k: r for k, r in records.items()
                    if all(holders.get((r.pool, a)) == r.host for a in r.value.get("addresses", []))}
-        wanted = {}
+        wanted, cut_off = {}, set()
         for network in networks.values():
             pool = network["cluster"]["pool"]
+            if network["cluster"].get("lost"):
+                cut_off.add(DP.vxlan_name(network["tag"]))  # no device, no peer: off the segment
+                continue
             peers = {Peer(r.value["mac"].lower(), a, r.value["vtep"]) for r in records.values()
                      if r.pool == pool and r.host != lab_host.id and r.host in live for a in r.value["addresses"]}
             if peers:
@@ -735,7 +753,8 @@ class Lab:
         overlay = lab_host.host.overlay
         with overlay.lock:
             have = {name: set(peers) for name, peers in overlay.entries.items() if peers}
-        found = []
+            found = [f"{lab_host.id} {name}: the VXLAN device of a network cut off from the cluster is still there"
+                     for name in sorted(cut_off & set(overlay.devices))]
         for name in sorted(set(wanted) | set(have)):
             want, got = wanted.get(name, set()), have.get(name, set())
             missing, extra = want - got, got - want
@@ -919,8 +938,10 @@ def test_a_network_orphaned_by_a_reclaim_then_made_again_elsewhere(tmp_path, etc
         lab._may_be_reclaimed(a, GRACE + REAP_EVERY)
         lab._start(a)
         lab.converged("host0 back, its network an orphan")
-        lab.create(b, SUBNETS[0])  # the pool made again, host1 its only member
         orphan, ip = a.network_on(SUBNETS[0]), str(ipaddress.ip_network(SUBNETS[0])[200])
+        _assert_cut_off(a, orphan.id, "no longer holds pool")
+        lab.create(b, SUBNETS[0])  # the pool made again, host1 its only member
+        _assert_cut_off(a, orphan.id, "no longer holds pool")
         lab.call(a, f"run {SUBNETS[0]} --ip {ip}", lambda: a.dockerd.run(orphan, ip=ip).address, orphan)
         lab.remove(b, b.network_on(SUBNETS[0]))
         lab.create(b, SUBNETS[0])
@@ -928,3 +949,55 @@ def test_a_network_orphaned_by_a_reclaim_then_made_again_elsewhere(tmp_path, etc
         lab.converged("the pool made again twice")
     finally:
         lab.close()
+
+
+def test_a_network_whose_pool_was_made_again_while_its_host_was_away_is_cut_off(tmp_path, etcd):
+    """host0, the pool's only member, is away past the grace; the reclaim
+    removes the pool, and host1 makes it again with another gateway and runs
+    a container on host0's container's address. Back, host0 used to take up
+    a membership of the new pool and follow its records on its old device,
+    its container on the segment beside its address's new holder: now it
+    finds its gateway not the cluster's, cuts the network off (no device,
+    no watch, marked in the store and inspect) and claims nothing."""
+    lab = Lab(tmp_path, etcd, seed=1)
+    try:
+        a, b = lab.hosts[0], lab.hosts[1]
+        subnet = ipaddress.ip_network(SUBNETS[0])
+        lab.create(a, SUBNETS[0])
+        ip = str(subnet[200])
+        lab.call(a, f"run {SUBNETS[0]} --ip {ip}", lambda: a.dockerd.run(a.networks[0], ip=ip).address, a.networks[0])
+        lab.create(b, SUBNETS[1])  # host1 is in the cluster: its reaper reclaims
+        lab._kill(a)
+        began = time.monotonic()
+        while lab.outside.get(keys.key("pools", pool_of(SUBNETS[0]))) is not None:
+            assert time.monotonic() - began < 4 * GRACE, "host0 was never reclaimed"
+            time.sleep(POLL_S)
+        lab._may_be_reclaimed(a, GRACE + REAP_EVERY)
+        lab.call(b, f"create {SUBNETS[0]} --gateway {subnet[254]}",
+                 lambda: b.dockerd.create_network(subnet=SUBNETS[0], gateway=str(subnet[254])) and None)
+        lab.call(b, f"run {SUBNETS[0]} --ip {ip}", lambda: b.dockerd.run(b.network_on(SUBNETS[0]), ip=ip).address)
+        lab._start(a)
+        lab.converged("host0 back, its pool made again by host1")
+        _assert_cut_off(a, a.network_on(SUBNETS[0]).id, f"gateway {subnet[1]} is allocated to no one")
+        assert inspect_text(a).count("CUT OFF FROM THE CLUSTER") == 1
+    finally:
+        lab.close()
+
+
+def inspect_text(lab_host: LabHost) -> str:
+    networks, endpoints = lab_host.host.room._stored()
+    return render({"networks": networks, "endpoints": endpoints, "pools": [], "addresses": []})
+
+
+def _assert_cut_off(lab_host: LabHost, network_id: str, why: str) -> None:
+    """The network is marked cut off in the host's store, with no VXLAN
+    device and no watch: nothing of it shares a segment with the pool's
+    new holders. (The lab's invariants check the device too; this says
+    the network was cut off, not removed.)"""
+    networks, _ = lab_host.host.room._stored()
+    (network,) = [n for n in networks if n["id"] == network_id]
+    assert why in (network["cluster"].get("lost") or ""), network["cluster"]
+    with lab_host.host.overlay.lock:
+        assert DP.vxlan_name(network["tag"]) not in lab_host.host.overlay.devices
+    assert network_id not in lab_host.host.room.segment.watched()
+
