@@ -406,6 +406,7 @@ class PeerWatch:
         self._spec = segment.spec(network)
         self._me = segment.host.host_id
         self._known: dict[str, set] = {}  # record key -> its peers
+        self._kept: dict[str, set] = {}  # record key -> the peers of a record its host's lease took (see _event)
         self._pools = [ipaddress.ip_network(p["pool"]) for p in network["ipv4"] + network["ipv6"]]
         self._names = pool_names(network)
         self._gateways = {p["gateway"].split("/")[0] for p in network["ipv4"] + network["ipv6"] if p.get("gateway")}
@@ -423,13 +424,13 @@ class PeerWatch:
         return self._watch.resyncs
 
     def _peers(self, kv: KeyValue, held: Holders) -> set:
-        """The record's peers, or none if it is this host's or not to be applied."""
+        """The record's peers, or none if it is not to be applied. This
+        host's own records have theirs too, never put in the kernel
+        (``_wanted``), but they end kept peers of their addresses."""
         try:
             record = records.endpoint(kv.key, kv.value, self._pools, self._gateways)
         except records.BadRecord as exc:
             log.error("endpoint record skipped: %s", exc)
-            return set()
-        if record.host == self._me:
             return set()
         for address in record.addresses:
             if held.checks(address) and held.hosts.get(address) != record.host:
@@ -476,16 +477,41 @@ class PeerWatch:
     def _sync(self, kvs: list[KeyValue]) -> None:
         held = self._held_all()
         self._known = {kv.key: self._peers(kv, held) for kv in kvs}
+        if self._kept:
+            # Kept while their host is away and its addresses are its own:
+            # a reclaim (or the host back, writing its records again) ends it.
+            live = {kv.key.rsplit("/", 1)[1] for kv in self._segment.host.etcd.read_prefix(keys.prefix("hosts"))[0]}
+            self._kept = {key: peers for key, peers in self._kept.items()
+                          if key not in self._known and _host_of(key) not in live
+                          and all(not held.checks(p.address) or held.hosts.get(p.address) == _host_of(key)
+                                  for p in peers)}
+            self._drop_kept_sharing(set().union(*self._known.values()))
         for change in self._segment.overlay.sync_peers(self._spec, self._wanted()):
             log.info("peers of %s: %s", self._spec.name, change)
 
     def _event(self, kind: str, kv: KeyValue) -> None:
         """Only what changed: a record written again (a new lease) keeps its
-        peers in place rather than dropping them for a moment."""
+        peers in place rather than dropping them for a moment.
+
+        A record its host's lease took with it (the host killed, powered
+        off, or cut off from etcd, not from its peers) keeps its peers: the
+        containers behind it may run on, and the kernel's entries are only
+        wrong once their addresses are another host's, which the reclaim
+        grace prevents. They go when the address is given to another record
+        (its put), when a full read finds the reclaim done, or with the
+        network; a record its live host deleted goes at once."""
+        # Read before anything changes: a failed read re-reads in full.
+        peers = self._peers(kv, self._held_of(kv.value)) if kind != "DELETE" else set()
+        away = (kind == "DELETE" and _host_of(kv.key) != self._me and bool(self._known.get(kv.key))
+                and self._host_went_away(kv))
         before = self._wanted()
-        self._known.pop(kv.key, None)
+        had = self._known.pop(kv.key, None)
+        self._kept.pop(kv.key, None)
         if kind != "DELETE":
-            self._known[kv.key] = self._peers(kv, self._held_of(kv.value))
+            self._known[kv.key] = peers
+            self._drop_kept_sharing(peers)
+        elif away:
+            self._kept[kv.key] = had
         after = self._wanted()
         gone = before - after
         for peer in gone:
@@ -496,8 +522,30 @@ class PeerWatch:
         for peer in (after - before) | {p for p in after if p.mac in touched or p.address in touched}:
             self._segment.overlay.add_peer(self._spec, peer)
 
+    def _host_went_away(self, deleted: KeyValue) -> bool:
+        """Whether the record's host had no ``hosts/`` record when it went:
+        its lease ended (both go in one revision), rather than the host
+        deleting it. Read at the delete's revision, so a host back since
+        does not count; now, if etcd compacted that revision away."""
+        key = keys.key("hosts", _host_of(deleted.key))
+        etcd = self._segment.host.etcd
+        try:
+            return not etcd.range(key, "", revision=deleted.mod_revision, keys_only=True)
+        except EtcdUnavailable:
+            return etcd.get(key) is None
+
+    def _drop_kept_sharing(self, peers: set) -> None:
+        """A kept record's peers that share an address or a MAC with
+        ``peers`` (a record whose addresses ``addrs/`` gives its host) are
+        stale: the address was reclaimed and given again."""
+        taken = {p.address for p in peers} | {p.mac for p in peers}
+        self._kept = {key: kept for key, kept in self._kept.items()
+                      if not any(p.address in taken or p.mac in taken for p in kept)}
+
     def _wanted(self) -> set:
-        return set().union(*self._known.values()) if self._known else set()
+        """The peers the kernel should hold: other hosts' records', and those kept."""
+        return set().union(*(peers for key, peers in self._known.items() if _host_of(key) != self._me),
+                           *self._kept.values())
 
 
 @dataclass
@@ -532,6 +580,11 @@ def _addresses(network: dict, endpoint: dict) -> list[tuple[str, int]]:
             ip = ipaddress.ip_interface(address).ip
             out += [(name, int(ip)) for name, p in pools if ip in ipaddress.ip_network(p["pool"])][:1]
     return out
+
+
+def _host_of(record_key: str) -> str:
+    """The host an ``endpoints/<pool>/<host>/<id>`` key names."""
+    return record_key.rsplit("/", 2)[-2]
 
 
 def _first_address(endpoint: dict) -> str:

@@ -52,6 +52,12 @@ def _reclaimed(host: Host, gone: str = "host0") -> None:
     wait_until(lambda: host.room.host.etcd.get(keys.key("seen", gone)) is None, 5)
 
 
+def _records_of(host: Host, owner: str = "host0") -> list:
+    """``owner``'s endpoint records in etcd, as ``host`` reads them."""
+    return [kv for kv in host.room.host.etcd.read_prefix(keys.prefix("endpoints"))[0]
+            if kv.key.rsplit("/", 2)[-2] == owner]
+
+
 def test_one_subnet_on_three_hosts_is_one_network_with_one_gateway(hosts):
     nets = [h.dockerd.create_network(subnet=SUBNET) for h in hosts()]
     assert {n.pools[0]["Gateway"] for n in nets} == {"10.90.0.1/24"}
@@ -243,19 +249,42 @@ def test_an_endpoint_committed_while_its_network_is_deleted_leaves_no_record(hos
     assert b.room.host.etcd.read_prefix(keys.prefix("endpoints"))[0] == []
 
 
-def test_a_dead_hosts_endpoints_leave_within_the_lease_ttl(hosts):
-    ttl = 3
-    a, b = hosts(2, ttl=ttl)
+def test_a_dead_hosts_endpoints_stay_in_the_datapath_until_their_addresses_are_reclaimed(hosts):
+    """Issue 18 #6: the records of a host whose lease ended (kill -9 of
+    Pontoon, or a cut from etcd but not from its peers) leave etcd within
+    the TTL, but its containers may run on: the peers used to drop them
+    then, cutting their traffic although the underlay was fine. The peers
+    stay until the address is given to another host's container."""
+    a, b = hosts(2, ttl=2, reclaim_grace=6)
     net_a, net_b = a.dockerd.create_network(subnet=SUBNET), b.dockerd.create_network(subnet=SUBNET)
     ctr = a.dockerd.run(net_a)
     wait_until(lambda: len(b.overlay.all_peers()) == 1, 5)
+    peers = b.overlay.all_peers()
     a.stop(revoke=False)  # as kill -9 would: the lease is left to expire
-    took = wait_until(lambda: b.overlay.all_peers() == set(), ttl + 3)
+    took = wait_until(lambda: _records_of(b) == [], 2 + 3)
     assert took > 1  # gone by expiry, not at once
+    time.sleep(0.5)
+    assert b.overlay.all_peers() == peers  # kept
     # its address is not freed with the lease: a partition must not free addresses
+    held = ctr.address.split("/")[0]
     with pytest.raises(ProtocolError) as refused:
-        b.dockerd.run(net_b, ip=ctr.address.split("/")[0])
+        b.dockerd.run(net_b, ip=held)
     assert refused.value.status == 409
+    wait_until(lambda: b.room.host.etcd.get(keys.key("grace", "host0")) is None, 10)
+    _reclaimed(b)
+    assert b.overlay.all_peers() == peers  # still kept: nobody holds the address
+    b.dockerd.run(net_b, ip=held)  # the address given again, here: the kept peer is stale
+    wait_until(lambda: b.overlay.all_peers() == set(), 3)
+
+
+def test_a_live_hosts_deleted_record_leaves_the_datapath_at_once(hosts):
+    a, b = hosts(2, ttl=2)
+    net_a = a.dockerd.create_network(subnet=SUBNET)
+    b.dockerd.create_network(subnet=SUBNET)
+    ctr = a.dockerd.run(net_a)
+    wait_until(lambda: len(b.overlay.all_peers()) == 1, 5)
+    a.dockerd.stop(ctr)
+    wait_until(lambda: b.overlay.all_peers() == set(), 2)
 
 
 def test_with_etcd_stopped_cluster_calls_fail_fast_and_work_again_after(hosts, etcd):
@@ -328,13 +357,13 @@ def test_a_restart_publishes_again_and_frees_what_the_store_lost(hosts, tmp_path
     with a.store.transaction() as tx:
         tx.delete_address(net_a.pools[0]["PoolID"], int(ipaddress.ip_interface(stray).ip))
     a.stop(revoke=False)
-    wait_until(lambda: b.overlay.all_peers() == set(), 6)
+    wait_until(lambda: _records_of(b) == [], 6)
 
     again = Host(tmp_path / "h0", etcd.url, "host0", "192.0.2.1", ttl=3)
     try:
         again.room.worker_started()  # a stored cluster network: rejoin at once
-        wait_until(lambda: len(b.overlay.all_peers()) == 1, 5)
-        assert again.room.segment.watched() == [net_a.id]
+        wait_until(lambda: len(_records_of(b)) == 1 and again.room.segment.watched() == [net_a.id], 5)
+        assert len(b.overlay.all_peers()) == 1
         # the stray address is free again, the container's is not
         assert b.dockerd.run(net_b, ip=stray.split("/")[0]).address == stray
         with pytest.raises(ProtocolError):
@@ -358,9 +387,10 @@ def test_a_lost_lease_is_replaced_and_the_endpoints_written_again(hosts):
     wait_until(lambda: len(b.overlay.all_peers()) == 1, 5)
     old = a.room.host.live()
     # As if etcd had been away longer than the TTL: the lease is gone.
+    peers = b.overlay.all_peers()
     b.room.host.etcd.call("/kv/lease/revoke", {"ID": old})
-    wait_until(lambda: b.overlay.all_peers() == set(), 3)
-    wait_until(lambda: len(b.overlay.all_peers()) == 1, 5)
+    wait_until(lambda: a.room.host._lease.id != old and len(_records_of(b)) == 1, 5)
+    assert b.overlay.all_peers() == peers  # kept in place throughout (#6)
     assert a.room.host.live() != old
     assert b.room.host.etcd.get(keys.key("hosts", "host0")).lease == a.room.host.live()
 
@@ -833,7 +863,7 @@ def test_a_lost_lease_is_not_replaced_over_another_host_holding_the_id(hosts, tm
         time.sleep(0.3)
         held = Etcd([etcd.url]).get(keys.key("hosts", "host0"))
         assert "192.0.2.9" in held.value and held.lease == other.room.host.live()  # ...and did not take the ID
-        assert b.overlay.all_peers() == set()  # nor published its endpoints again
+        assert _records_of(b) == []  # nor published its endpoints again
         with pytest.raises(ProtocolError) as refused:
             a.dockerd.run(net_a)
         assert refused.value.status == 409 and "192.0.2.9" in str(refused.value)
@@ -1083,8 +1113,8 @@ def test_a_failed_republish_is_tried_again_on_the_new_lease_kept_meanwhile(hosts
     monkeypatch.setattr(a.room.segment, "resume", failing_first)
     old = a.room.host.live()
     Etcd([etcd.url]).call("/kv/lease/revoke", {"ID": old})
-    wait_until(lambda: b.overlay.all_peers() == set(), 5)
-    wait_until(lambda: len(b.overlay.all_peers()) == 1, 20)
+    wait_until(lambda: _records_of(b) == [], 5)
+    wait_until(lambda: len(_records_of(b)) == 1, 20)
     assert len(leases) == 2 and leases[0] == leases[1] == a.room.host.live() != old
     assert b.room.host.etcd.get(keys.key("hosts", "host0")).lease == leases[0]
 
