@@ -316,6 +316,14 @@ def _details(res: dict) -> list[str]:
         lines += [f"| {v['peers']} | {v['first_ms']:.1f} | {v['median_ms']:.2f} | {v['max_ms']:.2f} |"
                   for v in o.values()]
         lines.append("")
+    if "etcd" in res:
+        e = res["etcd"]
+        per = e["per_lifecycle"]
+        lines += ["## etcd history per container start", "",
+                  f"{e['lifecycles']} container lifecycles on a network two hosts share "
+                  f"(bench/etcd_history.py): {per['revision']:.1f} revisions and {per['db_size']:.0f} bytes of "
+                  f"etcd's database file each; {e['after']['db_size']} bytes before a compaction and a "
+                  f"defrag, {e['compacted']['db_size']} after.", ""]
     return lines + report_multihost.details(res)
 
 
