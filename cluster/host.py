@@ -40,6 +40,12 @@ REAP_EVERY_S = 60
 MAX_REWRITE_PAUSE_S = 30.0
 
 
+# The holder of the network's own allocations (the gateway's and aux
+# addresses'), which belong to every member, not one host: the IPAM driver
+# writes it, the record parser reads it.
+GATEWAY_HOLDER = "*"
+
+
 def addr_value(host_id: str, kind: str) -> str:
     """An address key's value; one spelling, so a transaction can compare it."""
     return json.dumps({"host": host_id, "kind": kind}, sort_keys=True)
