@@ -47,7 +47,7 @@ def _docker_sections(quick: bool) -> dict:
 
 
 def _sections(quick: bool) -> dict:
-    from . import footprint, ipam_scale, latency, multihost, ports, profile, scale
+    from . import etcd_history, footprint, ipam_scale, latency, multihost, overlay_peers, ports, profile, scale
 
     return {
         "latency": lambda: latency.run(quick),
@@ -59,6 +59,8 @@ def _sections(quick: bool) -> dict:
         "ports": lambda: ports.run(quick),
         "docker": lambda: _docker_sections(quick),
         "multihost": lambda: multihost.run(quick),
+        "overlay": lambda: overlay_peers.run(quick),
+        "etcd": lambda: etcd_history.run(quick),
     }
 
 

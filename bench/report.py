@@ -306,6 +306,24 @@ def _details(res: dict) -> list[str]:
                 lines.append(f"- {label}: " + ", ".join(f"{r:.3f}" for r in d["ratios"])
                              + f" (min {d['ratio_min']:.3f}, max {d['ratio_max']:.3f})")
         lines.append("")
+    if "overlay" in res:
+        o = res["overlay"]
+        lines += ["## Removing a VXLAN peer as peers grow", "",
+                  "`Overlay.remove_peer` on a device with N peers, one Overlay in a namespace of its own "
+                  "(bench/overlay_peers.py). The first removal reads the device's neighbour table once; "
+                  "the others ask the kernel for their own entries only. Milliseconds.", "",
+                  "| peers | first removal | median of the others | max |", "| --- | --- | --- | --- |"]
+        lines += [f"| {v['peers']} | {v['first_ms']:.1f} | {v['median_ms']:.2f} | {v['max_ms']:.2f} |"
+                  for v in o.values()]
+        lines.append("")
+    if "etcd" in res:
+        e = res["etcd"]
+        per = e["per_lifecycle"]
+        lines += ["## etcd history per container start", "",
+                  f"{e['lifecycles']} container lifecycles on a network two hosts share "
+                  f"(bench/etcd_history.py): {per['revision']:.1f} revisions and {per['db_size']:.0f} bytes of "
+                  f"etcd's database file each; {e['after']['db_size']} bytes before a compaction and a "
+                  f"defrag, {e['compacted']['db_size']} after.", ""]
     return lines + report_multihost.details(res)
 
 

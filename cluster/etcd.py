@@ -124,6 +124,9 @@ class Etcd:
     def __init__(self, endpoints: list[str], timeout: tuple[float, float] = (CONNECT_TIMEOUT_S, READ_TIMEOUT_S),
                  tls: Tls = Tls()):
         self.endpoints = list(endpoints)
+        # The longest one call can take before it fails: each endpoint tried
+        # once, each bounded by its connect and read timeouts.
+        self.call_bound = sum(timeout) * len(self.endpoints)
         self._clients = []
         for url in self.endpoints:
             parts = urlsplit(url)

@@ -42,6 +42,12 @@ REAP_EVERY_S = 60
 MAX_REWRITE_PAUSE_S = 30.0
 
 
+# The holder of the network's own allocations (the gateway's and aux
+# addresses'), which belong to every member, not one host: the IPAM driver
+# writes it, the record parser reads it.
+GATEWAY_HOLDER = "*"
+
+
 def addr_value(host_id: str, kind: str) -> str:
     """An address key's value; one spelling, so a transaction can compare it."""
     return json.dumps({"host": host_id, "kind": kind}, sort_keys=True)
@@ -119,8 +125,22 @@ class ClusterHost:
         self._on_reaped.append(hook)
 
     def live(self) -> int:
-        """The lease ID, granting it (and announcing the host) on first use."""
-        with self._lock:
+        """The lease ID, granting it (and announcing the host) on first use.
+
+        Only one thread connects, grants and claims at a time; the others
+        wait for it, but no longer than one etcd call may take: its calls
+        are each bounded, not all of them together (a slow etcd, or a
+        start-up reconcile of many endpoints), and a dockerd call must fail
+        with a 503 in about the time a bare call would, not queue behind it."""
+        if self._lease is not None and self._taken is None:
+            return self._lease.id  # had: no need to queue behind a thread that is claiming again
+        bound = self.etcd.call_bound
+        if not self._lock.acquire(timeout=bound):
+            raise EtcdUnavailable(
+                f"etcd is slow or unreachable ({', '.join(self.endpoints)}): waited {bound:g} s for another "
+                f"call that is taking this host's lease (claiming its host ID, granting the lease, the start-up "
+                f"reconcile with the cluster); try again")
+        try:
             if self._lease is None:
                 # Another host holding this ID: refused before anything is
                 # written, not even a lease (each call, and the start-up
@@ -145,6 +165,8 @@ class ClusterHost:
             elif self._taken is not None:
                 self._claim_again()
             return self._lease.id
+        finally:
+            self._lock.release()
 
     def _announce(self, lease: int) -> None:
         self.claim(lease)

@@ -36,9 +36,8 @@ from spec.errors import BadRequest, Conflict, NotFound
 from . import keys
 from .etcd import (KeyValue, absent, created_by, delete_op, prefix_end, present, put_op, range_op, ranges, txn_op,
                    unchanged, value_is, written_by, written_by_under)
-from .host import ClusterHost, addr_value
+from .host import GATEWAY_HOLDER, ClusterHost, addr_value
 
-GATEWAY_HOLDER = "*"  # the gateway's and aux addresses' allocations belong to every member, not one host
 AUX = addr_value(GATEWAY_HOLDER, "aux")
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from spec import values
 from spec.errors import BadRequest
 
-from .ipam import GATEWAY_HOLDER
+from .host import GATEWAY_HOLDER
 
 
 class BadRecord(ValueError):

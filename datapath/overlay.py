@@ -29,8 +29,10 @@ from __future__ import annotations
 import errno
 import ipaddress
 import logging
+import os
 import socket
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 
 from . import names, netlink, rtnl
 from .errors import DatapathError, NameConflict
@@ -118,6 +120,37 @@ def _vni_holder(ipr, spec: VxlanSpec) -> str | None:
     return None
 
 
+@dataclass
+class _Neighbours:
+    """This process's copy of a device's permanent neighbour entries, so a
+    removal can ask "does another address still use this MAC?" of the few
+    addresses that had it, not of a dump of every peer. Read from the
+    kernel once per device (one dump, at the first removal or a sync), then
+    kept by add_peer, remove_peer and sync_peers. A stale address in it is
+    harmless: each is checked against the kernel (one get) before it keeps
+    a forwarding entry."""
+
+    macs: dict[str, str] = field(default_factory=dict)  # address -> MAC
+    addresses: dict[str, set[str]] = field(default_factory=dict)  # MAC -> addresses
+
+    def set(self, address: str, mac: str) -> None:
+        self.drop(address)
+        self.macs[address] = mac
+        self.addresses.setdefault(mac, set()).add(address)
+
+    def drop(self, address: str) -> None:
+        mac = self.macs.pop(address, None)
+        if mac is not None:
+            self.addresses[mac].discard(address)
+            if not self.addresses[mac]:
+                del self.addresses[mac]
+
+
+def _netns() -> int:
+    """This thread's network namespace: ifindexes are per namespace."""
+    return os.stat("/proc/thread-self/ns/net").st_ino
+
+
 def _ignore(codes: tuple[int, ...], fn, *args, **kwargs) -> None:
     try:
         fn(*args, **kwargs)
@@ -134,6 +167,25 @@ class Overlay:
     def __init__(self, owner: str = "pontoon", faults: FaultHook | None = None):
         self.alias = ALIAS_PREFIX + owner
         self.faults = faults
+        self._tables: dict[tuple[int, int], _Neighbours] = {}  # (netns, ifindex) -> its neighbours
+        self._tables_lock = threading.Lock()
+
+    def _table(self, ipr, index: int) -> _Neighbours:
+        key = (_netns(), index)
+        with self._tables_lock:
+            table = self._tables.get(key)
+        if table is None:
+            table = _Neighbours()
+            for address, mac in _neighbours(ipr, index).items():
+                table.set(address, mac)
+            with self._tables_lock:
+                table = self._tables.setdefault(key, table)
+        return table
+
+    def _known(self, index: int) -> _Neighbours | None:
+        """The device's table if one was read, else None (nothing to keep)."""
+        with self._tables_lock:
+            return self._tables.get((_netns(), index))
 
     # -- the device ---------------------------------------------------------
 
@@ -200,6 +252,8 @@ class Overlay:
             if not _tagged(spec.name, "vxlan", link.get("ifalias") or "", self.alias, untagged):
                 return
             steps.run(f"delete vxlan {spec.name}", lambda: _delete_index(ipr, link["index"]))
+            with self._tables_lock:
+                self._tables.pop((_netns(), link["index"]), None)
 
     def reconcile(self, wanted: set[str]) -> list[str]:
         """At start: delete this instance's VXLAN devices (our prefix, our
@@ -234,28 +288,53 @@ class Overlay:
             steps.run(f"add neighbour {peer.address} {peer.mac} on {spec.name}",
                       lambda: ipr.neigh("replace", family=_family(peer.address), ifindex=index,
                                         dst=peer.address, lladdr=peer.mac, state=NUD_PERMANENT))
+            table = self._known(index)
+            if table is not None:
+                table.set(peer.address, peer.mac)
 
     def remove_peer(self, spec: VxlanSpec, peer: Peer) -> None:
         """Remove the peer's neighbour entry, and its forwarding entry once
         no other address of that MAC needs it. Entries that now say
         something else (the MAC moved to another host, the address to another
-        MAC) are left: they belong to a newer peer."""
+        MAC) are left: they belong to a newer peer. Each entry is asked for
+        by its key (a get, not a dump), so a removal costs the same with 10
+        peers on the device as with 1000."""
         with netlink.connect() as ipr, Steps(self.faults) as steps:
             index = self._index(ipr, spec, missing_ok=True)
             if index is None:
                 return
-            vtep = _fdb(ipr, index).get(peer.mac)
+            vtep = _fdb_entry(ipr, index, peer.mac)
             if vtep not in (None, peer.vtep):
                 return  # the MAC came back on another host: both entries are that peer's now
-            neighbours = _neighbours(ipr, index)
-            if neighbours.get(peer.address) == peer.mac:
+            table = self._table(ipr, index)
+            found = _neighbour(ipr, index, peer.address)
+            if found == peer.mac:
                 steps.run(f"remove neighbour {peer.address} on {spec.name}",
                           lambda: _ignore((errno.ENOENT,), ipr.neigh, "del", family=_family(peer.address),
                                           ifindex=index, dst=peer.address, lladdr=peer.mac))
-                del neighbours[peer.address]
-            if vtep is not None and peer.mac not in neighbours.values():
+                found = None
+            if found is None:
+                table.drop(peer.address)
+            else:
+                table.set(peer.address, found)
+            if vtep is not None and not self._still_used(ipr, index, table, peer):
                 steps.run(f"remove fdb {peer.mac} via {peer.vtep} on {spec.name}",
                           lambda: _del_fdb(ipr, index, peer.mac, peer.vtep))
+
+    @staticmethod
+    def _still_used(ipr, index: int, table: _Neighbours, peer: Peer) -> bool:
+        """Whether another neighbour entry on the device has the peer's MAC
+        (the other address of a dual-stack endpoint): the table's addresses
+        for it, each asked of the kernel."""
+        for address in sorted(table.addresses.get(peer.mac, set()) - {peer.address}):
+            found = _neighbour(ipr, index, address)
+            if found == peer.mac:
+                return True
+            if found is None:
+                table.drop(address)
+            else:
+                table.set(address, found)
+        return False
 
     def peers(self, spec: VxlanSpec) -> set[Peer]:
         """The peers the kernel holds: neighbour entries whose MAC has a
@@ -274,6 +353,12 @@ class Overlay:
         with netlink.connect() as ipr, Steps(self.faults) as steps:
             index = self._index(ipr, spec)
             fdb, neighbours = _fdb(ipr, index), _neighbours(ipr, index)
+            table = _Neighbours()
+            for address, mac in neighbours.items():
+                if wanted_neigh.get(address) == mac:
+                    table.set(address, mac)
+            with self._tables_lock:  # what the device holds once the adds below are done
+                self._tables[(_netns(), index)] = table
             for address, mac in neighbours.items():
                 if wanted_neigh.get(address) != mac:
                     steps.run(f"remove neighbour {address} on {spec.name}",
@@ -311,6 +396,34 @@ def _neighbours(ipr, index: int) -> dict[str, str]:
             if msg["ifindex"] == index and msg["state"] & NUD_PERMANENT and msg.get("lladdr"):
                 found[msg.get("dst")] = msg.get("lladdr").lower()
     return found
+
+
+def _neighbour(ipr, index: int, address: str) -> str | None:
+    """The MAC of the device's permanent neighbour entry for ``address``, or None."""
+    try:
+        msgs = ipr.neigh("get", family=_family(address), ifindex=index, dst=address)
+    except netlink.NetlinkError as exc:
+        if exc.code == errno.ENOENT:
+            return None
+        raise
+    for msg in msgs:
+        if msg["ifindex"] == index and msg["state"] & NUD_PERMANENT and msg.get("lladdr"):
+            return msg.get("lladdr").lower()
+    return None
+
+
+def _fdb_entry(ipr, index: int, mac: str) -> str | None:
+    """The remote host of the device's own forwarding entry for ``mac``, or None."""
+    try:
+        msgs = ipr.neigh("get", family=socket.AF_BRIDGE, ifindex=index, lladdr=mac, flags=NTF_SELF)
+    except netlink.NetlinkError as exc:
+        if exc.code == errno.ENOENT:
+            return None
+        raise
+    for msg in msgs:
+        if msg["ifindex"] == index and msg.get("dst") and msg.get("lladdr"):
+            return msg.get("dst")
+    return None
 
 
 def _fdb(ipr, index: int) -> dict[str, str]:

@@ -257,3 +257,70 @@ def test_a_vni_held_by_another_device_is_refused_naming_it(lab):
         run_in_netns(a.host.ns, lambda: Overlay(a.owner).create(spec))
     assert ip("-n", a.host.ns, "link", "show", spec.name, check=False).returncode != 0
     assert ip("-n", a.host.ns, "link", "show", other, check=False).returncode == 0
+
+
+def _many_peers_then_remove(owner: str, spec: VxlanSpec, many: list[Peer], dual: tuple[Peer, Peer], dumps: list) -> dict:
+    """In A's namespace, with one Overlay as the plugin keeps: add ``many``,
+    remove the first (the device's table is read then), add a dual-stack
+    peer, and remove its two addresses one by one; counts the neighbour
+    dumps each later removal asks of the kernel."""
+    from datapath import netlink
+
+    real = netlink.connect
+
+    class Counting:
+        def __init__(self):
+            self._ipr = real()
+
+        def __enter__(self):
+            self._ipr.__enter__()
+            return self
+
+        def __exit__(self, *exc):
+            return self._ipr.__exit__(*exc)
+
+        def __getattr__(self, name):
+            return getattr(self._ipr, name)
+
+        def neigh(self, command, **kw):
+            if command == "dump":
+                dumps.append(kw.get("family"))
+            return self._ipr.neigh(command, **kw)
+
+    netlink.connect = Counting
+    overlay = Overlay(owner)
+    for peer in many:
+        overlay.add_peer(spec, peer)
+    overlay.remove_peer(spec, many[0])
+    for peer in dual:
+        overlay.add_peer(spec, peer)
+    dumps.clear()
+    overlay.remove_peer(spec, dual[0])
+    kept_fdb = subprocess.run(["bridge", "fdb", "show", "dev", spec.name], capture_output=True, text=True).stdout
+    overlay.remove_peer(spec, dual[1])
+    overlay.remove_peer(spec, many[1])
+    return {"dumps": len(dumps), "fdb_while_v6_left": kept_fdb}
+
+
+def test_removing_one_peer_of_many_takes_its_entries_only_and_reads_no_table(lab):
+    a, b = lab
+    many = [Peer(f"02:42:0a:4e:{i >> 8:02x}:{i & 255:02x}", f"10.78.{i >> 8}.{i & 255}", "192.0.2.7")
+            for i in range(1, 201)]
+    dual = (Peer("02:42:0a:4d:00:63", f"{SUBNET}.99", "192.0.2.9"), Peer("02:42:0a:4d:00:63", f"{SUBNET6}99",
+                                                                          "192.0.2.9"))
+    dumps: list = []
+    seen = run_in_netns(a.host.ns, _many_peers_then_remove, a.owner, a.spec, many, dual, dumps)
+    # The dual-stack peer's forwarding entry stayed while its IPv6 address
+    # still used the MAC, and went with it.
+    assert "02:42:0a:4d:00:63 dst 192.0.2.9 self permanent" in seen["fdb_while_v6_left"]
+    # Each removal asked for its own entries: no dump of the device's tables.
+    assert seen["dumps"] == 0
+    held = a.overlay("peers")
+    assert held == set(many[2:]) | b.peers_of()
+    fdb = subprocess.run(["bridge", "-n", a.host.ns, "fdb", "show", "dev", a.spec.name],
+                         capture_output=True, text=True, check=True).stdout
+    neigh = ip("-n", a.host.ns, "neigh", "show", "dev", a.spec.name).stdout
+    for gone in (many[0], many[1], *dual):
+        assert gone.mac not in fdb and f"{gone.address} " not in neigh
+    assert all(p.mac in fdb for p in many[2:]) and b.mac in fdb
+    assert a.ping(b.address)  # the peer the removals did not name still works

@@ -92,19 +92,23 @@ DP = types.SimpleNamespace(VxlanSpec=VxlanSpec, Peer=Peer, default_mtu=lambda _l
 
 
 class Host:
-    """One cluster member: ``client`` speaks the protocol as its dockerd would."""
+    """One cluster member: ``client`` speaks the protocol as its dockerd would.
+
+    Subclasses (the fault lab's processes) change what the process starts
+    with through two hooks, not by making the member again: ``kernel_parts``
+    (the fake kernel it finds) and ``datapath`` (what its cluster room calls
+    the overlay through)."""
 
     def __init__(self, state_dir, etcd_url: str, host_id: str, advertise: str, ttl: int = 15, **more):
-        """``more``: other settings (the etcd TLS files)."""
+        """``more``: other settings (the etcd TLS files, the reclaim grace)."""
         settings = Settings(state_dir=str(state_dir), etcd_endpoints=[etcd_url], host_id=host_id,
                             advertise_addr=advertise, lease_ttl=ttl, **more)
         self.store = Store(settings.state_dir)
         self.store.initialise()
-        self.overlay = FakeOverlay()
-        self.room = Room(settings, self.store, self.overlay, DP)
-        self.links = FakeLinks(["10.0.2.0/24"])
+        self.overlay, self.links, self.firewall, self.ports = self.kernel_parts()
+        self.room = Room(settings, self.store, self.datapath(self.overlay), DP)
         self.network = network.NetworkDriver(self.store.transaction, self.store.snapshot, self.links,
-                                             FakeFirewall(), FakeHostPorts(), segment=self.room.segment)
+                                             self.firewall, self.ports, segment=self.room.segment)
         local = ipam.IpamDriver(self.store.transaction, self.links.host_routes,
                                 settings.pools(v6=False), settings.pools(v6=True))
         self.ipam = self.room.wrap_ipam(local, self.links.host_routes, settings.pools(v6=False),
@@ -112,6 +116,14 @@ class Host:
         self.app = create_app({**network.methods(self.network), **ipam.methods(self.ipam)})
         self.client = Client(FlaskTransport(self.app))
         self.dockerd = FakeDockerd(self.client)
+
+    def kernel_parts(self) -> tuple:
+        """The overlay, links, firewall and host ports this process finds: new, empty ones."""
+        return FakeOverlay(), FakeLinks(["10.0.2.0/24"]), FakeFirewall(), FakeHostPorts()
+
+    def datapath(self, overlay):
+        """What the cluster room calls for the overlay: the overlay itself."""
+        return overlay
 
     def stop(self, revoke: bool = True) -> None:
         self.room.segment.stop()

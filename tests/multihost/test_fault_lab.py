@@ -86,17 +86,10 @@ import pytest
 from cluster import keys
 from cluster.etcd import Etcd, EtcdUnavailable
 from datapath.errors import DatapathError
-from handlers import network as network_driver
-from ipam_plugin import driver as ipam
-from plugin.app import create_app
-from plugin.cluster import Room
-from plugin.config import Settings
 from plugin.inspect import render
-from plugin.store import Store
-from tests.harness.client import Client, FlaskTransport, ProtocolError
+from tests.harness.client import ProtocolError
 from tests.harness.dockerd import GATEWAY, Container, FakeDockerd, Network
 from tests.reliability import figures
-from tests.unit.fakes import FakeFirewall, FakeHostPorts, FakeLinks
 
 from .control import DP, FakeOverlay, Host, Peer
 from .proxy import SilentableRelay
@@ -192,24 +185,18 @@ class LabProcess(Host):
     peers), as on a real machine; ``kernel`` is that process."""
 
     def __init__(self, state_dir, etcd_url: str, host_id: str, advertise: str, kernel: LabProcess | None):
-        settings = Settings(state_dir=str(state_dir), etcd_endpoints=[etcd_url], host_id=host_id,
-                            advertise_addr=advertise, lease_ttl=TTL, reclaim_grace=GRACE)
-        self.store = Store(settings.state_dir)
-        self.store.initialise()
-        self.overlay = kernel.overlay if kernel else LabOverlay()
-        self.links = kernel.links if kernel else FakeLinks(["10.0.2.0/24"])
-        self.firewall = kernel.firewall if kernel else FakeFirewall()
-        self.ports = kernel.ports if kernel else FakeHostPorts()
-        self.reach = Severable(self.overlay)
-        self.room = Room(settings, self.store, self.reach, DP)
-        self.network = network_driver.NetworkDriver(self.store.transaction, self.store.snapshot, self.links,
-                                                    self.firewall, self.ports, segment=self.room.segment)
-        local = ipam.IpamDriver(self.store.transaction, self.links.host_routes,
-                                settings.pools(v6=False), settings.pools(v6=True))
-        self.ipam = self.room.wrap_ipam(local, self.links.host_routes, settings.pools(v6=False),
-                                        settings.pools(v6=True))
-        self.app = create_app({**network_driver.methods(self.network), **ipam.methods(self.ipam)})
-        self.client = Client(FlaskTransport(self.app))
+        self._kernel = kernel
+        super().__init__(state_dir, etcd_url, host_id, advertise, ttl=TTL, reclaim_grace=GRACE)
+
+    def kernel_parts(self) -> tuple:
+        kernel = self._kernel
+        if kernel is None:
+            return LabOverlay(), *super().kernel_parts()[1:]
+        return kernel.overlay, kernel.links, kernel.firewall, kernel.ports
+
+    def datapath(self, overlay):
+        self.reach = Severable(overlay)  # cut at kill: a dead process reaches no kernel
+        return self.reach
 
     def kill(self) -> None:
         """As kill -9: the lease is left to expire, and nothing of this
