@@ -39,7 +39,7 @@ from ipam_plugin import allocator
 from spec.errors import Conflict
 
 from . import keys
-from .etcd import absent, created_by, delete_op, present, put_op, range_op, ranges, value_is
+from .etcd import absent, created_by, delete_op, present, put_op, range_op, ranges, txn_op, value_is
 from .host import ClusterHost, addr_value
 
 log = logging.getLogger("pontoon.cluster")
@@ -178,10 +178,15 @@ class HostAddresses:
         return bool(holder) and holder[0].value == mine
 
     def _free(self, name: str, addr: int, created: int) -> None:
-        key = keys.prefix("addrs", name) + keys.hexaddr(addr)
-        etcd = self.host.etcd
-        etcd.txn([value_is(key, addr_value(self.host.host_id, KIND)), created_by(key, created)],
-                 [delete_op(key), delete_op(self._held(name, addr))])
+        """Delete the claim made at ``created`` or before, and its index
+        entry. dockerd releases the pool before it deletes the network, so
+        the last member's leave has often taken the claim with the pool's
+        other addresses already: then the index entry alone goes (as
+        ``ClusterIpam._free`` does for a container's address)."""
+        key, held = keys.prefix("addrs", name) + keys.hexaddr(addr), self._held(name, addr)
+        self.host.etcd.txn([value_is(key, addr_value(self.host.host_id, KIND)), created_by(key, created)],
+                           [delete_op(key), delete_op(held)],
+                           [txn_op([created_by(held, created)], [delete_op(held)])])
 
     def _held(self, name: str, addr: int) -> str:
         return keys.prefix("held", self.host.host_id) + f"{name}/{keys.hexaddr(addr)}"

@@ -5,6 +5,7 @@ datapath would be asked to do. The datapath itself is tested by the
 cross-host tests with real namespaces and VXLAN."""
 from __future__ import annotations
 
+import secrets
 import threading
 import types
 from dataclasses import dataclass
@@ -85,6 +86,26 @@ class FakeOverlay:
     def all_peers(self) -> set[Peer]:
         with self.lock:
             return set().union(*self.entries.values()) if self.entries else set()
+
+
+class FakeHostKernel:
+    """The contract of datapath.hostaddr, in memory: each bridge's host
+    address and the MAC the bridge answers for it with."""
+
+    def __init__(self):
+        self.addresses: dict[str, str] = {}
+        self.macs: dict[str, str] = {}
+        self.lock = threading.Lock()
+
+    def add(self, bridge, address, gateway):
+        with self.lock:
+            self.addresses[bridge] = address
+            return self.macs.setdefault(bridge, "02:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(5)))
+
+    def remove(self, bridge, address, gateway):
+        with self.lock:
+            if self.addresses.get(bridge) == address:
+                del self.addresses[bridge]
 
 
 DP = types.SimpleNamespace(VxlanSpec=VxlanSpec, Peer=Peer, default_mtu=lambda _local: UNDERLAY_MTU - 50,

@@ -252,6 +252,7 @@ def test_a_host_reaches_containers_on_other_hosts(cluster):
     held = cluster.etcd.keys(f"/pontoon/held/{a.id}/")
     assert [k for k in held if k.endswith(keys.hexaddr(int(ipaddress.ip_address(mine[a.id]))))]
     assert mine[a.id] in bridge_addresses(a, gateway) and mine[b.id] in bridge_addresses(b, gateway)
+    assert [n["cluster"]["host_address"] for n in a.server.inspect()["networks"]] == [f"{mine[a.id]}/24"]
 
     # TCP too, and the far container sees host1's own address as the source.
     server = subprocess.Popen(["ip", "netns", "exec", ctr_b.sandbox.ns, sys.executable, "-c", LISTEN],

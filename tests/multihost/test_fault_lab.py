@@ -42,7 +42,8 @@ do not:
    with the cluster's VNI and options (a pool gone is allowed only where a
    reclaim may have removed it: ``LabHost.orphanable``);
 3. every live host's stored endpoint that is not marked lost has its
-   record, and every record of a live host is one of its stored endpoints;
+   record, and so has its host address of each network (cluster.hostaddr);
+   every record of a live host is one of these;
    an endpoint marked lost has an address this host does not hold in
    ``addrs/`` (see ``_lost_violations`` for why "held by no one" passes);
 4. at the end, once every host has removed its networks, etcd holds only
@@ -83,7 +84,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster import keys
+from cluster import hostaddr, keys
 from cluster.etcd import Etcd, EtcdUnavailable
 from datapath.errors import DatapathError
 from handlers import network as network_driver
@@ -97,7 +98,7 @@ from tests.harness.dockerd import GATEWAY, Container, FakeDockerd, Network
 from tests.reliability import figures
 from tests.unit.fakes import FakeFirewall, FakeHostPorts, FakeLinks
 
-from .control import DP, FakeOverlay, Host, Peer
+from .control import DP, FakeHostKernel, FakeOverlay, Host, Peer
 from .proxy import SilentableRelay
 
 TTL = 2          # s: the hosts' lease TTL
@@ -199,8 +200,9 @@ class LabProcess(Host):
         self.links = kernel.links if kernel else FakeLinks(["10.0.2.0/24"])
         self.firewall = kernel.firewall if kernel else FakeFirewall()
         self.ports = kernel.ports if kernel else FakeHostPorts()
+        self.host_kernel = kernel.host_kernel if kernel else FakeHostKernel()
         self.reach = Severable(self.overlay)
-        self.room = Room(settings, self.store, self.reach, DP)
+        self.room = Room(settings, self.store, self.reach, DP, self.host_kernel)
         self.network = network_driver.NetworkDriver(self.store.transaction, self.store.snapshot, self.links,
                                                     self.firewall, self.ports, segment=self.room.segment)
         local = ipam.IpamDriver(self.store.transaction, self.links.host_routes,
@@ -765,6 +767,16 @@ class Lab:
             elif (record.value.get("addresses") != [address]
                   or record.value.get("mac", "").lower() != endpoint["mac"].lower()):
                 found.append(f"{key}: {record.value} is not the stored endpoint's ({address}, {endpoint['mac']})")
+        for network in networks.values():  # the host's own address on it (cluster.hostaddr)
+            own = network["cluster"].get("host_address")
+            if own is None:
+                continue
+            key = keys.prefix("endpoints", network["cluster"]["pool"]) + f"{lab_host.id}/{hostaddr.RECORD_ID}"
+            record = records.get(key)
+            published.add(key)
+            if record is None or record.value.get("addresses") != [str(ipaddress.ip_interface(own).ip)]:
+                found.append(f"{lab_host.id}: its host address {own} on {network['cluster']['pool']} has "
+                             f"{'no record' if record is None else f'the record {record.value}'}")
         for key, record in records.items():
             if record.host == lab_host.id and key not in published:
                 found.append(f"{key}: a record of {lab_host.id} that is none of its published stored endpoints")
