@@ -449,8 +449,11 @@ class ClusterHost:
             # Compared on the holder: the address may have been freed and
             # claimed by another host since (the pool gone and made again);
             # then only the stale index entry goes (not when fenced: a
-            # failed fence says nothing about the entry).
-            reply = self.etcd.txn([value_is(keys.prefix("addrs", pool) + hexa, addr_value(host_id, "address")),
+            # failed fence says nothing about the entry). The entry names
+            # the claim's kind: empty for a container's address, "host" for
+            # the host's own (cluster.hostaddr).
+            kind = kv.value or "address"
+            reply = self.etcd.txn([value_is(keys.prefix("addrs", pool) + hexa, addr_value(host_id, kind)),
                                    *fence],
                                   [delete_op(kv.key), delete_op(keys.prefix("addrs", pool) + hexa)],
                                   [] if fence else [delete_op(kv.key)])

@@ -15,7 +15,7 @@ key segment.
     held/<host>/<pool>/<hex address> the same, indexed by host, for reclaiming
     nets/<pool>                      agreed options and VNI of the network
     vnis/<vni>                       the pool whose network holds the VNI
-    endpoints/<pool>/<host>/<id>     an endpoint: MAC, addresses, VTEP (on the lease)
+    endpoints/<pool>/<host>/<id>     an endpoint: MAC, addresses, VTEP (on the lease); id "host": the host's own address
 """
 from __future__ import annotations
 

@@ -14,6 +14,8 @@ host's dockerd makes its own network ID for it, but all hand in the pool.
   on this host (nothing cluster-wide is watched).
 - publish / unpublish: this host's endpoint records, on the host's lease,
   so they vanish from the others' datapath when this host dies.
+- this host's own address on the network (cluster.hostaddr), made with the
+  VXLAN device and published like an endpoint.
 """
 from __future__ import annotations
 
@@ -26,12 +28,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator
 
+from datapath.errors import DatapathError
 from spec.errors import Conflict
 
 from . import keys, records
 from .etcd import (EtcdUnavailable, KeyValue, Watch, absent, delete_op, present, put_op, range_op, ranges,
                    unchanged, value_is)
 from .host import ClusterHost, addr_value
+from .hostaddr import HostAddresses
 
 log = logging.getLogger("pontoon.cluster")
 
@@ -76,12 +80,14 @@ def pool_names(network: dict) -> list[str]:
 class ClusterSegment:
     connectivity = "global"
 
-    def __init__(self, host: ClusterHost, overlay, dp):
+    def __init__(self, host: ClusterHost, overlay, dp, host_addresses: HostAddresses | None = None):
         """``overlay`` is a datapath.overlay.Overlay; ``dp`` gives VxlanSpec,
-        Peer, default_mtu and vxlan_name (datapath.overlay and names)."""
+        Peer, default_mtu and vxlan_name (datapath.overlay and names).
+        ``host_addresses``: None makes none (tests that count peers)."""
         self.host = host
         self.overlay = overlay
         self.dp = dp
+        self.host_addresses = host_addresses
         self._watches: dict[str, PeerWatch] = {}  # network ID -> its watch
         self._gone: set[str] | None = None  # while a republish runs: networks and endpoints deleted since
         self._lock = threading.Lock()
@@ -153,7 +159,14 @@ class ClusterSegment:
 
     def attach(self, network: dict) -> None:
         self.overlay.create(self.spec(network))
+        self._publish_host_address(network)
         self._watch(network)
+
+    def _publish_host_address(self, network: dict, lease: int = 0) -> dict | None:
+        endpoint = self.host_addresses.ensure(network) if self.host_addresses is not None else None
+        if endpoint is not None:
+            self.publish(network, endpoint, lease)
+        return endpoint
 
     def detach(self, network: dict) -> None:
         with self._lock:
@@ -166,6 +179,8 @@ class ClusterSegment:
         written = self._etcd.revision  # the records of this network are at or below (ClusterHost.tolerate)
         self.host.tolerate(f"removing this host's endpoint records of network {network['id']}",
                            lambda: self._remove_records(prefix, written))
+        if self.host_addresses is not None:  # its record went with the others
+            self.host_addresses.release(network)
         self.overlay.delete(self.spec(network))
 
     def _remove_records(self, prefix: str, written: int) -> None:
@@ -235,6 +250,8 @@ class ClusterSegment:
         changes = []
         for network in cut_short:
             if "cluster" in network:
+                if self.host_addresses is not None:  # an adopted bridge outlives it
+                    self.host_addresses.remove_from_bridge(network)
                 self.overlay.delete(self.spec(network), untagged=True)
                 changes.append(f"vxlan of network {network['id']}, created only in part, removed")
         wanted = set()
@@ -242,6 +259,8 @@ class ClusterSegment:
             if "cluster" in network and not network["cluster"].get("lost"):
                 spec = self.spec(network)
                 self.overlay.create(spec)
+                if self.host_addresses is not None:
+                    self.host_addresses.restore(network)
                 wanted.add(spec.name)
                 changes.append(f"vxlan of network {network['id']} in place")
         return changes + self.overlay.reconcile(wanted)
@@ -299,6 +318,8 @@ class ClusterSegment:
         if watch is not None:
             watch.stop()
         self.overlay.delete(self.spec(network))
+        if self.host_addresses is not None:  # its claim is no longer this host's: freed only if it is
+            self.host_addresses.release(network)
 
     def resume(self, networks: list[dict], endpoints: list[dict], lease: int, pools: set[str]) -> list[Lost]:
         """Once the worker has its lease (at start, or a lost lease
@@ -323,8 +344,19 @@ class ClusterSegment:
                     # come before this write, which brought the record back.
                     self.unpublish(network, endpoint)
         for network in by_id.values():
-            if not network["cluster"].get("lost"):
-                self._watch(network)
+            if network["cluster"].get("lost"):
+                continue  # cut off from the cluster: nothing of it there (Room._cut_off)
+            if not self._deleted(network["id"]):
+                try:
+                    endpoint = self._publish_host_address(network, lease)
+                except (Conflict, DatapathError) as exc:  # the network's endpoints are served all the same
+                    log.error("host address of network %s not made: %s", network["id"], exc)
+                    endpoint = None
+                if endpoint is not None and self._deleted(network["id"]):
+                    # Deleted meanwhile: its detach may have come before.
+                    self.unpublish(network, endpoint)
+                    self.host_addresses.release(network)
+            self._watch(network)
         return lost
 
     @contextmanager

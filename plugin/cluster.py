@@ -13,12 +13,13 @@ import os
 import threading
 import types
 
-from cluster import keys
+from cluster import hostaddr, keys
 from cluster.etcd import EtcdUnavailable, Tls
 from cluster.host import ClusterHost, HostIdTaken
 from cluster.identity import host_id, host_token
 from cluster.ipam import ClusterIpam, held_pairs
 from cluster.segment import ClusterSegment, Lost, pool_names
+from handlers.network import bridge_spec
 
 from .config import Settings
 from .store import Store
@@ -53,12 +54,20 @@ def cluster_host(settings: Settings) -> ClusterHost:
 class Room:
     """Everything of cluster mode for one process."""
 
-    def __init__(self, settings: Settings, store: Store, overlay=None, dp=None):
+    def __init__(self, settings: Settings, store: Store, overlay=None, dp=None, host_kernel=None):
+        """``overlay`` and ``dp`` as for ClusterSegment, the real ones by
+        default; ``host_kernel``: the kernel part of host addresses
+        (datapath.hostaddr, the default with the real overlay), None for none."""
         self.host = cluster_host(settings)
         self.store = store
         if overlay is None:
+            from datapath import hostaddr as host_kernel
+
             overlay, dp = datapath_overlay(settings.name)
-        self.segment = ClusterSegment(self.host, overlay, dp)
+        addresses = None if host_kernel is None else \
+            hostaddr.HostAddresses(self.host, host_kernel, self._remember_host_address,
+                                   lambda network: bridge_spec(network).addresses)
+        self.segment = ClusterSegment(self.host, overlay, dp, addresses)
         self.ipam: ClusterIpam | None = None
 
     def wrap_ipam(self, local, host_routes, pools_v4, pools_v6) -> ClusterIpam:
@@ -76,6 +85,17 @@ class Room:
         with self.store.snapshot() as tx:
             return any(pool in pool_names(n) for n in tx.list_networks() if "cluster" in n)
 
+    def _remember_host_address(self, network_id: str, address: str | None) -> None:
+        with self.store.transaction() as tx:
+            stored = tx.get_network(network_id)
+            if stored is None:  # deleted meanwhile: nothing to record it in
+                return
+            if address:
+                stored["cluster"]["host_address"] = address
+            else:
+                stored["cluster"].pop("host_address", None)
+            tx.put_network(stored)
+
     def _stored(self) -> tuple[list[dict], list[dict]]:
         with self.store.snapshot() as tx:
             return tx.list_networks(), tx.list_endpoints()
@@ -90,7 +110,7 @@ class Room:
         the steps this process postponed before now are done or moot."""
         with self.store.snapshot() as tx:
             pools = tx.list_pools()
-            held = held_pairs(pools, tx.list_addresses)
+            held = held_pairs(pools, tx.list_addresses) | hostaddr.held_pairs(tx.list_networks())
         freed = self.ipam.reconcile(lambda: held)
         if freed:
             log.info("reconcile: freed %d cluster address(es) this host no longer holds", freed)

@@ -56,6 +56,7 @@ def render(state: dict) -> str:
                       for p in e["ports"]) or "-"]
             for e in state["endpoints"]]),
         *_lost_section(state),
+        *_host_address_section(state),
         _ports_section(state),
         ("POOLS", ["ID", "SPACE", "POOL", "RANGE"], [
             [p["id"], p["space"], p["cidr"], p["sub"] or "-"] for p in state["pools"]]),
@@ -93,6 +94,15 @@ def _lost_section(state: dict) -> list:
         [("LOST TO THE CLUSTER: UNREACHABLE FROM OTHER HOSTS", ["ENDPOINT", "ADDRESS", "NOW HELD BY"], [
             [e["id"][:12], e["lost"]["address"] or "-", e["lost"]["holder"] or "no one (pool gone)"] for e in lost])]
         if lost else [])
+
+
+def _host_address_section(state: dict) -> list:
+    """This host's own address on each cluster network (cluster.hostaddr),
+    the source its own traffic to the network leaves with; shown only in
+    cluster mode."""
+    own = [n for n in state["networks"] if n.get("cluster", {}).get("host_address")]
+    return [("HOST ADDRESSES", ["NETWORK", "BRIDGE", "CLUSTER POOL", "ADDRESS"], [
+        [n["id"][:12], n["bridge"], n["cluster"]["pool"], n["cluster"]["host_address"]] for n in own])] if own else []
 
 
 def render_ports(state: dict) -> str:

@@ -5,6 +5,7 @@ datapath would be asked to do. The datapath itself is tested by the
 cross-host tests with real namespaces and VXLAN."""
 from __future__ import annotations
 
+import secrets
 import threading
 import types
 from dataclasses import dataclass
@@ -87,6 +88,26 @@ class FakeOverlay:
             return set().union(*self.entries.values()) if self.entries else set()
 
 
+class FakeHostKernel:
+    """The contract of datapath.hostaddr, in memory: each bridge's host
+    address and the MAC the bridge answers for it with."""
+
+    def __init__(self):
+        self.addresses: dict[str, str] = {}
+        self.macs: dict[str, str] = {}
+        self.lock = threading.Lock()
+
+    def add(self, bridge, address, gateway):
+        with self.lock:
+            self.addresses[bridge] = address
+            return self.macs.setdefault(bridge, "02:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(5)))
+
+    def remove(self, bridge, address, gateway):
+        with self.lock:
+            if self.addresses.get(bridge) == address:
+                del self.addresses[bridge]
+
+
 DP = types.SimpleNamespace(VxlanSpec=VxlanSpec, Peer=Peer, default_mtu=lambda _local: UNDERLAY_MTU - 50,
                            vxlan_name=lambda network_id: "vx" + network_id[:12])
 
@@ -105,8 +126,8 @@ class Host:
                             advertise_addr=advertise, lease_ttl=ttl, **more)
         self.store = Store(settings.state_dir)
         self.store.initialise()
-        self.overlay, self.links, self.firewall, self.ports = self.kernel_parts()
-        self.room = Room(settings, self.store, self.datapath(self.overlay), DP)
+        self.overlay, self.links, self.firewall, self.ports, self.host_kernel = self.kernel_parts()
+        self.room = Room(settings, self.store, self.datapath(self.overlay), DP, self.host_kernel)
         self.network = network.NetworkDriver(self.store.transaction, self.store.snapshot, self.links,
                                              self.firewall, self.ports, segment=self.room.segment)
         local = ipam.IpamDriver(self.store.transaction, self.links.host_routes,
@@ -118,8 +139,10 @@ class Host:
         self.dockerd = FakeDockerd(self.client)
 
     def kernel_parts(self) -> tuple:
-        """The overlay, links, firewall and host ports this process finds: new, empty ones."""
-        return FakeOverlay(), FakeLinks(["10.0.2.0/24"]), FakeFirewall(), FakeHostPorts()
+        """The overlay, links, firewall and host ports this process finds:
+        new, empty ones; and the kernel part of host addresses, none here
+        (many assertions count peers exactly)."""
+        return FakeOverlay(), FakeLinks(["10.0.2.0/24"]), FakeFirewall(), FakeHostPorts(), None
 
     def datapath(self, overlay):
         """What the cluster room calls for the overlay: the overlay itself."""

@@ -9,11 +9,14 @@ from __future__ import annotations
 import ipaddress
 import json
 import secrets
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from cluster import keys
 from datapath.names import vxlan_name
 from plugin.store import DB_NAME
 from tests.e2e.dockerd import wait_for
@@ -71,9 +74,11 @@ def test_containers_reach_each_other_across_hosts(cluster):
     for ctr in ctrs:
         assert ctr.sandbox.ping(gateway)
     assert [c.packets() for c in counters] == [0, 0, 0]
-    # Each host holds exactly the other hosts' endpoints.
+    # Each host holds exactly the other hosts' endpoints and own addresses.
+    mine = host_addresses(cluster)
     for host, net, ctr in zip(cluster.hosts, nets, ctrs):
-        assert set(remote_neighbours(host, net)) == {bare(c.address) for c in ctrs if c is not ctr}
+        assert set(remote_neighbours(host, net)) == {bare(c.address) for c in ctrs if c is not ctr} | {
+            address for holder, address in mine.items() if holder != host.id}
 
 
 def test_concurrent_allocations_are_distinct(cluster):
@@ -198,3 +203,75 @@ def test_one_host_deleting_the_network_leaves_it_to_the_others(cluster):
     assert reaches(ctrs[0], ctrs[1]) and reaches(ctrs[1], ctrs[0])
     # and the others still allocate on it
     assert a.dockerd.run(nets[0]).address not in {ctrs[0].address, ctrs[1].address}
+
+
+def host_addresses(cluster) -> dict[str, str]:
+    """Host -> its own address on the network, as ``addrs/`` holds it (kind "host")."""
+    lines = cluster.etcd.ctl("get", "--prefix", "/pontoon/addrs/").stdout.splitlines()
+    out = {}
+    for key, value in zip(lines[::2], lines[1::2]):
+        held = json.loads(value)
+        if held["kind"] == "host":
+            out[held["host"]] = str(ipaddress.ip_address(int(key.rsplit("/", 1)[1], 16)))
+    return out
+
+
+def bridge_addresses(host, gateway: str) -> set[str]:
+    """The addresses of the host's bridge that carries ``gateway``."""
+    for link in json.loads(ip("-n", host.ns, "-j", "addr", "show").stdout):
+        found = {a["local"] for a in link.get("addr_info", [])}
+        if gateway in found:
+            return found
+    return set()
+
+
+LISTEN = """
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 8080)); s.listen(); print("ready", flush=True)
+c, peer = s.accept(); c.sendall(peer[0].encode()); c.close()
+"""
+CONNECT = """
+import socket, sys
+print(socket.create_connection((sys.argv[1], 8080), timeout=5).recv(100).decode())
+"""
+
+
+def test_a_host_reaches_containers_on_other_hosts(cluster):
+    """Issue 18 #12: from a host itself (a health check, a ``--network host``
+    proxy), not from a container. Its bridge shares the gateway address
+    with every host's, so before each host had an address of its own the
+    far container's reply went to its own host's bridge."""
+    a, b, c = cluster.hosts
+    net_a, net_b, _ = network_on_all(cluster)
+    gateway = bare(net_a.pool(False)["Gateway"])
+    ctr_b = b.dockerd.run(net_b)
+    wait_for(lambda: a.run("ping", "-c1", "-W", "2", bare(ctr_b.address), check=False).returncode == 0,
+             timeout=10, interval=0.2, what="host1 itself to reach host2's container")
+
+    mine = host_addresses(cluster)
+    assert set(mine) == {a.id, b.id, c.id} and len(set(mine.values())) == 3
+    assert all(ipaddress.ip_address(x) in ipaddress.ip_network(SUBNET) for x in mine.values())
+    held = cluster.etcd.keys(f"/pontoon/held/{a.id}/")
+    assert [k for k in held if k.endswith(keys.hexaddr(int(ipaddress.ip_address(mine[a.id]))))]
+    assert mine[a.id] in bridge_addresses(a, gateway) and mine[b.id] in bridge_addresses(b, gateway)
+    assert [n["cluster"]["host_address"] for n in a.server.inspect()["networks"]] == [f"{mine[a.id]}/24"]
+
+    # TCP too, and the far container sees host1's own address as the source.
+    server = subprocess.Popen(["ip", "netns", "exec", ctr_b.sandbox.ns, sys.executable, "-c", LISTEN],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline().strip() == "ready"
+        got = a.run(sys.executable, "-c", CONNECT, bare(ctr_b.address)).stdout.strip()
+        assert got == mine[a.id]
+    finally:
+        server.kill()
+        server.wait()
+
+    a.dockerd.remove_network(net_a)
+    assert a.id not in host_addresses(cluster)
+    assert not [k for k in cluster.etcd.keys(f"/pontoon/held/{a.id}/")]
+    assert not [k for k in cluster.etcd.keys("/pontoon/endpoints/") if f"/{a.id}/" in k]
+    assert mine[b.id] in bridge_addresses(b, gateway)  # the others keep theirs
+    assert mine[a.id] not in {x["local"] for link in json.loads(ip("-n", a.ns, "-j", "addr", "show").stdout)
+                              for x in link.get("addr_info", [])}

@@ -42,7 +42,8 @@ do not:
    with the cluster's VNI and options (a pool gone is allowed only where a
    reclaim may have removed it: ``LabHost.orphanable``);
 3. every live host's stored endpoint that is not marked lost has its
-   record, and every record of a live host is one of its stored endpoints;
+   record, and so has its host address of each network (cluster.hostaddr);
+   every record of a live host is one of these;
    an endpoint marked lost has an address this host does not hold in
    ``addrs/`` (see ``_lost_violations`` for why "held by no one" passes);
 4. at the end, once every host has removed its networks, etcd holds only
@@ -83,7 +84,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster import keys
+from cluster import hostaddr, keys
 from cluster.etcd import Etcd, EtcdUnavailable
 from datapath.errors import DatapathError
 from plugin.inspect import render
@@ -91,7 +92,7 @@ from tests.harness.client import ProtocolError
 from tests.harness.dockerd import GATEWAY, Container, FakeDockerd, Network
 from tests.reliability import figures
 
-from .control import DP, FakeOverlay, Host, Peer
+from .control import DP, FakeHostKernel, FakeOverlay, Host, Peer
 from .proxy import SilentableRelay
 
 TTL = 2          # s: the hosts' lease TTL
@@ -191,8 +192,8 @@ class LabProcess(Host):
     def kernel_parts(self) -> tuple:
         kernel = self._kernel
         if kernel is None:
-            return LabOverlay(), *super().kernel_parts()[1:]
-        return kernel.overlay, kernel.links, kernel.firewall, kernel.ports
+            return LabOverlay(), *super().kernel_parts()[1:4], FakeHostKernel()
+        return kernel.overlay, kernel.links, kernel.firewall, kernel.ports, kernel.host_kernel
 
     def datapath(self, overlay):
         self.reach = Severable(overlay)  # cut at kill: a dead process reaches no kernel
@@ -779,6 +780,16 @@ class Lab:
             elif (record.value.get("addresses") != [address]
                   or record.value.get("mac", "").lower() != endpoint["mac"].lower()):
                 found.append(f"{key}: {record.value} is not the stored endpoint's ({address}, {endpoint['mac']})")
+        for network in networks.values():  # the host's own address on it (cluster.hostaddr)
+            own = network["cluster"].get("host_address")
+            if own is None or (lab_host.id, network["id"]) in self.orphans:  # an orphan claims nothing
+                continue
+            key = keys.prefix("endpoints", network["cluster"]["pool"]) + f"{lab_host.id}/{hostaddr.RECORD_ID}"
+            record = records.get(key)
+            published.add(key)
+            if record is None or record.value.get("addresses") != [str(ipaddress.ip_interface(own).ip)]:
+                found.append(f"{lab_host.id}: its host address {own} on {network['cluster']['pool']} has "
+                             f"{'no record' if record is None else f'the record {record.value}'}")
         for key, record in records.items():
             if record.host == lab_host.id and key not in published:
                 found.append(f"{key}: a record of {lab_host.id} that is none of its published stored endpoints")

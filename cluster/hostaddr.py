@@ -1,0 +1,195 @@
+"""Each host's own address on a cluster network, so the host reaches containers on other hosts.
+
+Every host's bridge carries the network's one gateway address (the
+distributed gateway), so traffic from the host itself (a health check, a
+``--network host`` proxy, a published port's userland proxy) left with
+the gateway as its source, an address the far host's bridge owns too: the
+far container's reply went to its own host's bridge. flannel (an address
+of the host's subnet on ``flannel.1``) and Calico (a tunnel address per
+host, from the pool) give each host an address of its own; so does this:
+
+- claimed from the network's cluster pool in ``addrs/`` (kind ``host``,
+  held by this host, indexed under ``held/<host>/`` like a container's), so
+  no container on any host gets it and the reaper frees it with the host's
+  other addresses once the host is gone past the grace. It is taken from
+  the top of the pool down: containers keep getting the lowest addresses.
+- recorded in this host's store (the network's ``cluster.host_address``)
+  before the kernel sees it; the rejoin at start frees a claim the store
+  does not hold (a crash between claim and record).
+- on the bridge with the subnet's connected route using it as source
+  (``datapath.hostaddr``), and published as a record like an endpoint's
+  (``endpoints/<pool>/<host>/host``, the bridge's MAC, on the lease), so
+  the other hosts' peer watches point it at this host.
+
+IPv4 only: an IPv6 connected route's source is picked by source address
+selection (RFC 6724), which a route's ``src`` only hints at, and a second
+global address on the bridge would take part in it for every IPv6
+destination; it is left out rather than half done. A network whose bridge
+carries no IPv4 gateway (``inhibit_ipv4``, isolated mode) gets none either:
+there the host is not meant to reach the containers.
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+from typing import Callable
+
+from ipam_plugin import allocator
+from spec.errors import Conflict
+
+from . import keys
+from .etcd import absent, created_by, delete_op, present, put_op, range_op, ranges, txn_op, value_is
+from .host import ClusterHost, addr_value
+
+log = logging.getLogger("pontoon.cluster")
+
+KIND = "host"  # the kind of its addrs/ value, and the value of its held/ entry
+RECORD_ID = "host"  # its record's last key segment, where an endpoint's has its 64-hex ID
+
+
+class NotClustered(Exception):
+    """The pool is not the cluster's (another IPAM driver's): nothing to claim from."""
+
+
+def target(network: dict, on_bridge: Callable[[dict], tuple[str, ...]]) -> tuple[str, str] | None:
+    """(cluster pool name, gateway interface) of the network's host address,
+    or None when its bridge carries no IPv4 gateway. ``on_bridge``: the
+    addresses a network's bridge carries (the network driver's rule, handed
+    in by plugin.cluster: cluster/ does not import the handlers)."""
+    if not network["ipv4"]:
+        return None
+    pool = ipaddress.ip_network(network["ipv4"][0]["pool"])
+    on_bridge = [a for a in on_bridge(network) if ipaddress.ip_interface(a) in pool]
+    if not on_bridge:
+        return None
+    return network["cluster"]["pool"], on_bridge[0]
+
+
+def held_pairs(networks: list[dict]) -> set[tuple[str, int]]:
+    """(pool name, address) of the host addresses the stored ``networks`` hold."""
+    return {(n["cluster"]["pool"], int(ipaddress.ip_interface(n["cluster"]["host_address"]).ip))
+            for n in networks if n.get("cluster", {}).get("host_address")}
+
+
+class HostAddresses:
+    def __init__(self, host: ClusterHost, kernel, remember: Callable[[str, str | None], None],
+                 on_bridge: Callable[[dict], tuple[str, ...]]):
+        """``kernel``: ``add(bridge, address, gateway) -> MAC`` and
+        ``remove(bridge, address, gateway)`` (datapath.hostaddr).
+        ``remember(network_id, address or None)``: records it in this
+        host's store. ``on_bridge``: as for ``target``."""
+        self.host = host
+        self.kernel = kernel
+        self._remember = remember
+        self._on_bridge = on_bridge
+
+    def ensure(self, network: dict) -> dict | None:
+        """This host's address on ``network``, claimed, recorded and on the
+        bridge (idempotent: at CreateNetwork, at start, with a new lease);
+        returns it as an endpoint to publish, or None when it has none.
+        The recorded one is kept while ``addrs/`` gives it to this host (or
+        to no one, then it is claimed back); one another host took while
+        this host was away past the grace is given up for a new one."""
+        found = target(network, self._on_bridge)
+        if found is None:
+            return None
+        name, gateway = found
+        recorded = network["cluster"].get("host_address")
+        try:
+            address = self._hold(name, ipaddress.ip_interface(gateway).network, recorded)
+        except NotClustered:
+            return None
+        if address != recorded:
+            if recorded:
+                log.error("host address %s of network %s is another host's now: taking %s",
+                          recorded, network["id"], address)
+                self.kernel.remove(network["bridge"], recorded, gateway)
+            self._record(network, address)  # before the kernel sees it
+        mac = self.kernel.add(network["bridge"], address, gateway)
+        return {"id": RECORD_ID, "mac": mac, "address": address, "address_v6": ""}
+
+    def restore(self, network: dict) -> None:
+        """In the reconcile child (no etcd): the recorded address back on the bridge."""
+        found = target(network, self._on_bridge)
+        if found is not None and network["cluster"].get("host_address"):
+            self.kernel.add(network["bridge"], network["cluster"]["host_address"], found[1])
+
+    def release(self, network: dict) -> None:
+        """Off the bridge, forgotten by the store, then freed in the cluster
+        (the other way from ``ensure``: a crash between leaves a claim that
+        the next start frees). Postponed while etcd is away, and then frees
+        only the claim made before (a network made again on the pool may
+        have claimed the same address since)."""
+        recorded = network.get("cluster", {}).get("host_address")
+        if not recorded:
+            return
+        self.remove_from_bridge(network)
+        self._record(network, None)
+        name, addr = network["cluster"]["pool"], int(ipaddress.ip_interface(recorded).ip)
+        created = self.host.etcd.revision
+        self.host.tolerate(f"releasing host address {recorded} in the cluster",
+                           lambda: self._free(name, addr, created))
+
+    def remove_from_bridge(self, network: dict) -> None:
+        """The kernel's part of ``release`` alone: for a network whose create
+        a crash cut short (its record goes, and the next rejoin frees its
+        claim), at start, with no etcd."""
+        recorded = network.get("cluster", {}).get("host_address")
+        if recorded:  # made only where the bridge carries the gateway (``target``)
+            self.kernel.remove(network["bridge"], recorded, target(network, self._on_bridge)[1])
+
+    def _record(self, network: dict, address: str | None) -> None:
+        self._remember(network["id"], address)
+        if address:
+            network["cluster"]["host_address"] = address
+        else:
+            network["cluster"].pop("host_address", None)
+
+    # -- the claim ----------------------------------------------------------------
+    def _hold(self, name: str, net, recorded: str | None) -> str:
+        """The recorded address if it is (or can be claimed back as) this
+        host's, else the highest free one; as an interface."""
+        first, last = allocator.usable_range(net)
+        candidates = range(last, first - 1, -1)
+        if recorded:
+            candidates = [int(ipaddress.ip_interface(recorded).ip), *candidates]
+        for addr in candidates:
+            if self._claim(name, addr):
+                return f"{ipaddress.ip_address(addr)}/{net.prefixlen}"
+        raise Conflict(f"no free address left in pool {net} for this host's own address on it")
+
+    def _claim(self, name: str, addr: int) -> bool:
+        """Whether ``addr`` is this host's now: claimed if free, in one
+        transaction that also checks the pool is the cluster's and this
+        host a member of it (as a container's claim does)."""
+        etcd, host_id = self.host.etcd, self.host.host_id
+        mine = addr_value(host_id, KIND)
+        key = keys.prefix("addrs", name) + keys.hexaddr(addr)
+        pool_key, member = keys.key("pools", name), keys.prefix("members", name) + host_id
+        reply = etcd.txn([absent(key), present(pool_key), present(member)],
+                         [put_op(key, mine), put_op(self._held(name, addr), KIND)],
+                         [range_op(key, "", 1, keys_only=False), range_op(pool_key, "", 1),
+                          range_op(member, "", 1)])
+        if reply.get("succeeded"):
+            return True
+        holder, pool, membership = ranges(reply)
+        if not pool:
+            raise NotClustered(name)
+        if not membership:
+            raise Conflict(f"this host is no member of cluster pool {keys.cidr_of(name)[1]}: its network there "
+                           f"was reclaimed while the host was away; remove the network and create it again")
+        return bool(holder) and holder[0].value == mine
+
+    def _free(self, name: str, addr: int, created: int) -> None:
+        """Delete the claim made at ``created`` or before, and its index
+        entry. dockerd releases the pool before it deletes the network, so
+        the last member's leave has often taken the claim with the pool's
+        other addresses already: then the index entry alone goes (as
+        ``ClusterIpam._free`` does for a container's address)."""
+        key, held = keys.prefix("addrs", name) + keys.hexaddr(addr), self._held(name, addr)
+        self.host.etcd.txn([value_is(key, addr_value(self.host.host_id, KIND)), created_by(key, created)],
+                           [delete_op(key), delete_op(held)],
+                           [txn_op([created_by(held, created)], [delete_op(held)])])
+
+    def _held(self, name: str, addr: int) -> str:
+        return keys.prefix("held", self.host.host_id) + f"{name}/{keys.hexaddr(addr)}"
