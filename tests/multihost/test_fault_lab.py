@@ -647,7 +647,7 @@ class Lab:
             networks = {n["id"]: n for n in networks if "cluster" in n}
             found += self._network_violations(lab_host, networks, contents)
             found += self._peer_violations(lab_host, networks, records, holders)
-            found += self._store_violations(lab_host, networks, endpoints, records, holders)
+            found += self._store_violations(lab_host, networks, endpoints, records, holders, contents)
         return found
 
     def _record_violations(self, records: dict[str, Record], holders: dict) -> list[str]:
@@ -745,22 +745,23 @@ class Lab:
                      for name in sorted(cut_off & set(overlay.devices))]
         # A killed host's records go with its lease, but its peers are kept
         # until its addresses are another's (PeerWatch._event), and may
-        # linger until a full read after a reclaim that gave them to no
-        # one: never pointing at it an address another host holds.
+        # linger until a full read once no one holds the address (a
+        # reclaim, or a release by the host back): never pointing at a
+        # host an address another holds.
         away = {h.advertise: h.id for h in self.hosts if not h.live}
         pools = {DP.vxlan_name(n["tag"]): n["cluster"]["pool"] for n in networks.values()}
         for name in sorted(set(wanted) | set(have)):
             want, got = wanted.get(name, set()), have.get(name, set())
             missing = want - got
             extra = {p for p in got - want
-                     if p.vtep not in away or holders.get((pools.get(name), p.address)) not in (away[p.vtep], None)}
+                     if holders.get((pools.get(name), p.address)) not in (away.get(p.vtep), None)}
             if missing or extra:
                 found.append(f"{lab_host.id} {name}: peers missing {sorted(map(str, missing))}, "
                              f"not wanted {sorted(map(str, extra))}")
         return found
 
     def _store_violations(self, lab_host: LabHost, networks: dict, endpoints: list[dict],
-                          records: dict[str, Record], holders: dict) -> list[str]:
+                          records: dict[str, Record], holders: dict, contents: dict) -> list[str]:
         """Invariant 3."""
         found, published = [], set()
         for endpoint in endpoints:
@@ -782,7 +783,8 @@ class Lab:
                 found.append(f"{key}: {record.value} is not the stored endpoint's ({address}, {endpoint['mac']})")
         for network in networks.values():  # the host's own address on it (cluster.hostaddr)
             own = network["cluster"].get("host_address")
-            if own is None or (lab_host.id, network["id"]) in self.orphans:  # an orphan claims nothing
+            member = keys.prefix("members", network["cluster"]["pool"]) + lab_host.id
+            if own is None or network["cluster"].get("lost") or member not in contents:  # an orphan claims nothing
                 continue
             key = keys.prefix("endpoints", network["cluster"]["pool"]) + f"{lab_host.id}/{hostaddr.RECORD_ID}"
             record = records.get(key)
