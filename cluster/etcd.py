@@ -37,6 +37,8 @@ from etcd3gw import exceptions as etcd_errors
 
 from spec.errors import ProtocolError
 
+from . import keys
+
 log = logging.getLogger("pontoon.cluster")
 
 # Per HTTP call: connecting to a live etcd takes milliseconds, a commit a
@@ -142,6 +144,9 @@ class Etcd:
         # after it was read is above (see cluster.host.ClusterHost.tolerate).
         self.revision = 0
         self._revision_lock = threading.Lock()
+        # Test hook (plugin.testhook), None in production: called with a
+        # write's step name (``step_name``) just before it is sent.
+        self.faults: Callable[[str], None] | None = None
 
     def _saw(self, reply) -> None:
         header = reply.get("header") if isinstance(reply, dict) else None
@@ -218,6 +223,8 @@ class Etcd:
 
     # -- writes ----------------------------------------------------------------
     def txn(self, compare: list[dict], success: list[dict], failure: list[dict] | None = None) -> dict:
+        if self.faults is not None and _kinds(success):  # a read-only one (``counts``) is no step
+            self.faults(step_name("txn", success))
         return self.call("/kv/txn", {"compare": compare, "success": success, "failure": failure or []})
 
     def create(self, key: str, value: str, lease: int = 0, also: list[dict] | None = None) -> bool:
@@ -227,13 +234,36 @@ class Etcd:
         return bool(reply.get("succeeded"))
 
     def put(self, key: str, value: str, lease: int = 0) -> None:
+        if self.faults is not None:
+            self.faults(step_name("put", [put_op(key, value)]))
         self.call("/kv/put", put_op(key, value, lease)["request_put"])
 
     def delete(self, key: str) -> None:
+        if self.faults is not None:
+            self.faults(step_name("delete", [delete_op(key)]))
         self.call("/kv/deleterange", {"key": _b64(key)})
 
     def compact(self, revision: int) -> None:
         self.call("/kv/compaction", {"revision": revision, "physical": True})
+
+
+def step_name(op: str, ops: list[dict]) -> str:
+    """A write's name for the test hook: ``etcd <op> <kinds>``, the record
+    kinds (keys.py) its operations write or delete, in order, once each:
+    ``etcd txn addrs held`` is an address claim, ``etcd put endpoints`` a
+    publish."""
+    return " ".join(["etcd", op, *_kinds(ops)])
+
+
+def _kinds(ops: list[dict]) -> list[str]:
+    out: list[str] = []
+    for op in ops:
+        inner = op.get("request_put") or op.get("request_delete_range")
+        found = [_unb64(inner["key"])] if inner else []
+        kinds = _kinds(op["request_txn"]["success"]) if "request_txn" in op else \
+            [k.removeprefix(keys.ROOT).split("/")[0] for k in found]
+        out += [k for k in kinds if k not in out]
+    return out
 
 
 # -- transaction parts --------------------------------------------------------------

@@ -66,6 +66,7 @@ class HostIdTaken(Conflict):
 
 
 class ClusterHost:
+    faults = None  # the test hook for the etcd client's writes (plugin.testhook); set by plugin.wiring
     def __init__(self, endpoints: list[str], host_id: str, advertise: str = "",
                  ttl: int = LEASE_TTL_S, grace: float = GRACE_S, tls: Tls = Tls(), owed: str = "",
                  token: str = ""):
@@ -101,6 +102,7 @@ class ClusterHost:
     def etcd(self) -> Etcd:
         if self._etcd is None:
             self._etcd = Etcd(self.endpoints, tls=self.tls)
+            self._etcd.faults = self.faults
         return self._etcd
 
     @property

@@ -9,6 +9,17 @@ firewall step whose name starts with ``<step>`` is about to run. The step
 tests/reliability uses it to show that a crash anywhere loses nothing
 acknowledged and leaks nothing. Unset, nothing is installed.
 
+In cluster mode the etcd client's writes are steps too, named ``etcd <op>
+<kinds>`` (cluster.etcd.step_name): ``etcd txn addrs held`` is an address
+claim, ``etcd put endpoints`` a publish. The cluster's own work outside
+any request is named by a pseudo-method, matched on the thread that runs
+it: ``Cluster.rejoin`` (the start-up rejoin, which publishes the stored
+endpoints again: ``pontoon-rejoin``), ``Cluster.republish`` (the records
+written again on a replaced lease: ``pontoon-rewrite``) and
+``Cluster.reclaim`` (the reaper's pass, ``pontoon-reaper``), e.g.
+``Cluster.reclaim:etcd txn held seen``. tests/multihost/test_cluster_crash.py
+uses them.
+
 ``Pauses`` is the same hook for tests that build the app in their own
 process (tests/reliability/test_races.py): a request stops at a named point
 until the test releases it, so the test can run another request to the end
@@ -26,6 +37,9 @@ from typing import Callable
 
 ENV = "PONTOON_TEST_CRASH_AT"
 COMMIT = "commit"
+# Pseudo-methods: the cluster's threads whose steps they name (see above).
+THREADS = {"Cluster.rejoin": "pontoon-rejoin", "Cluster.republish": "pontoon-rewrite",
+           "Cluster.reclaim": "pontoon-reaper"}
 
 Hook = Callable[[str], None]
 
@@ -45,8 +59,13 @@ def from_env() -> Hook | None:
     seen = itertools.count(1)
 
     def hook(name: str) -> None:
+        if not name.startswith(step):
+            return
+        if method in THREADS:
+            if threading.current_thread().name != THREADS[method]:
+                return
         # Only inside a request: reconcile at start runs the same steps.
-        if not (has_request_context() and request.path == f"/{method}" and name.startswith(step)):
+        elif not (has_request_context() and request.path == f"/{method}"):
             return
         if next(seen) == wanted:
             os.kill(master, signal.SIGKILL)

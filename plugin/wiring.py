@@ -80,6 +80,8 @@ def build(settings: Settings, links=None, firewall=None, host_ports=None,
                   lock_timeout=settings.lock_timeout)
     links = links or _links(settings, crash)
     room = _room(settings, store) if settings.clustered else None
+    if room is not None:  # the cluster's etcd writes and VXLAN steps are kill points too
+        room.host.faults = room.segment.overlay.faults = crash
     network_driver = build_network_driver(settings, store, links, firewall, crash, host_ports,
                                           room and room.segment)
     ipam_driver = ipam.IpamDriver(store.transaction, links.host_routes,

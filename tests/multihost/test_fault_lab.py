@@ -77,14 +77,11 @@ import logging
 import os
 import random
 import socket
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
-
-from cluster import hostaddr, keys
+from cluster import keys
 from cluster.etcd import Etcd, EtcdUnavailable
 from datapath.errors import DatapathError
 from plugin.inspect import render
@@ -92,7 +89,9 @@ from tests.harness.client import ProtocolError
 from tests.harness.dockerd import GATEWAY, Container, FakeDockerd, Network
 from tests.reliability import figures
 
+from . import invariants
 from .control import DP, FakeHostKernel, FakeOverlay, Host, Peer
+from .invariants import Record
 from .proxy import SilentableRelay
 
 TTL = 2          # s: the hosts' lease TTL
@@ -287,15 +286,6 @@ class LabHost:
 
     def network_on(self, subnet: str) -> Network | None:
         return next((n for n in self.networks if n.pools[0]["Pool"] == subnet), None)
-
-
-@dataclass(frozen=True)
-class Record:
-    """An endpoint record as read from etcd."""
-    key: str
-    pool: str
-    host: str  # the key's
-    value: dict
 
 
 class Transcript(logging.Handler):
@@ -613,61 +603,16 @@ class Lab:
                 raise self.fail(f"not converged {CONVERGE_S}s after {kind}", found)
             time.sleep(POLL_S)
 
-    def records(self, contents: dict) -> dict[str, Record]:
-        """The endpoint records the hosts wrote (not the lab's hostile ones)."""
-        prefix = keys.prefix("endpoints")
-        out = {}
-        for key, kv in contents.items():
-            if key.startswith(prefix) and key not in self.hostile:
-                pool, host, _ = key[len(prefix):].split("/")
-                try:
-                    value = json.loads(kv.value)
-                except ValueError:
-                    value = {"unparsed": kv.value}
-                out[key] = Record(key, pool, host, value)
-        return out
-
-    @staticmethod
-    def holders(contents: dict) -> dict[tuple[str, str], str]:
-        """(pool, address) -> the host addrs/ gives it to ("*": the network's own)."""
-        prefix = keys.prefix("addrs")
-        out = {}
-        for key, kv in contents.items():
-            if key.startswith(prefix):
-                pool, hexa = key[len(prefix):].split("/")
-                out[(pool, str(ipaddress.ip_address(int(hexa, 16))))] = json.loads(kv.value)["host"]
-        return out
-
     def violations(self) -> list[str]:
         contents = {kv.key: kv for kv in self.outside.read_prefix(keys.ROOT)[0]}
-        records, holders = self.records(contents), self.holders(contents)
-        found = self._record_violations(records, holders)
+        records, holders = invariants.records(contents, self.hostile), invariants.holders(contents)
+        found = invariants.record_violations(records, holders, {h.id: h.advertise for h in self.live()})
         for lab_host in self.live():
             networks, endpoints = lab_host.host.room._stored()
             networks = {n["id"]: n for n in networks if "cluster" in n}
             found += self._network_violations(lab_host, networks, contents)
             found += self._peer_violations(lab_host, networks, records, holders)
             found += self._store_violations(lab_host, networks, endpoints, records, holders, contents)
-        return found
-
-    def _record_violations(self, records: dict[str, Record], holders: dict) -> list[str]:
-        """Invariant 1."""
-        found, claimed = [], {}
-        advertise = {h.id: h.advertise for h in self.live()}
-        for key, record in sorted(records.items()):
-            value = record.value
-            if record.host not in advertise:
-                found.append(f"{key}: a record of {record.host}, which is not a live host")
-            elif value.get("host") != record.host or value.get("vtep") != advertise[record.host]:
-                found.append(f"{key}: host/vtep {value.get('host')}/{value.get('vtep')} is not its host's")
-            for address in value.get("addresses", []):
-                if (record.pool, address) in claimed:
-                    found.append(f"{address} on {record.pool} is in two records: {claimed[record.pool, address]}, "
-                                 f"{key}")
-                claimed[record.pool, address] = key
-                holder = holders.get((record.pool, address))
-                if holder != record.host:
-                    found.append(f"{key}: {address} is held in addrs/ by {holder or 'no one'}, not {record.host}")
         return found
 
     def _network_violations(self, lab_host: LabHost, networks: dict, contents: dict) -> list[str]:
@@ -763,53 +708,15 @@ class Lab:
     def _store_violations(self, lab_host: LabHost, networks: dict, endpoints: list[dict],
                           records: dict[str, Record], holders: dict, contents: dict) -> list[str]:
         """Invariant 3."""
-        found, published = [], set()
-        for endpoint in endpoints:
-            network = networks.get(endpoint["network_id"])
-            if network is None:
-                continue
-            pool = network["cluster"]["pool"]
-            if endpoint.get("lost"):
-                found += self._lost_violations(lab_host, pool, endpoint, holders)
-                continue
-            key = keys.prefix("endpoints", pool) + f"{lab_host.id}/{endpoint['id']}"
-            published.add(key)
-            address = str(ipaddress.ip_interface(endpoint["address"]).ip)
-            record = records.get(key)
-            if record is None:
-                found.append(f"{lab_host.id}: endpoint {endpoint['id'][:12]} ({address}) is not lost and has no record")
-            elif (record.value.get("addresses") != [address]
-                  or record.value.get("mac", "").lower() != endpoint["mac"].lower()):
-                found.append(f"{key}: {record.value} is not the stored endpoint's ({address}, {endpoint['mac']})")
-        for network in networks.values():  # the host's own address on it (cluster.hostaddr)
-            own = network["cluster"].get("host_address")
-            member = keys.prefix("members", network["cluster"]["pool"]) + lab_host.id
-            if own is None or network["cluster"].get("lost") or member not in contents:  # an orphan claims nothing
-                continue
-            key = keys.prefix("endpoints", network["cluster"]["pool"]) + f"{lab_host.id}/{hostaddr.RECORD_ID}"
-            record = records.get(key)
-            published.add(key)
-            if record is None or record.value.get("addresses") != [str(ipaddress.ip_interface(own).ip)]:
-                found.append(f"{lab_host.id}: its host address {own} on {network['cluster']['pool']} has "
-                             f"{'no record' if record is None else f'the record {record.value}'}")
-        for key, record in records.items():
-            if record.host == lab_host.id and key not in published:
-                found.append(f"{key}: a record of {lab_host.id} that is none of its published stored endpoints")
-        return found
+        return invariants.store_violations(lab_host.id, networks, endpoints, records, holders, contents,
+                                           lambda pool, endpoint: self._lost_violations(lab_host, pool, endpoint,
+                                                                                        holders))
 
     def _lost_violations(self, lab_host: LabHost, pool: str, endpoint: dict, holders: dict) -> list[str]:
-        """An endpoint marked lost must not be one whose address this host
-        holds (then it should have been published). Held by no one passes:
-        the holder may have released it since, and the design keeps the
-        mark until the container is removed (README, "addrs/ decides")."""
-        address = endpoint["lost"]["address"]
-        holder = holders.get((pool, address))
-        if holder == lab_host.id:
-            return [f"{lab_host.id}: endpoint {endpoint['id'][:12]} is marked lost ({endpoint['lost']}) "
-                    f"but addrs/ gives {address} to this host"]
-        if holder is None:
+        """invariants.unheld_lost, counting the marks held by no one."""
+        if holders.get((pool, endpoint["lost"]["address"])) is None:
             self.lost_unheld.add((lab_host.id, endpoint["id"]))
-        return []
+        return invariants.unheld_lost(lab_host.id, pool, endpoint, holders)
 
     # -- the end ------------------------------------------------------------------------------------
     def finish(self) -> None:
