@@ -354,8 +354,7 @@ class ClusterHost:
             log.warning("%s postponed until etcd is back: %s", what, exc)
             with self._pending_lock:
                 self._pending.append((what, step))
-                if self._owed:
-                    open(self._owed, "a").close()
+                self.owe()
 
     def _may_write(self) -> None:
         """Before a teardown step: HostIdTaken while another host holds this
@@ -365,6 +364,13 @@ class ClusterHost:
             raise self._taken
         if self._lease is None:  # not claimed by this process yet: look
             self.check_claim()
+
+    def owe(self) -> None:
+        """Note in the ``owed`` file that etcd holds something of this host's
+        that its store does not (see ``tolerate``): the next start rejoins
+        at once, and the rejoin frees it from the store."""
+        if self._owed:
+            open(self._owed, "a").close()
 
     def owes(self) -> bool:
         """Whether teardown was postponed, by this process or one before it."""

@@ -250,8 +250,13 @@ class ClusterSegment:
         changes = []
         for network in cut_short:
             if "cluster" in network:
-                if self.host_addresses is not None:  # an adopted bridge outlives it
-                    self.host_addresses.remove_from_bridge(network)
+                if self.host_addresses is not None:
+                    self.host_addresses.remove_from_bridge(network)  # an adopted bridge outlives it
+                    # Its claim in etcd (made before the store recorded it,
+                    # so perhaps unknown here) is freed by the rejoin, which
+                    # this start must then run even with no cluster network
+                    # left: dockerd does not retry a failed create.
+                    self.host.owe()
                 self.overlay.delete(self.spec(network), untagged=True)
                 changes.append(f"vxlan of network {network['id']}, created only in part, removed")
         wanted = set()
