@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import time
 from typing import Callable, Iterable, Iterator
 
 from ipam_plugin import allocator
@@ -39,6 +40,9 @@ from .etcd import (KeyValue, absent, created_by, delete_op, prefix_end, present,
 from .host import GATEWAY_HOLDER, ClusterHost, addr_value
 
 AUX = addr_value(GATEWAY_HOLDER, "aux")
+# How long after an IPv4 subnet's RequestPool an automatic IPv6 one is taken
+# to be for the same network (dockerd sends them back to back).
+LAST_V4_S = 5.0
 
 
 class ClusterIpam:
@@ -53,6 +57,7 @@ class ClusterIpam:
         self._defaults = {4: pools_v4, 6: pools_v6}
         self._hints: dict[str, int] = {}  # pool name -> lower bound of its lowest free address
         self._leaving: set[str] = set()  # pools released here whose membership a join has not taken up again
+        self._last_v4: tuple[str, float] | None = None  # the IPv4 pool last asked for by subnet, and when
         self.get_capabilities = local.get_capabilities
         self.get_default_address_spaces = local.get_default_address_spaces
 
@@ -64,11 +69,16 @@ class ClusterIpam:
     def request_pool(self, body: dict) -> dict:
         space, version, net, sub = parse_pool_request(body)
         self._host.live()
+        given, last_v4, self._last_v4 = net is not None, self._last_v4, None
+        if net is None and version == 6:
+            net = self._network_v6(space, last_v4)
         if net is None:
             net = self._create_default(space, version, body.get("Options") or {})
             joined = True
         else:
             joined = self._join(space, net, sub, body.get("Options") or {})
+        if given and version == 4:
+            self._last_v4 = (keys.pool_name(space, str(net)), time.monotonic())
         self._leaving.discard(keys.pool_name(space, str(net)))  # a membership of this host's now
         try:
             return self._local.request_pool({**body, "Pool": str(net)})
@@ -76,6 +86,23 @@ class ClusterIpam:
             if joined:
                 self._leave(keys.pool_name(space, str(net)))
             raise
+
+    def _network_v6(self, space: str, last_v4: tuple[str, float] | None) -> IPNetwork | None:
+        """The automatic IPv6 pool of a cluster network, from the cluster.
+        dockerd asks for a network's IPv6 pool right after its IPv4 one and
+        says nothing else of the network, so an IPv6 pool asked for with no
+        subnet just after an IPv4 subnet is taken to be that network's: if
+        the cluster network of that subnet has an IPv6 pool, this host joins
+        it, rather than each host making its own and splitting the network.
+        A guess wrong (two creates interleaved) is caught by CreateNetwork,
+        which compares every pool (ClusterSegment.prepare) and refuses."""
+        if last_v4 is None or time.monotonic() - last_v4[1] > LAST_V4_S:
+            return None
+        held = self._etcd.get(keys.key("nets", last_v4[0]))
+        pools = json.loads(held.value).get("pools", []) if held is not None else []
+        v6 = [ipaddress.ip_network(keys.cidr_of(p)[1]) for p in pools
+              if keys.cidr_of(p)[0] == space and ipaddress.ip_network(keys.cidr_of(p)[1]).version == 6]
+        return v6[0] if len(v6) == 1 else None
 
     def _pool_record(self, space: str, net: IPNetwork, sub: IPNetwork | None, options: dict) -> str:
         return json.dumps({"space": space, "cidr": str(net), "sub": str(sub) if sub else "",
@@ -188,7 +215,8 @@ class ClusterIpam:
             ops = [delete_op(member), put_op(keys.key("pools", name), existing.value)]
             if not others:
                 ops = [delete_op(member), delete_op(keys.key("pools", name)), delete_op(keys.key("gateway", name)),
-                       delete_op(keys.prefix("addrs", name), prefix=True), delete_op(keys.key("nets", name))]
+                       delete_op(keys.prefix("addrs", name), prefix=True), delete_op(keys.key("nets", name)),
+                       delete_op(keys.key("netof", name))]
                 net_record = self._etcd.get(keys.key("nets", name))
                 if net_record is not None:
                     ops.append(delete_op(keys.key("vnis", json.loads(net_record.value)["vni"])))

@@ -13,7 +13,8 @@ key segment.
     gateway/<pool>                   the pool's one (distributed) gateway address
     addrs/<pool>/<hex address>       an allocated address: holder host and kind
     held/<host>/<pool>/<hex address> the same, indexed by host, for reclaiming
-    nets/<pool>                      agreed options and VNI of the network
+    nets/<pool>                      agreed options, VNI and every pool of the network
+    netof/<pool>                     the network (its nets/ name) a pool belongs to: one network per pool
     vnis/<vni>                       the pool whose network holds the VNI
     endpoints/<pool>/<host>/<id>     an endpoint: MAC, addresses, VTEP (on the lease); id "host": the host's own address
 """

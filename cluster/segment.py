@@ -98,16 +98,22 @@ class ClusterSegment:
 
     # -- networks ---------------------------------------------------------------
     def prepare(self, network: dict) -> dict:
+        """The network's cluster name and VNI; all of its pools must be the
+        cluster network's (``_held_pools``): one pool on two segments, or a
+        segment whose hosts hold different pools (an automatic IPv6 pool
+        each, a second subnet on one host only), splits the network."""
         if not network["ipv4"] and not network["ipv6"]:
             raise Conflict(f"network {network['id']} has no pool: a cluster network is named by its pool")
-        name = cluster_name(network)
         self.host.live()
+        mine = pool_names(network)
+        name, clustered = self._held_pools(cluster_name(network), mine)
         options = network["options"]
         while True:
             held = self._etcd.get(keys.key("nets", name))
             if held is not None:
                 record = json.loads(held.value)
                 self._check_agreement(name, options, record["options"])
+                self._check_pools(name, mine, record.get("pools"))
                 options["mtu"] = record["options"]["mtu"]
                 self._check_underlay(name, options["mtu"])
                 return {"cluster": {"pool": name, "vni": record["vni"]}}
@@ -116,15 +122,47 @@ class ClusterSegment:
             self._check_underlay(name, options["mtu"])
             agreed = {k: options[k] for k in AGREED}
             for vni in vni_candidates(name):
-                record = json.dumps({"vni": vni, "options": agreed}, sort_keys=True)
-                reply = self._etcd.txn([absent(keys.key("nets", name)), absent(keys.key("vnis", vni))],
-                                       [put_op(keys.key("nets", name), record), put_op(keys.key("vnis", vni), name)])
+                record = json.dumps({"vni": vni, "options": agreed, "pools": sorted(mine)}, sort_keys=True)
+                owned = [keys.key("netof", p) for p in clustered]
+                reply = self._etcd.txn([absent(keys.key("nets", name)), absent(keys.key("vnis", vni)),
+                                        *map(absent, owned)],
+                                       [put_op(keys.key("nets", name), record), put_op(keys.key("vnis", vni), name),
+                                        *(put_op(k, name) for k in owned)])
                 if reply.get("succeeded"):
                     return {"cluster": {"pool": name, "vni": vni}}
                 if self._etcd.get(keys.key("nets", name)) is not None:
                     break  # another host created the network: agree with it
+                name, clustered = self._held_pools(name, mine)  # or took one of its pools for another
             else:
                 raise Conflict("no free VNI left in the cluster")
+
+    def _held_pools(self, name: str, mine: list[str]) -> tuple[str, list[str]]:
+        """The network's name in the cluster, and which of its pools (``mine``)
+        are the cluster IPAM's, in one read. A pool is one network's
+        (``netof/``): a network whose first pool is a later pool of a
+        network the cluster holds takes that network's name (the same
+        subnets given in another order); any other pool held by another
+        network is a 409 naming it."""
+        found = ranges(self._etcd.txn([], [range_op(keys.key("pools", p), "", 1) for p in mine]
+                                      + [range_op(keys.key("netof", p), "", 1, keys_only=False) for p in mine]))
+        clustered = [p for p, kvs in zip(mine, found) if kvs]
+        owners = {p: kvs[0].value for p, kvs in zip(mine, found[len(mine):]) if kvs}
+        name = owners.get(name, name)
+        for pool, owner in owners.items():
+            if owner != name:
+                space, cidr = keys.cidr_of(pool)
+                raise Conflict(f"pool {cidr} ({space}) belongs to cluster network {keys.cidr_of(owner)[1]} "
+                               f"({keys.cidr_of(owner)[0]}), not to the one of pool {keys.cidr_of(name)[1]}: "
+                               f"every host's network must have the same subnets")
+        return name, clustered
+
+    @staticmethod
+    def _check_pools(name: str, mine: list[str], theirs: list[str] | None) -> None:
+        if theirs is not None and sorted(mine) != theirs:  # None: a record of an older version
+            space, cidr = keys.cidr_of(name)
+            raise Conflict(f"subnets {_cidrs(mine)} disagree with cluster network {cidr} ({space}), which holds "
+                           f"subnets {_cidrs(theirs)}: every host's network must have the same subnets (give an "
+                           f"IPv6 subnet with --subnet rather than an automatic one)")
 
     def _check_underlay(self, name: str, mtu: int) -> None:
         """A VXLAN packet is not fragmented: an MTU above what this host's
@@ -627,6 +665,10 @@ def _host_of(record_key: str) -> str:
 def _first_address(endpoint: dict) -> str:
     address = endpoint["address"] or endpoint["address_v6"]
     return str(ipaddress.ip_interface(address).ip) if address else ""
+
+
+def _cidrs(names: list[str]) -> str:
+    return ", ".join(keys.cidr_of(n)[1] for n in sorted(names))
 
 
 def _show(value) -> str:

@@ -59,7 +59,7 @@ CREATOR_POINTS = [
     ("IpamDriver.RequestPool", "commit"),  # in the cluster, not in the store
     ("IpamDriver.RequestAddress", "etcd txn gateway addrs"),
     ("IpamDriver.RequestAddress", "commit"),  # the gateway fixed in the cluster, not stored
-    ("NetworkDriver.CreateNetwork", "etcd txn nets vnis"),  # the network's VNI and options
+    ("NetworkDriver.CreateNetwork", "etcd txn nets vnis netof"),  # the network's VNI, options, pools
     ("NetworkDriver.CreateNetwork", "commit"),
     ("NetworkDriver.CreateNetwork", "add vxlan"),
     ("NetworkDriver.CreateNetwork", "enslave"),  # the VXLAN device made, not on the bridge
@@ -75,7 +75,7 @@ CREATOR_POINTS = [
     ("IpamDriver.ReleaseAddress", "etcd txn addrs held"),  # released in the store, not in the cluster
     # dockerd releases the pool before it deletes the network.
     ("IpamDriver.ReleasePool", "commit"),
-    ("IpamDriver.ReleasePool", "etcd txn members pools gateway addrs nets vnis"),  # the last member's leave
+    ("IpamDriver.ReleasePool", "etcd txn members pools gateway addrs nets netof vnis"),  # the last member's leave
     ("NetworkDriver.DeleteNetwork", "delete vxlan"),
     ("NetworkDriver.DeleteNetwork", "commit"),
 ]

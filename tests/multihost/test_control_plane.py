@@ -205,6 +205,62 @@ def test_without_subnet_each_host_gets_a_pool_no_host_holds(hosts):
     assert b.dockerd.create_network(subnet=pa).pools[0]["Pool"] == pa
 
 
+def _netof(host: Host) -> dict[str, str]:
+    prefix = keys.prefix("netof")
+    return {kv.key[len(prefix):]: kv.value for kv in host.room.host.etcd.read_prefix(prefix)[0]}
+
+
+def test_an_automatic_ipv6_pool_comes_from_the_cluster(hosts):
+    """Issue 18 #10: ``--ipv6`` with an IPv4 subnet and no IPv6 one gave each
+    host an IPv6 pool of its own on one VXLAN segment. The second host now
+    joins the cluster network's IPv6 pool; the network record lists both."""
+    a, b = hosts(2)
+    na, nb = (h.dockerd.create_network(subnet=SUBNET, ipv6=True) for h in (a, b))
+    assert na.pools[1]["Pool"] == nb.pools[1]["Pool"] and na.pools[1]["Gateway"] == nb.pools[1]["Gateway"]
+    (sa,), (sb,) = a.room._stored()[0], b.room._stored()[0]
+    assert (sa["cluster"]["pool"], sa["cluster"]["vni"]) == (sb["cluster"]["pool"], sb["cluster"]["vni"])
+    record = json.loads(a.room.host.etcd.get(keys.key("nets", sa["cluster"]["pool"])).value)
+    assert sorted(keys.cidr_of(p)[1] for p in record["pools"]) == sorted([SUBNET, na.pools[1]["Pool"]])
+    for h, n in ((a, na), (b, nb)):
+        h.dockerd.remove_network(n)
+    assert _netof(a) == {} and a.room.host.etcd.read_prefix(keys.prefix("nets"))[0] == []
+
+
+@pytest.mark.parametrize("first, second, says", [
+    ({"ipv6": True, "subnet6": "fd00:91::/64"}, {"ipv6": True, "subnet6": "fd00:92::/64"}, "holds subnets"),
+    ({}, {"ipv6": True, "subnet6": "fd00:92::/64"}, "holds --ipv6=false"),  # --ipv6 is agreed too
+    ({"ipv6": True, "subnet6": "fd00:92::/64"}, {}, "holds --ipv6=true"),
+], ids=["another IPv6 subnet", "an IPv6 subnet more", "an IPv6 subnet less"])
+def test_a_host_whose_network_has_other_subnets_gets_409_naming_them(hosts, first, second, says):
+    """Issue 18 #10: the network was named by its first pool only, so hosts
+    with different further subnets shared a segment: now all must agree."""
+    a, b = hosts(2)
+    net = a.dockerd.create_network(subnet=SUBNET, **first)
+    with pytest.raises(ProtocolError) as refused:
+        b.dockerd.create_network(subnet=SUBNET, **second)
+    assert refused.value.status == 409 and says in str(refused.value) and SUBNET in str(refused.value)
+    a.dockerd.remove_network(net)
+    assert _netof(a) == {}
+
+
+def test_a_pool_belongs_to_one_cluster_network(hosts):
+    """An IPv6-only network on a subnet, and a dual-stack one whose IPv6
+    subnet it is, are two segments on one pool: refused, either way round."""
+    a, b = hosts(2)
+    v6only = a.dockerd.create_network(ipv4=False, ipv6=True, subnet6="fd00:93::/64")
+    with pytest.raises(ProtocolError) as refused:
+        b.dockerd.create_network(subnet=SUBNET, ipv6=True, subnet6="fd00:93::/64")
+    assert refused.value.status == 409 and "belongs to cluster network fd00:93::/64" in str(refused.value)
+    a.dockerd.remove_network(v6only)
+    dual = a.dockerd.create_network(subnet=SUBNET, ipv6=True, subnet6="fd00:93::/64")
+    with pytest.raises(ProtocolError) as refused:
+        b.dockerd.create_network(ipv4=False, ipv6=True, subnet6="fd00:93::/64")
+    assert refused.value.status == 409 and "holds subnets" in str(refused.value)
+    assert set(_netof(a).values()) == {keys.pool_name("LocalDefault", SUBNET)}
+    a.dockerd.remove_network(dual)
+    assert _netof(a) == {}
+
+
 def test_endpoints_become_peers_of_the_other_hosts_only(hosts):
     a, b, c = hosts()
     nets = [h.dockerd.create_network(subnet=SUBNET) for h in (a, b)]
