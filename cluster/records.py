@@ -71,3 +71,12 @@ def holder(value: str) -> str:
     except (ValueError, KeyError, TypeError):
         return ""
     return "" if held == GATEWAY_HOLDER else str(held)
+
+
+def advertise(value: str) -> str:
+    """The advertise address a ``hosts/<host>`` value gives ("" if none)."""
+    try:
+        held = json.loads(value)
+    except ValueError:
+        return ""
+    return str(held.get("advertise") or "") if isinstance(held, dict) else ""

@@ -507,6 +507,10 @@ class PeerWatch:
         except records.BadRecord as exc:
             log.error("endpoint record skipped: %s", exc)
             return set()
+        if held.vteps.get(record.host) != record.vtep:
+            log.error("endpoint record %s skipped: vtep %s is not the address host %s advertises (%s)", kv.key,
+                      record.vtep, record.host, held.vteps.get(record.host) or "it is not a live host")
+            return set()
         for address in record.addresses:
             if held.checks(address) and held.hosts.get(address) != record.host:
                 log.error("endpoint record %s skipped: address %s is %s", kv.key, address,
@@ -519,6 +523,8 @@ class PeerWatch:
         """Every allocated address of the network's cluster pools (chunked
         reads: at a full read of the records only)."""
         etcd, held = self._segment.host.etcd, Holders()
+        held.vteps = {kv.key.rsplit("/", 1)[1]: records.advertise(kv.value)
+                      for kv in etcd.read_prefix(keys.prefix("hosts"))[0]}
         for name, net in zip(self._names, self._pools):
             if etcd.get(keys.key("pools", name)) is None:
                 held.foreign.append(net)
@@ -528,12 +534,14 @@ class PeerWatch:
                 held.hosts[str(ipaddress.ip_address(int(kv.key[len(prefix):], 16)))] = records.holder(kv.value)
         return held
 
-    def _held_of(self, value: str) -> Holders:
-        """The holders of a record's addresses, in one round trip (the
-        parse in _peers says what is wrong with a record that has none)."""
+    def _held_of(self, kv: KeyValue) -> Holders:
+        """The holders of a record's addresses and its host's advertise
+        address, in one round trip (the parse in _peers says what is wrong
+        with a record that has none)."""
         held = Holders()
+        host = keys.key("hosts", _host_of(kv.key))
         try:
-            addresses = [str(ipaddress.ip_address(a)) for a in json.loads(value)["addresses"][:2]]
+            addresses = [str(ipaddress.ip_address(a)) for a in json.loads(kv.value)["addresses"][:2]]
         except (ValueError, KeyError, TypeError):
             return held
         targets = [(name, net, a) for a in addresses for name, net in zip(self._names, self._pools)
@@ -541,7 +549,10 @@ class PeerWatch:
         ops = [range_op(keys.key("pools", name), "", 1) for name, _, _ in targets]
         ops += [range_op(keys.prefix("addrs", name) + keys.hexaddr(int(ipaddress.ip_address(a))), "", 1,
                          keys_only=False) for name, _, a in targets]
-        found = ranges(self._segment.host.etcd.txn([], ops)) if ops else []
+        ops.append(range_op(host, "", 1, keys_only=False))
+        *found, hosts = ranges(self._segment.host.etcd.txn([], ops))
+        if hosts:
+            held.vteps[_host_of(kv.key)] = records.advertise(hosts[0].value)
         for (_, net, address), pool, kvs in zip(targets, found, found[len(targets):]):
             if not pool:
                 held.foreign.append(net)
@@ -553,11 +564,13 @@ class PeerWatch:
         held = self._held_all()
         self._known = {kv.key: self._peers(kv, held) for kv in kvs}
         if self._kept:
-            # Kept while their host is away and its addresses are its own:
-            # a reclaim (or the host back, writing its records again) ends it.
-            live = {kv.key.rsplit("/", 1)[1] for kv in self._segment.host.etcd.read_prefix(keys.prefix("hosts"))[0]}
+            # Kept while its addresses are its host's: a reclaim, or a
+            # release by the host back, ends it; so does the host writing
+            # the record again. (Not the host's return alone: its records
+            # come back a moment after its hosts/ record, and the entries
+            # would be missing in between.)
             self._kept = {key: peers for key, peers in self._kept.items()
-                          if key not in self._known and _host_of(key) not in live
+                          if key not in self._known
                           and all(not held.checks(p.address) or held.hosts.get(p.address) == _host_of(key)
                                   for p in peers)}
             self._drop_kept_sharing(set().union(*self._known.values()))
@@ -576,7 +589,7 @@ class PeerWatch:
         (its put), when a full read finds the reclaim done, or with the
         network; a record its live host deleted goes at once."""
         # Read before anything changes: a failed read re-reads in full.
-        peers = self._peers(kv, self._held_of(kv.value)) if kind != "DELETE" else set()
+        peers = self._peers(kv, self._held_of(kv)) if kind != "DELETE" else set()
         away = (kind == "DELETE" and _host_of(kv.key) != self._me and bool(self._known.get(kv.key))
                 and self._host_went_away(kv))
         before = self._wanted()
@@ -631,6 +644,7 @@ class Holders:
     whose addresses there is nothing to check against."""
     hosts: dict[str, str] = field(default_factory=dict)
     foreign: list = field(default_factory=list)
+    vteps: dict[str, str] = field(default_factory=dict)  # live host -> the address its hosts/ record advertises
 
     def checks(self, address: str) -> bool:
         return not any(ipaddress.ip_address(address) in net for net in self.foreign)

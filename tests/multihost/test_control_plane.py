@@ -929,8 +929,9 @@ def test_a_lost_lease_is_not_replaced_over_another_host_holding_the_id(hosts, tm
 
 def test_malformed_and_hostile_records_are_skipped_and_the_rest_served(hosts, etcd):
     """Records written from outside with etcdctl: not JSON, a zero MAC, the
-    gateway's address, a host field that is not its key's, and an address
-    another host holds in addrs/. Each is skipped (before, the first raised
+    gateway's address, a host field that is not its key's, an address
+    another host holds in addrs/, and a host's own address sent to a VTEP
+    that is not the one its hosts/ record advertises. Each is skipped (before, the first raised
     in the watch, which re-read every second, and the others went into the
     kernel); the real records are served, at a full read and as events."""
     a, b, c = hosts(3)
@@ -948,6 +949,8 @@ def test_malformed_and_hostile_records_are_skipped_and_the_rest_served(hosts, et
         "ghost/stolen": {**record, "addresses": [real_ip]},   # addrs/ gives it to host0
         "ghost/unallocated": record,                         # addrs/ gives 10.90.0.99 to no one
         "ghost/outside": {**record, "addresses": ["10.91.0.5"]},
+        # under host0, an address addrs/ gives host0: only the VTEP is not its
+        "host0/wrongvtep": {**record, "host": "host0", "addresses": [real_ip]},
     }
     for key, value in hostile.items():
         etcd.ctl("put", endpoints + key, value if isinstance(value, str) else json.dumps(value))

@@ -63,7 +63,8 @@ Replay and length, by environment:
 
 Figures (per fault kind: injected, survived, heal-to-convergence p50 and
 p99, measured from the heal, or from the injection for faults that heal by
-themselves; calls and their failures) are printed and written, with the
+themselves; the longest a running container's forwarding entry was missing
+on a live peer during the fault, ``Reachability``; calls and their failures) are printed and written, with the
 step log and Pontoon's cluster log, to build/fault-lab.json (or the file
 ``PONTOON_FAULT_JSON`` names), and recorded for docs/reliability.md when
 ``PONTOON_RELIABILITY_FIGURES`` is set (tests/reliability/figures.py).
@@ -77,6 +78,7 @@ import logging
 import os
 import random
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -464,9 +466,14 @@ class Lab:
     # -- faults: each injects, lets calls happen, heals; returns when healed -------------------------
     def fault(self, kind: str) -> None:
         self.faults[kind]["injected"] += 1
-        getattr(self, "fault_" + kind.replace("-", "_"))()
-        self.converged(kind)
+        sampler = Reachability(self)
+        try:
+            getattr(self, "fault_" + kind.replace("-", "_"))()
+            self.converged(kind)
+        finally:
+            gap = sampler.stop()
         self.faults[kind]["survived"] += 1
+        self.faults[kind]["unreachable_s"] = max(self.faults[kind].get("unreachable_s", 0.0), gap)
 
     def applicable(self) -> list[str]:
         relayed = any(h.relay for h in self.live())
@@ -567,8 +574,9 @@ class Lab:
         mac = "02:42:%02x:%02x:%02x:%02x" % tuple(self.rng.randrange(256) for _ in range(4))
         held = [kv for kv in self.outside.read_prefix(keys.prefix("addrs", pool_of(subnet)))[0]
                 if json.loads(kv.value)["host"].startswith("host")]
-        stolen = str(ipaddress.ip_address(int(self.rng.choice(held).key.rsplit("/", 1)[1], 16))) if held \
-            else str(net[3])
+        taken = self.rng.choice(held) if held else None
+        stolen = str(ipaddress.ip_address(int(taken.key.rsplit("/", 1)[1], 16))) if taken else str(net[3])
+        holder = json.loads(taken.value)["host"] if taken else real
         ghost = {"host": "ghost", "vtep": "192.0.2.66", "mac": mac}
         variants = {
             "not-json": ("ghost", "{not json"),
@@ -577,7 +585,11 @@ class Lab:
             "not-its-own": ("ghost", {**ghost, "host": real, "addresses": [stolen]}),
             "gateway": (real, {**ghost, "host": real, "addresses": [str(net[1])]}),
             "outside": (real, {**ghost, "host": real, "addresses": ["10.99.0.5"]}),
-            "never-allocated": (real, {**ghost, "host": real, "addresses": [str(net[250])]}),
+            # .150: below the hosts' own addresses (from the top) and above
+            # what calls take (FIXED_IPS and the lowest free)
+            "never-allocated": (real, {**ghost, "host": real, "addresses": [str(net[150])]}),
+            # all true but the VTEP: a host's own address, sent elsewhere
+            "wrong-vtep": (holder, {**ghost, "host": holder, "addresses": [stolen]}),
             "not-a-list": ("ghost", {**ghost, "addresses": str(net[9])}),
         }
         name = self.rng.choice(sorted(variants))
@@ -784,12 +796,87 @@ class Lab:
                 "steps": self.steps, "pontoon_log": self.transcript.lines}
 
 
+class Reachability:
+    """While a fault lasts (from its injection to convergence), samples every
+    SAMPLE_S whether each forwarding entry the live hosts' kernels held when
+    it began, for a container running then, is still there: the longest
+    time one was missing is the longest a live container was unreachable
+    from a live peer. An entry whose container was stopped meanwhile, or
+    whose address another host holds at the end (given away after a
+    reclaim, rightly), does not count."""
+
+    SAMPLE_S = 0.05
+
+    def __init__(self, lab: "Lab"):
+        self.lab = lab
+        self.owners = {h.advertise: h for h in lab.hosts}
+        self.tracked = self._running_entries()
+        self.missing_since: dict = {}
+        self.gaps: dict = {}  # entry -> its longest gap so far
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lab-reachability", daemon=True)
+        self._thread.start()
+
+    def _entries(self) -> tuple[set, set]:
+        """The live hosts' forwarding entries, and their devices (a network
+        removed on a host takes its device and entries, rightly)."""
+        entries, devices = set(), set()
+        for lab_host in self.lab.live():
+            overlay = lab_host.host.overlay
+            with overlay.lock:
+                entries |= {(lab_host.id, name, peer) for name, peers in overlay.entries.items() for peer in peers}
+                devices |= {(lab_host.id, name) for name in overlay.devices}
+        return entries, devices
+
+    def _container(self, peer: Peer):
+        owner = self.owners.get(peer.vtep)
+        return next((c for c in owner.containers if c.address.split("/")[0] == peer.address
+                     and c.mac.lower() == peer.mac), None) if owner else None
+
+    def _running_entries(self) -> set:
+        return {entry for entry in self._entries()[0] if self._container(entry[2]) is not None}
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.SAMPLE_S):
+            now, (present, devices) = time.monotonic(), self._entries()
+            for entry in self.tracked:
+                if entry in present or entry[:2] not in devices or self._container(entry[2]) is None:
+                    self._close(entry, now)
+                else:
+                    self.missing_since.setdefault(entry, now)
+
+    def _close(self, entry, now: float) -> None:
+        began = self.missing_since.pop(entry, None)
+        if began is not None:
+            self.gaps[entry] = max(self.gaps.get(entry, 0.0), now - began)
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        now = time.monotonic()
+        for entry in list(self.missing_since):
+            self._close(entry, now)
+        try:
+            holders = invariants.holders({kv.key: kv for kv in self.lab.outside.read_prefix(keys.prefix("addrs"))[0]})
+        except EtcdUnavailable:  # a fault that did not heal: the test fails on it anyway
+            return round(max(self.gaps.values(), default=0.0), 2)
+        pools = {}
+        for lab_host in self.lab.live():
+            pools |= {(lab_host.id, DP.vxlan_name(n["tag"])): n["cluster"]["pool"]
+                      for n in lab_host.host.room._stored()[0] if "cluster" in n}
+        counted = [gap for (watcher, name, peer), gap in self.gaps.items()
+                   if self._container(peer) is not None
+                   and holders.get((pools.get((watcher, name)), peer.address)) in (self.owners[peer.vtep].id, None)]
+        return round(max(counted, default=0.0), 2)
+
+
 def summary(data: dict) -> str:
     lines = [f"fault lab: seed {data['seed']}, {data['hosts']} hosts ({data['relayed']} relayed), "
              f"{data['seconds']} s, invariant violations: {data['violations']}",
-             f"{'fault kind':28} {'injected':>8} {'survived':>8} {'p50 s':>7} {'p99 s':>7}"]
+             f"{'fault kind':28} {'injected':>8} {'survived':>8} {'p50 s':>7} {'p99 s':>7} {'cut s':>6}"]
     for kind, seen in data["faults"].items():
-        lines.append(f"{kind:28} {seen['injected']:8} {seen['survived']:8} {seen['p50_s']:7.2f} {seen['p99_s']:7.2f}")
+        lines.append(f"{kind:28} {seen['injected']:8} {seen['survived']:8} {seen['p50_s']:7.2f} {seen['p99_s']:7.2f}"
+                     f" {seen.get('unreachable_s', 0.0):6.2f}")
     lines.append("calls: " + "; ".join(f"{call} {dict(outcomes)}" for call, outcomes in data["calls"].items()))
     if data["unexpected_statuses"]:
         lines.append("unexpected statuses: " + "; ".join(text for _, text in data["unexpected_statuses"]))
