@@ -49,6 +49,9 @@ AGREED = {
     "inhibit_ipv4": "com.docker.network.bridge.inhibit_ipv4",
 }
 VNI_FIRST, VNI_LAST = 4096, (1 << 24) - 1  # below 4096: left to hand-made VXLANs
+# Endpoints per republish transaction: at most 9 operations each (two
+# addresses), under etcd's default limit of 128 per transaction.
+REPUBLISH_BATCH = 12
 
 
 def vni_candidates(name: str) -> Iterator[int]:
@@ -372,20 +375,21 @@ class ClusterSegment:
         Returns the endpoints left unpublished: an address of theirs is
         another host's now."""
         by_id = {n["id"]: n for n in networks if "cluster" in n}
-        lost = []
+        lost, again = [], []
         for endpoint in endpoints:
-            if endpoint["network_id"] in by_id:
-                network = by_id[endpoint["network_id"]]
-                if network["cluster"].get("lost"):
-                    lost.append(Lost(endpoint, _first_address(endpoint), ""))
-                    continue
-                taken = self._republish(network, endpoint, lease, pools)
-                if taken is not None:
-                    lost.append(taken)
-                elif self._deleted(endpoint["id"], network["id"]):
-                    # Deleted after the store was read: its delete may have
-                    # come before this write, which brought the record back.
-                    self.unpublish(network, endpoint)
+            network = by_id.get(endpoint["network_id"])
+            if network is not None and network["cluster"].get("lost"):
+                lost.append(Lost(endpoint, _first_address(endpoint), ""))
+            elif network is not None:
+                again.append((network, endpoint))
+        for start in range(0, len(again), REPUBLISH_BATCH):
+            lost += self._republish_batch(again[start:start + REPUBLISH_BATCH], lease, pools)
+        taken = {t.endpoint["id"] for t in lost}
+        for network, endpoint in again:
+            if endpoint["id"] not in taken and self._deleted(endpoint["id"], network["id"]):
+                # Deleted after the store was read: its delete may have
+                # come before this write, which brought the record back.
+                self.unpublish(network, endpoint)
         for network in by_id.values():
             if network["cluster"].get("lost"):
                 continue  # cut off from the cluster: nothing of it there (Room._cut_off)
@@ -419,40 +423,74 @@ class ClusterSegment:
         with self._lock:
             return self._gone is not None and any(i in self._gone for i in ids)
 
+    def _republish_batch(self, batch: list[tuple[dict, dict]], lease: int, pools: set[str]) -> list[Lost]:
+        """Publish a batch of endpoints again in two round trips: one read
+        of all their claims, one transaction comparing and writing them
+        all (``_plan``); a republish of E endpoints used to take 2E, which
+        at a few ms each kept the start-up and a lost lease's recovery
+        busy for seconds. If another host took a free address between the
+        two, the batch is done one endpoint at a time (``_republish``)."""
+        claims = [self._claims(network, endpoint, pools) for network, endpoint in batch]
+        reads = [op for c in claims for op in _claim_reads(c)]
+        found = ranges(self._etcd.txn([], reads)) if reads else []
+        lost, plans, at = [], [], 0
+        for (network, endpoint), c in zip(batch, claims):
+            plan = self._plan(network, endpoint, c, found[at:at + 2 * len(c)], lease)
+            at += 2 * len(c)
+            if isinstance(plan, Lost):
+                lost.append(plan)
+            else:
+                plans.append((network, endpoint, plan))
+        compares = [op for _, _, (c, _) in plans for op in c]
+        puts = [op for _, _, (_, p) in plans for op in p]
+        if not plans or self._etcd.txn(compares, puts).get("succeeded"):
+            return lost
+        return lost + [t for t in (self._republish(n, e, lease, pools) for n, e, _ in plans) if t is not None]
+
     def _republish(self, network: dict, endpoint: dict, lease: int, pools: set[str]) -> Lost | None:
-        """Publish ``endpoint`` again only with every address of it still
-        this host's in ``addrs/``, in one transaction that compares that
-        (an address freed meanwhile, by a reclaim of this host's that found
-        no taker, is claimed back in it): a host cut off past the reclaim
-        grace may find an address given to another host's container, and
-        its record, written last, would win every other host's datapath.
-        Such an endpoint is not published; the Lost says who holds what."""
-        mine = addr_value(self.host.host_id, "address")
-        claims = [(name, addr, keys.prefix("addrs", name) + keys.hexaddr(addr))
-                  for name, addr in _addresses(network, endpoint) if name in pools]
+        """One endpoint of ``_republish_batch``, read again up to three times."""
+        claims = self._claims(network, endpoint, pools)
         if not claims:  # another IPAM driver's addresses: nothing of the cluster's to check
             self.publish(network, endpoint, lease)
             return None
         for _ in range(3):  # another host claimed a free one between read and write: read again
-            reads = self._etcd.txn([], [range_op(k, "", 1, keys_only=False) for _, _, k in claims]
-                                   + [range_op(keys.key("pools", n), "", 1) for n, _, _ in claims])
-            found = ranges(reads)
-            holders, pools_held = found[:len(claims)], found[len(claims):]
-            compares, puts = [], []
-            for (name, addr, key), holder, pool in zip(claims, holders, pools_held):
-                if holder and holder[0].value != mine:
-                    return Lost(endpoint, str(ipaddress.ip_address(addr)), json.loads(holder[0].value)["host"])
-                if not holder and not pool:
-                    return Lost(endpoint, str(ipaddress.ip_address(addr)), "")
-                compares.append(value_is(key, mine) if holder else absent(key))
-                if not holder:
-                    compares.append(present(keys.key("pools", name)))
-                    puts += [put_op(key, mine),
-                             put_op(keys.prefix("held", self.host.host_id) + f"{name}/{keys.hexaddr(addr)}", "")]
-            record = put_op(self._endpoint_key(network, endpoint), self._record(endpoint), lease)
-            if self._etcd.txn(compares, puts + [record]).get("succeeded"):
+            plan = self._plan(network, endpoint, claims, ranges(self._etcd.txn([], _claim_reads(claims))), lease)
+            if isinstance(plan, Lost):
+                return plan
+            if self._etcd.txn(*plan).get("succeeded"):
                 return None
         raise EtcdUnavailable(f"endpoint {endpoint['id']}: its addresses kept changing hands while it was published")
+
+    def _claims(self, network: dict, endpoint: dict, pools: set[str]) -> list[tuple[str, int, str]]:
+        """(pool name, address, its addrs/ key) of each of the endpoint's
+        addresses the cluster allocates (in ``pools``)."""
+        return [(name, addr, keys.prefix("addrs", name) + keys.hexaddr(addr))
+                for name, addr in _addresses(network, endpoint) if name in pools]
+
+    def _plan(self, network: dict, endpoint: dict, claims: list, found: list, lease: int) -> Lost | tuple[list, list]:
+        """How to publish ``endpoint`` again, given what ``_claim_reads``
+        found: only with every address of it still this host's in
+        ``addrs/``, in one transaction that compares that (an address freed
+        meanwhile, by a reclaim of this host's that found no taker, is
+        claimed back in it): a host cut off past the reclaim grace may find
+        an address given to another host's container, and its record,
+        written last, would win every other host's datapath. Returns the
+        transaction's compares and puts, or for such an endpoint, which is
+        not published, a Lost saying who holds what."""
+        mine = addr_value(self.host.host_id, "address")
+        holders, pools_held = found[:len(claims)], found[len(claims):]
+        compares, puts = [], []
+        for (name, addr, key), holder, pool in zip(claims, holders, pools_held):
+            if holder and holder[0].value != mine:
+                return Lost(endpoint, str(ipaddress.ip_address(addr)), json.loads(holder[0].value)["host"])
+            if not holder and not pool:
+                return Lost(endpoint, str(ipaddress.ip_address(addr)), "")
+            compares.append(value_is(key, mine) if holder else absent(key))
+            if not holder:
+                compares.append(present(keys.key("pools", name)))
+                puts += [put_op(key, mine),
+                         put_op(keys.prefix("held", self.host.host_id) + f"{name}/{keys.hexaddr(addr)}", "")]
+        return compares, puts + [put_op(self._endpoint_key(network, endpoint), self._record(endpoint), lease)]
 
     def watched(self) -> list[str]:
         with self._lock:
@@ -669,6 +707,12 @@ def _addresses(network: dict, endpoint: dict) -> list[tuple[str, int]]:
             ip = ipaddress.ip_interface(address).ip
             out += [(name, int(ip)) for name, p in pools if ip in ipaddress.ip_network(p["pool"])][:1]
     return out
+
+
+def _claim_reads(claims: list[tuple[str, int, str]]) -> list[dict]:
+    """The reads ``_plan`` wants for ``claims``: each address's holder, then each pool."""
+    return ([range_op(key, "", 1, keys_only=False) for _, _, key in claims]
+            + [range_op(keys.key("pools", name), "", 1) for name, _, _ in claims])
 
 
 def _host_of(record_key: str) -> str:

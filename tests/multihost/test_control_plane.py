@@ -1022,24 +1022,65 @@ def test_a_delete_during_the_start_up_republish_stays_deleted(hosts, tmp_path, e
     wait_until(lambda: len(b.overlay.all_peers()) == 1, 5)
     a.stop(revoke=False)
     again = Host(tmp_path / "h0", etcd.url, "host0", "192.0.2.1")
-    republish = ClusterSegment._republish
+    republish = ClusterSegment._republish_batch
 
-    def deleted_first(segment, network, endpoint, lease, pools):
+    def deleted_first(segment, batch, lease, pools):
         if segment is again.room.segment:  # the store was read; the delete comes now
             again.dockerd.containers.append(ctr)  # dockerd's, which outlived Pontoon's restart
             again.dockerd.networks.append(nets[0])
             again.dockerd.stop(ctr)
             if deleted == "network":
                 again.dockerd.remove_network(nets[0])
-        return republish(segment, network, endpoint, lease, pools)
+        return republish(segment, batch, lease, pools)
 
-    monkeypatch.setattr(ClusterSegment, "_republish", deleted_first)
+    monkeypatch.setattr(ClusterSegment, "_republish_batch", deleted_first)
     try:
         again.room.host.live()
         mine = keys.prefix("endpoints", keys.pool_name("LocalDefault", SUBNET)) + "host0/"
         assert again.room.host.etcd.read_prefix(mine)[0] == []
         wait_until(lambda: b.overlay.all_peers() == set(), 5)
         assert again.room.segment.watched() == ([] if deleted == "network" else [nets[0].id])
+    finally:
+        again.stop()
+
+
+def test_a_republish_writes_its_endpoints_in_batches(hosts, tmp_path, etcd, monkeypatch):
+    """Issue 18 #5: a republish (at start, or with a replaced lease) took two
+    round trips per endpoint; now two per batch of REPUBLISH_BATCH, the
+    address checks unchanged (one of the endpoints lost its address to
+    another host meanwhile, and is the only one not published)."""
+    from cluster.segment import REPUBLISH_BATCH, ClusterSegment
+
+    a, b = hosts(2, ttl=2, reclaim_grace=6)
+    nets = [h.dockerd.create_network(subnet=SUBNET) for h in (a, b)]
+    ctrs = [a.dockerd.run(nets[0]) for _ in range(30)]
+    a.stop(revoke=False)
+    wait_until(lambda: b.room.host.etcd.get(keys.key("grace", "host0")) is None, 10)
+    _reclaimed(b)
+    taken = ctrs[7].address.split("/")[0]
+    b.dockerd.run(nets[1], ip=taken)  # given to host1 while host0 was away
+    calls, resume = [], ClusterSegment.resume
+
+    def counted(segment, *args):
+        txn = segment.host.etcd.txn
+        monkeypatch.setattr(segment.host.etcd, "txn", lambda *a, **k: calls.append(1) or txn(*a, **k))
+        try:
+            return resume(segment, *args)
+        finally:
+            monkeypatch.setattr(segment.host.etcd, "txn", txn)
+
+    monkeypatch.setattr(ClusterSegment, "resume", counted)
+    again = Host(tmp_path / "h0", etcd.url, "host0", "192.0.2.1", ttl=2, reclaim_grace=6)
+    try:
+        began = time.monotonic()
+        again.room.host.live()
+        took = time.monotonic() - began
+        published = {kv.key.rsplit("/", 1)[1] for kv in _records_of(b)}
+        assert published == {c.endpoint_id for c in ctrs} - {ctrs[7].endpoint_id}
+        batches = -(-len(ctrs) // REPUBLISH_BATCH)
+        # two per batch, and the failed batch's endpoints one by one (two each)
+        assert len(calls) <= 2 * batches + 2 * REPUBLISH_BATCH, calls
+        print(f"republished {len(ctrs) - 1} endpoints in {len(calls)} transactions, {took:.2f}s")
     finally:
         again.stop()
 
