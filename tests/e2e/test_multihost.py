@@ -348,7 +348,10 @@ def test_containers_on_two_real_dockerds_reach_each_other(two_hosts, uid):
         # VXLAN device in the host's namespace, on the bridge, from the
         # host's underlay address, with the VNI of the cluster's network.
         stored = [member.stored_network(net_id) for member, net_id in zip((one, two), net_ids)]
-        assert stored[0]["cluster"] == stored[1]["cluster"]
+        assert len({(s["cluster"]["pool"], s["cluster"]["vni"]) for s in stored}) == 1
+        # Each host's own address on the network (cluster/hostaddr.py): two.
+        own = [s["cluster"]["host_address"].split("/")[0] for s in stored]
+        assert own[0] != own[1]
         devices = []
         for member, network in zip((one, two), stored):
             device = vxlan_name(network["tag"])
@@ -366,9 +369,14 @@ def test_containers_on_two_real_dockerds_reach_each_other(two_hosts, uid):
         # entries for it go, and its address no longer answers from host 1.
         b_record = keys.key("endpoints", pool, ids[1], b.endpoint)
         assert two_hosts.has(b_record)
-        assert one.peers(devices[0]) == ({b.address: b.mac}, {b.mac: two.host.address})
+        neighbours, fdb = one.peers(devices[0])
+        bridge_mac = neighbours.pop(own[1])  # host 2's own address, at its bridge's MAC
+        assert (neighbours, fdb) == ({b.address: b.mac}, {b.mac: two.host.address, bridge_mac: two.host.address})
+        # Host 1 itself reaches host 2's container, from its own address.
+        assert one.daemon.host("ping", "-c", "1", "-W", "3", b.address, check=False).returncode == 0
         two.daemon.docker("rm", "-f", b.id)
-        wait_for(lambda: one.peers(devices[0]) == ({}, {}), timeout=SETTLE, interval=0.3,
+        wait_for(lambda: one.peers(devices[0]) == ({own[1]: bridge_mac}, {bridge_mac: two.host.address}),
+                 timeout=SETTLE, interval=0.3,
                  what="host 1 to drop the removed container's peer entries")
         assert not two_hosts.has(b_record)
         assert not a.pings(b.address)
