@@ -30,7 +30,8 @@ from typing import Callable, Iterable, Iterator
 
 from ipam_plugin import allocator
 from ipam_plugin.allocator import IPNetwork, PoolBase
-from ipam_plugin.driver import GATEWAY_TYPE, IpamDriver, parse_pool_request
+from ipam_plugin.driver import (GATEWAY_TYPE, IpamDriver, any_pool_size, default_bases, parse_address_options,
+                                parse_pool_request)
 from spec import values
 from spec.errors import BadRequest, Conflict, NotFound
 
@@ -68,12 +69,15 @@ class ClusterIpam:
     # -- pools -----------------------------------------------------------------------
     def request_pool(self, body: dict) -> dict:
         space, version, net, sub = parse_pool_request(body)
+        bases = default_bases(body, self._defaults[version])  # dockerd 29's "0.0.0.0/24": any /24
         self._host.live()
         given, last_v4, self._last_v4 = net is not None, self._last_v4, None
         if net is None and version == 6:
             net = self._network_v6(space, last_v4)
+            if net is not None and any_pool_size(body) not in (None, 0, net.prefixlen):
+                net = None  # the cluster network's IPv6 pool is not of the size asked for
         if net is None:
-            net = self._create_default(space, version, body.get("Options") or {})
+            net = self._create_default(space, version, body.get("Options") or {}, bases)
             joined = True
         else:
             joined = self._join(space, net, sub, body.get("Options") or {})
@@ -167,12 +171,12 @@ class ClusterIpam:
                 out.append(net)
         return out, revision
 
-    def _create_default(self, space: str, version: int, options: dict) -> IPNetwork:
-        """A default pool no host holds (in any address space: their kernels
-        route them all) and no local route uses."""
+    def _create_default(self, space: str, version: int, options: dict, bases: list[PoolBase]) -> IPNetwork:
+        """A default pool (from ``bases``) no host holds (in any address
+        space: their kernels route them all) and no local route uses."""
         routes = [r for r in self._host_routes() if r.version == version]
         pools, seen = self._cluster_pools(None, version)
-        for candidate in allocator.candidates(self._defaults[version]):
+        for candidate in allocator.candidates(bases):
             if allocator.overlaps(candidate, pools + routes) is not None:
                 continue
             name = keys.pool_name(space, str(candidate))
@@ -294,8 +298,9 @@ class ClusterIpam:
         space, cidr = _split_pool_id(body["PoolID"])
         net = ipaddress.ip_network(cidr)
         name = keys.pool_name(space, cidr)
+        options = parse_address_options(body)  # refused before etcd
         self._host.live()
-        gateway = (body.get("Options") or {}).get("RequestAddressType") == GATEWAY_TYPE
+        gateway = options.get("RequestAddressType") == GATEWAY_TYPE
         given = values.address("Address", body["Address"], net.version) if body.get("Address") else None
         first, last = allocator.usable_range(net)
         if given is not None and not first <= int(given) <= last:

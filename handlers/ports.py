@@ -92,9 +92,13 @@ def plan(
     once, and only when an entry asks for any port.
     Whether a host process holds a port is for the holder to find out.
     Entries whose host address is of a version not in ``versions`` are
-    another endpoint's (see ``families``), as are all-address entries of a
-    version the endpoint has no address in (as ``-p 0.0.0.0:80:80 -p
-    [::]:80:80`` gives on an IPv6-only network).
+    another endpoint's (see ``families``), as are entries of a version the
+    endpoint has no address in: from dockerd 29 a container's IPv4 and IPv6
+    gateways may be endpoints of different networks (an IPv4-only and an
+    IPv6-only one), each Programmed with the whole portmap and no word of
+    the other while it is the only gateway, so ``-p 127.0.0.1:80:80 -p
+    [::1]:80:80`` reaches both and each publishes its own family (refusing
+    the other's failed the container's start or connect).
     """
     if not endpoint["address"]:  # an IPv6-only endpoint: "-p 80" means "::"
         default_host_ip = "::"
@@ -108,10 +112,8 @@ def plan(
         host_ip = entry["HostIP"] or default_host_ip
         v6 = _version(host_ip) == 6
         container_ip = bare.get("address_v6" if v6 else "address")
-        if (6 if v6 else 4) not in versions or (not container_ip and host_ip in WILDCARDS):
+        if (6 if v6 else 4) not in versions or not container_ip:
             continue
-        if not container_ip:
-            raise BadRequest(f"port {entry['Port']}/{proto} is published on {host_ip} but the endpoint has no IPv{6 if v6 else 4} address")
         first, last = entry["HostPort"], entry["HostPortEnd"] or entry["HostPort"]
         others = taken.near(proto, host_ip)
         if first == 0:

@@ -10,6 +10,7 @@ Choices dockerd asks about (GetCapabilities):
 from __future__ import annotations
 
 import ipaddress
+import json
 from typing import Callable, ContextManager, Iterable
 
 from spec import values
@@ -22,6 +23,9 @@ from .store import IpamStore
 LOCAL_SPACE = "LocalDefault"
 GLOBAL_SPACE = "GlobalDefault"
 GATEWAY_TYPE = "com.docker.network.gateway"
+# dockerd 29 names the endpoint an address is for (moby network.go
+# CreateEndpoint). Accepted and checked to be a string; not used yet.
+ENDPOINT_NAME = "com.docker.network.endpoint.name"
 
 
 class IpamDriver:
@@ -45,9 +49,10 @@ class IpamDriver:
     def request_pool(self, body: dict) -> dict:
         """{"AddressSpace": "LocalDefault", "Pool": "", "SubPool": "", "V6": false, "Options": {}}"""
         space, version, net, sub = parse_pool_request(body)
+        bases = default_bases(body, self._defaults[version])
         with self._transaction() as tx:
             if net is None:
-                net = self._pick_default(tx, version)
+                net = self._pick_default(tx, version, bases)
             else:
                 clash = tx.overlapping_pools(version == 6, int(net.network_address), int(net.broadcast_address), space)
                 if clash:
@@ -59,17 +64,17 @@ class IpamDriver:
                         hint=allocator.sub_range(net, sub)[0])
         return {"PoolID": pool_id, "Pool": str(net), "Data": {}}
 
-    def _pick_default(self, tx: IpamStore, version: int) -> IPNetwork:
+    def _pick_default(self, tx: IpamStore, version: int, bases: list[PoolBase]) -> IPNetwork:
         # Held pools and host routes are read once, then candidates are
         # generated lazily until one is free: dockerd loops if it is offered
         # a pool that overlaps a host route, so none is offered.
         top = (1 << (32 if version == 4 else 128)) - 1
         taken = [ipaddress.ip_network(p["cidr"]) for p in tx.overlapping_pools(version == 6, 0, top)]
         taken += [r for r in self._host_routes() if r.version == version]
-        for candidate in allocator.candidates(self._defaults[version]):
+        for candidate in allocator.candidates(bases):
             if allocator.overlaps(candidate, taken) is None:
                 return candidate
-        bases = ", ".join(str(b) for b in self._defaults[version]) or "none configured"
+        bases = ", ".join(str(b) for b in bases) or "none configured"
         raise Conflict(f"no free IPv{version} default pool left (default pools: {bases})")
 
     def release_pool(self, body: dict) -> dict:
@@ -80,7 +85,7 @@ class IpamDriver:
     def request_address(self, body: dict) -> dict:
         """{"PoolID": "...", "Address": "", "Options": {"RequestAddressType": "com.docker.network.gateway"}}"""
         pool_id = body["PoolID"]
-        options = body.get("Options") or {}
+        options = parse_address_options(body)
         gateway = options.get("RequestAddressType") == GATEWAY_TYPE
         with self._transaction() as tx:
             pool = self._pool(tx, pool_id)
@@ -137,8 +142,49 @@ class IpamDriver:
         return found(tx.get_pool(pool_id), f'PoolID "{pool_id}" is not a pool held by this driver')
 
 
+def parse_address_options(body: dict) -> dict:
+    """RequestAddress's Options, checked: unknown ones are ignored (a newer
+    dockerd may add some), ``com.docker.network.endpoint.name`` must be a
+    string."""
+    options = body.get("Options") or {}
+    name = options.get(ENDPOINT_NAME)
+    if name is not None and not isinstance(name, str):
+        raise BadRequest(f"Options.{ENDPOINT_NAME} {json.dumps(name)} is not a string")
+    return options
+
+
+def any_pool_size(body: dict) -> int | None:
+    """The prefix length of dockerd 29's "any pool of this size" request,
+    ``--subnet 0.0.0.0/24`` or ``::/64``, which reaches RequestPool
+    unchanged (moby network.go ipamAllocateVersion); None for any other
+    Pool. ``0.0.0.0/0`` asks for any size, as moby's own allocator takes it
+    (ipams/defaultipam/allocator.go RequestPool)."""
+    try:
+        net = ipaddress.ip_network(body.get("Pool") or "", strict=True)
+    except ValueError:
+        return None
+    return net.prefixlen if net.network_address.is_unspecified else None
+
+
+def default_bases(body: dict, bases: list[PoolBase]) -> list[PoolBase]:
+    """The default pools a pool is chosen from: all of them, or for
+    ``0.0.0.0/N`` each that can hold a /N, carved into /Ns (as moby's
+    allocatePredefinedPool); a 400 when none can."""
+    size = any_pool_size(body)
+    if not size:
+        return bases
+    fit = [PoolBase(b.base, size) for b in bases if b.base.prefixlen <= size]
+    if not fit:
+        held = ", ".join(str(b.base) for b in bases) or "none configured"
+        raise BadRequest(f'Pool "{body["Pool"]}" asks for any /{size}, which no default pool can hold '
+                         f'(default pools: {held})')
+    return fit
+
+
 def parse_pool_request(body: dict) -> tuple[str, int, IPNetwork | None, IPNetwork | None]:
-    """RequestPool's address space, IP version, Pool and SubPool, checked."""
+    """RequestPool's address space, IP version, Pool and SubPool, checked.
+    Pool is None when the driver is to choose one: none given, or dockerd
+    29's ``0.0.0.0/N`` (see ``any_pool_size``)."""
     space = body.get("AddressSpace")
     if space not in (LOCAL_SPACE, GLOBAL_SPACE):
         raise BadRequest(f'AddressSpace "{space}" is not {LOCAL_SPACE} or {GLOBAL_SPACE}')
@@ -151,6 +197,11 @@ def parse_pool_request(body: dict) -> tuple[str, int, IPNetwork | None, IPNetwor
         net = values.network("Pool", pool_text)
         if net.version != version:
             raise BadRequest(f'Pool "{pool_text}" is IPv{net.version} but V6 is {version == 6}')
+        if net.network_address.is_unspecified:
+            if sub_text:
+                raise BadRequest(f'SubPool "{sub_text}" given with Pool "{pool_text}", which asks for '
+                                 f'any pool of that size')
+            return space, version, None, None
         if sub_text:
             sub = values.network("SubPool", sub_text, version)
             if not sub.subnet_of(net):

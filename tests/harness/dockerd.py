@@ -28,6 +28,7 @@ class Network:
     id: str
     pools: list[dict]  # {"PoolID", "Pool", "Gateway" (CIDR), "aux": [addr], "v6"}
     internal: bool = False
+    name: str = ""  # dockerd 29 orders a container's gateway candidates by it
 
     def pool(self, v6: bool) -> dict | None:
         return next((p for p in self.pools if p["v6"] == v6), None)
@@ -57,7 +58,7 @@ class FakeDockerd:
     def create_network(self, subnet: str = "", ip_range: str = "", gateway: str = "",
                        aux: dict[str, str] | None = None, ipv6: bool = False, subnet6: str = "",
                        gateway6: str = "", internal: bool = False, options: dict | None = None,
-                       network_id: str | None = None, ipv4: bool = True) -> Network:
+                       network_id: str | None = None, ipv4: bool = True, name: str = "") -> Network:
         """``docker network create -d pontoon --ipam-driver pontoon ...``;
         ``ipv4=False`` is dockerd 28's ``--ipv4=false``, which also sends
         ``enable_ipv4`` and asks GwAllocCheck first, as 28 does."""
@@ -72,7 +73,8 @@ class FakeDockerd:
         pools = [self._pool(False, subnet, ip_range, gateway, aux or {}, skip4)] if ipv4 else []
         if ipv6:
             pools.append(self._pool(True, subnet6, "", gateway6, {}, skip6))
-        net = Network(network_id or new_id(), pools, internal)
+        net = Network(network_id or new_id(), pools, internal, name)
+        net.name = net.name or net.id
         body = {
             "NetworkID": net.id,
             "Options": net_options,

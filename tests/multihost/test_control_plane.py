@@ -205,6 +205,25 @@ def test_without_subnet_each_host_gets_a_pool_no_host_holds(hosts):
     assert b.dockerd.create_network(subnet=pa).pools[0]["Pool"] == pa
 
 
+def test_any_pool_of_a_size_is_one_no_host_holds(hosts):
+    """dockerd 29 sends "--subnet 0.0.0.0/24" unchanged (moby
+    docker-v29.1.0 libnetwork/network.go ipamAllocateVersion): any /24 of
+    the default pools that no host holds; a size no default pool can hold
+    is a 400 before etcd is asked."""
+    a, b = hosts(2)
+    pa = a.dockerd.create_network(subnet="0.0.0.0/24").pools[0]["Pool"]
+    pb = b.dockerd.create_network(subnet="0.0.0.0/24").pools[0]["Pool"]
+    assert ipaddress.ip_network(pa).prefixlen == ipaddress.ip_network(pb).prefixlen == 24
+    assert not ipaddress.ip_network(pa).overlaps(ipaddress.ip_network(pb))
+    with pytest.raises(ProtocolError) as refused:
+        a.dockerd.create_network(subnet="0.0.0.0/4")
+    assert refused.value.status == 400 and 'Pool "0.0.0.0/4" asks for any /4' in str(refused.value)
+    name = "com.docker.network.endpoint.name"
+    with pytest.raises(ProtocolError) as refused:
+        a.dockerd.client.ok("IpamDriver.RequestAddress", {"PoolID": f"LocalDefault/{pa}", "Options": {name: ["x"]}})
+    assert refused.value.status == 400 and name in str(refused.value)
+
+
 def _netof(host: Host) -> dict[str, str]:
     prefix = keys.prefix("netof")
     return {kv.key[len(prefix):]: kv.value for kv in host.room.host.etcd.read_prefix(prefix)[0]}

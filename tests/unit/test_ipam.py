@@ -1,5 +1,6 @@
 """The IpamDriver protocol against a real SQLite store."""
 import ipaddress
+import json
 
 import pytest
 
@@ -141,3 +142,43 @@ def test_a_slash_8_and_a_slash_64_hold_the_same_state(plugin, client):
     assert [p["cidr"] for p in state["pools"]] == ["10.0.0.0/8", "fd99::/64"]
     assert state["addresses"] == []
     assert size(plugin.store.path) < 200_000
+
+
+def test_any_pool_of_a_size_from_the_default_pools(client):
+    """dockerd 29 passes "--subnet 0.0.0.0/24" and "::/N" to RequestPool
+    unchanged (moby docker-v29.1.0 libnetwork/network.go
+    ipamAllocateVersion), meaning any /24 (any /N) of the default pools,
+    as its own allocator reads it (ipams/defaultipam/allocator.go
+    RequestPool, address_space.go allocatePredefinedPool)."""
+    # 172.17.0.0/16 is a host route in the fixture.
+    first = pool(client, "0.0.0.0/24")
+    assert first["Pool"] == "172.18.0.0/24" and first["PoolID"] == "LocalDefault/172.18.0.0/24"
+    assert pool(client, "0.0.0.0/24")["Pool"] == "172.18.1.0/24"
+    assert pool(client, "0.0.0.0/20")["Pool"] == "172.18.16.0/20"  # not over the /24s held
+    assert pool(client)["Pool"] == "172.19.0.0/16"
+    assert pool(client, "0.0.0.0/0")["Pool"] == "172.20.0.0/16"  # /0: the default size
+    v6 = pool(client, "::/56", v6=True)["Pool"]
+    assert ipaddress.ip_network(v6).prefixlen == 56
+    assert ipaddress.ip_network(v6).subnet_of(ipaddress.ip_network("fd70:6f6e:746f::/48"))
+    assert addr(client, first["PoolID"], gateway=True) == "172.18.0.1/24"
+
+
+@pytest.mark.parametrize("body, says", [
+    ({"Pool": "0.0.0.0/8"}, 'Pool "0.0.0.0/8" asks for any /8, which no default pool can hold'),
+    ({"Pool": "::/40", "V6": True}, 'Pool "::/40" asks for any /40, which no default pool can hold'),
+    ({"Pool": "0.0.0.0/24", "SubPool": "0.0.0.0/25"}, 'SubPool "0.0.0.0/25" given with Pool "0.0.0.0/24"'),
+    ({"Pool": "::/64", "V6": False}, 'Pool "::/64" is IPv6 but V6 is False'),
+])
+def test_bad_any_pool_sizes_are_400(refused, plugin, body, says):
+    refused("IpamDriver.RequestPool", {"AddressSpace": LOCAL, **body}, says=says)
+
+
+def test_request_address_checks_the_endpoint_name_and_does_not_keep_it(plugin, client, refused):
+    """dockerd 29 adds com.docker.network.endpoint.name (moby network.go
+    CreateEndpoint); Go sends it as a string, anything else is refused."""
+    p = pool(client, "10.92.0.0/24")["PoolID"]
+    name = "com.docker.network.endpoint.name"
+    client.ok("IpamDriver.RequestAddress", {"PoolID": p, "Address": "", "Options": {name: "web-1", "x.y": "z"}})
+    refused("IpamDriver.RequestAddress", {"PoolID": p, "Address": "", "Options": {name: 7}},
+            says=f"Options.{name} 7 is not a string")
+    assert "web-1" not in json.dumps(plugin.state(), default=str)
