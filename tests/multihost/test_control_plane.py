@@ -915,8 +915,8 @@ def test_a_refused_host_claims_the_id_once_its_holder_is_gone(hosts, tmp_path, e
         a.stop(revoke=False)  # the holder dies: its lease ends within the TTL
         holder = lambda: Etcd([etcd.url]).get(keys.key("hosts", "host0"))
         wait_until(lambda: holder() is not None and "192.0.2.9" in holder().value, 10)
+        wait_until(lambda: clone.room.segment.watched() == [net_a.id], 5)  # rejoined, in the start-up thread
         assert holder().lease == clone.room.host.live()
-        assert clone.room.segment.watched() == [net_a.id]  # rejoined
     finally:
         clone.stop()
 
