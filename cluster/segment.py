@@ -255,10 +255,12 @@ class ClusterSegment:
             self._etcd.put(self._endpoint_key(network, endpoint), self._record(endpoint), renewed)
 
     def _record(self, endpoint: dict) -> str:
-        return json.dumps({"host": self.host.host_id, "vtep": self.host.advertise, "mac": endpoint["mac"],
-                           "addresses": [str(ipaddress.ip_interface(a).ip)
-                                         for a in (endpoint["address"], endpoint["address_v6"]) if a]},
-                          sort_keys=True)
+        record = {"host": self.host.host_id, "vtep": self.host.advertise, "mac": endpoint["mac"],
+                  "addresses": [str(ipaddress.ip_interface(a).ip)
+                                for a in (endpoint["address"], endpoint["address_v6"]) if a]}
+        if endpoint.get("name"):  # what other hosts' DNS answers for (names/); none before dockerd 29
+            record["name"] = endpoint["name"]
+        return json.dumps(record, sort_keys=True)
 
     def unpublish(self, network: dict, endpoint: dict) -> None:
         with self._lock:
