@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 from dataclasses import dataclass
 
-from spec import values
+from spec import names, values
 from spec.errors import BadRequest
 
 from .host import GATEWAY_HOLDER
+
+
+log = logging.getLogger("pontoon.cluster")
 
 
 class BadRecord(ValueError):
@@ -29,6 +33,7 @@ class EndpointRecord:
     vtep: str
     mac: str
     addresses: tuple[str, ...]
+    name: str | None = None  # the container's (dockerd 29 and later); older records and hosts have none
 
 
 def endpoint(key: str, value: str, pools: list, gateways: set[str]) -> EndpointRecord:
@@ -60,7 +65,13 @@ def endpoint(key: str, value: str, pools: list, gateways: set[str]) -> EndpointR
                 raise BadRequest(f'addresses "{address}" is the network\'s gateway')
     except (BadRequest, ValueError) as exc:
         raise BadRecord(f"{key}: {exc}") from None
-    return EndpointRecord(host, str(vtep), mac, parsed)
+    name = None
+    if raw.get("name") is not None:
+        try:
+            name = names.endpoint_name("name", raw["name"])
+        except BadRequest as exc:  # the peers are right all the same: only DNS goes without
+            log.error("endpoint record %s: its name is skipped: %s", key, exc)
+    return EndpointRecord(host, str(vtep), mac, parsed, name)
 
 
 def holder(value: str) -> str:

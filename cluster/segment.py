@@ -94,6 +94,7 @@ class ClusterSegment:
         self._watches: dict[str, PeerWatch] = {}  # network ID -> its watch
         self._gone: set[str] | None = None  # while a republish runs: networks and endpoints deleted since
         self._lock = threading.Lock()
+        self.names = None  # names.service.Names (plugin.cluster sets it): told of watches, records, endpoints
 
     @property
     def _etcd(self):
@@ -256,17 +257,23 @@ class ClusterSegment:
             if renewed == lease:
                 raise
             self._etcd.put(self._endpoint_key(network, endpoint), self._record(endpoint), renewed)
+        if self.names is not None:
+            self.names.published(network, endpoint)
 
     def _record(self, endpoint: dict) -> str:
-        return json.dumps({"host": self.host.host_id, "vtep": self.host.advertise, "mac": endpoint["mac"],
-                           "addresses": [str(ipaddress.ip_interface(a).ip)
-                                         for a in (endpoint["address"], endpoint["address_v6"]) if a]},
-                          sort_keys=True)
+        record = {"host": self.host.host_id, "vtep": self.host.advertise, "mac": endpoint["mac"],
+                  "addresses": [str(ipaddress.ip_interface(a).ip)
+                                for a in (endpoint["address"], endpoint["address_v6"]) if a]}
+        if endpoint.get("name"):  # what other hosts' DNS answers for (names/); none before dockerd 29
+            record["name"] = endpoint["name"]
+        return json.dumps(record, sort_keys=True)
 
     def unpublish(self, network: dict, endpoint: dict) -> None:
         with self._lock:
             if self._gone is not None:
                 self._gone.add(endpoint["id"])
+        if self.names is not None:
+            self.names.unpublished(network, endpoint)
         key = self._endpoint_key(network, endpoint)
         # Only while the key holds this endpoint's record (a new lease
         # writes it again with the same value, so not its revision: see
@@ -520,6 +527,8 @@ class PeerWatch:
         self._me = segment.host.host_id
         self._known: dict[str, set] = {}  # record key -> its peers
         self._kept: dict[str, set] = {}  # record key -> the peers of a record its host's lease took (see _event)
+        self._network = network
+        self._named: dict[str, records.EndpointRecord] = {}  # record key -> the record applied (names/)
         self._pools = [ipaddress.ip_network(p["pool"]) for p in network["ipv4"] + network["ipv6"]]
         self._names = pool_names(network)
         self._gateways = {p["gateway"].split("/")[0] for p in network["ipv4"] + network["ipv6"] if p.get("gateway")}
@@ -527,10 +536,14 @@ class PeerWatch:
         self._watch = Watch(segment.host.etcd, prefix, self._sync, self._event)
 
     def start(self) -> None:
+        if self._segment.names is not None:
+            self._segment.names.attach(self._network)
         self._watch.start()
 
     def stop(self) -> None:
         self._watch.stop()
+        if self._segment.names is not None:
+            self._segment.names.detach(self._network)
 
     @property
     def resyncs(self) -> int:
@@ -555,6 +568,7 @@ class PeerWatch:
                           f"held by {held.hosts[address] or 'the network'}" if address in held.hosts
                           else "allocated to no one")
                 return set()
+        self._named[kv.key] = record
         return {self._segment.dp.Peer(mac=record.mac, address=a, vtep=record.vtep) for a in record.addresses}
 
     def _held_all(self) -> Holders:
@@ -600,7 +614,10 @@ class PeerWatch:
 
     def _sync(self, kvs: list[KeyValue]) -> None:
         held = self._held_all()
+        self._named = {}
         self._known = {kv.key: self._peers(kv, held) for kv in kvs}
+        if self._segment.names is not None:
+            self._segment.names.records(self._network["cluster"]["pool"], self._named)
         if self._kept:
             # Kept while its addresses are its host's: a reclaim, or a
             # release by the host back, ends it; so does the host writing
@@ -627,7 +644,10 @@ class PeerWatch:
         (its put), when a full read finds the reclaim done, or with the
         network; a record its live host deleted goes at once."""
         # Read before anything changes: a failed read re-reads in full.
+        self._named.pop(kv.key, None)
         peers = self._peers(kv, self._held_of(kv)) if kind != "DELETE" else set()
+        if self._segment.names is not None:
+            self._segment.names.record(self._network["cluster"]["pool"], kv.key, self._named.get(kv.key))
         away = (kind == "DELETE" and _host_of(kv.key) != self._me and bool(self._known.get(kv.key))
                 and self._host_went_away(kv))
         before = self._wanted()

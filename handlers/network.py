@@ -275,6 +275,7 @@ class NetworkDriver:
             if _already(existing, request, what):
                 return _endpoint_reply(existing)
             _check_unused(tx, network, addresses)
+            name = _name_given(tx, network, addresses)
             tags = names.tags(endpoint_id)
             first = next(tags)  # nearly always the one taken: looked up here, at no extra cost
             held = tx.endpoint_by_veth(self._links.veth_names(first)[0]) is not None
@@ -287,6 +288,8 @@ class NetworkDriver:
             "mac": mac or self._links.derive_mac(str(addr4.ip) if addr4 else None, endpoint_id),
             "mac_given": bool(mac), "sandbox": "", "exposed": exposed, "ports": [], "request": request,
         }
+        if name:  # optional: dockerd before 29 gives none, and older records have none
+            endpoint["name"] = name
         with Rollback() as rollback:
             self._new_veth(network, endpoint, free, rollback)
             self._point("veth made")
@@ -715,6 +718,21 @@ def _check_unused(tx: NetworkStore, network: dict, addresses: list) -> None:
         holder = tx.address_holder(network["id"], str(ip))
         if holder is not None:
             raise Conflict(f"address {ip} is already used by endpoint {holder}")
+
+
+def _name_given(tx: NetworkStore, network: dict, addresses: list) -> str | None:
+    """The container name dockerd 29 gave with one of the endpoint's
+    addresses at RequestAddress (Pontoon's IPAM keeps it; another IPAM
+    driver's addresses have none)."""
+    request = json.loads(network.get("request") or "{}")
+    for address in addresses:
+        data = request.get("IPv4Data" if address.version == 4 else "IPv6Data") or []
+        for d in data:
+            if d.get("Pool") and address.ip in ipaddress.ip_network(d["Pool"], strict=False):
+                name = tx.address_name(d.get("AddressSpace") or "LocalDefault", str(address.ip))
+                if name:
+                    return name
+    return None
 
 
 def _already(existing: dict | None, request: str, what: str) -> bool:

@@ -13,7 +13,7 @@ import ipaddress
 import json
 from typing import Callable, ContextManager, Iterable
 
-from spec import values
+from spec import names, values
 from spec.errors import BadRequest, Conflict, found
 
 from . import allocator
@@ -95,6 +95,9 @@ class IpamDriver:
             else:
                 addr = self._lowest_free(tx, pool, net, gateway)
             tx.add_address(pool_id, addr, "gateway" if gateway else "address")
+            name = None if gateway else names.optional_name(options)
+            if name:  # for CreateEndpoint, which takes it into the endpoint (DNS answers for it)
+                tx.name_address(pool_id, addr, name)
         return {"Address": f"{ipaddress.ip_address(addr)}/{net.prefixlen}", "Data": {}}
 
     def _requested(self, tx: IpamStore, pool: dict, net: IPNetwork, text: str) -> int:

@@ -8,6 +8,7 @@ worker does when it starts.
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import threading
@@ -20,6 +21,8 @@ from cluster.identity import host_id, host_token
 from cluster.ipam import ClusterIpam, held_pairs
 from cluster.segment import ClusterSegment, Lost, pool_names
 from handlers.network import bridge_spec
+
+from names.service import Names
 
 from .config import Settings
 from .store import Store
@@ -68,6 +71,9 @@ class Room:
             hostaddr.HostAddresses(self.host, host_kernel, self._remember_host_address,
                                    lambda network: bridge_spec(network).addresses)
         self.segment = ClusterSegment(self.host, overlay, dp, addresses)
+        self.names = Names(self.host.host_id, self._askers, settings.dns_resolv_conf, settings.dns_port) \
+            if settings.dns_port else None
+        self.segment.names = self.names
         self.ipam: ClusterIpam | None = None
 
     def wrap_ipam(self, local, host_routes, pools_v4, pools_v6) -> ClusterIpam:
@@ -134,6 +140,30 @@ class Room:
             lost = {taken.endpoint["id"]: taken for taken in self.segment.resume(networks, endpoints, lease, pools)}
         for endpoint in endpoints:
             self._mark(endpoint, lost.get(endpoint["id"]))
+        by_id = {n["id"]: n for n in networks if "cluster" in n and not n["cluster"].get("lost")}
+        for endpoint in endpoints if self.names is not None else ():  # published again, not through segment.publish
+            if endpoint["network_id"] in by_id and endpoint["id"] not in lost:
+                self.names.published(by_id[endpoint["network_id"]], endpoint)
+
+    def _askers(self, network_id: str, source: str) -> set[str]:
+        """The cluster networks (by pool) of the container whose address on
+        network ``network_id`` is ``source``: every network its sandbox is
+        on. None for an address no endpoint here holds (the host itself, a
+        container of another network routed through the host)."""
+        try:
+            source = str(ipaddress.ip_address(source))
+        except ValueError:
+            return set()
+        with self.store.snapshot() as tx:
+            holder = tx.address_holder(network_id, source)
+            endpoint = tx.get_endpoint(holder) if holder else None
+            if endpoint is None:
+                return set()
+            sandbox = endpoint.get("sandbox")
+            mine = [e for e in tx.list_endpoints() if e.get("sandbox") == sandbox] if sandbox else [endpoint]
+            networks = [tx.get_network(i) for i in {e["network_id"] for e in mine}]
+        return {n["cluster"]["pool"] for n in networks
+                if n is not None and "cluster" in n and not n["cluster"].get("lost")}
 
     def _cut_off(self, network: dict, why: str) -> None:
         """Mark ``network`` in the store as cut off from the cluster (so no

@@ -58,6 +58,11 @@ class Settings:
     # its addresses are reclaimed after it has been gone for reclaim_grace.
     lease_ttl: int = 15
     reclaim_grace: int = 600
+    # Cluster mode: the resolvers Pontoon's DNS (names/) forwards to what it
+    # does not answer itself, as a resolv.conf's nameserver lines.
+    dns_resolv_conf: str = "/etc/resolv.conf"
+    # Port of that DNS on each cluster network's gateway; 0 turns it off.
+    dns_port: int = 53
 
     @property
     def clustered(self) -> bool:
@@ -73,7 +78,7 @@ class Settings:
 
 FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 LIST_FIELDS = ("default_pools", "default_pools_v6", "etcd_endpoints")
-INT_FIELDS = ("workers", "threads", "lease_ttl", "reclaim_grace")
+INT_FIELDS = ("workers", "threads", "lease_ttl", "reclaim_grace", "dns_port")
 FLOAT_FIELDS = ("lock_timeout",)
 
 
@@ -144,6 +149,8 @@ def _validate(s: Settings) -> Settings:
     s.log_level = s.log_level.lower()
     if s.log_format not in LOG_FORMATS:
         raise ConfigError(f"log_format {s.log_format!r} is not one of {', '.join(LOG_FORMATS)}")
+    if not 0 <= s.dns_port <= 65535:
+        raise ConfigError(f"dns_port={s.dns_port}: a port, or 0 for no DNS")
     if s.workers < 1 or s.threads < 1:
         raise ConfigError("workers and threads must be at least 1")
     if not 0 < s.lock_timeout < float("inf"):

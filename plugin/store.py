@@ -19,6 +19,7 @@ which together implement ``handlers.store.NetworkStore`` and
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import sqlite3
@@ -79,6 +80,16 @@ CREATE TABLE IF NOT EXISTS addresses (
     pool_id TEXT NOT NULL,
     addr TEXT NOT NULL,
     kind TEXT NOT NULL,
+    PRIMARY KEY (pool_id, addr)
+) WITHOUT ROWID;
+-- The container name dockerd 29 gives with an address (RequestAddress's
+-- com.docker.network.endpoint.name), until CreateEndpoint takes it into the
+-- endpoint. A table of its own rather than a column: no migration, and an
+-- older database simply has no names.
+CREATE TABLE IF NOT EXISTS address_names (
+    pool_id TEXT NOT NULL,
+    addr TEXT NOT NULL,
+    name TEXT NOT NULL,
     PRIMARY KEY (pool_id, addr)
 ) WITHOUT ROWID;
 """
@@ -299,6 +310,7 @@ class Transaction:
 
     def delete_pool(self, pool_id: str) -> None:
         self._db.execute("DELETE FROM addresses WHERE pool_id = ?", (pool_id,))
+        self._db.execute("DELETE FROM address_names WHERE pool_id = ?", (pool_id,))
         self._db.execute("DELETE FROM pools WHERE id = ?", (pool_id,))
 
     def list_pools(self) -> list[dict]:
@@ -318,10 +330,27 @@ class Transaction:
         )
 
     def delete_address(self, pool_id: str, addr: int) -> bool:
+        self._db.execute("DELETE FROM address_names WHERE pool_id = ? AND addr = ?", (pool_id, hexaddr(addr)))
         cur = self._db.execute(
             "DELETE FROM addresses WHERE pool_id = ? AND addr = ?", (pool_id, hexaddr(addr))
         )
         return cur.rowcount > 0
+
+    def name_address(self, pool_id: str, addr: int, name: str) -> None:
+        """Give an allocated address the name of the container it is for."""
+        self._db.execute("INSERT OR REPLACE INTO address_names (pool_id, addr, name) VALUES (?, ?, ?)",
+                         (pool_id, hexaddr(addr), name))
+
+    def address_name(self, space: str, ip: str) -> str | None:
+        """The name given with address ``ip`` (bare) of a pool of ``space``
+        (pools of one space never overlap), if any."""
+        parsed = ipaddress.ip_address(ip)
+        row = self._db.execute(
+            "SELECT n.name FROM address_names n JOIN pools p ON p.id = n.pool_id "
+            "WHERE p.space = ? AND p.v6 = ? AND n.addr = ? AND p.lo <= ? AND p.hi >= ?",
+            (space, int(parsed.version == 6), hexaddr(int(parsed)), hexaddr(int(parsed)), hexaddr(int(parsed))),
+        ).fetchone()
+        return None if row is None else row[0]
 
     def taken_from(self, pool_id: str, start: int) -> Iterator[int]:
         """Allocated addresses of the pool from ``start`` upwards, in order, lazily."""

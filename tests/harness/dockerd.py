@@ -123,18 +123,20 @@ class FakeDockerd:
 
     # -- containers ---------------------------------------------------------
     def run(self, net: Network, ip: str = "", ip6: str = "", mac: str = "",
-            ports: list[tuple] = (), expose: list[tuple] = ()) -> Container:
-        """``docker run --network N [--ip] [--ip6] [--mac-address] [-p ...]``.
-        ``ports`` are (proto, container_port, host_ip, host_port, host_port_end)."""
+            ports: list[tuple] = (), expose: list[tuple] = (), name: str = "") -> Container:
+        """``docker run --network N [--ip] [--ip6] [--mac-address] [-p ...] [--name]``.
+        ``ports`` are (proto, container_port, host_ip, host_port, host_port_end);
+        ``name`` goes in RequestAddress's options, as dockerd 29 sends it."""
         v4 = net.pool(False)
+        ask = {"com.docker.network.endpoint.name": name} if name else None
         address = ""
         if v4:  # an IPv6-only network's containers get no IPv4 address
             address = self.client.ok("IpamDriver.RequestAddress", {
-                "PoolID": v4["PoolID"], "Address": ip, "Options": None})["Address"]
+                "PoolID": v4["PoolID"], "Address": ip, "Options": ask})["Address"]
         address_v6 = ""
         if net.pool(True):
             address_v6 = self.client.ok("IpamDriver.RequestAddress", {
-                "PoolID": net.pool(True)["PoolID"], "Address": ip6, "Options": None})["Address"]
+                "PoolID": net.pool(True)["PoolID"], "Address": ip6, "Options": ask})["Address"]
         options = port_options(ports, expose)
         create_options = dict(options)
         if mac:

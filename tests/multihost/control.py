@@ -121,9 +121,10 @@ class Host:
     the overlay through)."""
 
     def __init__(self, state_dir, etcd_url: str, host_id: str, advertise: str, ttl: int = 15, **more):
-        """``more``: other settings (the etcd TLS files, the reclaim grace)."""
+        """``more``: other settings (the etcd TLS files, the reclaim grace);
+        no DNS unless ``dns_port`` is given (these hosts share one namespace)."""
         settings = Settings(state_dir=str(state_dir), etcd_endpoints=[etcd_url], host_id=host_id,
-                            advertise_addr=advertise, lease_ttl=ttl, **more)
+                            advertise_addr=advertise, lease_ttl=ttl, **{"dns_port": 0, **more})
         self.store = Store(settings.state_dir)
         self.store.initialise()
         self.overlay, self.links, self.firewall, self.ports, self.host_kernel = self.kernel_parts()
