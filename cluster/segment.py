@@ -615,7 +615,12 @@ class PeerWatch:
     def _sync(self, kvs: list[KeyValue]) -> None:
         held = self._held_all()
         self._named = {}
-        self._known = {kv.key: self._peers(kv, held) for kv in kvs}
+        before, self._known = self._known, {kv.key: self._peers(kv, held) for kv in kvs}
+        # A record gone while the stream was down (no DELETE seen) is kept
+        # as its event would have kept it, if its host has no hosts/ record.
+        for key, peers in before.items():
+            if peers and key not in self._known and _host_of(key) not in held.vteps:
+                self._kept.setdefault(key, peers)
         if self._segment.names is not None:
             self._segment.names.records(self._network["cluster"]["pool"], self._named)
         if self._kept:

@@ -352,6 +352,24 @@ def test_a_dead_hosts_endpoints_stay_in_the_datapath_until_their_addresses_are_r
     wait_until(lambda: b.overlay.all_peers() == set(), 3)
 
 
+def test_a_record_gone_while_the_watch_was_down_is_kept_as_its_event_would_have(hosts):
+    """The fault lab's finding (seed 2937721909): a host's lease ended while
+    another's watch stream was down (an etcd restart), so no DELETE came;
+    the full read after it dropped the peers the event would have kept."""
+    a, b = hosts(2, ttl=2)
+    net_a = a.dockerd.create_network(subnet=SUBNET)
+    net_b = b.dockerd.create_network(subnet=SUBNET)
+    a.dockerd.run(net_a)
+    wait_until(lambda: len(b.overlay.all_peers()) == 1, 5)
+    peers = b.overlay.all_peers()
+    (watch,) = [w for i, w in b.room.segment._watches.items() if i == net_b.id]
+    watch.stop()  # the stream down: no event from now on
+    a.stop(revoke=False)
+    wait_until(lambda: _records_of(b) == [], 5)
+    watch._sync(b.room.host.etcd.read_prefix(watch._watch.prefix)[0])  # the read after the break
+    assert b.overlay.all_peers() == peers
+
+
 def test_a_live_hosts_deleted_record_leaves_the_datapath_at_once(hosts):
     a, b = hosts(2, ttl=2)
     net_a = a.dockerd.create_network(subnet=SUBNET)
