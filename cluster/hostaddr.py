@@ -38,8 +38,9 @@ from ipam_plugin import allocator
 from spec.errors import Conflict
 
 from . import keys
-from .etcd import absent, created_by, delete_op, present, put_op, range_op, ranges, txn_op, value_is
+from .etcd import created_by, delete_op, put_op, range_op, txn_op, value_is
 from .host import ClusterHost, addr_value
+from .ipam import claim_in_pool
 
 log = logging.getLogger("pontoon.cluster")
 
@@ -162,22 +163,15 @@ class HostAddresses:
         """Whether ``addr`` is this host's now: claimed if free, in one
         transaction that also checks the pool is the cluster's and this
         host a member of it (as a container's claim does)."""
-        etcd, host_id = self.host.etcd, self.host.host_id
-        mine = addr_value(host_id, KIND)
+        mine = addr_value(self.host.host_id, KIND)
         key = keys.prefix("addrs", name) + keys.hexaddr(addr)
-        pool_key, member = keys.key("pools", name), keys.prefix("members", name) + host_id
-        reply = etcd.txn([absent(key), present(pool_key), present(member)],
-                         [put_op(key, mine), put_op(self._held(name, addr), KIND)],
-                         [range_op(key, "", 1, keys_only=False), range_op(pool_key, "", 1),
-                          range_op(member, "", 1)])
-        if reply.get("succeeded"):
+        claimed, holder, held = claim_in_pool(self.host.etcd, name, self.host.host_id, key,
+                                              [put_op(key, mine), put_op(self._held(name, addr), KIND)],
+                                              range_op(key, "", 1, keys_only=False))
+        if claimed:
             return True
-        holder, pool, membership = ranges(reply)
-        if not pool:
+        if not held:
             raise NotClustered(name)
-        if not membership:
-            raise Conflict(f"this host is no member of cluster pool {keys.cidr_of(name)[1]}: its network there "
-                           f"was reclaimed while the host was away; remove the network and create it again")
         return bool(holder) and holder[0].value == mine
 
     def _free(self, name: str, addr: int, created: int) -> None:

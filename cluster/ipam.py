@@ -362,17 +362,11 @@ class ClusterIpam:
         it (the last member's removing the pool), and another host may have
         made the pool again since, whose last member's leave would free
         this host's claims under its containers."""
-        pool_key, member = keys.key("pools", name), keys.prefix("members", name) + self._host.host_id
-        reply = self._etcd.txn([absent(key), present(pool_key), present(member)], puts,
-                               [read, range_op(pool_key, "", 1), range_op(member, "", 1)])
-        if reply.get("succeeded"):
+        claimed, found, held = claim_in_pool(self._etcd, name, self._host.host_id, key, puts, read)
+        if claimed:
             return None
-        found, pool, membership = ranges(reply)
-        if not pool:
+        if not held:
             raise _not_held(pool_id)
-        if not membership:
-            raise Conflict(f"this host is no member of cluster pool {keys.cidr_of(name)[1]}: its network there "
-                           f"was reclaimed while the host was away; remove the network and create it again")
         return found
 
     def _claim(self, name: str, addr: int, pool_id: str) -> list[int] | None:
@@ -507,6 +501,27 @@ class ClusterIpam:
         how many went. ``held_here`` gives (pool name, address) pairs."""
         mine = held_here()
         return self._host.release_held(self._host.host_id, lambda pool, addr: (pool, addr) in mine)
+
+
+def claim_in_pool(etcd, name: str, host_id: str, key: str, puts: list[dict],
+                  read: dict) -> tuple[bool, list[KeyValue], bool]:
+    """Create ``key`` with ``puts`` only while it is absent, the cluster
+    holds pool ``name`` and host ``host_id`` is a member of it, in one
+    transaction. Returns whether it was claimed, what ``read`` found
+    otherwise, and whether the pool is held; a 409 for a host that is no
+    member (the reclaim ended it while the host was away, and another host
+    may have made the pool again since, whose last member's leave would
+    free this host's claims under its containers)."""
+    pool_key, member = keys.key("pools", name), keys.prefix("members", name) + host_id
+    reply = etcd.txn([absent(key), present(pool_key), present(member)], puts,
+                     [read, range_op(pool_key, "", 1), range_op(member, "", 1)])
+    if reply.get("succeeded"):
+        return True, [], True
+    found, pool, membership = ranges(reply)
+    if pool and not membership:
+        raise Conflict(f"this host is no member of cluster pool {keys.cidr_of(name)[1]}: its network there "
+                       f"was reclaimed while the host was away; remove the network and create it again")
+    return False, found, bool(pool)
 
 
 def _no_pool_written_since(revision: int) -> dict:

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
+import subprocess
 
 import pytest
 
@@ -16,6 +18,17 @@ def require_root() -> None:
     for tool in ("ip", "iptables-restore", "ping"):
         if shutil.which(tool) is None:
             pytest.skip(f"needs the {tool!r} tool (apt-get install iproute2 iptables iputils-ping)")
+
+
+@pytest.fixture
+def netns():
+    """A network namespace of the test's own, lo up: a server's home."""
+    require_root()
+    name = "ptns" + secrets.token_hex(3)
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+    yield name
+    subprocess.run(["ip", "netns", "del", name], check=True)
 
 
 @pytest.fixture

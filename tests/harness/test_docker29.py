@@ -19,20 +19,9 @@ import subprocess
 
 import pytest
 
-from .conftest import require_root
 from .dockerd import FakeDockerd
 from .dockerd29 import NO_PROXY_6TO4, Dockerd29
 from .server import Server
-
-
-@pytest.fixture
-def netns():
-    require_root()
-    name = "ptd29" + secrets.token_hex(3)
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
-    yield name
-    subprocess.run(["ip", "netns", "del", name], check=True)
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ import sys
 import pytest
 
 from .client import ProtocolError
-from .conftest import require_root
 from .dockerd import FakeDockerd
 from .server import Server
 
@@ -44,16 +43,6 @@ s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(1)
 print("ready", flush=True)
 time.sleep(120)
 """
-
-
-@pytest.fixture
-def netns():
-    require_root()
-    name = "ptports" + secrets.token_hex(3)
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
-    yield name
-    subprocess.run(["ip", "netns", "del", name], check=True)
 
 
 @pytest.fixture

@@ -1211,7 +1211,8 @@ def test_a_host_back_after_its_membership_was_reclaimed_is_a_member_again(hosts,
     in its store: it is a member again, so host1 leaving (the last member
     but for it) does not take the pool from under host0's container."""
     a, b = hosts(2, ttl=2, reclaim_grace=6)
-    net_a, net_b = a.dockerd.create_network(subnet=SUBNET), b.dockerd.create_network(subnet=SUBNET)
+    net_a = a.dockerd.create_network(subnet=SUBNET)
+    b.dockerd.create_network(subnet=SUBNET)
     ctr = a.dockerd.run(net_a)
     _killed_past_the_grace(a, b)
     client = b.room.host.etcd
