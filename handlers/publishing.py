@@ -1,0 +1,132 @@
+"""NetworkDriver.ProgramExternalConnectivity and RevokeExternalConnectivity:
+an endpoint's published host ports, in the firewall, in the store and held
+by sockets, and the bookkeeping the other pieces use to unpublish them."""
+from __future__ import annotations
+
+from datapath.hostports import Claim, Key, PortInUse
+from spec.errors import Conflict
+
+from . import ports
+from .parts import Part
+from .records import _generation, _keys, _programmed, _published, endpoint_ports
+from .rollback import Rollback
+from .store import NetworkStore
+
+
+class Publishing(Part):
+    # Host ports are picked and published under the store's write lock: two
+    # endpoints must never pick the same free port.
+    def program_external_connectivity(self, body: dict) -> dict:
+        """{"NetworkID", "EndpointID", "Options": {"com.docker.network.portmap": [...], ...exposedports}}"""
+        endpoint_options = body.get("Options") or {}
+        portmap = ports.parse_portmap(endpoint_options)
+        exposed = ports.parse_exposed(endpoint_options)
+        # dockerd 29 calls again when the endpoint's gateway role changes for
+        # one family: the same portmap, another set of families.
+        request = {"portmap": portmap, "versions": list(ports.families(endpoint_options))}
+        with self._snapshot() as tx:
+            # Most containers publish nothing: then there is nothing to write.
+            if _programmed(self._endpoint(tx, body["EndpointID"]), request, exposed):
+                return {}
+        with Rollback() as rollback:
+            with self._tx() as tx:
+                endpoint = self._endpoint(tx, body["EndpointID"])
+                network = self._network(tx, endpoint["network_id"])
+                if _programmed(endpoint, request, exposed):
+                    return {}
+                self.unpublish(network, endpoint, rollback)
+                self._forget_ports(tx, endpoint, rollback)
+                pending = ports.plan(portmap, endpoint, network["options"]["host_binding_ipv4"],
+                                     tx.ports_in_use, self._firewall.ephemeral_range,
+                                     tuple(request["versions"]))
+                bindings = ports.bindings(pending, self._hold([p.claim for p in pending], rollback))
+                endpoint["ports"] = [b.__dict__ for b in bindings]
+                # Counts what Program stored: a request that removed the
+                # rules of a snapshot tells at its commit whether they are
+                # still the stored ones (by content, A-B-A would pass).
+                endpoint["port_generation"] = _generation(endpoint) + 1
+                endpoint["portmap_request"] = request
+                endpoint["exposed"] = exposed or endpoint["exposed"]
+                if bindings:
+                    self._firewall.add_ports(endpoint_ports(network, endpoint))
+                    rollback.undo("remove published ports", self._firewall.remove_ports, endpoint_ports(network, endpoint))
+                for b in bindings:
+                    tx.add_port(b.proto, b.host_port, b.host_ip, endpoint["id"])
+                tx.put_endpoint(endpoint)
+            rollback.commit()
+        return {}
+
+    def revoke_external_connectivity(self, body: dict) -> dict:
+        """Ports are freed by the commit, after their rules are gone, so the
+        firewall work needs no lock: no other endpoint can pick them sooner."""
+        with self._snapshot() as tx:
+            endpoint = tx.get_endpoint(body["EndpointID"])
+            if not _published(endpoint):
+                return {}  # dockerd revokes even what was never programmed
+            network = tx.get_network(endpoint["network_id"])
+        if network is None:
+            return {}
+        with Rollback() as rollback:
+            self.unpublish(network, endpoint, rollback)
+            with self._tx() as tx:
+                current = tx.get_endpoint(body["EndpointID"])
+                if _published(current):
+                    self.forget_ports_since(tx, network, endpoint, current, rollback)
+                    tx.put_endpoint(current)
+            rollback.commit()
+        return {}
+
+    def forget_ports_since(self, tx: NetworkStore, network: dict | None, seen: dict, current: dict,
+                            rollback: Rollback) -> None:
+        """At the commit of a request that unpublished the ports of
+        ``seen`` (its snapshot) outside the lock: forget what is stored now,
+        ``current``, and first remove the rules of ports a Program committed
+        since, which are not the ones removed."""
+        if network is not None and _generation(current) != _generation(seen):
+            self.unpublish(network, current, rollback)
+        self._forget_ports(tx, current, rollback)
+
+    def _hold(self, claims: list[Claim], rollback: Rollback) -> list[int]:
+        """Hold a host port for each claim (a 409 if one is in use on the
+        host); let go again if the request fails."""
+        if not claims:
+            return []
+        try:
+            held = self._ports.claim(claims)
+        except PortInUse as exc:
+            raise Conflict(str(exc)) from None
+        keys = [Key(c.proto, c.host_ip, port) for c, port in zip(claims, held)]
+        rollback.undo("let published host ports go", self._ports.release, keys)
+        return held
+
+    def _forget_ports(self, tx: NetworkStore, endpoint: dict, rollback: Rollback) -> None:
+        """Forget the endpoint's published ports and let their sockets go,
+        in the transaction that deletes them; held again if it fails."""
+        keys = _keys(endpoint)
+        tx.delete_ports(endpoint["id"])
+        endpoint["ports"] = []
+        endpoint.pop("portmap_request", None)
+        if keys:
+            self._ports.release(keys)
+            rollback.undo("hold published host ports again", self._hold_again, keys)
+
+    def _hold_again(self, keys: list[Key]) -> None:
+        self._ports.claim([Claim.exactly(*k) for k in keys])
+
+    def stored_ports(self) -> list[Key]:
+        """Every published host port the store holds: what start-up holds again."""
+        with self._snapshot() as tx:
+            return [Key(proto, ip, port) for proto in ports.PROTO_NUMBERS
+                    for port, ip, _owner in tx.ports_in_use(proto)]
+
+    def unpublish(self, network: dict, endpoint: dict, rollback: Rollback) -> None:
+        """Remove the endpoint's published ports from the firewall (the
+        caller forgets them in the store)."""
+        if not endpoint["ports"]:
+            return
+        published = endpoint_ports(network, endpoint)
+        # Registered before removing: add_ports is idempotent, so it also
+        # repairs a removal that failed half-way (after one family, or at
+        # the conntrack flush that follows).
+        rollback.undo("restore published ports", self._firewall.add_ports, published)
+        self._firewall.remove_ports(published)

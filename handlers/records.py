@@ -1,0 +1,197 @@
+"""Stored records -> datapath descriptions, and the checks of requests.
+
+Plain functions of the stored network and endpoint records (and of a store
+transaction where a check needs one): what the kernel and firewall are told
+(``bridge_spec``, ``veth_spec``, ``network_rules``, ``endpoint_ports``),
+how requests are parsed and told from retries, and the small questions the
+pieces of the driver ask of a record. No collaborators, no state.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+
+from datapath.hostports import Key
+from datapath.model import BridgeSpec, EndpointPorts, NetworkRules, PortBinding, VethSpec
+from spec import values
+from spec.errors import BadRequest, Conflict
+
+from .store import NetworkStore
+
+
+# -- stored records -> datapath descriptions ---------------------------------------
+def _settled(network: dict | None) -> dict | None:
+    """A stored network, unless its create has not finished: until then it
+    only reserves its names, and no other call may use it."""
+    return None if network is None or network.get("pending") else network
+
+
+def bridge_spec(network: dict) -> BridgeSpec:
+    o = network["options"]
+    gateways = [] if o["inhibit_ipv4"] or _mode(o, "ipv4") == "isolated" else \
+        [d["gateway"] for d in network["ipv4"] if d["gateway"]]
+    if _mode(o, "ipv6") != "isolated":  # isolated: the host cannot reach the containers
+        gateways += [d["gateway"] for d in network["ipv6"] if d["gateway"]]
+    return BridgeSpec(name=network["bridge"], mtu=o["mtu"], addresses=tuple(gateways))
+
+
+def _gateway_for(ipam_data: list[dict], address: str) -> str | None:
+    """The gateway of the subnet that holds the endpoint's address. With
+    several subnets on a network, another subnet's gateway is not on the
+    container's link, and dockerd fails the Join ("route for the gateway
+    could not be found")."""
+    if not address:
+        return None
+    ip = ipaddress.ip_interface(address).ip
+    return next((str(ipaddress.ip_interface(d["gateway"]).ip) for d in ipam_data
+                 if d["gateway"] and ip in ipaddress.ip_network(d["pool"])), None)
+
+
+def _mode(o: dict, family: str) -> str:
+    # Networks stored before gateway modes existed have no key: "nat".
+    return o.get(f"gateway_mode_{family}", "nat")
+
+
+def veth_spec(network: dict, endpoint: dict) -> VethSpec:
+    return VethSpec(host_name=endpoint["host_veth"], peer_name=endpoint["peer_veth"],
+                    bridge=network["bridge"], mac=endpoint["mac"], mtu=network["options"]["mtu"])
+
+
+def network_rules(network: dict) -> NetworkRules:
+    o = network["options"]
+    return NetworkRules(
+        network_id=network["id"], bridge=network["bridge"],
+        subnets_v4=tuple(d["pool"] for d in network["ipv4"]),
+        subnets_v6=tuple(d["pool"] for d in network["ipv6"]),
+        internal=o["internal"], icc=o["icc"], masquerade=o["masquerade"], tag=network["tag"],
+        gateway_mode_v4=_mode(o, "ipv4"), gateway_mode_v6=_mode(o, "ipv6"),
+        trusted_interfaces=tuple(o.get("trusted_interfaces", ())),
+        host_ipv4=o.get("host_ipv4", ""), host_ipv6=o.get("host_ipv6", ""), ipv4=o.get("ipv4", True),
+    )
+
+
+def endpoint_ports(network: dict, endpoint: dict) -> EndpointPorts:
+    o = network["options"]
+    return EndpointPorts(endpoint_id=endpoint["id"], network_id=network["id"],
+                         bridge=network["bridge"], bindings=tuple(_bindings(endpoint)), tag=endpoint["tag"],
+                         routed=tuple(f for f in ("ipv4", "ipv6") if _mode(o, f) == "routed"))
+
+
+def _bindings(endpoint: dict) -> list[PortBinding]:
+    return [PortBinding(**b) for b in endpoint["ports"]]
+
+
+def _endpoint_reply(endpoint: dict) -> dict:
+    # dockerd fails the endpoint if we echo a field it filled itself.
+    return {} if endpoint["mac_given"] else {"Interface": {"MacAddress": endpoint["mac"]}}
+
+
+def _canonical(body: dict, *keys: str) -> str:
+    """The parts of a request that define the object, to tell a retry from a clash."""
+    return json.dumps({k: body.get(k) for k in keys}, sort_keys=True)
+
+
+def _ipam_data(field: str, data, version: int) -> list[dict]:
+    out = []
+    for where, entry in values.objects(field, data):
+        pool = values.network(f"{where}.Pool", entry.get("Pool"), version)
+        gateway = None
+        if entry.get("Gateway"):
+            gw = values.interface(f"{where}.Gateway", entry["Gateway"], version)
+            if gw.ip not in pool:
+                raise BadRequest(f'{where}.Gateway "{entry["Gateway"]}" is not in pool {pool}')
+            gateway = f"{gw.ip}/{pool.prefixlen}"
+        aux = entry.get("AuxAddresses") or {}
+        if not isinstance(aux, dict):
+            raise BadRequest(f"{where}.AuxAddresses {aux!r} is not an object")
+        canonical_aux = {}
+        for name, value in aux.items():
+            ip = values.address(f"{where}.AuxAddresses[{name!r}]", value, version)
+            if ip not in pool:
+                raise BadRequest(f'{where}.AuxAddresses[{name!r}] "{value}" is not in pool {pool}')
+            canonical_aux[name] = str(ip)
+        out.append({"pool": str(pool), "gateway": gateway, "aux": canonical_aux})
+    return out
+
+
+def _check_in_pools(field: str, iface, pools: list[dict]) -> None:
+    if iface is None:
+        return
+    if not any(iface.ip in ipaddress.ip_network(p["pool"]) for p in pools):
+        subnets = ", ".join(p["pool"] for p in pools) or "none"
+        raise BadRequest(f'{field} "{iface}" is not in the network\'s subnets ({subnets})')
+
+
+def _check_unused(tx: NetworkStore, network: dict, addresses: list) -> None:
+    """dockerd's IPAM never hands out an address twice, but a request that
+    reuses one (a gateway, another endpoint's) would break both holders,
+    and their MACs, derived from the address, would clash as well."""
+    gateways = {ipaddress.ip_interface(d["gateway"]).ip for d in network["ipv4"] + network["ipv6"] if d["gateway"]}
+    for ip in sorted((a.ip for a in addresses), key=str):
+        if ip in gateways:
+            raise Conflict(f"address {ip} is the gateway of network {network['id']}")
+        holder = tx.address_holder(network["id"], str(ip))
+        if holder is not None:
+            raise Conflict(f"address {ip} is already used by endpoint {holder}")
+
+
+def _name_given(tx: NetworkStore, network: dict, addresses: list) -> str | None:
+    """The container name dockerd 29 gave with one of the endpoint's
+    addresses at RequestAddress (Pontoon's IPAM keeps it; another IPAM
+    driver's addresses have none)."""
+    request = json.loads(network.get("request") or "{}")
+    for address in addresses:
+        data = request.get("IPv4Data" if address.version == 4 else "IPv6Data") or []
+        for d in data:
+            if d.get("Pool") and address.ip in ipaddress.ip_network(d["Pool"], strict=False):
+                name = tx.address_name(d.get("AddressSpace") or "LocalDefault", str(address.ip))
+                if name:
+                    return name
+    return None
+
+
+def _already(existing: dict | None, request: str, what: str) -> bool:
+    """Whether ``existing`` is the result of this very request (a retry);
+    a different request for the same object is a conflict."""
+    if existing is None:
+        return False
+    if existing["request"] != request:
+        raise Conflict(f"{what} already exists with different settings")
+    return True
+
+
+def _plan_holds(tx: NetworkStore, plan: dict, chosen: str | None) -> bool:
+    """Whether ``plan`` (``_plan_network``) is still free at the commit: the
+    store-only half of its checks. A bridge the user chose that another
+    network took meanwhile is refused, as it would have been before; a tag
+    taken meanwhile means planning again. (A link appearing under a default
+    name meanwhile is as unlikely as one appearing after the commit, which
+    the bridge's create finds.)"""
+    if chosen:
+        _check_bridge_free(tx, chosen)
+    return tx.network_by_tag(plan["tag"]) is None and (chosen or tx.network_by_bridge(plan["bridge"]) is None)
+
+
+def _check_bridge_free(tx: NetworkStore, bridge: str) -> None:
+    holder = tx.network_by_bridge(bridge)
+    if holder is not None:
+        raise Conflict(f'bridge "{bridge}" already serves network {holder["id"]}')
+
+
+def _programmed(endpoint: dict, request: dict, exposed: list) -> bool:
+    """Whether ProgramExternalConnectivity would change nothing."""
+    if endpoint["ports"]:
+        return endpoint.get("portmap_request") == request
+    return not request["portmap"] and exposed in ([], endpoint["exposed"])
+
+
+def _published(endpoint: dict | None) -> bool:
+    return endpoint is not None and bool(endpoint["ports"])
+
+
+def _generation(endpoint: dict) -> int:
+    return endpoint.get("port_generation", 0)
+
+
+def _keys(endpoint: dict) -> list[Key]:
+    return [Key(b["proto"], b["host_ip"], b["host_port"]) for b in endpoint["ports"]]
