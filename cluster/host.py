@@ -86,6 +86,8 @@ class ClusterHost:
         self._rewrite_lock = threading.Lock()
         self._rewrite_lease = 0  # the lease the records are to be written again on (see _lease_replaced)
         self._rewriter: threading.Thread | None = None
+        self._rewritten = threading.Event()  # clear while a replaced lease's records are being written again
+        self._rewritten.set()
         self._lock = threading.Lock()
         self._on_live: list[Callable[[int], None]] = []
         self._on_new_lease: list[Callable[[int], None]] = []
@@ -134,9 +136,10 @@ class ClusterHost:
         are each bounded, not all of them together (a slow etcd, or a
         start-up reconcile of many endpoints), and a dockerd call must fail
         with a 503 in about the time a bare call would, not queue behind it."""
-        if self._lease is not None and self._taken is None:
-            return self._lease.id  # had: no need to queue behind a thread that is claiming again
         bound = self.etcd.call_bound
+        if self._lease is not None and self._taken is None:
+            self._await_rewrite(bound)
+            return self._lease.id  # had: no need to queue behind a thread that is claiming again
         if not self._lock.acquire(timeout=bound):
             raise EtcdUnavailable(
                 f"etcd is slow or unreachable ({', '.join(self.endpoints)}): waited {bound:g} s for another "
@@ -169,6 +172,18 @@ class ClusterHost:
             return self._lease.id
         finally:
             self._lock.release()
+
+    def _await_rewrite(self, bound: float) -> None:
+        """A call while a replaced lease's records are being written again
+        waits for them, up to one call's bound: the host is announced
+        before its pool memberships are taken up again, and a claim in that
+        gap was refused as from a host the reclaim ended (409, "remove the
+        network"), for a network about to be whole again. The rewrite's own
+        steps do not wait for themselves."""
+        if threading.current_thread() is self._rewriter or self._rewritten.wait(bound):
+            return
+        raise EtcdUnavailable(f"this host lost its lease while etcd was away and is writing its records "
+                              f"again; waited {bound:g} s for it; try again")
 
     def _announce(self, lease: int) -> None:
         self.claim(lease)
@@ -272,6 +287,7 @@ class ClusterHost:
         a failure until it is done (a failed one used to be dropped)."""
         with self._rewrite_lock:
             self._rewrite_lease = lease
+            self._rewritten.clear()
             if self._rewriter is None:
                 self._rewriter = threading.Thread(target=self._rewrite, name="pontoon-rewrite", daemon=True)
                 self._rewriter.start()
@@ -283,14 +299,18 @@ class ClusterHost:
                 lease = self._rewrite_lease
                 if lease == done:  # nothing newer asked for since
                     self._rewriter = None
+                    self._rewritten.set()
                     return
             try:
                 self._write_again(lease)
                 done, pause = lease, 1.0
+                continue
             except EtcdUnavailable as exc:
                 log.warning("writing this host's records again failed: %s; again in %.0fs", exc, pause)
-                self._stop.wait(pause)
-                pause = min(pause * 2, MAX_REWRITE_PAUSE_S)
+            except Exception:  # a bug: the records are owed all the same, and calls wait on them
+                log.exception("writing this host's records again failed; again in %.0fs", pause)
+            self._stop.wait(pause)
+            pause = min(pause * 2, MAX_REWRITE_PAUSE_S)
 
     def _write_again(self, lease: int) -> None:
         try:

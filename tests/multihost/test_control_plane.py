@@ -808,6 +808,49 @@ def test_an_address_released_while_cut_off_and_claimed_again_here_keeps_its_new_
     assert b.dockerd.run(net_b, ip=address).address == f"{address}/24"
 
 
+def test_a_call_while_a_host_back_past_the_grace_writes_its_records_again_waits_for_them(hosts, etcd, monkeypatch):
+    """host0 is cut off past the grace (host1 ends its membership); back,
+    its new lease is announced before its memberships are taken up again.
+    A `docker run` in between used to be refused (409 "remove the network
+    and create it again"), for a network that was about to be whole."""
+    a, b = hosts(2, ttl=2, reclaim_grace=6)
+    net_a = a.dockerd.create_network(subnet=SUBNET)
+    b.dockerd.create_network(subnet=SUBNET)
+    a.dockerd.run(net_a)
+    reach, away = a.room.host.etcd.call, threading.Event()
+    away.set()
+
+    def cut(*args, **kwargs):
+        if away.is_set():
+            raise EtcdUnavailable("etcd is unreachable (host0 is cut off)")
+        return reach(*args, **kwargs)
+
+    monkeypatch.setattr(a.room.host.etcd, "call", cut)
+    client = Etcd([etcd.url])
+    wait_until(lambda: client.get(keys.key("grace", "host0")) is None, 15)
+    membership = keys.prefix("members", POOL) + "host0"
+
+    def reclaimed() -> bool:
+        b.room.host.reap()
+        return client.get(membership) is None
+
+    wait_until(reclaimed, 10)
+    taking_up = a.room.ipam.member_again
+
+    def slowly(pools):  # the window between the announce and the memberships, made wide
+        time.sleep(1.5)
+        return taking_up(pools)
+
+    monkeypatch.setattr(a.room.ipam, "member_again", slowly)
+    away.clear()  # back: its keep-alive finds its lease gone and takes a new one
+    wait_until(lambda: client.get(keys.key("hosts", "host0")) is not None, 10, step=0.01)
+    assert client.get(membership) is None  # inside the window
+    new = a.dockerd.run(net_a)
+    assert client.get(membership) is not None
+    claim = client.get(_addr_key(new.address.split("/")[0]))
+    assert claim is not None and json.loads(claim.value) == {"host": "host0", "kind": "address"}
+
+
 def test_calls_go_to_the_next_endpoint_when_one_is_down(etcd):
     with socket.socket() as closed:  # bound, never listening: connections are refused
         closed.bind(("127.0.0.1", 0))
