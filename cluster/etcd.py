@@ -129,13 +129,18 @@ class Etcd:
         # The longest one call can take before it fails: each endpoint tried
         # once, each bounded by its connect and read timeouts.
         self.call_bound = sum(timeout) * len(self.endpoints)
+        self._connect_timeout = timeout[0]
         self._clients = []
         for url in self.endpoints:
             parts = urlsplit(url)
+            if not parts.hostname:
+                raise ValueError(f"etcd endpoint {url!r} names no host")
             # api_path given: etcd3gw would otherwise ask /version on first
             # use, one more round trip. 3.4+ serves /v3/ (the issue's floor).
             client = Etcd3Client(host=parts.hostname, port=parts.port or 2379, protocol=parts.scheme or "http",
-                                 timeout=timeout, api_path="/v3/", session=session(tls))
+                                 # requests takes (connect, read); etcd3gw hands it on as it is
+                                 timeout=timeout,  # type: ignore[arg-type]
+                                 api_path="/v3/", session=session(tls))
             self._clients.append(client)
         self._current = 0
         self.chunk = CHUNK
@@ -164,7 +169,7 @@ class Etcd:
             try:
                 if stream:
                     resp = client.session.post(client.get_url(path), json=body, stream=True,
-                                               timeout=(client.timeout[0], silence), headers=REQUIRE_LEADER)
+                                               timeout=(self._connect_timeout, silence), headers=REQUIRE_LEADER)
                     resp.raise_for_status()
                     result = resp
                 else:
@@ -307,7 +312,7 @@ def txn_op(compare: list[dict], success: list[dict], failure: list[dict] | None 
 
 
 def put_op(key: str, value: str, lease: int = 0) -> dict:
-    op = {"key": _b64(key), "value": _b64(value)}
+    op: dict[str, str | int] = {"key": _b64(key), "value": _b64(value)}
     if lease:
         op["lease"] = lease
     return {"request_put": op}
@@ -354,7 +359,7 @@ def _causes(exc: BaseException) -> list[BaseException]:
     ``__cause__``, as MaxRetryError's ``reason``, or only as an argument
     (urllib3's SSLError(e), ProtocolError("Connection aborted.", e))."""
     found: list[BaseException] = []
-    todo = [exc]
+    todo: list[object] = [exc]
     while todo:
         cause = todo.pop(0)
         if isinstance(cause, BaseException) and all(cause is not seen for seen in found):
@@ -521,10 +526,10 @@ class Watch:
         """Apply events from ``revision`` on; returns when a read is needed again."""
         body = {"create_request": {"key": _b64(self.prefix), "range_end": _b64(prefix_end(self.prefix)),
                                    "start_revision": revision, "progress_notify": True}}
-        self._response = self._etcd.call("/watch", body, stream=True, silence=WATCH_SILENCE_S)
+        self._response = response = self._etcd.call("/watch", body, stream=True, silence=WATCH_SILENCE_S)
         read_again = time.monotonic() + WATCH_SILENCE_S
         try:
-            for line in _lines(self._response):
+            for line in _lines(response):
                 if self._stop.is_set() or time.monotonic() > read_again:
                     return
                 result = json.loads(line).get("result") or {}
@@ -539,7 +544,7 @@ class Watch:
             if not self._stop.is_set():  # a read timeout too: silent past the bound
                 log.info("watch of %s: stream lost (%s): reading again", self.prefix, _short(exc))
         finally:
-            self._response.close()
+            response.close()
             self._response = None
 
 

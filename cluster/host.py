@@ -23,7 +23,7 @@ import os
 import secrets
 import threading
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 from spec.errors import Conflict
 
@@ -248,6 +248,7 @@ class ClusterHost:
         """The ID was found held by another host when a lost lease was
         replaced: claim it on the current lease now, and write again what
         rode on the lost one. Until then ``_taken`` refuses every call."""
+        assert self._lease is not None  # only ever called once the lease is had (``live``)
         lease = self._lease.id
         try:
             self._announce(lease)
@@ -465,7 +466,7 @@ class ClusterHost:
                          host_id, self.grace)
         return gone
 
-    def release_held(self, host_id: str, keep: Callable[[str, int], bool], fence: list[dict] = ()) -> int:
+    def release_held(self, host_id: str, keep: Callable[[str, int], bool], fence: Sequence[dict] = ()) -> int:
         """Delete the address allocations of ``host_id`` for which ``keep(pool, addr)``
         is false, each only while ``fence``'s compares hold; returns how many went."""
         prefix = keys.prefix("held", host_id)

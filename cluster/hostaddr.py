@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from typing import Callable
+from typing import Callable, Iterable
 
 from ipam_plugin import allocator
 from spec.errors import Conflict
@@ -60,10 +60,10 @@ def target(network: dict, on_bridge: Callable[[dict], tuple[str, ...]]) -> tuple
     if not network["ipv4"]:
         return None
     pool = ipaddress.ip_network(network["ipv4"][0]["pool"])
-    on_bridge = [a for a in on_bridge(network) if ipaddress.ip_interface(a) in pool]
-    if not on_bridge:
+    gateways = [a for a in on_bridge(network) if ipaddress.ip_interface(a) in pool]
+    if not gateways:
         return None
-    return network["cluster"]["pool"], on_bridge[0]
+    return network["cluster"]["pool"], gateways[0]
 
 
 def held_pairs(networks: list[dict]) -> set[tuple[str, int]]:
@@ -136,8 +136,9 @@ class HostAddresses:
         a crash cut short (its record goes, and the next rejoin frees its
         claim), at start, with no etcd."""
         recorded = network.get("cluster", {}).get("host_address")
-        if recorded:  # made only where the bridge carries the gateway (``target``)
-            self.kernel.remove(network["bridge"], recorded, target(network, self._on_bridge)[1])
+        where = target(network, self._on_bridge)
+        if recorded and where is not None:  # made only where the bridge carries the gateway
+            self.kernel.remove(network["bridge"], recorded, where[1])
 
     def _record(self, network: dict, address: str | None) -> None:
         self._remember(network["id"], address)
@@ -151,7 +152,7 @@ class HostAddresses:
         """The recorded address if it is (or can be claimed back as) this
         host's, else the highest free one; as an interface."""
         first, last = allocator.usable_range(net)
-        candidates = range(last, first - 1, -1)
+        candidates: Iterable[int] = range(last, first - 1, -1)
         if recorded:
             candidates = [int(ipaddress.ip_interface(recorded).ip), *candidates]
         for addr in candidates:

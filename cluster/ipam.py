@@ -26,7 +26,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import time
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Sequence
 
 from ipam_plugin import allocator
 from ipam_plugin.allocator import IPNetwork, PoolBase
@@ -201,7 +201,7 @@ class ClusterIpam:
         self._host.tolerate(f"leaving pool {cidr}", lambda: self._leave(name, written))
         return reply
 
-    def _leave(self, name: str, written: int | None = None, host_id: str = "", fence: list[dict] = ()) -> None:
+    def _leave(self, name: str, written: int | None = None, host_id: str = "", fence: Sequence[dict] = ()) -> None:
         """End this host's membership (``host_id``: another host's, which
         the reclaim pass ends); the last member removes the pool and every
         record of its network. ``written``: only a membership last written
@@ -230,7 +230,7 @@ class ClusterIpam:
                 return
             if fence and not self._etcd.txn(list(fence), []).get("succeeded"):
                 return  # the host is back: its membership stays
-            if mine and not [kv for kv in ranges(reply)[0] if kv.mod_revision <= written]:
+            if written is not None and not [kv for kv in ranges(reply)[0] if kv.mod_revision <= written]:
                 return  # gone, or taken up again since: not the membership this leave was for
 
     def leave_forgotten(self, pools_here: set[str]) -> list[str]:
@@ -544,8 +544,8 @@ def _sub_of(pool_id: str, net: IPNetwork) -> IPNetwork | None:
     try:
         sub = ipaddress.ip_network("/".join(parts[3:5]))
     except ValueError:
-        sub = None
-    if sub is None or sub.version != net.version or not sub.subnet_of(net):
+        raise _not_held(pool_id) from None
+    if sub.version != net.version or not sub.subnet_of(net):  # type: ignore[arg-type]  # one version: checked
         raise _not_held(pool_id)
     return sub
 

@@ -29,6 +29,7 @@ import contextvars
 import logging
 import subprocess
 import threading
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -243,8 +244,7 @@ class Firewall:
             wanted.setdefault((b.proto, b.container_ip), set()).add(b.container_port)
         with Steps(self._faults) as steps:
             for (proto, ip), container_ports in wanted.items():
-                steps.run(f"flush conntrack {proto} {ip}",
-                          lambda proto=proto, ip=ip, cp=container_ports: self._flush_conntrack(proto, ip, cp))
+                steps.run(f"flush conntrack {proto} {ip}", partial(self._flush_conntrack, proto, ip, container_ports))
 
     def reconcile(self, networks: list[NetworkRules], ports: list[EndpointPorts]) -> list[str]:
         """Make our chains exactly what these networks and endpoints need.

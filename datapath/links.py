@@ -17,6 +17,8 @@ from __future__ import annotations
 import errno
 import ipaddress
 import logging
+from functools import partial
+from typing import Any
 
 from . import names, netlink, rtnl
 from .errors import DatapathError, NameConflict, NameTaken
@@ -37,7 +39,7 @@ _RESERVED_PREFIXES = ("docker_gwbridge",)
 
 _PONTOON_PREFIXES = (BRIDGE_PREFIX, VETH_HOST_PREFIX, VETH_PEER_PREFIX)
 ALIAS_PREFIX = "pontoon:"
-_LINK_LOCAL_V6 = ipaddress.ip_network("fe80::/10")
+_LINK_LOCAL_V6 = ipaddress.IPv6Network("fe80::/10")
 
 # The per-bridge sysctls Pontoon may change on a bridge (disable_ipv6 here,
 # route_localnet in datapath.firewall): an adopted bridge's are recorded
@@ -71,7 +73,7 @@ def _host_end(name: str, link: rtnl.Link, by_index: dict[int, rtnl.Link]) -> rtn
     """The host end of the veth pair ``link`` is part of, if in this namespace."""
     if name.startswith(VETH_HOST_PREFIX):
         return link
-    return by_index.get(link.link) if link.link_netnsid is None else None
+    return by_index.get(link.link) if link.link is not None and link.link_netnsid is None else None
 
 
 def _foreign(name: str, kind: str, found: str) -> bool:
@@ -235,7 +237,7 @@ class Links:
                 if not route.get("dst_len") or route.get("type") == RTN_MULTICAST:
                     continue
                 net = ipaddress.ip_network(f'{route.get("dst")}/{route.get("dst_len")}', strict=False)
-                if net.is_multicast or (net.version == 6 and net.subnet_of(_LINK_LOCAL_V6)):
+                if net.is_multicast or (isinstance(net, ipaddress.IPv6Network) and net.subnet_of(_LINK_LOCAL_V6)):
                     continue
                 found[net] = None  # ordered and without duplicates (ECMP, metrics)
         return list(found)
@@ -334,7 +336,7 @@ class Links:
             if any(a.version == 6 for a in addresses):
                 # A bridge created while the host default is disable_ipv6=1
                 # inherits it and would refuse IPv6 addresses.
-                old_disable = None
+                old_disable = ""  # read by the step: its undo is registered only once the step succeeded
 
                 def enable_ipv6():
                     nonlocal old_disable
@@ -360,8 +362,11 @@ class Links:
             nonlocal added
             added = _add_address(ipr, index, iface)
 
-        steps.run(f"add address {iface} to {name}", add,
-                  undo=lambda: added and _remove_address(ipr, index, iface))
+        def remove():
+            if added:  # one that was there before is not ours to remove
+                _remove_address(ipr, index, iface)
+
+        steps.run(f"add address {iface} to {name}", add, undo=remove)
 
     def release_bridge(self, spec: BridgeSpec, created: bool, adopted: dict | None,
                        untagged: bool = False) -> None:
@@ -387,22 +392,19 @@ class Links:
             before = {ipaddress.ip_interface(a) for a in adopted.get("addresses", ())}
             for iface in (ipaddress.ip_interface(a) for a in spec.addresses):
                 if iface not in before:
-                    steps.run(f"remove address {iface} from {name}",
-                              lambda iface=iface: _remove_address(ipr, index, iface),
-                              undo=lambda iface=iface: _add_address(ipr, index, iface))
+                    steps.run(f"remove address {iface} from {name}", partial(_remove_address, ipr, index, iface),
+                              undo=partial(_add_address, ipr, index, iface))
             for attr, now in (("mtu", link.get("mtu")), ("address", link.get("address"))):
                 was = adopted.get("mac" if attr == "address" else attr)
                 if was and was != now:
-                    steps.run(f"restore {attr} {was} of {name}",
-                              lambda attr=attr, was=was: ipr.link("set", index=index, **{attr: was}),
-                              undo=lambda attr=attr, now=now: ipr.link("set", index=index, **{attr: now}))
+                    steps.run(f"restore {attr} {was} of {name}", partial(ipr.link, "set", index=index, **{attr: was}),
+                              undo=partial(ipr.link, "set", index=index, **{attr: now}))
             for key, was in adopted.get("sysctls", {}).items():
                 family, _, sysctl = key.partition("/")
                 now = self.sysctl.read(family, name, sysctl)
                 if was != now:
-                    steps.run(f"restore {key} {was} on {name}",
-                              lambda f=family, k=sysctl, v=was: self.sysctl.write(f, name, k, v),
-                              undo=lambda f=family, k=sysctl, v=now: self.sysctl.write(f, name, k, v))
+                    steps.run(f"restore {key} {was} on {name}", partial(self.sysctl.write, family, name, sysctl, was),
+                              undo=partial(self.sysctl.write, family, name, sysctl, now))
             if adopted.get("up") is False and link.get("flags", 0) & rtnl.IFF_UP:
                 steps.run(f"set {name} down as it was", lambda: ipr.link("set", index=index, state="down"),
                           undo=lambda: ipr.link("set", index=index, state="up"))
@@ -421,7 +423,7 @@ class Links:
         host, peer = spec.host_name, spec.peer_name
         names.validate_ifname(host, "veth name")
         names.validate_ifname(peer, "veth peer name")
-        host_shape = dict(address=names.host_end_mac(host, self.owner), mtu=spec.mtu, up=True)
+        host_shape: dict[str, Any] = dict(address=names.host_end_mac(host, self.owner), mtu=spec.mtu, up=True)
         with rtnl.Rtnl() as nl, Steps(self.faults) as steps:
             bridge_index = steps.run(f"find bridge {spec.bridge}", lambda: _bridge_index(nl, spec.bridge))
             created = False
@@ -436,8 +438,12 @@ class Links:
             # Only a pair this call added is undone: an adopted one may belong
             # to a stored endpoint (Join re-runs this on its pair), and a
             # caller that knows an adopted pair is an orphan deletes it itself.
-            steps.run(f"add veth {host} peer {peer}", add, undo=lambda: created and _delete_link(nl, host))
-            peer_shape = {}
+            def delete():
+                if created:
+                    _delete_link(nl, host)
+
+            steps.run(f"add veth {host} peer {peer}", add, undo=delete)
+            peer_shape: dict[str, Any] = {}
             if not created:
                 if new:
                     raise NameTaken(f'veth name "{host}" or "{peer}" is held by another link')
@@ -555,16 +561,14 @@ class Links:
             missing = self._bridge_drift(spec, present.get(spec.name), addresses)
             if missing is None:
                 note = "" if created else " (it was adopted, so network delete will leave it)"
-                attempt(f"recreate missing bridge {spec.name}{note}",
-                        lambda spec=spec, created=created: self.create_bridge(spec, owned=created))
+                attempt(f"recreate missing bridge {spec.name}{note}", partial(self.create_bridge, spec, owned=created))
             elif missing:
                 attempt(f"restore {', '.join(missing)} on bridge {spec.name}",
-                        lambda spec=spec, created=created: self.create_bridge(spec, owned=created))
+                        partial(self.create_bridge, spec, owned=created))
 
-        for spec in veths:
-            if spec.host_name not in joined_hosts and spec.host_name not in present:
-                attempt(f"recreate missing veth {spec.host_name} peer {spec.peer_name}",
-                        lambda spec=spec: self.create_veth(spec))
+        for veth in veths:
+            if veth.host_name not in joined_hosts and veth.host_name not in present:
+                attempt(f"recreate missing veth {veth.host_name} peer {veth.peer_name}", partial(self.create_veth, veth))
         return changes
 
     @staticmethod

@@ -26,7 +26,7 @@ import ipaddress
 import os
 import socket
 import struct
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 NETLINK_ROUTE = 0
 SOL_NETLINK = 270  # not in Python's socket module
@@ -67,7 +67,7 @@ class Link(NamedTuple):
     imports this module before the server listens, and defining a dataclass
     cost a millisecond there."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index(), which nothing here calls
     name: str
     kind: str  # "" when the kernel reports none
     flags: int
@@ -138,7 +138,7 @@ def _ifinfo(up: bool | None = None, index: int = 0) -> bytes:
 
 def _decode_link(payload: bytes) -> Link:
     _, _, index, flags, _ = _IFINFOMSG.unpack_from(payload)
-    found = {IFLA_IFNAME: "", IFLA_IFALIAS: "", IFLA_MTU: 0, IFLA_MASTER: None, IFLA_LINK: None,
+    found: dict[int, Any] = {IFLA_IFNAME: "", IFLA_IFALIAS: "", IFLA_MTU: 0, IFLA_MASTER: None, IFLA_LINK: None,
              IFLA_LINK_NETNSID: None, IFLA_ADDRESS: ""}
     kind = ""
     for attr, value in _attrs(payload, _IFINFOMSG.size):
@@ -190,7 +190,7 @@ class Rtnl:
         if flags & NLM_F_DUMP != NLM_F_DUMP:
             flags |= NLM_F_ACK
         self._sock.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(body), kind, flags | NLM_F_REQUEST, seq, 0) + body)
-        replies = []
+        replies: list[bytes] = []
         while True:
             # Ample: a dump datagram holds up to 32 KiB, or one message if
             # longer, which only virtual-function lists (never asked for,

@@ -47,14 +47,13 @@ class Steps:
     def __enter__(self) -> "Steps":
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             self._undo.clear()
-            return False
+            return
         while self._undo:
             name, undo = self._undo.pop()
             try:
                 undo()
             except Exception:  # logged, the original error is what the caller sees
                 log.exception("undo of step %r failed after %r", name, exc)
-        return False

@@ -9,13 +9,18 @@ only: networks -> endpoints -> publishing.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, ContextManager
+from typing import TYPE_CHECKING, Callable, ContextManager
 
 from spec.errors import found
 
 from .records import _settled
 from .segment import Segment
 from .store import NetworkStore
+
+if TYPE_CHECKING:  # the kernel's parts, or a test's fakes of them: imported for the types only
+    from datapath.firewall import Firewall
+    from datapath.hostports import Holder
+    from datapath.links import Links
 
 Transaction = Callable[[], ContextManager[NetworkStore]]
 
@@ -24,10 +29,10 @@ Transaction = Callable[[], ContextManager[NetworkStore]]
 class Parts:
     transaction: Transaction
     snapshot: Transaction
-    links: object
-    firewall: object
+    links: Links
+    firewall: Firewall
     segment: Segment
-    host_ports: object  # claim(list[Claim]) -> ports, release(list[Key])
+    host_ports: Holder
     hook: Callable[[str], None] | None = None
 
 

@@ -23,7 +23,8 @@ class Publishing(Part):
         exposed = ports.parse_exposed(endpoint_options)
         # dockerd 29 calls again when the endpoint's gateway role changes for
         # one family: the same portmap, another set of families.
-        request = {"portmap": portmap, "versions": list(ports.families(endpoint_options))}
+        versions = list(ports.families(endpoint_options))
+        request = {"portmap": portmap, "versions": versions}
         with self._snapshot() as tx:
             # Most containers publish nothing: then there is nothing to write.
             if _programmed(self._endpoint(tx, body["EndpointID"]), request, exposed):
@@ -38,7 +39,7 @@ class Publishing(Part):
                 self._forget_ports(tx, endpoint, rollback)
                 pending = ports.plan(portmap, endpoint, network["options"]["host_binding_ipv4"],
                                      tx.ports_in_use, self._firewall.ephemeral_range,
-                                     tuple(request["versions"]))
+                                     tuple(versions))
                 bindings = ports.bindings(pending, self._hold([p.claim for p in pending], rollback))
                 endpoint["ports"] = [b.__dict__ for b in bindings]
                 # Counts what Program stored: a request that removed the

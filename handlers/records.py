@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from typing import TypeGuard
 
 from datapath.hostports import Key
 from datapath.model import BridgeSpec, EndpointPorts, NetworkRules, PortBinding, VethSpec
@@ -150,7 +151,7 @@ def _name_given(tx: NetworkStore, network: dict, addresses: list) -> str | None:
     return None
 
 
-def _already(existing: dict | None, request: str, what: str) -> bool:
+def _already(existing: dict | None, request: str, what: str) -> TypeGuard[dict]:
     """Whether ``existing`` is the result of this very request (a retry);
     a different request for the same object is a conflict."""
     if existing is None:
@@ -169,7 +170,7 @@ def _plan_holds(tx: NetworkStore, plan: dict, chosen: str | None) -> bool:
     the bridge's create finds.)"""
     if chosen:
         _check_bridge_free(tx, chosen)
-    return tx.network_by_tag(plan["tag"]) is None and (chosen or tx.network_by_bridge(plan["bridge"]) is None)
+    return tx.network_by_tag(plan["tag"]) is None and (bool(chosen) or tx.network_by_bridge(plan["bridge"]) is None)
 
 
 def _check_bridge_free(tx: NetworkStore, bridge: str) -> None:
@@ -185,7 +186,7 @@ def _programmed(endpoint: dict, request: dict, exposed: list) -> bool:
     return not request["portmap"] and exposed in ([], endpoint["exposed"])
 
 
-def _published(endpoint: dict | None) -> bool:
+def _published(endpoint: dict | None) -> TypeGuard[dict]:
     return endpoint is not None and bool(endpoint["ports"])
 
 

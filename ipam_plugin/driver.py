@@ -74,8 +74,8 @@ class IpamDriver:
         for candidate in allocator.candidates(bases):
             if allocator.overlaps(candidate, taken) is None:
                 return candidate
-        bases = ", ".join(str(b) for b in bases) or "none configured"
-        raise Conflict(f"no free IPv{version} default pool left (default pools: {bases})")
+        listed = ", ".join(str(b) for b in bases) or "none configured"
+        raise Conflict(f"no free IPv{version} default pool left (default pools: {listed})")
 
     def release_pool(self, body: dict) -> dict:
         with self._transaction() as tx:
@@ -207,7 +207,7 @@ def parse_pool_request(body: dict) -> tuple[str, int, IPNetwork | None, IPNetwor
             return space, version, None, None
         if sub_text:
             sub = values.network("SubPool", sub_text, version)
-            if not sub.subnet_of(net):
+            if not sub.subnet_of(net):  # type: ignore[arg-type]  # values.network gave both one version
                 raise BadRequest(f'SubPool "{sub_text}" is not inside Pool "{pool_text}"')
     return space, version, net, sub
 

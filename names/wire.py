@@ -82,7 +82,7 @@ def _reply(response: dns.message.Message, limit: int) -> bytes:
     return response.to_wire(max_size=limit, prefer_truncation=True)
 
 
-def _error(query: dns.message.Message, rcode: int, limit: int) -> bytes:
+def _error(query: dns.message.Message, rcode: dns.rcode.Rcode, limit: int) -> bytes:
     response = dns.message.make_response(query, our_payload=EDNS_MAX)
     response.set_rcode(rcode)
     response.flags |= dns.flags.RA

@@ -6,6 +6,7 @@ import dataclasses
 import ipaddress
 import os
 from dataclasses import dataclass, field
+from typing import Mapping
 from urllib.parse import urlsplit
 
 from datapath.locks import DEFAULT_TIMEOUT_S
@@ -95,7 +96,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, help=help_text)
 
 
-def load(flags: argparse.Namespace | None = None, environ: dict | None = None) -> Settings:
+def load(flags: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     environ = os.environ if environ is None else environ
     given = {k: v for k, v in vars(flags or argparse.Namespace()).items() if k in FIELDS and v is not None}
     env = {name: environ[f"PONTOON_{name.upper()}"] for name in FIELDS

@@ -120,7 +120,7 @@ def _host(ip: str) -> str:
     return f"[{ip}]" if ":" in ip else ip
 
 
-def to_json(state: dict) -> str:
+def to_json(state: dict | list) -> str:
     return json.dumps(state, indent=2, sort_keys=True) + "\n"
 
 

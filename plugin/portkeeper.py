@@ -75,12 +75,12 @@ class Keeper:
             self._listener = Listener(self.path, family="AF_UNIX", authkey=self.authkey)
         finally:
             os.umask(old)
-        threading.Thread(target=self._serve, name="pontoon-ports", daemon=True).start()
+        threading.Thread(target=self._serve, args=(self._listener,), name="pontoon-ports", daemon=True).start()
 
-    def _serve(self) -> None:
+    def _serve(self, listener: Listener) -> None:
         while True:
             try:
-                conn = self._listener.accept()
+                conn = listener.accept()
             except Exception:  # a client that failed authentication, or went away
                 log.exception("port keeper: connection refused")
                 continue
