@@ -232,12 +232,6 @@ class Etcd:
             self.faults(step_name("txn", success))
         return self.call("/kv/txn", {"compare": compare, "success": success, "failure": failure or []})
 
-    def create(self, key: str, value: str, lease: int = 0, also: list[dict] | None = None) -> bool:
-        """Put ``key`` only if it does not exist (and ``also``'s operations
-        with it, atomically); whether this call created it."""
-        reply = self.txn([absent(key)], [put_op(key, value, lease)] + list(also or []))
-        return bool(reply.get("succeeded"))
-
     def put(self, key: str, value: str, lease: int = 0) -> None:
         if self.faults is not None:
             self.faults(step_name("put", [put_op(key, value)]))
@@ -247,9 +241,6 @@ class Etcd:
         if self.faults is not None:
             self.faults(step_name("delete", [delete_op(key)]))
         self.call("/kv/deleterange", {"key": _b64(key)})
-
-    def compact(self, revision: int) -> None:
-        self.call("/kv/compaction", {"revision": revision, "physical": True})
 
 
 def step_name(op: str, ops: list[dict]) -> str:

@@ -203,7 +203,6 @@ class Links:
 
     # -- names ---------------------------------------------------------------
 
-    derive_names = staticmethod(names.derive_names)
     veth_names = staticmethod(names.veth_names)
     derive_mac = staticmethod(names.derive_mac)
 
@@ -222,11 +221,6 @@ class Links:
         with rtnl.Rtnl() as nl:
             return nl.get(name) is not None
 
-    def bridge_exists(self, name: str) -> bool:
-        with rtnl.Rtnl() as nl:
-            link = nl.get(name)
-        return link is not None and link.kind == "bridge"
-
     def host_routes(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         """Destinations of the main routing table, without default routes,
         IPv6 link-local and multicast: the subnets a new pool must not
@@ -241,14 +235,6 @@ class Links:
                     continue
                 found[net] = None  # ordered and without duplicates (ECMP, metrics)
         return list(found)
-
-    def pontoon_links(self) -> dict[str, str]:
-        """Name -> kind of every link in this namespace that is this
-        instance's (see ``_ours``; kind "" when the kernel reports none)."""
-        with rtnl.Rtnl() as nl:
-            present = nl.links()
-        by_index = {link.index: link for link in present.values()}
-        return {name: link.kind for name, link in present.items() if self._ours(name, link, by_index)}
 
     def _ours(self, name: str, link: rtnl.Link, by_index: dict[int, rtnl.Link]) -> bool:
         """Whether reconcile may take ``link`` for an orphan of this instance:

@@ -67,11 +67,6 @@ def veth_names(tag: str) -> tuple[str, str]:
     return VETH_HOST_PREFIX + tag, VETH_PEER_PREFIX + tag
 
 
-def derive_names(endpoint_id: str) -> tuple[str, str]:
-    """The first-choice (host end, peer end) for an endpoint (see ``tags``)."""
-    return veth_names(next(tags(endpoint_id)))
-
-
 def vxlan_name(tag: str) -> str:
     """The VXLAN device of a cluster network on this host, by the network's
     stored tag (``tags``; a network ID gives its first choice), so a restart

@@ -31,6 +31,20 @@ def new_endpoint_id() -> str:
     return secrets.token_hex(32)
 
 
+def first_names(endpoint_id: str) -> tuple[str, str]:
+    """The (host end, peer end) an endpoint takes when its first tag is free."""
+    return names.veth_names(next(names.tags(endpoint_id)))
+
+
+def owned(links: Links) -> dict[str, str]:
+    """Name -> kind of every link that ``links`` takes for its own instance's
+    (what its reconcile may remove)."""
+    with rtnl.Rtnl() as nl:
+        present = nl.links()
+    by_index = {link.index: link for link in present.values()}
+    return {name: link.kind for name, link in present.items() if links._ours(name, link, by_index)}
+
+
 def free_subnets(links: Links) -> tuple[ipaddress.IPv4Network, ipaddress.IPv6Network]:
     """A random /24 and /64 that overlap no route of this host."""
     routes = links.host_routes()
@@ -86,20 +100,20 @@ def bridge_spec(kernel):
 
 # -- names and MACs (pure, no kernel) -----------------------------------------
 
-def test_derive_names_are_deterministic_short_and_prefixed():
+def test_veth_names_are_deterministic_short_and_prefixed():
     eid = new_endpoint_id()
-    host, peer = Links.derive_names(eid)
-    assert (host, peer) == Links().derive_names(eid)
+    host, peer = first_names(eid)
+    assert (host, peer) == first_names(eid)
     assert host.startswith("ptv") and peer.startswith("ptc")
     assert len(host) <= 15 and len(peer) <= 15
     assert host[3:] == peer[3:] == eid[:12]
-    assert Links.derive_names(new_endpoint_id()) != (host, peer)
+    assert first_names(new_endpoint_id()) != (host, peer)
 
 
 @pytest.mark.parametrize("bad", ["", "abc", "Z" * 64, "../" + "0" * 60])
-def test_derive_names_refuses_ids_that_are_not_hex(bad):
+def test_tags_refuse_ids_that_are_not_hex(bad):
     with pytest.raises(InvalidName):
-        Links.derive_names(bad)
+        first_names(bad)
 
 
 def test_derive_mac_from_ipv4_like_docker():
@@ -207,8 +221,7 @@ def test_create_adopt_delete_bridge(kernel, bridge_spec):
     assert addresses(name) == set(bridge_spec.addresses)
     assert sysfs(name, "addr_assign_type") == "3", "bridge MAC must be pinned (NET_ADDR_SET)"
     assert ipv6_disabled(name) == "0"
-    assert links.bridge_exists(name) and links.link_exists(name)
-    assert links.pontoon_links()[name] == "bridge"
+    assert links.link_exists(name) and owned(links)[name] == "bridge"
     v4 = ipaddress.ip_interface(bridge_spec.addresses[0]).network
     v6 = ipaddress.ip_interface(bridge_spec.addresses[1]).network
     assert v4 in links.host_routes() and v6 in links.host_routes()
@@ -219,7 +232,7 @@ def test_create_adopt_delete_bridge(kernel, bridge_spec):
 
     links.release_bridge(bridge_spec, created=True, adopted=None)
     assert link_info(name) is None
-    assert not links.bridge_exists(name) and not links.link_exists(name)
+    assert not links.link_exists(name) and name not in owned(links)
     links.release_bridge(bridge_spec, created=True, adopted=None)  # already gone is success
 
 
@@ -279,7 +292,7 @@ def test_bridge_mac_does_not_follow_ports(kernel, bridge_spec):
     links.create_bridge(bridge_spec)
     mac = link_info(bridge_spec.name)["address"]
     eid = new_endpoint_id()
-    host, peer = links.derive_names(eid)
+    host, peer = first_names(eid)
     kernel.link(host)
     # 00:00:00:00:00:01 would be the lowest MAC any port could have
     links.create_veth(VethSpec(host, peer, bridge_spec.name, "02:00:00:00:00:01"))
@@ -348,7 +361,7 @@ def test_fault_at_every_step_of_adopting_a_bridge_restores_it(kernel, bridge_spe
 
 def test_create_veth_step_names(kernel, bridge_spec):
     Links().create_bridge(bridge_spec)
-    host, peer = Links.derive_names(new_endpoint_id())
+    host, peer = first_names(new_endpoint_id())
     kernel.link(host)
     spec = VethSpec(host, peer, bridge_spec.name, "02:42:0a:00:00:02", mtu=1400)
     steps = record_steps(lambda links: links.create_veth(spec))
@@ -365,7 +378,7 @@ def test_create_veth_step_names(kernel, bridge_spec):
 
 def test_fault_at_every_step_of_create_veth_leaves_nothing(kernel, bridge_spec):
     Links().create_bridge(bridge_spec)
-    host, peer = Links.derive_names(new_endpoint_id())
+    host, peer = first_names(new_endpoint_id())
     kernel.link(host)
     spec = VethSpec(host, peer, bridge_spec.name, "02:42:0a:00:00:02", mtu=1400)
     steps = record_steps(lambda links: links.create_veth(spec))
@@ -384,7 +397,7 @@ def test_create_and_delete_veth_idempotent(kernel, bridge_spec):
     links = Links()
     links.create_bridge(bridge_spec)
     eid = new_endpoint_id()
-    host, peer = links.derive_names(eid)
+    host, peer = first_names(eid)
     kernel.link(host)
     mac = links.derive_mac("10.1.2.3", eid)
     spec = VethSpec(host, peer, bridge_spec.name, mac, mtu=1400)
@@ -396,7 +409,7 @@ def test_create_and_delete_veth_idempotent(kernel, bridge_spec):
         assert h["address"].startswith("fe:") and h["linkinfo"]["info_slave_data"]["hairpin"] is True
         assert p["address"] == mac and p["mtu"] == 1400 and "UP" not in p["flags"]
         assert h["ifalias"] == p["ifalias"] == "pontoon:pontoon"
-    assert links.pontoon_links()[host] == "veth"
+    assert owned(links)[host] == "veth"
     links.delete_veth(host)
     assert link_info(host) is None and link_info(peer) is None
     links.delete_veth(host)
@@ -411,7 +424,7 @@ def crash_left_pair(host: str, peer: str, owner: str = "pontoon") -> None:
 def test_create_veth_completes_a_partial_pair(kernel, bridge_spec):
     links = Links()
     links.create_bridge(bridge_spec)
-    host, peer = links.derive_names(new_endpoint_id())
+    host, peer = first_names(new_endpoint_id())
     kernel.link(host)
     crash_left_pair(host, peer)
     links.create_veth(VethSpec(host, peer, bridge_spec.name, "02:42:0a:00:00:09", mtu=1400))
@@ -425,7 +438,7 @@ def test_create_veth_completes_a_partial_pair(kernel, bridge_spec):
 def test_veth_intact_only_for_a_complete_pair(kernel, bridge_spec):
     links = Links()
     links.create_bridge(bridge_spec)
-    host, peer = links.derive_names(new_endpoint_id())
+    host, peer = first_names(new_endpoint_id())
     kernel.link(host)
     spec = VethSpec(host, peer, bridge_spec.name, "02:42:0a:00:00:0a", mtu=1400)
     assert not links.veth_intact(spec)
@@ -445,7 +458,7 @@ def test_veth_intact_only_for_a_complete_pair(kernel, bridge_spec):
 def test_create_veth_refuses_names_held_by_others(kernel, bridge_spec):
     links = Links()
     links.create_bridge(bridge_spec)
-    host, peer = links.derive_names(new_endpoint_id())
+    host, peer = first_names(new_endpoint_id())
     kernel.link(host)
     ip("link", "add", host, "type", "bridge")
     with pytest.raises(NameConflict, match=host):
@@ -467,7 +480,7 @@ def test_a_users_pair_under_our_names_is_never_taken_nor_deleted(kernel, bridge_
     CreateEndpoint's (``new``) says the names are taken, delete leaves it."""
     links = Links()
     links.create_bridge(bridge_spec)
-    host, peer = links.derive_names(new_endpoint_id())
+    host, peer = first_names(new_endpoint_id())
     kernel.link(host)
     ip("link", "add", host, "type", "veth", "peer", "name", peer)
     if alias:
@@ -486,7 +499,7 @@ def test_a_users_pair_under_our_names_is_never_taken_nor_deleted(kernel, bridge_
 def test_veth_whose_peer_moved_away_is_neither_intact_nor_adopted(kernel, bridge_spec):
     links = Links()
     links.create_bridge(bridge_spec)
-    host, peer = links.derive_names(new_endpoint_id())
+    host, peer = first_names(new_endpoint_id())
     kernel.link(host)
     ns = kernel.netns("pt-test-" + suffix())
     spec = VethSpec(host, peer, bridge_spec.name, "02:42:0a:00:00:0b")
@@ -502,7 +515,7 @@ def test_veth_whose_peer_moved_away_is_neither_intact_nor_adopted(kernel, bridge
 
 
 def test_create_veth_on_missing_bridge_names_the_step(kernel):
-    host, peer = Links.derive_names(new_endpoint_id())
+    host, peer = first_names(new_endpoint_id())
     kernel.link(host)
     bridge = new_bridge_name()
     with pytest.raises(DatapathError) as err:
@@ -543,8 +556,8 @@ def test_reconcile_recreates_and_removes(kernel):
     ns = kernel.netns("pt-test-" + suffix())
     kept = BridgeSpec(new_bridge_name(), mtu=1400, addresses=("10.20.0.1/24", "fd20::1/64"))
     lost = BridgeSpec(new_bridge_name(), mtu=1400, addresses=("10.21.0.1/24", "fd21::1/64"))
-    free_host, free_peer = Links.derive_names(new_endpoint_id())
-    joined_host, joined_peer = Links.derive_names(new_endpoint_id())
+    free_host, free_peer = first_names(new_endpoint_id())
+    joined_host, joined_peer = first_names(new_endpoint_id())
     free = VethSpec(free_host, free_peer, kept.name, "02:42:0a:14:00:02", mtu=1400)
     joined = VethSpec(joined_host, joined_peer, kept.name, "02:42:0a:14:00:03", mtu=1400)
 
@@ -558,7 +571,7 @@ def test_reconcile_recreates_and_removes(kernel):
     ip("-n", ns, "addr", "del", "10.20.0.1/24", "dev", kept.name)
     orphan_bridge = "pt-o" + suffix()
     ip("-n", ns, "link", "add", orphan_bridge, "type", "bridge")
-    orphan_host, orphan_peer = Links.derive_names(new_endpoint_id())
+    orphan_host, orphan_peer = first_names(new_endpoint_id())
     ip("-n", ns, "link", "add", orphan_host, "type", "veth", "peer", "name", orphan_peer)
     for orphan in (orphan_bridge, orphan_host):  # left tagged by a crash before the commit
         ip("-n", ns, "link", "set", orphan, "alias", "pontoon:pontoon")
@@ -588,8 +601,8 @@ def test_reconcile_recreates_and_removes(kernel):
 def test_reconcile_spares_another_instances_links(kernel):
     ns = kernel.netns("pt-test-" + suffix())
     theirs = BridgeSpec(new_bridge_name(), addresses=("10.23.0.1/24",))
-    host, peer = Links.derive_names(new_endpoint_id())
-    cut_host, cut_peer = Links.derive_names(new_endpoint_id())
+    host, peer = first_names(new_endpoint_id())
+    cut_host, cut_peer = first_names(new_endpoint_id())
 
     def setup():
         other = Links(owner="other")
@@ -617,7 +630,7 @@ def test_reconcile_deletes_only_what_carries_our_tag(kernel):
     ip("-n", ns, "link", "add", users[1], "type", "veth", "peer", "name", users[2])
     ip("-n", ns, "link", "add", users[3], "type", "bridge")
     ip("-n", ns, "link", "add", users[4], "type", "veth", "peer", "name", "user-peer")
-    cut_host, cut_peer = Links.derive_names(new_endpoint_id())
+    cut_host, cut_peer = first_names(new_endpoint_id())
     run_in_netns(ns, crash_left_pair, cut_host, cut_peer)
     changes = run_in_netns(ns, Links().reconcile, [], [], set())
     assert changes == [f"delete orphan veth {cut_peer}"]
@@ -679,7 +692,7 @@ def test_two_namespaces_talk_over_the_bridge(kernel, forward_accept):
     sandboxes = []
     for host_part in (2, 3):
         eid = new_endpoint_id()
-        host, peer = links.derive_names(eid)
+        host, peer = first_names(eid)
         kernel.link(host)
         links.create_veth(VethSpec(host, peer, bridge.name, links.derive_mac(str(v4[host_part]), eid), 1400))
         ns = kernel.netns("pt-test-" + suffix())

@@ -11,7 +11,7 @@ from datapath.model import BridgeSpec, VethSpec
 from tests.harness.server import fresh_python
 
 from .conftest import IP, ip, ip_json, run_in_netns, suffix
-from .test_links import new_endpoint_id
+from .test_links import first_names, new_endpoint_id
 
 IFF_UP = 0x1
 
@@ -59,7 +59,7 @@ def test_addresses_match_what_ip_shows(kernel):
 def test_reconcile_with_nothing_to_repair_does_not_import_pyroute2(kernel):
     ns = kernel.netns("pt-test-" + suffix())
     bridge = BridgeSpec("pt-r" + suffix(), mtu=1400, addresses=("10.31.0.1/24", "fd31::1/64"))
-    host, peer = Links.derive_names(new_endpoint_id())
+    host, peer = first_names(new_endpoint_id())
     veth = VethSpec(host, peer, bridge.name, "02:42:0a:1f:00:02", mtu=1400)
 
     def setup():

@@ -403,7 +403,7 @@ def test_watch_reads_again_when_its_revision_was_compacted(etcd):
     client.put(prefix + "new", "2")
     client.delete(prefix + "old")
     _, now = client.read_prefix(prefix)
-    client.compact(now)
+    client.call("/kv/compaction", {"revision": now, "physical": True})
 
     class Behind(Etcd):
         """Its first read answers from before the compaction, as a watch

@@ -61,7 +61,7 @@ def in_process(workdir: Path, seen: Seen, faults: FaultHook | None = None, insta
                pauses: FaultHook | None = None, lock_timeout: float = DEFAULT_TIMEOUT_S) -> InProcess:
     """``instance``: the name of one built before on the same ``workdir``.
     The firewall's lock file is ``workdir/fw.lock``. ``faults`` hooks the
-    kernel and firewall steps; ``pauses`` (plugin.testhook.Pauses) those,
+    kernel and firewall steps; ``pauses`` (tests.reliability.pauses.Pauses) those,
     the driver's points and the commits."""
     instance = instance or "ptr" + secrets.token_hex(4)
     settings = Settings(name=instance, state_dir=str(workdir / "state"), lock_timeout=lock_timeout)

@@ -1,5 +1,5 @@
 """Requests on one endpoint, or on one network, that interleave: request A is
-stopped at a named point (plugin.testhook.Pauses), request B runs to its end,
+stopped at a named point (tests/reliability/pauses.py), request B runs to its end,
 then A goes on. No sleeps decide the order. Afterwards, with the real kernel
 and iptables: no firewall rule or held host port outlives its stored port,
 and no link outlives its endpoint (tests.reliability.kernel.problems, the
@@ -16,7 +16,7 @@ import threading
 
 import pytest
 
-from plugin.testhook import Pauses
+from .pauses import Pauses
 
 from .inprocess import in_process, recording
 from .kernel import ours, problems, raw_snapshot

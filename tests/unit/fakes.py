@@ -30,7 +30,6 @@ class FakeLinks:
             raise DatapathError(what, "injected failure")
 
     # the pure naming rules are the real ones
-    derive_names = staticmethod(names.derive_names)
     veth_names = staticmethod(names.veth_names)
     derive_mac = staticmethod(names.derive_mac)
 

@@ -3,7 +3,7 @@ writes: what tests/multihost/test_cluster_crash.py arms its kill points on."""
 from __future__ import annotations
 
 from cluster import keys
-from cluster.etcd import Etcd, delete_op, put_op, range_op, step_name, txn_op
+from cluster.etcd import Etcd, absent, delete_op, put_op, range_op, step_name, txn_op
 
 
 def test_a_write_is_named_by_the_kinds_it_writes_in_order_once_each():
@@ -19,7 +19,7 @@ def test_only_writes_reach_the_hook():
     etcd.faults = names.append
     etcd.call = lambda path, body, **kw: {"succeeded": True, "responses": []}
     etcd.txn([], [range_op(keys.prefix("seen"), keys.prefix("seen") + "\xff", 0)])  # a read: counts()
-    etcd.create(keys.key("nets", "p"), "{}", also=[put_op(keys.key("vnis", 7), "p")])
+    etcd.txn([absent(keys.key("nets", "p"))], [put_op(keys.key("nets", "p"), "{}"), put_op(keys.key("vnis", 7), "p")])
     etcd.put(keys.key("seen", "h1"), "1")
     etcd.delete(keys.key("gateway", "p"))
     etcd.get(keys.key("pools", "p"))
