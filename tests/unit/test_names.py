@@ -263,3 +263,13 @@ def test_a_flood_is_bounded_and_local_names_stay_answered(running):
     for conn in idle:
         conn.close()
     flood.close()
+
+
+def test_an_endpoints_names_all_answer_and_go_together():
+    table = NameTable()
+    table.put(NET, "k", ["web", "www", "abcdef012345"], ["10.90.0.2"])
+    table.put(NET, "j", ["db", "www"], ["10.90.0.3"])
+    assert [str(a) for a in table.lookup([NET], "abcdef012345")] == ["10.90.0.2"]
+    assert sorted(map(str, table.lookup([NET], "www"))) == ["10.90.0.2", "10.90.0.3"]
+    table.put(NET, "k", ["site"], ["10.90.0.2"])  # renamed, its alias gone
+    assert table.lookup([NET], "web") is None and [str(a) for a in table.lookup([NET], "www")] == ["10.90.0.3"]
