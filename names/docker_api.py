@@ -33,7 +33,9 @@ class ApiError(Exception):
         self.status = status
 
 
-class _UnixConnection(http.client.HTTPConnection):
+class UnixConnection(http.client.HTTPConnection):
+    """HTTP over a Unix socket (tests/harness/client.py speaks to Pontoon with it too)."""
+
     def __init__(self, path: str, timeout: float | None):
         super().__init__("localhost", timeout=timeout)
         self._path = path
@@ -76,7 +78,7 @@ class DockerApi:
         """The event stream from now on: open when this returns (nothing
         after it is missed), then each event as dockerd sends it; it ends
         when dockerd closes it or another thread shuts ``stream`` down."""
-        conn = _UnixConnection(self.path, TIMEOUT_S)
+        conn = UnixConnection(self.path, TIMEOUT_S)
         try:
             conn.request("GET", f"/v{version_text(self.version)}/events?" + urlencode({"filters": json.dumps(filters)}))
             response = conn.getresponse()
@@ -99,7 +101,7 @@ class DockerApi:
             conn.close()
 
     def _get_json(self, path: str) -> dict:
-        conn = _UnixConnection(self.path, TIMEOUT_S)
+        conn = UnixConnection(self.path, TIMEOUT_S)
         try:
             conn.request("GET", quote(path, safe="/?=&"))
             response = conn.getresponse()

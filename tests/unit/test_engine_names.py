@@ -124,10 +124,19 @@ def wait(check, timeout=5.0):
         time.sleep(0.02)
 
 
-def follow(sock, given):
+@pytest.fixture
+def followed(sock):
+    """A fake dockerd, and names followed from it: endpoint ID -> what was given, in order."""
+    fakes = [FakeDockerd(sock)]  # a test may replace it (dockerd restarted)
+    given: dict = {}
     engine = EngineNames(sock, lambda: {OURS}, lambda e, n, a: given.setdefault(e, []).append((n, a)))
     engine.start()
-    return engine
+    wait(engine.followed.is_set)
+    try:
+        yield fakes, given
+    finally:
+        engine.stop()
+        fakes[-1].stop()
 
 
 @pytest.mark.parametrize("api,oldest,used", [("1.41", "1.12", (1, 41)), ("1.52", "1.44", (1, 52)),
@@ -149,48 +158,34 @@ def test_a_dockerd_that_wants_a_newer_api_is_refused_by_name(sock):
         fake.stop()
 
 
-def test_catch_up_and_events_ask_only_about_pontoons_networks(sock):
-    fake = FakeDockerd(sock)
-    given: dict = {}
-    engine = follow(sock, given)
-    try:
-        wait(engine.followed.is_set)
-        # The catch-up: only our network was listed, only its container asked about.
-        assert given == {"e-web": [("web", ["www", WEB[:12]])]}
-        assert f"/v1.41/networks/{THEIRS}" not in fake.asked and f"/v1.41/containers/{DB}/json" not in fake.asked
-        # Another network's connect: not even an inspect.
-        fake.send({"Type": "network", "Action": "connect", "Actor": {"ID": THEIRS, "Attributes": {"container": DB}}})
-        # A container connected later, with an alias.
-        fake.containers[LATE] = _container(LATE, "late", {OURS: ("e-late", ["later"])})
-        fake.send({"Type": "network", "Action": "connect", "Actor": {"ID": OURS, "Attributes": {"container": LATE}}})
-        wait(lambda: "e-late" in given)
-        assert given["e-late"] == [("late", ["later", LATE[:12]])]
-        assert f"/v1.41/containers/{DB}/json" not in fake.asked
-        # A rename.
-        fake.containers[WEB]["Name"] = "/site"
-        fake.send({"Type": "container", "Action": "rename", "Actor": {"ID": WEB, "Attributes": {"name": "site"}}})
-        wait(lambda: len(given["e-web"]) == 2)
-        assert given["e-web"][-1] == ("site", ["www", WEB[:12]])
-    finally:
-        engine.stop()
-        fake.stop()
+def test_catch_up_and_events_ask_only_about_pontoons_networks(followed):
+    (fake,), given = followed
+    # The catch-up: only our network was listed, only its container asked about.
+    assert given == {"e-web": [("web", ["www", WEB[:12]])]}
+    assert f"/v1.41/networks/{THEIRS}" not in fake.asked and f"/v1.41/containers/{DB}/json" not in fake.asked
+    # Another network's connect: not even an inspect.
+    fake.send({"Type": "network", "Action": "connect", "Actor": {"ID": THEIRS, "Attributes": {"container": DB}}})
+    # A container connected later, with an alias.
+    fake.containers[LATE] = _container(LATE, "late", {OURS: ("e-late", ["later"])})
+    fake.send({"Type": "network", "Action": "connect", "Actor": {"ID": OURS, "Attributes": {"container": LATE}}})
+    wait(lambda: "e-late" in given)
+    assert given["e-late"] == [("late", ["later", LATE[:12]])]
+    assert f"/v1.41/containers/{DB}/json" not in fake.asked
+    # A rename.
+    fake.containers[WEB]["Name"] = "/site"
+    fake.send({"Type": "container", "Action": "rename", "Actor": {"ID": WEB, "Attributes": {"name": "site"}}})
+    wait(lambda: len(given["e-web"]) == 2)
+    assert given["e-web"][-1] == ("site", ["www", WEB[:12]])
 
 
-def test_dockerd_restarted_is_followed_again_and_caught_up(sock):
-    fake = FakeDockerd(sock)
-    given: dict = {}
-    engine = follow(sock, given)
-    try:
-        wait(engine.followed.is_set)
-        fake.stop()
-        os.unlink(sock)
-        fake = FakeDockerd(sock)
-        fake.containers[LATE] = _container(LATE, "late", {OURS: ("e-late", [])})  # joined while away
-        wait(lambda: "e-late" in given, timeout=10)
-        assert fake.streams == 1
-    finally:
-        engine.stop()
-        fake.stop()
+def test_dockerd_restarted_is_followed_again_and_caught_up(followed, sock):
+    fakes, given = followed
+    fakes[0].stop()
+    os.unlink(sock)
+    fakes.append(FakeDockerd(sock))
+    fakes[-1].containers[LATE] = _container(LATE, "late", {OURS: ("e-late", [])})  # joined while away
+    wait(lambda: "e-late" in given, timeout=10)
+    assert fakes[-1].streams == 1
 
 
 def test_a_path_that_is_no_socket_turns_it_off(tmp_path):
