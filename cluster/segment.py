@@ -96,7 +96,7 @@ class ClusterSegment:
         self._lock = threading.Lock()
         self.names = None  # names.service.Names (plugin.cluster sets it): told of watches, records, endpoints
         self._renaming = threading.Lock()  # a rename's write against an unpublish's delete
-        self._renamed: dict[str, str] = {}  # endpoint ID -> its record as rename last wrote it
+        self._renamed: dict[str, set[str]] = {}  # endpoint ID -> the records rename may have left
 
     @property
     def _etcd(self):
@@ -281,10 +281,10 @@ class ClusterSegment:
         key = self._endpoint_key(network, endpoint)
         # Only while the key holds this endpoint's record (a new lease
         # writes it again with the same value, so not its revision: see
-        # ClusterHost.tolerate): the one ``endpoint`` makes, or the one
-        # ``rename`` wrote meanwhile (the caller read the endpoint before).
+        # ClusterHost.tolerate): the one ``endpoint`` makes, or any that
+        # ``rename`` may have written meanwhile (the caller read the endpoint before).
         with self._renaming:
-            records = {self._record(endpoint), self._renamed.pop(endpoint["id"], None)} - {None}
+            records = {self._record(endpoint)} | self._renamed.pop(endpoint["id"], set())
             self.host.tolerate(f"unpublishing endpoint {endpoint['id']}", lambda: [
                 self._etcd.txn([value_is(key, record)], [delete_op(key)]) for record in records])
 
@@ -292,16 +292,16 @@ class ClusterSegment:
         """The endpoint's record written again with the names of ``after``
         (the store has them now), if the key still holds the record of
         ``before``: a record an unpublish took (the container removed
-        meanwhile) is not made again. The record written is remembered till
-        the endpoint's unpublish, which may have read the endpoint before
-        its names changed."""
+        meanwhile) is not made again. Every record this may have left (a
+        write that failed may have been applied) is remembered till the
+        endpoint's unpublish, which may have read the endpoint before its
+        names changed."""
         key = self._endpoint_key(network, before)
         record = self._record(after)
         with self._renaming:
-            written = self._etcd.txn([value_is(key, self._renamed.get(before["id"], self._record(before)))],
+            self._renamed.setdefault(before["id"], set()).update((self._record(before), record))
+            written = self._etcd.txn([value_is(key, self._record(before))],
                                      [put_op(key, record, self.host.live())]).get("succeeded")
-            if written:
-                self._renamed[before["id"]] = record
         if written and self.names is not None:
             self.names.published(network, after)
 
