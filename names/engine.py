@@ -49,8 +49,8 @@ Give = Callable[[str, str, list[str]], None]
 def container_names(info: dict, networks: set[str]) -> dict[str, tuple[str, list[str]]]:
     """What a container's inspect ``info`` names on ``networks``: endpoint ID
     -> (its name, its aliases there and its short ID), as dockerd has them
-    (``give`` checks them). dockerd 20.10 lists the short ID among the
-    aliases itself, 26 and later in DNSNames only."""
+    (``give`` checks them). Up to API 1.44 dockerd lists the short ID
+    among the aliases itself, from 1.45 in DNSNames only: it is added here."""
     name = str(info.get("Name") or "").lstrip("/")
     short = str(info.get("Id") or "")[:SHORT_ID]
     return {settings["EndpointID"]: (name, [*(settings.get("Aliases") or []), short])
