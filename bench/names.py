@@ -50,17 +50,19 @@ class Probe:
         self.proc = subprocess.Popen(["nsenter", f"--net=/proc/{pid}/ns/net", sys.executable, "-m",
                                       "bench.dns_probe"], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      text=True, env={"PYTHONPATH": str(REPO)})
-        assert self.proc.stdout.readline().strip() == "ready"
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self._in, self._out = self.proc.stdin, self.proc.stdout
+        assert self._out.readline().strip() == "ready"
 
     def send(self, job: dict) -> None:
-        self.proc.stdin.write(json.dumps(job) + "\n")
-        self.proc.stdin.flush()
+        self._in.write(json.dumps(job) + "\n")
+        self._in.flush()
 
     def read(self) -> dict:
-        return json.loads(self.proc.stdout.readline())
+        return json.loads(self._out.readline())
 
     def close(self) -> None:
-        self.proc.stdin.close()
+        self._in.close()
         self.proc.wait(10)
 
 

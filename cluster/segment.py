@@ -285,8 +285,12 @@ class ClusterSegment:
         # ``rename`` may have written meanwhile (the caller read the endpoint before).
         with self._renaming:
             records = {self._record(endpoint)} | self._renamed.pop(endpoint["id"], set())
-            self.host.tolerate(f"unpublishing endpoint {endpoint['id']}", lambda: [
-                self._etcd.txn([value_is(key, record)], [delete_op(key)]) for record in records])
+
+            def delete() -> None:
+                for record in records:
+                    self._etcd.txn([value_is(key, record)], [delete_op(key)])
+
+            self.host.tolerate(f"unpublishing endpoint {endpoint['id']}", delete)
 
     def rename(self, network: dict, before: dict, after: dict) -> None:
         """The endpoint's record written again with the names of ``after``

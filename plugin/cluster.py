@@ -184,7 +184,7 @@ class Room:
         with self.store.transaction() as tx:
             before = tx.get_endpoint(endpoint_id)
             network = tx.get_network(before["network_id"]) if before is not None else None
-            if network is None or "cluster" not in network:
+            if before is None or network is None or "cluster" not in network:
                 return
             after = {k: v for k, v in before.items() if k not in ("name", "aliases")}
             after.update({"name": kept[0]} if kept else {}, **({"aliases": others} if others else {}))

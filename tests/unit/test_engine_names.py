@@ -29,7 +29,7 @@ class FakeDockerd(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         self.asked: list[str] = []
         self.containers = {WEB: _container(WEB, "web", {OURS: ("e-web", ["www"])}),
                            DB: _container(DB, "db", {THEIRS: ("e-db", [])})}
-        self.events: list[dict] = []
+        self.events: list[dict | None] = []  # None ends the open streams
         self.more = threading.Condition()
         self.streams = 0
         super().__init__(path, Handler)
