@@ -210,7 +210,9 @@ def _markdown(res: dict, plots: list[str]) -> str:
         lines += ["", f"**Section `{name}` failed:** `{tb.strip().splitlines()[-1]}`"]
     lines += ["", "Baselines: 1, 2 and 7 Docker's builtin bridge driver on the same dockerd; 4 the "
               "operations around the 10th; 6 a bare Flask + gunicorn app with the same worker "
-              "settings (bench/floor_app.py).", ""]
+              "settings (bench/floor_app.py).", "",
+              "Names across hosts (issue 19) are measured apart, on two real dockerds: `python -m bench.names "
+              "--write`, [bench-names.md](bench-names.md).", ""]
 
     missed = [(n, what, key) for n, what, _a, _b, _r, _t, ok, key in rows if ok is False]
     if missed:

@@ -33,7 +33,12 @@ class EndpointRecord:
     vtep: str
     mac: str
     addresses: tuple[str, ...]
-    name: str | None = None  # the container's (dockerd 29 and later); older records and hosts have none
+    name: str | None = None  # the container's (dockerd 29, or the Engine API); older records and hosts have none
+    aliases: tuple[str, ...] = ()  # its network aliases and short ID (the Engine API: names/engine.py)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return ((self.name,) if self.name else ()) + self.aliases
 
 
 def endpoint(key: str, value: str, pools: list, gateways: set[str]) -> EndpointRecord:
@@ -71,7 +76,7 @@ def endpoint(key: str, value: str, pools: list, gateways: set[str]) -> EndpointR
             name = names.endpoint_name("name", raw["name"])
         except BadRequest as exc:  # the peers are right all the same: only DNS goes without
             log.error("endpoint record %s: its name is skipped: %s", key, exc)
-    return EndpointRecord(host, str(vtep), mac, parsed, name)
+    return EndpointRecord(host, str(vtep), mac, parsed, name, names.usable(raw.get("aliases")))
 
 
 def holder(value: str) -> str:

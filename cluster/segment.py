@@ -95,6 +95,8 @@ class ClusterSegment:
         self._gone: set[str] | None = None  # while a republish runs: networks and endpoints deleted since
         self._lock = threading.Lock()
         self.names = None  # names.service.Names (plugin.cluster sets it): told of watches, records, endpoints
+        self._renaming = threading.Lock()  # a rename's write against an unpublish's delete
+        self._renamed: dict[str, set[str]] = {}  # endpoint ID -> the records rename may have left
 
     @property
     def _etcd(self):
@@ -266,6 +268,8 @@ class ClusterSegment:
                                 for a in (endpoint["address"], endpoint["address_v6"]) if a]}
         if endpoint.get("name"):  # what other hosts' DNS answers for (names/); none before dockerd 29
             record["name"] = endpoint["name"]
+        if endpoint.get("aliases"):  # from the Engine API only (names/engine.py)
+            record["aliases"] = endpoint["aliases"]
         return json.dumps(record, sort_keys=True)
 
     def unpublish(self, network: dict, endpoint: dict) -> None:
@@ -277,10 +281,33 @@ class ClusterSegment:
         key = self._endpoint_key(network, endpoint)
         # Only while the key holds this endpoint's record (a new lease
         # writes it again with the same value, so not its revision: see
-        # ClusterHost.tolerate).
-        record = self._record(endpoint)
-        self.host.tolerate(f"unpublishing endpoint {endpoint['id']}",
-                           lambda: self._etcd.txn([value_is(key, record)], [delete_op(key)]))
+        # ClusterHost.tolerate): the one ``endpoint`` makes, or any that
+        # ``rename`` may have written meanwhile (the caller read the endpoint before).
+        with self._renaming:
+            records = {self._record(endpoint)} | self._renamed.pop(endpoint["id"], set())
+
+            def delete() -> None:
+                for record in records:
+                    self._etcd.txn([value_is(key, record)], [delete_op(key)])
+
+            self.host.tolerate(f"unpublishing endpoint {endpoint['id']}", delete)
+
+    def rename(self, network: dict, before: dict, after: dict) -> None:
+        """The endpoint's record written again with the names of ``after``
+        (the store has them now), if the key still holds the record of
+        ``before``: a record an unpublish took (the container removed
+        meanwhile) is not made again. Every record this may have left (a
+        write that failed may have been applied) is remembered till the
+        endpoint's unpublish, which may have read the endpoint before its
+        names changed."""
+        key = self._endpoint_key(network, before)
+        record = self._record(after)
+        with self._renaming:
+            self._renamed.setdefault(before["id"], set()).update((self._record(before), record))
+            written = self._etcd.txn([value_is(key, self._record(before))],
+                                     [put_op(key, record, self.host.live())]).get("succeeded")
+        if written and self.names is not None:
+            self.names.published(network, after)
 
     def _endpoint_key(self, network: dict, endpoint: dict) -> str:
         return keys.prefix("endpoints", network["cluster"]["pool"]) + f"{self.host.host_id}/{endpoint['id']}"

@@ -35,4 +35,16 @@ def collect(etcd: Etcd) -> dict:
         endpoints.append({"pool": keys.cidr_of(name)[1], "id": endpoint_id, **json.loads(kv.value)})
     hosts = [{"id": h, "advertise": live.get(h, {}).get("advertise", ""), "live": h in live,
               "last_seen": seen.get(h)} for h in sorted(set(live) | set(seen))]
-    return {"hosts": hosts, "networks": networks, "endpoints": endpoints}
+    return {"hosts": hosts, "networks": networks, "endpoints": endpoints, "clashes": clashes(endpoints)}
+
+
+def clashes(endpoints: list[dict]) -> list[dict]:
+    """Container names held by more than one endpoint of a network (two
+    ``web`` on two hosts): DNS answers all their addresses, as for an
+    alias, which may not be what was meant. Aliases shared are not clashes."""
+    held: dict[tuple[str, str], list[dict]] = {}
+    for e in endpoints:
+        if isinstance(e.get("name"), str):
+            held.setdefault((e["pool"], e["name"].lower()), []).append(e)
+    return [{"pool": pool, "name": name, "endpoints": [{"id": e["id"], "host": e.get("host")} for e in found]}
+            for (pool, name), found in sorted(held.items()) if len(found) > 1]

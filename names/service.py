@@ -87,21 +87,26 @@ class Names:
     def records(self, pool: str, records: dict) -> None:
         """A full read: ``records`` maps each record key the watch applies to
         its parsed record (cluster.records.EndpointRecord)."""
-        self.table.replace(pool, REMOTE, {key: (r.name, r.addresses) for key, r in records.items()
-                                          if r.name and r.host != self._me})
+        self.table.replace(pool, REMOTE, {key: (r.names, r.addresses) for key, r in records.items()
+                                          if r.names and r.host != self._me})
 
     def record(self, pool: str, key: str, record) -> None:
         """One record written (``record``) or gone or not applied (None)."""
-        if record is None or not record.name:
+        if record is None or not record.names:
             self.table.remove(pool, key)
         elif record.host != self._me:
-            self.table.put(pool, key, record.name, record.addresses)
+            self.table.put(pool, key, record.names, record.addresses)
 
     # -- this host's endpoints ----------------------------------------------------------------
     def published(self, network: dict, endpoint: dict) -> None:
-        if endpoint.get("name"):
-            addresses = [str(ipaddress.ip_interface(a).ip) for a in (endpoint["address"], endpoint["address_v6"]) if a]
-            self.table.put(network["cluster"]["pool"], LOCAL + endpoint["id"], endpoint["name"], addresses)
+        """Also when the endpoint's names change (names given again)."""
+        held = ([endpoint["name"]] if endpoint.get("name") else []) + endpoint.get("aliases", [])
+        key = LOCAL + endpoint["id"]
+        if not held:
+            self.table.remove(network["cluster"]["pool"], key)
+            return
+        addresses = [str(ipaddress.ip_interface(a).ip) for a in (endpoint["address"], endpoint["address_v6"]) if a]
+        self.table.put(network["cluster"]["pool"], key, held, addresses)
 
     def unpublished(self, network: dict, endpoint: dict) -> None:
         self.table.remove(network["cluster"]["pool"], LOCAL + endpoint["id"])

@@ -4,8 +4,9 @@ A network is named as the cluster names it (its pool, ``keys.pool_name``),
 the same on every host. An entry is one endpoint's name and addresses,
 keyed by where it came from: an etcd record key for other hosts' endpoints
 (fed from cluster.segment.PeerWatch), ``local/<endpoint ID>`` for this
-host's (fed when they are published). A name held by several endpoints
-answers with all their addresses, as Docker's resolver does.
+host's (fed when they are published). An endpoint holds several names (the
+container's, its network aliases, its short ID); a name held by several
+endpoints answers with all their addresses, as Docker's resolver does.
 """
 from __future__ import annotations
 
@@ -21,28 +22,30 @@ class NameTable:
         self._lock = threading.Lock()
         # network -> name (lower case) -> key -> addresses
         self._names: dict[str, dict[str, dict[str, tuple[Address, ...]]]] = {}
-        self._keys: dict[str, dict[str, str]] = {}  # network -> key -> its name
+        self._keys: dict[str, dict[str, tuple[str, ...]]] = {}  # network -> key -> its names
 
-    def put(self, network: str, key: str, name: str, addresses: Iterable[str]) -> None:
+    def put(self, network: str, key: str, names: Iterable[str], addresses: Iterable[str]) -> None:
         parsed = tuple(ipaddress.ip_address(a) for a in addresses)
+        held = tuple(dict.fromkeys(n.lower() for n in names))
         with self._lock:
             self._remove(network, key)
-            self._names.setdefault(network, {}).setdefault(name.lower(), {})[key] = parsed
-            self._keys.setdefault(network, {})[key] = name.lower()
+            for name in held:
+                self._names.setdefault(network, {}).setdefault(name, {})[key] = parsed
+            self._keys.setdefault(network, {})[key] = held
 
     def remove(self, network: str, key: str) -> None:
         with self._lock:
             self._remove(network, key)
 
-    def replace(self, network: str, prefix: str, entries: dict[str, tuple[str, Iterable[str]]]) -> None:
+    def replace(self, network: str, prefix: str, entries: dict[str, tuple[Iterable[str], Iterable[str]]]) -> None:
         """The network's entries whose keys start with ``prefix`` become
-        ``entries`` (key -> (name, addresses)); the others stay (a full
+        ``entries`` (key -> (names, addresses)); the others stay (a full
         read of other hosts' records leaves this host's own)."""
         with self._lock:
             for key in [k for k in self._keys.get(network, {}) if k.startswith(prefix)]:
                 self._remove(network, key)
-        for key, (name, addresses) in entries.items():
-            self.put(network, key, name, addresses)
+        for key, (names, addresses) in entries.items():
+            self.put(network, key, names, addresses)
 
     def drop(self, network: str) -> None:
         with self._lock:
@@ -63,10 +66,8 @@ class NameTable:
         return found
 
     def _remove(self, network: str, key: str) -> None:
-        name = self._keys.get(network, {}).pop(key, None)
-        if name is None:
-            return
-        held = self._names[network][name]
-        held.pop(key, None)
-        if not held:
-            del self._names[network][name]
+        for name in self._keys.get(network, {}).pop(key, ()):
+            held = self._names[network][name]
+            held.pop(key, None)
+            if not held:
+                del self._names[network][name]

@@ -22,7 +22,9 @@ from cluster.ipam import ClusterIpam, held_pairs
 from cluster.segment import ClusterSegment, Lost, pool_names
 from handlers.network import bridge_spec
 
+from names.engine import EngineNames
 from names.service import Names
+from spec import names as spec_names
 
 from .config import Settings
 from .store import Store
@@ -74,6 +76,8 @@ class Room:
         self.names = Names(self.host.host_id, self._askers, settings.dns_resolv_conf, settings.dns_port) \
             if settings.dns_port else None
         self.segment.names = self.names
+        self.engine_names = EngineNames(settings.docker_socket, self._cluster_network_ids, self.give_names) \
+            if self.names is not None and settings.docker_socket else None
         self.ipam: ClusterIpam | None = None
 
     def wrap_ipam(self, local, host_routes, pools_v4, pools_v6) -> ClusterIpam:
@@ -165,6 +169,35 @@ class Room:
         return {n["cluster"]["pool"] for n in networks
                 if n is not None and "cluster" in n and not n["cluster"].get("lost")}
 
+    def _cluster_network_ids(self) -> set[str]:
+        with self.store.snapshot() as tx:
+            return {n["id"] for n in tx.list_networks() if "cluster" in n and not n["cluster"].get("lost")}
+
+    def give_names(self, endpoint_id: str, name: str, aliases: list[str]) -> None:
+        """The names dockerd's Engine API gives a container's endpoint
+        (names.engine): kept in the store, and in the endpoint's record if
+        it is published (a lost endpoint is not; an outage's rejoin
+        publishes the store's names). Nothing is written when they are the
+        ones held already."""
+        kept = spec_names.usable([name] if name else [])  # a name DNS cannot answer for: the aliases still can
+        others = list(spec_names.usable([*kept, *aliases])[len(kept):])
+        with self.store.transaction() as tx:
+            before = tx.get_endpoint(endpoint_id)
+            network = tx.get_network(before["network_id"]) if before is not None else None
+            if before is None or network is None or "cluster" not in network:
+                return
+            after = {k: v for k, v in before.items() if k not in ("name", "aliases")}
+            after.update({"name": kept[0]} if kept else {}, **({"aliases": others} if others else {}))
+            if after == before:
+                return
+            tx.put_endpoint(after)
+        if network["cluster"].get("lost") or before.get("lost"):
+            return
+        try:
+            self.segment.rename(network, before, after)
+        except EtcdUnavailable as exc:
+            log.warning("endpoint %s's names are kept, and published when etcd is back: %s", endpoint_id, exc)
+
     def _cut_off(self, network: dict, why: str) -> None:
         """Mark ``network`` in the store as cut off from the cluster (so no
         restart puts its VXLAN device back) before taking it out of the
@@ -199,6 +232,8 @@ class Room:
         network, or an outage postponed teardown, is etcd needed now (and
         then in a thread of its own, so a missing etcd delays nothing);
         otherwise at the first call."""
+        if self.engine_names is not None:
+            self.engine_names.start()
         networks, _ = self._stored()
         if not any("cluster" in n for n in networks) and not self.host.owes():
             return

@@ -64,6 +64,9 @@ class Settings:
     dns_resolv_conf: str = "/etc/resolv.conf"
     # Port of that DNS on each cluster network's gateway; 0 turns it off.
     dns_port: int = 53
+    # Cluster mode: dockerd's Engine API socket, where containers' names come
+    # from before dockerd 29 (names/engine.py); empty turns it off.
+    docker_socket: str = "/var/run/docker.sock"
 
     @property
     def clustered(self) -> bool:

@@ -76,11 +76,22 @@ def render_cluster(cluster: dict) -> str:
         ("CLUSTER NETWORKS", ["POOL", "SPACE", "VNI", "MTU", "HOSTS"], [
             [n["pool"], n["space"], n["vni"] or "-", n["options"].get("mtu") or "-", " ".join(n["hosts"]) or "-"]
             for n in cluster["networks"]]),
-        ("CLUSTER ENDPOINTS", ["POOL", "ENDPOINT", "HOST", "VTEP", "MAC", "ADDRESSES"], [
-            [e["pool"], e["id"][:12], e["host"], e["vtep"], e["mac"], " ".join(e["addresses"]) or "-"]
+        ("CLUSTER ENDPOINTS", ["POOL", "ENDPOINT", "HOST", "VTEP", "MAC", "ADDRESSES", "NAMES"], [
+            [e["pool"], e["id"][:12], e["host"], e["vtep"], e["mac"], " ".join(e["addresses"]) or "-",
+             _names(e) or "-"]
             for e in cluster["endpoints"]]),
     ]
+    if cluster.get("clashes"):  # names.engine, cluster.view.clashes
+        sections.append(("NAME CLASHES: ONE NAME, SEVERAL CONTAINERS (DNS ANSWERS ALL)", ["POOL", "NAME", "HELD BY"], [
+            [c["pool"], c["name"], " ".join(f'{e["id"][:12]}@{e["host"]}' for e in c["endpoints"])]
+            for c in cluster["clashes"]]))
     return "\n\n".join(_table(title, header, rows) for title, header, rows in sections) + "\n"
+
+
+def _names(record: dict) -> str:
+    """An etcd record's names as written (inspect shows even a bad record)."""
+    aliases = record.get("aliases")
+    return " ".join(map(str, [record.get("name") or "", *(aliases if isinstance(aliases, list) else [])])).strip()
 
 
 def _lost_section(state: dict) -> list:

@@ -32,6 +32,19 @@ def endpoint_name(field: str, value) -> str:
     return value
 
 
+def usable(values) -> tuple[str, ...]:
+    """The names of ``values`` DNS can answer for, in order, each once
+    (case-insensitively): aliases are the user's, and a bad one costs only
+    itself."""
+    kept: dict[str, str] = {}
+    for value in values if isinstance(values, (list, tuple)) else ():
+        try:
+            kept.setdefault(endpoint_name("aliases", value).lower(), value)
+        except BadRequest:
+            continue
+    return tuple(kept.values())
+
+
 def optional_name(options: dict | None) -> str | None:
     """The endpoint name RequestAddress ``options`` carry, if any and valid:
     a name is an extra (a container without one is served all the same),

@@ -26,8 +26,10 @@ import subprocess
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -275,6 +277,14 @@ def two_hosts(request, tmp_path):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is missing (apt-get install util-linux iproute2)")
     plugin_dir = request.getfixturevalue("plugin_dir") if mode == "managed" else None
+    with two_hosts_up(build, mode, tls, tmp_path, plugin_dir) as made:
+        yield made
+
+
+@contextmanager
+def two_hosts_up(build: matrix.Build, mode: str, tls: bool, tmp_path: Path, plugin_dir: Path | None = None
+                 ) -> Iterator[TwoHosts]:
+    """The two hosts, etcd and Pontoons of ``two_hosts`` (bench/names.py runs them too)."""
     underlay = Underlay()
     etcd = Etcd(tmp_path / "etcd", underlay.address, underlay.ns, tls=tls)
     # dockerd's containerd puts sockets under the exec root: pytest's tmp_path
@@ -295,6 +305,11 @@ def two_hosts(request, tmp_path):
             for name in PEM.values():
                 shutil.copy(etcd.pki[name], base / "state/etcd")
             settings |= {setting: f"{PLUGIN_STATE}/etcd/{name}" for setting, name in PEM.items()}
+        # Names (test_multihost_names.py): dockerd's API socket given as the
+        # README has users give it, and no resolver to forward other names
+        # to, so the tests' queries stay on this machine.
+        settings["PONTOON_DNS_RESOLV_CONF"] = "/dev/null"
+        settings["PONTOON_DOCKER_SOCKET" if mode == "process" else "docker-socket.source"] = str(daemon.sock)
         if mode == "process":
             plugin = HostPontoon(daemon, base, settings)
         else:

@@ -2,11 +2,10 @@
 test client, checking every reply against its schema in spec/."""
 from __future__ import annotations
 
-import http.client
 import json
-import socket
 
 import spec
+from names.docker_api import UnixConnection
 
 # What dockerd sends (moby pkg/plugins): this Accept header, no Content-Type.
 HEADERS = {"Accept": "application/vnd.docker.plugins.v1.2+json"}
@@ -18,23 +17,12 @@ class ProtocolError(Exception):
         super().__init__(f"{method}: {status} {body.get('Err')}")
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float):
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self._path)
-
-
 class SocketTransport:
     def __init__(self, path: str, timeout: float = 30.0):
         self.path, self.timeout = path, timeout
 
     def post(self, path: str, data: bytes) -> tuple[int, bytes]:
-        conn = _UnixConnection(self.path, self.timeout)
+        conn = UnixConnection(self.path, self.timeout)
         try:
             conn.request("POST", path, body=data, headers=HEADERS)
             resp = conn.getresponse()

@@ -89,3 +89,30 @@ def test_a_bad_name_skips_the_name_not_the_record(bad, caplog):
     record = records.endpoint("endpoints/p/h1/e", _record(name=bad), POOLS, set())
     assert record.name is None and record.addresses == ("10.90.0.5",)
     assert "name is skipped" in caplog.text
+
+
+def test_aliases_keep_the_good_ones_once():
+    assert names.usable(["www", "WWW", "no good", 7, "abcdef012345"]) == ("www", "abcdef012345")
+    assert names.usable("www") == () and names.usable(None) == ()
+
+
+def test_a_records_aliases_are_parsed_and_a_bad_one_costs_itself():
+    import ipaddress
+    import json
+
+    from cluster import records
+
+    raw = {"host": "h2", "vtep": "192.0.2.2", "mac": "02:00:00:00:00:05", "addresses": ["10.9.0.5"],
+           "name": "web", "aliases": ["www", "bad name", "abcdef012345"]}
+    record = records.endpoint("endpoints/p/h2/e1", json.dumps(raw), [ipaddress.ip_network("10.9.0.0/24")], set())
+    assert record.names == ("web", "www", "abcdef012345")
+
+
+def test_a_container_name_on_two_hosts_is_a_clash_and_a_shared_alias_is_not():
+    from cluster.view import clashes
+
+    endpoints = [{"pool": "10.9.0.0/24", "id": "e1", "host": "h1", "name": "web", "aliases": ["www"]},
+                 {"pool": "10.9.0.0/24", "id": "e2", "host": "h2", "name": "Web", "aliases": ["www"]},
+                 {"pool": "10.9.0.0/24", "id": "e3", "host": "h2", "name": "db", "aliases": ["www"]}]
+    assert clashes(endpoints) == [{"pool": "10.9.0.0/24", "name": "web",
+                                   "endpoints": [{"id": "e1", "host": "h1"}, {"id": "e2", "host": "h2"}]}]

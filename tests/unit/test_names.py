@@ -31,8 +31,8 @@ NET, OTHER = "LocalDefault/10.90.0.0/24", "LocalDefault/10.91.0.0/24"
 # -- the table -------------------------------------------------------------------------------
 def test_a_name_held_by_several_endpoints_has_all_their_addresses():
     table = NameTable()
-    table.put(NET, "endpoints/p/h1/a", "web", ["10.90.0.5"])
-    table.put(NET, "endpoints/p/h2/b", "Web", ["10.90.0.6", "fd00::6"])
+    table.put(NET, "endpoints/p/h1/a", ["web"], ["10.90.0.5"])
+    table.put(NET, "endpoints/p/h2/b", ["Web"], ["10.90.0.6", "fd00::6"])
     assert sorted(map(str, table.lookup([NET], "WEB"))) == ["10.90.0.5", "10.90.0.6", "fd00::6"]
     assert table.lookup([OTHER], "web") is None and table.lookup([NET], "db") is None
     table.remove(NET, "endpoints/p/h1/a")
@@ -41,9 +41,9 @@ def test_a_name_held_by_several_endpoints_has_all_their_addresses():
 
 def test_a_full_read_replaces_the_records_and_keeps_this_hosts_own():
     table = NameTable()
-    table.put(NET, "local/e1", "mine", ["10.90.0.2"])
-    table.put(NET, "endpoints/p/h2/x", "gone", ["10.90.0.3"])
-    table.replace(NET, "endpoints/", {"endpoints/p/h2/y": ("new", ["10.90.0.4"])})
+    table.put(NET, "local/e1", ["mine"], ["10.90.0.2"])
+    table.put(NET, "endpoints/p/h2/x", ["gone"], ["10.90.0.3"])
+    table.replace(NET, "endpoints/", {"endpoints/p/h2/y": (["new"], ["10.90.0.4"])})
     assert table.lookup([NET], "gone") is None
     assert table.lookup([NET], "mine") and table.lookup([NET], "new")
     table.drop(NET)
@@ -52,8 +52,8 @@ def test_a_full_read_replaces_the_records_and_keeps_this_hosts_own():
 
 def test_a_record_put_again_under_another_name_loses_the_old_one():
     table = NameTable()
-    table.put(NET, "k", "old", ["10.90.0.2"])
-    table.put(NET, "k", "new", ["10.90.0.2"])
+    table.put(NET, "k", ["old"], ["10.90.0.2"])
+    table.put(NET, "k", ["new"], ["10.90.0.2"])
     assert table.lookup([NET], "old") is None and table.lookup([NET], "new")
 
 
@@ -263,3 +263,13 @@ def test_a_flood_is_bounded_and_local_names_stay_answered(running):
     for conn in idle:
         conn.close()
     flood.close()
+
+
+def test_an_endpoints_names_all_answer_and_go_together():
+    table = NameTable()
+    table.put(NET, "k", ["web", "www", "abcdef012345"], ["10.90.0.2"])
+    table.put(NET, "j", ["db", "www"], ["10.90.0.3"])
+    assert [str(a) for a in table.lookup([NET], "abcdef012345")] == ["10.90.0.2"]
+    assert sorted(map(str, table.lookup([NET], "www"))) == ["10.90.0.2", "10.90.0.3"]
+    table.put(NET, "k", ["site"], ["10.90.0.2"])  # renamed, its alias gone
+    assert table.lookup([NET], "web") is None and [str(a) for a in table.lookup([NET], "www")] == ["10.90.0.3"]
