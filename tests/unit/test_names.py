@@ -249,16 +249,15 @@ def test_a_flood_is_bounded_and_local_names_stay_answered(running):
     port, pool = running({"web": ["10.90.0.5"]}, silent=True, workers=2, in_flight=4)
     idle = [socket.create_connection(("127.0.0.1", port), timeout=3) for _ in range(10)]
     flood = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    started = time.monotonic()
-    sent = 0
-    while time.monotonic() - started < 4 and sent < 4000:  # about 2000 a second: more than any container asks
+    # Up to about 2000 a second, more than any container asks; bounded by
+    # count, not time, so a busy machine makes it slower, not shorter.
+    for sent in range(1, 4001):
         flood.sendto(ask(f"x{sent}.example.org.") if sent % 2 else bytes(sent % 300), ("127.0.0.1", port))
-        sent += 1
         if sent % 2 == 0:
             time.sleep(0.001)
         if sent % 500 == 0:
             assert asked(port, "web.").answer[0][0].address == "10.90.0.5"
-    assert sent == 4000 and pool.dropped > 0
+    assert pool.dropped > 0
     assert udp(port, "web.", timeout=2).answer[0][0].address == "10.90.0.5"
     for conn in idle:
         conn.close()
