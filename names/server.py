@@ -129,16 +129,17 @@ class Listener:
         with selectors.DefaultSelector() as selector:
             selector.register(self._wake_r, selectors.EVENT_READ)
             for sock, kind in self._sockets:
-                selector.register(sock, selectors.EVENT_READ, kind)
+                selector.register(sock, selectors.EVENT_READ, (kind, sock))
             try:
                 while True:
                     for key, _ in selector.select():
-                        if key.fileobj == self._wake_r:
+                        if key.data is None:  # the wake pipe
                             return
-                        if key.data == socket.SOCK_DGRAM:
-                            self._datagram(key.fileobj)
+                        kind, sock = key.data
+                        if kind == socket.SOCK_DGRAM:
+                            self._datagram(sock)
                         else:
-                            self._accept(key.fileobj)
+                            self._accept(sock)
             finally:
                 self._close_sockets()
                 os.close(self._wake_r)
