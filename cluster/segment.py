@@ -16,6 +16,9 @@ host's dockerd makes its own network ID for it, but all hand in the pool.
   so they vanish from the others' datapath when this host dies.
 - this host's own address on the network (cluster.hostaddr), made with the
   VXLAN device and published like an endpoint.
+- the VXLAN guard (datapath.vxlanguard): each network's VNI takes VXLAN
+  only from the hosts whose records its watch applies, kept from the same
+  watch that keeps the peers.
 """
 from __future__ import annotations
 
@@ -83,14 +86,18 @@ def pool_names(network: dict) -> list[str]:
 class ClusterSegment:
     connectivity = "global"
 
-    def __init__(self, host: ClusterHost, overlay, dp, host_addresses: HostAddresses | None = None):
+    def __init__(self, host: ClusterHost, overlay, dp, host_addresses: HostAddresses | None = None, guard=None):
         """``overlay`` is a datapath.overlay.Overlay; ``dp`` gives VxlanSpec,
         Peer, default_mtu and vxlan_name (datapath.overlay and names).
-        ``host_addresses``: None makes none (tests that count peers)."""
+        ``host_addresses``: None makes none (tests that count peers).
+        ``guard``: a datapath.vxlanguard.VxlanGuard, None for none."""
         self.host = host
         self.overlay = overlay
         self.dp = dp
         self.host_addresses = host_addresses
+        self.guard = guard
+        self._guarded = None  # (members, settled) last applied to the guard
+        self._guard_lock = threading.Lock()
         self._watches: dict[str, PeerWatch] = {}  # network ID -> its watch
         self._gone: set[str] | None = None  # while a republish runs: networks and endpoints deleted since
         self._lock = threading.Lock()
@@ -200,6 +207,7 @@ class ClusterSegment:
                                   local=self.host.advertise, bridge=network["bridge"], mtu=o["mtu"])
 
     def attach(self, network: dict) -> None:
+        self.admit(also=network["cluster"]["vni"])  # guarded before the device takes anything
         self.overlay.create(self.spec(network))
         self._publish_host_address(network)
         self._watch(network)
@@ -224,6 +232,7 @@ class ClusterSegment:
         if self.host_addresses is not None:  # its record went with the others
             self.host_addresses.release(network)
         self.overlay.delete(self.spec(network))
+        self.admit()
 
     def _remove_records(self, prefix: str, written: int) -> None:
         """Delete the records under ``prefix`` (this host's on a pool) last
@@ -316,6 +325,8 @@ class ClusterSegment:
                     self.host_addresses.restore(network)
                 wanted.add(spec.name)
                 changes.append(f"vxlan of network {network['id']} in place")
+        if not wanted and self.guard is not None:  # the last network went while no process ran
+            self.guard.remove()
         return changes + self.overlay.reconcile(wanted)
 
     # -- networks the cluster no longer holds --------------------------------------------
@@ -373,6 +384,7 @@ class ClusterSegment:
         self.overlay.delete(self.spec(network))
         if self.host_addresses is not None:  # its claim is no longer this host's: freed only if it is
             self.host_addresses.release(network)
+        self.admit()
 
     def resume(self, networks: list[dict], endpoints: list[dict], lease: int, pools: set[str]) -> list[Lost]:
         """Once the worker has its lease (at start, or a lost lease
@@ -425,6 +437,7 @@ class ClusterSegment:
         finally:
             with self._lock:
                 self._gone = None
+            self.admit()  # the guard's removals waited for the republish
 
     def _deleted(self, *ids: str) -> bool:
         with self._lock:
@@ -499,6 +512,31 @@ class ClusterSegment:
                          put_op(keys.prefix("held", self.host.host_id) + f"{name}/{keys.hexaddr(addr)}", "")]
         return compares, puts + [put_op(self._endpoint_key(network, endpoint), self._record(endpoint), lease)]
 
+    def admit(self, also: int | None = None) -> None:
+        """Keep the guard to the watches: each watched network's VNI takes
+        VXLAN from the hosts of the peers its watch keeps (``also``: a VNI
+        whose watch is yet to come, taking none). Nothing is taken out of
+        it until every watch has read its records once and no republish is
+        under way: at start-up the watches come one by one, and the members
+        the kernel holds from the last process stay until then. With no
+        network left, the guard goes."""
+        if self.guard is None:
+            return
+        with self._guard_lock:
+            with self._lock:
+                watches = list(self._watches.values())
+                settled = self._gone is None and all(w.vteps is not None for w in watches)
+            members = {w.vni: set(w.vteps or ()) for w in watches}
+            if also is not None:
+                members.setdefault(also, set())
+            if (members, settled) == self._guarded:
+                return
+            if settled and not members:
+                self.guard.remove()
+            else:
+                self.guard.apply(members, prune=settled)
+            self._guarded = (members, settled)
+
     def watched(self) -> list[str]:
         with self._lock:
             return sorted(self._watches)
@@ -534,6 +572,12 @@ class PeerWatch:
         self._gateways = {p["gateway"].split("/")[0] for p in network["ipv4"] + network["ipv6"] if p.get("gateway")}
         prefix = keys.prefix("endpoints", network["cluster"]["pool"])
         self._watch = Watch(segment.host.etcd, prefix, self._sync, self._event)
+        self.vni = self._spec.vni
+        self.vteps: frozenset | None = None  # the hosts of the peers kept, once the records were read
+
+    def _guard(self) -> None:
+        self.vteps = frozenset(p.vtep for p in self._wanted())
+        self._segment.admit()
 
     def start(self) -> None:
         if self._segment.names is not None:
@@ -636,6 +680,7 @@ class PeerWatch:
             self._drop_kept_sharing(set().union(*self._known.values()))
         for change in self._segment.overlay.sync_peers(self._spec, self._wanted()):
             log.info("peers of %s: %s", self._spec.name, change)
+        self._guard()
 
     def _event(self, kind: str, kv: KeyValue) -> None:
         """Only what changed: a record written again (a new lease) keeps its
@@ -664,6 +709,7 @@ class PeerWatch:
         elif away:
             self._kept[kv.key] = had
         after = self._wanted()
+        self._guard()  # a new host's VXLAN is taken from before its peers are in place
         gone = before - after
         for peer in gone:
             self._segment.overlay.remove_peer(self._spec, peer)

@@ -60,8 +60,13 @@ def _inspect(settings: config.Settings, section: str | None, as_json: bool) -> i
         from cluster import view
         from cluster.etcd import Etcd, EtcdUnavailable
 
+        from datapath.vxlanguard import VxlanGuard
+
         from .cluster import etcd_tls
 
+        # Read in this network namespace: run inspect where the server runs.
+        state["vxlan_guard"] = {"dropped": VxlanGuard(settings.name).dropped()}
+        text += "" if as_json else "\n" + inspect.render_guard(state["vxlan_guard"])
         try:
             state["cluster"] = view.collect(Etcd(settings.etcd_endpoints, tls=etcd_tls(settings)))
         except EtcdUnavailable as exc:

@@ -63,14 +63,17 @@ class Room:
         (datapath.hostaddr, the default with the real overlay), None for none."""
         self.host = cluster_host(settings)
         self.store = store
+        guard = None
         if overlay is None:
             from datapath import hostaddr as host_kernel
+            from datapath.vxlanguard import VxlanGuard
 
             overlay, dp = datapath_overlay(settings.name)
+            guard = VxlanGuard(settings.name, dp.VxlanSpec.port)
         addresses = None if host_kernel is None else \
             hostaddr.HostAddresses(self.host, host_kernel, self._remember_host_address,
                                    lambda network: bridge_spec(network).addresses)
-        self.segment = ClusterSegment(self.host, overlay, dp, addresses)
+        self.segment = ClusterSegment(self.host, overlay, dp, addresses, guard)
         self.names = Names(self.host.host_id, self._askers, settings.dns_resolv_conf, settings.dns_port) \
             if settings.dns_port else None
         self.segment.names = self.names

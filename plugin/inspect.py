@@ -83,6 +83,14 @@ def render_cluster(cluster: dict) -> str:
     return "\n\n".join(_table(title, header, rows) for title, header, rows in sections) + "\n"
 
 
+def render_guard(guard: dict) -> str:
+    """The VXLAN guard (datapath.vxlanguard): datagrams to a cluster
+    network's VNI from a host that is no member of it, dropped."""
+    dropped = guard["dropped"]
+    return _table("VXLAN GUARD", ["DROPPED FROM NON-MEMBERS"],
+                  [[dropped if dropped is not None else "- (no cluster network here)"]]) + "\n"
+
+
 def _lost_section(state: dict) -> list:
     """Cluster networks cut off from the cluster (plugin.cluster.Room._cut_off)
     and endpoints this host did not publish again, an address of theirs
