@@ -74,7 +74,7 @@ def render_cluster(cluster: dict) -> str:
              time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(h["last_seen"])) if h["last_seen"] else "-"]
             for h in cluster["hosts"]]),
         ("CLUSTER NETWORKS", ["POOL", "SPACE", "VNI", "MTU", "HOSTS"], [
-            [n["pool"], n["space"], n["vni"] or "-", n["options"].get("mtu") or "-", " ".join(n["hosts"]) or "-"]
+            [n["pool"], n["space"], n["vni"] or "-", _mtu(n["options"]), " ".join(n["hosts"]) or "-"]
             for n in cluster["networks"]]),
         ("CLUSTER ENDPOINTS", ["POOL", "ENDPOINT", "HOST", "VTEP", "MAC", "ADDRESSES"], [
             [e["pool"], e["id"][:12], e["host"], e["vtep"], e["mac"], " ".join(e["addresses"]) or "-"]
@@ -83,12 +83,14 @@ def render_cluster(cluster: dict) -> str:
     return "\n\n".join(_table(title, header, rows) for title, header, rows in sections) + "\n"
 
 
-def render_guard(guard: dict) -> str:
+def render_between_hosts(state: dict) -> str:
     """The VXLAN guard (datapath.vxlanguard): datagrams to a cluster
-    network's VNI from a host that is no member of it, dropped."""
-    dropped = guard["dropped"]
-    return _table("VXLAN GUARD", ["DROPPED FROM NON-MEMBERS"],
-                  [[dropped if dropped is not None else "- (no cluster network here)"]]) + "\n"
+    network's VNI from a host that is no member of it, dropped; and the
+    WireGuard implementation encrypted networks use (datapath.wireguard)."""
+    dropped = state["dropped"]
+    return _table("BETWEEN HOSTS", ["VXLAN DROPPED FROM NON-MEMBERS", "WIREGUARD"],
+                  [[dropped if dropped is not None else "- (no cluster network here)",
+                    state["wireguard"] or "none: no encrypted network here"]]) + "\n"
 
 
 def _lost_section(state: dict) -> list:
@@ -122,6 +124,13 @@ def _ports_section(state: dict):
         [p["endpoint_id"][:12], p["network_id"][:12], f'{p["container_ip"]}:{p["container_port"]}',
          f'{_host(p["host_ip"])}:{p["host_port"]}', p["proto"]]
         for p in published(state)])
+
+
+def _mtu(options: dict) -> str:
+    """The MTU in force and the overhead it leaves room for."""
+    if not options.get("mtu"):
+        return "-"
+    return f'{options["mtu"]} ({"VXLAN in WireGuard" if options.get("encrypted") else "VXLAN"})'
 
 
 def _host(ip: str) -> str:

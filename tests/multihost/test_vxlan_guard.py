@@ -61,13 +61,17 @@ def vni_of(host, net) -> int:
     return json.loads(out)[0]["linkinfo"]["info_data"]["id"]
 
 
-def dropped(host, etcd_url: str) -> int:
-    """The guard's count, as ``python -m plugin inspect`` shows it in the host's namespace."""
-    out = subprocess.run(
+def inspect_here(host, etcd_url: str, *flags: str) -> str:
+    """``python -m plugin inspect`` in the host's namespace, as a user there runs it."""
+    return subprocess.run(
         ["ip", "netns", "exec", host.ns, "env", f"PONTOON_NAME={host.server.name}", sys.executable, "-m", "plugin",
-         "inspect", "--json", "--state-dir", str(host.server.state_dir), "--etcd-endpoints", etcd_url],
+         "inspect", *flags, "--state-dir", str(host.server.state_dir), "--etcd-endpoints", etcd_url],
         capture_output=True, text=True, check=True, timeout=30).stdout
-    return json.loads(out)["vxlan_guard"]["dropped"]
+
+
+def dropped(host, etcd_url: str) -> int:
+    """The guard's count, as inspect shows it."""
+    return json.loads(inspect_here(host, etcd_url, "--json"))["between_hosts"]["dropped"]
 
 
 def test_forged_vxlan_reaches_no_container_and_is_counted(cluster):
