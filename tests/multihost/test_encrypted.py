@@ -15,7 +15,8 @@ import pytest
 
 from datapath.wireguard import PORT
 
-from .test_crosshost import bare, reaches
+from .cluster import LEASE_TTL
+from .test_crosshost import MARGIN, bare, reaches
 from .test_vxlan_guard import inspect_here
 
 MARKER = b"PONTOON-SECRET!!"  # 16 bytes: what ping -p repeats in each packet's payload
@@ -105,3 +106,19 @@ def test_the_tunnel_goes_with_the_last_encrypted_network(cluster):
         time.sleep(0.2)
     assert a.run("wg", "show", name, "peers").stdout.strip() == ""
 
+
+
+def test_a_killed_host_keeps_its_encrypted_traffic_and_comes_back(cluster):
+    """kill -9 of a host's Pontoon: its tunnel (wireguard-go, a process of
+    its own, like a kernel device) and the others' peers of it stay while
+    its containers run on; the restarted Pontoon takes the tunnel as it is."""
+    a, _, c = cluster.hosts
+    nets = [h.dockerd.create_network(subnet="10.92.0.0/24", options=ENCRYPTED) for h in (a, c)]
+    ctr_a, ctr_c = (h.dockerd.run(n) for h, n in zip((a, c), nets))
+    assert reaches(ctr_a, ctr_c)
+    c.kill()
+    time.sleep(LEASE_TTL + MARGIN)  # its lease, records and hosts/ record gone
+    assert reaches(ctr_a, ctr_c, timeout=5) and reaches(ctr_c, ctr_a, timeout=5)
+    c.start()
+    assert reaches(ctr_a, ctr_c) and reaches(ctr_c, ctr_a)
+    assert len(json.loads(c.run("ip", "-j", "link", "show", "type", "tun").stdout)) == 1
