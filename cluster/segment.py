@@ -582,8 +582,8 @@ class ClusterSegment:
                 self.guard.apply(members, prune=settled)
             if self.tunnel is not None and sealed:
                 self.tunnel.sync_peers(tunnels, prune=settled)
-            elif self.tunnel is not None and settled:
-                self.tunnel.down()
+            elif self.tunnel is not None and settled and (self._guarded is None or self._guarded[3]):
+                self.tunnel.down()  # the last encrypted network went (or went while no process ran)
             self._guarded = state
 
     def watched(self) -> list[str]:
