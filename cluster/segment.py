@@ -105,7 +105,7 @@ class ClusterSegment:
         self.guard = guard
         self.tunnel = tunnel
         self._sealed: set[str] = set()  # the encrypted networks attached (their IDs): the tunnel is up for them
-        self._guarded = None  # (members, settled) last applied to the guard
+        self._guarded = None  # what admit() last applied: (members, tunnel peers, settled, sealed)
         self._guard_lock = threading.Lock()
         self._watches: dict[str, PeerWatch] = {}  # network ID -> its watch
         self._gone: set[str] | None = None  # while a republish runs: networks and endpoints deleted since
@@ -210,9 +210,10 @@ class ClusterSegment:
             return  # no interface carries the advertise address: the device's creation will say so
         if mtu > limit:
             space, cidr = keys.cidr_of(name)
+            overhead = "VXLAN's and WireGuard's overhead" if options.get("encrypted") else "VXLAN's overhead"
             raise Conflict(f"MTU {mtu} of cluster network {cidr} ({space}) is more than this host's underlay "
                            f"carries: at most {limit} (the MTU of the interface with {self.host.advertise}, "
-                           f"less VXLAN's overhead{' and WireGuard' + chr(39) + 's' if options.get('encrypted') else ''})")
+                           f"less {overhead})")
 
     @staticmethod
     def _check_agreement(name: str, mine: dict, theirs: dict) -> None:

@@ -172,10 +172,9 @@ class Tunnel:
         os.unlink(self._pid_path)
 
     # -- peers ---------------------------------------------------------------------
-    def peers(self) -> dict[str, str]:
-        """Public key -> allowed IPs, as the device holds them."""
-        lines = _run("wg", "show", self.name, "dump").splitlines()[1:]  # the first is the device's own
-        return {fields[0]: fields[3] for fields in (line.split("\t") for line in lines)}
+    def peer_keys(self) -> set[str]:
+        """The public keys of the device's peers."""
+        return set(_run("wg", "show", self.name, "peers").split())
 
     def sync_peers(self, wanted: dict[str, dict], prune: bool) -> None:
         """``wanted``: tunnel address -> {key, endpoint}, for the hosts that
@@ -183,7 +182,7 @@ class Tunnel:
         device's other peers too (not while start-up is under way)."""
         if not self._exists():
             return
-        held = self.peers()
+        held = self.peer_keys()
         args: list[str] = []
         keys = set()
         for address, peer in sorted(wanted.items()):
