@@ -98,6 +98,7 @@ class ClusterHost:
         self._owed = owed
         self._token = token or secrets.token_hex(16)
         self._boot = boot_id()
+        self.published: dict = {}  # more of this host for the others, in hosts/<id> (see _record)
         self._taken: HostIdTaken | None = None  # set while another host holds the ID (see _lease_replaced)
 
     @property
@@ -204,6 +205,11 @@ class ClusterHost:
     def _holder(self) -> dict:
         return {"advertise": self.advertise, "token": self._token, "boot": self._boot}
 
+    def _record(self) -> str:
+        """``hosts/<id>``: who holds the ID (``_holder``), and what this host
+        publishes for the others (``published``: its WireGuard identity)."""
+        return json.dumps({**self.published, **self._holder()}, sort_keys=True)
+
     def _ours(self, value: str) -> bool:
         """Whether a ``hosts/<id>`` value was written by this host (see the rule)."""
         try:
@@ -228,7 +234,7 @@ class ClusterHost:
     def claim(self, lease: int) -> None:
         """Hold ``hosts/<id>`` on ``lease``, or raise HostIdTaken (see the rule)."""
         key = keys.key("hosts", self.host_id)
-        mine = json.dumps(self._holder(), sort_keys=True)
+        mine = self._record()
         for _ in range(10):
             reply = self.etcd.txn([absent(key)], [put_op(key, mine, lease)], [range_op(key, "", 1, keys_only=False)])
             if reply.get("succeeded"):

@@ -9,6 +9,8 @@ serves the network's other records.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import json
 import logging
@@ -96,3 +98,23 @@ def advertise(value: str) -> str:
     except ValueError:
         return ""
     return str(held.get("advertise") or "") if isinstance(held, dict) else ""
+
+
+def wireguard(value: str) -> dict | None:
+    """What a ``hosts/<host>`` value gives for WireGuard (datapath.wireguard):
+    {key, tunnel, endpoint} with the endpoint at its advertise address, or
+    None if it has none or any part of it does not parse (the host is then
+    no encrypted network's peer, and says why in its own log only)."""
+    try:
+        held = json.loads(value)
+        wg = held["wireguard"]
+        key = base64.b64decode(wg["key"], validate=True)
+        tunnel = ipaddress.IPv6Address(wg["tunnel"])
+        port = wg["port"]
+        advertise = ipaddress.ip_address(held["advertise"])
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        return None
+    if len(key) != 32 or not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+        return None
+    host = f"[{advertise}]" if advertise.version == 6 else str(advertise)
+    return {"key": wg["key"], "tunnel": str(tunnel), "endpoint": f"{host}:{port}"}

@@ -16,6 +16,13 @@ host's dockerd makes its own network ID for it, but all hand in the pool.
   so they vanish from the others' datapath when this host dies.
 - this host's own address on the network (cluster.hostaddr), made with the
   VXLAN device and published like an endpoint.
+- the VXLAN guard (datapath.vxlanguard): each network's VNI takes VXLAN
+  only from the hosts whose records its watch applies, kept from the same
+  watch that keeps the peers.
+- encrypted networks (``pontoon.encrypted``): their VXLAN runs over this
+  host's WireGuard tunnel (datapath.wireguard), from its tunnel address to
+  the peers' (``hosts/<id>`` publishes each host's key and tunnel address);
+  the tunnel's peers are the hosts of the encrypted networks' watches.
 """
 from __future__ import annotations
 
@@ -29,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from datapath.errors import DatapathError
-from spec.errors import Conflict
+from spec.errors import BadRequest, Conflict
 
 from . import keys, records
 from .etcd import (EtcdUnavailable, KeyValue, Watch, absent, delete_op, present, put_op, range_op, ranges,
@@ -47,6 +54,7 @@ AGREED = {
     "internal": "--internal",
     "ipv6": "--ipv6",
     "inhibit_ipv4": "com.docker.network.bridge.inhibit_ipv4",
+    "encrypted": "pontoon.encrypted",
 }
 VNI_FIRST, VNI_LAST = 4096, (1 << 24) - 1  # below 4096: left to hand-made VXLANs
 # Endpoints per republish transaction: at most 9 operations each (two
@@ -83,14 +91,22 @@ def pool_names(network: dict) -> list[str]:
 class ClusterSegment:
     connectivity = "global"
 
-    def __init__(self, host: ClusterHost, overlay, dp, host_addresses: HostAddresses | None = None):
+    def __init__(self, host: ClusterHost, overlay, dp, host_addresses: HostAddresses | None = None, guard=None,
+                 tunnel=None):
         """``overlay`` is a datapath.overlay.Overlay; ``dp`` gives VxlanSpec,
-        Peer, default_mtu and vxlan_name (datapath.overlay and names).
-        ``host_addresses``: None makes none (tests that count peers)."""
+        Peer, default_mtu, underlay_mtu and vxlan_name (datapath.overlay and
+        names). ``host_addresses``: None makes none (tests that count
+        peers). ``guard``: a datapath.vxlanguard.VxlanGuard, None for none;
+        ``tunnel``: a datapath.wireguard.Tunnel, None: no encrypted network."""
         self.host = host
         self.overlay = overlay
         self.dp = dp
         self.host_addresses = host_addresses
+        self.guard = guard
+        self.tunnel = tunnel
+        self._sealed: set[str] = set()  # the encrypted networks attached (their IDs): the tunnel is up for them
+        self._guarded = None  # what admit() last applied: (members, tunnel peers, settled, sealed)
+        self._guard_lock = threading.Lock()
         self._watches: dict[str, PeerWatch] = {}  # network ID -> its watch
         self._gone: set[str] | None = None  # while a republish runs: networks and endpoints deleted since
         self._lock = threading.Lock()
@@ -110,6 +126,8 @@ class ClusterSegment:
         each, a second subnet on one host only), splits the network."""
         if not network["ipv4"] and not network["ipv6"]:
             raise Conflict(f"network {network['id']} has no pool: a cluster network is named by its pool")
+        if network["options"].get("encrypted"):
+            self._check_can_encrypt()
         self.host.live()
         mine = pool_names(network)
         name, clustered = self._held_pools(cluster_name(network), mine)
@@ -121,11 +139,11 @@ class ClusterSegment:
                 self._check_agreement(name, options, record["options"])
                 self._check_pools(name, mine, record.get("pools"))
                 options["mtu"] = record["options"]["mtu"]
-                self._check_underlay(name, options["mtu"])
+                self._check_underlay(name, options["mtu"], record["options"])
                 return {"cluster": {"pool": name, "vni": record["vni"]}}
             if options["mtu"] is None:
-                options["mtu"] = self.dp.default_mtu(self.host.advertise)  # the underlay's less VXLAN's
-            self._check_underlay(name, options["mtu"])
+                options["mtu"] = self._mtu_limit(options)  # the underlay's less VXLAN's (and WireGuard's)
+            self._check_underlay(name, options["mtu"], options)
             agreed = {k: options[k] for k in AGREED}
             for vni in vni_candidates(name):
                 record = json.dumps({"vni": vni, "options": agreed, "pools": sorted(mine)}, sort_keys=True)
@@ -170,22 +188,38 @@ class ClusterSegment:
                            f"subnets {_cidrs(theirs)}: every host's network must have the same subnets (give an "
                            f"IPv6 subnet with --subnet rather than an automatic one)")
 
-    def _check_underlay(self, name: str, mtu: int) -> None:
+    def _check_can_encrypt(self) -> None:
+        """Never clear text for an encrypted network: a host with no
+        WireGuard refuses it, before anything is made or agreed."""
+        if self.tunnel is None or self.tunnel.implementation() is None:
+            raise BadRequest(f'option {AGREED["encrypted"]}="true": this host cannot encrypt (it needs wg and '
+                             f'wireguard-go, or a kernel with WireGuard: apt-get install wireguard-tools '
+                             f'wireguard-go); refused rather than sent in clear text')
+
+    def _mtu_limit(self, options: dict) -> int:
+        if not options.get("encrypted"):
+            return self.dp.default_mtu(self.host.advertise)
+        return self.tunnel.network_mtu(self.dp.underlay_mtu(self.host.advertise), self.host.advertise)
+
+    def _check_underlay(self, name: str, mtu: int, options: dict) -> None:
         """A VXLAN packet is not fragmented: an MTU above what this host's
-        underlay carries (its MTU less VXLAN's overhead) would drop every
-        full-size frame between this host and the others, silently."""
+        underlay carries (its MTU less VXLAN's overhead, and WireGuard's for
+        an encrypted network) would drop every full-size frame between this
+        host and the others, silently."""
         try:
-            limit = self.dp.default_mtu(self.host.advertise)
+            limit = self._mtu_limit(options)
         except LookupError:
             return  # no interface carries the advertise address: the device's creation will say so
         if mtu > limit:
             space, cidr = keys.cidr_of(name)
+            overhead = "VXLAN's and WireGuard's overhead" if options.get("encrypted") else "VXLAN's overhead"
             raise Conflict(f"MTU {mtu} of cluster network {cidr} ({space}) is more than this host's underlay "
                            f"carries: at most {limit} (the MTU of the interface with {self.host.advertise}, "
-                           f"less VXLAN's overhead)")
+                           f"less {overhead})")
 
     @staticmethod
     def _check_agreement(name: str, mine: dict, theirs: dict) -> None:
+        theirs = {"encrypted": False, **theirs}  # a network agreed before encryption came is clear
         for key, label in AGREED.items():
             if key == "mtu" and mine["mtu"] is None:
                 continue  # unset: this host takes the cluster's
@@ -198,10 +232,21 @@ class ClusterSegment:
         o = network["options"]
         # By the stored tag, like the bridge and chains: two network IDs
         # sharing their first 12 characters get two devices.
+        local = self.tunnel.address if o.get("encrypted") else self.host.advertise
         return self.dp.VxlanSpec(name=self.dp.vxlan_name(network["tag"]), vni=network["cluster"]["vni"],
-                                  local=self.host.advertise, bridge=network["bridge"], mtu=o["mtu"])
+                                  local=local, bridge=network["bridge"], mtu=o["mtu"])
+
+    def _seal(self, network: dict) -> None:
+        """An encrypted network's tunnel, up before its VXLAN device binds
+        the tunnel address."""
+        if network["options"].get("encrypted"):
+            with self._lock:
+                self._sealed.add(network["id"])
+            self.tunnel.up(self.dp.underlay_mtu(self.host.advertise), self.host.advertise)
 
     def attach(self, network: dict) -> None:
+        self._seal(network)
+        self.admit(also=network["cluster"]["vni"])  # guarded before the device takes anything
         self.overlay.create(self.spec(network))
         self._publish_host_address(network)
         self._watch(network)
@@ -215,6 +260,7 @@ class ClusterSegment:
     def detach(self, network: dict) -> None:
         with self._lock:
             watch = self._watches.pop(network["id"], None)
+            self._sealed.discard(network["id"])
             if self._gone is not None:
                 self._gone.add(network["id"])
         if watch is not None:
@@ -226,6 +272,7 @@ class ClusterSegment:
         if self.host_addresses is not None:  # its record went with the others
             self.host_addresses.release(network)
         self.overlay.delete(self.spec(network))
+        self.admit()
 
     def _remove_records(self, prefix: str, written: int) -> None:
         """Delete the records under ``prefix`` (this host's on a pool) last
@@ -242,6 +289,8 @@ class ClusterSegment:
                 return
             watch = PeerWatch(self, network)
             self._watches[network["id"]] = watch
+            if network["options"].get("encrypted"):
+                self._sealed.add(network["id"])
         watch.start()
 
     # -- endpoints ----------------------------------------------------------------
@@ -338,11 +387,16 @@ class ClusterSegment:
         for network in networks:
             if "cluster" in network and not network["cluster"].get("lost"):
                 spec = self.spec(network)
+                self._seal(network)
                 self.overlay.create(spec)
                 if self.host_addresses is not None:
                     self.host_addresses.restore(network)
                 wanted.add(spec.name)
                 changes.append(f"vxlan of network {network['id']} in place")
+        if not wanted and self.guard is not None:  # the last network went while no process ran
+            self.guard.remove()
+        if not self._sealed and self.tunnel is not None:
+            self.tunnel.down()
         return changes + self.overlay.reconcile(wanted)
 
     # -- networks the cluster no longer holds --------------------------------------------
@@ -395,11 +449,13 @@ class ClusterSegment:
         addresses."""
         with self._lock:
             watch = self._watches.pop(network["id"], None)
+            self._sealed.discard(network["id"])
         if watch is not None:
             watch.stop()
         self.overlay.delete(self.spec(network))
         if self.host_addresses is not None:  # its claim is no longer this host's: freed only if it is
             self.host_addresses.release(network)
+        self.admit()
 
     def resume(self, networks: list[dict], endpoints: list[dict], lease: int, pools: set[str]) -> list[Lost]:
         """Once the worker has its lease (at start, or a lost lease
@@ -452,6 +508,7 @@ class ClusterSegment:
         finally:
             with self._lock:
                 self._gone = None
+            self.admit()  # the guard's removals waited for the republish
 
     def _deleted(self, *ids: str) -> bool:
         with self._lock:
@@ -526,6 +583,37 @@ class ClusterSegment:
                          put_op(keys.prefix("held", self.host.host_id) + f"{name}/{keys.hexaddr(addr)}", "")]
         return compares, puts + [put_op(self._endpoint_key(network, endpoint), self._record(endpoint), lease)]
 
+    def admit(self, also: int | None = None) -> None:
+        """Keep the guard to the watches: each watched network's VNI takes
+        VXLAN from the hosts of the peers its watch keeps (``also``: a VNI
+        whose watch is yet to come, taking none). Nothing is taken out of
+        it until every watch has read its records once and no republish is
+        under way: at start-up the watches come one by one, and the members
+        the kernel holds from the last process stay until then. With no
+        network left, the guard goes. The tunnel's peers are kept the same
+        way, from the encrypted networks' watches; with none, it goes."""
+        with self._guard_lock:
+            with self._lock:
+                watches = list(self._watches.values())
+                settled = self._gone is None and all(w.vteps is not None for w in watches)
+                sealed = bool(self._sealed)
+            members = {w.vni: set(w.vteps or ()) for w in watches}
+            if also is not None:
+                members.setdefault(also, set())
+            tunnels = {address: peer for w in watches for address, peer in w.tunnel_peers().items()}
+            state = (members, tunnels, settled, sealed)
+            if state == self._guarded:
+                return
+            if self.guard is not None and settled and not members:
+                self.guard.remove()
+            elif self.guard is not None:
+                self.guard.apply(members, prune=settled)
+            if self.tunnel is not None and sealed:
+                self.tunnel.sync_peers(tunnels, prune=settled)
+            elif self.tunnel is not None and settled and (self._guarded is None or self._guarded[3]):
+                self.tunnel.down()  # the last encrypted network went (or went while no process ran)
+            self._guarded = state
+
     def watched(self) -> list[str]:
         with self._lock:
             return sorted(self._watches)
@@ -561,6 +649,18 @@ class PeerWatch:
         self._gateways = {p["gateway"].split("/")[0] for p in network["ipv4"] + network["ipv6"] if p.get("gateway")}
         prefix = keys.prefix("endpoints", network["cluster"]["pool"])
         self._watch = Watch(segment.host.etcd, prefix, self._sync, self._event)
+        self.vni = self._spec.vni
+        self.vteps: frozenset | None = None  # the hosts of the peers kept, once the records were read
+        self._sealed = bool(network["options"].get("encrypted"))  # VTEPs are tunnel addresses
+        self._tunnels: dict[str, tuple] = {}  # tunnel address -> (its host, its WireGuard identity: records.wireguard)
+
+    def tunnel_peers(self) -> dict[str, dict]:
+        """The tunnel's peers this network wants: the hosts of its peers."""
+        return {address: self._tunnels[address][1] for address in self.vteps or () if address in self._tunnels}
+
+    def _guard(self) -> None:
+        self.vteps = frozenset(p.vtep for p in self._wanted())
+        self._segment.admit()
 
     def start(self) -> None:
         if self._segment.names is not None:
@@ -595,15 +695,29 @@ class PeerWatch:
                           f"held by {held.hosts[address] or 'the network'}" if address in held.hosts
                           else "allocated to no one")
                 return set()
+        vtep = record.vtep
+        if self._sealed:
+            wireguard = held.tunnels.get(record.host)
+            if wireguard is None:
+                log.error("endpoint record %s skipped: its host %s publishes no WireGuard key, and network %s "
+                          "is encrypted", kv.key, record.host, self._spec.name)
+                return set()
+            vtep = wireguard["tunnel"]
+            holder, _ = self._tunnels.setdefault(vtep, (record.host, wireguard))
+            if holder != record.host:
+                log.error("endpoint record %s skipped: its host's tunnel address %s is host %s's (two host IDs "
+                          "hash alike: rename one)", kv.key, vtep, holder)
+                return set()
+            self._tunnels[vtep] = (record.host, wireguard)  # a new key (a state dir made anew) replaces the old
         self._named[kv.key] = record
-        return {self._segment.dp.Peer(mac=record.mac, address=a, vtep=record.vtep) for a in record.addresses}
+        return {self._segment.dp.Peer(mac=record.mac, address=a, vtep=vtep) for a in record.addresses}
 
     def _held_all(self) -> Holders:
         """Every allocated address of the network's cluster pools (chunked
         reads: at a full read of the records only)."""
         etcd, held = self._segment.host.etcd, Holders()
-        held.vteps = {kv.key.rsplit("/", 1)[1]: records.advertise(kv.value)
-                      for kv in etcd.read_prefix(keys.prefix("hosts"))[0]}
+        for kv in etcd.read_prefix(keys.prefix("hosts"))[0]:
+            held.learn(kv.key.rsplit("/", 1)[1], kv.value)
         for name, net in zip(self._names, self._pools):
             if etcd.get(keys.key("pools", name)) is None:
                 held.foreign.append(net)
@@ -631,7 +745,7 @@ class PeerWatch:
         ops.append(range_op(host, "", 1, keys_only=False))
         *found, hosts = ranges(self._segment.host.etcd.txn([], ops))
         if hosts:
-            held.vteps[_host_of(kv.key)] = records.advertise(hosts[0].value)
+            held.learn(_host_of(kv.key), hosts[0].value)
         for (_, net, address), pool, kvs in zip(targets, found, found[len(targets):]):
             if not pool:
                 held.foreign.append(net)
@@ -663,6 +777,7 @@ class PeerWatch:
             self._drop_kept_sharing(set().union(*self._known.values()))
         for change in self._segment.overlay.sync_peers(self._spec, self._wanted()):
             log.info("peers of %s: %s", self._spec.name, change)
+        self._guard()
 
     def _event(self, kind: str, kv: KeyValue) -> None:
         """Only what changed: a record written again (a new lease) keeps its
@@ -691,6 +806,7 @@ class PeerWatch:
         elif away:
             self._kept[kv.key] = had
         after = self._wanted()
+        self._guard()  # a new host's VXLAN is taken from before its peers are in place
         gone = before - after
         for peer in gone:
             self._segment.overlay.remove_peer(self._spec, peer)
@@ -735,6 +851,14 @@ class Holders:
     hosts: dict[str, str] = field(default_factory=dict)
     foreign: list = field(default_factory=list)
     vteps: dict[str, str] = field(default_factory=dict)  # live host -> the address its hosts/ record advertises
+    tunnels: dict[str, dict] = field(default_factory=dict)  # live host -> its WireGuard identity, if it has one
+
+    def learn(self, host: str, value: str) -> None:
+        """What the host's ``hosts/`` record says."""
+        self.vteps[host] = records.advertise(value)
+        wireguard = records.wireguard(value)
+        if wireguard is not None:
+            self.tunnels[host] = wireguard
 
     def checks(self, address: str) -> bool:
         return not any(ipaddress.ip_address(address) in net for net in self.foreign)

@@ -32,6 +32,7 @@ GATEWAY_MODE_IPV6 = "com.docker.network.bridge.gateway_mode_ipv6"
 TRUSTED_INTERFACES = "com.docker.network.bridge.trusted_host_interfaces"
 HOST_IPV4 = "com.docker.network.host_ipv4"
 HOST_IPV6 = "com.docker.network.host_ipv6"
+ENCRYPTED = "pontoon.encrypted"  # a cluster network's traffic between hosts in WireGuard (cluster.segment)
 
 GATEWAY_MODES = ("nat", "nat-unprotected", "routed", "isolated")
 
@@ -61,6 +62,7 @@ class NetworkOptions:
     trusted_interfaces: tuple[str, ...] = ()
     host_ipv4: str = ""  # "": masquerade with the outgoing interface's address
     host_ipv6: str = ""
+    encrypted: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -178,4 +180,5 @@ _PARSERS = {
     TRUSTED_INTERFACES: ("trusted_interfaces", _interfaces),
     HOST_IPV4: ("host_ipv4", _ipv4),
     HOST_IPV6: ("host_ipv6", _ipv6),
+    ENCRYPTED: ("encrypted", _bool),
 }

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from spec.errors import BadRequest
+
 
 class Segment(Protocol):
     connectivity: str  # GetCapabilities' ConnectivityScope
@@ -45,6 +47,9 @@ class LocalSegment:
     connectivity = "local"
 
     def prepare(self, network: dict) -> dict:
+        if network["options"].get("encrypted"):
+            raise BadRequest('option pontoon.encrypted="true": only a cluster network (--etcd-endpoints) '
+                             'crosses hosts; on one host there is nothing to encrypt')
         return {}
 
     def attach(self, network: dict) -> None:

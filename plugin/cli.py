@@ -60,8 +60,15 @@ def _inspect(settings: config.Settings, section: str | None, as_json: bool) -> i
         from cluster import view
         from cluster.etcd import Etcd, EtcdUnavailable
 
+        from datapath import wireguard
+        from datapath.vxlanguard import VxlanGuard
+
         from .cluster import etcd_tls
 
+        # Read in this network namespace: run inspect where the server runs.
+        state["between_hosts"] = {"dropped": VxlanGuard(settings.name).dropped(),
+                                  "wireguard": wireguard.implementation()}
+        text += "" if as_json else "\n" + inspect.render_between_hosts(state["between_hosts"])
         try:
             state["cluster"] = view.collect(Etcd(settings.etcd_endpoints, tls=etcd_tls(settings)))
         except EtcdUnavailable as exc:

@@ -38,8 +38,8 @@ def datapath_overlay(owner: str):
     """The VXLAN datapath and its types (datapath.overlay), loaded on first need."""
     from datapath import names, overlay
 
-    dp = types.SimpleNamespace(VxlanSpec=overlay.VxlanSpec, Peer=overlay.Peer,
-                               default_mtu=overlay.default_mtu, vxlan_name=names.vxlan_name)
+    dp = types.SimpleNamespace(VxlanSpec=overlay.VxlanSpec, Peer=overlay.Peer, default_mtu=overlay.default_mtu,
+                               underlay_mtu=overlay.underlay_mtu, vxlan_name=names.vxlan_name)
     return overlay.Overlay(owner), dp
 
 
@@ -65,14 +65,22 @@ class Room:
         (datapath.hostaddr, the default with the real overlay), None for none."""
         self.host = cluster_host(settings)
         self.store = store
+        guard = tunnel = None
         if overlay is None:
             from datapath import hostaddr as host_kernel
+            from datapath.vxlanguard import VxlanGuard
+            from datapath.wireguard import Tunnel
 
             overlay, dp = datapath_overlay(settings.name)
+            guard = VxlanGuard(settings.name, dp.VxlanSpec.port)
+            tunnel = Tunnel(settings.name, settings.state_dir, self.host.host_id)
+            identity = tunnel.identity()  # only the public key leaves the host
+            if identity is not None:
+                self.host.published["wireguard"] = identity
         addresses = None if host_kernel is None else \
             hostaddr.HostAddresses(self.host, host_kernel, self._remember_host_address,
                                    lambda network: bridge_spec(network).addresses)
-        self.segment = ClusterSegment(self.host, overlay, dp, addresses)
+        self.segment = ClusterSegment(self.host, overlay, dp, addresses, guard, tunnel)
         self.names = Names(self.host.host_id, self._askers, settings.dns_resolv_conf, settings.dns_port) \
             if settings.dns_port else None
         self.segment.names = self.names

@@ -74,7 +74,7 @@ def render_cluster(cluster: dict) -> str:
              time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(h["last_seen"])) if h["last_seen"] else "-"]
             for h in cluster["hosts"]]),
         ("CLUSTER NETWORKS", ["POOL", "SPACE", "VNI", "MTU", "HOSTS"], [
-            [n["pool"], n["space"], n["vni"] or "-", n["options"].get("mtu") or "-", " ".join(n["hosts"]) or "-"]
+            [n["pool"], n["space"], n["vni"] or "-", _mtu(n["options"]), " ".join(n["hosts"]) or "-"]
             for n in cluster["networks"]]),
         ("CLUSTER ENDPOINTS", ["POOL", "ENDPOINT", "HOST", "VTEP", "MAC", "ADDRESSES", "NAMES"], [
             [e["pool"], e["id"][:12], e["host"], e["vtep"], e["mac"], " ".join(e["addresses"]) or "-",
@@ -92,6 +92,16 @@ def _names(record: dict) -> str:
     """An etcd record's names as written (inspect shows even a bad record)."""
     aliases = record.get("aliases")
     return " ".join(map(str, [record.get("name") or "", *(aliases if isinstance(aliases, list) else [])])).strip()
+
+
+def render_between_hosts(state: dict) -> str:
+    """The VXLAN guard (datapath.vxlanguard): datagrams to a cluster
+    network's VNI from a host that is no member of it, dropped; and the
+    WireGuard implementation encrypted networks use (datapath.wireguard)."""
+    dropped = state["dropped"]
+    return _table("BETWEEN HOSTS", ["VXLAN DROPPED FROM NON-MEMBERS", "WIREGUARD"],
+                  [[dropped if dropped is not None else "- (no cluster network here)",
+                    state["wireguard"] or "none: no encrypted network here"]]) + "\n"
 
 
 def _lost_section(state: dict) -> list:
@@ -125,6 +135,13 @@ def _ports_section(state: dict):
         [p["endpoint_id"][:12], p["network_id"][:12], f'{p["container_ip"]}:{p["container_port"]}',
          f'{_host(p["host_ip"])}:{p["host_port"]}', p["proto"]]
         for p in published(state)])
+
+
+def _mtu(options: dict) -> str:
+    """The MTU in force and the overhead it leaves room for."""
+    if not options.get("mtu"):
+        return "-"
+    return f'{options["mtu"]} ({"VXLAN in WireGuard" if options.get("encrypted") else "VXLAN"})'
 
 
 def _host(ip: str) -> str:

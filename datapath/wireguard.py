@@ -1,0 +1,200 @@
+"""The WireGuard tunnel the encrypted cluster networks' VXLAN runs over.
+
+One WireGuard device per host (per instance), up while the host holds an
+encrypted network. Each host has a tunnel address, and an encrypted
+network's VXLAN device has its own as local address and the peers'
+tunnel addresses as VTEPs: everything it sends crosses the underlay inside
+WireGuard. Peers are the hosts sharing an encrypted network with this one
+(``cluster.segment`` says which); each peer's allowed IP is its tunnel
+address alone, so a peer cannot speak for another.
+
+- Implementation: the kernel's WireGuard where ``ip link add ... type
+  wireguard`` works, else ``wireguard-go`` (userspace, a process of its own
+  that outlives a restart of ours, as the kernel device would); ``wg``
+  configures both. With neither there is no tunnel (``implementation``
+  says None) and no encrypted network is made: nothing falls back to clear
+  text.
+- Key: made on this host (``wg genkey``) into the state dir, 0600 from its
+  creation; only the public key leaves it (``identity``, published in
+  ``hosts/<id>`` on the host's lease by plugin.cluster).
+- Tunnel addresses: ``TUNNEL_PREFIX`` (a ULA /64 of ours) and 64 bits of
+  SHA-256 of the host ID. Host IDs are unique in the cluster (hosts/<id> is
+  claimed), and two IDs give one address with odds of about n²/2^65 for n
+  hosts; a peer that would take this host's address or another peer's is
+  refused (``sync_peers``), never routed.
+"""
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+from .errors import DatapathError
+
+log = logging.getLogger(__name__)
+
+PORT = 51820  # WireGuard's usual port
+TUNNEL_PREFIX = ipaddress.ip_network("fd70:6f6e:746f:6f6e::/64")  # "pontoon" in a ULA
+# Outer IP (20 or 40) + UDP 8 + WireGuard's data header 16 and tag 16 per packet.
+OVERHEAD = {4: 60, 6: 80}
+VXLAN_OVER_TUNNEL = 70  # the tunnel addresses are IPv6: 14 + 40 + 8 + 8 (datapath.overlay.OVERHEAD[6])
+KEY_FILE = "wireguard.key"
+PID_FILE = "wireguard-go.pid"
+_TIMEOUT = 30
+
+
+def _run(*argv: str, stdin: str | None = None) -> str:
+    proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=_TIMEOUT)
+    if proc.returncode != 0:
+        raise DatapathError(" ".join(argv[:4]), proc.stderr.strip() or f"exited {proc.returncode}")
+    return proc.stdout
+
+
+def tunnel_address(host_id: str) -> str:
+    suffix = int.from_bytes(hashlib.sha256(host_id.encode()).digest()[:8], "big")
+    return str(TUNNEL_PREFIX[suffix])
+
+
+def device_name(owner: str) -> str:
+    """Per instance: wireguard-go's control socket is named for the device in
+    /var/run/wireguard, which every network namespace of the machine shares."""
+    return "ptwg" + hashlib.sha256(owner.encode()).hexdigest()[:8]
+
+
+def device_mtu(underlay_mtu: int, advertise: str) -> int:
+    """What the tunnel carries: the underlay's MTU less WireGuard's overhead."""
+    return underlay_mtu - OVERHEAD[ipaddress.ip_address(advertise).version]
+
+
+def implementation() -> str | None:
+    """"kernel", "wireguard-go", or None: this host cannot encrypt."""
+    if shutil.which("wg") is None:
+        return None
+    if os.path.isdir("/sys/module/wireguard"):
+        return "kernel"
+    return "wireguard-go" if shutil.which("wireguard-go") else None
+
+
+class Tunnel:
+    def __init__(self, owner: str, state_dir: str, host_id: str, port: int = PORT):
+        self.name = device_name(owner)
+        self.address = tunnel_address(host_id)
+        self.port = port
+        self._key_path = os.path.join(state_dir, KEY_FILE)
+        self._pid_path = os.path.join(state_dir, PID_FILE)
+
+    @staticmethod
+    def network_mtu(underlay_mtu: int, advertise: str) -> int:
+        """What an encrypted network's frames may carry: the tunnel's MTU
+        less VXLAN's overhead over the tunnel's IPv6."""
+        return device_mtu(underlay_mtu, advertise) - VXLAN_OVER_TUNNEL
+
+    # -- what this host can do and publishes ---------------------------------
+    @staticmethod
+    def implementation() -> str | None:
+        return implementation()
+
+    def identity(self) -> dict | None:
+        """What the others need of this host: public key, tunnel address,
+        port; None if it cannot encrypt."""
+        if self.implementation() is None:
+            return None
+        return {"key": _run("wg", "pubkey", stdin=self._private_key()).strip(), "tunnel": self.address,
+                "port": self.port}
+
+    def _private_key(self) -> str:
+        try:
+            fd = os.open(self._key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            with open(self._key_path) as f:
+                return f.read()
+        key = _run("wg", "genkey")
+        with os.fdopen(fd, "w") as f:
+            f.write(key)
+        return key
+
+    # -- the device --------------------------------------------------------------
+    def _exists(self) -> bool:
+        return subprocess.run(["ip", "link", "show", "dev", self.name], capture_output=True,
+                              timeout=_TIMEOUT).returncode == 0
+
+    def up(self, underlay_mtu: int, advertise: str) -> None:
+        """The device, configured and up (idempotent: a device of ours left
+        by an earlier process is taken as it is, and set again)."""
+        found = implementation()
+        if found is None:
+            raise DatapathError("WireGuard tunnel", "this host cannot encrypt: needs wg and wireguard-go "
+                                                    "(or a kernel with WireGuard)")
+        self._private_key()
+        if not self._exists():
+            self._make(found)
+        _run("wg", "set", self.name, "private-key", self._key_path, "listen-port", str(self.port))
+        _run("ip", "-6", "addr", "replace", f"{self.address}/{TUNNEL_PREFIX.prefixlen}", "dev", self.name, "nodad")
+        _run("ip", "link", "set", "dev", self.name, "mtu", str(device_mtu(underlay_mtu, advertise)), "up")
+
+    def _make(self, implementation: str) -> None:
+        if implementation == "kernel":
+            _run("ip", "link", "add", "dev", self.name, "type", "wireguard")
+            return
+        # A session of its own: it is the device, and lives on through a
+        # restart of ours; ``down`` ends it by the PID recorded here.
+        proc = subprocess.Popen(["wireguard-go", "-f", self.name], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        with open(self._pid_path, "w") as f:
+            f.write(str(proc.pid))
+        deadline = time.monotonic() + 5
+        while subprocess.run(["wg", "show", self.name], capture_output=True, timeout=_TIMEOUT).returncode != 0:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise DatapathError(f"start wireguard-go {self.name}", f"exited {proc.poll()} or never answered")
+            time.sleep(0.05)
+
+    def down(self) -> None:
+        """No encrypted network left: the device goes (wireguard-go with it)."""
+        if self._exists():
+            _run("ip", "link", "del", "dev", self.name)
+        try:
+            with open(self._pid_path) as f:
+                pid = int(f.read())
+        except (OSError, ValueError):
+            return
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                ours = f.read().split(b"\0")[:3] == [b"wireguard-go", b"-f", self.name.encode()]
+        except OSError:
+            ours = False
+        if ours:  # a PID taken since by another process is left alone
+            os.kill(pid, signal.SIGTERM)
+        os.unlink(self._pid_path)
+
+    # -- peers ---------------------------------------------------------------------
+    def peer_keys(self) -> set[str]:
+        """The public keys of the device's peers."""
+        return set(_run("wg", "show", self.name, "peers").split())
+
+    def sync_peers(self, wanted: dict[str, dict], prune: bool) -> None:
+        """``wanted``: tunnel address -> {key, endpoint}, for the hosts that
+        share an encrypted network with this one. ``prune``: remove the
+        device's other peers too (not while start-up is under way)."""
+        if not self._exists():
+            return
+        held = self.peer_keys()
+        args: list[str] = []
+        keys = set()
+        for address, peer in sorted(wanted.items()):
+            if address == self.address or peer["key"] in keys:
+                log.error("WireGuard peer %s (%s) refused: its tunnel address or key is another's", address,
+                          peer["endpoint"])
+                continue
+            keys.add(peer["key"])
+            args += ["peer", peer["key"], "endpoint", peer["endpoint"], "allowed-ips", f"{address}/128"]
+        if prune:
+            for key in held:
+                if key not in keys:
+                    args += ["peer", key, "remove"]
+        if args:
+            _run("wg", "set", self.name, *args)
