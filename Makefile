@@ -21,7 +21,9 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(PY) -m plugin serve
 
+# The type check first (pyproject.toml [tool.mypy]: the product's packages), then the suite.
 test: $(STAMP) $(DOCKERDS_STAMP)
+	$(PY) -m mypy
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
 
 unit: $(STAMP)

@@ -91,7 +91,7 @@ class ClusterHost:
         self._lock = threading.Lock()
         self._on_live: list[Callable[[int], None]] = []
         self._on_new_lease: list[Callable[[int], None]] = []
-        self._on_reaped: list[Callable[[str, list[dict]], None]] = []
+        self._on_reaped: list[Callable[[str, list[dict]], object]] = []
         self._stop = threading.Event()
         self._pending: list[tuple[str, Callable[[], None]]] = []  # teardown postponed by an outage
         self._pending_lock = threading.Lock()
@@ -122,7 +122,7 @@ class ClusterHost:
         if new_lease is not None:
             self._on_new_lease.append(new_lease)
 
-    def when_reaped(self, hook: Callable[[str, list[dict]], None]) -> None:
+    def when_reaped(self, hook: Callable[[str, list[dict]], object]) -> None:
         """``hook(host_id, away)`` runs in the reclaim pass for each host
         reclaimed, after its addresses: it ends what else the host held
         (its pool memberships, ``ClusterIpam.leave_all``), each removal

@@ -33,7 +33,7 @@ import logging
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from datapath.errors import DatapathError
 from spec.errors import BadRequest, Conflict
@@ -43,6 +43,9 @@ from .etcd import (EtcdUnavailable, KeyValue, Watch, absent, delete_op, present,
                    unchanged, value_is)
 from .host import ClusterHost, addr_value
 from .hostaddr import HostAddresses
+
+if TYPE_CHECKING:  # the type only: names/ is a service beside cluster/, handed in by plugin.cluster
+    from names.service import Names
 
 log = logging.getLogger("pontoon.cluster")
 
@@ -105,12 +108,12 @@ class ClusterSegment:
         self.guard = guard
         self.tunnel = tunnel
         self._sealed: set[str] = set()  # the encrypted networks attached (their IDs): the tunnel is up for them
-        self._guarded = None  # what admit() last applied: (members, tunnel peers, settled, sealed)
+        self._guarded: tuple | None = None  # what admit() last applied: (members, tunnel peers, settled, sealed)
         self._guard_lock = threading.Lock()
         self._watches: dict[str, PeerWatch] = {}  # network ID -> its watch
         self._gone: set[str] | None = None  # while a republish runs: networks and endpoints deleted since
         self._lock = threading.Lock()
-        self.names = None  # names.service.Names (plugin.cluster sets it): told of watches, records, endpoints
+        self.names: Names | None = None  # plugin.cluster sets it: told of watches, records, endpoints
         self._renaming = threading.Lock()  # a rename's write against an unpublish's delete
         self._renamed: dict[str, set[str]] = {}  # endpoint ID -> the records rename may have left
 
@@ -485,13 +488,13 @@ class ClusterSegment:
                 continue  # cut off from the cluster: nothing of it there (Room._cut_off)
             if not self._deleted(network["id"]):
                 try:
-                    endpoint = self._publish_host_address(network, lease)
+                    own = self._publish_host_address(network, lease)
                 except (Conflict, DatapathError) as exc:  # the network's endpoints are served all the same
                     log.error("host address of network %s not made: %s", network["id"], exc)
-                    endpoint = None
-                if endpoint is not None and self._deleted(network["id"]):
+                    own = None
+                if own is not None and self.host_addresses is not None and self._deleted(network["id"]):
                     # Deleted meanwhile: its detach may have come before.
-                    self.unpublish(network, endpoint)
+                    self.unpublish(network, own)
                     self.host_addresses.release(network)
             self._watch(network)
         return lost
@@ -803,7 +806,7 @@ class PeerWatch:
         if kind != "DELETE":
             self._known[kv.key] = peers
             self._drop_kept_sharing(peers)
-        elif away:
+        elif away and had is not None:  # it had peers: ``away`` asks
             self._kept[kv.key] = had
         after = self._wanted()
         self._guard()  # a new host's VXLAN is taken from before its peers are in place

@@ -33,6 +33,7 @@ import os
 import socket
 import threading
 from dataclasses import dataclass, field
+from functools import partial
 
 from . import names, netlink, rtnl
 from .errors import DatapathError, NameConflict
@@ -300,7 +301,7 @@ class Overlay:
         by its key (a get, not a dump), so a removal costs the same with 10
         peers on the device as with 1000."""
         with netlink.connect() as ipr, Steps(self.faults) as steps:
-            index = self._index(ipr, spec, missing_ok=True)
+            index = self._index_if_any(ipr, spec)
             if index is None:
                 return
             vtep = _fdb_entry(ipr, index, peer.mac)
@@ -362,12 +363,12 @@ class Overlay:
             for address, mac in neighbours.items():
                 if wanted_neigh.get(address) != mac:
                     steps.run(f"remove neighbour {address} on {spec.name}",
-                              lambda a=address, m=mac: _ignore((errno.ENOENT,), ipr.neigh, "del",
-                                                               family=_family(a), ifindex=index, dst=a, lladdr=m))
+                              partial(_ignore, (errno.ENOENT,), ipr.neigh, "del", family=_family(address),
+                                      ifindex=index, dst=address, lladdr=mac))
                     changes.append(f"-neigh {address} {mac}")
             for mac, vtep in fdb.items():
                 if wanted_fdb.get(mac) != vtep:
-                    steps.run(f"remove fdb {mac} on {spec.name}", lambda m=mac, v=vtep: _del_fdb(ipr, index, m, v))
+                    steps.run(f"remove fdb {mac} on {spec.name}", partial(_del_fdb, ipr, index, mac, vtep))
                     changes.append(f"-fdb {mac} {vtep}")
         for peer in sorted(peers, key=lambda p: (p.vtep, p.address)):
             if fdb.get(peer.mac) != peer.vtep or neighbours.get(peer.address) != peer.mac:
@@ -375,13 +376,16 @@ class Overlay:
                 changes.append(f"+peer {peer.address} {peer.mac} {peer.vtep}")
         return changes
 
-    def _index(self, ipr, spec: VxlanSpec, missing_ok: bool = False) -> int | None:
-        link = _get_link(ipr, spec.name)
-        if link is None or _kind(link) != "vxlan":
-            if missing_ok:
-                return None
+    def _index(self, ipr, spec: VxlanSpec) -> int:
+        index = self._index_if_any(ipr, spec)
+        if index is None:
             raise DatapathError(f"peers of {spec.name}", f'vxlan "{spec.name}" does not exist')
-        return link["index"]
+        return index
+
+    @staticmethod
+    def _index_if_any(ipr, spec: VxlanSpec) -> int | None:
+        link = _get_link(ipr, spec.name)
+        return link["index"] if link is not None and _kind(link) == "vxlan" else None
 
 
 def _family(address: str) -> int:

@@ -129,6 +129,7 @@ class Room:
         with self.store.snapshot() as tx:
             pools = tx.list_pools()
             held = held_pairs(pools, tx.list_addresses) | hostaddr.held_pairs(tx.list_networks())
+        assert self.ipam is not None  # wrap_ipam made it, then asked for this
         freed = self.ipam.reconcile(lambda: held)
         if freed:
             log.info("reconcile: freed %d cluster address(es) this host no longer holds", freed)
@@ -138,6 +139,7 @@ class Room:
         self.host.retry_pending()
 
     def _republish(self, lease: int) -> None:
+        assert self.ipam is not None  # wrap_ipam made it, then asked for this
         with self.segment.deletes_seen():  # DeleteEndpoint, DeleteNetwork meanwhile (see there)
             networks, endpoints = self._stored()
             with self.store.snapshot() as tx:
@@ -153,7 +155,9 @@ class Room:
         for endpoint in endpoints:
             self._mark(endpoint, lost.get(endpoint["id"]))
         by_id = {n["id"]: n for n in networks if "cluster" in n and not n["cluster"].get("lost")}
-        for endpoint in endpoints if self.names is not None else ():  # published again, not through segment.publish
+        if self.names is None:
+            return
+        for endpoint in endpoints:  # published again, not through segment.publish: told here
             if endpoint["network_id"] in by_id and endpoint["id"] not in lost:
                 self.names.published(by_id[endpoint["network_id"]], endpoint)
 
