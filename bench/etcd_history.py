@@ -1,5 +1,5 @@
 """How fast Pontoon grows etcd's history, for the compaction advice in the
-README (Multi-host networks, walk-through).
+docs/cluster.md (the walk-through).
 
 etcd keeps every revision of every key until it is compacted, and nothing
 in Pontoon compacts (a member's history is the operator's: several

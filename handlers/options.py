@@ -45,7 +45,7 @@ IPV6_MTU_MIN = 1280
 
 @dataclass(frozen=True)
 class NetworkOptions:
-    """Every option with its default; the README's option table mirrors this."""
+    """Every option with its default; docs/options.md's option table mirrors this."""
 
     bridge_name: str | None = None  # None: "pt-" + the first 12 characters of the NetworkID
     mtu: int | None = None  # None: the kernel's default (1500)

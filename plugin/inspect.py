@@ -2,8 +2,8 @@
 
 ``inspect ports`` is the one place a user sees every published port: no
 dockerd shows a remote driver's ports in `docker port` or `docker ps` (it
-type-asserts EndpointOperInfo's port map to its own Go types; see the
-README's Firewall section).
+type-asserts EndpointOperInfo's port map to its own Go types; see
+docs/firewall.md).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """dockerd killed while it restarts Pontoon's managed plugin panics at its
 next start, on every dockerd of the matrix (and, for the worst moment of
-the kill, at every start after); the recovery step in the README
+the kill, at every start after); the recovery step in docs/install.md
 (contrib/recover-managed-plugin.sh) brings it back with its networks. See
 docs/managed-plugin-restart.md.
 

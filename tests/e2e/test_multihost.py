@@ -4,7 +4,7 @@ Pontoon, one etcd: `docker network create -d pontoon --ipam-driver pontoon
 other by address; a container removed on one host leaves the other's
 datapath, and a network removed and made again on one host works again.
 
-Pontoon runs the two ways users install it, each configured as the README's
+Pontoon runs the two ways users install it, each configured as docs/cluster.md's
 walk-through says: a plain process (`pontoon serve --etcd-endpoints …`) and
 the managed plugin (`docker plugin set pontoon PONTOON_ETCD_ENDPOINTS=…`).
 Host 1 names its advertise address and host ID as well; host 2 sets only the
@@ -55,7 +55,7 @@ AUX = "10.92.0.5"  # an --aux-address: the network's on every host
 # included, and `-d pontoon` finds the plugin but no driver of that name
 # ("could not resolve driver pontoon in registry").
 MANAGED = "pontoon:latest"
-# With TLS: the files as the README has users put them, in the state mount,
+# With TLS: the files as docs/cluster.md has users put them, in the state mount,
 # which the managed plugin sees at config.json's state destination.
 PEM = {"PONTOON_ETCD_CA": "ca.pem", "PONTOON_ETCD_CERT": "client.pem", "PONTOON_ETCD_KEY": "client.key"}
 PLUGIN_STATE = "/var/lib/pontoon"
@@ -250,7 +250,7 @@ def cases():
     30 s for nothing the other cases do not already check.
 
     The managed plugin on the newest dockerd reaches etcd over TLS with
-    client certificates, set up as the README says (the PEM files in the
+    client certificates, set up as docs/cluster.md says (the PEM files in the
     state mount): that depends on the plugin's mounts and settings, not on
     dockerd's version, so one case shows it without costing another."""
     out = []
@@ -306,7 +306,7 @@ def two_hosts_up(build: matrix.Build, mode: str, tls: bool, tmp_path: Path, plug
                 shutil.copy(etcd.pki[name], base / "state/etcd")
             settings |= {setting: f"{PLUGIN_STATE}/etcd/{name}" for setting, name in PEM.items()}
         # Names (test_multihost_names.py): dockerd's API socket given as the
-        # README has users give it, and no resolver to forward other names
+        # docs/cluster.md has users give it, and no resolver to forward other names
         # to, so the tests' queries stay on this machine.
         settings["PONTOON_DNS_RESOLV_CONF"] = "/dev/null"
         settings["PONTOON_DOCKER_SOCKET" if mode == "process" else "docker-socket.source"] = str(daemon.sock)

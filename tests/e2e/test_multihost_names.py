@@ -2,7 +2,7 @@
 their names reach Pontoon only through the Engine API (names/engine.py).
 
 The hosts are test_multihost's (each dockerd with its own Pontoon, one etcd,
-VXLAN on a namespace underlay), set up as the README's walk-through says:
+VXLAN on a namespace underlay), set up as docs/cluster.md's walk-through says:
 Pontoon given the dockerd's API socket (a flag, or the managed plugin's
 docker-socket mount), the containers `--dns <the network's gateway>`. A
 container asks with busybox's nslookup through its dockerd's own resolver

@@ -87,7 +87,7 @@ def unheld_lost(host_id: str, pool: str, endpoint: dict, holding: dict) -> list[
     """An endpoint marked lost must not be one whose address this host
     holds (then it should have been published). Held by no one passes: the
     holder may have released it since, and the design keeps the mark until
-    the container is removed (README, "addrs/ decides")."""
+    the container is removed (docs/cluster.md, "addrs/ decides")."""
     address = endpoint["lost"]["address"]
     if holding.get((pool, address)) == host_id:
         return [f"{host_id}: endpoint {endpoint['id'][:12]} is marked lost ({endpoint['lost']}) "

@@ -122,7 +122,7 @@ def test_a_dead_plugins_containers_stay_reachable_and_it_comes_back(cluster):
     """Issue 18 #6: a host's Pontoon killed takes its endpoint records with
     its lease, but not its containers, which run on: the other hosts used to
     drop them within the TTL, cutting traffic over a healthy underlay. They
-    keep them until the addresses are reclaimed (README, "Liveness by
+    keep them until the addresses are reclaimed (docs/cluster.md, "Liveness by
     lease"), and the restarted host writes them again."""
     a, b, c = cluster.hosts
     nets = network_on_all(cluster)

@@ -38,7 +38,7 @@ do not:
    of the records of the other live hosts on that network's pool: every
    live endpoint on every peer's table, pointing at its real host, and
    nothing else (no hostile record) but the kept peers of a host whose
-   lease ended, for addresses it or no one holds (README, "Liveness by
+   lease ended, for addresses it or no one holds (docs/cluster.md, "Liveness by
    lease"); and during every fault no running container's entry goes
    missing on a live peer for more than ``UNREACHABLE_TOLERANCE_S`` unless
    a host was away past the grace (``Reachability``). Beneath it: a
@@ -276,7 +276,7 @@ class LabHost:
     containers: list[Container] = field(default_factory=list)
     # Networks this host had when it was away long enough to be reclaimed:
     # if it was the pool's last member, the reclaim removed the pool
-    # (README, "Liveness by lease"), and the network is an orphan.
+    # (docs/cluster.md, "Liveness by lease"), and the network is an orphan.
     orphanable: set[str] = field(default_factory=set)
 
     @property
@@ -879,7 +879,7 @@ class Reachability:
         for lab_host in self.lab.live():
             networks, endpoints = lab_host.host.room._stored()
             pools |= {(lab_host.id, DP.vxlan_name(n["tag"])): n["cluster"]["pool"] for n in networks if "cluster" in n}
-            lost |= {e["id"] for e in endpoints if e.get("lost")}  # by design unreachable (README)
+            lost |= {e["id"] for e in endpoints if e.get("lost")}  # by design unreachable (docs/cluster.md)
         counted = [gap for (watcher, name, peer), gap in self.gaps.items()
                    if (ctr := self._container(peer)) is not None and ctr.endpoint_id not in lost
                    and holders.get((pools.get((watcher, name)), peer.address)) in (self.owners[peer.vtep].id, None)]

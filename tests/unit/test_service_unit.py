@@ -1,5 +1,5 @@
 """contrib/pontoon.service: systemd accepts every line of it, and it keeps
-the hardening the README promises. (That the capabilities it keeps are
+the hardening docs/options.md promises. (That the capabilities it keeps are
 enough is tested by running the real server with only those:
 tests/reliability/test_freeze.py.)"""
 from __future__ import annotations
