@@ -42,7 +42,7 @@ import subprocess
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,11 +58,14 @@ SWARM_RELEASE = "28.5"  # the matrix's newest: its swarm is the current one
 SUBNETS = {"overlay": "10.93.0.0/24", "pontoon": "10.94.0.0/24"}
 NETWORK = "bench"
 SYSTEMS = ("pontoon", "overlay")
+# Pontoon measured again with bridged frames kept out of iptables (see bridge_netfilter_off).
+UNFILTERED = "pontoon_unfiltered"
+BRIDGE_NETFILTER = "net.bridge.bridge-nf-call-iptables"
 REPLY_LIMIT = 30.0  # seconds a first reply may take before the pair fails
 FULL = {"reply_pairs": 12, "rtt_pairs": 8, "rtt_pings": 200, "iperf_pairs": 4, "iperf_seconds": 5,
-        "idle_seconds": 60, "idle_counts": (1, 10)}
+        "idle_seconds": 60, "idle_windows": 6, "idle_counts": (1, 10)}
 QUICK = {"reply_pairs": 2, "rtt_pairs": 2, "rtt_pings": 20, "iperf_pairs": 1, "iperf_seconds": 1,
-         "idle_seconds": 3, "idle_counts": (1, 2)}
+         "idle_seconds": 6, "idle_windows": 2, "idle_counts": (1, 2)}
 
 
 def swarm_build() -> matrix.Build | None:
@@ -175,6 +178,22 @@ def testbed(workdir: Path):
         shutil.rmtree(short, ignore_errors=True)
 
 
+@contextmanager
+def bridge_netfilter_off(hosts: list[Host]):
+    """A diagnosis, not a setting for users: Pontoon's bridge is in the
+    host's namespace, where dockerd has br_netfilter send bridged frames
+    through iptables (Pontoon's isolation rules rely on it) and conntrack;
+    the overlay's bridge is in a namespace of its own with no rules. With
+    it off for one measurement, the difference is what that path costs."""
+    for host in hosts:
+        host.run("sysctl", "-q", "-w", f"{BRIDGE_NETFILTER}=0")
+    try:
+        yield
+    finally:
+        for host in hosts:
+            host.run("sysctl", "-q", "-w", f"{BRIDGE_NETFILTER}=1")
+
+
 def rotations(pairs: int, *kinds: str):
     """Each pair runs every kind once; which goes first rotates."""
     for i in range(pairs):
@@ -203,9 +222,10 @@ def place(system: System) -> Peers:
     return Peers(system, system.pid(0, a), system.pid(1, b), system.address(1, b), mtu)
 
 
-def first_reply_s(peers: Peers, workdir: Path) -> float:
+def first_reply_s(peers: Peers, workdir: Path) -> tuple[float, float]:
     """Seconds from starting `docker run -d` on A to the first reply to A's
-    new container from B's."""
+    new container from B's, and to the CLI's printing the container's ID
+    (its return)."""
     system = peers.system
     mailbox = Path(tempfile.mkdtemp(prefix=f"reply-{system.name}-", dir=workdir))
     os.mkfifo(mailbox / "reply")
@@ -219,15 +239,21 @@ def first_reply_s(peers: Peers, workdir: Path) -> float:
         cli = subprocess.Popen([daemon.build.docker, "-H", f"unix://{daemon.sock}", "run", "-d", "--network",
                                 NETWORK, "-v", f"{mailbox}:/reply", system.image, "sh", "-c", script],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        readable, _, _ = select.select([fifo], [], [], REPLY_LIMIT)
-        took = time.perf_counter() - begin
+        replied = returned = None
+        while replied is None and time.perf_counter() - begin < REPLY_LIMIT:
+            ready, _, _ = select.select([fifo] + ([cli.stdout] if returned is None else []), [], [], 1.0)
+            now = time.perf_counter() - begin
+            if cli.stdout in ready:
+                returned = now
+            if fifo in ready:
+                replied = now
         out, err = cli.communicate(timeout=60)
         if cli.returncode != 0:
             raise RuntimeError(f"docker run on {system.name} host A exited {cli.returncode}: {err}")
-        if not readable:
+        if replied is None:
             raise TimeoutError(f"{system.name}: no reply from {peers.b_address} within {REPLY_LIMIT:.0f} s")
         system.docker(0, "rm", "-f", out.strip())
-        return took
+        return replied, returned if returned is not None else replied
     finally:
         os.close(fifo)
         shutil.rmtree(mailbox, ignore_errors=True)
@@ -254,9 +280,11 @@ def iperf_bps(client: list[str], server: list[str], address: str, streams: int, 
         daemon.wait(timeout=30)
 
 
-def idle(bed: Testbed, count: int, seconds: float) -> dict:
+def idle(bed: Testbed, count: int, seconds: float, windows: int) -> dict:
     """CPU seconds and underlay bytes per minute per host, both systems at
-    once (they share no host), with ``count`` containers on each host."""
+    once (they share no host), with ``count`` containers on each host: over
+    ``seconds`` in all, and per window of ``seconds / windows`` for the
+    spread of the ratios."""
     for system in bed.systems.values():
         for index in (0, 1):
             have = len(system.docker(index, "ps", "-q").stdout.split())
@@ -264,22 +292,33 @@ def idle(bed: Testbed, count: int, seconds: float) -> dict:
                 system.start(index, "sleep", "infinity")
     time.sleep(min(seconds, 10))  # the starts' own work is not idle
 
-    def sample() -> dict:
-        return {name: [(s.cpu_ticks(i), _underlay_bytes(s.hosts[i])) for i in (0, 1)]
-                for name, s in bed.systems.items()} | {"etcd": _ticks(bed.etcd.proc.pid)}
+    def sample() -> tuple[float, dict]:
+        return time.monotonic(), {name: [(s.cpu_ticks(i), _underlay_bytes(s.hosts[i])) for i in (0, 1)]
+                                  for name, s in bed.systems.items()} | {"etcd": _ticks(bed.etcd.proc.pid)}
 
-    before, begin = sample(), time.monotonic()
-    time.sleep(seconds)
-    after, took = sample(), time.monotonic() - begin
-    per_min, hz = 60 / took, os.sysconf("SC_CLK_TCK")
-    etcd_share = (after["etcd"] - before["etcd"]) / hz * per_min / 2
-    out = {"containers": count, "seconds": took, "etcd_cpu_s_per_min": etcd_share * 2}
-    for name in bed.systems:
-        cpu = [(a[0] - b[0]) / hz * per_min for a, b in zip(after[name], before[name])]
-        octets = [(a[1] - b[1]) * per_min for a, b in zip(after[name], before[name])]
-        if name == "pontoon":
-            cpu = [c + etcd_share for c in cpu]
-        out[name] = {"cpu_s_per_min": cpu, "bytes_per_min": octets}
+    samples = [sample()]
+    for _ in range(windows):
+        time.sleep(seconds / windows)
+        samples.append(sample())
+    out = rates(samples[0], samples[-1]) | {"containers": count}
+    spans = [rates(before, after) for before, after in zip(samples, samples[1:])]
+    for key, unit in (("cpu", "cpu_s_per_min"), ("bytes", "bytes_per_min")):
+        # A window in which the overlay's hosts showed nothing has no ratio.
+        pairs = [(sum(w["pontoon"][unit]), sum(w["overlay"][unit])) for w in spans if sum(w["overlay"][unit])]
+        out[f"{key}_windows"] = pair_ratios(pairs) if pairs else None
+    return out
+
+
+def rates(before: tuple[float, dict], after: tuple[float, dict]) -> dict:
+    """Per minute between two samples, per host; Pontoon's hosts take half
+    of etcd's CPU each."""
+    per_min, hz = 60 / (after[0] - before[0]), os.sysconf("SC_CLK_TCK")
+    etcd = (after[1]["etcd"] - before[1]["etcd"]) / hz * per_min
+    out = {"seconds": after[0] - before[0], "etcd_cpu_s_per_min": etcd}
+    for name in SYSTEMS:
+        was, now = before[1][name], after[1][name]
+        cpu = [(a[0] - b[0]) / hz * per_min + (etcd / 2 if name == "pontoon" else 0) for a, b in zip(now, was)]
+        out[name] = {"cpu_s_per_min": cpu, "bytes_per_min": [(a[1] - b[1]) * per_min for a, b in zip(now, was)]}
     return out
 
 
@@ -305,11 +344,12 @@ def run(quick: bool = False) -> dict:
         out["mtu"] = {name: p.mtu for name, p in peers.items()}
         out["underlay_mtu"] = int(bed.systems["pontoon"].hosts[0].run("cat", f"/sys/class/net/{UPLINK}/mtu").stdout)
 
-        samples = []
+        got = []
         for order in rotations(counts["reply_pairs"], *SYSTEMS):
-            got = {name: first_reply_s(peers[name], Path(tmp)) for name in order}
-            samples.append((got["pontoon"], got["overlay"]))
-        out["first_reply"] = pair_ratios(samples)
+            got.append({name: first_reply_s(peers[name], Path(tmp)) for name in order})
+        out["first_reply"] = pair_ratios([(g["pontoon"][0], g["overlay"][0]) for g in got]) | {
+            f"{name}_{what}_s": [g[name][i] for g in got]
+            for name in SYSTEMS for i, what in enumerate(("reply", "returned"))}
 
         per_system: dict[str, list[float]] = {name: [] for name in SYSTEMS}
         p50s, p99s = [], []
@@ -325,20 +365,25 @@ def run(quick: bool = False) -> dict:
 
         hosts = bed.systems["pontoon"].hosts
         ends = {name: ((_nsenter(p.a_pid), _nsenter(p.b_pid)), p.b_address) for name, p in peers.items()}
+        ends[UNFILTERED] = ends["pontoon"]
         ends["limit"] = ((["ip", "netns", "exec", hosts[0].ns], ["ip", "netns", "exec", hosts[1].ns]),
                          hosts[1].address)
         out["iperf"] = {}
         for streams in (1, 4):
             rows = []
-            for order in rotations(counts["iperf_pairs"], *SYSTEMS, "limit"):
-                got = {kind: iperf_bps(*ends[kind][0], ends[kind][1], streams, counts["iperf_seconds"])
-                       for kind in order}
+            for order in rotations(counts["iperf_pairs"], *SYSTEMS, UNFILTERED, "limit"):
+                got = {}
+                for kind in order:
+                    with bridge_netfilter_off(hosts) if kind == UNFILTERED else nullcontext():
+                        got[kind] = iperf_bps(*ends[kind][0], ends[kind][1], streams, counts["iperf_seconds"])
                 rows.append(got)
             out["iperf"][str(streams)] = {
                 "bps": rows,
                 "vs_overlay": pair_ratios([(r["pontoon"], r["overlay"]) for r in rows]),
                 "vs_limit": pair_ratios([(r["pontoon"], r["limit"]) for r in rows]),
-                "overlay_vs_limit": pair_ratios([(r["overlay"], r["limit"]) for r in rows])}
+                "overlay_vs_limit": pair_ratios([(r["overlay"], r["limit"]) for r in rows]),
+                "unfiltered_vs_pontoon": pair_ratios([(r[UNFILTERED], r["pontoon"]) for r in rows])}
 
-        out["idle"] = [idle(bed, count, counts["idle_seconds"]) for count in counts["idle_counts"]]
+        out["idle"] = [idle(bed, count, counts["idle_seconds"], counts["idle_windows"])
+                       for count in counts["idle_counts"]]
     return out
