@@ -138,7 +138,8 @@ def plot(v: dict, path: Path) -> str:
     for name in ("pontoon", "overlay"):
         ax[0][0].plot(pairs, first[f"{name}_reply_s"], "o-", color=colours[name], label=f"{name}: first reply")
         ax[0][0].plot(pairs, first[f"{name}_returned_s"], "x:", color=colours[name], label=f"{name}: run -d returned")
-    ax[0][0].set(title="docker run on A to first reply from B", xlabel="pair", ylabel="s", ylim=(0, None))
+    ax[0][0].set(title="docker run on A to first reply from B", xlabel="pair", ylabel="s", ylim=(0, None),
+                 xticks=list(pairs))
     ax[0][0].legend()
 
     for i, name in enumerate(("pontoon", "overlay")):
