@@ -49,7 +49,7 @@ from pathlib import Path
 from tests.e2e import matrix
 from tests.e2e.dockerd import build_busybox_image, descendants, run as run_cmd
 from tests.e2e.test_multihost import HostDockerd, HostPontoon, cluster_settings
-from tests.multihost.etcd import Etcd
+from tests.multihost.etcd import ETCD, Etcd
 from tests.multihost.underlay import UPLINK, Host, Underlay, link_stats
 
 from .stats import pair_ratios, percentile
@@ -327,6 +327,11 @@ def _underlay_bytes(host: Host) -> int:
     return stats["rx"]["bytes"] + stats["tx"]["bytes"]
 
 
+def _etcd_version() -> str:
+    out = run_cmd([ETCD, "--version"], timeout=30).stdout  # "etcd Version: 3.4.23\n…"
+    return out.split()[2] if out.startswith("etcd Version:") else out.strip()
+
+
 def _summary(values: list[float]) -> dict:
     return {"values": values, "p50": percentile(values, 50), "p99": percentile(values, 99)}
 
@@ -335,7 +340,7 @@ def run(quick: bool = False) -> dict:
     counts = QUICK if quick else FULL
     build = swarm_build()
     out: dict = {"counts": {k: list(v) if isinstance(v, tuple) else v for k, v in counts.items()},
-                 "dockerd": build.version if build else None}
+                 "dockerd": build.version if build else None, "etcd": _etcd_version()}
     reason = missing()
     if reason:
         raise RuntimeError(reason)

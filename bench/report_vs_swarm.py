@@ -63,8 +63,11 @@ def details(res: dict) -> list[str]:
     v = res.get("vs_swarm")
     if not v:
         return []
-    c = v["counts"]
+    c, m = v["counts"], res["machine"]
     lines = ["## 10. Side by side with Docker's overlay (swarm mode)", "",
+             f"`python -m bench --only vs_swarm` (bench/pontoon_vs_swarm.py) on {m['date']}, commit "
+             f"{m['commit']}: {m['nproc']} × {m['cpu']}, Linux {m['kernel']}, {m['os']}, etcd "
+             f"{v['etcd']}, iperf3 {m['debian']['iperf3']}, busybox {m['debian']['busybox-static']}. "
              f"Four network-namespace hosts on one underlay bridge (MTU {v['underlay_mtu']}), each with its "
              f"own dockerd {v['dockerd']} (the matrix's, `make dockerds`) and the busybox image imported "
              "from Debian's busybox-static. Hosts 1 and 2 are a swarm (`docker swarm init "
