@@ -120,7 +120,7 @@ def details(res: dict) -> list[str]:
               "swarm keeps its store inside the manager's dockerd). Bytes: both ways on the host's "
               "underlay interface (etcd's lease keep-alives and watch for Pontoon; swarm's gossip, "
               "heartbeats and raft for the overlay). Per host (Pontoon / overlay): "
-              + "; ".join(f"{i['containers']} containers: CPU "
+              + "; ".join(f"{i['containers']} container{'s' if i['containers'] != 1 else ''}: CPU "
                           + ", ".join(f"{x:.2f}" for x in i["pontoon"]["cpu_s_per_min"]) + " / "
                           + ", ".join(f"{x:.2f}" for x in i["overlay"]["cpu_s_per_min"]) + " s, KiB "
                           + ", ".join(f"{x / 1024:.1f}" for x in i["pontoon"]["bytes_per_min"]) + " / "
