@@ -6,7 +6,6 @@ import statistics
 from pathlib import Path
 
 from .pontoon_vs_swarm import UNFILTERED
-from .stats import percentile
 
 PLOT = "bench-vs-swarm.png"
 
@@ -158,7 +157,7 @@ def plot(v: dict, path: Path) -> str:
         for k, name in enumerate(("pontoon", UNFILTERED, "overlay", "limit")):
             values = [row[name] / 1e9 for row in t["bps"]]
             x = j * 5 + k
-            ax[1][0].bar(x, percentile(values, 50), color=colours[name], label=name if j == 0 else None)
+            ax[1][0].bar(x, statistics.median(values), color=colours[name], label=name if j == 0 else None)
             ax[1][0].plot([x] * len(values), values, "k.", markersize=4)
     ax[1][0].set(title="iperf3 TCP across hosts (dots: pairs)", ylabel="Gbit/s", xticks=[1.5, 6.5],
                  xticklabels=[f"{s} stream{'s' if s != '1' else ''}" for s in v["iperf"]])
@@ -170,7 +169,8 @@ def plot(v: dict, path: Path) -> str:
                          label=name if j == 0 else None)
     ax[1][1].set(title="idle host: CPU per minute (mean of 2 hosts)", ylabel="CPU s / min",
                  xticks=[j * 3 + 0.5 for j in range(len(v["idle"]))],
-                 xticklabels=[f"{i['containers']} containers" for i in v["idle"]])
+                 xticklabels=[f"{i['containers']} container{'s' if i['containers'] != 1 else ''}"
+                              for i in v["idle"]])
     ax[1][1].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=90)
