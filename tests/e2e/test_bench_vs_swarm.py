@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench import pontoon_vs_swarm, report_vs_swarm
+from bench import machine, pontoon_vs_swarm, report_vs_swarm
 
 pytestmark = pytest.mark.e2e
 
@@ -37,7 +37,7 @@ def test_quick_side_by_side_measures_every_row_on_both_systems(tmp_path):
             assert len(window[name]["cpu_s_per_min"]) == len(window[name]["bytes_per_min"]) == 2
             assert min(window[name]["cpu_s_per_min"] + window[name]["bytes_per_min"]) >= 0
 
-    lines = report_vs_swarm.details({"vs_swarm": v})
+    lines = report_vs_swarm.details({"vs_swarm": v, "machine": machine.describe()})
     table = [line for line in lines if line.startswith("| ") and "---" not in line]
     assert len(table) == 1 + len(report_vs_swarm.rows(v))  # the header and a row per figure
     assert (tmp_path / report_vs_swarm.plot(v, tmp_path / report_vs_swarm.PLOT)).stat().st_size > 0
