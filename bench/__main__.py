@@ -48,6 +48,7 @@ def _docker_sections(quick: bool) -> dict:
 
 def _sections(quick: bool) -> dict:
     from . import etcd_history, footprint, ipam_scale, latency, multihost, overlay_peers, ports, profile, scale
+    from . import pontoon_vs_swarm
 
     return {
         "latency": lambda: latency.run(quick),
@@ -61,6 +62,7 @@ def _sections(quick: bool) -> dict:
         "multihost": lambda: multihost.run(quick),
         "overlay": lambda: overlay_peers.run(quick),
         "etcd": lambda: etcd_history.run(quick),
+        "vs_swarm": lambda: pontoon_vs_swarm.run(quick),
     }
 
 

@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display: files only
 import matplotlib.pyplot as plt  # noqa: E402
 
-from . import report_multihost  # noqa: E402
+from . import report_multihost, report_vs_swarm  # noqa: E402
 from .stats import ratio_text as _ratio  # noqa: E402
 
 MB = 1024  # KiB per MiB
@@ -183,6 +183,8 @@ def write(res: dict, out: Path) -> None:
         plots.append(_plot_scale(res["scale"], out / "bench-scale.png"))
     if "ipam" in res:
         plots.append(_plot_ipam(res["ipam"], out / "bench-ipam.png"))
+    if "vs_swarm" in res:
+        plots.append(report_vs_swarm.plot(res["vs_swarm"], out / report_vs_swarm.PLOT))
     (out / "benchmarks.md").write_text(_markdown(res, plots))
 
 
@@ -326,7 +328,7 @@ def _details(res: dict) -> list[str]:
                   f"(bench/etcd_history.py): {per['revision']:.1f} revisions and {per['db_size']:.0f} bytes of "
                   f"etcd's database file each; {e['after']['db_size']} bytes before a compaction and a "
                   f"defrag, {e['compacted']['db_size']} after.", ""]
-    return lines + report_multihost.details(res)
+    return lines + report_multihost.details(res) + report_vs_swarm.details(res)
 
 
 def ports_details(p: dict) -> list[str]:

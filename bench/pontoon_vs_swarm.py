@@ -1,0 +1,394 @@
+"""Pontoon side by side with Docker's own overlay (issue 22).
+
+Four network-namespace hosts on one underlay bridge (tests/multihost), each
+with its own dockerd of the matrix's 28.5 build (tests/e2e), the busybox
+image imported into each. Hosts 1 and 2 are a swarm (`docker swarm init
+--advertise-addr`, `join`, one `--attachable` overlay network, no
+encryption); hosts 3 and 4 are plain dockerds, each with a clustered Pontoon
+(`pontoon serve`, log level info) on one etcd on the underlay. Both networks
+are a /24 with the MTU each driver defaults to (the underlay's 1500 less
+VXLAN's 50; the run reads it from a container). Two systems on separate
+hosts run at the same time, so every figure is taken as interleaved pairs
+(which system goes first alternates), and neither system's control plane
+runs on the other's hosts.
+
+- first reply: from starting `docker run -d` on host A to the first echo
+  reply a container there gets from a container on host B (its address).
+  The container's own command pings in a loop (busybox `ping -c1 -W1`: an
+  unanswered probe is retried after a second, as a TCP SYN would be) and
+  then writes to a FIFO the benchmark holds open, so the time is read on
+  the host, not in the container. Steady state: both hosts already have a
+  container on the network. It includes the docker CLI, dockerd's start of
+  the container (for the overlay also its second interface, on
+  docker_gwbridge) and the peer learning B needs to answer.
+- RTT: the host's iputils ping inside A's container's namespace (nsenter)
+  to B's container, every 10 ms.
+- iperf3: Debian's binary run from the host inside the containers'
+  namespaces (nsenter; no image carries it), 1 and 4 streams, and host to
+  host on the underlay addresses (the limit).
+- idle: per host, CPU of dockerd, its containerd, the shims and containers,
+  and Pontoon (plus half of etcd's: the swarm keeps its store in the
+  manager's dockerd), and bytes both ways on the host's underlay interface,
+  with 1 and then 10 containers per host.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import select
+import shutil
+import subprocess
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.e2e import matrix
+from tests.e2e.dockerd import build_busybox_image, descendants, run as run_cmd
+from tests.e2e.test_multihost import HostDockerd, HostPontoon, cluster_settings
+from tests.multihost.etcd import ETCD, Etcd
+from tests.multihost.underlay import UPLINK, Host, Underlay, link_stats
+
+from .stats import pair_ratios, percentile
+
+SWARM_RELEASE = "28.5"  # the matrix's newest: its swarm is the current one
+SUBNETS = {"overlay": "10.93.0.0/24", "pontoon": "10.94.0.0/24"}
+NETWORK = "bench"
+SYSTEMS = ("pontoon", "overlay")
+# Pontoon measured again with bridged frames kept out of iptables (see bridge_netfilter_off).
+UNFILTERED = "pontoon_unfiltered"
+BRIDGE_NETFILTER = "net.bridge.bridge-nf-call-iptables"
+REPLY_LIMIT = 30.0  # seconds a first reply may take before the pair fails
+FULL = {"reply_pairs": 12, "rtt_pairs": 8, "rtt_pings": 200, "iperf_pairs": 4, "iperf_seconds": 5,
+        "idle_seconds": 60, "idle_windows": 6, "idle_counts": (1, 10)}
+QUICK = {"reply_pairs": 2, "rtt_pairs": 2, "rtt_pings": 20, "iperf_pairs": 1, "iperf_seconds": 1,
+         "idle_seconds": 6, "idle_windows": 2, "idle_counts": (1, 2)}
+
+
+def swarm_build() -> matrix.Build | None:
+    return next((b for b in matrix.builds() if b.version.startswith(SWARM_RELEASE + ".")), None)
+
+
+def missing() -> str | None:
+    """Why this benchmark cannot run here, or None."""
+    from tests.multihost.etcd import missing as etcd_missing
+
+    build = swarm_build()
+    if build is None:
+        return f"no dockerd {SWARM_RELEASE} under {matrix.FETCHED}: make dockerds"
+    for tool, package in (("iperf3", "iperf3"), ("nsenter", "util-linux"), ("ping", "iputils-ping")):
+        if shutil.which(tool) is None:
+            return f"{tool} is missing: apt-get install {package}"
+    return etcd_missing() or build.missing()
+
+
+@dataclass
+class System:
+    """One of the two: its two hosts' dockerds and the network on them."""
+
+    name: str
+    hosts: list[Host]
+    daemons: list[HostDockerd]
+    image: str = "busybox:local"
+    pontoons: list[HostPontoon] = field(default_factory=list)
+
+    def docker(self, index: int, *args, timeout: float = 60):
+        return self.daemons[index].docker(*args, timeout=timeout)
+
+    def start(self, index: int, *command: str, options: tuple = ()) -> str:
+        return self.docker(index, "run", "-d", "--network", NETWORK, *options, self.image,
+                           *command).stdout.strip()
+
+    def address(self, index: int, cid: str) -> str:
+        return self.docker(index, "inspect", "-f", f"{{{{(index .NetworkSettings.Networks \"{NETWORK}\").IPAddress}}}}",
+                           cid).stdout.strip()
+
+    def pid(self, index: int, cid: str) -> int:
+        return int(self.docker(index, "inspect", "-f", "{{.State.Pid}}", cid).stdout)
+
+    def cpu_ticks(self, index: int) -> int:
+        """utime + stime of everything that runs this host's containers and
+        network: dockerd and its children, the shims and theirs, Pontoon."""
+        daemon = self.daemons[index]
+        roots = [daemon.proc.pid, *daemon.shims()] + ([self.pontoons[index].proc.pid] if self.pontoons else [])
+        return sum(_ticks(pid) for root in roots for pid in (root, *descendants(root)))
+
+
+def _ticks(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0  # gone since it was listed
+    fields = stat.rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+
+
+@dataclass
+class Testbed:
+    underlay: Underlay
+    etcd: Etcd
+    systems: dict[str, System]
+
+
+@contextmanager
+def testbed(workdir: Path):
+    build = swarm_build()
+    underlay = Underlay()
+    # etcd's data on tmpfs, as bench/multihost.py has it (this disk's fsync).
+    etcd = Etcd(workdir / "etcd", underlay.address, underlay.ns,
+                data_dir=Path(tempfile.mkdtemp(prefix="pontoon-bench-etcd-", dir="/dev/shm")))
+    # containerd's sockets go under the exec root: keep its path short.
+    short = Path(tempfile.mkdtemp(prefix="ptvs-"))
+    daemons: list[HostDockerd] = []
+    pontoons: list[HostPontoon] = []
+    try:
+        hosts = [underlay.add_host() for _ in range(4)]
+        etcd.start()
+        daemons += [HostDockerd(short / f"d{i + 1}", host, build) for i, host in enumerate(hosts)]
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            list(pool.map(lambda d: d.start(), daemons))
+            list(pool.map(lambda i: build_busybox_image(daemons[i], workdir / f"image{i + 1}"), range(4)))
+        overlay = System("overlay", hosts[:2], daemons[:2])
+        manager, worker = overlay.daemons
+        manager.docker("swarm", "init", "--advertise-addr", hosts[0].address)
+        token = manager.docker("swarm", "join-token", "-q", "worker").stdout.strip()
+        worker.docker("swarm", "join", "--token", token, f"{hosts[0].address}:2377")
+        manager.docker("network", "create", "-d", "overlay", "--attachable", "--subnet", SUBNETS["overlay"], NETWORK)
+
+        for number, (daemon, host) in enumerate(zip(daemons[2:], hosts[2:]), start=1):
+            settings = cluster_settings(etcd.url, host, number) | {"PONTOON_LOG_LEVEL": "info"}
+            pontoons.append(HostPontoon(daemon, workdir / f"pontoon{number}", settings))
+            pontoons[-1].start()
+            daemon.docker("network", "create", "-d", "pontoon", "--ipam-driver", "pontoon",
+                          "--subnet", SUBNETS["pontoon"], NETWORK)
+        yield Testbed(underlay, etcd, {"overlay": overlay,
+                                       "pontoon": System("pontoon", hosts[2:], daemons[2:], pontoons=pontoons)})
+    finally:
+        # The dockerds first: stopping, they still call their Pontoon for
+        # the containers they take down.
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            list(pool.map(lambda d: d.stop(), daemons))
+        for pontoon in pontoons:
+            pontoon.stop()
+        etcd.remove()
+        underlay.close()
+        shutil.rmtree(short, ignore_errors=True)
+
+
+@contextmanager
+def bridge_netfilter_off(hosts: list[Host]):
+    """A diagnosis, not a setting for users: Pontoon's bridge is in the
+    host's namespace, where dockerd has br_netfilter send bridged frames
+    through iptables (Pontoon's isolation rules rely on it) and conntrack;
+    the overlay's bridge is in a namespace of its own with no rules. With
+    it off for one measurement, the difference is what that path costs."""
+    for host in hosts:
+        host.run("sysctl", "-q", "-w", f"{BRIDGE_NETFILTER}=0")
+    try:
+        yield
+    finally:
+        for host in hosts:
+            host.run("sysctl", "-q", "-w", f"{BRIDGE_NETFILTER}=1")
+
+
+def rotations(pairs: int, *kinds: str):
+    """Each pair runs every kind once; which goes first rotates."""
+    for i in range(pairs):
+        shift = i % len(kinds)
+        yield kinds[shift:] + kinds[:shift]
+
+
+def _nsenter(pid: int, *argv: str) -> list[str]:
+    return ["nsenter", "-t", str(pid), "-n", "--", *argv]
+
+
+@dataclass
+class Peers:
+    """A long-running container on each of a system's two hosts."""
+
+    system: System
+    a_pid: int
+    b_pid: int
+    b_address: str
+    mtu: int
+
+
+def place(system: System) -> Peers:
+    a, b = (system.start(i, "sleep", "infinity") for i in (0, 1))
+    mtu = int(system.docker(1, "exec", b, "cat", "/sys/class/net/eth0/mtu").stdout)
+    return Peers(system, system.pid(0, a), system.pid(1, b), system.address(1, b), mtu)
+
+
+def first_reply_s(peers: Peers, workdir: Path) -> tuple[float, float]:
+    """Seconds from starting `docker run -d` on A to the first reply to A's
+    new container from B's, and to the CLI's printing the container's ID
+    (its return)."""
+    system = peers.system
+    mailbox = Path(tempfile.mkdtemp(prefix=f"reply-{system.name}-", dir=workdir))
+    os.mkfifo(mailbox / "reply")
+    # Read and write ends both ours: no EOF, and the container's write never blocks.
+    fifo = os.open(mailbox / "reply", os.O_RDWR | os.O_NONBLOCK)
+    script = (f"until ping -c1 -W1 {peers.b_address} >/dev/null 2>&1; do :; done; "
+              "echo up > /reply/reply; exec sleep infinity")
+    daemon = system.daemons[0]
+    try:
+        begin = time.perf_counter()
+        cli = subprocess.Popen([daemon.build.docker, "-H", f"unix://{daemon.sock}", "run", "-d", "--network",
+                                NETWORK, "-v", f"{mailbox}:/reply", system.image, "sh", "-c", script],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        replied = returned = None
+        while replied is None and time.perf_counter() - begin < REPLY_LIMIT:
+            ready, _, _ = select.select([fifo] + ([cli.stdout] if returned is None else []), [], [], 1.0)
+            now = time.perf_counter() - begin
+            if cli.stdout in ready:
+                returned = now
+            if fifo in ready:
+                replied = now
+        out, err = cli.communicate(timeout=60)
+        if cli.returncode != 0:
+            raise RuntimeError(f"docker run on {system.name} host A exited {cli.returncode}: {err}")
+        if replied is None:
+            raise TimeoutError(f"{system.name}: no reply from {peers.b_address} within {REPLY_LIMIT:.0f} s")
+        system.docker(0, "rm", "-f", out.strip())
+        return replied, returned if returned is not None else replied
+    finally:
+        os.close(fifo)
+        shutil.rmtree(mailbox, ignore_errors=True)
+
+
+def rtt_ms(peers: Peers, count: int) -> list[float]:
+    out = run_cmd(_nsenter(peers.a_pid, "ping", "-n", "-c", str(count), "-i", "0.01", peers.b_address),
+                  timeout=count * 0.05 + 30).stdout
+    times = [float(t) for t in re.findall(r"time=([\d.]+) ms", out)]
+    if len(times) < count:
+        raise RuntimeError(f"{peers.system.name}: {count - len(times)} of {count} pings unanswered:\n{out[-500:]}")
+    return times
+
+
+def iperf_bps(client: list[str], server: list[str], address: str, streams: int, seconds: int) -> float:
+    """TCP throughput; argv prefixes run iperf3 in the client's and server's namespaces."""
+    daemon = subprocess.Popen([*server, "iperf3", "-s", "-1"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        time.sleep(0.3)  # the server's socket
+        out = run_cmd([*client, "iperf3", "-c", address, "-t", str(seconds), "-P", str(streams), "-J"],
+                      timeout=seconds + 30).stdout
+        return json.loads(out)["end"]["sum_received"]["bits_per_second"]
+    finally:
+        daemon.wait(timeout=30)
+
+
+def idle(bed: Testbed, count: int, seconds: float, windows: int) -> dict:
+    """CPU seconds and underlay bytes per minute per host, both systems at
+    once (they share no host), with ``count`` containers on each host: over
+    ``seconds`` in all, and per window of ``seconds / windows`` for the
+    spread of the ratios."""
+    for system in bed.systems.values():
+        for index in (0, 1):
+            have = len(system.docker(index, "ps", "-q").stdout.split())
+            for _ in range(count - have):
+                system.start(index, "sleep", "infinity")
+    time.sleep(min(seconds, 10))  # the starts' own work is not idle
+
+    def sample() -> tuple[float, dict]:
+        return time.monotonic(), {name: [(s.cpu_ticks(i), _underlay_bytes(s.hosts[i])) for i in (0, 1)]
+                                  for name, s in bed.systems.items()} | {"etcd": _ticks(bed.etcd.proc.pid)}
+
+    samples = [sample()]
+    for _ in range(windows):
+        time.sleep(seconds / windows)
+        samples.append(sample())
+    out = rates(samples[0], samples[-1]) | {"containers": count}
+    spans = [rates(before, after) for before, after in zip(samples, samples[1:])]
+    for key, unit in (("cpu", "cpu_s_per_min"), ("bytes", "bytes_per_min")):
+        # A window in which the overlay's hosts showed nothing has no ratio.
+        pairs = [(sum(w["pontoon"][unit]), sum(w["overlay"][unit])) for w in spans if sum(w["overlay"][unit])]
+        out[f"{key}_windows"] = pair_ratios(pairs) if pairs else None
+    return out
+
+
+def rates(before: tuple[float, dict], after: tuple[float, dict]) -> dict:
+    """Per minute between two samples, per host; Pontoon's hosts take half
+    of etcd's CPU each."""
+    per_min, hz = 60 / (after[0] - before[0]), os.sysconf("SC_CLK_TCK")
+    etcd = (after[1]["etcd"] - before[1]["etcd"]) / hz * per_min
+    out = {"seconds": after[0] - before[0], "etcd_cpu_s_per_min": etcd}
+    for name in SYSTEMS:
+        was, now = before[1][name], after[1][name]
+        cpu = [(a[0] - b[0]) / hz * per_min + (etcd / 2 if name == "pontoon" else 0) for a, b in zip(now, was)]
+        out[name] = {"cpu_s_per_min": cpu, "bytes_per_min": [(a[1] - b[1]) * per_min for a, b in zip(now, was)]}
+    return out
+
+
+def _underlay_bytes(host: Host) -> int:
+    stats = link_stats(host.ns, UPLINK)
+    return stats["rx"]["bytes"] + stats["tx"]["bytes"]
+
+
+def _etcd_version() -> str:
+    out = run_cmd([ETCD, "--version"], timeout=30).stdout  # "etcd Version: 3.4.23\n…"
+    return out.split()[2] if out.startswith("etcd Version:") else out.strip()
+
+
+def _summary(values: list[float]) -> dict:
+    return {"values": values, "p50": percentile(values, 50), "p99": percentile(values, 99)}
+
+
+def run(quick: bool = False) -> dict:
+    counts = QUICK if quick else FULL
+    build = swarm_build()
+    out: dict = {"counts": {k: list(v) if isinstance(v, tuple) else v for k, v in counts.items()},
+                 "dockerd": build.version if build else None, "etcd": _etcd_version()}
+    reason = missing()
+    if reason:
+        raise RuntimeError(reason)
+    with tempfile.TemporaryDirectory(prefix="pontoon-bench-swarm-") as tmp, testbed(Path(tmp)) as bed:
+        peers = {name: place(bed.systems[name]) for name in SYSTEMS}
+        out["mtu"] = {name: p.mtu for name, p in peers.items()}
+        out["underlay_mtu"] = int(bed.systems["pontoon"].hosts[0].run("cat", f"/sys/class/net/{UPLINK}/mtu").stdout)
+
+        got = []
+        for order in rotations(counts["reply_pairs"], *SYSTEMS):
+            got.append({name: first_reply_s(peers[name], Path(tmp)) for name in order})
+        out["first_reply"] = pair_ratios([(g["pontoon"][0], g["overlay"][0]) for g in got]) | {
+            f"{name}_{what}_s": [g[name][i] for g in got]
+            for name in SYSTEMS for i, what in enumerate(("reply", "returned"))}
+
+        per_system: dict[str, list[float]] = {name: [] for name in SYSTEMS}
+        p50s, p99s = [], []
+        for order in rotations(counts["rtt_pairs"], *SYSTEMS):
+            got = {name: _summary(rtt_ms(peers[name], counts["rtt_pings"])) for name in order}
+            for name in SYSTEMS:
+                per_system[name] += got[name]["values"]
+            p50s.append((got["pontoon"]["p50"], got["overlay"]["p50"]))
+            p99s.append((got["pontoon"]["p99"], got["overlay"]["p99"]))
+        out["rtt"] = {"p50": pair_ratios(p50s), "p99": pair_ratios(p99s),
+                      **{name: {k: v for k, v in _summary(ms).items() if k != "values"}
+                         for name, ms in per_system.items()}}
+
+        hosts = bed.systems["pontoon"].hosts
+        ends = {name: ((_nsenter(p.a_pid), _nsenter(p.b_pid)), p.b_address) for name, p in peers.items()}
+        ends[UNFILTERED] = ends["pontoon"]
+        ends["limit"] = ((["ip", "netns", "exec", hosts[0].ns], ["ip", "netns", "exec", hosts[1].ns]),
+                         hosts[1].address)
+        out["iperf"] = {}
+        for streams in (1, 4):
+            rows = []
+            for order in rotations(counts["iperf_pairs"], *SYSTEMS, UNFILTERED, "limit"):
+                got = {}
+                for kind in order:
+                    with bridge_netfilter_off(hosts) if kind == UNFILTERED else nullcontext():
+                        got[kind] = iperf_bps(*ends[kind][0], ends[kind][1], streams, counts["iperf_seconds"])
+                rows.append(got)
+            out["iperf"][str(streams)] = {
+                "bps": rows,
+                "vs_overlay": pair_ratios([(r["pontoon"], r["overlay"]) for r in rows]),
+                "vs_limit": pair_ratios([(r["pontoon"], r["limit"]) for r in rows]),
+                "overlay_vs_limit": pair_ratios([(r["overlay"], r["limit"]) for r in rows]),
+                "unfiltered_vs_pontoon": pair_ratios([(r[UNFILTERED], r["pontoon"]) for r in rows])}
+
+        out["idle"] = [idle(bed, count, counts["idle_seconds"], counts["idle_windows"])
+                       for count in counts["idle_counts"]]
+    return out

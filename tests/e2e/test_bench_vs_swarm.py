@@ -1,0 +1,43 @@
+"""`python -m bench`'s side by side with swarm's overlay (bench/pontoon_vs_swarm.py),
+in its --quick form: the mechanics only (four hosts come up, a swarm forms,
+every figure is measured on both systems and the report and plot are
+written). No timing is asserted: --quick counts are too small for figures."""
+from __future__ import annotations
+
+import pytest
+
+from bench import machine, pontoon_vs_swarm, report_vs_swarm
+
+pytestmark = pytest.mark.e2e
+
+
+def test_quick_side_by_side_measures_every_row_on_both_systems(tmp_path):
+    reason = pontoon_vs_swarm.missing()
+    if reason:
+        pytest.skip(reason)
+    v = pontoon_vs_swarm.run(quick=True)
+    counts = pontoon_vs_swarm.QUICK
+
+    # Both networks carry their driver's MTU, the underlay's less VXLAN's.
+    assert v["mtu"] == {"pontoon": v["underlay_mtu"] - 50, "overlay": v["underlay_mtu"] - 50}
+    first = v["first_reply"]
+    assert first["pairs"] == counts["reply_pairs"]
+    for name in ("pontoon", "overlay"):
+        assert all(0 < returned <= pontoon_vs_swarm.REPLY_LIMIT and 0 < reply < pontoon_vs_swarm.REPLY_LIMIT
+                   for reply, returned in zip(first[f"{name}_reply_s"], first[f"{name}_returned_s"]))
+    assert v["rtt"]["p50"]["pairs"] == counts["rtt_pairs"]
+    assert all(0 < v["rtt"][name]["p50"] <= v["rtt"][name]["p99"] for name in ("pontoon", "overlay"))
+    for streams in ("1", "4"):
+        rows = v["iperf"][streams]["bps"]
+        assert len(rows) == counts["iperf_pairs"]
+        assert all(row[kind] > 0 for row in rows for kind in ("pontoon", "overlay", "limit"))
+    assert [i["containers"] for i in v["idle"]] == list(counts["idle_counts"])
+    for window in v["idle"]:
+        for name in ("pontoon", "overlay"):
+            assert len(window[name]["cpu_s_per_min"]) == len(window[name]["bytes_per_min"]) == 2
+            assert min(window[name]["cpu_s_per_min"] + window[name]["bytes_per_min"]) >= 0
+
+    lines = report_vs_swarm.details({"vs_swarm": v, "machine": machine.describe()})
+    table = [line for line in lines if line.startswith("| ") and "---" not in line]
+    assert len(table) == 1 + len(report_vs_swarm.rows(v))  # the header and a row per figure
+    assert (tmp_path / report_vs_swarm.plot(v, tmp_path / report_vs_swarm.PLOT)).stat().st_size > 0
