@@ -176,7 +176,7 @@ class Room:
             if endpoint is None:
                 return set()
             sandbox = endpoint.get("sandbox")
-            mine = [e for e in tx.list_endpoints() if e.get("sandbox") == sandbox] if sandbox else [endpoint]
+            mine = tx.endpoints_in_sandbox(sandbox) if sandbox else [endpoint]
             networks = [tx.get_network(i) for i in {e["network_id"] for e in mine}]
         return {n["cluster"]["pool"] for n in networks
                 if n is not None and "cluster" in n and not n["cluster"].get("lost")}

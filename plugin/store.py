@@ -46,6 +46,9 @@ CREATE INDEX IF NOT EXISTS endpoints_by_network ON endpoints (network_id);
 -- no stored one holds (datapath.names.tags): one indexed lookup each.
 CREATE INDEX IF NOT EXISTS networks_by_tag ON networks (json_extract(data, '$.tag'));
 CREATE INDEX IF NOT EXISTS endpoints_by_veth ON endpoints (json_extract(data, '$.host_veth'));
+-- The endpoints of one container (its sandbox): every DNS query asks which
+-- networks the asking container is on (plugin.cluster.Room._askers).
+CREATE INDEX IF NOT EXISTS endpoints_by_sandbox ON endpoints (json_extract(data, '$.sandbox'));
 -- Which endpoint holds an address of a network: CreateEndpoint refuses an
 -- address in use with one lookup rather than reading every endpoint.
 CREATE TABLE IF NOT EXISTS endpoint_ips (
@@ -233,6 +236,9 @@ class Transaction:
 
     def endpoint_by_veth(self, host_veth: str) -> dict | None:
         return self._one("SELECT data FROM endpoints WHERE json_extract(data, '$.host_veth') = ?", host_veth)
+
+    def endpoints_in_sandbox(self, sandbox: str) -> list[dict]:
+        return self._all("SELECT data FROM endpoints WHERE json_extract(data, '$.sandbox') = ?", sandbox)
 
     def add_endpoint(self, endpoint: dict) -> None:
         """A new endpoint, with its addresses claimed in its network."""
