@@ -651,7 +651,14 @@ class PeerWatch:
         self._names = pool_names(network)
         self._gateways = {p["gateway"].split("/")[0] for p in network["ipv4"] + network["ipv6"] if p.get("gateway")}
         prefix = keys.prefix("endpoints", network["cluster"]["pool"])
-        self._watch = Watch(segment.host.etcd, prefix, self._sync, self._event)
+        # The pool's members too: a reclaim (a host away past the grace)
+        # ends the host's membership after its addresses, and nothing of
+        # endpoints/ changes then, so it is this watch that ends the
+        # host's kept records. The two watches' threads take turns.
+        self._turn = threading.Lock()
+        self._watch = Watch(segment.host.etcd, prefix, self._in_turn(self._sync), self._in_turn(self._event))
+        self._members = Watch(segment.host.etcd, keys.prefix("members", network["cluster"]["pool"]),
+                              self._in_turn(self._members_read), self._in_turn(self._member_event))
         self.vni = self._spec.vni
         self.vteps: frozenset | None = None  # the hosts of the peers kept, once the records were read
         self._sealed = bool(network["options"].get("encrypted"))  # VTEPs are tunnel addresses
@@ -669,15 +676,23 @@ class PeerWatch:
         if self._segment.names is not None:
             self._segment.names.attach(self._network)
         self._watch.start()
+        self._members.start()
 
     def stop(self) -> None:
         self._watch.stop()
+        self._members.stop()
         if self._segment.names is not None:
             self._segment.names.detach(self._network)
 
     @property
     def resyncs(self) -> int:
         return self._watch.resyncs
+
+    def _in_turn(self, callback):
+        def run(*args) -> None:
+            with self._turn:
+                callback(*args)
+        return run
 
     def _peers(self, kv: KeyValue, held: Holders) -> set:
         """The record's peers, or none if it is not to be applied. This
@@ -808,6 +823,10 @@ class PeerWatch:
             self._drop_kept_sharing(peers)
         elif away and had is not None:  # it had peers: ``away`` asks
             self._kept[kv.key] = had
+        self._apply(before)
+
+    def _apply(self, before: set) -> None:
+        """The kernel's peers from ``before`` to what is wanted now."""
         after = self._wanted()
         self._guard()  # a new host's VXLAN is taken from before its peers are in place
         gone = before - after
@@ -818,6 +837,26 @@ class PeerWatch:
         touched = {p.mac for p in gone} | {p.address for p in gone}
         for peer in (after - before) | {p for p in after if p.mac in touched or p.address in touched}:
             self._segment.overlay.add_peer(self._spec, peer)
+
+    def _members_read(self, kvs: list[KeyValue]) -> None:
+        self._end_kept({kv.key.rsplit("/", 1)[1] for kv in kvs})
+
+    def _member_event(self, kind: str, kv: KeyValue) -> None:
+        if kind == "DELETE" and self._kept:
+            self._end_kept(set(self._kept_hosts()) - {kv.key.rsplit("/", 1)[1]})
+
+    def _kept_hosts(self) -> set[str]:
+        return {_host_of(key) for key in self._kept}
+
+    def _end_kept(self, members: set[str]) -> None:
+        """The kept records of hosts that are no longer members of the pool
+        go: a reclaim pass has ended them (a live host deletes its records
+        before it leaves)."""
+        if self._kept_hosts() <= members:
+            return
+        before = self._wanted()
+        self._kept = {key: peers for key, peers in self._kept.items() if _host_of(key) in members}
+        self._apply(before)
 
     def _host_went_away(self, deleted: KeyValue) -> bool:
         """Whether the record's host had no ``hosts/`` record when it went:

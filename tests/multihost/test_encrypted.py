@@ -13,11 +13,13 @@ import time
 
 import pytest
 
-from datapath.wireguard import PORT
+from datapath.wireguard import PORT, tunnel_address
+from tests.e2e.dockerd import wait_for
 
-from .cluster import LEASE_TTL
+from .cluster import LEASE_TTL, Cluster
+from .conftest import require_tools
 from .test_crosshost import MARGIN, bare, reaches
-from .test_vxlan_guard import inspect_here
+from .test_vxlan_guard import guard_tables, inspect_here
 
 MARKER = b"PONTOON-SECRET!!"  # 16 bytes: what ping -p repeats in each packet's payload
 ENCRYPTED = {"pontoon.encrypted": "true"}
@@ -122,3 +124,49 @@ def test_a_killed_host_keeps_its_encrypted_traffic_and_comes_back(cluster):
     c.start()
     assert reaches(ctr_a, ctr_c) and reaches(ctr_c, ctr_a)
     assert len(json.loads(c.run("ip", "-j", "link", "show", "type", "tun").stdout)) == 1
+
+
+def tunnel_peers(host) -> set[str]:
+    """The public keys the host's WireGuard device has as peers."""
+    name = json.loads(host.run("ip", "-j", "link", "show", "type", "tun").stdout)[0]["ifname"]
+    return set(host.run("wg", "show", name, "peers").stdout.split())
+
+
+def guarded(host) -> set[str]:
+    """The addresses the host's VXLAN guard takes VXLAN from, any VNI."""
+    out = host.run("nft", "-j", "list", "set", "inet", guard_tables(host)[0], "members6").stdout
+    elements = next(item["set"] for item in json.loads(out)["nftables"] if "set" in item).get("elem", [])
+    return {e["concat"][1] for e in elements}
+
+
+def public_key(host) -> str:
+    key = (host.server.state_dir / "wireguard.key").read_text()
+    return subprocess.run(["wg", "pubkey"], input=key, capture_output=True, text=True, check=True).stdout.strip()
+
+
+GRACE = 3 * LEASE_TTL  # the least reclaim grace the configuration takes
+
+
+def test_a_host_reclaimed_past_the_grace_leaves_no_peer_and_no_guard_member(tmp_path):
+    """Host c's Pontoon killed for good: the others keep its containers'
+    peers (and so its WireGuard peer and guard member) through the grace,
+    as its containers may run on; once a reclaim pass has ended c's
+    addresses and pool memberships, no host keeps any of them."""
+    require_tools()
+    with Cluster(tmp_path, hosts=3, flags=("--lease-ttl", str(LEASE_TTL), "--reclaim-grace", str(GRACE))) as cluster:
+        a, b, c = cluster.hosts
+        nets = [h.dockerd.create_network(subnet="10.92.0.0/24", options=ENCRYPTED) for h in cluster.hosts]
+        ctrs = [h.dockerd.run(n) for h, n in zip(cluster.hosts, nets)]
+        assert reaches(ctrs[0], ctrs[2]) and reaches(ctrs[1], ctrs[2]) and reaches(ctrs[0], ctrs[1])
+        key, address = public_key(c), tunnel_address(c.id)
+        assert all(key in tunnel_peers(h) and address in guarded(h) for h in (a, b))
+        c.kill()
+        try:
+            time.sleep(LEASE_TTL + MARGIN)  # c's lease gone, the grace running: c's containers are kept
+            assert all(key in tunnel_peers(h) and address in guarded(h) for h in (a, b))
+            # The grace, then a reclaim pass (every half grace) and the watches' events.
+            wait_for(lambda: all(key not in tunnel_peers(h) and address not in guarded(h) for h in (a, b)),
+                     timeout=2 * GRACE + MARGIN, interval=0.5, what="c's peer and guard member gone")
+            assert reaches(ctrs[0], ctrs[1]) and reaches(ctrs[1], ctrs[0])
+        finally:
+            c.start()  # its wireguard-go ends with its networks at the cluster's close
