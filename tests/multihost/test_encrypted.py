@@ -6,6 +6,7 @@ encrypted network beside it, whose packets are WireGuard's."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -13,12 +14,13 @@ import time
 
 import pytest
 
+from cluster.etcd import MAX_RETRY_PAUSE_S
 from datapath.wireguard import PORT, tunnel_address
 from tests.e2e.dockerd import wait_for
 
 from .cluster import LEASE_TTL, Cluster
 from .conftest import require_tools
-from .test_crosshost import MARGIN, bare, reaches
+from .test_crosshost import MARGIN, _try_run, bare, reaches
 from .test_vxlan_guard import guard_tables, inspect_here
 
 MARKER = b"PONTOON-SECRET!!"  # 16 bytes: what ping -p repeats in each packet's payload
@@ -170,3 +172,55 @@ def test_a_host_reclaimed_past_the_grace_leaves_no_peer_and_no_guard_member(tmp_
             assert reaches(ctrs[0], ctrs[1]) and reaches(ctrs[1], ctrs[0])
         finally:
             c.start()  # its wireguard-go ends with its networks at the cluster's close
+
+
+class PingLoop:
+    """A ping every 0.1 s from one container to another, in the background:
+    ``stop`` says how many went unanswered (each one 0.1 s of traffic lost)."""
+
+    INTERVAL = 0.1
+
+    def __init__(self, ctr, other):
+        self.proc = subprocess.Popen(["ip", "netns", "exec", ctr.sandbox.ns, "ping", "-i", str(self.INTERVAL),
+                                      "-W", "1", bare(other.address)], stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True)
+
+    def stop(self) -> tuple[int, int]:
+        """(sent, unanswered)"""
+        time.sleep(1)  # the last ones answered
+        self.proc.send_signal(signal.SIGINT)
+        out, _ = self.proc.communicate(timeout=10)
+        found = re.search(r"(\d+) packets transmitted, (\d+) received", out)
+        assert found, out
+        sent, answered = int(found.group(1)), int(found.group(2))
+        return sent, sent - answered
+
+
+# etcd back: calls work again, and a new container is reached from the
+# other hosts, within this: a broken watch reads again after at most
+# MAX_RETRY_PAUSE_S (its backoff while etcd was away), then the event's way.
+BACK_S = MAX_RETRY_PAUSE_S + MARGIN
+
+
+def test_an_etcd_outage_keeps_encrypted_traffic_and_new_containers_are_reached_after(cluster):
+    """etcd stopped for longer than a lease: the tunnel and its peers are
+    kernel (and wireguard-go) state, so traffic between running containers
+    flows on; once etcd is back, a container started then is reached from
+    the other hosts within BACK_S."""
+    a, b, c = cluster.hosts
+    nets = [h.dockerd.create_network(subnet="10.92.0.0/24", options=ENCRYPTED) for h in cluster.hosts]
+    ctr_a, ctr_b = a.dockerd.run(nets[0]), b.dockerd.run(nets[1])
+    assert reaches(ctr_a, ctr_b)
+    loop = PingLoop(ctr_a, ctr_b)
+    cluster.etcd.stop()
+    time.sleep(LEASE_TTL + MARGIN)
+    assert _try_run(c, nets[2]) is None  # cut off indeed: a new container cannot start
+    sent, lost = loop.stop()
+    assert sent >= 10 * (LEASE_TTL + MARGIN) * 0.8 and lost == 0, f"{lost} of {sent} pings lost during the outage"
+
+    cluster.etcd.start()
+    back = time.monotonic()
+    later = wait_for(lambda: _try_run(c, nets[2]), timeout=BACK_S, interval=0.5, what="calls working again")
+    assert reaches(ctr_a, later, timeout=BACK_S) and reaches(later, ctr_b, timeout=BACK_S)
+    took = time.monotonic() - back
+    assert took < BACK_S, f"a container started after the outage was reached {took:.1f}s after etcd came back"
