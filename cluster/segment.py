@@ -107,7 +107,7 @@ class ClusterSegment:
         self.host_addresses = host_addresses
         self.guard = guard
         self.tunnel = tunnel
-        self._sealed: set[str] = set()  # the encrypted networks attached (their IDs): the tunnel is up for them
+        self._sealed: dict[str, str] = {}  # the encrypted networks attached (ID -> pool): the tunnel is up for them
         self._guarded: tuple | None = None  # what admit() last applied: (members, tunnel peers, settled, sealed)
         self._guard_lock = threading.Lock()
         self._watches: dict[str, PeerWatch] = {}  # network ID -> its watch
@@ -244,7 +244,7 @@ class ClusterSegment:
         the tunnel address."""
         if network["options"].get("encrypted"):
             with self._lock:
-                self._sealed.add(network["id"])
+                self._sealed[network["id"]] = network["cluster"]["pool"]
             self.tunnel.up(self.dp.underlay_mtu(self.host.advertise), self.host.advertise)
 
     def attach(self, network: dict) -> None:
@@ -263,7 +263,7 @@ class ClusterSegment:
     def detach(self, network: dict) -> None:
         with self._lock:
             watch = self._watches.pop(network["id"], None)
-            self._sealed.discard(network["id"])
+            self._sealed.pop(network["id"], None)
             if self._gone is not None:
                 self._gone.add(network["id"])
         if watch is not None:
@@ -293,7 +293,7 @@ class ClusterSegment:
             watch = PeerWatch(self, network)
             self._watches[network["id"]] = watch
             if network["options"].get("encrypted"):
-                self._sealed.add(network["id"])
+                self._sealed[network["id"]] = network["cluster"]["pool"]
         watch.start()
 
     # -- endpoints ----------------------------------------------------------------
@@ -452,7 +452,7 @@ class ClusterSegment:
         addresses."""
         with self._lock:
             watch = self._watches.pop(network["id"], None)
-            self._sealed.discard(network["id"])
+            self._sealed.pop(network["id"], None)
         if watch is not None:
             watch.stop()
         self.overlay.delete(self.spec(network))
@@ -585,6 +585,21 @@ class ClusterSegment:
                 puts += [put_op(key, mine),
                          put_op(keys.prefix("held", self.host.host_id) + f"{name}/{keys.hexaddr(addr)}", "")]
         return compares, puts + [put_op(self._endpoint_key(network, endpoint), self._record(endpoint), lease)]
+
+    def announce_key(self) -> None:
+        """After a key rotation (``hosts/<id>`` holds the new public key):
+        this host's endpoint records of the encrypted networks written again
+        as they are. Each peer's watch reads the host's ``hosts/`` record
+        with the event (PeerWatch._held_of), and so takes the new key at
+        once; the hosts that hold none of these records do not peer with
+        this one. (A watch of ``hosts/`` would keep a stream open on every
+        host for what changes this rarely.) Each put is compared on the
+        record being unchanged since read: one deleted meanwhile stays so."""
+        with self._lock:
+            pools = set(self._sealed.values())
+        for pool in sorted(pools):
+            for kv in self._etcd.read_prefix(keys.prefix("endpoints", pool) + self.host.host_id + "/")[0]:
+                self._etcd.txn([unchanged(kv)], [put_op(kv.key, kv.value, kv.lease)])
 
     def admit(self, also: int | None = None) -> None:
         """Keep the guard to the watches: each watched network's VNI takes

@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 import signal
+import sys
 import subprocess
 import time
 
@@ -176,7 +177,9 @@ def test_a_host_reclaimed_past_the_grace_leaves_no_peer_and_no_guard_member(tmp_
 
 class PingLoop:
     """A ping every 0.1 s from one container to another, in the background:
-    ``stop`` says how many went unanswered (each one 0.1 s of traffic lost)."""
+    ``stop`` says how many went unanswered (each one 0.1 s of traffic lost)
+    and the longest any answer took (packets held back meanwhile, as
+    WireGuard holds them while it makes a handshake)."""
 
     INTERVAL = 0.1
 
@@ -185,15 +188,16 @@ class PingLoop:
                                       "-W", "1", bare(other.address)], stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL, text=True)
 
-    def stop(self) -> tuple[int, int]:
-        """(sent, unanswered)"""
+    def stop(self) -> tuple[int, int, float]:
+        """(sent, unanswered, the slowest answer's seconds)"""
         time.sleep(1)  # the last ones answered
         self.proc.send_signal(signal.SIGINT)
         out, _ = self.proc.communicate(timeout=10)
         found = re.search(r"(\d+) packets transmitted, (\d+) received", out)
         assert found, out
         sent, answered = int(found.group(1)), int(found.group(2))
-        return sent, sent - answered
+        slowest = max((float(ms) for ms in re.findall(r"time=([\d.]+) ms", out)), default=0.0) / 1000
+        return sent, sent - answered, slowest
 
 
 # etcd back: calls work again, and a new container is reached from the
@@ -215,7 +219,7 @@ def test_an_etcd_outage_keeps_encrypted_traffic_and_new_containers_are_reached_a
     cluster.etcd.stop()
     time.sleep(LEASE_TTL + MARGIN)
     assert _try_run(c, nets[2]) is None  # cut off indeed: a new container cannot start
-    sent, lost = loop.stop()
+    sent, lost, _ = loop.stop()
     assert sent >= 10 * (LEASE_TTL + MARGIN) * 0.8 and lost == 0, f"{lost} of {sent} pings lost during the outage"
 
     cluster.etcd.start()
@@ -224,3 +228,41 @@ def test_an_etcd_outage_keeps_encrypted_traffic_and_new_containers_are_reached_a
     assert reaches(ctr_a, later, timeout=BACK_S) and reaches(later, ctr_b, timeout=BACK_S)
     took = time.monotonic() - back
     assert took < BACK_S, f"a container started after the outage was reached {took:.1f}s after etcd came back"
+
+
+def rotate_key(host) -> str:
+    """``python -m plugin rotate-key`` in the host's namespace, as a user
+    there runs it; the new public key it prints."""
+    return subprocess.run(
+        ["ip", "netns", "exec", host.ns, "env", f"PONTOON_NAME={host.server.name}", sys.executable, "-m", "plugin",
+         "rotate-key", "--state-dir", str(host.server.state_dir)],
+        capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+
+
+# A rotation loses at most this much traffic between the rotating host and
+# each peer: the key is in force at once, and the peers take the new public
+# key from the watch event of the host's records written again; then the
+# next packet either way makes a handshake.
+ROTATION_LOSS_S = 2.0
+
+
+def test_a_key_rotation_keeps_traffic_within_the_bound_and_leaves_no_old_key(cluster):
+    a, b, c = cluster.hosts
+    nets = [h.dockerd.create_network(subnet="10.92.0.0/24", options=ENCRYPTED) for h in cluster.hosts]
+    ctrs = [h.dockerd.run(n) for h, n in zip(cluster.hosts, nets)]
+    assert reaches(ctrs[1], ctrs[0]) and reaches(ctrs[2], ctrs[0]) and reaches(ctrs[1], ctrs[2])
+    old = public_key(a)
+    assert all(old in tunnel_peers(h) for h in (b, c))
+    loops = [PingLoop(ctrs[1], ctrs[0]), PingLoop(ctrs[0], ctrs[2]), PingLoop(ctrs[1], ctrs[2])]
+    time.sleep(1)
+    new = rotate_key(a)
+    assert new != old and public_key(a) == new
+    wait_for(lambda: all(new in tunnel_peers(h) and old not in tunnel_peers(h) for h in (b, c)), timeout=5,
+             interval=0.1, what="the peers to hold the new key only")
+    time.sleep(ROTATION_LOSS_S + 1)
+    for loop in loops:
+        sent, lost, slowest = loop.stop()
+        assert sent > 30 and lost * PingLoop.INTERVAL + slowest <= ROTATION_LOSS_S, \
+            f"{lost} of {sent} pings lost, the slowest answered in {slowest:.2f}s"
+    assert (a.server.state_dir / "wireguard.key").stat().st_mode & 0o777 == 0o600
+    assert not (a.server.state_dir / "wireguard.key.next").exists()
