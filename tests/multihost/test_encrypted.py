@@ -239,11 +239,15 @@ def rotate_key(host) -> str:
         capture_output=True, text=True, check=True, timeout=30).stdout.strip()
 
 
-# A rotation loses at most this much traffic between the rotating host and
-# each peer: the key is in force at once, and the peers take the new public
-# key from the watch event of the host's records written again; then the
-# next packet either way makes a handshake.
-ROTATION_LOSS_S = 2.0
+# A rotation holds up traffic between the rotating host and each peer for
+# at most this long: the key is in force at once, the peers take the new
+# public key from the watch event of the host's records written again, and
+# the keepalive each sends a peer added (datapath.wireguard.KEEPALIVE_S)
+# makes the handshake then: about 0.03 s here. Now and then (1 run in 8
+# here, under load) the rotated host's packets still wait for its own next
+# handshake try, which WireGuard makes 5 s (REKEY_TIMEOUT) after the one its
+# peers refused: hence 5 s + 2 s.
+ROTATION_LOSS_S = 7.0
 
 
 def test_a_key_rotation_keeps_traffic_within_the_bound_and_leaves_no_old_key(cluster):
