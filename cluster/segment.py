@@ -107,7 +107,7 @@ class ClusterSegment:
         self.host_addresses = host_addresses
         self.guard = guard
         self.tunnel = tunnel
-        self._sealed: set[str] = set()  # the encrypted networks attached (their IDs): the tunnel is up for them
+        self._sealed: dict[str, str] = {}  # the encrypted networks attached (ID -> pool): the tunnel is up for them
         self._guarded: tuple | None = None  # what admit() last applied: (members, tunnel peers, settled, sealed)
         self._guard_lock = threading.Lock()
         self._watches: dict[str, PeerWatch] = {}  # network ID -> its watch
@@ -244,7 +244,7 @@ class ClusterSegment:
         the tunnel address."""
         if network["options"].get("encrypted"):
             with self._lock:
-                self._sealed.add(network["id"])
+                self._sealed[network["id"]] = network["cluster"]["pool"]
             self.tunnel.up(self.dp.underlay_mtu(self.host.advertise), self.host.advertise)
 
     def attach(self, network: dict) -> None:
@@ -263,7 +263,7 @@ class ClusterSegment:
     def detach(self, network: dict) -> None:
         with self._lock:
             watch = self._watches.pop(network["id"], None)
-            self._sealed.discard(network["id"])
+            self._sealed.pop(network["id"], None)
             if self._gone is not None:
                 self._gone.add(network["id"])
         if watch is not None:
@@ -293,7 +293,7 @@ class ClusterSegment:
             watch = PeerWatch(self, network)
             self._watches[network["id"]] = watch
             if network["options"].get("encrypted"):
-                self._sealed.add(network["id"])
+                self._sealed[network["id"]] = network["cluster"]["pool"]
         watch.start()
 
     # -- endpoints ----------------------------------------------------------------
@@ -452,7 +452,7 @@ class ClusterSegment:
         addresses."""
         with self._lock:
             watch = self._watches.pop(network["id"], None)
-            self._sealed.discard(network["id"])
+            self._sealed.pop(network["id"], None)
         if watch is not None:
             watch.stop()
         self.overlay.delete(self.spec(network))
@@ -586,6 +586,21 @@ class ClusterSegment:
                          put_op(keys.prefix("held", self.host.host_id) + f"{name}/{keys.hexaddr(addr)}", "")]
         return compares, puts + [put_op(self._endpoint_key(network, endpoint), self._record(endpoint), lease)]
 
+    def announce_key(self) -> None:
+        """After a key rotation (``hosts/<id>`` holds the new public key):
+        this host's endpoint records of the encrypted networks written again
+        as they are. Each peer's watch reads the host's ``hosts/`` record
+        with the event (PeerWatch._held_of), and so takes the new key at
+        once; the hosts that hold none of these records do not peer with
+        this one. (A watch of ``hosts/`` would keep a stream open on every
+        host for what changes this rarely.) Each put is compared on the
+        record being unchanged since read: one deleted meanwhile stays so."""
+        with self._lock:
+            pools = set(self._sealed.values())
+        for pool in sorted(pools):
+            for kv in self._etcd.read_prefix(keys.prefix("endpoints", pool) + self.host.host_id + "/")[0]:
+                self._etcd.txn([unchanged(kv)], [put_op(kv.key, kv.value, kv.lease)])
+
     def admit(self, also: int | None = None) -> None:
         """Keep the guard to the watches: each watched network's VNI takes
         VXLAN from the hosts of the peers its watch keeps (``also``: a VNI
@@ -651,7 +666,14 @@ class PeerWatch:
         self._names = pool_names(network)
         self._gateways = {p["gateway"].split("/")[0] for p in network["ipv4"] + network["ipv6"] if p.get("gateway")}
         prefix = keys.prefix("endpoints", network["cluster"]["pool"])
-        self._watch = Watch(segment.host.etcd, prefix, self._sync, self._event)
+        # The pool's members too: a reclaim (a host away past the grace)
+        # ends the host's membership after its addresses, and nothing of
+        # endpoints/ changes then, so it is this watch that ends the
+        # host's kept records. The two watches' threads take turns.
+        self._turn = threading.Lock()
+        self._watch = Watch(segment.host.etcd, prefix, self._in_turn(self._sync), self._in_turn(self._event))
+        self._members = Watch(segment.host.etcd, keys.prefix("members", network["cluster"]["pool"]),
+                              self._in_turn(self._members_read), self._in_turn(self._member_event))
         self.vni = self._spec.vni
         self.vteps: frozenset | None = None  # the hosts of the peers kept, once the records were read
         self._sealed = bool(network["options"].get("encrypted"))  # VTEPs are tunnel addresses
@@ -669,15 +691,23 @@ class PeerWatch:
         if self._segment.names is not None:
             self._segment.names.attach(self._network)
         self._watch.start()
+        self._members.start()
 
     def stop(self) -> None:
         self._watch.stop()
+        self._members.stop()
         if self._segment.names is not None:
             self._segment.names.detach(self._network)
 
     @property
     def resyncs(self) -> int:
         return self._watch.resyncs
+
+    def _in_turn(self, callback):
+        def run(*args) -> None:
+            with self._turn:
+                callback(*args)
+        return run
 
     def _peers(self, kv: KeyValue, held: Holders) -> set:
         """The record's peers, or none if it is not to be applied. This
@@ -808,6 +838,10 @@ class PeerWatch:
             self._drop_kept_sharing(peers)
         elif away and had is not None:  # it had peers: ``away`` asks
             self._kept[kv.key] = had
+        self._apply(before)
+
+    def _apply(self, before: set) -> None:
+        """The kernel's peers from ``before`` to what is wanted now."""
         after = self._wanted()
         self._guard()  # a new host's VXLAN is taken from before its peers are in place
         gone = before - after
@@ -818,6 +852,26 @@ class PeerWatch:
         touched = {p.mac for p in gone} | {p.address for p in gone}
         for peer in (after - before) | {p for p in after if p.mac in touched or p.address in touched}:
             self._segment.overlay.add_peer(self._spec, peer)
+
+    def _members_read(self, kvs: list[KeyValue]) -> None:
+        self._end_kept({kv.key.rsplit("/", 1)[1] for kv in kvs})
+
+    def _member_event(self, kind: str, kv: KeyValue) -> None:
+        if kind == "DELETE" and self._kept:
+            self._end_kept(set(self._kept_hosts()) - {kv.key.rsplit("/", 1)[1]})
+
+    def _kept_hosts(self) -> set[str]:
+        return {_host_of(key) for key in self._kept}
+
+    def _end_kept(self, members: set[str]) -> None:
+        """The kept records of hosts that are no longer members of the pool
+        go: a reclaim pass has ended them (a live host deletes its records
+        before it leaves)."""
+        if self._kept_hosts() <= members:
+            return
+        before = self._wanted()
+        self._kept = {key: peers for key, peers in self._kept.items() if _host_of(key) in members}
+        self._apply(before)
 
     def _host_went_away(self, deleted: KeyValue) -> bool:
         """Whether the record's host had no ``hosts/`` record when it went:

@@ -44,8 +44,16 @@ TUNNEL_PREFIX = ipaddress.ip_network("fd70:6f6e:746f:6f6e::/64")  # "pontoon" in
 OVERHEAD = {4: 60, 6: 80}
 VXLAN_OVER_TUNNEL = 70  # the tunnel addresses are IPv6: 14 + 40 + 8 + 8 (datapath.overlay.OVERHEAD[6])
 KEY_FILE = "wireguard.key"
+NEXT_KEY_FILE = KEY_FILE + ".next"  # a new key, made by ``rotate-key``, for the running worker to take
 PID_FILE = "wireguard-go.pid"
 _TIMEOUT = 30
+# Each peer is sent a keepalive this often when idle, and at once when it is
+# added: so a peer's new key (a rotation, datapath.wireguard.offer_key) makes
+# a handshake the moment it is configured, and the rotated host's packets,
+# held while its own handshakes were refused by peers that knew only the old
+# key, flow then, not at its next try (5 s later). Idle, it costs a packet a
+# peer every 25 s, WireGuard's usual setting behind NAT.
+KEEPALIVE_S = 25
 
 
 def _run(*argv: str, stdin: str | None = None) -> str:
@@ -53,6 +61,41 @@ def _run(*argv: str, stdin: str | None = None) -> str:
     if proc.returncode != 0:
         raise DatapathError(" ".join(argv[:4]), proc.stderr.strip() or f"exited {proc.returncode}")
     return proc.stdout
+
+
+def _new_key(path: str) -> str:
+    """A private key made into ``path``, 0600 from its creation;
+    FileExistsError if there is one."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        key = _run("wg", "genkey")
+    except BaseException:
+        os.close(fd)
+        os.unlink(path)
+        raise
+    with os.fdopen(fd, "w") as f:
+        f.write(key)
+    return key
+
+
+def public_key(private: str) -> str:
+    return _run("wg", "pubkey", stdin=private).strip()
+
+
+def offer_key(state_dir: str) -> str:
+    """``rotate-key``'s part: a new private key next to this host's, which
+    the running worker takes (``Tunnel.take_next_key``); returns its
+    public key. FileExistsError while an earlier one waits."""
+    return public_key(_new_key(os.path.join(state_dir, NEXT_KEY_FILE)))
+
+
+def withdraw_key(state_dir: str) -> bool:
+    """The offered key removed if no worker took it; whether it was still there."""
+    try:
+        os.unlink(os.path.join(state_dir, NEXT_KEY_FILE))
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def tunnel_address(host_id: str) -> str:
@@ -87,6 +130,7 @@ class Tunnel:
         self.port = port
         self._key_path = os.path.join(state_dir, KEY_FILE)
         self._pid_path = os.path.join(state_dir, PID_FILE)
+        self._next_path = os.path.join(state_dir, NEXT_KEY_FILE)
 
     @staticmethod
     def network_mtu(underlay_mtu: int, advertise: str) -> int:
@@ -104,19 +148,29 @@ class Tunnel:
         port; None if it cannot encrypt."""
         if self.implementation() is None:
             return None
-        return {"key": _run("wg", "pubkey", stdin=self._private_key()).strip(), "tunnel": self.address,
-                "port": self.port}
+        return {"key": public_key(self._private_key()), "tunnel": self.address, "port": self.port}
 
     def _private_key(self) -> str:
         try:
-            fd = os.open(self._key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            return _new_key(self._key_path)
         except FileExistsError:
             with open(self._key_path) as f:
                 return f.read()
-        key = _run("wg", "genkey")
-        with os.fdopen(fd, "w") as f:
-            f.write(key)
-        return key
+
+    def take_next_key(self) -> dict | None:
+        """The key ``offer_key`` left made this host's: moved over the old
+        one first (the commit point: ``withdraw_key`` removes only a key not
+        taken, and a restart from here on sets the new one), then set on
+        the device if it is up. The device drops its sessions with it; the
+        peers handshake again once they have the new public key. Returns
+        the new identity; None if no key waits."""
+        try:
+            os.replace(self._next_path, self._key_path)
+        except FileNotFoundError:
+            return None
+        if self._exists():
+            _run("wg", "set", self.name, "private-key", self._key_path)
+        return self.identity()
 
     # -- the device --------------------------------------------------------------
     def _exists(self) -> bool:
@@ -191,7 +245,8 @@ class Tunnel:
                           peer["endpoint"])
                 continue
             keys.add(peer["key"])
-            args += ["peer", peer["key"], "endpoint", peer["endpoint"], "allowed-ips", f"{address}/128"]
+            args += ["peer", peer["key"], "endpoint", peer["endpoint"], "allowed-ips", f"{address}/128",
+                     "persistent-keepalive", str(KEEPALIVE_S)]
         if prune:
             for key in held:
                 if key not in keys:

@@ -1,4 +1,4 @@
-"""Command line: ``python -m plugin serve`` and ``python -m plugin inspect``."""
+"""Command line: ``python -m plugin serve``, ``inspect`` and ``rotate-key``."""
 from __future__ import annotations
 
 import argparse
@@ -6,6 +6,7 @@ import gc
 import logging.config
 import os
 import sys
+import time
 
 from . import config, logs
 
@@ -24,6 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     inspect.add_argument("--etcd-endpoints", help="also show the cluster (env PONTOON_ETCD_ENDPOINTS)")
     for name in ("ca", "cert", "key"):
         inspect.add_argument(f"--etcd-{name}", help=f"for a TLS etcd, as serve's (env PONTOON_ETCD_{name.upper()})")
+    rotate = commands.add_parser("rotate-key", help="a new WireGuard key for this host, put in use by the "
+                                                    "running server and published to the other hosts")
+    rotate.add_argument("--state-dir", help="(env PONTOON_STATE_DIR)")
+    rotate.add_argument("--config", help="(env PONTOON_CONFIG)")
     args = parser.parse_args(argv)
     try:
         settings = config.load(args)
@@ -40,7 +45,36 @@ def main(argv: list[str] | None = None) -> int:
         from .server import serve as run  # gunicorn and flask only when serving
         run(settings)
         return 0
+    if args.command == "rotate-key":
+        return _rotate_key(settings.state_dir)
     return _inspect(settings, args.view, args.json)
+
+
+ROTATE_WAIT_S = 10  # for the running server to take the new key (it looks twice a second)
+
+
+def _rotate_key(state_dir: str) -> int:
+    from datapath import wireguard
+    from datapath.errors import DatapathError
+
+    try:
+        key = wireguard.offer_key(state_dir)
+    except FileExistsError:
+        print(f"pontoon: a new key waits already ({wireguard.NEXT_KEY_FILE} in {state_dir}): another rotate-key "
+              f"is under way", file=sys.stderr)
+        return 1
+    except (OSError, DatapathError) as exc:
+        print(f"pontoon: cannot make a new key in {state_dir}: {exc}", file=sys.stderr)
+        return 1
+    deadline = time.monotonic() + ROTATE_WAIT_S
+    while os.path.exists(os.path.join(state_dir, wireguard.NEXT_KEY_FILE)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if wireguard.withdraw_key(state_dir):
+        print(f"pontoon: no server took the new key within {ROTATE_WAIT_S} s (is one running in cluster mode on "
+              f"{state_dir}, with WireGuard?); the key in use is unchanged", file=sys.stderr)
+        return 1
+    print(key)
+    return 0
 
 
 def _inspect(settings: config.Settings, section: str | None, as_json: bool) -> int:

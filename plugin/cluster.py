@@ -32,6 +32,7 @@ from .store import Store
 log = logging.getLogger("pontoon.cluster")
 RETRY_S = 5
 REFUSED_RETRY_MAX_S = 60  # the start-up thread, while another host holds this host's ID
+NEW_KEY_POLL_S = 0.5  # how often the worker looks for a key ``rotate-key`` left (see _take_new_keys)
 
 
 def datapath_overlay(owner: str):
@@ -87,6 +88,7 @@ class Room:
         self.engine_names = EngineNames(settings.docker_socket, self._cluster_network_ids, self.give_names) \
             if self.names is not None and settings.docker_socket else None
         self.ipam: ClusterIpam | None = None
+        self._unannounced = False  # a new WireGuard key in force that hosts/<id> does not show yet
 
     def wrap_ipam(self, local, host_routes, pools_v4, pools_v6) -> ClusterIpam:
         self.ipam = ClusterIpam(local, self.host, host_routes, pools_v4, pools_v6, self._networked)
@@ -246,6 +248,8 @@ class Room:
         otherwise at the first call."""
         if self.engine_names is not None:
             self.engine_names.start()
+        if self.segment.tunnel is not None:
+            threading.Thread(target=self._take_new_keys, name="pontoon-rotate-key", daemon=True).start()
         networks, _ = self._stored()
         if not any("cluster" in n for n in networks) and not self.host.owes():
             return
@@ -269,3 +273,32 @@ class Room:
                 pause = min(pause * 2, REFUSED_RETRY_MAX_S)
 
         threading.Thread(target=connect, name="pontoon-rejoin", daemon=True).start()
+
+    def _take_new_keys(self) -> None:
+        """``python -m plugin rotate-key`` leaves a new WireGuard key in the
+        state dir (datapath.wireguard.offer_key), polled for here. Why a
+        file polled for: the plugin socket speaks dockerd's protocol alone
+        (one schema per dockerd method), the worker's PID is in no file
+        and gunicorn's master keeps the usual signals for itself, while the
+        state dir is root's alone (0700) and the key never leaves it; a
+        stat twice a second costs nothing. Taken, the key is in force at
+        once, and published (hosts/<id>, then this host's records of the
+        encrypted networks written again, so the peers' watches read it);
+        while etcd is away, publishing is tried again at each poll."""
+        tunnel = self.segment.tunnel
+        assert tunnel is not None  # started only with a tunnel
+        while not self.host.wait_stopped(NEW_KEY_POLL_S):
+            try:
+                identity = tunnel.take_next_key()
+                if identity is not None:
+                    log.info("WireGuard key rotated: this host's public key is %s", identity["key"])
+                    self.host.published["wireguard"] = identity
+                    self._unannounced = True
+                if self._unannounced:
+                    self.host.claim(self.host.live())  # hosts/<id> rewritten with it
+                    self.segment.announce_key()
+                    self._unannounced = False
+            except EtcdUnavailable as exc:
+                log.warning("the new WireGuard key is in force but not yet published: %s; trying again", exc)
+            except Exception:
+                log.exception("taking the new WireGuard key failed")
