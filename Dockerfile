@@ -1,6 +1,6 @@
 # Root filesystem of the managed plugin, for those with access to a registry.
 # contrib/build-rootfs.sh builds the same layout (a venv at /opt/pontoon,
-# iptables and conntrack on PATH) with debootstrap and no image at all.
+# iptables, conntrack, nft, wg, wireguard-go and ip on PATH) with debootstrap and no image at all.
 #
 #   docker build -t pontoon-rootfs .
 #   id=$(docker create pontoon-rootfs true)
@@ -11,9 +11,10 @@
 ARG BASE=python:3.11-slim
 FROM ${BASE}
 
-# iptables-restore programs the firewall, conntrack flushes stale flows.
+# iptables-restore programs the firewall, conntrack flushes stale flows;
+# nft guards the cluster's VXLAN; wg, wireguard-go and ip encrypt it.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends iptables conntrack \
+ && apt-get install -y --no-install-recommends iptables conntrack nftables wireguard-tools wireguard-go iproute2 \
  && rm -rf /var/lib/apt/lists/*
 
 COPY . /src

@@ -21,19 +21,24 @@ python=${PYTHON:-python3}
 [ "$(id -u)" = 0 ] || { echo "$0: debootstrap and chroot need root" >&2; exit 1; }
 
 # iptables and conntrack: the datapath programs the firewall with
-# iptables-restore and flushes stale flows with conntrack; python3-venv
-# brings ensurepip so the venv gets its own pip without apt.
-if [ ! -e "$cache/.complete" ]; then
+# iptables-restore and flushes stale flows with conntrack; nftables: the
+# cluster's VXLAN guard (datapath/vxlanguard.py); wireguard-tools,
+# wireguard-go and iproute2 (its address and MTU): encrypted cluster
+# networks (datapath/wireguard.py);
+# python3-venv brings ensurepip so the venv gets its own pip without apt.
+# The cached base records its package list: a changed list builds it again.
+packages=python3,python3-venv,iptables,conntrack,nftables,wireguard-tools,wireguard-go,iproute2,ca-certificates
+if [ "$(cat "$cache/.complete" 2>/dev/null)" != "$packages" ]; then
     # Asked only when debootstrap runs: a cached tree needs no mirror.
     mirror=$("$repo/contrib/apt-mirror.sh")
     rm -rf "$cache"
     mkdir -p "$(dirname "$cache")"
     debootstrap --variant=minbase \
-        --include=python3,python3-venv,iptables,conntrack,ca-certificates \
+        --include="$packages" \
         bookworm "$cache" "$mirror"
     # Apt's archives are only needed to build the tree, not to run it.
     chroot "$cache" apt-get clean
-    touch "$cache/.complete"
+    echo "$packages" > "$cache/.complete"
 fi
 
 # Wheels are fetched on the host, where pip's index settings live, for the

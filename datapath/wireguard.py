@@ -34,6 +34,7 @@ import signal
 import subprocess
 import time
 
+from . import rtnl
 from .errors import DatapathError
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,9 @@ def implementation() -> str | None:
         return None
     if os.path.isdir("/sys/module/wireguard"):
         return "kernel"
-    return "wireguard-go" if shutil.which("wireguard-go") else None
+    # wireguard-go needs the TUN device (a managed plugin has it only if
+    # config.json maps it in).
+    return "wireguard-go" if shutil.which("wireguard-go") and os.path.exists("/dev/net/tun") else None
 
 
 class Tunnel:
@@ -174,8 +177,10 @@ class Tunnel:
 
     # -- the device --------------------------------------------------------------
     def _exists(self) -> bool:
-        return subprocess.run(["ip", "link", "show", "dev", self.name], capture_output=True,
-                              timeout=_TIMEOUT).returncode == 0
+        # Over netlink, not `ip`: asked at every start-up reconcile and peer
+        # sync, encrypted network or not.
+        with rtnl.Rtnl() as nl:
+            return nl.get(self.name) is not None
 
     def up(self, underlay_mtu: int, advertise: str) -> None:
         """The device, configured and up (idempotent: a device of ours left
