@@ -47,6 +47,9 @@ VXLAN_OVER_TUNNEL = 70  # the tunnel addresses are IPv6: 14 + 40 + 8 + 8 (datapa
 KEY_FILE = "wireguard.key"
 NEXT_KEY_FILE = KEY_FILE + ".next"  # a new key, made by ``rotate-key``, for the running worker to take
 PID_FILE = "wireguard-go.pid"
+LOG_FILE = "wireguard-go.log"
+# Up to its first answer: a few ms here, seconds on a loaded machine.
+START_S = 15
 _TIMEOUT = 30
 # Each peer is sent a keepalive this often when idle, and at once when it is
 # added: so a peer's new key (a rotation, datapath.wireguard.offer_key) makes
@@ -133,6 +136,7 @@ class Tunnel:
         self.port = port
         self._key_path = os.path.join(state_dir, KEY_FILE)
         self._pid_path = os.path.join(state_dir, PID_FILE)
+        self._log_path = os.path.join(state_dir, LOG_FILE)
         self._next_path = os.path.join(state_dir, NEXT_KEY_FILE)
 
     @staticmethod
@@ -202,14 +206,21 @@ class Tunnel:
             return
         # A session of its own: it is the device, and lives on through a
         # restart of ours; ``down`` ends it by the PID recorded here.
-        proc = subprocess.Popen(["wireguard-go", "-f", self.name], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        # Its output goes to a log in the state dir: why it failed to start,
+        # or stopped later, is said there (and in the error below).
+        with open(self._log_path, "ab") as log_file:
+            proc = subprocess.Popen(["wireguard-go", "-f", self.name], stdin=subprocess.DEVNULL,
+                                    stdout=log_file, stderr=log_file, start_new_session=True)
         with open(self._pid_path, "w") as f:
             f.write(str(proc.pid))
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + START_S
         while subprocess.run(["wg", "show", self.name], capture_output=True, timeout=_TIMEOUT).returncode != 0:
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise DatapathError(f"start wireguard-go {self.name}", f"exited {proc.poll()} or never answered")
+                with open(self._log_path, "rb") as f:
+                    said = f.read()[-400:].decode(errors="replace").strip()
+                raise DatapathError(f"start wireguard-go {self.name}",
+                                    f"{'exited ' + str(proc.poll()) if proc.poll() is not None else 'no answer'} "
+                                    f"after {START_S:g} s; {self._log_path}: {said or '(empty)'}")
             time.sleep(0.05)
 
     def down(self) -> None:
