@@ -616,16 +616,17 @@ class ClusterSegment:
                 settled = self._gone is None and all(w.vteps is not None for w in watches)
                 sealed = bool(self._sealed)
             members = {w.vni: set(w.vteps or ()) for w in watches}
+            encrypted = frozenset(w.vni for w in watches if w.sealed)
             if also is not None:
                 members.setdefault(also, set())
             tunnels = {address: peer for w in watches for address, peer in w.tunnel_peers().items()}
-            state = (members, tunnels, settled, sealed)
+            state = (members, tunnels, settled, sealed, encrypted)
             if state == self._guarded:
                 return
             if self.guard is not None and settled and not members:
                 self.guard.remove()
             elif self.guard is not None:
-                self.guard.apply(members, prune=settled)
+                self.guard.apply(members, prune=settled, sealed=encrypted)
             if self.tunnel is not None and sealed:
                 self.tunnel.sync_peers(tunnels, prune=settled)
             elif self.tunnel is not None and settled and (self._guarded is None or self._guarded[3]):
@@ -676,7 +677,7 @@ class PeerWatch:
                               self._in_turn(self._members_read), self._in_turn(self._member_event))
         self.vni = self._spec.vni
         self.vteps: frozenset | None = None  # the hosts of the peers kept, once the records were read
-        self._sealed = bool(network["options"].get("encrypted"))  # VTEPs are tunnel addresses
+        self.sealed = bool(network["options"].get("encrypted"))  # VTEPs are tunnel addresses
         self._tunnels: dict[str, tuple] = {}  # tunnel address -> (its host, its WireGuard identity: records.wireguard)
 
     def tunnel_peers(self) -> dict[str, dict]:
@@ -729,7 +730,7 @@ class PeerWatch:
                           else "allocated to no one")
                 return set()
         vtep = record.vtep
-        if self._sealed:
+        if self.sealed:
             wireguard = held.tunnels.get(record.host)
             if wireguard is None:
                 log.error("endpoint record %s skipped: its host %s publishes no WireGuard key, and network %s "

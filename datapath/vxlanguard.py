@@ -33,6 +33,7 @@ import shutil
 import subprocess
 
 from .errors import DatapathError
+from .wireguard import device_name
 
 TAG_PREFIX = "pontoon-owner="
 _TIMEOUT = 30
@@ -62,6 +63,7 @@ def _nft(args: list[str], script: str | None = None) -> str:
 class VxlanGuard:
     def __init__(self, owner: str = "pontoon", port: int = 4789):
         self.table = table_name(owner)
+        self.tunnel = device_name(owner)  # this instance's WireGuard device (datapath.wireguard)
         self.tag = TAG_PREFIX + owner
         self.port = port
         self._checked = False  # whether this process saw the table is ours (or absent)
@@ -85,9 +87,14 @@ class VxlanGuard:
                           f"the table exists without our tag {self.tag!r} (its comment: {comment!r}); "
                           f"not Pontoon's to change")
 
-    def apply(self, members: dict[int, set[str]], prune: bool) -> None:
+    def apply(self, members: dict[int, set[str]], prune: bool, sealed: frozenset[int] = frozenset()) -> None:
         """Guard every VNI of ``members``, each taking VXLAN only from its
-        addresses. ``prune``: make the sets exactly that; else only add
+        addresses; a ``sealed`` (encrypted) one only through the WireGuard
+        device too: its members are tunnel addresses, which a sender on the
+        underlay can put as the source of a datagram it sends straight to
+        this host's tunnel address (the kernel takes a local address on any
+        interface), and only WireGuard vouches for who sent what came out of
+        the tunnel. ``prune``: make the sets exactly that; else only add
         (while not every network's members are known yet, at start-up,
         what the kernel holds from before stays). The table, its chain and
         rules are rewritten in the same transaction, which mends any drift."""
@@ -96,17 +103,21 @@ class VxlanGuard:
             self._checked = True
         t = f"inet {self.table}"
         lines = [f'add table {t} {{ comment "{self.tag}"; }}', f"add set {t} vnis {{ typeof {_VNI}; }}",
-                 f"add counter {t} dropped",
+                 f"add set {t} sealed {{ typeof {_VNI}; }}", f"add counter {t} dropped",
                  f"add chain {t} input {{ type filter hook input priority filter - 10; policy accept; }}",
-                 f"flush chain {t} input"]
+                 f"flush chain {t} input",
+                 f'add rule {t} input udp dport {self.port} {_VNI} @sealed iifname != "{self.tunnel}" '
+                 f'counter name "dropped" drop']
         for name, proto in _FAMILIES.values():
             lines += [f"add set {t} {name} {{ typeof {_VNI} . {proto} saddr; }}",
                       f'add rule {t} input udp dport {self.port} {_VNI} @vnis {_VNI} . {proto} saddr != @{name} '
                       f'counter name "dropped" drop']
         if prune:
-            lines += [f"flush set {t} {s}" for s in ("vnis", *(name for name, _ in _FAMILIES.values()))]
+            lines += [f"flush set {t} {s}" for s in ("vnis", "sealed", *(name for name, _ in _FAMILIES.values()))]
         if members:
             lines.append(f"add element {t} vnis {{ {', '.join(str(int(v)) for v in sorted(members))} }}")
+        if sealed:
+            lines.append(f"add element {t} sealed {{ {', '.join(str(int(v)) for v in sorted(sealed))} }}")
         for version, (name, _) in _FAMILIES.items():
             pairs = [f"{int(vni)} . {a}" for vni, addresses in sorted(members.items()) for a in sorted(addresses)
                      if ipaddress.ip_address(a).version == version]

@@ -22,7 +22,8 @@ from tests.e2e.dockerd import wait_for
 from .cluster import LEASE_TTL, Cluster
 from .conftest import require_tools
 from .test_crosshost import MARGIN, _try_run, bare, reaches
-from .test_vxlan_guard import guard_tables, inspect_here
+from .test_vxlan_guard import dropped, forged_frame, guard_tables, inspect_here, vni_of
+from .underlay import UPLINK, Host
 
 MARKER = b"PONTOON-SECRET!!"  # 16 bytes: what ping -p repeats in each packet's payload
 ENCRYPTED = {"pontoon.encrypted": "true"}
@@ -90,6 +91,37 @@ def test_encrypted_network_shows_no_cleartext_on_the_underlay(cluster, tmp_path)
     assert mtus == {True: 1500 - 60 - 70, False: 1500 - 50}
     shown = inspect_here(cluster.hosts[0], cluster.etcd.url)
     assert "1370 (VXLAN in WireGuard)" in shown and "1450 (VXLAN)" in shown and "wireguard-go" in shown
+
+
+def _link_local(host) -> str:
+    addresses = json.loads(host.run("ip", "-j", "-6", "addr", "show", "dev", UPLINK, "scope", "link").stdout)
+    return addresses[0]["addr_info"][0]["local"]
+
+
+def test_vxlan_into_an_encrypted_network_is_taken_only_from_the_tunnel(cluster):
+    """A member's tunnel address is what the guard's set holds for an
+    encrypted network, and a sender on the underlay can put it as the
+    source of a datagram it sends straight to a host's tunnel address (the
+    kernel takes a local address on any interface). Such a frame reaches no
+    container and is counted: only WireGuard vouches for what came out of
+    the tunnel."""
+    a, b, _ = cluster.hosts
+    nets = [h.dockerd.create_network(subnet="10.92.0.0/24", options=ENCRYPTED) for h in (a, b)]
+    target, peer = (h.dockerd.run(n) for h, n in zip((a, b), nets))
+    assert reaches(peer, target)
+    stranger = cluster.underlay.add_host()  # on the underlay, no Pontoon, b's tunnel address taken
+    stranger.run("ip", "-6", "addr", "add", f"{tunnel_address(b.id)}/128", "dev", UPLINK, "nodad")
+    stranger.run("ip", "-6", "route", "add", f"{tunnel_address(a.id)}/128", "via", _link_local(a.host), "dev", UPLINK)
+    delivered = Host(target.sandbox.ns, "").counter("INPUT", ["-p", "icmp", "-s", "10.92.0.200"])
+    before = dropped(a, cluster.etcd.url)
+    frame = forged_frame(vni_of(a, nets[0]), target.mac, "10.92.0.200", bare(target.address))
+    stranger.run(sys.executable, "-c",
+                 f"import socket; s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n"
+                 f"s.bind(({tunnel_address(b.id)!r}, 0))\n"
+                 f"for _ in range(5): s.sendto(bytes.fromhex({frame.hex()!r}), ({tunnel_address(a.id)!r}, 4789))")
+    wait_for(lambda: dropped(a, cluster.etcd.url) >= before + 5, timeout=5, interval=0.2, what="drops counted")
+    assert delivered.packets() == 0
+    assert reaches(peer, target, timeout=5)  # the tunnel's own traffic flows on
 
 
 def test_the_tunnel_goes_with_the_last_encrypted_network(cluster):
