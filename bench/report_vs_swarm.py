@@ -6,6 +6,7 @@ import statistics
 from pathlib import Path
 
 from .pontoon_vs_swarm import UNFILTERED
+from .stats import pair_ratios
 
 PLOT = "bench-vs-swarm.png"
 
@@ -35,22 +36,22 @@ def rows(v: dict) -> list[tuple]:
     out.append((f"`docker run --name x` on A to first reply from x by name on B, median ({n['pairs']} pairs)",
                 f"{n['median_a']:.2f} s", f"{n['median_b']:.2f} s", "—", _spread(n), "—", "≤ 1.0",
                 _verdict(n["ratio"] <= 1.0)))
-    gone = {name: statistics.median(v["gone"][f"{name}_last_reply_s"]) for name in ("pontoon", "overlay")}
-    out.append((f"`docker rm -f` on B to the last reply from its address on A, median "
-                f"({len(v['gone']['pontoon_last_reply_s'])} pairs)", f"{gone['pontoon']:.2f} s",
-                f"{gone['overlay']:.2f} s", "—", f"{gone['pontoon'] / gone['overlay']:.2f}" if gone["overlay"] else "—",
-                "—", "≤ 1.0", _verdict(gone["pontoon"] <= gone["overlay"])))
+    # The issue sets no target for these: they are reported. A reply within a
+    # millisecond of the start counts as one millisecond, so every pair has a ratio.
+    g = pair_ratios([(max(a, 1e-3), max(b, 1e-3)) for a, b in zip(v["gone"]["pontoon_last_reply_s"],
+                                                                  v["gone"]["overlay_last_reply_s"])])
+    out.append((f"`docker rm -f` on B to the last reply from its address on A, median ({g['pairs']} pairs)",
+                f"{g['median_a']:.2f} s", f"{g['median_b']:.2f} s", "—", _spread(g), "—", "reported", "n/a"))
     k = v["killed"]
 
     def seconds(x):
         return f"{x:.1f} s" if x is not None else f"> {k['window_s']:.0f} s"
     mine, theirs = k["pontoon"]["unrecorded_s"], k["overlay"]["unrecorded_s"]
     out.append(("host B killed (kill -9): B leaves the cluster's record on A (once)", seconds(mine), seconds(theirs),
-                "—", "—", "—", "≤ 1.0",
-                _verdict(mine is not None and (theirs is None or mine <= theirs))))
+                "—", "—", "—", "reported", "n/a"))
     out.append(("host B killed: B's container stops answering A's (its entries leave A's tables; once)",
-                seconds(k["pontoon"]["last_reply_s"]) + " (kept by design)", seconds(k["overlay"]["last_reply_s"]),
-                "—", "—", "—", "none", "—"))
+                seconds(k["pontoon"]["last_reply_s"]), seconds(k["overlay"]["last_reply_s"]),
+                "—", "—", "—", "reported", "n/a"))
     for p in ("p50", "p99"):
         r = v["rtt"][p]
         out.append((f"ping RTT container to container, {p} (median of {r['pairs']} pairs' {p})",
@@ -144,11 +145,12 @@ def details(res: dict) -> list[str]:
               "agent and gossip inside), B's containers left running under their shims, then "
               f"{k['window_s']:.0f} s watched from A: B leaves the record when `hosts/<B>` leaves etcd (Pontoon: "
               "the lease's TTL, `--lease-ttl` 15 s) or the manager on A lists B as Down (overlay). B's "
-              "container is pinged from A's every 50 ms: the overlay drops a failed node's entries once its "
-              "gossip gives B up, so the reply stops though B's container runs; Pontoon keeps B's entries "
-              "until the address is reclaimed (`--reclaim-grace`) or given again, by design (docs/cluster.md, "
-              "Liveness by lease: a cut from etcd alone must not cut the datapath), so B's container still "
-              "answers. Cutting B off the underlay instead would stop both datapaths at once and is not measured.",
+              "container is pinged from A's every 50 ms, its last reply timed: the overlay drops a failed "
+              "node's entries once its gossip gives B up, so the replies stop though B's container runs; "
+              "Pontoon keeps the entries of a record its host's lease took, by design (docs/cluster.md, "
+              "Liveness by lease: a host cut from etcd alone must keep its datapath), so B's container "
+              "answers on after B leaves the record. Cutting B off the underlay instead would stop both "
+              "datapaths at once and is not measured.",
               f"- **RTT**: {c['rtt_pings']} pings per system per pair, 10 ms apart, by the host's iputils "
               "ping inside A's container's network namespace (nsenter) to B's container. Over all pairs: "
               f"Pontoon p50 {v['rtt']['pontoon']['p50']:.3f} ms, p99 {v['rtt']['pontoon']['p99']:.3f} ms; "
