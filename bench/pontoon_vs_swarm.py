@@ -21,15 +21,34 @@ runs on the other's hosts.
   container on the network. It includes the docker CLI, dockerd's start of
   the container (for the overlay also its second interface, on
   docker_gwbridge) and the peer learning B needs to answer.
+- first reply by name: from starting `docker run -d --name x` on host A to
+  the first echo reply B's container gets from x by its name (busybox
+  ping in a loop in B's container, started before: each try resolves the
+  name again). Pontoon's B container has `--dns` its network's gateway
+  (docs/cluster.md "Names across hosts": dockerd's resolver forwards the
+  names it does not know there); the overlay's embedded DNS knows the
+  attachable network's containers of every node.
+- gone: from starting `docker rm -f` of a container on B to the last echo
+  reply A's container gets from its address (the host's iputils ping,
+  every 10 ms, timestamps from the kernel clock).
 - RTT: the host's iputils ping inside A's container's namespace (nsenter)
   to B's container, every 10 ms.
 - iperf3: Debian's binary run from the host inside the containers'
   namespaces (nsenter; no image carries it), 1 and 4 streams, and host to
   host on the underlay addresses (the limit).
+- killed host (last, once per run: host B stays down): kill -9 of what
+  runs the system on B (Pontoon's: Pontoon and dockerd; the overlay's:
+  dockerd, its swarm agent and gossip included), its containers left
+  running (their shims survive), then for a window, from A: until B's
+  host leaves the cluster's record (Pontoon: `hosts/<B>` leaves etcd, its
+  lease's TTL; overlay: the manager on A lists B as down), and until B's
+  container stops answering A's (the entries for it leave A's tables).
+  Pontoon keeps them by design until reclaim (docs/cluster.md "Liveness
+  by lease"); the overlay's gossip drops a failed node's entries.
 - idle: per host, CPU of dockerd, its containerd, the shims and containers,
   and Pontoon (plus half of etcd's: the swarm keeps its store in the
   manager's dockerd), and bytes both ways on the host's underlay interface,
-  with 1 and then 10 containers per host.
+  with 1, 10 and then 50 containers per host.
 """
 from __future__ import annotations
 
@@ -38,11 +57,12 @@ import os
 import re
 import select
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +76,8 @@ from .stats import pair_ratios, percentile
 
 SWARM_RELEASE = "28.5"  # the matrix's newest: its swarm is the current one
 SUBNETS = {"overlay": "10.93.0.0/24", "pontoon": "10.94.0.0/24"}
+# Given, so the containers' --dns can name it (a remote IPAM's is not in dockerd's inspect).
+PONTOON_GATEWAY = "10.94.0.1"
 NETWORK = "bench"
 SYSTEMS = ("pontoon", "overlay")
 # Pontoon measured again with bridged frames kept out of iptables (see bridge_netfilter_off).
@@ -63,9 +85,11 @@ UNFILTERED = "pontoon_unfiltered"
 BRIDGE_NETFILTER = "net.bridge.bridge-nf-call-iptables"
 REPLY_LIMIT = 30.0  # seconds a first reply may take before the pair fails
 FULL = {"reply_pairs": 12, "rtt_pairs": 8, "rtt_pings": 200, "iperf_pairs": 4, "iperf_seconds": 5,
-        "idle_seconds": 60, "idle_windows": 6, "idle_counts": (1, 10)}
+        "idle_seconds": 60, "idle_windows": 6, "idle_counts": (1, 10, 50),
+        "name_pairs": 12, "gone_pairs": 12, "killed_window": 90}
 QUICK = {"reply_pairs": 2, "rtt_pairs": 2, "rtt_pings": 20, "iperf_pairs": 1, "iperf_seconds": 1,
-         "idle_seconds": 6, "idle_windows": 2, "idle_counts": (1, 2)}
+         "idle_seconds": 6, "idle_windows": 2, "idle_counts": (1, 2),
+         "name_pairs": 2, "gone_pairs": 2, "killed_window": 20}
 
 
 def swarm_build() -> matrix.Build | None:
@@ -159,11 +183,15 @@ def testbed(workdir: Path):
         manager.docker("network", "create", "-d", "overlay", "--attachable", "--subnet", SUBNETS["overlay"], NETWORK)
 
         for number, (daemon, host) in enumerate(zip(daemons[2:], hosts[2:]), start=1):
-            settings = cluster_settings(etcd.url, host, number) | {"PONTOON_LOG_LEVEL": "info"}
+            # Names across hosts follow this host's dockerd (below 29 they come from
+            # its API); names it does not hold are not forwarded off this machine.
+            settings = cluster_settings(etcd.url, host, number) | {
+                "PONTOON_LOG_LEVEL": "info", "PONTOON_DOCKER_SOCKET": str(daemon.sock),
+                "PONTOON_DNS_RESOLV_CONF": "/dev/null"}
             pontoons.append(HostPontoon(daemon, workdir / f"pontoon{number}", settings))
             pontoons[-1].start()
             daemon.docker("network", "create", "-d", "pontoon", "--ipam-driver", "pontoon",
-                          "--subnet", SUBNETS["pontoon"], NETWORK)
+                          "--subnet", SUBNETS["pontoon"], "--gateway", PONTOON_GATEWAY, NETWORK)
         yield Testbed(underlay, etcd, {"overlay": overlay,
                                        "pontoon": System("pontoon", hosts[2:], daemons[2:], pontoons=pontoons)})
     finally:
@@ -214,12 +242,15 @@ class Peers:
     b_pid: int
     b_address: str
     mtu: int
+    b_id: str
 
 
 def place(system: System) -> Peers:
-    a, b = (system.start(i, "sleep", "infinity") for i in (0, 1))
+    """B's container asks names of Pontoon's DNS on the gateway, as users set it."""
+    dns = ("--dns", PONTOON_GATEWAY) if system.name == "pontoon" else ()
+    a, b = system.start(0, "sleep", "infinity"), system.start(1, "sleep", "infinity", options=dns)
     mtu = int(system.docker(1, "exec", b, "cat", "/sys/class/net/eth0/mtu").stdout)
-    return Peers(system, system.pid(0, a), system.pid(1, b), system.address(1, b), mtu)
+    return Peers(system, system.pid(0, a), system.pid(1, b), system.address(1, b), mtu, b)
 
 
 def first_reply_s(peers: Peers, workdir: Path) -> tuple[float, float]:
@@ -259,6 +290,57 @@ def first_reply_s(peers: Peers, workdir: Path) -> tuple[float, float]:
         shutil.rmtree(mailbox, ignore_errors=True)
 
 
+def first_reply_by_name_s(peers: Peers, name: str) -> float:
+    """Seconds from starting `docker run -d --name <name>` on A to the first
+    reply B's container gets from it by that name."""
+    system = peers.system
+    daemon = system.daemons[1]
+    script = (f"echo asking; until ping -c1 -W1 {name} >/dev/null 2>&1; do usleep 10000; done; echo up")
+    asker = subprocess.Popen([daemon.build.docker, "-H", f"unix://{daemon.sock}", "exec", peers.b_id,
+                              "sh", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        if asker.stdout.readline().strip() != "asking":
+            raise RuntimeError(f"{system.name}: docker exec on B: {asker.stderr.read()}")
+        begin = time.perf_counter()
+        system.docker(0, "run", "-d", "--network", NETWORK, "--name", name, system.image, "sleep", "infinity")
+        ready, _, _ = select.select([asker.stdout], [], [], REPLY_LIMIT)
+        if not ready or asker.stdout.readline().strip() != "up":
+            raise TimeoutError(f"{system.name}: {name} not answering by name within {REPLY_LIMIT:.0f} s")
+        return time.perf_counter() - begin
+    finally:
+        asker.kill()  # the CLI; its loop in the container ends with the container or at "up"
+        asker.communicate(timeout=30)
+        system.docker(0, "rm", "-f", name, timeout=60)
+
+
+def gone_s(peers: Peers) -> tuple[float, float]:
+    """Seconds from starting `docker rm -f` of a container on B to the last
+    reply A's container got from its address, and to the CLI's return."""
+    system = peers.system
+    cid = system.start(1, "sleep", "infinity")
+    address = system.address(1, cid)
+    deadline = time.monotonic() + REPLY_LIMIT
+    while run_cmd(_nsenter(peers.a_pid, "ping", "-n", "-c1", "-W1", address), timeout=30, check=False).returncode:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{system.name}: {address} never answered A")
+    # -D: each reply's time on the kernel's clock, the one time.time() reads.
+    pinger = subprocess.Popen(_nsenter(peers.a_pid, "ping", "-n", "-D", "-i", "0.01", "-W", "1", address),
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        time.sleep(0.3)
+        begin = time.time()
+        system.docker(1, "rm", "-f", cid)
+        returned = time.time() - begin
+        time.sleep(1.0)  # a reply still on its way, and a second of silence
+    finally:
+        pinger.terminate()
+        out, _ = pinger.communicate(timeout=30)
+    replies = [float(t) for t in re.findall(r"^\[([\d.]+)\] \d+ bytes from", out, re.M)]
+    if not replies or replies[-1] < begin - 0.1:
+        raise RuntimeError(f"{system.name}: no reply from {address} while it was removed:\n{out[-500:]}")
+    return max(0.0, replies[-1] - begin), returned
+
+
 def rtt_ms(peers: Peers, count: int) -> list[float]:
     out = run_cmd(_nsenter(peers.a_pid, "ping", "-n", "-c", str(count), "-i", "0.01", peers.b_address),
                   timeout=count * 0.05 + 30).stdout
@@ -285,11 +367,13 @@ def idle(bed: Testbed, count: int, seconds: float, windows: int) -> dict:
     once (they share no host), with ``count`` containers on each host: over
     ``seconds`` in all, and per window of ``seconds / windows`` for the
     spread of the ratios."""
-    for system in bed.systems.values():
-        for index in (0, 1):
-            have = len(system.docker(index, "ps", "-q").stdout.split())
-            for _ in range(count - have):
-                system.start(index, "sleep", "infinity")
+    def fill(system: System, index: int) -> None:
+        have = len(system.docker(index, "ps", "-q").stdout.split())
+        for _ in range(count - have):
+            system.start(index, "sleep", "infinity")
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(lambda job: fill(*job), [(s, i) for s in bed.systems.values() for i in (0, 1)]))
     time.sleep(min(seconds, 10))  # the starts' own work is not idle
 
     def sample() -> tuple[float, dict]:
@@ -319,6 +403,49 @@ def rates(before: tuple[float, dict], after: tuple[float, dict]) -> dict:
         was, now = before[1][name], after[1][name]
         cpu = [(a[0] - b[0]) / hz * per_min + (etcd / 2 if name == "pontoon" else 0) for a, b in zip(now, was)]
         out[name] = {"cpu_s_per_min": cpu, "bytes_per_min": [(a[1] - b[1]) * per_min for a, b in zip(now, was)]}
+    return out
+
+
+def _host_recorded(bed: Testbed, name: str) -> bool:
+    """Whether host B is still in its system's record of the cluster."""
+    if name == "pontoon":
+        return len([k for k in bed.etcd.keys() if "hosts/" in k]) == 2
+    status = bed.systems[name].docker(0, "node", "ls", "--filter", "role=worker", "--format", "{{.Status}}")
+    return status.stdout.strip() != "Down"
+
+
+def killed_host(bed: Testbed, peers: dict[str, Peers], window: float) -> dict:
+    """kill -9 of each system's own processes on host B, both at once; then,
+    for ``window`` seconds, seconds until B leaves the cluster's record and
+    until A's container has its last reply from B's (None: still at the end)."""
+    pingers = {name: subprocess.Popen(_nsenter(p.a_pid, "ping", "-n", "-D", "-i", "0.05", "-W", "1", p.b_address),
+                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+               for name, p in peers.items()}
+    unrecorded: dict[str, float | None] = {name: None for name in peers}
+    try:
+        time.sleep(1.0)
+        begin = time.time()
+        for system in bed.systems.values():
+            for proc in ([system.pontoons[1].proc] if system.pontoons else []) + [system.daemons[1].proc]:
+                # The tree: gunicorn's workers, dockerd's containerd (the shims are not in it).
+                for pid in (proc.pid, *descendants(proc.pid)):
+                    with suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+        while time.time() - begin < window:
+            for name in peers:
+                if unrecorded[name] is None and not _host_recorded(bed, name):
+                    unrecorded[name] = time.time() - begin
+            time.sleep(0.2)
+    finally:
+        for pinger in pingers.values():
+            pinger.terminate()
+    out = {"window_s": window}
+    for name, pinger in pingers.items():
+        replies = [float(t) for t in re.findall(r"^\[([\d.]+)\] \d+ bytes from", pinger.communicate(timeout=30)[0],
+                                                re.M)]
+        last = replies[-1] - begin if replies else 0.0
+        out[name] = {"unrecorded_s": unrecorded[name], "last_reply_s": None if last > window - 1 else max(0.0, last)}
     return out
 
 
@@ -356,6 +483,18 @@ def run(quick: bool = False) -> dict:
             f"{name}_{what}_s": [g[name][i] for g in got]
             for name in SYSTEMS for i, what in enumerate(("reply", "returned"))}
 
+        got = []
+        for i, order in enumerate(rotations(counts["name_pairs"], *SYSTEMS)):
+            got.append({name: first_reply_by_name_s(peers[name], f"named{i}") for name in order})
+        out["by_name"] = pair_ratios([(g["pontoon"], g["overlay"]) for g in got]) | {
+            f"{name}_reply_s": [g[name] for g in got] for name in SYSTEMS}
+
+        got = []
+        for order in rotations(counts["gone_pairs"], *SYSTEMS):
+            got.append({name: gone_s(peers[name]) for name in order})
+        out["gone"] = {f"{name}_{what}_s": [g[name][i] for g in got]
+                       for name in SYSTEMS for i, what in enumerate(("last_reply", "returned"))}
+
         per_system: dict[str, list[float]] = {name: [] for name in SYSTEMS}
         p50s, p99s = [], []
         for order in rotations(counts["rtt_pairs"], *SYSTEMS):
@@ -391,4 +530,5 @@ def run(quick: bool = False) -> dict:
 
         out["idle"] = [idle(bed, count, counts["idle_seconds"], counts["idle_windows"])
                        for count in counts["idle_counts"]]
+        out["killed"] = killed_host(bed, peers, counts["killed_window"])
     return out

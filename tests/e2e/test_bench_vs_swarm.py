@@ -25,6 +25,17 @@ def test_quick_side_by_side_measures_every_row_on_both_systems(tmp_path):
     for name in ("pontoon", "overlay"):
         assert all(0 < returned <= pontoon_vs_swarm.REPLY_LIMIT and 0 < reply < pontoon_vs_swarm.REPLY_LIMIT
                    for reply, returned in zip(first[f"{name}_reply_s"], first[f"{name}_returned_s"]))
+    by_name = v["by_name"]
+    assert by_name["pairs"] == counts["name_pairs"]
+    assert all(0 < s < pontoon_vs_swarm.REPLY_LIMIT for name in ("pontoon", "overlay")
+               for s in by_name[f"{name}_reply_s"])
+    # A removed container's address answered A until its removal began, and
+    # stopped before the removal's second of silence ended.
+    gone = v["gone"]
+    for name in ("pontoon", "overlay"):
+        assert len(gone[f"{name}_last_reply_s"]) == counts["gone_pairs"]
+        assert all(0 <= last < returned + 1 for last, returned in
+                   zip(gone[f"{name}_last_reply_s"], gone[f"{name}_returned_s"]))
     assert v["rtt"]["p50"]["pairs"] == counts["rtt_pairs"]
     assert all(0 < v["rtt"][name]["p50"] <= v["rtt"][name]["p99"] for name in ("pontoon", "overlay"))
     for streams in ("1", "4"):
@@ -36,6 +47,14 @@ def test_quick_side_by_side_measures_every_row_on_both_systems(tmp_path):
         for name in ("pontoon", "overlay"):
             assert len(window[name]["cpu_s_per_min"]) == len(window[name]["bytes_per_min"]) == 2
             assert min(window[name]["cpu_s_per_min"] + window[name]["bytes_per_min"]) >= 0
+
+    # Host B killed: Pontoon's record of it goes with its lease (TTL 15 s,
+    # inside the window) and its entries stay past that: B's container
+    # still answers A's after B left the record.
+    killed = v["killed"]
+    gone_at, last = killed["pontoon"]["unrecorded_s"], killed["pontoon"]["last_reply_s"]
+    assert 0 < gone_at < killed["window_s"]
+    assert last is None or last > gone_at, killed
 
     lines = report_vs_swarm.details({"vs_swarm": v, "machine": machine.describe()})
     table = [line for line in lines if line.startswith("| ") and "---" not in line]
