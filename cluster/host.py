@@ -12,7 +12,7 @@ a fork) and not in a side process (the endpoint records ride on the lease,
 so the lease belongs to the process that publishes them and dies with it:
 kill -9 of Pontoon drops this host's endpoint records from etcd within the
 TTL; the others keep their peers until the addresses are reclaimed, see
-cluster.segment.PeerWatch). gunicorn restarts a dead worker, which starts
+cluster.peerwatch.PeerWatch). gunicorn restarts a dead worker, which starts
 afresh.
 """
 from __future__ import annotations

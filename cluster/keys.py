@@ -20,6 +20,8 @@ key segment.
 """
 from __future__ import annotations
 
+import json
+
 ROOT = "/pontoon/"
 
 
@@ -46,3 +48,18 @@ def key(kind: str, *parts) -> str:
 def prefix(kind: str, *parts) -> str:
     """Every key under ``key(kind, *parts)``."""
     return key(kind, *parts) + "/"
+
+
+def cluster_name(network: dict) -> str:
+    """The pool naming ``network`` in the cluster: its first IPv4 pool (IPv6
+    when it has none)."""
+    return pool_names(network)[0]
+
+
+def pool_names(network: dict) -> list[str]:
+    """Every pool of the stored ``network`` as the cluster names it (IPv4
+    first), each in the address space dockerd's request gave."""
+    request = json.loads(network["request"])
+    data = (request.get("IPv4Data") or []) + (request.get("IPv6Data") or [])
+    pools = network["ipv4"] + network["ipv6"]
+    return [pool_name(d.get("AddressSpace") or "LocalDefault", p["pool"]) for d, p in zip(data, pools)]

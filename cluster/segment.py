@@ -10,8 +10,8 @@ host's dockerd makes its own network ID for it, but all hand in the pool.
   option and the value the cluster holds. An MTU left unset takes the
   cluster's, or else the underlay's MTU minus the VXLAN overhead.
 - attach / detach: the VXLAN device on the bridge, and the watch of the
-  network's endpoint records, which exists only while the network exists
-  on this host (nothing cluster-wide is watched).
+  network's endpoint records (cluster.peerwatch), which exists only while
+  the network exists on this host (nothing cluster-wide is watched).
 - publish / unpublish: this host's endpoint records, on the host's lease,
   so they vanish from the others' datapath when this host dies.
 - this host's own address on the network (cluster.hostaddr), made with the
@@ -32,17 +32,18 @@ import json
 import logging
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator
 
 from datapath.errors import DatapathError
 from spec.errors import BadRequest, Conflict
 
 from . import keys, records
-from .etcd import (EtcdUnavailable, KeyValue, Watch, absent, delete_op, present, put_op, range_op, ranges,
-                   unchanged, value_is)
+from .etcd import (EtcdUnavailable, absent, delete_op, present, put_op, range_op, ranges, unchanged,
+                   value_is)
 from .host import ClusterHost, addr_value
 from .hostaddr import HostAddresses
+from .peerwatch import PeerWatch
 
 if TYPE_CHECKING:  # the type only: names/ is a service beside cluster/, handed in by plugin.cluster
     from names.service import Names
@@ -74,21 +75,6 @@ def vni_candidates(name: str) -> Iterator[int]:
     start = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") % span
     for step in range(span):
         yield VNI_FIRST + (start + step) % span
-
-
-def cluster_name(network: dict) -> str:
-    """The pool naming ``network`` in the cluster: its first IPv4 pool (IPv6
-    when it has none)."""
-    return pool_names(network)[0]
-
-
-def pool_names(network: dict) -> list[str]:
-    """Every pool of the stored ``network`` as the cluster names it (IPv4
-    first), each in the address space dockerd's request gave."""
-    request = json.loads(network["request"])
-    data = (request.get("IPv4Data") or []) + (request.get("IPv6Data") or [])
-    pools = network["ipv4"] + network["ipv6"]
-    return [keys.pool_name(d.get("AddressSpace") or "LocalDefault", p["pool"]) for d, p in zip(data, pools)]
 
 
 class ClusterSegment:
@@ -132,8 +118,8 @@ class ClusterSegment:
         if network["options"].get("encrypted"):
             self._check_can_encrypt()
         self.host.live()
-        mine = pool_names(network)
-        name, clustered = self._held_pools(cluster_name(network), mine)
+        mine = keys.pool_names(network)
+        name, clustered = self._held_pools(keys.cluster_name(network), mine)
         options = network["options"]
         while True:
             held = self._etcd.get(keys.key("nets", name))
@@ -427,7 +413,7 @@ class ClusterSegment:
         name, vni = network["cluster"]["pool"], network["cluster"]["vni"]
         space, cidr = keys.cidr_of(name)
         gateways = [(n, ipaddress.ip_interface(p["gateway"]).ip)
-                    for n, p in zip(pool_names(network), network["ipv4"] + network["ipv6"])
+                    for n, p in zip(keys.pool_names(network), network["ipv4"] + network["ipv6"])
                     if n in pools and p.get("gateway")]
         ops = [range_op(keys.key("pools", name), "", 1), range_op(keys.key("nets", name), "", 1, keys_only=False)]
         ops += [range_op(keys.prefix("addrs", n) + keys.hexaddr(int(g)), "", 1, keys_only=False) for n, g in gateways]
@@ -644,284 +630,6 @@ class ClusterSegment:
             watch.stop()
 
 
-class PeerWatch:
-    """One network's remote endpoints -> the VXLAN device's peers.
-
-    Only records that parse (cluster.records) and whose every address
-    ``addrs/`` gives to the record's host are applied: a malformed or
-    hostile record, or one of an address reclaimed and given to another
-    host, is skipped and logged, and the others are served as ever. The
-    kernel holds one VTEP per MAC and one MAC per address, so the peers
-    wanted are the union over the records, and a record's removal takes out
-    only what no other record still wants, re-adding what it shared."""
-
-    def __init__(self, segment: ClusterSegment, network: dict):
-        self._segment = segment
-        self._spec = segment.spec(network)
-        self._me = segment.host.host_id
-        self._known: dict[str, set] = {}  # record key -> its peers
-        self._kept: dict[str, set] = {}  # record key -> the peers of a record its host's lease took (see _event)
-        self._network = network
-        self._named: dict[str, records.EndpointRecord] = {}  # record key -> the record applied (names/)
-        self._pools = [ipaddress.ip_network(p["pool"]) for p in network["ipv4"] + network["ipv6"]]
-        self._names = pool_names(network)
-        self._gateways = {p["gateway"].split("/")[0] for p in network["ipv4"] + network["ipv6"] if p.get("gateway")}
-        prefix = keys.prefix("endpoints", network["cluster"]["pool"])
-        # The pool's members too: a reclaim (a host away past the grace)
-        # ends the host's membership after its addresses, and nothing of
-        # endpoints/ changes then, so it is this watch that ends the
-        # host's kept records. The two watches' threads take turns.
-        self._turn = threading.Lock()
-        self._watch = Watch(segment.host.etcd, prefix, self._in_turn(self._sync), self._in_turn(self._event))
-        self._members = Watch(segment.host.etcd, keys.prefix("members", network["cluster"]["pool"]),
-                              self._in_turn(self._members_read), self._in_turn(self._member_event))
-        self.vni = self._spec.vni
-        self.vteps: frozenset | None = None  # the hosts of the peers kept, once the records were read
-        self.sealed = bool(network["options"].get("encrypted"))  # VTEPs are tunnel addresses
-        self._tunnels: dict[str, tuple] = {}  # tunnel address -> (its host, its WireGuard identity: records.wireguard)
-
-    def tunnel_peers(self) -> dict[str, dict]:
-        """The tunnel's peers this network wants: the hosts of its peers."""
-        return {address: self._tunnels[address][1] for address in self.vteps or () if address in self._tunnels}
-
-    def _guard(self) -> None:
-        self.vteps = frozenset(p.vtep for p in self._wanted())
-        self._segment.admit()
-
-    def start(self) -> None:
-        if self._segment.names is not None:
-            self._segment.names.attach(self._network)
-        self._watch.start()
-        self._members.start()
-
-    def stop(self) -> None:
-        self._watch.stop()
-        self._members.stop()
-        if self._segment.names is not None:
-            self._segment.names.detach(self._network)
-
-    @property
-    def resyncs(self) -> int:
-        return self._watch.resyncs
-
-    def _in_turn(self, callback):
-        def run(*args) -> None:
-            with self._turn:
-                callback(*args)
-        return run
-
-    def _peers(self, kv: KeyValue, held: Holders) -> set:
-        """The record's peers, or none if it is not to be applied. This
-        host's own records have theirs too, never put in the kernel
-        (``_wanted``), but they end kept peers of their addresses."""
-        try:
-            record = records.endpoint(kv.key, kv.value, self._pools, self._gateways)
-        except records.BadRecord as exc:
-            log.error("endpoint record skipped: %s", exc)
-            return set()
-        if held.vteps.get(record.host) != record.vtep:
-            log.error("endpoint record %s skipped: vtep %s is not the address host %s advertises (%s)", kv.key,
-                      record.vtep, record.host, held.vteps.get(record.host) or "it is not a live host")
-            return set()
-        for address in record.addresses:
-            if held.checks(address) and held.hosts.get(address) != record.host:
-                log.error("endpoint record %s skipped: address %s is %s", kv.key, address,
-                          f"held by {held.hosts[address] or 'the network'}" if address in held.hosts
-                          else "allocated to no one")
-                return set()
-        vtep = record.vtep
-        if self.sealed:
-            wireguard = held.tunnels.get(record.host)
-            if wireguard is None:
-                log.error("endpoint record %s skipped: its host %s publishes no WireGuard key, and network %s "
-                          "is encrypted", kv.key, record.host, self._spec.name)
-                return set()
-            vtep = wireguard["tunnel"]
-            holder, _ = self._tunnels.setdefault(vtep, (record.host, wireguard))
-            if holder != record.host:
-                log.error("endpoint record %s skipped: its host's tunnel address %s is host %s's (two host IDs "
-                          "hash alike: rename one)", kv.key, vtep, holder)
-                return set()
-            self._tunnels[vtep] = (record.host, wireguard)  # a new key (a state dir made anew) replaces the old
-        self._named[kv.key] = record
-        return {self._segment.dp.Peer(mac=record.mac, address=a, vtep=vtep) for a in record.addresses}
-
-    def _held_all(self) -> Holders:
-        """Every allocated address of the network's cluster pools (chunked
-        reads: at a full read of the records only)."""
-        etcd, held = self._segment.host.etcd, Holders()
-        for kv in etcd.read_prefix(keys.prefix("hosts"))[0]:
-            held.learn(kv.key.rsplit("/", 1)[1], kv.value)
-        for name, net in zip(self._names, self._pools):
-            if etcd.get(keys.key("pools", name)) is None:
-                held.foreign.append(net)
-                continue
-            prefix = keys.prefix("addrs", name)
-            for kv in etcd.read_prefix(prefix)[0]:
-                held.hosts[str(ipaddress.ip_address(int(kv.key[len(prefix):], 16)))] = records.holder(kv.value)
-        return held
-
-    def _held_of(self, kv: KeyValue) -> Holders:
-        """The holders of a record's addresses and its host's advertise
-        address, in one round trip (the parse in _peers says what is wrong
-        with a record that has none)."""
-        held = Holders()
-        host = keys.key("hosts", _host_of(kv.key))
-        try:
-            addresses = [str(ipaddress.ip_address(a)) for a in json.loads(kv.value)["addresses"][:2]]
-        except (ValueError, KeyError, TypeError):
-            return held
-        targets = [(name, net, a) for a in addresses for name, net in zip(self._names, self._pools)
-                   if ipaddress.ip_address(a) in net]
-        ops = [range_op(keys.key("pools", name), "", 1) for name, _, _ in targets]
-        ops += [range_op(keys.prefix("addrs", name) + keys.hexaddr(int(ipaddress.ip_address(a))), "", 1,
-                         keys_only=False) for name, _, a in targets]
-        ops.append(range_op(host, "", 1, keys_only=False))
-        *found, hosts = ranges(self._segment.host.etcd.txn([], ops))
-        if hosts:
-            held.learn(_host_of(kv.key), hosts[0].value)
-        for (_, net, address), pool, kvs in zip(targets, found, found[len(targets):]):
-            if not pool:
-                held.foreign.append(net)
-            elif kvs:
-                held.hosts[address] = records.holder(kvs[0].value)
-        return held
-
-    def _sync(self, kvs: list[KeyValue]) -> None:
-        held = self._held_all()
-        self._named = {}
-        before, self._known = self._known, {kv.key: self._peers(kv, held) for kv in kvs}
-        # A record gone while the stream was down (no DELETE seen) is kept
-        # as its event would have kept it, if its host has no hosts/ record.
-        for key, peers in before.items():
-            if peers and key not in self._known and _host_of(key) not in held.vteps:
-                self._kept.setdefault(key, peers)
-        if self._segment.names is not None:
-            self._segment.names.records(self._network["cluster"]["pool"], self._named)
-        if self._kept:
-            # Kept while its addresses are its host's: a reclaim, or a
-            # release by the host back, ends it; so does the host writing
-            # the record again. (Not the host's return alone: its records
-            # come back a moment after its hosts/ record, and the entries
-            # would be missing in between.)
-            self._kept = {key: peers for key, peers in self._kept.items()
-                          if key not in self._known
-                          and all(not held.checks(p.address) or held.hosts.get(p.address) == _host_of(key)
-                                  for p in peers)}
-            self._drop_kept_sharing(set().union(*self._known.values()))
-        for change in self._segment.overlay.sync_peers(self._spec, self._wanted()):
-            log.info("peers of %s: %s", self._spec.name, change)
-        self._guard()
-
-    def _event(self, kind: str, kv: KeyValue) -> None:
-        """Only what changed: a record written again (a new lease) keeps its
-        peers in place rather than dropping them for a moment.
-
-        A record its host's lease took with it (the host killed, powered
-        off, or cut off from etcd, not from its peers) keeps its peers: the
-        containers behind it may run on, and the kernel's entries are only
-        wrong once their addresses are another host's, which the reclaim
-        grace prevents. They go when the address is given to another record
-        (its put), when a full read finds the reclaim done, or with the
-        network; a record its live host deleted goes at once."""
-        # Read before anything changes: a failed read re-reads in full.
-        self._named.pop(kv.key, None)
-        peers = self._peers(kv, self._held_of(kv)) if kind != "DELETE" else set()
-        if self._segment.names is not None:
-            self._segment.names.record(self._network["cluster"]["pool"], kv.key, self._named.get(kv.key))
-        away = (kind == "DELETE" and _host_of(kv.key) != self._me and bool(self._known.get(kv.key))
-                and self._host_went_away(kv))
-        before = self._wanted()
-        had = self._known.pop(kv.key, None)
-        self._kept.pop(kv.key, None)
-        if kind != "DELETE":
-            self._known[kv.key] = peers
-            self._drop_kept_sharing(peers)
-        elif away and had is not None:  # it had peers: ``away`` asks
-            self._kept[kv.key] = had
-        self._apply(before)
-
-    def _apply(self, before: set) -> None:
-        """The kernel's peers from ``before`` to what is wanted now."""
-        after = self._wanted()
-        self._guard()  # a new host's VXLAN is taken from before its peers are in place
-        gone = before - after
-        for peer in gone:
-            self._segment.overlay.remove_peer(self._spec, peer)
-        # What a removed peer shared with a wanted one (its MAC, its
-        # address) may have gone from the kernel with it: put those back.
-        touched = {p.mac for p in gone} | {p.address for p in gone}
-        for peer in (after - before) | {p for p in after if p.mac in touched or p.address in touched}:
-            self._segment.overlay.add_peer(self._spec, peer)
-
-    def _members_read(self, kvs: list[KeyValue]) -> None:
-        self._end_kept({kv.key.rsplit("/", 1)[1] for kv in kvs})
-
-    def _member_event(self, kind: str, kv: KeyValue) -> None:
-        if kind == "DELETE" and self._kept:
-            self._end_kept(set(self._kept_hosts()) - {kv.key.rsplit("/", 1)[1]})
-
-    def _kept_hosts(self) -> set[str]:
-        return {_host_of(key) for key in self._kept}
-
-    def _end_kept(self, members: set[str]) -> None:
-        """The kept records of hosts that are no longer members of the pool
-        go: a reclaim pass has ended them (a live host deletes its records
-        before it leaves)."""
-        if self._kept_hosts() <= members:
-            return
-        before = self._wanted()
-        self._kept = {key: peers for key, peers in self._kept.items() if _host_of(key) in members}
-        self._apply(before)
-
-    def _host_went_away(self, deleted: KeyValue) -> bool:
-        """Whether the record's host had no ``hosts/`` record when it went:
-        its lease ended (both go in one revision), rather than the host
-        deleting it. Read at the delete's revision, so a host back since
-        does not count; now, if etcd compacted that revision away."""
-        key = keys.key("hosts", _host_of(deleted.key))
-        etcd = self._segment.host.etcd
-        try:
-            return not etcd.range(key, "", revision=deleted.mod_revision, keys_only=True)
-        except EtcdUnavailable:
-            return etcd.get(key) is None
-
-    def _drop_kept_sharing(self, peers: set) -> None:
-        """A kept record's peers that share an address or a MAC with
-        ``peers`` (a record whose addresses ``addrs/`` gives its host) are
-        stale: the address was reclaimed and given again."""
-        taken = {p.address for p in peers} | {p.mac for p in peers}
-        self._kept = {key: kept for key, kept in self._kept.items()
-                      if not any(p.address in taken or p.mac in taken for p in kept)}
-
-    def _wanted(self) -> set:
-        """The peers the kernel should hold: other hosts' records', and those kept."""
-        return set().union(*(peers for key, peers in self._known.items() if _host_of(key) != self._me),
-                           *self._kept.values())
-
-
-@dataclass
-class Holders:
-    """Who ``addrs/`` gives addresses to: ``hosts`` maps an address to its
-    host ("" for the network's own, gateway and aux); ``foreign`` lists the
-    network's pools the cluster does not hold (another IPAM driver's),
-    whose addresses there is nothing to check against."""
-    hosts: dict[str, str] = field(default_factory=dict)
-    foreign: list = field(default_factory=list)
-    vteps: dict[str, str] = field(default_factory=dict)  # live host -> the address its hosts/ record advertises
-    tunnels: dict[str, dict] = field(default_factory=dict)  # live host -> its WireGuard identity, if it has one
-
-    def learn(self, host: str, value: str) -> None:
-        """What the host's ``hosts/`` record says."""
-        self.vteps[host] = records.advertise(value)
-        wireguard = records.wireguard(value)
-        if wireguard is not None:
-            self.tunnels[host] = wireguard
-
-    def checks(self, address: str) -> bool:
-        return not any(ipaddress.ip_address(address) in net for net in self.foreign)
-
-
 @dataclass(frozen=True)
 class Lost:
     """An endpoint this host did not publish again: ``address`` of it is
@@ -934,7 +642,7 @@ class Lost:
 
 def _addresses(network: dict, endpoint: dict) -> list[tuple[str, int]]:
     """(cluster pool name, address) of each address of ``endpoint``."""
-    pools = list(zip(pool_names(network), network["ipv4"] + network["ipv6"]))
+    pools = list(zip(keys.pool_names(network), network["ipv4"] + network["ipv6"]))
     out = []
     for address in (endpoint["address"], endpoint["address_v6"]):
         if address:
@@ -947,11 +655,6 @@ def _claim_reads(claims: list[tuple[str, int, str]]) -> list[dict]:
     """The reads ``_plan`` wants for ``claims``: each address's holder, then each pool."""
     return ([range_op(key, "", 1, keys_only=False) for _, _, key in claims]
             + [range_op(keys.key("pools", name), "", 1) for name, _, _ in claims])
-
-
-def _host_of(record_key: str) -> str:
-    """The host an ``endpoints/<pool>/<host>/<id>`` key names."""
-    return record_key.rsplit("/", 2)[-2]
 
 
 def _first_address(endpoint: dict) -> str:

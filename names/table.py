@@ -3,7 +3,7 @@
 A network is named as the cluster names it (its pool, ``keys.pool_name``),
 the same on every host. An entry is one endpoint's name and addresses,
 keyed by where it came from: an etcd record key for other hosts' endpoints
-(fed from cluster.segment.PeerWatch), ``local/<endpoint ID>`` for this
+(fed from cluster.peerwatch.PeerWatch), ``local/<endpoint ID>`` for this
 host's (fed when they are published). An endpoint holds several names (the
 container's, its network aliases, its short ID); a name held by several
 endpoints answers with all their addresses, as Docker's resolver does.

@@ -19,7 +19,7 @@ from cluster.etcd import EtcdUnavailable, Tls
 from cluster.host import ClusterHost, HostIdTaken
 from cluster.identity import host_id, host_token
 from cluster.ipam import ClusterIpam, held_pairs
-from cluster.segment import ClusterSegment, Lost, pool_names
+from cluster.segment import ClusterSegment, Lost
 from handlers.network import bridge_spec
 
 from names.engine import EngineNames
@@ -103,7 +103,7 @@ class Room:
         else) at a restart, so no network on the pool means the network's
         creation is under way."""
         with self.store.snapshot() as tx:
-            return any(pool in pool_names(n) for n in tx.list_networks() if "cluster" in n)
+            return any(pool in keys.pool_names(n) for n in tx.list_networks() if "cluster" in n)
 
     def _remember_host_address(self, network_id: str, address: str | None) -> None:
         with self.store.transaction() as tx:
