@@ -337,7 +337,9 @@ class Lab:
         self.hostile: set[str] = set()  # keys of records the lab wrote itself
         self.lost_unheld: set[tuple[str, str]] = set()  # lost endpoints whose address no one holds now
         self.orphans: set[tuple[str, str]] = set()  # networks seen whose pool the cluster reclaimed
-        self.absence = 0.0  # how long the fault under way keeps a host away (host-killed, host-cut)
+        # How long the fault under way keeps a host away, by etcd's clock
+        # (host-killed, host-cut; leases-revoked: past the grace at once).
+        self.absence = 0.0
         count = self.rng.randint(3, 5)
         relayed = set(self.rng.sample(range(count), self.rng.randint(1, 2)))
         self.hosts = []
@@ -513,6 +515,11 @@ class Lab:
         self.log(f"FAULT {lab_host.id}: lease(s) of {'/, '.join(kinds)}/ revoked")
         self._revoke(lab_host, kinds)
         if "grace" in kinds:  # a reclaim pass may run before the host's keep-alive writes grace/ again
+            # By etcd's clock, the only one the cluster goes by, the host is
+            # past the grace the moment its grace lease ends: a reclaim then
+            # ends its memberships, and the peers drop its entries until it
+            # is back (kept records end at the reclaim, cluster.peerwatch).
+            self.absence = GRACE + REAP_EVERY
             self._may_be_reclaimed(lab_host, GRACE)
         self.calls_during(self.rng.uniform(0, TTL), self.rng.randint(0, 3))
         self.log("HEAL (the host's keep-alive replaces its lease)")
