@@ -88,7 +88,8 @@ plugin-push: plugin-rootfs
 	@# The pushed copy lives on in the registry; locally it was only a vehicle.
 	$(DOCKER) plugin rm $(REGISTRY)/$(PLUGIN):$(VERSION)
 
-# Crash, fault, hostile-input and soak tests at full size (10,000 cycles);
+# Crash, fault, hostile-input and soak tests at full size (10,000 cycles),
+# and the cluster fault lab on five fresh seeds;
 # writes build/reliability.json and build/reliability.md (see docs/reliability.md).
 reliability: $(STAMP)
 	$(PY) -m tests.reliability.report

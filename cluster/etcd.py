@@ -48,6 +48,7 @@ READ_TIMEOUT_S = 2.0
 CHUNK = 500  # keys per range request of a prefix read
 RETRY_PAUSE_S = 1.0  # before reading again after a watch broke
 MAX_RETRY_PAUSE_S = 8.0
+KEEPALIVE_RETRY_S = 0.5  # after a failed keep-alive: the lease's time is running out
 # A watch stream silent this long is taken as broken, and one open this
 # long is read again in full anyway: a lost FIN, a NAT that forgot the
 # connection, or a member cut off from its quorum can leave a stream open
@@ -392,7 +393,11 @@ def _text(cause: BaseException) -> str:
 
 
 class Lease:
-    """A lease and the thread that keeps it alive (at a third of its TTL).
+    """A lease and the thread that keeps it alive (at a third of its TTL,
+    and every KEEPALIVE_RETRY_S after a failure: a host back from a short
+    cut must not wait a third of the TTL to refresh a lease the cut has
+    already eaten into, or a second short cut ends it, and with the grace
+    lease a reclaim frees the addresses of a host that was barely away).
 
     If etcd stays away longer than the TTL, the lease is gone for good: the
     thread grants a new one and calls ``on_new`` so the keys that rode on
@@ -420,11 +425,13 @@ class Lease:
 
     def _run(self) -> None:
         owed = False  # on_new has yet to succeed for the current lease: tried again each tick
+        failed = False
         while not self._stop.is_set():
-            self._check.wait(self.ttl / 3)
+            self._check.wait(min(self.ttl / 3, KEEPALIVE_RETRY_S) if failed else self.ttl / 3)
             self._check.clear()
             if self._stop.is_set():
                 return
+            was_failing, failed = failed, False
             try:
                 reply = self._etcd.call("/lease/keepalive", {"ID": self.id})
                 if int(reply.get("result", {}).get("TTL", 0)) <= 0:
@@ -434,7 +441,9 @@ class Lease:
                     self._on_new(self.id)
                     owed = False
             except EtcdUnavailable as exc:
-                log.warning("lease keep-alive failed: %s", exc)
+                # Once per outage: the quick retries would flood the log.
+                log.log(logging.DEBUG if was_failing else logging.WARNING, "lease keep-alive failed: %s", exc)
+                failed = True
             except Exception:
                 log.exception("lease keep-alive failed")
 

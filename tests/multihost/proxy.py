@@ -1,7 +1,7 @@
-"""A TCP relay between a client and etcd that can go silent: the
-connections open through it stay open and deliver nothing more, as when a
-FIN is lost or a NAT forgets a connection, while new ones are relayed as
-ever. The fault comes from outside the code under test, on the wire."""
+"""TCP relays between a client and etcd that fail on the wire, from
+outside the code under test: one whose open connections go silent (a lost
+FIN, a NAT that forgot the connection) while new ones are relayed as ever,
+and one that also cuts its client off (REJECT or DROP)."""
 from __future__ import annotations
 
 import socket
@@ -62,3 +62,38 @@ class SilentableRelay:
             dst.shutdown(socket.SHUT_WR)
         except OSError:
             pass
+
+
+class CuttableRelay(SilentableRelay):
+    """A SilentableRelay that can also cut its host off from etcd: open
+    connections go silent, and new ones are refused (a firewall's REJECT)
+    or accepted and never answered (a DROP, so each call waits for its read
+    timeout). A connection etcd refuses (etcd down) is closed rather than
+    ending the relay, as the network would reset it."""
+
+    def __init__(self, target):
+        self.mode = ""  # "", "reject" or "drop"
+        self._held: list[socket.socket] = []  # dropped connections, kept open and unanswered
+        super().__init__(target)
+
+    def cut(self, mode: str) -> None:
+        self.mode = mode
+        self.silence_open_connections()
+
+    def mend(self) -> None:
+        self.mode = ""
+        for sock in self._held:
+            sock.close()
+        self._held = []
+
+    def _admit(self, client: socket.socket) -> None:
+        if self.mode == "drop":
+            self._held.append(client)
+        elif self.mode == "reject":
+            client.close()
+        else:
+            super()._admit(client)
+
+    def close(self) -> None:
+        self.mend()
+        super().close()

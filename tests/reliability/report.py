@@ -1,7 +1,8 @@
 """``make reliability``: the reliability suite at full size, and its figures.
 
 Runs tests/reliability with 10,000 soak cycles and more hostile examples
-per method, collects what the tests record (see ``figures``) and writes
+per method, and the cluster fault lab on five fresh seeds of 60 s each
+(``make test`` replays fixed ones), collects what the tests record (see ``figures``) and writes
 build/reliability.json and a Markdown summary, build/reliability.md, for
 docs/reliability.md. Exits with pytest's status.
 """
@@ -19,7 +20,9 @@ from . import figures
 
 BUILD = REPO / "build"
 DEFAULTS = {"PONTOON_SOAK_CYCLES": "10000", "PONTOON_FUZZ_EXAMPLES": "300", "PONTOON_FUZZ_SECONDS": "300",
-            "PONTOON_FUZZ_CORPUS": str(BUILD / "fuzz-corpus")}
+            "PONTOON_FUZZ_CORPUS": str(BUILD / "fuzz-corpus"),
+            "PONTOON_FAULT_SEED": "random", "PONTOON_FAULT_RUNS": "5", "PONTOON_FAULT_SECONDS": "60"}
+SUITES = ["tests/reliability", "tests/multihost/test_fault_lab.py::test_fault_lab"]
 
 
 def summary(data: dict, status: int, seconds: float) -> str:
@@ -41,6 +44,12 @@ def summary(data: dict, status: int, seconds: float) -> str:
                   f"links and rules left behind after deleting what was made: {fuzz['left_behind']}.", "",
                   "| method | tried | accepted |", "| --- | --- | --- |"]
         lines += [f"| {m} | {n} | {fuzz['accepted'].get(m, 0)} |" for m, n in sorted(fuzz["tried"].items())]
+    runs = data.get("fault_lab", [])
+    if runs:
+        lines += ["", "## Cluster fault lab (fresh seeds)", "", "| seed | seconds | hosts | violations | failure |",
+                  "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {run['seed']} | {run['seconds']} | {run['hosts']} | {run['violations']} | "
+                  f"{(run.get('failure') or '-').splitlines()[0]} |" for run in runs]
     soak = data.get("soak")
     if soak:
         lines += ["", "## Soak", "",
@@ -57,7 +66,7 @@ def main() -> int:
     out.unlink(missing_ok=True)
     env = {**DEFAULTS, **os.environ, figures.ENV: str(out)}
     begin = time.monotonic()
-    status = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:logging", "tests/reliability"],
+    status = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:logging", *SUITES],
                             cwd=REPO, env=env).returncode
     data = json.loads(out.read_text()) if out.exists() else {}
     text = summary(data, status, time.monotonic() - begin)
