@@ -9,10 +9,13 @@ watch (a lease lost for a moment takes the records, not the containers).
 
 Where it answers: every cluster network's gateway address, port 53, on
 every host (the gateway is the same everywhere, and each host answers for
-it on its own bridge, so a query never crosses the underlay). Who sees
-what: a query's source address is a container's address on the network it
-asked on; that container sees the names of every network it is on
-(``askers``, from this host's store), as with Docker's own resolver. Other
+it on its own bridge, so a query never crosses the underlay), and one
+host-wide address (``serve_host``: datapath.dnsaddress) for a daemon.json
+that names one server for every network. Who sees what: a query's source
+address is a container's address on the network it asked on (on the
+host-wide address: on whichever network of this host holds it); that
+container sees the names of every network it is on (``askers``, from this
+host's store), as with Docker's own resolver. Other
 queries, and names no endpoint of those networks holds, go to the host's
 resolvers (``resolv_conf``), asked from the host's namespace.
 """
@@ -31,8 +34,11 @@ log = logging.getLogger("pontoon.names")
 LOCAL = "local/"
 REMOTE = "endpoints/"
 
-# (network ID, source address) -> the cluster names (pools) of the asker's networks
-Askers = Callable[[str, str], set]
+HOST_WIDE = ""  # the host-wide listener's key among the networks' (no network ID is empty)
+
+# (network ID, or None for any network of this host; source address) ->
+# the cluster names (pools) of the asker's networks
+Askers = Callable[[str | None, str], set]
 
 
 class Names:
@@ -59,6 +65,14 @@ class Names:
             except OSError as exc:  # port 53 held by another server there: the network is served all the same
                 log.error("no DNS on network %s's gateway %s: %s", network["id"], ", ".join(gateways), exc)
 
+    def serve_host(self, address: str) -> None:
+        """Answer on ``address`` too (port as the gateways'), for any container
+        of this host: an OSError if it cannot be bound."""
+        with self._lock:
+            if HOST_WIDE not in self._listeners:
+                self._listeners[HOST_WIDE] = Listener("host-wide", [address], self._port, self._lookup_for(None),
+                                                      self.upstreams, self._pool)
+
     def detach(self, network: dict) -> None:
         with self._lock:
             listener = self._listeners.pop(network["id"], None)
@@ -77,7 +91,7 @@ class Names:
         with self._lock:
             return {a for listener in self._listeners.values() for a in listener.addresses}
 
-    def _lookup_for(self, network_id: str) -> Callable[[str], Lookup]:
+    def _lookup_for(self, network_id: str | None) -> Callable[[str], Lookup]:
         def asker(source: str) -> Lookup:
             networks = self._askers(network_id, source)
             return lambda name: self.table.lookup(networks, name) if networks else None

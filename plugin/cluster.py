@@ -20,6 +20,7 @@ from cluster.host import ClusterHost, HostIdTaken
 from cluster.identity import host_id, host_token
 from cluster.ipam import ClusterIpam, held_pairs
 from cluster.segment import ClusterSegment, Lost
+from datapath.errors import DatapathError
 from handlers.network import bridge_spec
 
 from names.engine import EngineNames
@@ -66,13 +67,17 @@ class Room:
         (datapath.hostaddr, the default with the real overlay), None for none."""
         self.host = cluster_host(settings)
         self.store = store
+        self.settings = settings
         guard = tunnel = None
+        self._loopback = None  # datapath.dnsaddress with the real datapath: the host-wide DNS address
         if overlay is None:
+            from datapath import dnsaddress
             from datapath import hostaddr as host_kernel
             from datapath.vxlanguard import VxlanGuard
             from datapath.wireguard import Tunnel
 
             overlay, dp = datapath_overlay(settings.name)
+            self._loopback = dnsaddress
             guard = VxlanGuard(settings.name, dp.VxlanSpec.port)
             tunnel = Tunnel(settings.name, settings.state_dir, self.host.host_id)
             identity = tunnel.identity()  # only the public key leaves the host
@@ -163,9 +168,10 @@ class Room:
             if endpoint["network_id"] in by_id and endpoint["id"] not in lost:
                 self.names.published(by_id[endpoint["network_id"]], endpoint)
 
-    def _askers(self, network_id: str, source: str) -> set[str]:
+    def _askers(self, network_id: str | None, source: str) -> set[str]:
         """The cluster networks (by pool) of the container whose address on
-        network ``network_id`` is ``source``: every network its sandbox is
+        network ``network_id`` (None: on whichever network of this host holds
+        it, if only one does) is ``source``: every network its sandbox is
         on. None for an address no endpoint here holds (the host itself, a
         container of another network routed through the host)."""
         try:
@@ -173,7 +179,11 @@ class Room:
         except ValueError:
             return set()
         with self.store.snapshot() as tx:
-            holder = tx.address_holder(network_id, source)
+            if network_id is None:
+                holders = tx.address_holders(source)
+                holder = holders[0] if len(holders) == 1 else None  # two networks' containers: neither's names
+            else:
+                holder = tx.address_holder(network_id, source)
             endpoint = tx.get_endpoint(holder) if holder else None
             if endpoint is None:
                 return set()
@@ -248,6 +258,8 @@ class Room:
         otherwise at the first call."""
         if self.engine_names is not None:
             self.engine_names.start()
+        if self._loopback is not None:
+            threading.Thread(target=self._serve_host_wide, name="pontoon-dns-address", daemon=True).start()
         if self.segment.tunnel is not None:
             threading.Thread(target=self._take_new_keys, name="pontoon-rotate-key", daemon=True).start()
         networks, _ = self._stored()
@@ -273,6 +285,21 @@ class Room:
                 pause = min(pause * 2, REFUSED_RETRY_MAX_S)
 
         threading.Thread(target=connect, name="pontoon-rejoin", daemon=True).start()
+
+    def _serve_host_wide(self) -> None:
+        """The host-wide DNS address on lo (one of an earlier setting goes),
+        and the responder on it. In a thread: netlink's import and calls
+        delay nothing of the worker's start."""
+        assert self._loopback is not None
+        address = self.settings.dns_address if self.names is not None else ""
+        try:
+            ours = self._loopback.settle(address, self.settings.name)
+            if self.names is not None and address:
+                self.names.serve_host(address)
+                log.info("DNS for every container of this host on %s%s", address,
+                         "" if ours else " (an address of the host's own, not Pontoon's)")
+        except (DatapathError, OSError) as exc:
+            log.error("no host-wide DNS on %s: %s (each network's gateway still answers)", address, exc)
 
     def _take_new_keys(self) -> None:
         """``python -m plugin rotate-key`` leaves a new WireGuard key in the

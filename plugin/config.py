@@ -64,6 +64,10 @@ class Settings:
     dns_resolv_conf: str = "/etc/resolv.conf"
     # Port of that DNS on each cluster network's gateway; 0 turns it off.
     dns_port: int = 53
+    # And the one address where it answers every container of the host, the
+    # same on every host (datapath/dnsaddress.py says why link-local, on lo);
+    # empty: the gateways only.
+    dns_address: str = "169.254.53.53"
     # Cluster mode: dockerd's Engine API socket, where containers' names come
     # from before dockerd 29 (names/engine.py); empty turns it off.
     docker_socket: str = "/var/run/docker.sock"
@@ -155,6 +159,11 @@ def _validate(s: Settings) -> Settings:
         raise ConfigError(f"log_format {s.log_format!r} is not one of {', '.join(LOG_FORMATS)}")
     if not 0 <= s.dns_port <= 65535:
         raise ConfigError(f"dns_port={s.dns_port}: a port, or 0 for no DNS")
+    if s.dns_address:
+        try:
+            ipaddress.IPv4Address(s.dns_address)
+        except ValueError:
+            raise ConfigError(f"dns_address={s.dns_address!r}: an IPv4 address, or empty for none") from None
     if s.workers < 1 or s.threads < 1:
         raise ConfigError("workers and threads must be at least 1")
     if not 0 < s.lock_timeout < float("inf"):

@@ -57,6 +57,8 @@ CREATE TABLE IF NOT EXISTS endpoint_ips (
     endpoint_id TEXT NOT NULL,
     PRIMARY KEY (network_id, ip)
 ) WITHOUT ROWID;
+-- And of any network: a query to the host-wide DNS address names no network.
+CREATE INDEX IF NOT EXISTS endpoint_ips_by_ip ON endpoint_ips (ip);
 CREATE TABLE IF NOT EXISTS ports (
     proto TEXT NOT NULL,
     host_port INTEGER NOT NULL,
@@ -258,6 +260,10 @@ class Transaction:
             "SELECT endpoint_id FROM endpoint_ips WHERE network_id = ? AND ip = ?", (network_id, ip)
         ).fetchone()
         return None if row is None else row[0]
+
+    def address_holders(self, ip: str) -> list[str]:
+        """The endpoints, of any network, that hold ``ip`` (bare)."""
+        return [row[0] for row in self._db.execute("SELECT endpoint_id FROM endpoint_ips WHERE ip = ?", (ip,))]
 
     def delete_endpoint(self, endpoint_id: str) -> None:
         self._db.execute("DELETE FROM endpoints WHERE id = ?", (endpoint_id,))

@@ -4,7 +4,8 @@ their names reach Pontoon only through the Engine API (names/engine.py).
 The hosts are test_multihost's (each dockerd with its own Pontoon, one etcd,
 VXLAN on a namespace underlay), set up as docs/cluster.md's walk-through says:
 Pontoon given the dockerd's API socket (a flag, or the managed plugin's
-docker-socket mount), the containers `--dns <the network's gateway>`. A
+docker-socket mount), the containers `--dns <the network's gateway>` (or
+the host-wide address, as daemon.json's "dns" would give every container). A
 container asks with busybox's nslookup through its dockerd's own resolver
 (127.0.0.11), which forwards what it does not know to that gateway from
 the container's namespace, where the host's Pontoon answers.
@@ -20,6 +21,7 @@ from tests.e2e.dockerd import wait_for
 from tests.e2e.test_multihost import SETTLE, Member, two_hosts  # noqa: F401 (the fixture)
 
 OTHER, SIDE = "10.93.0.0/24", "10.94.0.0/24"
+HOST_WIDE = "169.254.53.53"  # the dns_address setting's default
 # A removed container's name stops resolving within this: the record's
 # delete event reaching the other host (nothing caches on the way: dockerd's
 # resolver does not, nor does busybox).
@@ -73,6 +75,9 @@ def test_names_aliases_and_short_ids_resolve_across_two_real_dockerds(two_hosts,
         took = time.monotonic() - started
         assert web_ip in resolves(two, client, www)
         assert web_ip in resolves(two, client, web_id[:12])
+        # The one address daemon.json can name for every network (dns_address).
+        anywhere = run(two, net, "--dns", HOST_WIDE)
+        assert web_ip in resolves(two, anywhere, web)
         assert two.daemon.docker("exec", client, "ping", "-c1", "-W3", web, check=False).returncode == 0
         print(f"{web} resolved on host 2 within {took:.2f} s of docker run on host 1 returning "
               "(docker exec's own time included: bench/names.py measures it)")

@@ -26,6 +26,7 @@ from .underlay import SUBNET as UNDERLAY
 
 SUBNET, OTHER = "10.90.0.0/24", "10.91.0.0/24"
 INTERNET = str(UNDERLAY.network_address + 1)  # the underlay's own address (etcd's too)
+HOST_WIDE = "169.254.53.53"  # the dns_address setting's default
 # A name removed stops resolving within this: the watch event, on a loaded
 # machine (nothing caches it in between: the asker here has no cache, and
 # a caching resolver would keep it at most wire.TTL more).
@@ -128,3 +129,27 @@ def test_other_names_are_forwarded_with_their_ttl(named):
     assert ask(client.sandbox.ns, gateway, "nowhere.test")["rcode"] == "NXDOMAIN"
     reply = ask(client.sandbox.ns, gateway, "example.test", "ANY")
     assert reply["rcode"] == "REFUSED"
+
+
+def test_one_host_wide_address_answers_every_network(named):
+    """daemon.json's one `"dns"` line for every network on every host: the
+    host-wide address (on lo, labelled ours) answers a container of any
+    network from its own host, with its own networks' names, and forwards
+    the rest; a network's gateway still answers beside it."""
+    a, b = named.hosts
+    net_a, net_b = (h.dockerd.create_network(subnet=SUBNET) for h in (a, b))
+    other_b = b.dockerd.create_network(subnet=OTHER)
+    web = a.dockerd.run(net_a, name="web")
+    client = b.dockerd.run(net_b)
+    outsider = b.dockerd.run(other_b, name="outsider")
+    web_ip = web.address.split("/")[0]
+    wait_for(lambda: addresses(ask(client.sandbox.ns, HOST_WIDE, "web")) == {web_ip}, timeout=10,
+             what="web from host2 on the host-wide address")
+    shown = netns_exec(b.ns, "ip", "-4", "-o", "addr", "show", "dev", "lo").stdout
+    assert f"{HOST_WIDE}/32" in shown and f"lo:{b.server.name}"[:15] in shown, shown
+    # The outsider's network is not web's: its names only, and the rest forwarded.
+    assert ask(outsider.sandbox.ns, HOST_WIDE, "web")["rcode"] == "NXDOMAIN"
+    assert addresses(ask(outsider.sandbox.ns, HOST_WIDE, "outsider")) == {outsider.address.split("/")[0]}
+    assert ask(outsider.sandbox.ns, HOST_WIDE, "example.test")["answers"] == [["203.0.113.7", 1234]]
+    # The host's own namespace is no container: forwarded only.
+    assert ask(b.ns, HOST_WIDE, "web")["rcode"] == "NXDOMAIN"

@@ -51,6 +51,8 @@ def test_pools_from_env_and_file(tmp_path):
     ({}, {"PONTOON_LOCK_TIMEOUT": "0"}, "lock_timeout"),
     ({}, {"PONTOON_LOCK_TIMEOUT": "inf"}, "lock_timeout"),
     ({"config": "/nonexistent/p.yaml"}, {}, "cannot read config file"),
+    ({}, {"PONTOON_DNS_ADDRESS": "fd00::53"}, r"dns_address='fd00::53': an IPv4 address"),
+    ({}, {"PONTOON_DNS_ADDRESS": "169.254.53"}, "dns_address"),
 ])
 def test_bad_settings(kw, env, says):
     with pytest.raises(config.ConfigError, match=says):

@@ -20,3 +20,21 @@ def test_a_sandboxs_endpoints_are_its_own_and_found_by_the_index(tmp_path):
         plan = tx._db.execute("EXPLAIN QUERY PLAN SELECT data FROM endpoints "
                               "WHERE json_extract(data, '$.sandbox') = ?", ("x",)).fetchall()
     assert any("endpoints_by_sandbox" in row[-1] for row in plan), plan
+
+
+def test_an_addresss_holders_on_every_network_are_found_by_the_index(tmp_path):
+    """The host-wide DNS address names no network: its askers are found by
+    address alone (two networks of one host may both hold it)."""
+    store = Store(str(tmp_path))
+    store.initialise()
+    with store.transaction() as tx:
+        for n, (network, address) in enumerate([(0, "10.0.0.5/24"), (1, "10.0.0.5/24"), (1, "10.0.1.6/24")]):
+            tx.add_endpoint({"id": f"{n:064x}", "network_id": f"{network:064x}", "sandbox": "",
+                             "address": address})
+    with store.snapshot() as tx:
+        assert sorted(tx.address_holders("10.0.0.5")) == [f"{0:064x}", f"{1:064x}"]
+        assert tx.address_holders("10.0.1.6") == [f"{2:064x}"]
+        assert tx.address_holders("10.0.9.9") == []
+        plan = tx._db.execute("EXPLAIN QUERY PLAN SELECT endpoint_id FROM endpoint_ips WHERE ip = ?",
+                              ("x",)).fetchall()
+    assert any("endpoint_ips_by_ip" in row[-1] for row in plan), plan
