@@ -30,13 +30,12 @@ import ipaddress
 import json
 import re
 import shutil
-import subprocess
 
+from . import tool
 from .errors import DatapathError
 from .wireguard import device_name
 
 TAG_PREFIX = "pontoon-owner="
-_TIMEOUT = 30
 # The VNI: bits 32-55 of the VXLAN header, which follows the 8-byte UDP header.
 _VNI = "@th,96,24"
 _FAMILIES = {4: ("members4", "ip"), 6: ("members6", "ip6")}
@@ -54,10 +53,7 @@ def table_name(owner: str) -> str:
 def _nft(args: list[str], script: str | None = None) -> str:
     if shutil.which("nft") is None:
         raise DatapathError("guard VXLAN", "needs the nft tool (apt-get install nftables)")
-    proc = subprocess.run(["nft", *args], input=script, capture_output=True, text=True, timeout=_TIMEOUT)
-    if proc.returncode != 0:
-        raise DatapathError(f"nft {' '.join(args)}", proc.stderr.strip() or f"exited {proc.returncode}")
-    return proc.stdout
+    return tool.run("nft", *args, stdin=script, step=f"nft {' '.join(args)}")
 
 
 class VxlanGuard:

@@ -34,7 +34,7 @@ import signal
 import subprocess
 import time
 
-from . import rtnl
+from . import rtnl, tool
 from .errors import DatapathError
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,6 @@ PID_FILE = "wireguard-go.pid"
 LOG_FILE = "wireguard-go.log"
 # Up to its first answer: a few ms here, seconds on a loaded machine.
 START_S = 15
-_TIMEOUT = 30
 # Each peer is sent a keepalive this often when idle, and at once when it is
 # added: so a peer's new key (a rotation, datapath.wireguard.offer_key) makes
 # a handshake the moment it is configured, and the rotated host's packets,
@@ -60,19 +59,12 @@ _TIMEOUT = 30
 KEEPALIVE_S = 25
 
 
-def _run(*argv: str, stdin: str | None = None) -> str:
-    proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=_TIMEOUT)
-    if proc.returncode != 0:
-        raise DatapathError(" ".join(argv[:4]), proc.stderr.strip() or f"exited {proc.returncode}")
-    return proc.stdout
-
-
 def _new_key(path: str) -> str:
     """A private key made into ``path``, 0600 from its creation;
     FileExistsError if there is one."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        key = _run("wg", "genkey")
+        key = tool.run("wg", "genkey")
     except BaseException:
         os.close(fd)
         os.unlink(path)
@@ -83,7 +75,7 @@ def _new_key(path: str) -> str:
 
 
 def public_key(private: str) -> str:
-    return _run("wg", "pubkey", stdin=private).strip()
+    return tool.run("wg", "pubkey", stdin=private).strip()
 
 
 def offer_key(state_dir: str) -> str:
@@ -176,7 +168,7 @@ class Tunnel:
         except FileNotFoundError:
             return None
         if self._exists():
-            _run("wg", "set", self.name, "private-key", self._key_path)
+            tool.run("wg", "set", self.name, "private-key", self._key_path)
         return self.identity()
 
     # -- the device --------------------------------------------------------------
@@ -196,13 +188,13 @@ class Tunnel:
         self._private_key()
         if not self._exists():
             self._make(found)
-        _run("wg", "set", self.name, "private-key", self._key_path, "listen-port", str(self.port))
-        _run("ip", "-6", "addr", "replace", f"{self.address}/{TUNNEL_PREFIX.prefixlen}", "dev", self.name, "nodad")
-        _run("ip", "link", "set", "dev", self.name, "mtu", str(device_mtu(underlay_mtu, advertise)), "up")
+        tool.run("wg", "set", self.name, "private-key", self._key_path, "listen-port", str(self.port))
+        tool.run("ip", "-6", "addr", "replace", f"{self.address}/{TUNNEL_PREFIX.prefixlen}", "dev", self.name, "nodad")
+        tool.run("ip", "link", "set", "dev", self.name, "mtu", str(device_mtu(underlay_mtu, advertise)), "up")
 
     def _make(self, implementation: str) -> None:
         if implementation == "kernel":
-            _run("ip", "link", "add", "dev", self.name, "type", "wireguard")
+            tool.run("ip", "link", "add", "dev", self.name, "type", "wireguard")
             return
         # A session of its own: it is the device, and lives on through a
         # restart of ours; ``down`` ends it by the PID recorded here.
@@ -214,7 +206,7 @@ class Tunnel:
         with open(self._pid_path, "w") as f:
             f.write(str(proc.pid))
         deadline = time.monotonic() + START_S
-        while subprocess.run(["wg", "show", self.name], capture_output=True, timeout=_TIMEOUT).returncode != 0:
+        while subprocess.run(["wg", "show", self.name], capture_output=True, timeout=tool.TIMEOUT_S).returncode != 0:
             if proc.poll() is not None or time.monotonic() > deadline:
                 with open(self._log_path, "rb") as f:
                     said = f.read()[-400:].decode(errors="replace").strip()
@@ -226,7 +218,7 @@ class Tunnel:
     def down(self) -> None:
         """No encrypted network left: the device goes (wireguard-go with it)."""
         if self._exists():
-            _run("ip", "link", "del", "dev", self.name)
+            tool.run("ip", "link", "del", "dev", self.name)
         try:
             with open(self._pid_path) as f:
                 pid = int(f.read())
@@ -244,7 +236,7 @@ class Tunnel:
     # -- peers ---------------------------------------------------------------------
     def peer_keys(self) -> set[str]:
         """The public keys of the device's peers."""
-        return set(_run("wg", "show", self.name, "peers").split())
+        return set(tool.run("wg", "show", self.name, "peers").split())
 
     def sync_peers(self, wanted: dict[str, dict], prune: bool) -> None:
         """``wanted``: tunnel address -> {key, endpoint}, for the hosts that
@@ -268,4 +260,4 @@ class Tunnel:
                 if key not in keys:
                     args += ["peer", key, "remove"]
         if args:
-            _run("wg", "set", self.name, *args)
+            tool.run("wg", "set", self.name, *args)
