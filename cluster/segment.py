@@ -81,18 +81,22 @@ class ClusterSegment:
     connectivity = "global"
 
     def __init__(self, host: ClusterHost, overlay, dp, host_addresses: HostAddresses | None = None, guard=None,
-                 tunnel=None):
+                 tunnel=None, encrypt: bool = False):
         """``overlay`` is a datapath.overlay.Overlay; ``dp`` gives VxlanSpec,
         Peer, default_mtu, underlay_mtu and vxlan_name (datapath.overlay and
         names). ``host_addresses``: None makes none (tests that count
         peers). ``guard``: a datapath.vxlanguard.VxlanGuard, None for none;
-        ``tunnel``: a datapath.wireguard.Tunnel, None: no encrypted network."""
+        ``tunnel``: a datapath.wireguard.Tunnel, None: no encrypted network.
+        ``encrypt``: whether a network made without ``pontoon.encrypted`` is
+        (the ``encrypt`` setting: the hosts of a cluster set it alike, and
+        one that does not is told by the agreement's 409)."""
         self.host = host
         self.overlay = overlay
         self.dp = dp
         self.host_addresses = host_addresses
         self.guard = guard
         self.tunnel = tunnel
+        self.encrypt = encrypt
         self._sealed: dict[str, str] = {}  # the encrypted networks attached (ID -> pool): the tunnel is up for them
         self._guarded: tuple | None = None  # what admit() last applied: (members, tunnel peers, settled, sealed)
         self._guard_lock = threading.Lock()
@@ -121,15 +125,20 @@ class ClusterSegment:
         mine = keys.pool_names(network)
         name, clustered = self._held_pools(keys.cluster_name(network), mine)
         options = network["options"]
+        # As given: a create that loses its race to another host's agrees with
+        # that host's record on what this one asked for, not on what it chose.
+        given = {"mtu": options["mtu"], "encrypted": options.get("encrypted")}
         while True:
             held = self._etcd.get(keys.key("nets", name))
             if held is not None:
                 record = json.loads(held.value)
-                self._check_agreement(name, options, record["options"])
+                options["encrypted"] = self._encrypted(given["encrypted"], record["options"].get("encrypted", False))
+                self._check_agreement(name, {**options, "mtu": given["mtu"]}, record["options"])
                 self._check_pools(name, mine, record.get("pools"))
                 options["mtu"] = record["options"]["mtu"]
                 self._check_underlay(name, options["mtu"], record["options"])
                 return {"cluster": {"pool": name, "vni": record["vni"]}}
+            options["encrypted"] = self._encrypted(given["encrypted"], False)
             if options["mtu"] is None:
                 options["mtu"] = self._mtu_limit(options)  # the underlay's less VXLAN's (and WireGuard's)
             self._check_underlay(name, options["mtu"], options)
@@ -148,6 +157,18 @@ class ClusterSegment:
                 name, clustered = self._held_pools(name, mine)  # or took one of its pools for another
             else:
                 raise Conflict("no free VNI left in the cluster")
+
+    def _encrypted(self, given: bool | None, theirs: bool) -> bool:
+        """Whether the network is encrypted: as ``pontoon.encrypted`` was
+        given; else yes if this host encrypts every network (``encrypt``:
+        never clear text where it is set, so a clear network is a 409), else
+        as the cluster's network is (``theirs``; no when this host makes it)."""
+        if given is not None:
+            return given
+        if self.encrypt or theirs:
+            self._check_can_encrypt("setting encrypt=true" if self.encrypt else "the cluster's network is encrypted")
+            return True
+        return False
 
     def _held_pools(self, name: str, mine: list[str]) -> tuple[str, list[str]]:
         """The network's name in the cluster, and which of its pools (``mine``)
@@ -177,11 +198,11 @@ class ClusterSegment:
                            f"subnets {_cidrs(theirs)}: every host's network must have the same subnets (give an "
                            f"IPv6 subnet with --subnet rather than an automatic one)")
 
-    def _check_can_encrypt(self) -> None:
+    def _check_can_encrypt(self, why: str = f'option {AGREED["encrypted"]}="true"') -> None:
         """Never clear text for an encrypted network: a host with no
         WireGuard refuses it, before anything is made or agreed."""
         if self.tunnel is None or self.tunnel.implementation() is None:
-            raise BadRequest(f'option {AGREED["encrypted"]}="true": this host cannot encrypt (it needs wg and '
+            raise BadRequest(f'{why}: this host cannot encrypt (it needs wg and '
                              f'wireguard-go, or a kernel with WireGuard: apt-get install wireguard-tools '
                              f'wireguard-go); refused rather than sent in clear text')
 

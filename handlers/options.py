@@ -62,7 +62,7 @@ class NetworkOptions:
     trusted_interfaces: tuple[str, ...] = ()
     host_ipv4: str = ""  # "": masquerade with the outgoing interface's address
     host_ipv6: str = ""
-    encrypted: bool = False
+    encrypted: bool | None = None  # None: not given, the cluster host's default (its ``encrypt`` setting)
 
     def to_dict(self) -> dict:
         return asdict(self)

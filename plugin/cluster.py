@@ -86,7 +86,7 @@ class Room:
         addresses = None if host_kernel is None else \
             hostaddr.HostAddresses(self.host, host_kernel, self._remember_host_address,
                                    lambda network: bridge_spec(network).addresses)
-        self.segment = ClusterSegment(self.host, overlay, dp, addresses, guard, tunnel)
+        self.segment = ClusterSegment(self.host, overlay, dp, addresses, guard, tunnel, settings.encrypt)
         self.names = Names(self.host.host_id, self._askers, settings.dns_resolv_conf, settings.dns_port) \
             if settings.dns_port else None
         self.segment.names = self.names

@@ -68,6 +68,10 @@ class Settings:
     # same on every host (datapath/dnsaddress.py says why link-local, on lo);
     # empty: the gateways only.
     dns_address: str = "169.254.53.53"
+    # Cluster mode: every cluster network this host makes is encrypted
+    # (WireGuard between the hosts) unless made with pontoon.encrypted=false;
+    # set it alike on every host of the cluster.
+    encrypt: bool = False
     # Cluster mode: dockerd's Engine API socket, where containers' names come
     # from before dockerd 29 (names/engine.py); empty turns it off.
     docker_socket: str = "/var/run/docker.sock"
@@ -88,6 +92,8 @@ FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 LIST_FIELDS = ("default_pools", "default_pools_v6", "etcd_endpoints")
 INT_FIELDS = ("workers", "threads", "lease_ttl", "reclaim_grace", "dns_port")
 FLOAT_FIELDS = ("lock_timeout",)
+BOOL_FIELDS = {"encrypt"}
+BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -143,6 +149,12 @@ def _coerce(name: str, value):
             return int(value)
         except (TypeError, ValueError):
             raise ConfigError(f"setting {name}={value!r} is not a whole number") from None
+    if name in BOOL_FIELDS:
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() not in BOOLS:
+            raise ConfigError(f"setting {name}={value!r} is not true or false")
+        return BOOLS[str(value).lower()]
     if name in FLOAT_FIELDS:
         try:
             return float(value)

@@ -18,6 +18,7 @@ import pytest
 from cluster.etcd import MAX_RETRY_PAUSE_S
 from datapath.wireguard import PORT, tunnel_address
 from tests.e2e.dockerd import wait_for
+from tests.harness.client import ProtocolError
 
 from .cluster import LEASE_TTL, Cluster
 from .conftest import require_tools
@@ -302,3 +303,27 @@ def test_a_key_rotation_keeps_traffic_within_the_bound_and_leaves_no_old_key(clu
             f"{lost} of {sent} pings lost, the slowest answered in {slowest:.2f}s"
     assert (a.server.state_dir / "wireguard.key").stat().st_mode & 0o777 == 0o600
     assert not (a.server.state_dir / "wireguard.key.next").exists()
+
+
+def test_a_host_that_encrypts_every_network_never_makes_or_joins_one_in_clear(cluster, tmp_path):
+    """The cluster-wide form (setting ``encrypt``): a network made without
+    ``pontoon.encrypted`` on a host that has it is encrypted; a host
+    without it joins that network encrypted (the cluster's, as the first
+    host fixed it); and a host with it refuses to join a clear network
+    rather than send in clear text."""
+    a, b, c = cluster.hosts
+    a.server.stop()
+    a.env = {**a.env, "PONTOON_ENCRYPT": "true"}
+    a.start()
+    nets = [h.dockerd.create_network(subnet="10.92.0.0/24") for h in (a, b)]
+    ctrs = [h.dockerd.run(n) for h, n in zip((a, b), nets)]
+    assert reaches(ctrs[0], ctrs[1]) and reaches(ctrs[1], ctrs[0])
+    capture = Capture(cluster, tmp_path / "sealed.pcap")
+    ping_marker(ctrs[1], ctrs[0])
+    assert MARKER not in capture.stop()
+    assert capture.count(f"udp port {PORT}") >= 6
+
+    c.dockerd.create_network(subnet="10.90.0.0/24")  # clear: c has no such setting
+    with pytest.raises(ProtocolError) as refused:
+        a.dockerd.create_network(subnet="10.90.0.0/24")
+    assert refused.value.status == 409 and "pontoon.encrypted=true disagrees" in refused.value.body["Err"]

@@ -73,3 +73,13 @@ def test_no_config_file_no_yaml_import():
     code = ("import sys; from plugin import config; config.load(None, {}); "
             "assert 'yaml' not in sys.modules, 'yaml imported without a config file'")
     fresh_python(code)
+
+
+@pytest.mark.parametrize("given, means", [("true", True), ("False", False), ("1", True), ("no", False)])
+def test_a_boolean_setting_takes_the_usual_words(given, means):
+    assert config.load(flags(), {"PONTOON_ENCRYPT": given}).encrypt is means
+
+
+def test_a_boolean_setting_refuses_anything_else():
+    with pytest.raises(config.ConfigError, match="encrypt='maybe' is not true or false"):
+        config.load(flags(), {"PONTOON_ENCRYPT": "maybe"})
