@@ -98,7 +98,11 @@ class ClusterSegment:
         self.tunnel = tunnel
         self.encrypt = encrypt
         self._sealed: dict[str, str] = {}  # the encrypted networks attached (ID -> pool): the tunnel is up for them
-        self._guarded: tuple | None = None  # what admit() last applied: (members, tunnel peers, settled, sealed)
+        # What admit() last applied, apart: a plain network's member changing
+        # need not ask WireGuard for its peers (two tool runs), nor a key
+        # rotation rewrite the guard's table.
+        self._guarded: tuple | None = None  # to the guard: (members, settled, encrypted VNIs)
+        self._tunneled: tuple | None = None  # to the tunnel: (its peers, settled, any encrypted network)
         self._guard_lock = threading.Lock()
         self._watches: dict[str, PeerWatch] = {}  # network ID -> its watch
         self._gone: set[str] | None = None  # while a republish runs: networks and endpoints deleted since
@@ -627,18 +631,19 @@ class ClusterSegment:
             if also is not None:
                 members.setdefault(also, set())
             tunnels = {address: peer for w in watches for address, peer in w.tunnel_peers().items()}
-            state = (members, tunnels, settled, sealed, encrypted)
-            if state == self._guarded:
-                return
-            if self.guard is not None and settled and not members:
-                self.guard.remove()
-            elif self.guard is not None:
-                self.guard.apply(members, prune=settled, sealed=encrypted)
-            if self.tunnel is not None and sealed:
-                self.tunnel.sync_peers(tunnels, prune=settled)
-            elif self.tunnel is not None and settled and (self._guarded is None or self._guarded[3]):
-                self.tunnel.down()  # the last encrypted network went (or went while no process ran)
-            self._guarded = state
+            guarded, tunneled = (members, settled, encrypted), (tunnels, settled, sealed)
+            if guarded != self._guarded:
+                if self.guard is not None and settled and not members:
+                    self.guard.remove()
+                elif self.guard is not None:
+                    self.guard.apply(members, prune=settled, sealed=encrypted)
+                self._guarded = guarded
+            if tunneled != self._tunneled:
+                if self.tunnel is not None and sealed:
+                    self.tunnel.sync_peers(tunnels, prune=settled)
+                elif self.tunnel is not None and settled and (self._tunneled is None or self._tunneled[2]):
+                    self.tunnel.down()  # the last encrypted network went (or went while no process ran)
+                self._tunneled = tunneled
 
     def watched(self) -> list[str]:
         with self._lock:

@@ -109,7 +109,7 @@ class FakeHostKernel:
 
 
 DP = types.SimpleNamespace(VxlanSpec=VxlanSpec, Peer=Peer, default_mtu=lambda _local: UNDERLAY_MTU - 50,
-                           vxlan_name=lambda network_id: "vx" + network_id[:12])
+                           underlay_mtu=lambda _local: UNDERLAY_MTU, vxlan_name=lambda network_id: "vx" + network_id[:12])
 
 
 class Host:

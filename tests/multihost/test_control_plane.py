@@ -2,6 +2,7 @@
 endpoint records and their watches, outages, compaction."""
 from __future__ import annotations
 
+import base64
 import ipaddress
 import json
 import socket
@@ -14,6 +15,7 @@ import pytest
 from cluster import keys
 from cluster.etcd import Etcd, EtcdUnavailable, Lease, Watch
 from cluster.host import HostIdTaken
+from datapath.wireguard import tunnel_address
 from tests.harness.client import ProtocolError
 
 from .control import Host, Peer
@@ -1387,3 +1389,51 @@ def test_a_pool_made_between_the_overlap_check_and_the_create_is_seen(hosts, mon
     assert ran
     pools = [kv.key for kv in b.room.host.etcd.read_prefix(keys.prefix("pools"))[0]]
     assert pools == [keys.key("pools", keys.pool_name("LocalDefault", "10.199.0.0/16"))]
+
+
+class CountingTunnel:
+    """A WireGuard tunnel that counts what the segment asks of it."""
+
+    def __init__(self, host_id: str):
+        self.address = tunnel_address(host_id)
+        self.syncs = 0
+
+    @staticmethod
+    def implementation() -> str:
+        return "wireguard-go"
+
+    @staticmethod
+    def network_mtu(underlay_mtu: int, _advertise: str) -> int:
+        return underlay_mtu - 130
+
+    def up(self, *_args) -> None:
+        pass
+
+    def down(self) -> None:
+        pass
+
+    def sync_peers(self, _wanted: dict, prune: bool) -> None:
+        self.syncs += 1
+
+
+def test_a_plain_networks_members_changing_leaves_the_tunnels_peers_unasked(hosts):
+    """With an encrypted network beside a plain one, a container coming or
+    going on the plain one changes the guard's members, not the tunnel's
+    peers: WireGuard is not asked for them again (two tool runs each)."""
+    a, b = hosts(2)
+    for host in (a, b):
+        host.room.segment.tunnel = CountingTunnel(host.room.host.host_id)
+        key = base64.b64encode(bytes(32)).decode()
+        host.room.host.published["wireguard"] = {"key": key, "tunnel": tunnel_address(host.room.host.host_id),
+                                                 "port": 51820}
+    sealed = [h.dockerd.create_network(subnet="10.92.0.0/24", options={"pontoon.encrypted": "true"})
+              for h in (a, b)]
+    plain = [h.dockerd.create_network(subnet=SUBNET) for h in (a, b)]
+    b.dockerd.run(sealed[1])
+    wait_until(lambda: len(a.overlay.all_peers()) == 1, 5)
+    tunnel = a.room.segment.tunnel
+    syncs = tunnel.syncs
+    assert syncs >= 1  # the encrypted network's peer was given to the tunnel
+    b.dockerd.run(plain[1])
+    wait_until(lambda: len(a.overlay.all_peers()) == 2, 5)
+    assert tunnel.syncs == syncs
