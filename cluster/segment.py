@@ -41,6 +41,7 @@ from spec.errors import BadRequest, Conflict
 from . import keys, records
 from .etcd import (EtcdUnavailable, absent, delete_op, present, put_op, range_op, ranges, unchanged,
                    value_is)
+from .dataplane import Dataplane
 from .host import ClusterHost, addr_value
 from .hostaddr import HostAddresses
 from .peerwatch import PeerWatch
@@ -80,11 +81,10 @@ def vni_candidates(name: str) -> Iterator[int]:
 class ClusterSegment:
     connectivity = "global"
 
-    def __init__(self, host: ClusterHost, overlay, dp, host_addresses: HostAddresses | None = None, guard=None,
+    def __init__(self, host: ClusterHost, overlay, dp: Dataplane, host_addresses: HostAddresses | None = None, guard=None,
                  tunnel=None, encrypt: bool = False):
-        """``overlay`` is a datapath.overlay.Overlay; ``dp`` gives VxlanSpec,
-        Peer, default_mtu, underlay_mtu and vxlan_name (datapath.overlay and
-        names). ``host_addresses``: None makes none (tests that count
+        """``overlay`` is a datapath.overlay.Overlay; ``dp`` the rest of the
+        datapath the segment uses (cluster.dataplane). ``host_addresses``: None makes none (tests that count
         peers). ``guard``: a datapath.vxlanguard.VxlanGuard, None for none;
         ``tunnel``: a datapath.wireguard.Tunnel, None: no encrypted network.
         ``encrypt``: whether a network made without ``pontoon.encrypted`` is

@@ -12,9 +12,9 @@ import ipaddress
 import logging
 import os
 import threading
-import types
 
 from cluster import hostaddr, keys
+from cluster.dataplane import Dataplane
 from cluster.etcd import EtcdUnavailable, Tls
 from cluster.host import ClusterHost, HostIdTaken
 from cluster.identity import host_id, host_token
@@ -40,8 +40,8 @@ def datapath_overlay(owner: str):
     """The VXLAN datapath and its types (datapath.overlay), loaded on first need."""
     from datapath import names, overlay
 
-    dp = types.SimpleNamespace(VxlanSpec=overlay.VxlanSpec, Peer=overlay.Peer, default_mtu=overlay.default_mtu,
-                               underlay_mtu=overlay.underlay_mtu, vxlan_name=names.vxlan_name)
+    dp = Dataplane(VxlanSpec=overlay.VxlanSpec, Peer=overlay.Peer, default_mtu=overlay.default_mtu,
+                   underlay_mtu=overlay.underlay_mtu, vxlan_name=names.vxlan_name)
     return overlay.Overlay(owner), dp
 
 
@@ -61,7 +61,8 @@ def cluster_host(settings: Settings) -> ClusterHost:
 class Room:
     """Everything of cluster mode for one process."""
 
-    def __init__(self, settings: Settings, store: Store, overlay=None, dp=None, host_kernel=None):
+    def __init__(self, settings: Settings, store: Store, overlay=None, dp: Dataplane | None = None,
+                 host_kernel=None):
         """``overlay`` and ``dp`` as for ClusterSegment, the real ones by
         default; ``host_kernel``: the kernel part of host addresses
         (datapath.hostaddr, the default with the real overlay), None for none."""
@@ -73,16 +74,18 @@ class Room:
         if overlay is None:
             from datapath import dnsaddress
             from datapath import hostaddr as host_kernel
+            from datapath.overlay import VXLAN_PORT
             from datapath.vxlanguard import VxlanGuard
             from datapath.wireguard import Tunnel
 
             overlay, dp = datapath_overlay(settings.name)
             self._loopback = dnsaddress
-            guard = VxlanGuard(settings.name, dp.VxlanSpec.port)
+            guard = VxlanGuard(settings.name, VXLAN_PORT)
             tunnel = Tunnel(settings.name, settings.state_dir, self.host.host_id)
             identity = tunnel.identity()  # only the public key leaves the host
             if identity is not None:
                 self.host.published["wireguard"] = identity
+        assert dp is not None, "a fake overlay comes with its dataplane"
         addresses = None if host_kernel is None else \
             hostaddr.HostAddresses(self.host, host_kernel, self._remember_host_address,
                                    lambda network: bridge_spec(network).addresses)

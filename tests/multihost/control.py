@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import secrets
 import threading
-import types
 from dataclasses import dataclass
 
 from handlers import network
 from ipam_plugin import driver as ipam
 from plugin.app import create_app
+from cluster.dataplane import Dataplane
 from plugin.cluster import Room
 from plugin.config import Settings
 from plugin.store import Store
@@ -108,8 +108,8 @@ class FakeHostKernel:
                 del self.addresses[bridge]
 
 
-DP = types.SimpleNamespace(VxlanSpec=VxlanSpec, Peer=Peer, default_mtu=lambda _local: UNDERLAY_MTU - 50,
-                           underlay_mtu=lambda _local: UNDERLAY_MTU, vxlan_name=lambda network_id: "vx" + network_id[:12])
+DP = Dataplane(VxlanSpec=VxlanSpec, Peer=Peer, default_mtu=lambda _local: UNDERLAY_MTU - 50,
+               underlay_mtu=lambda _local: UNDERLAY_MTU, vxlan_name=lambda network_id: "vx" + network_id[:12])
 
 
 class Host:

@@ -3,6 +3,7 @@ endpoint records and their watches, outages, compaction."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import ipaddress
 import json
 import socket
@@ -1345,13 +1346,12 @@ def test_a_host_whose_underlay_cannot_carry_the_networks_mtu_is_refused(hosts):
     """The MTU is the cluster's (the first host's underlay less 50); a host
     whose underlay is smaller used to join and drop every full-size frame
     to and from the others (VXLAN packets are not fragmented)."""
-    import types
-
+    
     from .control import DP
 
     a, b = hosts(2)
     net_a = a.dockerd.create_network(subnet=SUBNET)
-    b.room.segment.dp = types.SimpleNamespace(**{**vars(DP), "default_mtu": lambda _local: 1400})
+    b.room.segment.dp = dataclasses.replace(DP, default_mtu=lambda _local: 1400)
     with pytest.raises(ProtocolError, match="MTU 1450 of cluster network 10.90.0.0/24 .* at most 1400"):
         b.dockerd.create_network(subnet=SUBNET)
     with pytest.raises(ProtocolError, match="MTU 1500 .* at most 1450"):
