@@ -42,6 +42,9 @@ class PeerWatch:
         self._me = segment.host.host_id
         self._known: dict[str, set] = {}  # record key -> its peers
         self._kept: dict[str, set] = {}  # record key -> the peers of a record its host's lease took (see _event)
+        # The last answer of _host_went_away, by (host, revision): a lease's
+        # end deletes all its host's records in one revision, asked once.
+        self._went_away: tuple[str, int, bool] | None = None
         self._network = network
         self._named: dict[str, records.EndpointRecord] = {}  # record key -> the record applied (names/)
         self._pools = [ipaddress.ip_network(p["pool"]) for p in network["ipv4"] + network["ipv6"]]
@@ -260,12 +263,17 @@ class PeerWatch:
         its lease ended (both go in one revision), rather than the host
         deleting it. Read at the delete's revision, so a host back since
         does not count; now, if etcd compacted that revision away."""
-        key = keys.key("hosts", host_of(deleted.key))
+        host, revision = host_of(deleted.key), deleted.mod_revision
+        if self._went_away is not None and self._went_away[:2] == (host, revision):
+            return self._went_away[2]
+        key = keys.key("hosts", host)
         etcd = self._segment.host.etcd
         try:
-            return not etcd.range(key, "", revision=deleted.mod_revision, keys_only=True)
+            away = not etcd.range(key, "", revision=revision, keys_only=True)
         except EtcdUnavailable:
-            return etcd.get(key) is None
+            away = etcd.get(key) is None
+        self._went_away = (host, revision, away)
+        return away
 
     def _drop_kept_sharing(self, peers: set) -> None:
         """A kept record's peers that share an address or a MAC with

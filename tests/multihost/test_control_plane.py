@@ -1437,3 +1437,31 @@ def test_a_plain_networks_members_changing_leaves_the_tunnels_peers_unasked(host
     b.dockerd.run(plain[1])
     wait_until(lambda: len(a.overlay.all_peers()) == 2, 5)
     assert tunnel.syncs == syncs
+
+
+def test_a_lease_ending_asks_once_whether_its_host_went_away_not_once_per_record(hosts, monkeypatch):
+    """A lease's end deletes every record of its host in one revision; each
+    watcher asks etcd once whether the host went away, not once per record
+    (a host with hundreds of containers made hundreds of reads on every
+    other host at once)."""
+    a, b = hosts(2, ttl=2)
+    net_a = a.dockerd.create_network(subnet=SUBNET)
+    b.dockerd.create_network(subnet=SUBNET)
+    for _ in range(5):
+        a.dockerd.run(net_a)
+    wait_until(lambda: len(b.overlay.all_peers()) == 5, 5)
+    asked = []
+    etcd = b.room.host.etcd
+    real = etcd.range
+
+    def range_(key, *args, **kwargs):
+        if key.startswith(keys.prefix("hosts")) and kwargs.get("revision"):
+            asked.append(key)
+        return real(key, *args, **kwargs)
+
+    monkeypatch.setattr(etcd, "range", range_)
+    a.stop(revoke=False)  # the lease left to expire: its 5 records go in one revision
+    wait_until(lambda: _records_of(b) == [], 2 + 3)
+    time.sleep(0.3)  # the watch's events applied
+    assert asked == [keys.key("hosts", "host0")]
+    assert len(b.overlay.all_peers()) == 5  # all kept, as before
