@@ -14,7 +14,7 @@ import pytest
 from cluster import keys
 from cluster.etcd import Etcd, EtcdUnavailable, Lease, Watch
 from cluster.host import HostIdTaken
-from tests.harness.client import ProtocolError
+from testbed.client import ProtocolError
 
 from .control import Host, Peer
 from .proxy import CuttableRelay, SilentableRelay
