@@ -239,11 +239,13 @@ class TwoHosts:
         return bool(self.etcd.keys(key))
 
 
-
 @contextmanager
 def two_hosts_up(build: matrix.Build, mode: str, tls: bool, tmp_path: Path, plugin_dir: Path | None = None
                  ) -> Iterator[TwoHosts]:
-    """The two hosts, etcd and Pontoons of ``two_hosts`` (bench/names.py runs them too)."""
+    """Two hosts on a fresh underlay and etcd, each with a dockerd of ``build``
+    and Pontoon as ``mode`` says ("process" or "managed", the latter from the
+    rootfs in ``plugin_dir``), etcd over TLS with ``tls``; all stopped and
+    removed on exit."""
     underlay = Underlay()
     etcd = Etcd(tmp_path / "etcd", underlay.address, underlay.ns, tls=tls)
     # dockerd's containerd puts sockets under the exec root: pytest's tmp_path
