@@ -15,7 +15,7 @@ import time
 import traceback
 from pathlib import Path
 
-from tests.harness.server import REPO
+from testbed.server import REPO
 
 from . import isolate, machine, report
 

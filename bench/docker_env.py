@@ -5,8 +5,8 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
-from tests.e2e.plugins import ProcessPontoon
-from tests.e2e.dockerd import Dockerd, build_busybox_image
+from testbed.dockerd import Dockerd, build_busybox_image
+from testbed.plugins import ProcessPontoon
 
 from .subnets import Subnets
 

@@ -28,7 +28,7 @@ def single(env: DockerEnv, pairs: int) -> dict:
 
 
 def _pings(env: DockerEnv, address: str) -> bool:
-    # From dockerd's network namespace (tests/e2e runs it in a private one):
+    # From dockerd's network namespace (testbed/dockerd.py runs it in a private one):
     # from the bench's own namespace no container is reachable.
     deadline = time.monotonic() + PING_TIMEOUT_S
     while time.monotonic() < deadline:

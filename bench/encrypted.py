@@ -1,5 +1,5 @@
 """``python -m bench.encrypted``: iperf3 TCP between containers on two
-namespace hosts (tests/multihost harness) over an encrypted cluster network
+namespace hosts (testbed/cluster.py) over an encrypted cluster network
 (VXLAN in WireGuard), over a plain one (VXLAN), and between the two hosts
 themselves on the underlay (the limit), in rotating order within each
 round; with the machine's CPU (all cores, /proc/stat) busy per Gbit/s
@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from datapath import wireguard
-from tests.e2e.dockerd import wait_for
+from testbed.dockerd import wait_for
 
 from .multihost import IPERF_SECONDS, _fresh, _iperf
 

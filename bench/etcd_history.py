@@ -23,8 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.harness.dockerd import FakeDockerd
-from tests.multihost.cluster import Cluster
+from testbed.cluster import Cluster
+from testbed.fake_dockerd import FakeDockerd
 
 from .subnets import Subnets
 

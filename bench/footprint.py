@@ -12,8 +12,8 @@ import time
 import tomllib
 from pathlib import Path
 
-from tests.harness.client import SocketTransport
-from tests.harness.server import REPO, process_tree
+from testbed.client import SocketTransport
+from testbed.server import REPO, process_tree
 
 from .plugin_server import BenchServer
 from .procs import rss_kib

@@ -10,8 +10,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from tests.harness.client import Client, SocketTransport
-from tests.harness.dockerd import FakeDockerd
+from testbed.client import Client, SocketTransport
+from testbed.fake_dockerd import FakeDockerd
 
 from .plugin_server import BenchServer
 from .stats import percentile

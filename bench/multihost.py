@@ -1,4 +1,4 @@
-"""Multi-host benchmarks (issue 13), on the tests/multihost harness: namespace
+"""Multi-host benchmarks (issue 13), on testbed/cluster.py's hosts: namespace
 hosts on one underlay, a real etcd on the switch, a clustered Pontoon and a
 fake dockerd per host, real VXLAN between them.
 
@@ -26,10 +26,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.harness.client import Client, SocketTransport
-from tests.harness.dockerd import FakeDockerd
-from tests.multihost.cluster import Cluster, ClusterHost
-from tests.multihost.underlay import UPLINK, netns_exec
+from testbed.client import Client, SocketTransport
+from testbed.cluster import Cluster, ClusterHost
+from testbed.fake_dockerd import FakeDockerd
+from testbed.underlay import UPLINK, netns_exec
 
 from .latency import TimedTransport
 from .netlink_sandboxes import NetlinkSandboxes

@@ -1,6 +1,6 @@
 """Names across hosts (issue 19) on two real dockerds: ``python -m bench.names``.
 
-The hosts are tests/e2e/test_multihost's (namespace hosts, one etcd, VXLAN,
+The hosts are testbed/dockerd_hosts.py's (namespace hosts, one etcd, VXLAN,
 Pontoon as a process given its dockerd's API socket) on Debian 12's dockerd
 20.10, so names come through the Engine API (names/engine.py), the path of
 every dockerd before 29. The asking side (bench/dns_probe.py) runs in a
@@ -29,10 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.e2e import matrix
-from tests.e2e.test_multihost import Member, two_hosts_up
-from tests.e2e.test_multihost_names import gateway, run as run_in
-from tests.harness.server import REPO
+from testbed import matrix
+from testbed.dockerd_hosts import Member, two_hosts_up
+from testbed.server import REPO
 
 from . import machine
 from .stats import pair_ratios, percentile, ratio_text
@@ -77,7 +76,7 @@ def appear(one: Member, net: str, probe: Probe, count: int) -> dict:
         name = f"appear{i}"
         probe.send({"wait": name, "server": RESOLVER, "limit": 10})
         invoked = time.monotonic()
-        cid = run_in(one, net, "--name", name)
+        cid = one.container(net, "--name", name)
         returned = time.monotonic()
         at = probe.read()["at"]
         assert at is not None, f"{name} never resolved on host B"
@@ -93,10 +92,10 @@ def measure(workdir: Path, counts: dict) -> dict:
         net = "bnames"
         for member in (one, two):
             member.network(net)
-        dns = gateway(two, net)
-        client = run_in(two, net, "--dns", dns)
-        run_in(two, net, "--name", "local")
-        run_in(one, net, "--name", "remote")
+        dns = two.gateway(net)
+        client = two.container(net, "--dns", dns)
+        two.container(net, "--name", "local")
+        one.container(net, "--name", "remote")
         probes = [Probe(two, client) for _ in range(counts["qps_probes"])]
         try:
             out = {"dockerd": matrix.SYSTEM.version, "counts": counts,

@@ -1,7 +1,7 @@
 """The kernel side of dockerd, done the way dockerd does it: in-process,
 through netlink, in a sandbox made before Join.
 
-tests/harness/sandbox.py plays dockerd with the `ip` tool (about ten
+testbed/sandbox.py plays dockerd with the `ip` tool (about ten
 processes per container), which is right for tests (an implementation
 independent of the plugin's) and wrong for a latency figure: those
 processes cost about 200 ms, which a real dockerd never spends. dockerd
@@ -16,7 +16,7 @@ import ipaddress
 
 from pyroute2 import IPRoute
 
-from tests.harness.sandbox import Sandbox, Sandboxes
+from testbed.sandbox import Sandbox, Sandboxes
 
 
 class NetlinkSandboxes(Sandboxes):

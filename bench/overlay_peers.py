@@ -19,7 +19,7 @@ import sys
 import time
 
 from datapath.overlay import Overlay, Peer, VxlanSpec
-from tests.datapath.conftest import run_in_netns
+from testbed.netns import run_in_netns
 
 SIZES = (10, 1000)
 REMOVALS = 30

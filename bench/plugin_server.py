@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
-from tests.harness.server import Server
+from testbed.server import Server
 
 
 class BenchServer(Server):

@@ -1,7 +1,7 @@
 """Pontoon side by side with Docker's own overlay (issue 22).
 
-Four network-namespace hosts on one underlay bridge (tests/multihost), each
-with its own dockerd of the matrix's 28.5 build (tests/e2e), the busybox
+Four network-namespace hosts on one underlay bridge (testbed/underlay.py), each
+with its own dockerd of the matrix's 28.5 build (testbed/dockerd.py), the busybox
 image imported into each. Hosts 1 and 2 are a swarm (`docker swarm init
 --advertise-addr`, `join`, one `--attachable` overlay network, no
 encryption); hosts 3 and 4 are plain dockerds, each with a clustered Pontoon
@@ -66,11 +66,11 @@ from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.e2e import matrix
-from tests.e2e.dockerd import build_busybox_image, descendants, run as run_cmd
-from tests.e2e.test_multihost import HostDockerd, HostPontoon, cluster_settings
-from tests.multihost.etcd import ETCD, Etcd
-from tests.multihost.underlay import UPLINK, Host, Underlay, link_stats
+from testbed import matrix
+from testbed.dockerd import build_busybox_image, descendants, run as run_cmd
+from testbed.dockerd_hosts import HostDockerd, HostPontoon, cluster_settings
+from testbed.etcd import ETCD, Etcd
+from testbed.underlay import UPLINK, Host, Underlay, link_stats
 
 from .stats import pair_ratios, percentile
 
@@ -98,7 +98,7 @@ def swarm_build() -> matrix.Build | None:
 
 def missing() -> str | None:
     """Why this benchmark cannot run here, or None."""
-    from tests.multihost.etcd import missing as etcd_missing
+    from testbed.etcd import missing as etcd_missing
 
     build = swarm_build()
     if build is None:

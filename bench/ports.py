@@ -10,8 +10,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.harness.client import Client, SocketTransport
-from tests.harness.dockerd import FakeDockerd, port_options
+from testbed.client import Client, SocketTransport
+from testbed.fake_dockerd import FakeDockerd, port_options
 
 from .plugin_server import BenchServer
 from .subnets import Subnets

@@ -13,9 +13,9 @@ from collections import defaultdict
 
 from plugin.config import Settings
 from plugin.wiring import build
-from tests.harness.client import Client, FlaskTransport
-from tests.harness.dockerd import FakeDockerd, new_id
-from tests.harness.server import REPO
+from testbed.client import Client, FlaskTransport
+from testbed.fake_dockerd import FakeDockerd, new_id
+from testbed.server import REPO
 
 from .subnets import Subnets
 
@@ -32,7 +32,7 @@ AREAS = [
     ("referencing", "JSON Schema validation"),
     ("werkzeug", "Flask / Werkzeug"),
     ("flask", "Flask / Werkzeug"),
-    (str(REPO / "tests"), "harness client (not in the server)"),
+    (str(REPO / "testbed"), "harness client (not in the server)"),
     (str(REPO / "datapath" / "rtnl.py"), "netlink (datapath.rtnl)"),
     (str(REPO), "Pontoon's own code"),
 ]

@@ -229,7 +229,7 @@ def _markdown(res: dict, plots: list[str]) -> str:
               "Pontoon instances on this machine share the PONTOON-* iptables chains of the host "
               "namespace and delete each other's at start-up, which failed benchmark requests "
               "at random. dockerd is the Debian docker.io daemon with private roots "
-              "(tests/e2e/dockerd.py), Pontoon runs as a plain process it discovers, containers "
+              "(testbed/dockerd.py), Pontoon runs as a plain process it discovers, containers "
               "use busybox from Debian's busybox-static, iperf3 Debian's binary copied into that "
               "image. Protocol, scale and footprint runs use the harness server "
               "(`python -m plugin serve`, 1 worker, 8 threads, log level info) over its Unix "
@@ -246,7 +246,7 @@ def _details(res: dict) -> list[str]:
     if "latency" in res:
         lat = res["latency"]
         lines += ["## 3. Protocol latency per method", "",
-                  "Each client plays dockerd (tests/harness FakeDockerd): networks created and "
+                  "Each client plays dockerd (testbed/fake_dockerd.py): networks created and "
                   "removed, then container cycles (RequestAddress, CreateEndpoint, Join, "
                   "ProgramExternalConnectivity, EndpointOperInfo, Revoke, Leave, DeleteEndpoint, "
                   "ReleaseAddress) with the stateless calls in between. Milliseconds.", "",

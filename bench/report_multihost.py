@@ -69,7 +69,7 @@ def details(res: dict) -> list[str]:
         return []
     lines = ["## 9. Multi-host (etcd + VXLAN)", "",
              "Namespace hosts on one underlay bridge, a real etcd on it, one clustered Pontoon and "
-             "fake dockerd per host (tests/multihost). The pair baseline is a plain Pontoon in "
+             "fake dockerd per host (testbed/cluster.py). The pair baseline is a plain Pontoon in "
              "another host of the same underlay."]
     if "join" in mh:
         j = mh["join"]

@@ -8,8 +8,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.harness.client import Client, SocketTransport
-from tests.harness.dockerd import FakeDockerd
+from testbed.client import Client, SocketTransport
+from testbed.fake_dockerd import FakeDockerd
 
 from .latency import TimedTransport
 from .plugin_server import BenchServer

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Unpack the dockerd, docker-proxy, docker-init and docker CLI of another
 # Debian suite's docker.io into DEST/<upstream version>/, for the end-to-end
-# matrix (see tests/e2e/matrix.py). Usage: fetch-dockerd.sh SUITE DEST
+# matrix (see testbed/matrix.py). Usage: fetch-dockerd.sh SUITE DEST
 #
 # The machine's apt stays untouched: the suite goes into a temporary sources
 # list, with apt's state, cache and preferences in a temporary directory.

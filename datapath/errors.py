@@ -12,7 +12,7 @@ class DatapathError(Exception):
     def __reduce__(self):
         # Both arguments, so the error crosses a process boundary (pickle)
         # as it was raised, as from a function run in another network
-        # namespace's process (tests.datapath.conftest.run_in_netns).
+        # namespace's process (testbed.netns.run_in_netns).
         return type(self), (self.step, self.cause)
 
 

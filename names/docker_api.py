@@ -34,7 +34,7 @@ class ApiError(Exception):
 
 
 class UnixConnection(http.client.HTTPConnection):
-    """HTTP over a Unix socket (tests/harness/client.py speaks to Pontoon with it too)."""
+    """HTTP over a Unix socket (testbed/client.py speaks to Pontoon with it too)."""
 
     def __init__(self, path: str, timeout: float | None):
         super().__init__("localhost", timeout=timeout)

@@ -19,12 +19,12 @@ all in the machine's own namespaces:
   of the machine's own containerd: a ``runc`` (``runc init``) or
   ``containerd-shim-runc-v2`` without a mark counts when its command line
   or environment names an e2e containerd namespace, ``pe2e-<hex>`` or
-  ``pe2e-<hex>-plugins`` (tests/e2e/dockerd.py), that nothing named at
+  ``pe2e-<hex>-plugins`` (testbed/dockerd.py), that nothing named at
   session start. Processes inside containers (busybox, the managed
   plugin) are not looked at themselves: their shim is.
 - network namespaces (``/run/netns``) named with a prefix the tests use:
-  ``pe2e-`` (tests/e2e/dockerd.py), ``ptns`` (tests/harness/sandbox.py),
-  ``ptu`` and ``pth`` (tests/multihost/underlay.py), ``pt-test-``
+  ``pe2e-`` (testbed/dockerd.py), ``ptns`` (testbed/sandbox.py),
+  ``ptu`` and ``pth`` (testbed/underlay.py), ``pt-test-``
   (tests/datapath, tests/reliability/test_ownership.py), ``fwt-``
   (tests/datapath/firewall_env.py), ``ptf`` (test_fuzz.py), ``ptsoak``
   (test_longrun.py), ``ptports`` (tests/harness/test_host_ports.py); unless
@@ -42,7 +42,7 @@ all in the machine's own namespaces:
   (test_freeze.py) or pytest's own ``pytest-of-*/pytest-N``; unless a
   process that is not ours names that dir (another run's dockerd, by its
   ``--data-root``). A netns mount is reported as its netns.
-- plugin sockets ``/run/docker/plugins/pe2e*.sock`` (tests/e2e/plugins.py)
+- plugin sockets ``/run/docker/plugins/pe2e*.sock`` (testbed/plugins.py)
   that nobody listens on.
 
 A run of the suites that someone started during ours, without the mark

@@ -5,7 +5,9 @@ import pytest
 
 from datapath import dnsaddress
 
-from .conftest import ip, run_in_netns, suffix
+from testbed.netns import run_in_netns
+
+from .conftest import ip, suffix
 
 OWNER = "ptdnstest"
 ADDRESS, OTHER = "169.254.53.53", "169.254.53.54"

@@ -14,9 +14,10 @@ from datapath.errors import DatapathError, InvalidName, NameConflict, NameTaken
 from datapath.links import Links
 from datapath.model import BridgeSpec, VethSpec
 
-from tests.harness.server import fresh_python
+from testbed.netns import run_in_netns
+from testbed.server import fresh_python
 
-from .conftest import IP, ip, ip_json, run_in_netns, suffix
+from .conftest import IP, ip, ip_json, suffix
 
 
 class Boom(Exception):

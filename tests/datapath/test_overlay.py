@@ -14,9 +14,8 @@ import pytest
 from datapath.errors import DatapathError, InvalidName, NameConflict
 from datapath.names import vxlan_name
 from datapath.overlay import Overlay, Peer, VxlanSpec, default_mtu, underlay_mtu
-from tests.multihost.underlay import Host, Underlay, ip
-
-from .conftest import run_in_netns
+from testbed.netns import run_in_netns
+from testbed.underlay import Host, Underlay, ip
 
 SUBNET = "10.77.0"  # inside the host namespaces only
 SUBNET6 = "fd77::"

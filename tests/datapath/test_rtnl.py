@@ -8,9 +8,10 @@ from datapath import rtnl
 from datapath.links import Links
 from datapath.model import BridgeSpec, VethSpec
 
-from tests.harness.server import fresh_python
+from testbed.netns import run_in_netns
+from testbed.server import fresh_python
 
-from .conftest import IP, ip, ip_json, run_in_netns, suffix
+from .conftest import IP, ip, ip_json, suffix
 from .test_links import first_names, new_endpoint_id
 
 IFF_UP = 0x1

@@ -8,7 +8,9 @@ import pytest
 
 from datapath.vxlanguard import NotOurs, VxlanGuard, table_name
 
-from .conftest import run_in_netns, suffix
+from testbed.netns import run_in_netns
+
+from .conftest import suffix
 
 OWNER = "ptguardtest"
 

@@ -1,5 +1,5 @@
 """Fixtures for the end-to-end tier: a private dockerd of each version of the
-matrix (tests/e2e/matrix.py), a busybox image, and Pontoon run two ways, as a
+matrix (testbed/matrix.py), a busybox image, and Pontoon run two ways, as a
 plain process and as a managed plugin.
 
 The dockerd and the image are session-wide, one per dockerd version
@@ -25,12 +25,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import matrix
-from tests.e2e.dockerd import (
+from testbed.dockerd import (
     BUSYBOX, REGISTRY, CommandError, Dockerd, Registry, build_busybox_image,
 )
-from tests.e2e.helpers import Scene
-from tests.e2e.plugins import REPO, ManagedPontoon, ProcessPontoon
+from testbed.plugins import REPO, ManagedPontoon, ProcessPontoon
+from tests.e2e.helpers import Scene, matrix_params
 
 # The debootstrap tree is reused between runs: it is the slow part.
 ROOTFS_CACHE = Path(os.environ.get("PONTOON_ROOTFS_CACHE", REPO / "build/rootfs-base"))
@@ -51,7 +50,7 @@ def workdir():
     shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture(scope="session", params=matrix.params())
+@pytest.fixture(scope="session", params=matrix_params())
 def dockerd(request, workdir):
     build = request.param
     reason = _missing_prerequisite(build)

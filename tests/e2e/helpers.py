@@ -2,26 +2,20 @@
 always torn down, and the checks that a removed network left nothing behind."""
 
 import json
-import os
 import random
 import sys
 from pathlib import Path
 
-from tests.e2e.dockerd import run, wait_for
-from tests.harness.server import REPO
+import pytest
+
+from testbed import matrix
+from testbed.dockerd import wait_for
+from testbed.plugins import inspect_state
 
 
 # Every container serves /var/www on port 80 as its main process: it keeps
 # the container running and gives published ports something to answer.
 HTTPD = ("httpd", "-f", "-p", "80", "-h", "/var/www")
-
-
-def inspect_state(state_dir, *view):
-    """Pontoon's stored objects, read by the project's own inspect command
-    (`inspect ports` with view "ports")."""
-    out = run([sys.executable, "-m", "plugin", "inspect", *view, "--state-dir", str(state_dir),
-               "--json"], timeout=30, env={**os.environ, "PYTHONPATH": str(REPO)}).stdout
-    return json.loads(out)
 
 
 def random_subnet_v4():
@@ -32,6 +26,19 @@ def random_subnet_v4():
 
 def random_subnet_v6():
     return f"fd{random.randint(0, 255):02x}:{random.randint(0, 0xffff):x}:{random.randint(0, 0xffff):x}::/64"
+
+
+def matrix_params():
+    """pytest params of the dockerd matrix (testbed/matrix.py), for the
+    session's dockerd fixture and test_multihost's cases. Without the fetched
+    builds, a skipped param says how to get them, rather than the matrix
+    silently shrinking to 20.10."""
+    found = matrix.builds()
+    out = [pytest.param(build, id=build.id) for build in found]
+    if len(found) == 1:
+        out.append(pytest.param(None, id="dockerd-newer", marks=pytest.mark.skip(
+            reason=f"no newer dockerd under {matrix.FETCHED}: run `make dockerds`")))
+    return out
 
 
 class Scene:

@@ -17,9 +17,9 @@ import time
 
 import pytest
 
-from tests.e2e.dockerd import CommandError, run
+from testbed.dockerd import CommandError, run
+from testbed.server import REPO
 from tests.e2e.helpers import random_subnet_v4
-from tests.harness.server import REPO
 
 pytestmark = [pytest.mark.e2e, pytest.mark.parametrize("pontoon", ["managed"], indirect=True)]
 

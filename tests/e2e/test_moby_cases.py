@@ -10,9 +10,9 @@ import ipaddress
 
 import pytest
 
-from tests.e2e.dockerd import CommandError
-from tests.e2e.helpers import HTTPD, inspect_state, random_subnet_v4, random_subnet_v6
-from tests.e2e.plugins import ManagedPontoon, ProcessPontoon
+from testbed.dockerd import CommandError
+from testbed.plugins import ManagedPontoon, ProcessPontoon, inspect_state
+from tests.e2e.helpers import HTTPD, random_subnet_v4, random_subnet_v6
 
 pytestmark = pytest.mark.e2e
 

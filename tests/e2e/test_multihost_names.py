@@ -1,14 +1,15 @@
 """Names across hosts on two real dockerds (issue 19), the ones before 29:
 their names reach Pontoon only through the Engine API (names/engine.py).
 
-The hosts are test_multihost's (each dockerd with its own Pontoon, one etcd,
-VXLAN on a namespace underlay), set up as docs/cluster.md's walk-through says:
-Pontoon given the dockerd's API socket (a flag, or the managed plugin's
-docker-socket mount), the containers `--dns <the network's gateway>` (or
-the host-wide address, as daemon.json's "dns" would give every container). A
-container asks with busybox's nslookup through its dockerd's own resolver
-(127.0.0.11), which forwards what it does not know to that gateway from
-the container's namespace, where the host's Pontoon answers.
+The hosts are test_multihost's (testbed/dockerd_hosts.py: each dockerd with
+its own Pontoon, one etcd, VXLAN on a namespace underlay), set up as
+docs/cluster.md's walk-through says: Pontoon given the dockerd's API socket
+(a flag, or the managed plugin's docker-socket mount), the containers `--dns
+<the network's gateway>` (or the host-wide address, as daemon.json's "dns"
+would give every container). A container asks with busybox's nslookup
+through its dockerd's own resolver (127.0.0.11), which forwards what it does
+not know to that gateway from the container's namespace, where the host's
+Pontoon answers.
 
 Pontoon forwards other names to no one here (its resolv.conf is /dev/null),
 so a name it does not give fails at once rather than reaching the machine's
@@ -17,8 +18,9 @@ from __future__ import annotations
 
 import time
 
-from tests.e2e.dockerd import wait_for
-from tests.e2e.test_multihost import SETTLE, Member, two_hosts  # noqa: F401 (the fixture)
+from testbed.dockerd import wait_for
+from testbed.dockerd_hosts import SETTLE, Member
+from tests.e2e.test_multihost import two_hosts  # noqa: F401 (the fixture)
 
 OTHER, SIDE = "10.93.0.0/24", "10.94.0.0/24"
 HOST_WIDE = "169.254.53.53"  # the dns_address setting's default
@@ -34,20 +36,8 @@ def resolves(member: Member, container: str, name: str) -> str:
     return out.stdout if out.returncode == 0 else ""
 
 
-def run(member: Member, network: str, *args: str) -> str:
-    cid = member.daemon.docker("run", "-d", "--network", network, *args, member.image, "sleep", "600").stdout.strip()
-    member.containers.append(cid)
-    return cid
-
-
 def address(member: Member, container: str, network: str) -> str:
     return member.daemon.inspect("container", container)["NetworkSettings"]["Networks"][network]["IPAddress"]
-
-
-def gateway(member: Member, network: str) -> str:
-    """As Pontoon gave it (a remote IPAM's gateway is not in dockerd's inspect)."""
-    network_id = member.daemon.inspect("network", network)["Id"]
-    return member.stored_network(network_id)["ipv4"][0]["gateway"].split("/")[0]
 
 
 def pontoon_network(member: Member, name: str, subnet: str) -> str:
@@ -63,12 +53,12 @@ def test_names_aliases_and_short_ids_resolve_across_two_real_dockerds(two_hosts,
     try:
         for member in (one, two):
             member.network(net)
-        dns = gateway(two, net)
-        client = run(two, net, "--dns", dns)
+        dns = two.gateway(net)
+        client = two.container(net, "--dns", dns)
 
         # `docker run --name --network-alias` on host 1: name, alias and short ID from host 2.
         started = time.monotonic()
-        web_id = run(one, net, "--name", web, "--network-alias", www)
+        web_id = one.container(net, "--name", web, "--network-alias", www)
         web_ip = address(one, web_id, net)
         wait_for(lambda: web_ip in resolves(two, client, web), timeout=SETTLE, interval=0.1,
                  what=f"{web} from host 2")
@@ -76,7 +66,7 @@ def test_names_aliases_and_short_ids_resolve_across_two_real_dockerds(two_hosts,
         assert web_ip in resolves(two, client, www)
         assert web_ip in resolves(two, client, web_id[:12])
         # The one address daemon.json can name for every network (dns_address).
-        anywhere = run(two, net, "--dns", HOST_WIDE)
+        anywhere = two.container(net, "--dns", HOST_WIDE)
         assert web_ip in resolves(two, anywhere, web)
         assert two.daemon.docker("exec", client, "ping", "-c1", "-W3", web, check=False).returncode == 0
         print(f"{web} resolved on host 2 within {took:.2f} s of docker run on host 1 returning "
@@ -84,7 +74,7 @@ def test_names_aliases_and_short_ids_resolve_across_two_real_dockerds(two_hosts,
 
         # Connected after it started, with an alias there: from another Pontoon network.
         pontoon_network(one, side, SIDE)
-        late_id = run(one, side, "--name", late)
+        late_id = one.container(side, "--name", late)
         one.daemon.docker("network", "connect", "--alias", later, net, late_id)
         late_ip = address(one, late_id, net)
         wait_for(lambda: late_ip in resolves(two, client, later), timeout=SETTLE, interval=0.2,
@@ -98,7 +88,7 @@ def test_names_aliases_and_short_ids_resolve_across_two_real_dockerds(two_hosts,
 
         # A container on another network (of host 2) is told nothing of these.
         pontoon_network(two, other, OTHER)
-        outsider = run(two, other, "--dns", gateway(two, other))
+        outsider = two.container(other, "--dns", two.gateway(other))
         assert resolves(two, outsider, web) == "" and resolves(two, outsider, renamed) == ""
         assert web_ip in resolves(two, client, web)  # while the network's own still gets it
 

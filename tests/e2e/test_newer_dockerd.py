@@ -8,8 +8,9 @@ import json
 
 import pytest
 
-from tests.e2e.dockerd import Dockerd
-from tests.e2e.helpers import http_get, inspect_state, random_subnet_v4, random_subnet_v6
+from testbed.dockerd import Dockerd
+from testbed.plugins import inspect_state
+from tests.e2e.helpers import http_get, random_subnet_v4, random_subnet_v6
 
 pytestmark = pytest.mark.e2e
 

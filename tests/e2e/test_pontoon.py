@@ -11,12 +11,12 @@ import json
 
 import pytest
 
-from tests.e2e.dockerd import Dockerd
+from testbed.dockerd import Dockerd
+from testbed.plugins import DEFAULT_POOLS, DEFAULT_POOLS_V6, inspect_state
 from tests.e2e.helpers import (
-    Footprint, eventually, firewall_dump, http_get, inspect_state, links,
+    Footprint, eventually, firewall_dump, http_get, links,
     published_port, random_subnet_v4, random_subnet_v6,
 )
-from tests.e2e.plugins import DEFAULT_POOLS, DEFAULT_POOLS_V6
 
 pytestmark = pytest.mark.e2e
 

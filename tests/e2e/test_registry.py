@@ -6,7 +6,7 @@ treats 127.0.0.0/8 registries as insecure, so no TLS is involved.
 
 import pytest
 
-from tests.e2e.plugins import VERSION, ManagedPontoon
+from testbed.plugins import VERSION, ManagedPontoon
 from tests.e2e.helpers import (
     CAP_NET_ADMIN, DOCKER_DEFAULT_CAPS, Scene, http_get, managed_plugin_capabilities, published_port,
     random_subnet_v4,

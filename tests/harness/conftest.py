@@ -7,9 +7,9 @@ import subprocess
 
 import pytest
 
-from .dockerd import FakeDockerd
-from .sandbox import Sandboxes
-from .server import Server
+from testbed.fake_dockerd import FakeDockerd
+from testbed.sandbox import Sandboxes
+from testbed.server import Server
 
 
 def require_root() -> None:

@@ -36,8 +36,8 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 
-from .client import ProtocolError
-from .dockerd import Container, FakeDockerd, Network, new_id, port_options
+from testbed.client import ProtocolError
+from testbed.fake_dockerd import Container, FakeDockerd, Network, new_id, port_options
 
 NO_PROXY_6TO4 = "com.docker.network.driver.private.no_proxy_6to4"
 ENDPOINT_NAME = "com.docker.network.endpoint.name"

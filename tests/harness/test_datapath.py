@@ -9,7 +9,7 @@ import subprocess
 
 from plugin.wiring import chain_prefix
 
-from .sandbox import ip
+from testbed.sandbox import ip
 
 
 def links() -> set[str]:

@@ -19,9 +19,10 @@ import subprocess
 
 import pytest
 
-from .dockerd import FakeDockerd
+from testbed.fake_dockerd import FakeDockerd
+from testbed.server import Server
+
 from .dockerd29 import NO_PROXY_6TO4, Dockerd29
-from .server import Server
 
 
 @pytest.fixture

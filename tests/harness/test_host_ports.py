@@ -18,9 +18,9 @@ import sys
 
 import pytest
 
-from .client import ProtocolError
-from .dockerd import FakeDockerd
-from .server import Server
+from testbed.client import ProtocolError
+from testbed.fake_dockerd import FakeDockerd
+from testbed.server import Server
 
 # Binds PROTO PORT on 0.0.0.0 in the namespace it runs in; exit 0 if it could.
 PROBE = """

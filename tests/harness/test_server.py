@@ -7,9 +7,10 @@ import subprocess
 import sys
 import threading
 
+from testbed.server import Server
+
 
 from .conftest import require_root
-from .server import Server
 
 
 def test_socket_is_0660_root_owned(server):

@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
-from .cluster import LEASE_TTL, Cluster
-from .etcd import Etcd, missing
+from testbed.cluster import LEASE_TTL, Cluster
+from testbed.etcd import Etcd, missing
 
 
 def require_tools() -> None:

@@ -16,8 +16,8 @@ from cluster.dataplane import Dataplane
 from plugin.cluster import Room
 from plugin.config import Settings
 from plugin.store import Store
-from tests.harness.client import Client, FlaskTransport
-from tests.harness.dockerd import FakeDockerd
+from testbed.client import Client, FlaskTransport
+from testbed.fake_dockerd import FakeDockerd
 from tests.unit.fakes import FakeFirewall, FakeHostPorts, FakeLinks
 
 UNDERLAY_MTU = 1500

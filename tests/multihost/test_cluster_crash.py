@@ -35,12 +35,12 @@ import pytest
 from cluster import keys
 from cluster.etcd import KeyValue
 from plugin import testhook
-from tests.harness.client import Client, SocketTransport
-from tests.harness.dockerd import FakeDockerd
+from testbed.client import Client, SocketTransport
+from testbed.cluster import Cluster, ClusterHost
+from testbed.fake_dockerd import FakeDockerd
 from tests.reliability.recording import BROKEN
 
 from . import invariants
-from .cluster import Cluster, ClusterHost
 from .conftest import require_tools
 
 TTL, GRACE = 2, 6

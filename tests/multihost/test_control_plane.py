@@ -17,7 +17,7 @@ from cluster import keys
 from cluster.etcd import Etcd, EtcdUnavailable, Lease, Watch
 from cluster.host import HostIdTaken
 from datapath.wireguard import tunnel_address
-from tests.harness.client import ProtocolError
+from testbed.client import ProtocolError
 
 from .control import Host, Peer
 from .proxy import CuttableRelay, SilentableRelay

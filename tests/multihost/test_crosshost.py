@@ -19,11 +19,10 @@ import pytest
 from cluster import keys
 from datapath.names import vxlan_name
 from plugin.store import DB_NAME
-from tests.e2e.dockerd import wait_for
-from tests.harness.client import ProtocolError
-from tests.harness.sandbox import ip
-
-from .cluster import LEASE_TTL
+from testbed.client import ProtocolError
+from testbed.cluster import LEASE_TTL
+from testbed.dockerd import wait_for
+from testbed.sandbox import ip
 
 SUBNET = "10.90.0.0/24"
 # What a watch event and a netlink change may take on a loaded machine, on

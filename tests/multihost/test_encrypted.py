@@ -17,14 +17,14 @@ import pytest
 
 from cluster.etcd import MAX_RETRY_PAUSE_S
 from datapath.wireguard import PORT, tunnel_address
-from tests.e2e.dockerd import wait_for
-from tests.harness.client import ProtocolError
+from testbed.client import ProtocolError
+from testbed.cluster import LEASE_TTL, Cluster
+from testbed.dockerd import wait_for
+from testbed.underlay import UPLINK, Host
 
-from .cluster import LEASE_TTL, Cluster
 from .conftest import require_tools
 from .test_crosshost import MARGIN, _try_run, bare, reaches
 from .test_vxlan_guard import dropped, forged_frame, guard_tables, inspect_here, vni_of
-from .underlay import UPLINK, Host
 
 MARKER = b"PONTOON-SECRET!!"  # 16 bytes: what ping -p repeats in each packet's payload
 ENCRYPTED = {"pontoon.encrypted": "true"}

@@ -16,11 +16,11 @@ from requests.adapters import HTTPAdapter
 
 from cluster import etcd as etcd_client
 from plugin import cli
-from tests.harness.client import ProtocolError
+from testbed.client import ProtocolError
+from testbed.etcd import Etcd
 
 from .conftest import require_tools
 from .control import Host
-from .etcd import Etcd
 
 SUBNET = "10.93.0.0/24"
 PINS = {"TLSv1.2": {"ssl_maximum_version": ssl.TLSVersion.TLSv1_2},

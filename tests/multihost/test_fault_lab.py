@@ -95,8 +95,8 @@ from cluster import keys
 from cluster.etcd import Etcd, EtcdUnavailable
 from datapath.errors import DatapathError
 from plugin.inspect import render
-from tests.harness.client import ProtocolError
-from tests.harness.dockerd import GATEWAY, Container, FakeDockerd, Network
+from testbed.client import ProtocolError
+from testbed.fake_dockerd import GATEWAY, Container, FakeDockerd, Network
 from tests.reliability import figures
 
 from . import invariants

@@ -3,9 +3,9 @@ server makes its bridges in its own namespace, its fake dockerd's containers
 get their veths from there, and every host reaches etcd on the underlay."""
 from __future__ import annotations
 
-from tests.harness.sandbox import ip
+from testbed.cluster import Cluster
+from testbed.sandbox import ip
 
-from .cluster import Cluster
 from .conftest import require_tools
 
 

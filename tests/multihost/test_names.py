@@ -17,12 +17,13 @@ import sys
 
 import pytest
 
-from tests.e2e.dockerd import wait_for
-from tests.harness.sandbox import netns_exec
+from testbed.cluster import LEASE_TTL, Cluster
+from testbed.dockerd import wait_for
+from testbed.sandbox import netns_exec
+from testbed.underlay import SUBNET as UNDERLAY
 
-from .cluster import LEASE_TTL, Cluster
+
 from .conftest import require_tools
-from .underlay import SUBNET as UNDERLAY
 
 SUBNET, OTHER = "10.90.0.0/24", "10.91.0.0/24"
 INTERNET = str(UNDERLAY.network_address + 1)  # the underlay's own address (etcd's too)

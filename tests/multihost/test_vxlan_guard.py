@@ -17,10 +17,10 @@ import pytest
 
 from datapath.names import vxlan_name
 from datapath.overlay import VXLAN_PORT
-from tests.e2e.dockerd import wait_for
+from testbed.dockerd import wait_for
+from testbed.underlay import Host
 
 from .test_crosshost import bare, network_on_all, reaches
-from .underlay import Host
 
 FORGED_SOURCE = "10.90.0.200"  # in the network's subnet, held by no one
 

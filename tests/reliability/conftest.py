@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from tests.harness.server import Server
+from testbed.server import Server
 from tests.harness.conftest import require_root, sandboxes  # noqa: F401  (fixture)
 
 from .kernel import Seen, raw_snapshot

@@ -17,7 +17,7 @@ from datapath.steps import FaultHook
 from plugin.config import Settings
 from plugin.inspect import collect
 from plugin.wiring import Plugin, build, chain_prefix
-from tests.harness.client import Client, FlaskTransport
+from testbed.client import Client, FlaskTransport
 
 from .kernel import Seen, view
 from .recording import RecordingTransport

@@ -6,7 +6,7 @@ import http.client
 import json
 from typing import Callable
 
-from tests.harness.client import Client, SocketTransport
+from testbed.client import Client, SocketTransport
 
 from .kernel import Seen
 

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from tests.harness.server import REPO
+from testbed.server import REPO
 
 from . import figures
 

@@ -15,7 +15,7 @@ import threading
 import pytest
 
 from plugin import testhook
-from tests.harness.dockerd import FakeDockerd, new_id
+from testbed.fake_dockerd import FakeDockerd, new_id
 
 from . import figures
 from .kernel import Seen, bridge_state, ours, problems, raw_snapshot

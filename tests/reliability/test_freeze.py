@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 
 from plugin.worker import REQUEST_READ_S
+from testbed.client import ProtocolError
+from testbed.fake_dockerd import FakeDockerd
+from testbed.server import Server
 from tests.unit.test_service_unit import service_section
-from tests.harness.client import ProtocolError
-from tests.harness.dockerd import FakeDockerd
-from tests.harness.server import Server
 
 from . import hostile
 

@@ -16,8 +16,8 @@ import sys
 import pytest
 
 import spec
+from testbed.server import REPO
 from tests.harness.conftest import require_root
-from tests.harness.server import REPO
 
 from . import figures
 from .kernel import FIREWALL_TOOLS, run

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.dockerd import FakeDockerd
+from testbed.fake_dockerd import FakeDockerd
 
 from . import figures
 from .kernel import ours, raw_snapshot

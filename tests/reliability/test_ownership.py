@@ -17,7 +17,8 @@ import pytest
 
 from datapath.rules import Names
 from plugin.wiring import chain_prefix
-from tests.datapath.conftest import run_in_netns, suffix
+from testbed.netns import run_in_netns
+from tests.datapath.conftest import suffix
 
 from .inprocess import InProcess, in_process
 from .kernel import Seen

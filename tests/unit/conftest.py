@@ -8,8 +8,8 @@ from plugin.app import create_app
 from plugin.config import Settings
 from plugin.inspect import collect
 from plugin.store import Store
-from tests.harness.client import Client, FlaskTransport
-from tests.harness.dockerd import FakeDockerd
+from testbed.client import Client, FlaskTransport
+from testbed.fake_dockerd import FakeDockerd
 
 from .fakes import FakeFirewall, FakeHostPorts, FakeLinks
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.server import REPO
+from testbed.server import REPO
 
 HELPER = REPO / "contrib" / "apt-mirror.sh"
 MIRROR = "http://mirror.example/debian"

@@ -94,6 +94,6 @@ def test_a_call_after_the_lease_is_had_does_not_queue_on_the_lock(hung_host):
 def test_the_record_parser_does_not_load_the_ipam_driver():
     """cluster.records reads the network's holder spelling from beside
     addr_value, not from the IPAM driver it has no business with."""
-    from tests.harness.server import fresh_python
+    from testbed.server import fresh_python
 
     fresh_python("import sys\nimport cluster.records\nassert 'cluster.ipam' not in sys.modules\n")

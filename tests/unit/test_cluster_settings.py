@@ -5,7 +5,7 @@ import pytest
 
 from cluster import identity
 from plugin import config
-from tests.harness.server import REPO, fresh_python
+from testbed.server import REPO, fresh_python
 
 from .test_config import flags
 

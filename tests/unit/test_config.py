@@ -4,7 +4,7 @@ import argparse
 import pytest
 
 from plugin import config
-from tests.harness.server import fresh_python
+from testbed.server import fresh_python
 
 
 def flags(**kw):

@@ -5,7 +5,7 @@ import threading
 import pytest
 
 from datapath.hostports import Key
-from tests.harness.dockerd import new_id
+from testbed.fake_dockerd import new_id
 
 NID = "ab" * 32
 EID = "cd" * 32

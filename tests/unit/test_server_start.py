@@ -4,7 +4,7 @@ it, and Flask and gunicorn load meanwhile."""
 import subprocess
 import sys
 
-from tests.harness.server import REPO
+from testbed.server import REPO
 
 
 PROLOGUE = """
@@ -45,7 +45,7 @@ def test_the_server_module_leaves_flask_gunicorn_and_pyroute2_for_later():
 def test_a_failed_reconcile_is_logged_and_serving_goes_on():
     got = run("""
 import logging
-from tests.harness.server import REPO
+from testbed.server import REPO
 logging.basicConfig(level=logging.INFO)
 def reconcile():
     raise RuntimeError("netlink says no")

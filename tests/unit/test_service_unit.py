@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tests.harness.server import REPO
+from testbed.server import REPO
 
 UNIT = REPO / "contrib" / "pontoon.service"
 # systemd-analyze security's exposure, 0 (locked down) to 10, in tenths:

@@ -5,7 +5,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 import spec
-from tests.harness.server import REPO, fresh_python
+from testbed.server import REPO, fresh_python
 
 SPEC_DIR = REPO / "spec"
 TRACES = REPO / "tests" / "fixtures" / "traces"

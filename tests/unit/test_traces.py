@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from tests.harness.server import REPO
+from testbed.server import REPO
 
 TRACES = REPO / "tests" / "fixtures" / "traces"
 FILES = sorted(TRACES.glob("*.jsonl"))

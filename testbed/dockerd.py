@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.e2e.matrix import SYSTEM, Build
+from .matrix import SYSTEM, Build
 
 REGISTRY = "/usr/bin/docker-registry"
 BUSYBOX = "/bin/busybox"

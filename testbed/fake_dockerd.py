@@ -1,5 +1,5 @@
 """A fake dockerd: the same calls, in the same order and with the same bodies
-as the real one (see tests/fixtures/traces), driven from tests.
+as the real one (see tests/fixtures/traces), driven from tests and benchmarks.
 
 ``FakeDockerd`` does the protocol side; give it a ``sandboxes`` object (see
 ``sandbox.py``) and it also does what dockerd does in the kernel: moves

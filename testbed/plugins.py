@@ -1,8 +1,9 @@
 """Pontoon run the two ways a user runs it: a plain process on the host,
 and a managed plugin created from the rootfs that contrib/build-rootfs.sh
 builds. Both offer the same face to the tests: driver, state_dir, start,
-stop, restart."""
+stop, restart; ``inspect_state`` reads what either stored."""
 
+import json
 import os
 import secrets
 import socket
@@ -10,8 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.e2e.dockerd import CommandError, kill_pid, kill_tree, stop_pid, wait_for
-from tests.harness.server import REPO, process_tree
+from .dockerd import CommandError, kill_pid, kill_tree, run, stop_pid, wait_for
+from .server import REPO, process_tree
 
 PLUGIN_SOCKET_DIR = Path("/run/docker/plugins")
 # Default pools set through each mode's own channel (flags for the process,
@@ -29,6 +30,14 @@ def _version():
 
 
 VERSION = _version()
+
+
+def inspect_state(state_dir, *view):
+    """Pontoon's stored objects, read by the project's own inspect command
+    (`inspect ports` with view "ports")."""
+    out = run([sys.executable, "-m", "plugin", "inspect", *view, "--state-dir", str(state_dir),
+               "--json"], timeout=30, env={**os.environ, "PYTHONPATH": str(REPO)}).stdout
+    return json.loads(out)
 
 
 class ProcessPontoon:

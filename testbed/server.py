@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .client import Client, SocketTransport
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 

@@ -14,7 +14,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from tests.e2e.dockerd import CommandError, stop_pid, wait_for
+from .dockerd import CommandError, stop_pid, wait_for
 
 ETCD = "/usr/bin/etcd"
 ETCDCTL = "/usr/bin/etcdctl"

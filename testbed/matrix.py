@@ -16,9 +16,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
-from tests.harness.server import REPO
+from .server import REPO
 
 FETCHED = REPO / "build/dockerd"
 
@@ -79,14 +77,3 @@ def builds():
                if re.fullmatch(r"\d+\.\d+\.\d+", root.name)] if FETCHED.is_dir() else []
     return [SYSTEM, *sorted(fetched, key=_release)]
 
-
-def params():
-    """pytest params for the session's dockerd fixture. Without the fetched
-    builds, a skipped param says how to get them, rather than the matrix
-    silently shrinking to 20.10."""
-    found = builds()
-    out = [pytest.param(build, id=build.id) for build in found]
-    if len(found) == 1:
-        out.append(pytest.param(None, id="dockerd-newer", marks=pytest.mark.skip(
-            reason=f"no newer dockerd under {FETCHED}: run `make dockerds`")))
-    return out

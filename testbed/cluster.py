@@ -17,11 +17,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.harness.dockerd import FakeDockerd
-from tests.harness.sandbox import Sandboxes
-from tests.harness.server import Server
-
 from .etcd import Etcd
+from .fake_dockerd import FakeDockerd
+from .sandbox import Sandboxes
+from .server import Server
 from .underlay import Host, Underlay
 
 
