@@ -24,7 +24,7 @@ KEY32 = base64.b64encode(bytes(range(32))).decode()
 
 
 # -- endpoints/<pool>/<host>/<id> ---------------------------------------------------
-ENDPOINT_KEY = "pontoon/endpoints/default-10.90.0.0-24/h1/e1"
+ENDPOINT_KEY = "/pontoon/endpoints/LocalDefault:10.90.0.0_24/h1/e1"
 ENDPOINT_TODAY = ('{"addresses": ["10.90.0.5", "fd00::5"], "aliases": ["www", "abcdef012345"], "host": "h1", '
                   '"mac": "02:00:00:00:00:01", "name": "web", "vtep": "192.0.2.1"}')
 ENDPOINT_OLDER = '{"addresses": ["10.90.0.5"], "host": "h1", "mac": "02:00:00:00:00:01", "vtep": "192.0.2.1"}'
@@ -63,22 +63,22 @@ def test_a_bad_endpoint_record_names_key_field_and_value(field, bad):
 
 
 # -- nets/<pool> --------------------------------------------------------------------------
-NET_KEY = "pontoon/nets/default-10.90.0.0-24"
+NET_KEY = "/pontoon/nets/LocalDefault:10.90.0.0_24"
 OPTIONS = {"mtu": 1450, "icc": True, "masquerade": True, "internal": False, "ipv6": True, "inhibit_ipv4": False}
 NET_TODAY = ('{"options": {"encrypted": true, "icc": true, "inhibit_ipv4": false, "internal": false, "ipv6": true, '
-             '"masquerade": true, "mtu": 1450}, "pools": ["default-10.90.0.0-24", "default-fd00::-64"], "vni": 4097}')
+             '"masquerade": true, "mtu": 1450}, "pools": ["LocalDefault:10.90.0.0_24", "LocalDefault:fd00::_64"], "vni": 4097}')
 NET_OLDER = ('{"options": {"icc": true, "inhibit_ipv4": false, "internal": false, "ipv6": true, "masquerade": true, '
              '"mtu": 1450}, "vni": 4097}')  # before encryption and before the pools were recorded
 
 
 def test_a_net_record_is_written_as_before():
-    pools = tuple(sorted(["default-fd00::-64", "default-10.90.0.0-24"]))
+    pools = tuple(sorted(["LocalDefault:fd00::_64", "LocalDefault:10.90.0.0_24"]))
     assert NetRecord(4097, {**OPTIONS, "encrypted": True}, pools).value() == NET_TODAY
 
 
 def test_net_records_of_today_and_before_parse():
     today = NetRecord.parse(NET_KEY, NET_TODAY)
-    assert (today.vni, today.encrypted, today.pools) == (4097, True, ("default-10.90.0.0-24", "default-fd00::-64"))
+    assert (today.vni, today.encrypted, today.pools) == (4097, True, ("LocalDefault:10.90.0.0_24", "LocalDefault:fd00::_64"))
     assert today.value() == NET_TODAY
     older = NetRecord.parse(NET_KEY, NET_OLDER)
     assert (older.encrypted, older.pools, older.options["mtu"], older.value()) == (False, None, 1450, NET_OLDER)
@@ -87,7 +87,7 @@ def test_net_records_of_today_and_before_parse():
 @pytest.mark.parametrize("field, change", [
     ("vni", {"vni": "4097"}), ("vni", {"vni": 1 << 24}), ("vni", {"vni": True}), ("options", {"options": []}),
     ("options.mtu", {"options": {**OPTIONS, "mtu": "1450"}}), ("options.mtu", {"options": {"icc": True}}),
-    ("options.encrypted", {"options": {**OPTIONS, "encrypted": "yes"}}), ("pools", {"pools": "default-10.90.0.0-24"}),
+    ("options.encrypted", {"options": {**OPTIONS, "encrypted": "yes"}}), ("pools", {"pools": "LocalDefault:10.90.0.0_24"}),
 ])
 def test_a_bad_net_record_names_key_field_and_value(field, change):
     with pytest.raises(BadRecord) as exc:
@@ -96,7 +96,7 @@ def test_a_bad_net_record_names_key_field_and_value(field, change):
 
 
 # -- hosts/<id> -----------------------------------------------------------------------------
-HOST_KEY = "pontoon/hosts/h1"
+HOST_KEY = "/pontoon/hosts/h1"
 HOST_TODAY = ('{"advertise": "192.0.2.1", "boot": "b00t", "token": "t0ken", '
               f'"wireguard": {{"key": "{KEY32}", "port": 51820, "tunnel": "fd70::1"}}}}')
 HOST_OLDER = '{"advertise": "192.0.2.1"}'  # the first versions': no token, no boot ID
@@ -147,7 +147,7 @@ def test_a_bad_wireguard_identity_costs_only_itself(wireguard, caplog):
 
 
 # -- addrs/<pool>/<addr> --------------------------------------------------------------------
-ADDR_KEY = "pontoon/addrs/default-10.90.0.0-24/0a5a0005"
+ADDR_KEY = "/pontoon/addrs/LocalDefault:10.90.0.0_24/0a5a0005"
 
 
 def test_an_address_record_is_written_as_before():
