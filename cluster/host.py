@@ -28,6 +28,9 @@ from typing import Callable, Sequence
 from spec.errors import Conflict
 
 from . import keys
+from .addrrecord import AddrHolder
+from .hostrecord import HostRecord, Wireguard
+from .records import BadRecord
 from .identity import advertise_addr, boot_id
 from .etcd import (Etcd, EtcdUnavailable, Lease, Tls, absent, delete_op, put_op, range_op, ranges, unchanged,
                    value_is)
@@ -40,17 +43,6 @@ LEASE_TTL_S = 15
 GRACE_S = 600
 REAP_EVERY_S = 60
 MAX_REWRITE_PAUSE_S = 30.0
-
-
-# The holder of the network's own allocations (the gateway's and aux
-# addresses'), which belong to every member, not one host: the IPAM driver
-# writes it, the record parser reads it.
-GATEWAY_HOLDER = "*"
-
-
-def addr_value(host_id: str, kind: str) -> str:
-    """An address key's value; one spelling, so a transaction can compare it."""
-    return json.dumps({"host": host_id, "kind": kind}, sort_keys=True)
 
 
 class HostIdTaken(Conflict):
@@ -98,7 +90,7 @@ class ClusterHost:
         self._owed = owed
         self._token = token or secrets.token_hex(16)
         self._boot = boot_id()
-        self.published: dict = {}  # more of this host for the others, in hosts/<id> (see _record)
+        self.wireguard: Wireguard | None = None  # this host's identity for the others, in hosts/<id> (see _record)
         self._taken: HostIdTaken | None = None  # set while another host holds the ID (see _lease_replaced)
 
     @property
@@ -202,28 +194,25 @@ class ClusterHost:
     # not), and this host is refused (HostIdTaken, 409) before it writes
     # anything. A holder that is really gone loses the key with its lease,
     # within the TTL; then the next call, or the start-up thread, claims it.
-    def _holder(self) -> dict:
-        return {"advertise": self.advertise, "token": self._token, "boot": self._boot}
+    def _record(self) -> HostRecord:
+        """``hosts/<id>``: who holds the ID, and what this host publishes
+        for the others (its WireGuard identity)."""
+        return HostRecord(self.advertise, self._token, self._boot, self.wireguard)
 
-    def _record(self) -> str:
-        """``hosts/<id>``: who holds the ID (``_holder``), and what this host
-        publishes for the others (``published``: its WireGuard identity)."""
-        return json.dumps({**self.published, **self._holder()}, sort_keys=True)
+    def _held(self, value: str) -> HostRecord | None:
+        try:
+            return HostRecord.parse(keys.key("hosts", self.host_id), value)
+        except BadRecord:
+            return None
 
     def _ours(self, value: str) -> bool:
         """Whether a ``hosts/<id>`` value was written by this host (see the rule)."""
-        try:
-            held = json.loads(value)
-        except ValueError:
-            return False
-        return isinstance(held, dict) and all(held.get(k) == v for k, v in self._holder().items())
+        held, mine = self._held(value), self._record()
+        return held is not None and (held.advertise, held.token, held.boot) == (mine.advertise, mine.token, mine.boot)
 
     def _taken_by(self, value: str) -> HostIdTaken:
-        try:
-            holder = json.loads(value).get("advertise") or "an unknown address"
-        except (ValueError, AttributeError):
-            holder = "an unknown address"
-        return HostIdTaken(self.host_id, str(holder), self.ttl)
+        held = self._held(value)
+        return HostIdTaken(self.host_id, held.advertise if held else "an unknown address", self.ttl)
 
     def check_claim(self) -> None:
         """Raise HostIdTaken if another host holds this host's ID: one read, no write."""
@@ -234,7 +223,7 @@ class ClusterHost:
     def claim(self, lease: int) -> None:
         """Hold ``hosts/<id>`` on ``lease``, or raise HostIdTaken (see the rule)."""
         key = keys.key("hosts", self.host_id)
-        mine = self._record()
+        mine = self._record().value()
         for _ in range(10):
             reply = self.etcd.txn([absent(key)], [put_op(key, mine, lease)], [range_op(key, "", 1, keys_only=False)])
             if reply.get("succeeded"):
@@ -488,7 +477,7 @@ class ClusterHost:
             # the claim's kind: empty for a container's address, "host" for
             # the host's own (cluster.hostaddr).
             kind = kv.value or "address"
-            reply = self.etcd.txn([value_is(keys.prefix("addrs", pool) + hexa, addr_value(host_id, kind)),
+            reply = self.etcd.txn([value_is(keys.prefix("addrs", pool) + hexa, AddrHolder(host_id, kind).value()),
                                    *fence],
                                   [delete_op(kv.key), delete_op(keys.prefix("addrs", pool) + hexa)],
                                   [] if fence else [delete_op(kv.key)])

@@ -39,7 +39,8 @@ from spec.errors import Conflict
 
 from . import keys
 from .etcd import created_by, delete_op, put_op, range_op, txn_op, value_is
-from .host import ClusterHost, addr_value
+from .addrrecord import AddrHolder
+from .host import ClusterHost
 from .ipam import claim_in_pool
 
 log = logging.getLogger("pontoon.cluster")
@@ -164,7 +165,7 @@ class HostAddresses:
         """Whether ``addr`` is this host's now: claimed if free, in one
         transaction that also checks the pool is the cluster's and this
         host a member of it (as a container's claim does)."""
-        mine = addr_value(self.host.host_id, KIND)
+        mine = AddrHolder(self.host.host_id, KIND).value()
         key = keys.prefix("addrs", name) + keys.hexaddr(addr)
         claimed, holder, held = claim_in_pool(self.host.etcd, name, self.host.host_id, key,
                                               [put_op(key, mine), put_op(self._held(name, addr), KIND)],
@@ -182,7 +183,7 @@ class HostAddresses:
         other addresses already: then the index entry alone goes (as
         ``ClusterIpam._free`` does for a container's address)."""
         key, held = keys.prefix("addrs", name) + keys.hexaddr(addr), self._held(name, addr)
-        self.host.etcd.txn([value_is(key, addr_value(self.host.host_id, KIND)), created_by(key, created)],
+        self.host.etcd.txn([value_is(key, AddrHolder(self.host.host_id, KIND).value()), created_by(key, created)],
                            [delete_op(key), delete_op(held)],
                            [txn_op([created_by(held, created)], [delete_op(held)])])
 

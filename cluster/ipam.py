@@ -38,9 +38,13 @@ from spec.errors import BadRequest, Conflict, NotFound
 from . import keys
 from .etcd import (KeyValue, absent, created_by, delete_op, prefix_end, present, put_op, range_op, ranges, txn_op,
                    unchanged, value_is, written_by, written_by_under)
-from .host import GATEWAY_HOLDER, ClusterHost, addr_value
+from .addrrecord import GATEWAY_HOLDER, AddrHolder
+from .host import ClusterHost
+from .netrecord import NetRecord
 
-AUX = addr_value(GATEWAY_HOLDER, "aux")
+# The records of the network's own addresses (held by every member).
+AUX = AddrHolder(GATEWAY_HOLDER, "aux").value()
+GATEWAY = AddrHolder(GATEWAY_HOLDER, "gateway").value()
 # How long after an IPv4 subnet's RequestPool an automatic IPv6 one is taken
 # to be for the same network (dockerd sends them back to back).
 LAST_V4_S = 5.0
@@ -103,7 +107,7 @@ class ClusterIpam:
         if last_v4 is None or time.monotonic() - last_v4[1] > LAST_V4_S:
             return None
         held = self._etcd.get(keys.key("nets", last_v4[0]))
-        pools = json.loads(held.value).get("pools", []) if held is not None else []
+        pools = (NetRecord.parse(held.key, held.value).pools or ()) if held is not None else ()
         v6 = [ipaddress.ip_network(keys.cidr_of(p)[1]) for p in pools
               if keys.cidr_of(p)[0] == space and ipaddress.ip_network(keys.cidr_of(p)[1]).version == 6]
         return v6[0] if len(v6) == 1 else None
@@ -223,7 +227,7 @@ class ClusterIpam:
                        delete_op(keys.key("netof", name))]
                 net_record = self._etcd.get(keys.key("nets", name))
                 if net_record is not None:
-                    ops.append(delete_op(keys.key("vnis", json.loads(net_record.value)["vni"])))
+                    ops.append(delete_op(keys.key("vnis", NetRecord.parse(net_record.key, net_record.value).vni)))
             reply = self._etcd.txn([unchanged(existing), *mine, *fence], ops,
                                    [range_op(member, "", 1, keys_only=False)])
             if reply.get("succeeded"):
@@ -343,7 +347,7 @@ class ClusterIpam:
                 reply = self._etcd.txn(
                     [absent(keys.key("gateway", name)), absent(keys.prefix("addrs", name) + keys.hexaddr(addr))],
                     [put_op(keys.key("gateway", name), str(addr)),
-                     put_op(keys.prefix("addrs", name) + keys.hexaddr(addr), addr_value(GATEWAY_HOLDER, "gateway"))])
+                     put_op(keys.prefix("addrs", name) + keys.hexaddr(addr), GATEWAY)])
                 if reply.get("succeeded"):
                     return addr
                 if self._etcd.get(keys.key("gateway", name)) is not None:
@@ -377,7 +381,7 @@ class ClusterIpam:
         key = prefix + keys.hexaddr(addr)
         taken = self._create_in_pool(
             name, pool_id, key,
-            [put_op(key, addr_value(self._host.host_id, "address")),
+            [put_op(key, AddrHolder(self._host.host_id, "address").value()),
              put_op(keys.prefix("held", self._host.host_id) + f"{name}/{keys.hexaddr(addr)}", "")],
             range_op(key, prefix_end(prefix), self._etcd.chunk))
         return None if taken is None else [int(kv.key[len(prefix):], 16) for kv in taken]
@@ -462,7 +466,7 @@ class ClusterIpam:
         again meanwhile) is not deleted either, nor its index entry."""
         hexa = keys.hexaddr(addr)
         key = keys.prefix("addrs", name) + hexa
-        mine = [value_is(key, addr_value(self._host.host_id, "address"))]
+        mine = [value_is(key, AddrHolder(self._host.host_id, "address").value())]
         held = keys.prefix("held", self._host.host_id) + f"{name}/{hexa}"
         stale = [delete_op(held)]  # the index entry of a claim that is gone
         if created is not None:
@@ -562,10 +566,10 @@ def _held_as(holder) -> str:
     """Who holds an address key, for a 409 (empty if it has gone since)."""
     if holder is None:
         return ""
-    held = json.loads(holder.value)
-    if held["host"] == GATEWAY_HOLDER:
-        return f" (as the network's {'gateway' if held['kind'] == 'gateway' else 'aux address'})"
-    return f" (by host {held['host']})"
+    held = AddrHolder.parse(holder.key, holder.value)
+    if held.host == GATEWAY_HOLDER:
+        return f" (as the network's {'gateway' if held.kind == 'gateway' else 'aux address'})"
+    return f" (by host {held.host})"
 
 
 def held_pairs(pools: list[dict], addresses: Callable[[str], list[tuple[int, str]]]) -> set[tuple[str, int]]:

@@ -10,14 +10,14 @@ what the records name.
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from . import keys, records
+from . import addrrecord, keys, records
 from .etcd import EtcdUnavailable, KeyValue, Watch, range_op, ranges
+from .hostrecord import HostRecord
 
 if TYPE_CHECKING:  # the segment hands itself in: the type only
     from .segment import ClusterSegment
@@ -62,7 +62,7 @@ class PeerWatch:
         self.vni = self._spec.vni
         self.vteps: frozenset | None = None  # the hosts of the peers kept, once the records were read
         self.sealed = bool(network["options"].get("encrypted"))  # VTEPs are tunnel addresses
-        self._tunnels: dict[str, tuple] = {}  # tunnel address -> (its host, its WireGuard identity: records.wireguard)
+        self._tunnels: dict[str, tuple] = {}  # tunnel address -> (its host, its WireGuard peer: HostRecord.peer)
 
     def tunnel_peers(self) -> dict[str, dict]:
         """The tunnel's peers this network wants: the hosts of its peers."""
@@ -135,14 +135,14 @@ class PeerWatch:
         reads: at a full read of the records only)."""
         etcd, held = self._segment.host.etcd, Holders()
         for kv in etcd.read_prefix(keys.prefix("hosts"))[0]:
-            held.learn(kv.key.rsplit("/", 1)[1], kv.value)
+            held.learn(kv)
         for name, net in zip(self._names, self._pools):
             if etcd.get(keys.key("pools", name)) is None:
                 held.foreign.append(net)
                 continue
             prefix = keys.prefix("addrs", name)
             for kv in etcd.read_prefix(prefix)[0]:
-                held.hosts[str(ipaddress.ip_address(int(kv.key[len(prefix):], 16)))] = records.holder(kv.value)
+                held.hosts[str(ipaddress.ip_address(int(kv.key[len(prefix):], 16)))] = addrrecord.holder(kv.key, kv.value)
         return held
 
     def _held_of(self, kv: KeyValue) -> Holders:
@@ -152,8 +152,8 @@ class PeerWatch:
         held = Holders()
         host = keys.key("hosts", host_of(kv.key))
         try:
-            addresses = [str(ipaddress.ip_address(a)) for a in json.loads(kv.value)["addresses"][:2]]
-        except (ValueError, KeyError, TypeError):
+            addresses = records.EndpointRecord.parse(kv.key, kv.value).addresses
+        except records.BadRecord:
             return held
         targets = [(name, net, a) for a in addresses for name, net in zip(self._names, self._pools)
                    if ipaddress.ip_address(a) in net]
@@ -163,12 +163,12 @@ class PeerWatch:
         ops.append(range_op(host, "", 1, keys_only=False))
         *found, hosts = ranges(self._segment.host.etcd.txn([], ops))
         if hosts:
-            held.learn(host_of(kv.key), hosts[0].value)
+            held.learn(hosts[0])
         for (_, net, address), pool, kvs in zip(targets, found, found[len(targets):]):
             if not pool:
                 held.foreign.append(net)
             elif kvs:
-                held.hosts[address] = records.holder(kvs[0].value)
+                held.hosts[address] = addrrecord.holder(kvs[0].key, kvs[0].value)
         return held
 
     def _sync(self, kvs: list[KeyValue]) -> None:
@@ -300,12 +300,20 @@ class Holders:
     vteps: dict[str, str] = field(default_factory=dict)  # live host -> the address its hosts/ record advertises
     tunnels: dict[str, dict] = field(default_factory=dict)  # live host -> its WireGuard identity, if it has one
 
-    def learn(self, host: str, value: str) -> None:
-        """What the host's ``hosts/`` record says."""
-        self.vteps[host] = records.advertise(value)
-        wireguard = records.wireguard(value)
-        if wireguard is not None:
-            self.tunnels[host] = wireguard
+    def learn(self, kv: KeyValue) -> None:
+        """What a host's ``hosts/`` record says (one that does not parse:
+        that the host is live, with no address its records can name)."""
+        host = kv.key.rsplit("/", 1)[1]
+        try:
+            record = HostRecord.parse(kv.key, kv.value)
+        except records.BadRecord as exc:
+            log.error("host record unread: %s", exc)
+            self.vteps[host] = ""
+            return
+        self.vteps[host] = record.advertise
+        peer = record.peer()
+        if peer is not None:
+            self.tunnels[host] = peer
 
     def checks(self, address: str) -> bool:
         return not any(ipaddress.ip_address(address) in net for net in self.foreign)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import json
 import logging
 import threading
 from contextlib import contextmanager
@@ -38,11 +37,14 @@ from typing import TYPE_CHECKING, Iterator
 from datapath.errors import DatapathError
 from spec.errors import BadRequest, Conflict
 
-from . import keys, records
+from . import addrrecord, keys
+from .netrecord import NetRecord
+from .records import BadRecord, EndpointRecord
 from .etcd import (EtcdUnavailable, absent, delete_op, present, put_op, range_op, ranges, unchanged,
                    value_is)
 from .dataplane import Dataplane
-from .host import ClusterHost, addr_value
+from .addrrecord import AddrHolder
+from .host import ClusterHost
 from .hostaddr import HostAddresses
 from .peerwatch import PeerWatch
 
@@ -135,24 +137,24 @@ class ClusterSegment:
         while True:
             held = self._etcd.get(keys.key("nets", name))
             if held is not None:
-                record = json.loads(held.value)
-                options["encrypted"] = self._encrypted(given["encrypted"], record["options"].get("encrypted", False))
-                self._check_agreement(name, {**options, "mtu": given["mtu"]}, record["options"])
-                self._check_pools(name, mine, record.get("pools"))
-                options["mtu"] = record["options"]["mtu"]
-                self._check_underlay(name, options["mtu"], record["options"])
-                return {"cluster": {"pool": name, "vni": record["vni"]}}
+                record = NetRecord.parse(held.key, held.value)
+                options["encrypted"] = self._encrypted(given["encrypted"], record.encrypted)
+                self._check_agreement(name, {**options, "mtu": given["mtu"]}, record.options)
+                self._check_pools(name, mine, record.pools)
+                options["mtu"] = record.options["mtu"]
+                self._check_underlay(name, options["mtu"], record.options)
+                return {"cluster": {"pool": name, "vni": record.vni}}
             options["encrypted"] = self._encrypted(given["encrypted"], False)
             if options["mtu"] is None:
                 options["mtu"] = self._mtu_limit(options)  # the underlay's less VXLAN's (and WireGuard's)
             self._check_underlay(name, options["mtu"], options)
             agreed = {k: options[k] for k in AGREED}
             for vni in vni_candidates(name):
-                record = json.dumps({"vni": vni, "options": agreed, "pools": sorted(mine)}, sort_keys=True)
+                value = NetRecord(vni, agreed, tuple(sorted(mine))).value()
                 owned = [keys.key("netof", p) for p in clustered]
                 reply = self._etcd.txn([absent(keys.key("nets", name)), absent(keys.key("vnis", vni)),
                                         *map(absent, owned)],
-                                       [put_op(keys.key("nets", name), record), put_op(keys.key("vnis", vni), name),
+                                       [put_op(keys.key("nets", name), value), put_op(keys.key("vnis", vni), name),
                                         *(put_op(k, name) for k in owned)])
                 if reply.get("succeeded"):
                     return {"cluster": {"pool": name, "vni": vni}}
@@ -195,8 +197,8 @@ class ClusterSegment:
         return name, clustered
 
     @staticmethod
-    def _check_pools(name: str, mine: list[str], theirs: list[str] | None) -> None:
-        if theirs is not None and sorted(mine) != theirs:  # None: a record of an older version
+    def _check_pools(name: str, mine: list[str], theirs: tuple[str, ...] | None) -> None:
+        if theirs is not None and tuple(sorted(mine)) != theirs:  # None: a record of an older version
             space, cidr = keys.cidr_of(name)
             raise Conflict(f"subnets {_cidrs(mine)} disagree with cluster network {cidr} ({space}), which holds "
                            f"subnets {_cidrs(theirs)}: every host's network must have the same subnets (give an "
@@ -326,14 +328,9 @@ class ClusterSegment:
             self.names.published(network, endpoint)
 
     def _record(self, endpoint: dict) -> str:
-        record = {"host": self.host.host_id, "vtep": self.host.advertise, "mac": endpoint["mac"],
-                  "addresses": [str(ipaddress.ip_interface(a).ip)
-                                for a in (endpoint["address"], endpoint["address_v6"]) if a]}
-        if endpoint.get("name"):  # what other hosts' DNS answers for (names/); none before dockerd 29
-            record["name"] = endpoint["name"]
-        if endpoint.get("aliases"):  # from the Engine API only (names/engine.py)
-            record["aliases"] = endpoint["aliases"]
-        return json.dumps(record, sort_keys=True)
+        addresses = tuple(str(ipaddress.ip_interface(a).ip) for a in (endpoint["address"], endpoint["address_v6"]) if a)
+        return EndpointRecord(self.host.host_id, self.host.advertise, endpoint["mac"], addresses,
+                              endpoint.get("name"), tuple(endpoint.get("aliases") or ())).value()
 
     def unpublish(self, network: dict, endpoint: dict) -> None:
         with self._lock:
@@ -445,14 +442,18 @@ class ClusterSegment:
         pool, held, *claims = ranges(self._etcd.txn([], ops))
         if not pool:
             return f"the cluster no longer holds pool {cidr} ({space}): its members were all away past the grace"
-        if not held or json.loads(held[0].value).get("vni") != vni:
+        try:
+            theirs = NetRecord.parse(held[0].key, held[0].value).vni if held else None
+        except BadRecord as exc:
+            return f"pool {cidr} ({space}) was made again in the cluster, with a network record unread: {exc}"
+        if theirs != vni:
             return (f"pool {cidr} ({space}) was made again in the cluster, "
-                    f"{'with VNI ' + str(json.loads(held[0].value).get('vni')) if held else 'with no network yet'}, "
-                    f"not this network's {vni}")
+                    f"{'with VNI ' + str(theirs) if held else 'with no network yet'}, not this network's {vni}")
         for (n, gateway), kvs in zip(gateways, claims):
-            if not kvs or records.holder(kvs[0].value) != "":
+            by = addrrecord.holder(kvs[0].key, kvs[0].value) if kvs else ""
+            if not kvs or by != "":
                 return (f"pool {cidr} ({space}) was made again in the cluster: gateway {gateway} is "
-                        f"{'held by host ' + records.holder(kvs[0].value) if kvs else 'allocated to no one'}")
+                        f"{'held by host ' + by if kvs else 'allocated to no one'}")
         return ""
 
     def abandon(self, network: dict) -> None:
@@ -582,12 +583,13 @@ class ClusterSegment:
         written last, would win every other host's datapath. Returns the
         transaction's compares and puts, or for such an endpoint, which is
         not published, a Lost saying who holds what."""
-        mine = addr_value(self.host.host_id, "address")
+        mine = AddrHolder(self.host.host_id, "address").value()
         holders, pools_held = found[:len(claims)], found[len(claims):]
         compares, puts = [], []
         for (name, addr, key), holder, pool in zip(claims, holders, pools_held):
             if holder and holder[0].value != mine:
-                return Lost(endpoint, str(ipaddress.ip_address(addr)), json.loads(holder[0].value)["host"])
+                held_by = AddrHolder.parse(holder[0].key, holder[0].value).host
+                return Lost(endpoint, str(ipaddress.ip_address(addr)), held_by)
             if not holder and not pool:
                 return Lost(endpoint, str(ipaddress.ip_address(addr)), "")
             compares.append(value_is(key, mine) if holder else absent(key))
@@ -688,7 +690,7 @@ def _first_address(endpoint: dict) -> str:
     return str(ipaddress.ip_interface(address).ip) if address else ""
 
 
-def _cidrs(names: list[str]) -> str:
+def _cidrs(names) -> str:
     return ", ".join(keys.cidr_of(n)[1] for n in sorted(names))
 
 

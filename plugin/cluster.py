@@ -17,6 +17,7 @@ from cluster import hostaddr, keys
 from cluster.dataplane import Dataplane
 from cluster.etcd import EtcdUnavailable, Tls
 from cluster.host import ClusterHost, HostIdTaken
+from cluster.hostrecord import Wireguard
 from cluster.identity import host_id, host_token
 from cluster.ipam import ClusterIpam, held_pairs
 from cluster.segment import ClusterSegment, Lost
@@ -84,7 +85,7 @@ class Room:
             tunnel = Tunnel(settings.name, settings.state_dir, self.host.host_id)
             identity = tunnel.identity()  # only the public key leaves the host
             if identity is not None:
-                self.host.published["wireguard"] = identity
+                self.host.wireguard = Wireguard(**identity)
         assert dp is not None, "a fake overlay comes with its dataplane"
         addresses = None if host_kernel is None else \
             hostaddr.HostAddresses(self.host, host_kernel, self._remember_host_address,
@@ -322,7 +323,7 @@ class Room:
                 identity = tunnel.take_next_key()
                 if identity is not None:
                     log.info("WireGuard key rotated: this host's public key is %s", identity["key"])
-                    self.host.published["wireguard"] = identity
+                    self.host.wireguard = Wireguard(**identity)
                     self._unannounced = True
                 if self._unannounced:
                     self.host.claim(self.host.live())  # hosts/<id> rewritten with it

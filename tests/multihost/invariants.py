@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from cluster import hostaddr, keys
-from cluster.host import GATEWAY_HOLDER
+from cluster.addrrecord import GATEWAY_HOLDER
 from cluster.ipam import held_pairs
 
 PRESENCE = ("hosts", "seen", "grace")  # a live host's own keys, which stay while it runs

@@ -16,6 +16,7 @@ import pytest
 from cluster import keys
 from cluster.etcd import Etcd, EtcdUnavailable, Lease, Watch
 from cluster.host import HostIdTaken
+from cluster.hostrecord import Wireguard
 from datapath.wireguard import tunnel_address
 from testbed.client import ProtocolError
 
@@ -1424,8 +1425,7 @@ def test_a_plain_networks_members_changing_leaves_the_tunnels_peers_unasked(host
     for host in (a, b):
         host.room.segment.tunnel = CountingTunnel(host.room.host.host_id)
         key = base64.b64encode(bytes(32)).decode()
-        host.room.host.published["wireguard"] = {"key": key, "tunnel": tunnel_address(host.room.host.host_id),
-                                                 "port": 51820}
+        host.room.host.wireguard = Wireguard(key, tunnel_address(host.room.host.host_id), 51820)
     sealed = [h.dockerd.create_network(subnet="10.92.0.0/24", options={"pontoon.encrypted": "true"})
               for h in (a, b)]
     plain = [h.dockerd.create_network(subnet=SUBNET) for h in (a, b)]

@@ -91,9 +91,10 @@ def test_a_call_after_the_lease_is_had_does_not_queue_on_the_lock(hung_host):
         assert time.monotonic() - start < 0.1
 
 
-def test_the_record_parser_does_not_load_the_ipam_driver():
-    """cluster.records reads the network's holder spelling from beside
-    addr_value, not from the IPAM driver it has no business with."""
+def test_the_record_parsers_do_not_load_the_ipam_driver():
+    """The records (the network's holder spelling among them) are read
+    without the IPAM driver the readers have no business with."""
     from testbed.server import fresh_python
 
-    fresh_python("import sys\nimport cluster.records\nassert 'cluster.ipam' not in sys.modules\n")
+    fresh_python("import sys\nimport cluster.records, cluster.addrrecord, cluster.hostrecord, cluster.netrecord\n"
+                 "assert 'cluster.ipam' not in sys.modules\n")
