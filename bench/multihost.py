@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from testbed.client import Client, SocketTransport
-from testbed.cluster import Cluster, ClusterHost
+from testbed.cluster import Cluster, PontoonHost
 from testbed.fake_dockerd import FakeDockerd
 from testbed.underlay import UPLINK, netns_exec
 
@@ -138,7 +138,7 @@ def watch_traffic(cluster: Cluster, subnets: Subnets, endpoints: int, pairs: int
 
 
 def cluster_vs_local(cluster: Cluster, workdir: Path, subnets: Subnets, pairs: int) -> dict:
-    plain = ClusterHost(cluster.underlay.add_host(), workdir / "plain", INFO, {})
+    plain = PontoonHost(cluster.underlay.add_host(), workdir / "plain", INFO, {})
     plain.start()
     try:
         record: dict[str, list] = {"cluster": [], "local": []}

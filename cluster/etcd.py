@@ -147,7 +147,7 @@ class Etcd:
         self.chunk = CHUNK
         # The highest revision any reply of this client carried: every
         # write this client saw succeed is at or below it, every write made
-        # after it was read is above (see cluster.host.ClusterHost.tolerate).
+        # after it was read is above (see cluster.host.ClusterHost.now_or_later).
         self.revision = 0
         self._revision_lock = threading.Lock()
         # Test hook (plugin.testhook), None in production: called with a

@@ -1,8 +1,8 @@
 """This host's presence in the cluster: the etcd client, the lease, liveness.
 
 Nothing here runs before the first call that needs the cluster: ``etcd``
-and ``live()`` connect, grant the lease and start its threads on first use
-(and ``live()`` retries on the next call if etcd was down).
+and ``lease_id()`` connect, grant the lease and start its threads on first use
+(and ``lease_id()`` retries on the next call if etcd was down).
 
 Where it runs: in cluster mode the server runs ONE gunicorn worker (see
 plugin.config), and this object lives in it, so the host has one lease,
@@ -63,7 +63,7 @@ class ClusterHost:
                  ttl: int = LEASE_TTL_S, grace: float = GRACE_S, tls: Tls = Tls(), owed: str = "",
                  token: str = ""):
         """``owed``: a file that exists while teardown is postponed (see
-        ``tolerate``), so a restart knows it must reach etcd at once.
+        ``now_or_later``), so a restart knows it must reach etcd at once.
         ``token``: this host's instance token, kept in its state dir
         (``identity.host_token``; see ``claim``)."""
         self.endpoints = endpoints
@@ -121,7 +121,7 @@ class ClusterHost:
         compared on ``away`` (the host's absence) in its transaction."""
         self._on_reaped.append(hook)
 
-    def live(self) -> int:
+    def lease_id(self) -> int:
         """The lease ID, granting it (and announcing the host) on first use.
 
         Only one thread connects, grants and claims at a time; the others
@@ -340,7 +340,7 @@ class ClusterHost:
         return self._stop.wait(seconds)
 
     # -- teardown while etcd is away -----------------------------------------------
-    def tolerate(self, what: str, step: Callable[[], None]) -> None:
+    def now_or_later(self, what: str, step: Callable[[], None]) -> None:
         """Run a teardown step that needs etcd (all are idempotent); while etcd
         is away, keep it for the periodic pass instead of failing the call:
         `docker stop` and `docker network rm` must work during an outage,
@@ -383,7 +383,7 @@ class ClusterHost:
 
     def owe(self) -> None:
         """Note in the ``owed`` file that etcd holds something of this host's
-        that its store does not (see ``tolerate``): the next start rejoins
+        that its store does not (see ``now_or_later``): the next start rejoins
         at once, and the rejoin frees it from the store."""
         if self._owed:
             open(self._owed, "a").close()
@@ -398,7 +398,7 @@ class ClusterHost:
             pending, self._pending = self._pending, []
         for i, (what, step) in enumerate(pending):
             try:
-                self.tolerate(what, step)
+                self.now_or_later(what, step)
             except HostIdTaken:
                 with self._pending_lock:
                     self._pending[:0] = pending[i:]
@@ -412,7 +412,7 @@ class ClusterHost:
     def _reaper(self) -> None:
         while not self._stop.wait(min(REAP_EVERY_S, self.grace / 2)):
             try:
-                self.live()  # a host whose ID another took claims it again (HostIdTaken until then)
+                self.lease_id()  # a host whose ID another took claims it again (HostIdTaken until then)
                 self.retry_pending()
                 self.etcd.put(keys.key("seen", self.host_id), json.dumps(time.time()))
                 self.reap()

@@ -129,7 +129,7 @@ class HostAddresses:
         self._record(network, None)
         name, addr = network["cluster"]["pool"], int(ipaddress.ip_interface(recorded).ip)
         created = self.host.etcd.revision
-        self.host.tolerate(f"releasing host address {recorded} in the cluster",
+        self.host.now_or_later(f"releasing host address {recorded} in the cluster",
                            lambda: self._free(name, addr, created))
 
     def remove_from_bridge(self, network: dict) -> None:

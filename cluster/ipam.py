@@ -74,7 +74,7 @@ class ClusterIpam:
     def request_pool(self, body: dict) -> dict:
         space, version, net, sub = parse_pool_request(body)
         bases = default_bases(body, self._defaults[version])  # dockerd 29's "0.0.0.0/24": any /24
-        self._host.live()
+        self._host.lease_id()
         given, last_v4, self._last_v4 = net is not None, self._last_v4, None
         if net is None and version == 6:
             net = self._network_v6(space, last_v4)
@@ -199,10 +199,10 @@ class ClusterIpam:
         self._hints.pop(name, None)
         # This host's membership was written at or below this revision, and
         # one taken up again later (a network made again on the pool before
-        # a postponed leave runs) above it (ClusterHost.tolerate).
+        # a postponed leave runs) above it (ClusterHost.now_or_later).
         written = self._etcd.revision
         self._leaving.add(name)
-        self._host.tolerate(f"leaving pool {cidr}", lambda: self._leave(name, written))
+        self._host.now_or_later(f"leaving pool {cidr}", lambda: self._leave(name, written))
         return reply
 
     def _leave(self, name: str, written: int | None = None, host_id: str = "", fence: Sequence[dict] = ()) -> None:
@@ -303,7 +303,7 @@ class ClusterIpam:
         net = ipaddress.ip_network(cidr)
         name = keys.pool_name(space, cidr)
         options = parse_address_options(body)  # refused before etcd
-        self._host.live()
+        self._host.lease_id()
         gateway = options.get("RequestAddressType") == GATEWAY_TYPE
         given = values.address("Address", body["Address"], net.version) if body.get("Address") else None
         first, last = allocator.usable_range(net)
@@ -487,7 +487,7 @@ class ClusterIpam:
         addr = int(values.address("Address", body["Address"]))
         # This host's claim of it was made at or below this revision, and a
         # claim of it made here again later (before a postponed release
-        # runs) above it (ClusterHost.tolerate).
+        # runs) above it (ClusterHost.now_or_later).
         created = self._etcd.revision
 
         def release() -> None:
@@ -495,7 +495,7 @@ class ClusterIpam:
             if gateway is None or int(gateway.value) != addr:
                 self._free(name, addr, created)
 
-        self._host.tolerate(f"releasing {body['Address']} in the cluster", release)
+        self._host.now_or_later(f"releasing {body['Address']} in the cluster", release)
         return reply
 
     # -- start-up ----------------------------------------------------------------------------

@@ -127,7 +127,7 @@ class ClusterSegment:
             raise Conflict(f"network {network['id']} has no pool: a cluster network is named by its pool")
         if network["options"].get("encrypted"):
             self._check_can_encrypt()
-        self.host.live()
+        self.host.lease_id()
         mine = keys.pool_names(network)
         name, clustered = self._held_pools(keys.cluster_name(network), mine)
         options = network["options"]
@@ -282,8 +282,8 @@ class ClusterSegment:
         if watch is not None:
             watch.stop()
         prefix = keys.prefix("endpoints", network["cluster"]["pool"]) + self.host.host_id + "/"
-        written = self._etcd.revision  # the records of this network are at or below (ClusterHost.tolerate)
-        self.host.tolerate(f"removing this host's endpoint records of network {network['id']}",
+        written = self._etcd.revision  # the records of this network are at or below (ClusterHost.now_or_later)
+        self.host.now_or_later(f"removing this host's endpoint records of network {network['id']}",
                            lambda: self._remove_records(prefix, written))
         if self.host_addresses is not None:  # its record went with the others
             self.host_addresses.release(network)
@@ -314,7 +314,7 @@ class ClusterSegment:
         if network["cluster"].get("lost"):
             raise Conflict(f"network {network['id']} is cut off from the cluster: {network['cluster']['lost']}; "
                            f"remove it and create it again")
-        lease = lease or self.host.live()
+        lease = lease or self.host.lease_id()
         try:
             self._etcd.put(self._endpoint_key(network, endpoint), self._record(endpoint), lease)
         except EtcdUnavailable as exc:
@@ -341,7 +341,7 @@ class ClusterSegment:
         key = self._endpoint_key(network, endpoint)
         # Only while the key holds this endpoint's record (a new lease
         # writes it again with the same value, so not its revision: see
-        # ClusterHost.tolerate): the one ``endpoint`` makes, or any that
+        # ClusterHost.now_or_later): the one ``endpoint`` makes, or any that
         # ``rename`` may have written meanwhile (the caller read the endpoint before).
         with self._renaming:
             records = {self._record(endpoint)} | self._renamed.pop(endpoint["id"], set())
@@ -350,7 +350,7 @@ class ClusterSegment:
                 for record in records:
                     self._etcd.txn([value_is(key, record)], [delete_op(key)])
 
-            self.host.tolerate(f"unpublishing endpoint {endpoint['id']}", delete)
+            self.host.now_or_later(f"unpublishing endpoint {endpoint['id']}", delete)
 
     def rename(self, network: dict, before: dict, after: dict) -> None:
         """The endpoint's record written again with the names of ``after``
@@ -365,7 +365,7 @@ class ClusterSegment:
         with self._renaming:
             self._renamed.setdefault(before["id"], set()).update((self._record(before), record))
             written = self._etcd.txn([value_is(key, self._record(before))],
-                                     [put_op(key, record, self.host.live())]).get("succeeded")
+                                     [put_op(key, record, self.host.lease_id())]).get("succeeded")
         if written and self.names is not None:
             self.names.published(network, after)
 

@@ -50,7 +50,7 @@ def etcd_tls(settings: Settings) -> Tls:
     return Tls(settings.etcd_ca, settings.etcd_cert, settings.etcd_key)
 
 
-OWED_FILE = "cluster-teardown-owed"  # in the state dir: see ClusterHost.tolerate
+OWED_FILE = "cluster-teardown-owed"  # in the state dir: see ClusterHost.now_or_later
 
 
 def cluster_host(settings: Settings) -> ClusterHost:
@@ -274,7 +274,7 @@ class Room:
             pause = RETRY_S
             while True:
                 try:
-                    self.host.live()
+                    self.host.lease_id()
                     return
                 except EtcdUnavailable as exc:
                     pause = RETRY_S
@@ -326,7 +326,7 @@ class Room:
                     self.host.wireguard = Wireguard(**identity)
                     self._unannounced = True
                 if self._unannounced:
-                    self.host.claim(self.host.live())  # hosts/<id> rewritten with it
+                    self.host.claim(self.host.lease_id())  # hosts/<id> rewritten with it
                     self.segment.announce_key()
                     self._unannounced = False
             except EtcdUnavailable as exc:

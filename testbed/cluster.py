@@ -33,7 +33,11 @@ def cluster_flags(etcd_url: str, host: Host, host_id: str) -> tuple[str, ...]:
     return ("--etcd-endpoints", etcd_url, "--advertise-addr", host.address, "--host-id", host_id)
 
 
-class ClusterHost:
+class PontoonHost:
+    """One namespace host of the underlay with its own Pontoon server (a
+    process) and a fake dockerd talking to it (not cluster.host.ClusterHost,
+    which is that Pontoon's presence in the cluster)."""
+
     def __init__(self, host: Host, workdir: Path, flags: tuple[str, ...], env: dict[str, str]):
         self.host = host
         self.id = workdir.name
@@ -82,7 +86,7 @@ class Cluster:
                  flags: tuple[str, ...] = (), etcd_data: Path | None = None):
         self.underlay = Underlay()
         self.etcd: Etcd | None = None
-        self.hosts: list[ClusterHost] = []
+        self.hosts: list[PontoonHost] = []
         try:
             self.etcd = Etcd(workdir / "etcd", self.underlay.address, self.underlay.ns, etcd_data)
             self.etcd.start()
@@ -90,7 +94,7 @@ class Cluster:
                 host = self.underlay.add_host()
                 host_id = f"host{index}"
                 own = cluster_flags(self.etcd.url, host, host_id) if clustered else ()
-                self.hosts.append(ClusterHost(host, workdir / host_id, own + flags, env or {}))
+                self.hosts.append(PontoonHost(host, workdir / host_id, own + flags, env or {}))
             for member in self.hosts:
                 member.start()
         except BaseException:

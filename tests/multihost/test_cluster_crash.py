@@ -36,7 +36,7 @@ from cluster import keys
 from cluster.etcd import KeyValue
 from plugin import testhook
 from testbed.client import Client, SocketTransport
-from testbed.cluster import Cluster, ClusterHost
+from testbed.cluster import Cluster, PontoonHost
 from testbed.fake_dockerd import FakeDockerd
 from tests.reliability.recording import BROKEN
 
@@ -127,7 +127,7 @@ def read_etcd(cluster: Cluster) -> dict[str, KeyValue]:
         for raw in out.get("kvs") or [])}
 
 
-def violations(cluster: Cluster, live: list[ClusterHost], away: set[str] = frozenset()) -> list[str]:
+def violations(cluster: Cluster, live: list[PontoonHost], away: set[str] = frozenset()) -> list[str]:
     contents = read_etcd(cluster)
     records, holding = invariants.records(contents), invariants.holders(contents)
     found = invariants.record_violations(records, holding, {h.id: h.address for h in live})
@@ -140,7 +140,7 @@ def violations(cluster: Cluster, live: list[ClusterHost], away: set[str] = froze
     return found + invariants.claim_violations(holding, stored, away)
 
 
-def converged(cluster: Cluster, live: list[ClusterHost], what: str, away: set[str] = frozenset()) -> None:
+def converged(cluster: Cluster, live: list[PontoonHost], what: str, away: set[str] = frozenset()) -> None:
     """The invariants hold on two reads in a row within CONVERGE_S (a
     restarted host rejoins in a thread of its own; a killed process's
     records go with its lease)."""
@@ -168,7 +168,7 @@ def clean(cluster: Cluster, what: str) -> None:
         time.sleep(POLL_S)
 
 
-def _stored_anything(host: ClusterHost) -> bool:
+def _stored_anything(host: PontoonHost) -> bool:
     state = host.server.inspect()
     return bool(state["networks"] or state["endpoints"] or state["pools"])
 
@@ -177,7 +177,7 @@ class Retrying:
     """dockerd's side of a socket whose server died under a request:
     ``on_crash(method)``, then the request again."""
 
-    def __init__(self, host: ClusterHost, on_crash):
+    def __init__(self, host: PontoonHost, on_crash):
         self.host, self.on_crash = host, on_crash
 
     def post(self, path: str, data: bytes) -> tuple[int, bytes]:
@@ -191,7 +191,7 @@ class Retrying:
 class Chain:
     """The kill points of one host, armed one at a time (see the module)."""
 
-    def __init__(self, cluster: Cluster, victim: ClusterHost, points: list[tuple[str, str]]):
+    def __init__(self, cluster: Cluster, victim: PontoonHost, points: list[tuple[str, str]]):
         self.cluster, self.victim, self.points = cluster, victim, points
         self.hit: list[tuple[str, str]] = []
         self.live = list(cluster.hosts)
@@ -306,7 +306,7 @@ def test_kill_9_in_the_republish(pair):
     clean(pair, "both networks removed")
 
 
-def revoke(pair: Cluster, host: ClusterHost) -> None:
+def revoke(pair: Cluster, host: PontoonHost) -> None:
     """host's lease revoked from outside, as etcd ends a lease not kept alive."""
     lease = read_etcd(pair)[keys.key("hosts", host.id)].lease
     pair.etcd.ctl("lease", "revoke", f"{lease:x}")

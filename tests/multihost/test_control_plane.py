@@ -481,14 +481,14 @@ def test_a_lost_lease_is_replaced_and_the_endpoints_written_again(hosts):
     b.dockerd.create_network(subnet=SUBNET)
     a.dockerd.run(net_a)
     wait_until(lambda: len(b.overlay.all_peers()) == 1, 5)
-    old = a.room.host.live()
+    old = a.room.host.lease_id()
     # As if etcd had been away longer than the TTL: the lease is gone.
     peers = b.overlay.all_peers()
     b.room.host.etcd.call("/kv/lease/revoke", {"ID": old})
     wait_until(lambda: a.room.host._lease.id != old and len(_records_of(b)) == 1, 5)
     assert b.overlay.all_peers() == peers  # kept in place throughout (#6)
-    assert a.room.host.live() != old
-    assert b.room.host.etcd.get(keys.key("hosts", "host0")).lease == a.room.host.live()
+    assert a.room.host.lease_id() != old
+    assert b.room.host.etcd.get(keys.key("hosts", "host0")).lease == a.room.host.lease_id()
 
 
 def test_a_lease_is_kept_alive_again_as_soon_as_etcd_is_back(etcd):
@@ -595,7 +595,7 @@ def test_a_host_back_after_its_addresses_were_reclaimed_publishes_only_what_it_h
     winner = b.dockerd.run(nets[1], ip=taken)
     if how == "restarted":
         back = Host(tmp_path / "h0", etcd.url, "host0", "192.0.2.1", 2, reclaim_grace=6)
-        back.room.host.live()
+        back.room.host.lease_id()
     else:  # reachable again: what its keep-alive does on finding the lease gone
         back = a
         lease = a.room.host._lease
@@ -699,8 +699,8 @@ def test_a_rejoin_cut_short_by_etcd_is_done_again_at_the_next_call(hosts, tmp_pa
 
         monkeypatch.setattr(again.room.ipam, "leave_forgotten", flaky)
         with pytest.raises(EtcdUnavailable):
-            again.room.host.live()
-        again.room.host.live()
+            again.room.host.lease_id()
+        again.room.host.lease_id()
         assert len(calls) == 2
         assert Etcd([etcd.url]).read_prefix(keys.prefix("pools"))[0] == []
     finally:
@@ -926,7 +926,7 @@ def test_a_second_host_with_one_host_id_is_refused_and_does_nothing(hosts, tmp_p
         clone.room.worker_started()  # a stored cluster network: it connects at once, in a thread
         wait_until(lambda: any("host ID 'host0'" in r.getMessage() for r in caplog.records), 5)
         with pytest.raises(HostIdTaken) as refused:
-            clone.room.host.live()
+            clone.room.host.lease_id()
         assert refused.value.status == 409
         assert "'host0'" in str(refused.value) and "192.0.2.1" in str(refused.value)
         pool_id = net_a.pools[0]["PoolID"]
@@ -940,7 +940,7 @@ def test_a_second_host_with_one_host_id_is_refused_and_does_nothing(hosts, tmp_p
         time.sleep(0.5)  # a few more attempts of the start-up thread
         assert _contents(etcd.url) == before
         assert c.overlay.all_peers() == peers
-        assert a.room.host.live()  # the holder is untouched, and goes on
+        assert a.room.host.lease_id()  # the holder is untouched, and goes on
         assert a.dockerd.run(net_a).address not in (ctr.address, later.address)
     finally:
         clone.stop()
@@ -952,12 +952,12 @@ def test_a_restart_of_the_same_host_takes_its_id_over_from_its_killed_process(ho
     c.dockerd.create_network(subnet=SUBNET)
     ctr = a.dockerd.run(net_a)
     wait_until(lambda: len(c.overlay.all_peers()) == 1, 5)
-    old = a.room.host.live()
+    old = a.room.host.lease_id()
     a.stop(revoke=False)  # kill -9: its lease, and hosts/host0 on it, live on for the TTL
     again = Host(tmp_path / "h0", etcd.url, "host0", "192.0.2.1")
     try:
         assert Etcd([etcd.url]).get(keys.key("hosts", "host0")).lease == old
-        new = again.room.host.live()
+        new = again.room.host.lease_id()
         assert new != old and Etcd([etcd.url]).get(keys.key("hosts", "host0")).lease == new
         assert again.room.segment.watched() == [net_a.id]
         assert {p.address for p in c.overlay.all_peers()} == {ctr.address.split("/")[0]}
@@ -976,16 +976,16 @@ def test_the_same_state_dir_after_a_reboot_waits_for_its_old_lease(hosts, tmp_pa
 
     (a,) = hosts(1, ttl=2)
     a.dockerd.create_network(subnet=SUBNET)
-    a.room.host.live()
+    a.room.host.lease_id()
     a.stop(revoke=False)
     monkeypatch.setattr(cluster_host, "boot_id", lambda: "another-boot")
     again = Host(tmp_path / "h0", etcd.url, "host0", "192.0.2.1", ttl=2)
     try:
         with pytest.raises(HostIdTaken) as refused:
-            again.room.host.live()
+            again.room.host.lease_id()
         assert refused.value.status == 409 and "192.0.2.1" in str(refused.value)
         wait_until(lambda: Etcd([etcd.url]).get(keys.key("hosts", "host0")) is None, 5)
-        assert again.room.host.live()
+        assert again.room.host.lease_id()
     finally:
         again.stop()
 
@@ -1000,13 +1000,13 @@ def test_a_refused_host_claims_the_id_once_its_holder_is_gone(hosts, tmp_path, e
     clone = Host(_clone(tmp_path, "h0", "clone"), etcd.url, "host0", "192.0.2.9", ttl=2)
     try:
         with pytest.raises(HostIdTaken):
-            clone.room.host.live()
+            clone.room.host.lease_id()
         clone.room.worker_started()
         a.stop(revoke=False)  # the holder dies: its lease ends within the TTL
         holder = lambda: Etcd([etcd.url]).get(keys.key("hosts", "host0"))
         wait_until(lambda: holder() is not None and "192.0.2.9" in holder().value, 10)
         wait_until(lambda: clone.room.segment.watched() == [net_a.id], 5)  # rejoined, in the start-up thread
-        assert holder().lease == clone.room.host.live()
+        assert holder().lease == clone.room.host.lease_id()
     finally:
         clone.stop()
 
@@ -1019,15 +1019,15 @@ def test_a_lost_lease_is_not_replaced_over_another_host_holding_the_id(hosts, tm
     wait_until(lambda: len(b.overlay.all_peers()) == 1, 5)
     other = Host(tmp_path / "other", etcd.url, "host0", "192.0.2.9", ttl=3)  # its own state dir, a's ID
     try:
-        old = a.room.host.live()
+        old = a.room.host.lease_id()
         # As if a had been cut off from etcd past its TTL, and the other
         # host had come up meanwhile.
         b.room.host.etcd.call("/kv/lease/revoke", {"ID": old})
-        other.room.host.live()
+        other.room.host.lease_id()
         wait_until(lambda: a.room.host._lease.id != old, 5)  # a's keep-alive got a new lease...
         time.sleep(0.3)
         held = Etcd([etcd.url]).get(keys.key("hosts", "host0"))
-        assert "192.0.2.9" in held.value and held.lease == other.room.host.live()  # ...and did not take the ID
+        assert "192.0.2.9" in held.value and held.lease == other.room.host.lease_id()  # ...and did not take the ID
         assert _records_of(b) == []  # nor published its endpoints again
         with pytest.raises(ProtocolError) as refused:
             a.dockerd.run(net_a)
@@ -1144,7 +1144,7 @@ def test_a_delete_during_the_start_up_republish_stays_deleted(hosts, tmp_path, e
 
     monkeypatch.setattr(ClusterSegment, "_republish_batch", deleted_first)
     try:
-        again.room.host.live()
+        again.room.host.lease_id()
         mine = keys.prefix("endpoints", keys.pool_name("LocalDefault", SUBNET)) + "host0/"
         assert again.room.host.etcd.read_prefix(mine)[0] == []
         wait_until(lambda: b.overlay.all_peers() == set(), 5)
@@ -1182,7 +1182,7 @@ def test_a_republish_writes_its_endpoints_in_batches(hosts, tmp_path, etcd, monk
     again = Host(tmp_path / "h0", etcd.url, "host0", "192.0.2.1", ttl=2, reclaim_grace=6)
     try:
         began = time.monotonic()
-        again.room.host.live()
+        again.room.host.lease_id()
         took = time.monotonic() - began
         published = {kv.key.rsplit("/", 1)[1] for kv in _records_of(b)}
         assert published == {c.endpoint_id for c in ctrs} - {ctrs[7].endpoint_id}
@@ -1292,7 +1292,7 @@ def test_a_host_back_after_its_membership_was_reclaimed_is_a_member_again(hosts,
     assert _members(client) == ["host1"]
     back = Host(tmp_path / "h0", etcd.url, "host0", "192.0.2.1", 2, reclaim_grace=6)
     try:
-        back.room.host.live()
+        back.room.host.lease_id()
         assert _members(client) == ["host0", "host1"]
         b.dockerd.cleanup()
         _network_records_hold(client, back, ["host0"], [ctr])
@@ -1321,11 +1321,11 @@ def test_a_failed_republish_is_tried_again_on_the_new_lease_kept_meanwhile(hosts
         return resume(networks, endpoints, lease, pools)
 
     monkeypatch.setattr(a.room.segment, "resume", failing_first)
-    old = a.room.host.live()
+    old = a.room.host.lease_id()
     Etcd([etcd.url]).call("/kv/lease/revoke", {"ID": old})
     wait_until(lambda: _records_of(b) == [], 5)
     wait_until(lambda: len(_records_of(b)) == 1, 20)
-    assert len(leases) == 2 and leases[0] == leases[1] == a.room.host.live() != old
+    assert len(leases) == 2 and leases[0] == leases[1] == a.room.host.lease_id() != old
     assert b.room.host.etcd.get(keys.key("hosts", "host0")).lease == leases[0]
 
 
@@ -1334,12 +1334,12 @@ def test_a_docker_run_in_the_gap_after_a_lost_lease_waits_for_the_new_one(hosts,
     run used to get a 503 (its record was put on the lost lease)."""
     a, b = hosts(2, ttl=2)
     nets = [h.dockerd.create_network(subnet=SUBNET) for h in (a, b)]
-    old = a.room.host.live()
+    old = a.room.host.lease_id()
     Etcd([etcd.url]).call("/kv/lease/revoke", {"ID": old})
     ctr = a.dockerd.run(nets[0])
     record = b.room.host.etcd.get(keys.prefix("endpoints", keys.pool_name("LocalDefault", SUBNET))
                                   + f"host0/{ctr.endpoint_id}")
-    assert record is not None and record.lease == a.room.host.live() != old
+    assert record is not None and record.lease == a.room.host.lease_id() != old
     wait_until(lambda: len(b.overlay.all_peers()) == 1, 5)
 
 
