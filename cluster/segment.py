@@ -497,7 +497,7 @@ class ClusterSegment:
                 self.unpublish(network, endpoint)
         for network in by_id.values():
             if network["cluster"].get("lost"):
-                continue  # cut off from the cluster: nothing of it there (Room._cut_off)
+                continue  # cut off from the cluster: nothing of it there (ClusterMode._cut_off)
             if not self._deleted(network["id"]):
                 try:
                     own = self._publish_host_address(network, lease)

@@ -59,7 +59,7 @@ def cluster_host(settings: Settings) -> ClusterHost:
                        os.path.join(settings.state_dir, OWED_FILE), host_token(settings.state_dir))
 
 
-class Room:
+class ClusterMode:
     """Everything of cluster mode for one process."""
 
     def __init__(self, settings: Settings, store: Store, overlay=None, dp: Dataplane | None = None,

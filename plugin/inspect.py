@@ -105,9 +105,9 @@ def render_between_hosts(state: dict) -> str:
 
 
 def _lost_section(state: dict) -> list:
-    """Cluster networks cut off from the cluster (plugin.cluster.Room._cut_off)
+    """Cluster networks cut off from the cluster (plugin.cluster.ClusterMode._cut_off)
     and endpoints this host did not publish again, an address of theirs
-    being another host's now (Room._mark); shown only when there are any."""
+    being another host's now (ClusterMode._mark); shown only when there are any."""
     cut = [n for n in state["networks"] if n.get("cluster", {}).get("lost")]
     lost = [e for e in state["endpoints"] if e.get("lost")]
     return ([("CUT OFF FROM THE CLUSTER: REMOVE AND CREATE AGAIN", ["NETWORK", "WHY"], [

@@ -52,16 +52,16 @@ def build_network_driver(settings: Settings, store: Store, links=None, firewall=
                                     chain_prefix=chain_prefix(settings.name),
                                     sysctl=Sysctl(settings.sysctl_net_dir), lock_timeout=settings.lock_timeout)
     if segment is None and settings.clustered:
-        segment = _room(settings, store).segment  # the reconcile child: VXLAN devices only
+        segment = _cluster_mode(settings, store).segment  # the reconcile child: VXLAN devices only
     return network.NetworkDriver(store.transaction, store.snapshot, links or _links(settings, crash), firewall,
                                  host_ports or Holder(), hook=crash, segment=segment)
 
 
-def _room(settings: Settings, store: Store):
+def _cluster_mode(settings: Settings, store: Store):
     """Cluster mode's pieces; imported only in cluster mode."""
-    from .cluster import Room
+    from .cluster import ClusterMode
 
-    return Room(settings, store)
+    return ClusterMode(settings, store)
 
 
 def build(settings: Settings, links=None, firewall=None, host_ports=None,
@@ -79,15 +79,15 @@ def build(settings: Settings, links=None, firewall=None, host_ports=None,
     store = Store(settings.state_dir, before_commit=crash and (lambda: crash(testhook.COMMIT)),
                   lock_timeout=settings.lock_timeout)
     links = links or _links(settings, crash)
-    room = _room(settings, store) if settings.clustered else None
-    if room is not None:  # the cluster's etcd writes and VXLAN steps are kill points too
-        room.host.faults = room.segment.overlay.faults = crash
+    cluster_mode = _cluster_mode(settings, store) if settings.clustered else None
+    if cluster_mode is not None:  # the cluster's etcd writes and VXLAN steps are kill points too
+        cluster_mode.host.faults = cluster_mode.segment.overlay.faults = crash
     network_driver = build_network_driver(settings, store, links, firewall, crash, host_ports,
-                                          room and room.segment)
+                                          cluster_mode and cluster_mode.segment)
     ipam_driver = ipam.IpamDriver(store.transaction, links.host_routes,
                                   settings.pools(v6=False), settings.pools(v6=True))
-    if room is not None:
-        ipam_driver = room.wrap_ipam(ipam_driver, links.host_routes,
+    if cluster_mode is not None:
+        ipam_driver = cluster_mode.wrap_ipam(ipam_driver, links.host_routes,
                                      settings.pools(v6=False), settings.pools(v6=True))
     app = create_app({**network.methods(network_driver), **ipam.methods(ipam_driver)})
-    return Plugin(store, network_driver, app, room and room.worker_started)
+    return Plugin(store, network_driver, app, cluster_mode and cluster_mode.worker_started)

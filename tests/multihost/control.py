@@ -13,7 +13,7 @@ from handlers import network
 from ipam_plugin import driver as ipam
 from plugin.app import create_app
 from cluster.dataplane import Dataplane
-from plugin.cluster import Room
+from plugin.cluster import ClusterMode
 from plugin.config import Settings
 from plugin.store import Store
 from testbed.client import Client, FlaskTransport
@@ -117,7 +117,7 @@ class Host:
 
     Subclasses (the fault lab's processes) change what the process starts
     with through two hooks, not by making the member again: ``kernel_parts``
-    (the fake kernel it finds) and ``datapath`` (what its cluster room calls
+    (the fake kernel it finds) and ``datapath`` (what its cluster mode calls
     the overlay through)."""
 
     def __init__(self, state_dir, etcd_url: str, host_id: str, advertise: str, ttl: int = 15, **more):
@@ -128,12 +128,12 @@ class Host:
         self.store = Store(settings.state_dir)
         self.store.initialise()
         self.overlay, self.links, self.firewall, self.ports, self.host_kernel = self.kernel_parts()
-        self.room = Room(settings, self.store, self.datapath(self.overlay), DP, self.host_kernel)
+        self.cluster_mode = ClusterMode(settings, self.store, self.datapath(self.overlay), DP, self.host_kernel)
         self.network = network.NetworkDriver(self.store.transaction, self.store.snapshot, self.links,
-                                             self.firewall, self.ports, segment=self.room.segment)
+                                             self.firewall, self.ports, segment=self.cluster_mode.segment)
         local = ipam.IpamDriver(self.store.transaction, self.links.host_routes,
                                 settings.pools(v6=False), settings.pools(v6=True))
-        self.ipam = self.room.wrap_ipam(local, self.links.host_routes, settings.pools(v6=False),
+        self.ipam = self.cluster_mode.wrap_ipam(local, self.links.host_routes, settings.pools(v6=False),
                                         settings.pools(v6=True))
         self.app = create_app({**network.methods(self.network), **ipam.methods(self.ipam)})
         self.client = Client(FlaskTransport(self.app))
@@ -146,9 +146,9 @@ class Host:
         return FakeOverlay(), FakeLinks(["10.0.2.0/24"]), FakeFirewall(), FakeHostPorts(), None
 
     def datapath(self, overlay):
-        """What the cluster room calls for the overlay: the overlay itself."""
+        """What the cluster mode calls for the overlay: the overlay itself."""
         return overlay
 
     def stop(self, revoke: bool = True) -> None:
-        self.room.segment.stop()
-        self.room.host.stop(revoke)
+        self.cluster_mode.segment.stop()
+        self.cluster_mode.host.stop(revoke)

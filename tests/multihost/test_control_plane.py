@@ -52,13 +52,13 @@ def wait_until(check, timeout: float, step: float = 0.05) -> float:
 def _reclaimed(host: Host, gone: str = "host0") -> None:
     """``host``'s reclaim pass reclaimed ``gone`` (or its reaper thread, which
     runs every half grace, did a moment before: the same pass)."""
-    assert host.room.host.reap() in ([gone], [])
-    wait_until(lambda: host.room.host.etcd.get(keys.key("seen", gone)) is None, 5)
+    assert host.cluster_mode.host.reap() in ([gone], [])
+    wait_until(lambda: host.cluster_mode.host.etcd.get(keys.key("seen", gone)) is None, 5)
 
 
 def _records_of(host: Host, owner: str = "host0") -> list:
     """``owner``'s endpoint records in etcd, as ``host`` reads them."""
-    return [kv for kv in host.room.host.etcd.read_prefix(keys.prefix("endpoints"))[0]
+    return [kv for kv in host.cluster_mode.host.etcd.read_prefix(keys.prefix("endpoints"))[0]
             if kv.key.rsplit("/", 2)[-2] == owner]
 
 
@@ -140,11 +140,11 @@ def test_aux_addresses_are_the_networks_on_every_host(hosts):
     status, reply = a.client.call("IpamDriver.RequestAddress", {"PoolID": pool["PoolID"], "Address": "10.90.0.255"})
     assert status == 400 and "10.90.0.255" in reply["Err"]
     # One in a pool the cluster no longer holds is a 404 and writes nothing.
-    a.room.host.etcd.delete(keys.key("pools", keys.pool_name("LocalDefault", SUBNET)))
+    a.cluster_mode.host.etcd.delete(keys.key("pools", keys.pool_name("LocalDefault", SUBNET)))
     status, reply = a.client.call("IpamDriver.RequestAddress", {"PoolID": pool["PoolID"], "Address": "10.90.0.5"})
     assert status == 404 and pool["PoolID"] in reply["Err"]
     a.client.ok("IpamDriver.ReleasePool", {"PoolID": pool["PoolID"]})
-    left = [kv.key for kv in a.room.host.etcd.read_prefix(keys.ROOT)[0]]
+    left = [kv.key for kv in a.cluster_mode.host.etcd.read_prefix(keys.ROOT)[0]]
     assert not [key for key in left if "/addrs/" in key or "/members/" in key]
     aux = {"router": "10.90.0.5"}
     nets = [h.dockerd.create_network(subnet=SUBNET, aux=aux) for h in (a, b, c)]
@@ -165,7 +165,7 @@ def test_aux_addresses_are_the_networks_on_every_host(hosts):
     assert refused.value.status == 409 and held in str(refused.value) and "host1" in str(refused.value)
     c.client.ok("IpamDriver.ReleasePool", {"PoolID": f"LocalDefault/{SUBNET}"})  # as dockerd does then
     # One host's release of the network ends nothing for the others.
-    etcd = a.room.host.etcd
+    etcd = a.cluster_mode.host.etcd
     aux_key = keys.prefix("addrs", keys.pool_name("LocalDefault", SUBNET)) + keys.hexaddr(
         int(ipaddress.ip_address("10.90.0.5")))
     a.dockerd.cleanup()
@@ -186,7 +186,7 @@ def test_a_host_disagreeing_on_an_option_gets_409_naming_it(hosts):
     assert "holds com.docker.network.driver.mtu=1400" in str(refused.value)
     # Without -o mtu, b takes the cluster's.
     b.dockerd.create_network(subnet=SUBNET)
-    (stored,) = b.room._stored()[0]
+    (stored,) = b.cluster_mode._stored()[0]
     assert stored["options"]["mtu"] == 1400
 
 
@@ -194,7 +194,7 @@ def test_default_mtu_is_the_underlay_minus_vxlan_overhead_and_vni_is_shared(host
     a, b = hosts(2)
     a.dockerd.create_network(subnet=SUBNET)
     b.dockerd.create_network(subnet=SUBNET)
-    (na,), (nb,) = a.room._stored()[0], b.room._stored()[0]
+    (na,), (nb,) = a.cluster_mode._stored()[0], b.cluster_mode._stored()[0]
     assert na["options"]["mtu"] == nb["options"]["mtu"] == 1450
     assert na["cluster"]["vni"] == nb["cluster"]["vni"] >= 4096
     assert a.network.get_capabilities({}) == {"Scope": "local", "ConnectivityScope": "global", "GwAllocChecker": True}
@@ -230,7 +230,7 @@ def test_any_pool_of_a_size_is_one_no_host_holds(hosts):
 
 def _netof(host: Host) -> dict[str, str]:
     prefix = keys.prefix("netof")
-    return {kv.key[len(prefix):]: kv.value for kv in host.room.host.etcd.read_prefix(prefix)[0]}
+    return {kv.key[len(prefix):]: kv.value for kv in host.cluster_mode.host.etcd.read_prefix(prefix)[0]}
 
 
 def test_an_automatic_ipv6_pool_comes_from_the_cluster(hosts):
@@ -240,13 +240,13 @@ def test_an_automatic_ipv6_pool_comes_from_the_cluster(hosts):
     a, b = hosts(2)
     na, nb = (h.dockerd.create_network(subnet=SUBNET, ipv6=True) for h in (a, b))
     assert na.pools[1]["Pool"] == nb.pools[1]["Pool"] and na.pools[1]["Gateway"] == nb.pools[1]["Gateway"]
-    (sa,), (sb,) = a.room._stored()[0], b.room._stored()[0]
+    (sa,), (sb,) = a.cluster_mode._stored()[0], b.cluster_mode._stored()[0]
     assert (sa["cluster"]["pool"], sa["cluster"]["vni"]) == (sb["cluster"]["pool"], sb["cluster"]["vni"])
-    record = json.loads(a.room.host.etcd.get(keys.key("nets", sa["cluster"]["pool"])).value)
+    record = json.loads(a.cluster_mode.host.etcd.get(keys.key("nets", sa["cluster"]["pool"])).value)
     assert sorted(keys.cidr_of(p)[1] for p in record["pools"]) == sorted([SUBNET, na.pools[1]["Pool"]])
     for h, n in ((a, na), (b, nb)):
         h.dockerd.remove_network(n)
-    assert _netof(a) == {} and a.room.host.etcd.read_prefix(keys.prefix("nets"))[0] == []
+    assert _netof(a) == {} and a.cluster_mode.host.etcd.read_prefix(keys.prefix("nets"))[0] == []
 
 
 @pytest.mark.parametrize("first, second, says", [
@@ -291,7 +291,7 @@ def test_endpoints_become_peers_of_the_other_hosts_only(hosts):
     peer = Peer(ctr.mac.lower(), ctr.address.split("/")[0], "192.0.2.1")
     wait_until(lambda: b.overlay.all_peers() == {peer}, 5)
     assert a.overlay.all_peers() == set()  # its own endpoint is on its bridge
-    assert c.overlay.all_peers() == set() and c.room.segment.watched() == []  # no network, no watch
+    assert c.overlay.all_peers() == set() and c.cluster_mode.segment.watched() == []  # no network, no watch
     a.dockerd.stop(ctr)
     wait_until(lambda: b.overlay.all_peers() == set(), 5)
 
@@ -301,8 +301,8 @@ def test_one_host_deleting_the_network_leaves_it_to_the_others(hosts):
     net_a, net_b = a.dockerd.create_network(subnet=SUBNET), b.dockerd.create_network(subnet=SUBNET)
     ctr_b = b.dockerd.run(net_b)
     a.dockerd.remove_network(net_a)
-    assert a.room.segment.watched() == []
-    etcd = b.room.host.etcd
+    assert a.cluster_mode.segment.watched() == []
+    etcd = b.cluster_mode.host.etcd
     assert etcd.get(keys.key("pools", keys.pool_name("LocalDefault", SUBNET))) is not None
     assert b.dockerd.run(net_b).address != ctr_b.address
     b.dockerd.cleanup()
@@ -315,17 +315,17 @@ def test_one_host_deleting_the_network_leaves_it_to_the_others(hosts):
 def test_an_endpoint_committed_while_its_network_is_deleted_leaves_no_record(hosts):
     a, b = hosts(2)
     net_a, _ = a.dockerd.create_network(subnet=SUBNET), b.dockerd.create_network(subnet=SUBNET)
-    detach = a.room.segment.detach
+    detach = a.cluster_mode.segment.detach
 
     def detach_then_late(network):  # a CreateEndpoint committed after DeleteNetwork read the endpoints
         detach(network)
         a.network.create_endpoint({"NetworkID": net_a.id, "EndpointID": "e" * 64,
                                    "Interface": {"Address": "10.90.0.9/24"}})
 
-    a.room.segment.detach = detach_then_late
+    a.cluster_mode.segment.detach = detach_then_late
     a.client.ok("NetworkDriver.DeleteNetwork", {"NetworkID": net_a.id})
-    assert a.room._stored() == ([], [])
-    assert b.room.host.etcd.read_prefix(keys.prefix("endpoints"))[0] == []
+    assert a.cluster_mode._stored() == ([], [])
+    assert b.cluster_mode.host.etcd.read_prefix(keys.prefix("endpoints"))[0] == []
 
 
 def test_a_dead_hosts_endpoints_stay_in_the_datapath_until_their_addresses_are_reclaimed(hosts):
@@ -349,7 +349,7 @@ def test_a_dead_hosts_endpoints_stay_in_the_datapath_until_their_addresses_are_r
     with pytest.raises(ProtocolError) as refused:
         b.dockerd.run(net_b, ip=held)
     assert refused.value.status == 409
-    wait_until(lambda: b.room.host.etcd.get(keys.key("grace", "host0")) is None, 10)
+    wait_until(lambda: b.cluster_mode.host.etcd.get(keys.key("grace", "host0")) is None, 10)
     _reclaimed(b)  # its address freed and its pool membership ended: the peer goes (the members' watch)
     wait_until(lambda: b.overlay.all_peers() == set(), 3)
     b.dockerd.run(net_b, ip=held)  # the address is free to give again
@@ -365,11 +365,11 @@ def test_a_record_gone_while_the_watch_was_down_is_kept_as_its_event_would_have(
     a.dockerd.run(net_a)
     wait_until(lambda: len(b.overlay.all_peers()) == 1, 5)
     peers = b.overlay.all_peers()
-    (watch,) = [w for i, w in b.room.segment._watches.items() if i == net_b.id]
+    (watch,) = [w for i, w in b.cluster_mode.segment._watches.items() if i == net_b.id]
     watch.stop()  # the stream down: no event from now on
     a.stop(revoke=False)
     wait_until(lambda: _records_of(b) == [], 5)
-    watch._sync(b.room.host.etcd.read_prefix(watch._watch.prefix)[0])  # the read after the break
+    watch._sync(b.cluster_mode.host.etcd.read_prefix(watch._watch.prefix)[0])  # the read after the break
     assert b.overlay.all_peers() == peers
 
 
@@ -392,7 +392,7 @@ def test_with_etcd_stopped_cluster_calls_fail_fast_and_work_again_after(hosts, e
         a.dockerd.run(net)
     assert time.monotonic() - start < 5
     assert refused.value.status == 503 and "etcd is unreachable" in str(refused.value)
-    assert a.room._stored()[1] == []  # nothing half-made
+    assert a.cluster_mode._stored()[1] == []  # nothing half-made
     etcd.start()
     ctr = a.dockerd.run(net)
     assert ctr.address == "10.90.0.2/24"
@@ -457,8 +457,8 @@ def test_a_restart_publishes_again_and_frees_what_the_store_lost(hosts, tmp_path
 
     again = Host(tmp_path / "h0", etcd.url, "host0", "192.0.2.1", ttl=3)
     try:
-        again.room.worker_started()  # a stored cluster network: rejoin at once
-        wait_until(lambda: len(_records_of(b)) == 1 and again.room.segment.watched() == [net_a.id], 5)
+        again.cluster_mode.worker_started()  # a stored cluster network: rejoin at once
+        wait_until(lambda: len(_records_of(b)) == 1 and again.cluster_mode.segment.watched() == [net_a.id], 5)
         assert len(b.overlay.all_peers()) == 1
         # the stray address is free again, the container's is not
         assert b.dockerd.run(net_b, ip=stray.split("/")[0]).address == stray
@@ -481,14 +481,14 @@ def test_a_lost_lease_is_replaced_and_the_endpoints_written_again(hosts):
     b.dockerd.create_network(subnet=SUBNET)
     a.dockerd.run(net_a)
     wait_until(lambda: len(b.overlay.all_peers()) == 1, 5)
-    old = a.room.host.lease_id()
+    old = a.cluster_mode.host.lease_id()
     # As if etcd had been away longer than the TTL: the lease is gone.
     peers = b.overlay.all_peers()
-    b.room.host.etcd.call("/kv/lease/revoke", {"ID": old})
-    wait_until(lambda: a.room.host._lease.id != old and len(_records_of(b)) == 1, 5)
+    b.cluster_mode.host.etcd.call("/kv/lease/revoke", {"ID": old})
+    wait_until(lambda: a.cluster_mode.host._lease.id != old and len(_records_of(b)) == 1, 5)
     assert b.overlay.all_peers() == peers  # kept in place throughout (#6)
-    assert a.room.host.lease_id() != old
-    assert b.room.host.etcd.get(keys.key("hosts", "host0")).lease == a.room.host.lease_id()
+    assert a.cluster_mode.host.lease_id() != old
+    assert b.cluster_mode.host.etcd.get(keys.key("hosts", "host0")).lease == a.cluster_mode.host.lease_id()
 
 
 def test_a_lease_is_kept_alive_again_as_soon_as_etcd_is_back(etcd):
@@ -522,14 +522,14 @@ def test_a_host_gone_past_the_grace_period_loses_its_addresses(hosts):
     net_a, net_b = a.dockerd.create_network(subnet=SUBNET), b.dockerd.create_network(subnet=SUBNET)
     held = a.dockerd.run(net_a).address.split("/")[0]
     a.stop(revoke=False)
-    wait_until(lambda: b.room.host.etcd.get(keys.key("hosts", "host0")) is None, 5)
-    assert b.room.host.reap() == []  # not yet: a partition is not a death
+    wait_until(lambda: b.cluster_mode.host.etcd.get(keys.key("hosts", "host0")) is None, 5)
+    assert b.cluster_mode.host.reap() == []  # not yet: a partition is not a death
     with pytest.raises(ProtocolError):
         b.dockerd.run(net_b, ip=held)
-    wait_until(lambda: b.room.host.etcd.get(keys.key("grace", "host0")) is None, 10)
+    wait_until(lambda: b.cluster_mode.host.etcd.get(keys.key("grace", "host0")) is None, 10)
     _reclaimed(b)
     assert b.dockerd.run(net_b, ip=held).address == f"{held}/24"
-    assert b.room.host.etcd.read_prefix(keys.prefix("held", "host0"))[0] == []
+    assert b.cluster_mode.host.etcd.read_prefix(keys.prefix("held", "host0"))[0] == []
 
 
 def test_the_grace_period_is_etcds_clock_not_a_hosts(hosts, monkeypatch):
@@ -540,10 +540,10 @@ def test_the_grace_period_is_etcds_clock_not_a_hosts(hosts, monkeypatch):
     a, b = hosts(2, ttl=2, reclaim_grace=6)
     a.dockerd.run(a.dockerd.create_network(subnet=SUBNET))
     a.stop(revoke=False)
-    wait_until(lambda: b.room.host.etcd.get(keys.key("hosts", "host0")) is None, 5)
+    wait_until(lambda: b.cluster_mode.host.etcd.get(keys.key("hosts", "host0")) is None, 5)
     monkeypatch.setattr(cluster_host.time, "time", lambda: 10 ** 12)  # b's clock, far ahead
-    assert b.room.host.reap() == []
-    assert b.room.host.etcd.read_prefix(keys.prefix("held", "host0"))[0] != []
+    assert b.cluster_mode.host.reap() == []
+    assert b.cluster_mode.host.etcd.read_prefix(keys.prefix("held", "host0"))[0] != []
 
 
 def test_a_reclaim_is_fenced_on_the_host_being_away_still(hosts, monkeypatch):
@@ -552,7 +552,7 @@ def test_a_reclaim_is_fenced_on_the_host_being_away_still(hosts, monkeypatch):
     a, b = hosts(2, ttl=2, reclaim_grace=6)
     held = a.dockerd.run(a.dockerd.create_network(subnet=SUBNET)).address.split("/")[0]
     a.stop(revoke=False)
-    reaper = b.room.host
+    reaper = b.cluster_mode.host
     release = reaper.release_held
 
     def back_first(*args):
@@ -587,31 +587,32 @@ def test_a_host_back_after_its_addresses_were_reclaimed_publishes_only_what_it_h
         a.stop(revoke=False)
     else:  # cut off from etcd: both its leases end there, while its process runs on
         outside = Etcd([etcd.url])
-        for lease in (a.room.host._lease, a.room.host._grace_lease):
+        for lease in (a.cluster_mode.host._lease, a.cluster_mode.host._grace_lease):
             lease._stop.set()
             outside.call("/kv/lease/revoke", {"ID": lease.id})
-    wait_until(lambda: b.room.host.etcd.get(keys.key("grace", "host0")) is None, 10)
+    wait_until(lambda: b.cluster_mode.host.etcd.get(keys.key("grace", "host0")) is None, 10)
     _reclaimed(b)
     winner = b.dockerd.run(nets[1], ip=taken)
     if how == "restarted":
         back = Host(tmp_path / "h0", etcd.url, "host0", "192.0.2.1", 2, reclaim_grace=6)
-        back.room.host.lease_id()
+        back.cluster_mode.host.lease_id()
     else:  # reachable again: what its keep-alive does on finding the lease gone
         back = a
-        lease = a.room.host._lease
+        lease = a.cluster_mode.host._lease
         lease.id = lease._grant()
         lease._on_new(lease.id)
-        wait_until(lambda: a.room.host._rewriter is None, 10)  # the records written again, in a thread of their own
+        # The records written again, in a thread of their own.
+        wait_until(lambda: a.cluster_mode.host._rewriter is None, 10)
     try:
-        records = [json.loads(kv.value) for kv in b.room.host.etcd.read_prefix(keys.prefix("endpoints"))[0]]
+        records = [json.loads(kv.value) for kv in b.cluster_mode.host.etcd.read_prefix(keys.prefix("endpoints"))[0]]
         holders = sorted((r["host"], addr) for r in records for addr in r["addresses"])
         assert holders == sorted([("host1", taken), ("host0", kept)])
         pool = keys.pool_name("LocalDefault", SUBNET)
-        claim = b.room.host.etcd.get(keys.prefix("addrs", pool) + keys.hexaddr(int(ipaddress.ip_address(kept))))
+        claim = b.cluster_mode.host.etcd.get(keys.prefix("addrs", pool) + keys.hexaddr(int(ipaddress.ip_address(kept))))
         assert '"host0"' in claim.value  # claimed back
         wait_until(lambda: {(p.address, p.vtep) for p in c.overlay.all_peers()}
                    == {(taken, "192.0.2.2"), (kept, "192.0.2.1")}, 5)
-        (lost,) = [e for e in back.room._stored()[1] if e.get("lost")]
+        (lost,) = [e for e in back.cluster_mode._stored()[1] if e.get("lost")]
         assert lost["lost"] == {"address": taken, "holder": "host1"}
         assert lost["address"].startswith(taken + "/")
         text = inspect.render(inspect.collect(back.store))
@@ -625,11 +626,11 @@ def test_a_host_back_after_its_addresses_were_reclaimed_publishes_only_what_it_h
 def test_a_reclaim_pass_with_every_host_alive_reads_two_counts_only(hosts, monkeypatch):
     a, b = hosts(2)
     a.dockerd.create_network(subnet=SUBNET), b.dockerd.create_network(subnet=SUBNET)
-    assert b.room.host.etcd.counts(keys.prefix("hosts"), keys.prefix("seen")) == [2, 2]
+    assert b.cluster_mode.host.etcd.counts(keys.prefix("hosts"), keys.prefix("seen")) == [2, 2]
     calls = []
-    monkeypatch.setattr(b.room.host.etcd, "call", lambda path, body, **kw: calls.append(body) or
-                        type(b.room.host.etcd).call(b.room.host.etcd, path, body, **kw))
-    assert b.room.host.reap() == []
+    monkeypatch.setattr(b.cluster_mode.host.etcd, "call", lambda path, body, **kw: calls.append(body) or
+                        type(b.cluster_mode.host.etcd).call(b.cluster_mode.host.etcd, path, body, **kw))
+    assert b.cluster_mode.host.reap() == []
     (txn,) = [body for body in calls if "compare" in body]  # not the watches' own calls
     assert all(op["request_range"]["count_only"] for op in txn["success"])
 
@@ -642,11 +643,11 @@ def test_containers_stop_and_networks_go_while_etcd_is_away(hosts, etcd):
     etcd.stop()
     a.dockerd.stop(ctr)  # no 503: the cluster's part waits for etcd
     a.dockerd.remove_network(net_a)
-    assert a.room._stored() == ([], [])
+    assert a.cluster_mode._stored() == ([], [])
     etcd.start()
-    assert a.room.host.retry_pending() == 0
+    assert a.cluster_mode.host.retry_pending() == 0
     wait_until(lambda: b.overlay.all_peers() == set(), 5)
-    etcd_client = b.room.host.etcd
+    etcd_client = b.cluster_mode.host.etcd
     assert [kv.key for kv in etcd_client.read_prefix(keys.prefix("members"))[0]] == [
         keys.prefix("members", keys.pool_name("LocalDefault", SUBNET)) + "host1"]
     assert b.dockerd.run(net_b, ip=ctr.address.split("/")[0]).address == ctr.address  # freed
@@ -656,26 +657,26 @@ def test_containers_stop_and_networks_go_while_etcd_is_away(hosts, etcd):
 def test_a_pool_released_during_an_outage_is_left_after_a_restart(hosts, tmp_path, etcd, monkeypatch, others):
     """ReleasePool's leave waits in memory for etcd; a restart meanwhile
     used to lose it, and the membership blocked the pool's removal."""
-    from plugin import cluster as room
+    from plugin import cluster as cluster_mode
 
-    monkeypatch.setattr(room, "RETRY_S", 0.2)
+    monkeypatch.setattr(cluster_mode, "RETRY_S", 0.2)
     a, *rest = hosts(1 + others)
     nets = [h.dockerd.create_network(subnet=SUBNET) for h in (a, *rest)]
     pool = keys.pool_name("LocalDefault", SUBNET)
     etcd.stop()
     a.dockerd.remove_network(nets[0])
     a.stop(revoke=False)
-    assert (tmp_path / "h0" / room.OWED_FILE).exists()
+    assert (tmp_path / "h0" / cluster_mode.OWED_FILE).exists()
     again = Host(tmp_path / "h0", etcd.url, "host0", "192.0.2.1")
     try:
-        again.room.worker_started()  # no network stored: the owed teardown alone brings it to etcd
+        again.cluster_mode.worker_started()  # no network stored: the owed teardown alone brings it to etcd
         etcd.start()
         client = Etcd([etcd.url])
         members = lambda: [kv.key.rsplit("/", 1)[1] for kv in client.read_prefix(keys.prefix("members", pool))[0]]
-        wait_until(lambda: members() == [h.room.host.host_id for h in rest], 5)
+        wait_until(lambda: members() == [h.cluster_mode.host.host_id for h in rest], 5)
         assert (client.get(keys.key("pools", pool)) is None) == (others == 0)  # the last member takes the pool
         assert (client.get(keys.key("nets", pool)) is None) == (others == 0)
-        wait_until(lambda: not (tmp_path / "h0" / room.OWED_FILE).exists(), 5)
+        wait_until(lambda: not (tmp_path / "h0" / cluster_mode.OWED_FILE).exists(), 5)
     finally:
         again.stop()
 
@@ -689,7 +690,7 @@ def test_a_rejoin_cut_short_by_etcd_is_done_again_at_the_next_call(hosts, tmp_pa
     etcd.start()
     again = Host(tmp_path / "h0", etcd.url, "host0", "192.0.2.1")
     try:
-        leave, calls = again.room.ipam.leave_forgotten, []
+        leave, calls = again.cluster_mode.ipam.leave_forgotten, []
 
         def flaky(pools):
             calls.append(pools)
@@ -697,10 +698,10 @@ def test_a_rejoin_cut_short_by_etcd_is_done_again_at_the_next_call(hosts, tmp_pa
                 raise EtcdUnavailable("etcd is unreachable (as if it went away again)")
             return leave(pools)
 
-        monkeypatch.setattr(again.room.ipam, "leave_forgotten", flaky)
+        monkeypatch.setattr(again.cluster_mode.ipam, "leave_forgotten", flaky)
         with pytest.raises(EtcdUnavailable):
-            again.room.host.lease_id()
-        again.room.host.lease_id()
+            again.cluster_mode.host.lease_id()
+        again.cluster_mode.host.lease_id()
         assert len(calls) == 2
         assert Etcd([etcd.url]).read_prefix(keys.prefix("pools"))[0] == []
     finally:
@@ -724,14 +725,14 @@ def _network_records_hold(client: Etcd, host: Host, members: list[str], ctrs: li
     every record of the network there, ``members`` its members, and each
     of ``ctrs`` (``host``'s containers) with its claim and its endpoint
     record, nothing else of ``host``'s."""
-    (network,) = host.room._stored()[0]
+    (network,) = host.cluster_mode._stored()[0]
     assert client.get(keys.key("pools", POOL)) is not None
     assert client.get(keys.key("nets", POOL)) is not None
     assert client.get(keys.key("vnis", network["cluster"]["vni"])).value == POOL
     gateway = client.get(keys.key("gateway", POOL))
     assert gateway is not None and f"{ipaddress.ip_address(int(gateway.value))}/24" == network["ipv4"][0]["gateway"]
     assert sorted(kv.key.rsplit("/", 1)[1] for kv in client.read_prefix(keys.prefix("members", POOL))[0]) == members
-    me = host.room.host.host_id
+    me = host.cluster_mode.host.host_id
     for ctr in ctrs:
         claim = client.get(_addr_key(ctr.address))
         assert claim is not None and json.loads(claim.value) == {"host": me, "kind": "address"}
@@ -752,7 +753,7 @@ def _removed_in_an_outage_then_made_again(host, etcd, ctr, net):
     etcd.start()
     again = host.dockerd.create_network(subnet=SUBNET)
     new = host.dockerd.run(again)
-    assert host.room.host.retry_pending() == 0
+    assert host.cluster_mode.host.retry_pending() == 0
     return again, new
 
 
@@ -812,20 +813,20 @@ def test_an_address_released_while_cut_off_and_claimed_again_here_keeps_its_new_
     def cut(*_args, **_kwargs):
         raise EtcdUnavailable("etcd is unreachable (host0 is cut off)")
 
-    monkeypatch.setattr(a.room.host.etcd, "call", cut)
+    monkeypatch.setattr(a.cluster_mode.host.etcd, "call", cut)
     a.dockerd.stop(old)  # the cluster's part waits
     client = Etcd([etcd.url])
     wait_until(lambda: client.get(keys.key("grace", "host0")) is None, 15)
 
     def reclaimed() -> bool:
-        b.room.host.reap()  # host1's reclaim pass (its own thread may run one first)
+        b.cluster_mode.host.reap()  # host1's reclaim pass (its own thread may run one first)
         return client.get(_addr_key(address)) is None
 
     wait_until(reclaimed, 10)
     monkeypatch.undo()  # back: its keep-alive finds its lease gone and takes a new one
     wait_until(lambda: client.get(keys.key("hosts", "host0")) is not None, 10)
     new = a.dockerd.run(net_a, ip=address)
-    assert a.room.host.retry_pending() == 0
+    assert a.cluster_mode.host.retry_pending() == 0
     claim = client.get(_addr_key(address))
     assert claim is not None and json.loads(claim.value) == {"host": "host0", "kind": "address"}
     assert client.get(keys.prefix("held", "host0") + POOL + "/" + _addr_key(address).rsplit("/", 1)[1]) is not None
@@ -846,7 +847,7 @@ def test_a_call_while_a_host_back_past_the_grace_writes_its_records_again_waits_
     net_a = a.dockerd.create_network(subnet=SUBNET)
     b.dockerd.create_network(subnet=SUBNET)
     a.dockerd.run(net_a)
-    reach, away = a.room.host.etcd.call, threading.Event()
+    reach, away = a.cluster_mode.host.etcd.call, threading.Event()
     away.set()
 
     def cut(*args, **kwargs):
@@ -854,23 +855,23 @@ def test_a_call_while_a_host_back_past_the_grace_writes_its_records_again_waits_
             raise EtcdUnavailable("etcd is unreachable (host0 is cut off)")
         return reach(*args, **kwargs)
 
-    monkeypatch.setattr(a.room.host.etcd, "call", cut)
+    monkeypatch.setattr(a.cluster_mode.host.etcd, "call", cut)
     client = Etcd([etcd.url])
     wait_until(lambda: client.get(keys.key("grace", "host0")) is None, 15)
     membership = keys.prefix("members", POOL) + "host0"
 
     def reclaimed() -> bool:
-        b.room.host.reap()
+        b.cluster_mode.host.reap()
         return client.get(membership) is None
 
     wait_until(reclaimed, 10)
-    taking_up = a.room.ipam.member_again
+    taking_up = a.cluster_mode.ipam.member_again
 
     def slowly(pools):  # the window between the announce and the memberships, made wide
         time.sleep(1.5)
         return taking_up(pools)
 
-    monkeypatch.setattr(a.room.ipam, "member_again", slowly)
+    monkeypatch.setattr(a.cluster_mode.ipam, "member_again", slowly)
     away.clear()  # back: its keep-alive finds its lease gone and takes a new one
     wait_until(lambda: client.get(keys.key("hosts", "host0")) is not None, 10, step=0.01)
     assert client.get(membership) is None  # inside the window
@@ -909,9 +910,9 @@ def _clone(tmp_path, source: str, name: str):
 
 
 def test_a_second_host_with_one_host_id_is_refused_and_does_nothing(hosts, tmp_path, etcd, monkeypatch, caplog):
-    from plugin import cluster as room
+    from plugin import cluster as cluster_mode
 
-    monkeypatch.setattr(room, "RETRY_S", 0.1)
+    monkeypatch.setattr(cluster_mode, "RETRY_S", 0.1)
     a, _, c = hosts()
     net_a = a.dockerd.create_network(subnet=SUBNET)
     c.dockerd.create_network(subnet=SUBNET)
@@ -923,10 +924,10 @@ def test_a_second_host_with_one_host_id_is_refused_and_does_nothing(hosts, tmp_p
 
     clone = Host(state, etcd.url, "host0", "192.0.2.9")
     try:
-        clone.room.worker_started()  # a stored cluster network: it connects at once, in a thread
+        clone.cluster_mode.worker_started()  # a stored cluster network: it connects at once, in a thread
         wait_until(lambda: any("host ID 'host0'" in r.getMessage() for r in caplog.records), 5)
         with pytest.raises(HostIdTaken) as refused:
-            clone.room.host.lease_id()
+            clone.cluster_mode.host.lease_id()
         assert refused.value.status == 409
         assert "'host0'" in str(refused.value) and "192.0.2.1" in str(refused.value)
         pool_id = net_a.pools[0]["PoolID"]
@@ -940,7 +941,7 @@ def test_a_second_host_with_one_host_id_is_refused_and_does_nothing(hosts, tmp_p
         time.sleep(0.5)  # a few more attempts of the start-up thread
         assert _contents(etcd.url) == before
         assert c.overlay.all_peers() == peers
-        assert a.room.host.lease_id()  # the holder is untouched, and goes on
+        assert a.cluster_mode.host.lease_id()  # the holder is untouched, and goes on
         assert a.dockerd.run(net_a).address not in (ctr.address, later.address)
     finally:
         clone.stop()
@@ -952,14 +953,14 @@ def test_a_restart_of_the_same_host_takes_its_id_over_from_its_killed_process(ho
     c.dockerd.create_network(subnet=SUBNET)
     ctr = a.dockerd.run(net_a)
     wait_until(lambda: len(c.overlay.all_peers()) == 1, 5)
-    old = a.room.host.lease_id()
+    old = a.cluster_mode.host.lease_id()
     a.stop(revoke=False)  # kill -9: its lease, and hosts/host0 on it, live on for the TTL
     again = Host(tmp_path / "h0", etcd.url, "host0", "192.0.2.1")
     try:
         assert Etcd([etcd.url]).get(keys.key("hosts", "host0")).lease == old
-        new = again.room.host.lease_id()
+        new = again.cluster_mode.host.lease_id()
         assert new != old and Etcd([etcd.url]).get(keys.key("hosts", "host0")).lease == new
-        assert again.room.segment.watched() == [net_a.id]
+        assert again.cluster_mode.segment.watched() == [net_a.id]
         assert {p.address for p in c.overlay.all_peers()} == {ctr.address.split("/")[0]}
         got = again.client.ok("IpamDriver.RequestAddress", {"PoolID": net_a.pools[0]["PoolID"], "Address": "",
                                                             "Options": None})["Address"]
@@ -976,37 +977,37 @@ def test_the_same_state_dir_after_a_reboot_waits_for_its_old_lease(hosts, tmp_pa
 
     (a,) = hosts(1, ttl=2)
     a.dockerd.create_network(subnet=SUBNET)
-    a.room.host.lease_id()
+    a.cluster_mode.host.lease_id()
     a.stop(revoke=False)
     monkeypatch.setattr(cluster_host, "boot_id", lambda: "another-boot")
     again = Host(tmp_path / "h0", etcd.url, "host0", "192.0.2.1", ttl=2)
     try:
         with pytest.raises(HostIdTaken) as refused:
-            again.room.host.lease_id()
+            again.cluster_mode.host.lease_id()
         assert refused.value.status == 409 and "192.0.2.1" in str(refused.value)
         wait_until(lambda: Etcd([etcd.url]).get(keys.key("hosts", "host0")) is None, 5)
-        assert again.room.host.lease_id()
+        assert again.cluster_mode.host.lease_id()
     finally:
         again.stop()
 
 
 def test_a_refused_host_claims_the_id_once_its_holder_is_gone(hosts, tmp_path, etcd, monkeypatch):
-    from plugin import cluster as room
+    from plugin import cluster as cluster_mode
 
-    monkeypatch.setattr(room, "RETRY_S", 0.1)
+    monkeypatch.setattr(cluster_mode, "RETRY_S", 0.1)
     (a,) = hosts(1, ttl=2)
     net_a = a.dockerd.create_network(subnet=SUBNET)
     a.dockerd.run(net_a)
     clone = Host(_clone(tmp_path, "h0", "clone"), etcd.url, "host0", "192.0.2.9", ttl=2)
     try:
         with pytest.raises(HostIdTaken):
-            clone.room.host.lease_id()
-        clone.room.worker_started()
+            clone.cluster_mode.host.lease_id()
+        clone.cluster_mode.worker_started()
         a.stop(revoke=False)  # the holder dies: its lease ends within the TTL
         holder = lambda: Etcd([etcd.url]).get(keys.key("hosts", "host0"))
         wait_until(lambda: holder() is not None and "192.0.2.9" in holder().value, 10)
-        wait_until(lambda: clone.room.segment.watched() == [net_a.id], 5)  # rejoined, in the start-up thread
-        assert holder().lease == clone.room.host.lease_id()
+        wait_until(lambda: clone.cluster_mode.segment.watched() == [net_a.id], 5)  # rejoined, in the start-up thread
+        assert holder().lease == clone.cluster_mode.host.lease_id()
     finally:
         clone.stop()
 
@@ -1019,15 +1020,16 @@ def test_a_lost_lease_is_not_replaced_over_another_host_holding_the_id(hosts, tm
     wait_until(lambda: len(b.overlay.all_peers()) == 1, 5)
     other = Host(tmp_path / "other", etcd.url, "host0", "192.0.2.9", ttl=3)  # its own state dir, a's ID
     try:
-        old = a.room.host.lease_id()
+        old = a.cluster_mode.host.lease_id()
         # As if a had been cut off from etcd past its TTL, and the other
         # host had come up meanwhile.
-        b.room.host.etcd.call("/kv/lease/revoke", {"ID": old})
-        other.room.host.lease_id()
-        wait_until(lambda: a.room.host._lease.id != old, 5)  # a's keep-alive got a new lease...
+        b.cluster_mode.host.etcd.call("/kv/lease/revoke", {"ID": old})
+        other.cluster_mode.host.lease_id()
+        wait_until(lambda: a.cluster_mode.host._lease.id != old, 5)  # a's keep-alive got a new lease...
         time.sleep(0.3)
         held = Etcd([etcd.url]).get(keys.key("hosts", "host0"))
-        assert "192.0.2.9" in held.value and held.lease == other.room.host.lease_id()  # ...and did not take the ID
+        # ...and did not take the ID.
+        assert "192.0.2.9" in held.value and held.lease == other.cluster_mode.host.lease_id()
         assert _records_of(b) == []  # nor published its endpoints again
         with pytest.raises(ProtocolError) as refused:
             a.dockerd.run(net_a)
@@ -1134,7 +1136,7 @@ def test_a_delete_during_the_start_up_republish_stays_deleted(hosts, tmp_path, e
     republish = ClusterSegment._republish_batch
 
     def deleted_first(segment, batch, lease, pools):
-        if segment is again.room.segment:  # the store was read; the delete comes now
+        if segment is again.cluster_mode.segment:  # the store was read; the delete comes now
             again.dockerd.containers.append(ctr)  # dockerd's, which outlived Pontoon's restart
             again.dockerd.networks.append(nets[0])
             again.dockerd.stop(ctr)
@@ -1144,11 +1146,11 @@ def test_a_delete_during_the_start_up_republish_stays_deleted(hosts, tmp_path, e
 
     monkeypatch.setattr(ClusterSegment, "_republish_batch", deleted_first)
     try:
-        again.room.host.lease_id()
+        again.cluster_mode.host.lease_id()
         mine = keys.prefix("endpoints", keys.pool_name("LocalDefault", SUBNET)) + "host0/"
-        assert again.room.host.etcd.read_prefix(mine)[0] == []
+        assert again.cluster_mode.host.etcd.read_prefix(mine)[0] == []
         wait_until(lambda: b.overlay.all_peers() == set(), 5)
-        assert again.room.segment.watched() == ([] if deleted == "network" else [nets[0].id])
+        assert again.cluster_mode.segment.watched() == ([] if deleted == "network" else [nets[0].id])
     finally:
         again.stop()
 
@@ -1164,7 +1166,7 @@ def test_a_republish_writes_its_endpoints_in_batches(hosts, tmp_path, etcd, monk
     nets = [h.dockerd.create_network(subnet=SUBNET) for h in (a, b)]
     ctrs = [a.dockerd.run(nets[0]) for _ in range(30)]
     a.stop(revoke=False)
-    wait_until(lambda: b.room.host.etcd.get(keys.key("grace", "host0")) is None, 10)
+    wait_until(lambda: b.cluster_mode.host.etcd.get(keys.key("grace", "host0")) is None, 10)
     _reclaimed(b)
     taken = ctrs[7].address.split("/")[0]
     b.dockerd.run(nets[1], ip=taken)  # given to host1 while host0 was away
@@ -1182,7 +1184,7 @@ def test_a_republish_writes_its_endpoints_in_batches(hosts, tmp_path, etcd, monk
     again = Host(tmp_path / "h0", etcd.url, "host0", "192.0.2.1", ttl=2, reclaim_grace=6)
     try:
         began = time.monotonic()
-        again.room.host.lease_id()
+        again.cluster_mode.host.lease_id()
         took = time.monotonic() - began
         published = {kv.key.rsplit("/", 1)[1] for kv in _records_of(b)}
         assert published == {c.endpoint_id for c in ctrs} - {ctrs[7].endpoint_id}
@@ -1202,8 +1204,8 @@ def _members(client: Etcd, pool: str = POOL) -> list[str]:
 def _killed_past_the_grace(dead: Host, reaper: Host) -> None:
     """``dead`` killed (its leases left to expire), then away past the grace."""
     dead.stop(revoke=False)
-    wait_until(lambda: reaper.room.host.etcd.get(keys.key("hosts", dead.room.host.host_id)) is None, 5)
-    wait_until(lambda: reaper.room.host.etcd.get(keys.key("grace", dead.room.host.host_id)) is None, 10)
+    wait_until(lambda: reaper.cluster_mode.host.etcd.get(keys.key("hosts", dead.cluster_mode.host.host_id)) is None, 5)
+    wait_until(lambda: reaper.cluster_mode.host.etcd.get(keys.key("grace", dead.cluster_mode.host.host_id)) is None, 10)
 
 
 @pytest.mark.parametrize("option", ["mtu", "internal"])
@@ -1214,9 +1216,9 @@ def test_a_dead_sole_members_pool_is_reclaimed_and_the_subnet_made_again_with_ot
     naming the option, for good)."""
     a, b = hosts(2, ttl=2, reclaim_grace=6)
     a.dockerd.run(a.dockerd.create_network(subnet=SUBNET))
-    vni = a.room._stored()[0][0]["cluster"]["vni"]
+    vni = a.cluster_mode._stored()[0][0]["cluster"]["vni"]
     _killed_past_the_grace(a, b)
-    client = b.room.host.etcd
+    client = b.cluster_mode.host.etcd
     _reclaimed(b)
     assert _members(client) == []
     assert client.get(keys.key("pools", POOL)) is None
@@ -1230,7 +1232,7 @@ def test_a_dead_sole_members_pool_is_reclaimed_and_the_subnet_made_again_with_ot
         net = b.dockerd.create_network(subnet=SUBNET, options={"com.docker.network.driver.mtu": "1300"})
     else:
         net = b.dockerd.create_network(subnet=SUBNET, internal=True)
-    (stored,) = b.room._stored()[0]
+    (stored,) = b.cluster_mode._stored()[0]
     assert (stored["options"]["mtu"] == 1300) if option == "mtu" else stored["options"]["internal"]
     assert b.dockerd.run(net).address == "10.90.0.2/24"  # host0's container's address, free again
     assert _members(client) == ["host1"]
@@ -1245,7 +1247,7 @@ def test_a_dead_hosts_membership_ends_and_the_pool_stays_for_the_live_member(hos
     gone = a.dockerd.run(net_a)
     kept = b.dockerd.run(net_b)
     _killed_past_the_grace(a, b)
-    client = b.room.host.etcd
+    client = b.cluster_mode.host.etcd
     _reclaimed(b)
     assert _members(client) == ["host1"]
     _network_records_hold(client, b, ["host1"], [kept])
@@ -1260,7 +1262,7 @@ def test_a_membership_reclaim_is_fenced_on_the_host_being_away_still(hosts, monk
     their removal: it keeps its membership, and the pool stays."""
     a, b = hosts(2, ttl=2, reclaim_grace=6)
     a.dockerd.run(a.dockerd.create_network(subnet=SUBNET))
-    reaper, ipam = b.room.host, b.room.ipam
+    reaper, ipam = b.cluster_mode.host, b.cluster_mode.ipam
     leave, back = ipam._leave, []
 
     def back_first(*args, **kwargs):
@@ -1287,12 +1289,12 @@ def test_a_host_back_after_its_membership_was_reclaimed_is_a_member_again(hosts,
     b.dockerd.create_network(subnet=SUBNET)
     ctr = a.dockerd.run(net_a)
     _killed_past_the_grace(a, b)
-    client = b.room.host.etcd
+    client = b.cluster_mode.host.etcd
     _reclaimed(b)
     assert _members(client) == ["host1"]
     back = Host(tmp_path / "h0", etcd.url, "host0", "192.0.2.1", 2, reclaim_grace=6)
     try:
-        back.room.host.lease_id()
+        back.cluster_mode.host.lease_id()
         assert _members(client) == ["host0", "host1"]
         b.dockerd.cleanup()
         _network_records_hold(client, back, ["host0"], [ctr])
@@ -1310,23 +1312,23 @@ def test_a_failed_republish_is_tried_again_on_the_new_lease_kept_meanwhile(hosts
     nets = [h.dockerd.create_network(subnet=SUBNET) for h in (a, b)]
     a.dockerd.run(nets[0])
     wait_until(lambda: len(b.overlay.all_peers()) == 1, 5)
-    resume, leases = a.room.segment.resume, []
+    resume, leases = a.cluster_mode.segment.resume, []
 
     def failing_first(networks, endpoints, lease, pools):
         leases.append(lease)
         if len(leases) == 1:
             if first.startswith("slow"):
-                time.sleep(3 * a.room.host.ttl)
+                time.sleep(3 * a.cluster_mode.host.ttl)
             raise EtcdUnavailable("etcd is unreachable (injected in the test)")
         return resume(networks, endpoints, lease, pools)
 
-    monkeypatch.setattr(a.room.segment, "resume", failing_first)
-    old = a.room.host.lease_id()
+    monkeypatch.setattr(a.cluster_mode.segment, "resume", failing_first)
+    old = a.cluster_mode.host.lease_id()
     Etcd([etcd.url]).call("/kv/lease/revoke", {"ID": old})
     wait_until(lambda: _records_of(b) == [], 5)
     wait_until(lambda: len(_records_of(b)) == 1, 20)
-    assert len(leases) == 2 and leases[0] == leases[1] == a.room.host.lease_id() != old
-    assert b.room.host.etcd.get(keys.key("hosts", "host0")).lease == leases[0]
+    assert len(leases) == 2 and leases[0] == leases[1] == a.cluster_mode.host.lease_id() != old
+    assert b.cluster_mode.host.etcd.get(keys.key("hosts", "host0")).lease == leases[0]
 
 
 def test_a_docker_run_in_the_gap_after_a_lost_lease_waits_for_the_new_one(hosts, etcd):
@@ -1334,12 +1336,12 @@ def test_a_docker_run_in_the_gap_after_a_lost_lease_waits_for_the_new_one(hosts,
     run used to get a 503 (its record was put on the lost lease)."""
     a, b = hosts(2, ttl=2)
     nets = [h.dockerd.create_network(subnet=SUBNET) for h in (a, b)]
-    old = a.room.host.lease_id()
+    old = a.cluster_mode.host.lease_id()
     Etcd([etcd.url]).call("/kv/lease/revoke", {"ID": old})
     ctr = a.dockerd.run(nets[0])
-    record = b.room.host.etcd.get(keys.prefix("endpoints", keys.pool_name("LocalDefault", SUBNET))
+    record = b.cluster_mode.host.etcd.get(keys.prefix("endpoints", keys.pool_name("LocalDefault", SUBNET))
                                   + f"host0/{ctr.endpoint_id}")
-    assert record is not None and record.lease == a.room.host.lease_id() != old
+    assert record is not None and record.lease == a.cluster_mode.host.lease_id() != old
     wait_until(lambda: len(b.overlay.all_peers()) == 1, 5)
 
 
@@ -1352,12 +1354,12 @@ def test_a_host_whose_underlay_cannot_carry_the_networks_mtu_is_refused(hosts):
 
     a, b = hosts(2)
     net_a = a.dockerd.create_network(subnet=SUBNET)
-    b.room.segment.dp = dataclasses.replace(DP, default_mtu=lambda _local: 1400)
+    b.cluster_mode.segment.dp = dataclasses.replace(DP, default_mtu=lambda _local: 1400)
     with pytest.raises(ProtocolError, match="MTU 1450 of cluster network 10.90.0.0/24 .* at most 1400"):
         b.dockerd.create_network(subnet=SUBNET)
     with pytest.raises(ProtocolError, match="MTU 1500 .* at most 1450"):
         a.dockerd.create_network(subnet="10.90.1.0/24", options={"com.docker.network.driver.mtu": "1500"})
-    assert b.room._stored() == ([], [])
+    assert b.cluster_mode._stored() == ([], [])
     a.dockerd.run(net_a)  # the network as it was
 
 
@@ -1388,7 +1390,7 @@ def test_a_pool_made_between_the_overlap_check_and_the_create_is_seen(hosts, mon
         with pytest.raises(ProtocolError, match="no free IPv4 default pool"):
             a.dockerd.create_network()
     assert ran
-    pools = [kv.key for kv in b.room.host.etcd.read_prefix(keys.prefix("pools"))[0]]
+    pools = [kv.key for kv in b.cluster_mode.host.etcd.read_prefix(keys.prefix("pools"))[0]]
     assert pools == [keys.key("pools", keys.pool_name("LocalDefault", "10.199.0.0/16"))]
 
 
@@ -1423,15 +1425,15 @@ def test_a_plain_networks_members_changing_leaves_the_tunnels_peers_unasked(host
     peers: WireGuard is not asked for them again (two tool runs each)."""
     a, b = hosts(2)
     for host in (a, b):
-        host.room.segment.tunnel = CountingTunnel(host.room.host.host_id)
+        host.cluster_mode.segment.tunnel = CountingTunnel(host.cluster_mode.host.host_id)
         key = base64.b64encode(bytes(32)).decode()
-        host.room.host.wireguard = Wireguard(key, tunnel_address(host.room.host.host_id), 51820)
+        host.cluster_mode.host.wireguard = Wireguard(key, tunnel_address(host.cluster_mode.host.host_id), 51820)
     sealed = [h.dockerd.create_network(subnet="10.92.0.0/24", options={"pontoon.encrypted": "true"})
               for h in (a, b)]
     plain = [h.dockerd.create_network(subnet=SUBNET) for h in (a, b)]
     b.dockerd.run(sealed[1])
     wait_until(lambda: len(a.overlay.all_peers()) == 1, 5)
-    tunnel = a.room.segment.tunnel
+    tunnel = a.cluster_mode.segment.tunnel
     syncs = tunnel.syncs
     assert syncs >= 1  # the encrypted network's peer was given to the tunnel
     b.dockerd.run(plain[1])
@@ -1451,7 +1453,7 @@ def test_a_lease_ending_asks_once_whether_its_host_went_away_not_once_per_record
         a.dockerd.run(net_a)
     wait_until(lambda: len(b.overlay.all_peers()) == 5, 5)
     asked = []
-    etcd = b.room.host.etcd
+    etcd = b.cluster_mode.host.etcd
     real = etcd.range
 
     def range_(key, *args, **kwargs):

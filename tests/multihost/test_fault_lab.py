@@ -213,7 +213,7 @@ class LabProcess(Host):
         """As kill -9: the lease is left to expire, and nothing of this
         process reaches etcd or the kernel any more."""
         self.reach.severed = True
-        self.room.host.etcd.call = _killed
+        self.cluster_mode.host.etcd.call = _killed
         self.stop(revoke=False)
 
 
@@ -223,7 +223,7 @@ def cap_watch_silence(host: LabProcess, seconds: float) -> None:
     silenced stream heals within a check's bound. Only relayed hosts get
     it: the others' watches are left to their events, so a bug there shows
     rather than being hidden by a frequent full read."""
-    etcd = host.room.host.etcd
+    etcd = host.cluster_mode.host.etcd
     call = etcd.call
 
     def capped(path, body, stream=False, silence=None):
@@ -346,7 +346,7 @@ class Lab:
         dockerd = LabDockerd(host.client)
         dockerd.networks, dockerd.containers = lab_host.networks, lab_host.containers  # dockerd's, kept
         lab_host.host, lab_host.dockerd = host, dockerd
-        host.room.worker_started()
+        host.cluster_mode.worker_started()
 
     def _kill(self, lab_host: LabHost) -> None:
         lab_host.host.kill()
@@ -611,7 +611,7 @@ class Lab:
         records, holders = invariants.records(contents, self.hostile), invariants.holders(contents)
         found = invariants.record_violations(records, holders, {h.id: h.advertise for h in self.live()})
         for lab_host in self.live():
-            networks, endpoints = lab_host.host.room._stored()
+            networks, endpoints = lab_host.host.cluster_mode._stored()
             networks = {n["id"]: n for n in networks if "cluster" in n}
             found += self._network_violations(lab_host, networks, contents)
             found += self._peer_violations(lab_host, networks, records, holders)
@@ -628,7 +628,7 @@ class Lab:
         for network in networks.values():
             pool, vni = network["cluster"]["pool"], network["cluster"]["vni"]
             if network["cluster"].get("lost"):
-                # Cut off at a republish (Room._cut_off): only a host away
+                # Cut off at a republish (ClusterMode._cut_off): only a host away
                 # past the grace may be, and it holds nothing in the pool.
                 if network["id"] not in lab_host.orphanable:
                     found.append(f"{lab_host.id}: its network on {pool} is cut off from the cluster "
@@ -738,7 +738,7 @@ class Lab:
                 self.remove(lab_host, net)
         began = time.monotonic()
         while True:
-            expected = {keys.key(kind, h.id) for h in self.live() if h.host.room.host._lease is not None
+            expected = {keys.key(kind, h.id) for h in self.live() if h.host.cluster_mode.host._lease is not None
                         for kind in ("hosts", "seen", "grace")}
             left = {kv.key for kv in self.outside.read_prefix(keys.ROOT)[0]}
             stores = [h.id for h in self.live() if self._stored_anything(h)]
@@ -856,7 +856,7 @@ class Reachability:
             return round(max(self.gaps.values(), default=0.0), 2)
         pools, lost = {}, set()
         for lab_host in self.lab.live():
-            networks, endpoints = lab_host.host.room._stored()
+            networks, endpoints = lab_host.host.cluster_mode._stored()
             pools |= {(lab_host.id, DP.vxlan_name(n["tag"])): n["cluster"]["pool"] for n in networks if "cluster" in n}
             lost |= {e["id"] for e in endpoints if e.get("lost")}  # by design unreachable (docs/cluster.md)
         counted = [(gap, entry) for entry, gap in self.gaps.items()
@@ -1006,7 +1006,7 @@ def _killed_till_its_pool_is_reclaimed(lab: Lab, lab_host: LabHost, subnet: str)
 
 
 def inspect_text(lab_host: LabHost) -> str:
-    networks, endpoints = lab_host.host.room._stored()
+    networks, endpoints = lab_host.host.cluster_mode._stored()
     return render({"networks": networks, "endpoints": endpoints, "pools": [], "addresses": []})
 
 
@@ -1015,10 +1015,10 @@ def _assert_cut_off(lab_host: LabHost, network_id: str, why: str) -> None:
     device and no watch: nothing of it shares a segment with the pool's
     new holders. (The lab's invariants check the device too; this says
     the network was cut off, not removed.)"""
-    networks, _ = lab_host.host.room._stored()
+    networks, _ = lab_host.host.cluster_mode._stored()
     (network,) = [n for n in networks if n["id"] == network_id]
     assert why in (network["cluster"].get("lost") or ""), network["cluster"]
     with lab_host.host.overlay.lock:
         assert DP.vxlan_name(network["tag"]) not in lab_host.host.overlay.devices
-    assert network_id not in lab_host.host.room.segment.watched()
+    assert network_id not in lab_host.host.cluster_mode.segment.watched()
 
