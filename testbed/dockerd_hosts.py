@@ -173,12 +173,13 @@ class Member:
     image: str
     containers: list[str] = field(default_factory=list)
 
-    def network(self, name: str) -> str:
+    def network(self, name: str, *args: str) -> str:
+        """``args``: more of `docker network create`'s, e.g. ``-o KEY=VALUE``."""
         # The same --aux-address on every host: dockerd reserves it before
         # CreateNetwork on each, and each must get it.
         driver = self.pontoon.driver
-        return self.daemon.docker("network", "create", "-d", driver, "--ipam-driver", driver,
-                                  "--subnet", SUBNET, "--aux-address", f"router={AUX}", name).stdout.strip()
+        return self.daemon.docker("network", "create", "-d", driver, "--ipam-driver", driver, "--subnet", SUBNET,
+                                  "--aux-address", f"router={AUX}", *args, name).stdout.strip()
 
     def run(self, network: str) -> Container:
         cid = self.daemon.docker("run", "-d", "--network", network, self.image, "sleep", "600").stdout.strip()
@@ -229,6 +230,7 @@ class Member:
 class TwoHosts:
     etcd: Etcd
     members: list[Member]
+    underlay: Underlay
 
     def advertised(self, host_id: str) -> str | None:
         """The address host_id announced in etcd, None when it has no live record."""
@@ -294,7 +296,7 @@ def two_hosts_up(build: matrix.Build, mode: str, tls: bool, tmp_path: Path, plug
         etcd.start()
         with ThreadPoolExecutor(max_workers=2) as pool:
             members = list(pool.map(bring_up, range(2)))
-        yield TwoHosts(etcd, members)
+        yield TwoHosts(etcd, members, underlay)
     finally:
         with ThreadPoolExecutor(max_workers=2) as pool:
             list(pool.map(take_down, started))

@@ -58,6 +58,14 @@ def cases():
 @pytest.fixture(params=cases())
 def two_hosts(request, tmp_path):
     build, mode, tls = request.param
+    skip_unless_ready(build)
+    plugin_dir = request.getfixturevalue("plugin_dir") if mode == "managed" else None
+    with two_hosts_up(build, mode, tls, tmp_path, plugin_dir) as made:
+        yield made
+
+
+def skip_unless_ready(build: matrix.Build) -> None:
+    """Skips the test, naming what is missing, unless two hosts can run on ``build``."""
     reason = missing() or build.missing()
     if reason:
         pytest.skip(reason)
@@ -66,9 +74,6 @@ def two_hosts(request, tmp_path):
     for tool in ("unshare", "nsenter", "bridge"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is missing (apt-get install util-linux iproute2)")
-    plugin_dir = request.getfixturevalue("plugin_dir") if mode == "managed" else None
-    with two_hosts_up(build, mode, tls, tmp_path, plugin_dir) as made:
-        yield made
 
 
 def test_containers_on_two_real_dockerds_reach_each_other(two_hosts, uid):

@@ -44,8 +44,12 @@ class Capture:
         self.path = path
         self.proc = subprocess.Popen(["ip", "netns", "exec", cluster.underlay.ns, "tcpdump", "-i",
                                       cluster.underlay.bridge, "--immediate-mode", "-U", "-w", str(path)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(1)  # it is listening once it has said so, within a moment
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        # It captures once it has said so (a fixed pause may end before
+        # that on a loaded machine, and the first packets go unseen).
+        said = self.proc.stderr.readline()
+        if "listening on" not in said:
+            raise RuntimeError(f"tcpdump did not start: {said}")
 
     def stop(self) -> bytes:
         time.sleep(0.5)  # the last packets written
