@@ -121,6 +121,18 @@ def implementation() -> str | None:
     return "wireguard-go" if shutil.which("wireguard-go") and os.path.exists("/dev/net/tun") else None
 
 
+def in_force(owner: str) -> str | None:
+    """The WireGuard implementation instance ``owner``'s tunnel runs on here
+    ("kernel": a device of that kind; "wireguard-go": its TUN device), None
+    with no tunnel: what is in force, not what this host could run
+    (``implementation``), which a managed plugin's rootfs may differ on."""
+    with rtnl.Rtnl() as nl:
+        link = nl.get(device_name(owner))
+    if link is None:
+        return None
+    return "kernel" if link.kind == "wireguard" else "wireguard-go"
+
+
 class Tunnel:
     def __init__(self, owner: str, state_dir: str, host_id: str, port: int = PORT):
         self.name = device_name(owner)

@@ -101,7 +101,7 @@ def _inspect(settings: config.Settings, section: str | None, as_json: bool) -> i
 
         # Read in this network namespace: run inspect where the server runs.
         state["between_hosts"] = {"dropped": VxlanGuard(settings.name).dropped(),
-                                  "wireguard": wireguard.implementation()}
+                                  "wireguard": wireguard.in_force(settings.name)}
         text += "" if as_json else "\n" + inspect.render_between_hosts(state["between_hosts"])
         try:
             state["cluster"] = view.collect(Etcd(settings.etcd_endpoints, tls=etcd_tls(settings)))

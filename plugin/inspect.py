@@ -97,7 +97,8 @@ def _names(record: dict) -> str:
 def render_between_hosts(state: dict) -> str:
     """The VXLAN guard (datapath.vxlanguard): datagrams to a cluster
     network's VNI from a host that is no member of it, dropped; and the
-    WireGuard implementation encrypted networks use (datapath.wireguard)."""
+    WireGuard implementation encrypted networks use, as the tunnel's device
+    shows it (datapath.wireguard.in_force)."""
     dropped = state["dropped"]
     return _table("BETWEEN HOSTS", ["VXLAN DROPPED FROM NON-MEMBERS", "WIREGUARD"],
                   [[dropped if dropped is not None else "- (no cluster network here)",

@@ -129,6 +129,11 @@ def test_vxlan_into_an_encrypted_network_is_taken_only_from_the_tunnel(cluster):
     assert reaches(peer, target, timeout=5)  # the tunnel's own traffic flows on
 
 
+def wireguard_shown(host, cluster) -> str | None:
+    """The WireGuard implementation ``inspect`` shows in force on ``host``."""
+    return json.loads(inspect_here(host, cluster.etcd.url, "--json"))["between_hosts"]["wireguard"]
+
+
 def test_the_tunnel_goes_with_the_last_encrypted_network(cluster):
     a, b, _ = cluster.hosts
     nets = [h.dockerd.create_network(subnet="10.92.0.0/24", options=ENCRYPTED) for h in (a, b)]
@@ -138,8 +143,10 @@ def test_the_tunnel_goes_with_the_last_encrypted_network(cluster):
     assert all(json.loads(t) for t in tunnels)
     key = a.server.state_dir / "wireguard.key"
     assert key.stat().st_mode & 0o777 == 0o600
+    assert wireguard_shown(b, cluster) == "wireguard-go"  # in force: the device's, not the host's tools
     b.dockerd.cleanup()
     assert json.loads(b.run("ip", "-j", "link", "show", "type", "tun").stdout) == []
+    assert wireguard_shown(b, cluster) is None
     # a drops b as a WireGuard peer once b's records are gone.
     wg = a.run("ip", "-j", "link", "show", "type", "tun").stdout
     name = json.loads(wg)[0]["ifname"]
