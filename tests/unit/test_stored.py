@@ -90,3 +90,41 @@ def test_a_damaged_network_is_refused_naming_it(damage, message):
 def test_a_damaged_endpoint_is_refused_naming_it():
     with pytest.raises(BadStoredRecord, match=f'endpoint {EID}: address "10.1.0.5" is not an address in CIDR'):
         StoredEndpoint.from_json({**old_endpoint(address="10.1.0.5"), "tag": EID[:12]})
+
+
+def test_records_of_an_older_version_read_back_with_the_defaults(tmp_path):
+    """A network stored before gateway modes, trusted interfaces, masquerade
+    addresses, IPv6-only networks and encryption, and an endpoint stored
+    before Program counted its generations: the migration fills what they
+    lack, and they read back with the defaults."""
+    store = Store(str(tmp_path))
+    store.initialise()
+    options = {k: v for k, v in FULL_OPTIONS.items()
+               if k not in ("gateway_mode_ipv4", "gateway_mode_ipv6", "trusted_interfaces", "host_ipv4", "host_ipv6",
+                            "ipv4", "encrypted")}
+    put_raw(store, "networks", {**old_network(options=options), "tag": NID[:12]})
+    put_raw(store, "endpoints", {k: v for k, v in old_endpoint().items() if k != "port_generation"} | {"tag": EID[:12]})
+    set_version(store, 2)  # as the last version left it: tags and the address index made
+    Store(str(tmp_path)).initialise()
+    with store.snapshot() as tx:
+        network, endpoint = tx.get_network(NID), tx.get_endpoint(EID)
+    assert network is not None and endpoint is not None
+    assert network.options == NetworkOptions()
+    assert network.adopted is None
+    assert endpoint.port_generation == 0 and endpoint.portmap_request is None and endpoint.name is None
+
+
+def test_the_stored_json_keeps_its_format(tmp_path):
+    """What an older version reads: the same keys, a list where it had one."""
+    store = Store(str(tmp_path))
+    store.initialise()
+    network = StoredNetwork.from_json({**old_network(), "tag": NID[:12], "adopted": None})
+    endpoint = StoredEndpoint.from_json({**old_endpoint(), "tag": EID[:12]})
+    with store.transaction() as tx:
+        tx.put_network(network)
+        tx.add_endpoint(endpoint)
+    with contextlib.closing(sqlite3.connect(store.path)) as db:
+        ((raw_network,),) = db.execute("SELECT data FROM networks").fetchall()
+        ((raw_endpoint,),) = db.execute("SELECT data FROM endpoints").fetchall()
+    assert json.loads(raw_network) == {**old_network(), "tag": NID[:12], "adopted": None}
+    assert json.loads(raw_endpoint) == {**old_endpoint(), "tag": EID[:12]}
