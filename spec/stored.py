@@ -52,9 +52,6 @@ class NetworkOptions:
     host_ipv6: str = ""
     encrypted: bool | None = None  # None: not given, the cluster host's default (its ``encrypt`` setting)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
     def isolated(self, family: str) -> bool:
         """The family gets no gateway address on the bridge (and dockerd
         need not allocate one: see GwAllocCheck)."""
