@@ -45,7 +45,7 @@ class Settings:
     # Seconds a request waits for the store's or the firewall's lock before
     # it is refused with a 503 (dockerd's own wait for us has no end).
     lock_timeout: float = DEFAULT_TIMEOUT_S
-    # Multi-host (see plugin/cluster.py): empty keeps the single-host plugin.
+    # Multi-host (see cluster/mode.py): empty keeps the single-host plugin.
     etcd_endpoints: list[str] = field(default_factory=list)
     advertise_addr: str = ""  # empty: the source address of the route to the first endpoint
     host_id: str = ""  # empty: made once and kept in the state dir (cluster/identity.py)
