@@ -22,7 +22,7 @@ def test_cluster_settings_from_env_and_flags():
 @pytest.mark.parametrize("kw, says", [
     ({"etcd_endpoints": "10.0.0.5:2379"}, "not an http"),
     ({"etcd_endpoints": "http://e:2379", "workers": "2"}, "workers=2"),
-    ({"etcd_endpoints": "http://e:2379", "advertise_addr": "eth0"}, "advertise_addr 'eth0'"),
+    ({"etcd_endpoints": "http://e:2379", "advertise_addr": "eth0"}, "advertise_addr='eth0'"),
     ({"etcd_endpoints": "http://e:2379", "host_id": "a/b"}, "host_id 'a/b'"),
     ({"etcd_endpoints": "http://e:2379", "lease_ttl": "1"}, "lease_ttl=1"),
     ({"etcd_endpoints": "http://e:2379", "lease_ttl": "10", "reclaim_grace": "20"}, "reclaim_grace=20"),
