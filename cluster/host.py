@@ -347,7 +347,7 @@ class ClusterHost:
         and what they leave in etcd (a record, an allocation this host no
         longer holds) harms no one until it is gone. The steps live in
         memory; the ``owed`` file outlives a restart, whose rejoin (see
-        plugin.cluster.ClusterMode) then does from the store what they would have.
+        cluster.mode.ClusterMode) then does from the store what they would have.
 
         A step may run long after it was made, when this host has made the
         same things again (the subnet created again, the address claimed

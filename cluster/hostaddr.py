@@ -58,7 +58,7 @@ def target(network: StoredNetwork, on_bridge: Callable[[StoredNetwork], tuple[st
     """(cluster pool name, gateway interface) of the network's host address,
     or None when its bridge carries no IPv4 gateway. ``on_bridge``: the
     addresses a network's bridge carries (the network driver's rule, handed
-    in by plugin.cluster: cluster/ does not import the handlers)."""
+    in by plugin.wiring through cluster.mode: cluster/ does not import the handlers)."""
     if not network.ipv4:
         return None
     pool = ipaddress.ip_network(network.ipv4[0].pool)

@@ -24,7 +24,6 @@ than this host's, and the next host's request for it succeeds too.
 from __future__ import annotations
 
 import ipaddress
-import json
 import time
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -41,6 +40,7 @@ from .etcd import (KeyValue, absent, created_by, delete_op, prefix_end, present,
 from .addrrecord import GATEWAY_HOLDER, AddrHolder
 from .host import ClusterHost
 from .netrecord import NetRecord
+from .poolrecord import PoolRecord
 
 # The records of the network's own addresses (held by every member).
 AUX = AddrHolder(GATEWAY_HOLDER, "aux").value()
@@ -112,10 +112,6 @@ class ClusterIpam:
               if keys.cidr_of(p)[0] == space and ipaddress.ip_network(keys.cidr_of(p)[1]).version == 6]
         return v6[0] if len(v6) == 1 else None
 
-    def _pool_record(self, space: str, net: IPNetwork, sub: IPNetwork | None, options: dict) -> str:
-        return json.dumps({"space": space, "cidr": str(net), "sub": str(sub) if sub else "",
-                           "options": options}, sort_keys=True)
-
     def _join(self, space: str, net: IPNetwork, sub: IPNetwork | None, options: dict) -> bool:
         """Become a member of the cluster pool ``net`` (creating it when no host
         holds it); whether this call made this host a member."""
@@ -127,16 +123,16 @@ class ClusterIpam:
                 seen = self._refuse_overlap(space, net)
                 # The pool and this member in one step, only if both are new
                 # and no pool was written since the overlap check read them.
+                record = PoolRecord(space, str(net), str(sub) if sub else "", options)
                 reply = self._etcd.txn([absent(keys.key("pools", name)), _no_pool_written_since(seen)],
-                                       [put_op(keys.key("pools", name), self._pool_record(space, net, sub, options)),
-                                        put_op(member, "")])
+                                       [put_op(keys.key("pools", name), record.value()), put_op(member, "")])
                 if reply.get("succeeded"):
                     return True
                 continue  # another host created it, or another pool, meanwhile: look again
-            held = json.loads(existing.value)
-            if held["sub"] != (str(sub) if sub else ""):
+            held = PoolRecord.parse(existing.key, existing.value)
+            if held.sub != (str(sub) if sub else ""):
                 raise Conflict(f"pool {net} is held in the cluster with --ip-range "
-                               f"\"{held['sub'] or 'none'}\", not \"{sub or 'none'}\"")
+                               f"\"{held.sub or 'none'}\", not \"{sub or 'none'}\"")
             # Rewriting the pool record bumps its revision, so a last member
             # leaving at the same time (which compares it) cannot delete it.
             # The membership is written even when this host has one: after
@@ -184,8 +180,9 @@ class ClusterIpam:
             if allocator.overlaps(candidate, pools + routes) is not None:
                 continue
             name = keys.pool_name(space, str(candidate))
+            record = PoolRecord(space, str(candidate), "", options)
             reply = self._etcd.txn([absent(keys.key("pools", name)), _no_pool_written_since(seen)],
-                                   [put_op(keys.key("pools", name), self._pool_record(space, candidate, None, options)),
+                                   [put_op(keys.key("pools", name), record.value()),
                                     put_op(keys.prefix("members", name) + self._host.host_id, "")])
             if reply.get("succeeded"):
                 return candidate

@@ -49,7 +49,7 @@ from .host import ClusterHost
 from .hostaddr import HostAddresses
 from .peerwatch import PeerWatch
 
-if TYPE_CHECKING:  # the type only: names/ is a service beside cluster/, handed in by plugin.cluster
+if TYPE_CHECKING:  # the type only: names/ is a service beside cluster/, handed in by cluster.mode
     from names.service import Names
 
 log = logging.getLogger("pontoon.cluster")
@@ -110,7 +110,7 @@ class ClusterSegment:
         self._watches: dict[str, PeerWatch] = {}  # network ID -> its watch
         self._gone: set[str] | None = None  # while a republish runs: networks and endpoints deleted since
         self._lock = threading.Lock()
-        self.names: Names | None = None  # plugin.cluster sets it: told of watches, records, endpoints
+        self.names: Names | None = None  # cluster.mode sets it: told of watches, records, endpoints
         self._renaming = threading.Lock()  # a rename's write against an unpublish's delete
         self._renamed: dict[str, set[str]] = {}  # endpoint ID -> the records rename may have left
 

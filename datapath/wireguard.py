@@ -16,7 +16,7 @@ address alone, so a peer cannot speak for another.
   text.
 - Key: made on this host (``wg genkey``) into the state dir, 0600 from its
   creation; only the public key leaves it (``identity``, published in
-  ``hosts/<id>`` on the host's lease by plugin.cluster).
+  ``hosts/<id>`` on the host's lease by cluster.mode).
 - Tunnel addresses: ``TUNNEL_PREFIX`` (a ULA /64 of ours) and 64 bits of
   SHA-256 of the host ID. Host IDs are unique in the cluster (hosts/<id> is
   claimed), and two IDs give one address with odds of about n²/2^65 for n

@@ -21,7 +21,7 @@ there: enough to name the endpoint. So, in the cluster worker, a thread:
 
 Each endpoint gets the container's name and, as aliases, its network
 aliases and its short ID (12 hex digits), as dockerd's own resolver answers
-them; ``give`` (plugin.cluster.ClusterMode.give_names) stores them and writes the
+them; ``give`` (cluster.mode.ClusterMode.give_names) stores them and writes the
 endpoint's record again.
 """
 from __future__ import annotations

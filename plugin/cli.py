@@ -97,7 +97,7 @@ def _inspect(settings: config.Settings, section: str | None, as_json: bool) -> i
         from datapath import wireguard
         from datapath.vxlanguard import VxlanGuard
 
-        from .cluster import etcd_tls
+        from cluster.mode import etcd_tls
 
         # Read in this network namespace: run inspect where the server runs.
         state["between_hosts"] = {"dropped": VxlanGuard(settings.name).dropped(),

@@ -6,7 +6,7 @@ import dataclasses
 import ipaddress
 import os
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Callable, Mapping
 from urllib.parse import urlsplit
 
 from datapath.locks import DEFAULT_TIMEOUT_S
@@ -45,7 +45,7 @@ class Settings:
     # Seconds a request waits for the store's or the firewall's lock before
     # it is refused with a 503 (dockerd's own wait for us has no end).
     lock_timeout: float = DEFAULT_TIMEOUT_S
-    # Multi-host (see plugin/cluster.py): empty keeps the single-host plugin.
+    # Multi-host (see cluster/mode.py): empty keeps the single-host plugin.
     etcd_endpoints: list[str] = field(default_factory=list)
     advertise_addr: str = ""  # empty: the source address of the route to the first endpoint
     host_id: str = ""  # empty: made once and kept in the state dir (cluster/identity.py)
@@ -171,11 +171,7 @@ def _validate(s: Settings) -> Settings:
         raise ConfigError(f"log_format {s.log_format!r} is not one of {', '.join(LOG_FORMATS)}")
     if not 0 <= s.dns_port <= 65535:
         raise ConfigError(f"dns_port={s.dns_port}: a port, or 0 for no DNS")
-    if s.dns_address:
-        try:
-            ipaddress.IPv4Address(s.dns_address)
-        except ValueError:
-            raise ConfigError(f"dns_address={s.dns_address!r}: an IPv4 address, or empty for none") from None
+    _check_address("dns_address", s.dns_address, ipaddress.IPv4Address, "an IPv4 address (or empty for none)")
     if s.workers < 1 or s.threads < 1:
         raise ConfigError("workers and threads must be at least 1")
     if not 0 < s.lock_timeout < float("inf"):
@@ -192,6 +188,16 @@ def _validate(s: Settings) -> Settings:
     if s.clustered:
         _validate_cluster(s)
     return s
+
+
+def _check_address(name: str, value: str, parse: Callable[[str], object], want: str) -> None:
+    """An address setting, where one is given (empty: the default behaviour)."""
+    if not value:
+        return
+    try:
+        parse(value)
+    except ValueError:
+        raise ConfigError(f"{name}={value!r}: {want}") from None
 
 
 def _validate_cluster(s: Settings) -> None:
@@ -221,10 +227,6 @@ def _validate_cluster(s: Settings) -> None:
         raise ConfigError(f"lease_ttl={s.lease_ttl}: between 2 and 300 seconds")
     if s.reclaim_grace < 3 * s.lease_ttl:
         raise ConfigError(f"reclaim_grace={s.reclaim_grace}: at least three lease TTLs ({3 * s.lease_ttl} s)")
-    if s.advertise_addr:
-        try:
-            ipaddress.ip_address(s.advertise_addr)
-        except ValueError:
-            raise ConfigError(f"advertise_addr {s.advertise_addr!r} is not an IP address") from None
+    _check_address("advertise_addr", s.advertise_addr, ipaddress.ip_address, "an IP address")
     if s.host_id and not all(c.isalnum() or c in "-_." for c in s.host_id):
         raise ConfigError(f"host_id {s.host_id!r} may hold letters, digits, '-', '_' and '.' only")

@@ -109,7 +109,7 @@ def render_between_hosts(state: dict) -> str:
 
 
 def _lost_section(state: dict) -> list:
-    """Cluster networks cut off from the cluster (plugin.cluster.ClusterMode._cut_off)
+    """Cluster networks cut off from the cluster (cluster.mode.ClusterMode._cut_off)
     and endpoints this host did not publish again, an address of theirs
     being another host's now (ClusterMode._mark); shown only when there are any."""
     cut = [n for n in state["networks"] if n.get("cluster", {}).get("lost")]

@@ -48,7 +48,7 @@ CREATE INDEX IF NOT EXISTS endpoints_by_network ON endpoints (network_id);
 CREATE INDEX IF NOT EXISTS networks_by_tag ON networks (json_extract(data, '$.tag'));
 CREATE INDEX IF NOT EXISTS endpoints_by_veth ON endpoints (json_extract(data, '$.host_veth'));
 -- The endpoints of one container (its sandbox): every DNS query asks which
--- networks the asking container is on (plugin.cluster.ClusterMode._askers).
+-- networks the asking container is on (cluster.mode.ClusterMode._askers).
 CREATE INDEX IF NOT EXISTS endpoints_by_sandbox ON endpoints (json_extract(data, '$.sandbox'));
 -- Which endpoint holds an address of a network: CreateEndpoint refuses an
 -- address in use with one lookup rather than reading every endpoint.

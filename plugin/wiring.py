@@ -12,6 +12,7 @@ from datapath.links import Links
 from datapath.sysctl import Sysctl
 from handlers import network
 from ipam_plugin import driver as ipam
+from spec.stored import StoredNetwork
 
 from . import testhook
 from .config import Settings
@@ -59,9 +60,15 @@ def build_network_driver(settings: Settings, store: Store, links=None, firewall=
 
 def _cluster_mode(settings: Settings, store: Store):
     """Cluster mode's pieces; imported only in cluster mode."""
-    from .cluster import ClusterMode
+    from cluster.mode import ClusterMode
 
-    return ClusterMode(settings, store)
+    return ClusterMode(settings, store, bridge_gateways)
+
+
+def bridge_gateways(stored: StoredNetwork) -> tuple[str, ...]:
+    """The gateway addresses a stored network's bridge carries: what
+    cluster mode asks of the network driver (cluster.local.Gateways)."""
+    return network.bridge_spec(stored).addresses
 
 
 def build(settings: Settings, links=None, firewall=None, host_ports=None,

@@ -107,7 +107,7 @@ class ClusterPart:
     """What a cluster network holds of the cluster (cluster.segment): its
     name there (its first pool) and VNI; this host's own address on it
     (cluster.hostaddr), and why it is cut off from the cluster, if it is
-    (plugin.cluster.ClusterMode._cut_off)."""
+    (cluster.mode.ClusterMode._cut_off)."""
     pool: str
     vni: int
     host_address: str | None = None
@@ -218,7 +218,7 @@ class StoredPort:
 
 @dataclass(frozen=True)
 class LostAddress:
-    """An endpoint's address another host holds now (plugin.cluster.ClusterMode._mark);
+    """An endpoint's address another host holds now (cluster.mode.ClusterMode._mark);
     ``holder`` "" when no one does (its pool is gone from the cluster)."""
     address: str
     holder: str

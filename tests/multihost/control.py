@@ -13,9 +13,10 @@ from handlers import network
 from ipam_plugin import driver as ipam
 from plugin.app import create_app
 from cluster.dataplane import Dataplane
-from plugin.cluster import ClusterMode
+from cluster.mode import ClusterMode
 from plugin.config import Settings
 from plugin.store import Store
+from plugin.wiring import bridge_gateways
 from testbed.client import Client, FlaskTransport
 from testbed.fake_dockerd import FakeDockerd
 from tests.unit.fakes import FakeFirewall, FakeHostPorts, FakeLinks
@@ -128,7 +129,8 @@ class Host:
         self.store = Store(settings.state_dir)
         self.store.initialise()
         self.overlay, self.links, self.firewall, self.ports, self.host_kernel = self.kernel_parts()
-        self.cluster_mode = ClusterMode(settings, self.store, self.datapath(self.overlay), DP, self.host_kernel)
+        self.cluster_mode = ClusterMode(settings, self.store, bridge_gateways, self.datapath(self.overlay), DP,
+                                        self.host_kernel)
         self.network = network.NetworkDriver(self.store.transaction, self.store.snapshot, self.links,
                                              self.firewall, self.ports, segment=self.cluster_mode.segment)
         local = ipam.IpamDriver(self.store.transaction, self.links.host_routes,

@@ -657,7 +657,7 @@ def test_containers_stop_and_networks_go_while_etcd_is_away(hosts, etcd):
 def test_a_pool_released_during_an_outage_is_left_after_a_restart(hosts, tmp_path, etcd, monkeypatch, others):
     """ReleasePool's leave waits in memory for etcd; a restart meanwhile
     used to lose it, and the membership blocked the pool's removal."""
-    from plugin import cluster as cluster_mode
+    from cluster import mode as cluster_mode
 
     monkeypatch.setattr(cluster_mode, "RETRY_S", 0.2)
     a, *rest = hosts(1 + others)
@@ -910,7 +910,7 @@ def _clone(tmp_path, source: str, name: str):
 
 
 def test_a_second_host_with_one_host_id_is_refused_and_does_nothing(hosts, tmp_path, etcd, monkeypatch, caplog):
-    from plugin import cluster as cluster_mode
+    from cluster import mode as cluster_mode
 
     monkeypatch.setattr(cluster_mode, "RETRY_S", 0.1)
     a, _, c = hosts()
@@ -992,7 +992,7 @@ def test_the_same_state_dir_after_a_reboot_waits_for_its_old_lease(hosts, tmp_pa
 
 
 def test_a_refused_host_claims_the_id_once_its_holder_is_gone(hosts, tmp_path, etcd, monkeypatch):
-    from plugin import cluster as cluster_mode
+    from cluster import mode as cluster_mode
 
     monkeypatch.setattr(cluster_mode, "RETRY_S", 0.1)
     (a,) = hosts(1, ttl=2)

@@ -1,4 +1,4 @@
-"""Names given by dockerd's Engine API (plugin.cluster.ClusterMode.give_names, which
+"""Names given by dockerd's Engine API (cluster.mode.ClusterMode.give_names, which
 names/engine.py calls) in the cluster: the endpoint's etcd record written
 again with them, a clash shown by inspect, and no record left behind by a
 removal that read the endpoint before its names changed. In-process members

@@ -22,7 +22,7 @@ def test_cluster_settings_from_env_and_flags():
 @pytest.mark.parametrize("kw, says", [
     ({"etcd_endpoints": "10.0.0.5:2379"}, "not an http"),
     ({"etcd_endpoints": "http://e:2379", "workers": "2"}, "workers=2"),
-    ({"etcd_endpoints": "http://e:2379", "advertise_addr": "eth0"}, "advertise_addr 'eth0'"),
+    ({"etcd_endpoints": "http://e:2379", "advertise_addr": "eth0"}, "advertise_addr='eth0'"),
     ({"etcd_endpoints": "http://e:2379", "host_id": "a/b"}, "host_id 'a/b'"),
     ({"etcd_endpoints": "http://e:2379", "lease_ttl": "1"}, "lease_ttl=1"),
     ({"etcd_endpoints": "http://e:2379", "lease_ttl": "10", "reclaim_grace": "20"}, "reclaim_grace=20"),
@@ -75,7 +75,6 @@ def test_single_host_build_loads_nothing_of_the_cluster(tmp_path):
         "wiring.build_network_driver(s, wiring.Store(s.state_dir), links=object(), firewall=object())\n"
         "loaded = [m for m in sys.modules if m == 'etcd3gw' or m.startswith(('etcd3gw.', 'cluster'))]\n"
         "assert not loaded, loaded\n"
-        "assert 'plugin.cluster' not in sys.modules\n"
     )
     fresh_python(code)
 

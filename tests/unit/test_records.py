@@ -17,6 +17,7 @@ from cluster.addrrecord import GATEWAY_HOLDER, AddrHolder
 from cluster.host import ClusterHost
 from cluster.hostrecord import HostRecord, Wireguard
 from cluster.netrecord import NetRecord
+from cluster.poolrecord import PoolRecord
 from cluster.records import BadRecord, EndpointRecord
 from cluster.segment import ClusterSegment
 from spec.stored import StoredEndpoint
@@ -96,6 +97,29 @@ def test_a_bad_net_record_names_key_field_and_value(field, change):
     with pytest.raises(BadRecord) as exc:
         NetRecord.parse(NET_KEY, json.dumps({**json.loads(NET_OLDER), **change}))
     assert str(exc.value).startswith(f"{NET_KEY}: {field} ")
+
+
+# -- pools/<pool> -------------------------------------------------------------------------
+POOL_KEY = "/pontoon/pools/LocalDefault:10.90.0.0_24"
+POOL = '{"cidr": "10.90.0.0/24", "options": {"com.docker.network.ipam.serial": "1"}, "space": "LocalDefault", "sub": ""}'
+
+
+def test_a_pool_record_is_written_as_before_and_parses():
+    record = PoolRecord("LocalDefault", "10.90.0.0/24", "", {"com.docker.network.ipam.serial": "1"})
+    assert record.value() == POOL
+    assert PoolRecord.parse(POOL_KEY, POOL) == record
+    ranged = PoolRecord.parse(POOL_KEY, json.dumps({**json.loads(POOL), "sub": "10.90.0.128/25"}))
+    assert ranged.sub == "10.90.0.128/25"
+
+
+@pytest.mark.parametrize("field, change", [
+    ("cidr", {"cidr": "10.90.0.1/24"}), ("cidr", {"cidr": 24}), ("sub", {"sub": None}), ("sub", {"sub": "10.90.0"}),
+    ("options", {"options": "none"}), ("space", {"space": ""}),
+])
+def test_a_bad_pool_record_names_key_field_and_value(field, change):
+    with pytest.raises(BadRecord) as exc:
+        PoolRecord.parse(POOL_KEY, json.dumps({**json.loads(POOL), **change}))
+    assert str(exc.value).startswith(f"{POOL_KEY}: {field} ")
 
 
 # -- hosts/<id> -----------------------------------------------------------------------------

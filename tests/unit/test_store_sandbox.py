@@ -1,5 +1,5 @@
 """The endpoints of one container (its sandbox), which every DNS query asks
-for (plugin.cluster.ClusterMode._askers): found by an index, not by reading every
+for (cluster.mode.ClusterMode._askers): found by an index, not by reading every
 endpoint of the host."""
 from plugin.store import Store
 from spec.stored import StoredEndpoint

@@ -1,10 +1,13 @@
-"""Cluster mode's part of the composition root (--etcd-endpoints given).
+"""Cluster mode for one process (--etcd-endpoints given).
 
 Imported only then: without --etcd-endpoints nothing of ``cluster`` (nor
 etcd3gw) is loaded. Builds the pieces ``plugin.wiring`` hands the drivers:
 the segment (``cluster.segment.ClusterSegment``) and the IPAM driver
 (``cluster.ipam.ClusterIpam`` around the local one), and says what the
-worker does when it starts.
+worker does when it starts. What it needs of this host (its settings, its
+store, the gateways of a stored network) is handed in as
+``cluster.local`` describes: nothing here calls back up into plugin/ or
+handlers/.
 """
 from __future__ import annotations
 
@@ -23,15 +26,12 @@ from cluster.identity import host_id, host_token
 from cluster.ipam import ClusterIpam, held_pairs
 from cluster.segment import ClusterSegment, Lost
 from datapath.errors import DatapathError
-from handlers.network import bridge_spec
-
 from names.engine import EngineNames
 from names.service import Names
 from spec import names as spec_names
 from spec.stored import LostAddress, StoredEndpoint, StoredNetwork
 
-from .config import Settings
-from .store import Store
+from .local import Gateways, LocalStore, ModeSettings
 
 log = logging.getLogger("pontoon.cluster")
 RETRY_S = 5
@@ -48,14 +48,14 @@ def datapath_overlay(owner: str):
     return overlay.Overlay(owner), dp
 
 
-def etcd_tls(settings: Settings) -> Tls:
+def etcd_tls(settings: ModeSettings) -> Tls:
     return Tls(settings.etcd_ca, settings.etcd_cert, settings.etcd_key)
 
 
 OWED_FILE = "cluster-teardown-owed"  # in the state dir: see ClusterHost.now_or_later
 
 
-def cluster_host(settings: Settings) -> ClusterHost:
+def cluster_host(settings: ModeSettings) -> ClusterHost:
     return ClusterHost(settings.etcd_endpoints, settings.host_id or host_id(settings.state_dir),
                        settings.advertise_addr, settings.lease_ttl, settings.reclaim_grace, etcd_tls(settings),
                        os.path.join(settings.state_dir, OWED_FILE), host_token(settings.state_dir))
@@ -64,11 +64,13 @@ def cluster_host(settings: Settings) -> ClusterHost:
 class ClusterMode:
     """Everything of cluster mode for one process."""
 
-    def __init__(self, settings: Settings, store: Store, overlay=None, dp: Dataplane | None = None,
-                 host_kernel=None):
-        """``overlay`` and ``dp`` as for ClusterSegment, the real ones by
-        default; ``host_kernel``: the kernel part of host addresses
-        (datapath.hostaddr, the default with the real overlay), None for none."""
+    def __init__(self, settings: ModeSettings, store: LocalStore, gateways: Gateways, overlay=None,
+                 dp: Dataplane | None = None, host_kernel=None):
+        """``gateways``: a stored network's gateway addresses on this host's
+        bridge (the driver's ``bridge_spec``); ``overlay`` and ``dp`` as for
+        ClusterSegment, the real ones by default; ``host_kernel``: the
+        kernel part of host addresses (datapath.hostaddr, the default with
+        the real overlay), None for none."""
         self.host = cluster_host(settings)
         self.store = store
         self.settings = settings
@@ -90,8 +92,7 @@ class ClusterMode:
                 self.host.wireguard = Wireguard(**identity)
         assert dp is not None, "a fake overlay comes with its dataplane"
         addresses = None if host_kernel is None else \
-            hostaddr.HostAddresses(self.host, host_kernel, self._remember_host_address,
-                                   lambda network: bridge_spec(network).addresses)
+            hostaddr.HostAddresses(self.host, host_kernel, self._remember_host_address, gateways)
         self.segment = ClusterSegment(self.host, overlay, dp, addresses, guard, tunnel, settings.encrypt)
         self.names = Names(self.host.host_id, self._askers, settings.dns_resolv_conf, settings.dns_port) \
             if settings.dns_port else None
