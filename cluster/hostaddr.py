@@ -36,6 +36,7 @@ from typing import Callable, Iterable
 
 from ipam_plugin import allocator
 from spec.errors import Conflict
+from spec.stored import StoredEndpoint, StoredNetwork
 
 from . import keys
 from .etcd import created_by, delete_op, put_op, range_op, txn_op, value_is
@@ -53,29 +54,34 @@ class NotClustered(Exception):
     """The pool is not the cluster's (another IPAM driver's): nothing to claim from."""
 
 
-def target(network: dict, on_bridge: Callable[[dict], tuple[str, ...]]) -> tuple[str, str] | None:
+def target(network: StoredNetwork, on_bridge: Callable[[StoredNetwork], tuple[str, ...]]) -> tuple[str, str] | None:
     """(cluster pool name, gateway interface) of the network's host address,
     or None when its bridge carries no IPv4 gateway. ``on_bridge``: the
     addresses a network's bridge carries (the network driver's rule, handed
     in by plugin.wiring through cluster.mode: cluster/ does not import the handlers)."""
-    if not network["ipv4"]:
+    if not network.ipv4:
         return None
-    pool = ipaddress.ip_network(network["ipv4"][0]["pool"])
+    pool = ipaddress.ip_network(network.ipv4[0].pool)
     gateways = [a for a in on_bridge(network) if ipaddress.ip_interface(a) in pool]
     if not gateways:
         return None
-    return network["cluster"]["pool"], gateways[0]
+    return network.clustered.pool, gateways[0]
 
 
-def held_pairs(networks: list[dict]) -> set[tuple[str, int]]:
+def recorded(network: StoredNetwork) -> str | None:
+    """The host address the store records on ``network``, if any."""
+    return network.cluster.host_address if network.cluster is not None else None
+
+
+def held_pairs(networks: list[StoredNetwork]) -> set[tuple[str, int]]:
     """(pool name, address) of the host addresses the stored ``networks`` hold."""
-    return {(n["cluster"]["pool"], int(ipaddress.ip_interface(n["cluster"]["host_address"]).ip))
-            for n in networks if n.get("cluster", {}).get("host_address")}
+    return {(n.clustered.pool, int(ipaddress.ip_interface(address).ip))
+            for n in networks if (address := recorded(n))}
 
 
 class HostAddresses:
     def __init__(self, host: ClusterHost, kernel, remember: Callable[[str, str | None], None],
-                 on_bridge: Callable[[dict], tuple[str, ...]]):
+                 on_bridge: Callable[[StoredNetwork], tuple[str, ...]]):
         """``kernel``: ``add(bridge, address, gateway) -> MAC`` and
         ``remove(bridge, address, gateway)`` (datapath.hostaddr).
         ``remember(network_id, address or None)``: records it in this
@@ -85,7 +91,7 @@ class HostAddresses:
         self._remember = remember
         self._on_bridge = on_bridge
 
-    def ensure(self, network: dict) -> dict | None:
+    def ensure(self, network: StoredNetwork) -> StoredEndpoint | None:
         """This host's address on ``network``, claimed, recorded and on the
         bridge (idempotent: at CreateNetwork, at start, with a new lease);
         returns it as an endpoint to publish, or None when it has none.
@@ -96,57 +102,51 @@ class HostAddresses:
         if found is None:
             return None
         name, gateway = found
-        recorded = network["cluster"].get("host_address")
+        before = recorded(network)
         try:
-            address = self._hold(name, ipaddress.ip_interface(gateway).network, recorded)
+            address = self._hold(name, ipaddress.ip_interface(gateway).network, before)
         except NotClustered:
             return None
-        if address != recorded:
-            if recorded:
+        if address != before:
+            if before:
                 log.error("host address %s of network %s is another host's now: taking %s",
-                          recorded, network["id"], address)
-                self.kernel.remove(network["bridge"], recorded, gateway)
-            self._record(network, address)  # before the kernel sees it
-        mac = self.kernel.add(network["bridge"], address, gateway)
-        return {"id": RECORD_ID, "mac": mac, "address": address, "address_v6": ""}
+                          before, network.id, address)
+                self.kernel.remove(network.bridge, before, gateway)
+            self._remember(network.id, address)  # before the kernel sees it
+        mac = self.kernel.add(network.bridge, address, gateway)
+        return StoredEndpoint(RECORD_ID, network.id, mac=mac, address=address)
 
-    def restore(self, network: dict) -> None:
+    def restore(self, network: StoredNetwork) -> None:
         """In the reconcile child (no etcd): the recorded address back on the bridge."""
         found = target(network, self._on_bridge)
-        if found is not None and network["cluster"].get("host_address"):
-            self.kernel.add(network["bridge"], network["cluster"]["host_address"], found[1])
+        address = recorded(network)
+        if found is not None and address:
+            self.kernel.add(network.bridge, address, found[1])
 
-    def release(self, network: dict) -> None:
+    def release(self, network: StoredNetwork) -> None:
         """Off the bridge, forgotten by the store, then freed in the cluster
         (the other way from ``ensure``: a crash between leaves a claim that
         the next start frees). Postponed while etcd is away, and then frees
         only the claim made before (a network made again on the pool may
         have claimed the same address since)."""
-        recorded = network.get("cluster", {}).get("host_address")
-        if not recorded:
+        address = recorded(network)
+        if not address:
             return
         self.remove_from_bridge(network)
-        self._record(network, None)
-        name, addr = network["cluster"]["pool"], int(ipaddress.ip_interface(recorded).ip)
+        self._remember(network.id, None)
+        name, addr = network.clustered.pool, int(ipaddress.ip_interface(address).ip)
         created = self.host.etcd.revision
-        self.host.now_or_later(f"releasing host address {recorded} in the cluster",
+        self.host.now_or_later(f"releasing host address {address} in the cluster",
                            lambda: self._free(name, addr, created))
 
-    def remove_from_bridge(self, network: dict) -> None:
+    def remove_from_bridge(self, network: StoredNetwork) -> None:
         """The kernel's part of ``release`` alone: for a network whose create
         a crash cut short (its record goes, and the next rejoin frees its
         claim), at start, with no etcd."""
-        recorded = network.get("cluster", {}).get("host_address")
+        address = recorded(network)
         where = target(network, self._on_bridge)
-        if recorded and where is not None:  # made only where the bridge carries the gateway
-            self.kernel.remove(network["bridge"], recorded, where[1])
-
-    def _record(self, network: dict, address: str | None) -> None:
-        self._remember(network["id"], address)
-        if address:
-            network["cluster"]["host_address"] = address
-        else:
-            network["cluster"].pop("host_address", None)
+        if address and where is not None:  # made only where the bridge carries the gateway
+            self.kernel.remove(network.bridge, address, where[1])
 
     # -- the claim ----------------------------------------------------------------
     def _hold(self, name: str, net, recorded: str | None) -> str:

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import json
 
+from spec.stored import StoredNetwork
+
 ROOT = "/pontoon/"
 
 
@@ -50,16 +52,15 @@ def prefix(kind: str, *parts) -> str:
     return key(kind, *parts) + "/"
 
 
-def cluster_name(network: dict) -> str:
+def cluster_name(network: StoredNetwork) -> str:
     """The pool naming ``network`` in the cluster: its first IPv4 pool (IPv6
     when it has none)."""
     return pool_names(network)[0]
 
 
-def pool_names(network: dict) -> list[str]:
+def pool_names(network: StoredNetwork) -> list[str]:
     """Every pool of the stored ``network`` as the cluster names it (IPv4
     first), each in the address space dockerd's request gave."""
-    request = json.loads(network["request"])
+    request = json.loads(network.request)
     data = (request.get("IPv4Data") or []) + (request.get("IPv6Data") or [])
-    pools = network["ipv4"] + network["ipv6"]
-    return [pool_name(d.get("AddressSpace") or "LocalDefault", p["pool"]) for d, p in zip(data, pools)]
+    return [pool_name(d.get("AddressSpace") or "LocalDefault", p.pool) for d, p in zip(data, network.ipam)]

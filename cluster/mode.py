@@ -15,6 +15,7 @@ import ipaddress
 import logging
 import os
 import threading
+from dataclasses import replace
 
 from cluster import hostaddr, keys
 from cluster.dataplane import Dataplane
@@ -28,6 +29,7 @@ from datapath.errors import DatapathError
 from names.engine import EngineNames
 from names.service import Names
 from spec import names as spec_names
+from spec.stored import LostAddress, StoredEndpoint, StoredNetwork
 
 from .local import Gateways, LocalStore, ModeSettings
 
@@ -113,20 +115,16 @@ class ClusterMode:
         else) at a restart, so no network on the pool means the network's
         creation is under way."""
         with self.store.snapshot() as tx:
-            return any(pool in keys.pool_names(n) for n in tx.list_networks() if "cluster" in n)
+            return any(pool in keys.pool_names(n) for n in tx.list_networks() if n.cluster is not None)
 
     def _remember_host_address(self, network_id: str, address: str | None) -> None:
         with self.store.transaction() as tx:
             stored = tx.get_network(network_id)
             if stored is None:  # deleted meanwhile: nothing to record it in
                 return
-            if address:
-                stored["cluster"]["host_address"] = address
-            else:
-                stored["cluster"].pop("host_address", None)
-            tx.put_network(stored)
+            tx.put_network(replace(stored, cluster=replace(stored.clustered, host_address=address or None)))
 
-    def _stored(self) -> tuple[list[dict], list[dict]]:
+    def _stored(self) -> tuple[list[StoredNetwork], list[StoredEndpoint]]:
         with self.store.snapshot() as tx:
             return tx.list_networks(), tx.list_endpoints()
 
@@ -156,22 +154,22 @@ class ClusterMode:
             networks, endpoints = self._stored()
             with self.store.snapshot() as tx:
                 pools = {keys.pool_name(p["space"], p["cidr"]) for p in tx.list_pools()}
-            for network, why in self.segment.cut_off(networks, pools):
-                self._cut_off(network, why)
+            cut = {n.id: self._cut_off(n, why) for n, why in self.segment.cut_off(networks, pools)}
+            networks = [cut.get(n.id, n) for n in networks]
             # A cut-off network's pool is another's now (or no one's): its
             # membership is not taken up again.
-            pools -= {n["cluster"]["pool"] for n in networks if n.get("cluster", {}).get("lost")}
+            pools -= {n.clustered.pool for n in networks if n.lost}
             for name in self.ipam.member_again(pools):  # ended by a reclaim while this host was away
                 log.warning("back after the reclaim grace: member of cluster pool %s again", name)
-            lost = {taken.endpoint["id"]: taken for taken in self.segment.resume(networks, endpoints, lease, pools)}
+            lost = {taken.endpoint.id: taken for taken in self.segment.resume(networks, endpoints, lease, pools)}
         for endpoint in endpoints:
-            self._mark(endpoint, lost.get(endpoint["id"]))
-        by_id = {n["id"]: n for n in networks if "cluster" in n and not n["cluster"].get("lost")}
+            self._mark(endpoint, lost.get(endpoint.id))
+        by_id = {n.id: n for n in networks if n.cluster is not None and not n.lost}
         if self.names is None:
             return
         for endpoint in endpoints:  # published again, not through segment.publish: told here
-            if endpoint["network_id"] in by_id and endpoint["id"] not in lost:
-                self.names.published(by_id[endpoint["network_id"]], endpoint)
+            if endpoint.network_id in by_id and endpoint.id not in lost:
+                self.names.published(by_id[endpoint.network_id], endpoint)
 
     def _askers(self, network_id: str | None, source: str) -> set[str]:
         """The cluster networks (by pool) of the container whose address on
@@ -192,15 +190,14 @@ class ClusterMode:
             endpoint = tx.get_endpoint(holder) if holder else None
             if endpoint is None:
                 return set()
-            sandbox = endpoint.get("sandbox")
+            sandbox = endpoint.sandbox
             mine = tx.endpoints_in_sandbox(sandbox) if sandbox else [endpoint]
-            networks = [tx.get_network(i) for i in {e["network_id"] for e in mine}]
-        return {n["cluster"]["pool"] for n in networks
-                if n is not None and "cluster" in n and not n["cluster"].get("lost")}
+            networks = [tx.get_network(i) for i in {e.network_id for e in mine}]
+        return {n.clustered.pool for n in networks if n is not None and n.cluster is not None and not n.lost}
 
     def _cluster_network_ids(self) -> set[str]:
         with self.store.snapshot() as tx:
-            return {n["id"] for n in tx.list_networks() if "cluster" in n and not n["cluster"].get("lost")}
+            return {n.id for n in tx.list_networks() if n.cluster is not None and not n.lost}
 
     def give_names(self, endpoint_id: str, name: str, aliases: list[str]) -> None:
         """The names dockerd's Engine API gives a container's endpoint
@@ -212,49 +209,50 @@ class ClusterMode:
         others = list(spec_names.usable([*kept, *aliases])[len(kept):])
         with self.store.transaction() as tx:
             before = tx.get_endpoint(endpoint_id)
-            network = tx.get_network(before["network_id"]) if before is not None else None
-            if before is None or network is None or "cluster" not in network:
+            network = tx.get_network(before.network_id) if before is not None else None
+            if before is None or network is None or network.cluster is None:
                 return
-            after = {k: v for k, v in before.items() if k not in ("name", "aliases")}
-            after.update({"name": kept[0]} if kept else {}, **({"aliases": others} if others else {}))
+            after = replace(before, name=kept[0] if kept else None, aliases=tuple(others))
             if after == before:
                 return
             tx.put_endpoint(after)
-        if network["cluster"].get("lost") or before.get("lost"):
+        if network.lost or before.lost:
             return
         try:
             self.segment.rename(network, before, after)
         except EtcdUnavailable as exc:
             log.warning("endpoint %s's names are kept, and published when etcd is back: %s", endpoint_id, exc)
 
-    def _cut_off(self, network: dict, why: str) -> None:
+    def _cut_off(self, network: StoredNetwork, why: str) -> StoredNetwork:
         """Mark ``network`` in the store as cut off from the cluster (so no
         restart puts its VXLAN device back) before taking it out of the
-        cluster's datapath; ``inspect`` shows it, and its endpoints are lost."""
+        cluster's datapath; ``inspect`` shows it, and its endpoints are lost.
+        Returns it marked."""
         log.error("network %s is cut off from the cluster: %s; its containers reach only this host's until it "
-                  "is removed and created again", network["id"], why)
-        network["cluster"] = {**network["cluster"], "lost": why}
+                  "is removed and created again", network.id, why)
+        network = replace(network, cluster=replace(network.clustered, lost=why))
         with self.store.transaction() as tx:
-            stored = tx.get_network(network["id"])
+            stored = tx.get_network(network.id)
             if stored is not None:
-                tx.put_network({**stored, "cluster": network["cluster"]})
+                tx.put_network(replace(stored, cluster=network.cluster))
         self.segment.abandon(network)
+        return network
 
-    def _mark(self, endpoint: dict, taken: Lost | None) -> None:
+    def _mark(self, endpoint: StoredEndpoint, taken: Lost | None) -> None:
         """Record in the store (``inspect`` shows it) whether the endpoint
         lost an address to another host: it stays out of the cluster's
         datapath until the container is removed, and says so loudly."""
-        mark = None if taken is None else {"address": taken.address, "holder": taken.holder}
+        mark = None if taken is None else LostAddress(taken.address, taken.holder)
         if taken is not None:
             log.error("endpoint %s not published: its address %s is %s; its container is unreachable from "
-                      "other hosts until it is removed and run again", endpoint["id"], taken.address,
+                      "other hosts until it is removed and run again", endpoint.id, taken.address,
                       f"held by host {taken.holder} now" if taken.holder else "in a pool the cluster no longer holds")
-        if endpoint.get("lost") == mark:
+        if endpoint.lost == mark:
             return
         with self.store.transaction() as tx:
-            stored = tx.get_endpoint(endpoint["id"])
+            stored = tx.get_endpoint(endpoint.id)
             if stored is not None:
-                tx.put_endpoint({**stored, "lost": mark})
+                tx.put_endpoint(replace(stored, lost=mark))
 
     def worker_started(self) -> None:
         """In the worker, at start: only when the store holds a cluster
@@ -268,7 +266,7 @@ class ClusterMode:
         if self.segment.tunnel is not None:
             threading.Thread(target=self._take_new_keys, name="pontoon-rotate-key", daemon=True).start()
         networks, _ = self._stored()
-        if not any("cluster" in n for n in networks) and not self.host.owes():
+        if not any(n.cluster is not None for n in networks) and not self.host.owes():
             return
 
         def connect() -> None:

@@ -15,6 +15,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from spec.stored import StoredNetwork
+
 from . import addrrecord, keys, records
 from .etcd import EtcdUnavailable, KeyValue, Watch, range_op, ranges
 from .hostrecord import HostRecord
@@ -36,7 +38,7 @@ class PeerWatch:
     wanted are the union over the records, and a record's removal takes out
     only what no other record still wants, re-adding what it shared."""
 
-    def __init__(self, segment: ClusterSegment, network: dict):
+    def __init__(self, segment: ClusterSegment, network: StoredNetwork):
         self._segment = segment
         self._spec = segment.spec(network)
         self._me = segment.host.host_id
@@ -47,21 +49,22 @@ class PeerWatch:
         self._went_away: tuple[str, int, bool] | None = None
         self._network = network
         self._named: dict[str, records.EndpointRecord] = {}  # record key -> the record applied (names/)
-        self._pools = [ipaddress.ip_network(p["pool"]) for p in network["ipv4"] + network["ipv6"]]
+        self._pools = [ipaddress.ip_network(p.pool) for p in network.ipam]
         self._names = keys.pool_names(network)
-        self._gateways = {p["gateway"].split("/")[0] for p in network["ipv4"] + network["ipv6"] if p.get("gateway")}
-        prefix = keys.prefix("endpoints", network["cluster"]["pool"])
+        self._gateways = {p.gateway.split("/")[0] for p in network.ipam if p.gateway}
+        self._pool = network.clustered.pool
+        prefix = keys.prefix("endpoints", self._pool)
         # The pool's members too: a reclaim (a host away past the grace)
         # ends the host's membership after its addresses, and nothing of
         # endpoints/ changes then, so it is this watch that ends the
         # host's kept records. The two watches' threads take turns.
         self._turn = threading.Lock()
         self._watch = Watch(segment.host.etcd, prefix, self._in_turn(self._sync), self._in_turn(self._event))
-        self._members = Watch(segment.host.etcd, keys.prefix("members", network["cluster"]["pool"]),
+        self._members = Watch(segment.host.etcd, keys.prefix("members", self._pool),
                               self._in_turn(self._members_read), self._in_turn(self._member_event))
         self.vni = self._spec.vni
         self.vteps: frozenset | None = None  # the hosts of the peers kept, once the records were read
-        self.sealed = bool(network["options"].get("encrypted"))  # VTEPs are tunnel addresses
+        self.sealed = bool(network.options.encrypted)  # VTEPs are tunnel addresses
         self._tunnels: dict[str, tuple] = {}  # tunnel address -> (its host, its WireGuard peer: HostRecord.peer)
 
     def tunnel_peers(self) -> dict[str, dict]:
@@ -181,7 +184,7 @@ class PeerWatch:
             if peers and key not in self._known and host_of(key) not in held.vteps:
                 self._kept.setdefault(key, peers)
         if self._segment.names is not None:
-            self._segment.names.records(self._network["cluster"]["pool"], self._named)
+            self._segment.names.records(self._pool, self._named)
         if self._kept:
             # Kept while its addresses are its host's: a reclaim, or a
             # release by the host back, ends it; so does the host writing
@@ -212,7 +215,7 @@ class PeerWatch:
         self._named.pop(kv.key, None)
         peers = self._peers(kv, self._held_of(kv)) if kind != "DELETE" else set()
         if self._segment.names is not None:
-            self._segment.names.record(self._network["cluster"]["pool"], kv.key, self._named.get(kv.key))
+            self._segment.names.record(self._pool, kv.key, self._named.get(kv.key))
         away = (kind == "DELETE" and host_of(kv.key) != self._me and bool(self._known.get(kv.key))
                 and self._host_went_away(kv))
         before = self._wanted()

@@ -31,11 +31,12 @@ import ipaddress
 import logging
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Iterator
 
 from datapath.errors import DatapathError
 from spec.errors import BadRequest, Conflict
+from spec.stored import ClusterPart, StoredEndpoint, StoredNetwork
 
 from . import addrrecord, keys
 from .netrecord import NetRecord
@@ -118,37 +119,38 @@ class ClusterSegment:
         return self.host.etcd
 
     # -- networks ---------------------------------------------------------------
-    def prepare(self, network: dict) -> dict:
+    def prepare(self, network: StoredNetwork) -> StoredNetwork:
         """The network's cluster name and VNI; all of its pools must be the
         cluster network's (``_held_pools``): one pool on two segments, or a
         segment whose hosts hold different pools (an automatic IPv6 pool
         each, a second subnet on one host only), splits the network."""
-        if not network["ipv4"] and not network["ipv6"]:
-            raise Conflict(f"network {network['id']} has no pool: a cluster network is named by its pool")
-        if network["options"].get("encrypted"):
+        if not network.ipv4 and not network.ipv6:
+            raise Conflict(f"network {network.id} has no pool: a cluster network is named by its pool")
+        if network.options.encrypted:
             self._check_can_encrypt()
         self.host.lease_id()
         mine = keys.pool_names(network)
         name, clustered = self._held_pools(keys.cluster_name(network), mine)
-        options = network["options"]
+        options = network.options
         # As given: a create that loses its race to another host's agrees with
         # that host's record on what this one asked for, not on what it chose.
-        given = {"mtu": options["mtu"], "encrypted": options.get("encrypted")}
+        given_mtu, given_encrypted = options.mtu, options.encrypted
         while True:
             held = self._etcd.get(keys.key("nets", name))
             if held is not None:
                 record = NetRecord.parse(held.key, held.value)
-                options["encrypted"] = self._encrypted(given["encrypted"], record.encrypted)
-                self._check_agreement(name, {**options, "mtu": given["mtu"]}, record.options)
+                options = replace(options, encrypted=self._encrypted(given_encrypted, record.encrypted))
+                self._check_agreement(name, {**options.to_json(), "mtu": given_mtu}, record.options)
                 self._check_pools(name, mine, record.pools)
-                options["mtu"] = record.options["mtu"]
-                self._check_underlay(name, options["mtu"], record.options)
-                return {"cluster": {"pool": name, "vni": record.vni}}
-            options["encrypted"] = self._encrypted(given["encrypted"], False)
-            if options["mtu"] is None:
-                options["mtu"] = self._mtu_limit(options)  # the underlay's less VXLAN's (and WireGuard's)
-            self._check_underlay(name, options["mtu"], options)
-            agreed = {k: options[k] for k in AGREED}
+                options = replace(options, mtu=record.options["mtu"])
+                self._check_underlay(name, record.options["mtu"], record.encrypted)
+                return replace(network, options=options, cluster=ClusterPart(name, record.vni))
+            options = replace(options, encrypted=self._encrypted(given_encrypted, False))
+            # Unset: the underlay's less VXLAN's (and WireGuard's).
+            mtu = options.mtu if options.mtu is not None else self._mtu_limit(bool(options.encrypted))
+            options = replace(options, mtu=mtu)
+            self._check_underlay(name, mtu, bool(options.encrypted))
+            agreed = {k: getattr(options, k) for k in AGREED}
             for vni in vni_candidates(name):
                 value = NetRecord(vni, agreed, tuple(sorted(mine))).value()
                 owned = [keys.key("netof", p) for p in clustered]
@@ -157,7 +159,7 @@ class ClusterSegment:
                                        [put_op(keys.key("nets", name), value), put_op(keys.key("vnis", vni), name),
                                         *(put_op(k, name) for k in owned)])
                 if reply.get("succeeded"):
-                    return {"cluster": {"pool": name, "vni": vni}}
+                    return replace(network, options=options, cluster=ClusterPart(name, vni))
                 if self._etcd.get(keys.key("nets", name)) is not None:
                     break  # another host created the network: agree with it
                 name, clustered = self._held_pools(name, mine)  # or took one of its pools for another
@@ -212,23 +214,23 @@ class ClusterSegment:
                              f'wireguard-go, or a kernel with WireGuard: apt-get install wireguard-tools '
                              f'wireguard-go); refused rather than sent in clear text')
 
-    def _mtu_limit(self, options: dict) -> int:
-        if not options.get("encrypted"):
+    def _mtu_limit(self, encrypted: bool) -> int:
+        if not encrypted:
             return self.dp.default_mtu(self.host.advertise)
         return self.tunnel.network_mtu(self.dp.underlay_mtu(self.host.advertise), self.host.advertise)
 
-    def _check_underlay(self, name: str, mtu: int, options: dict) -> None:
+    def _check_underlay(self, name: str, mtu: int, encrypted: bool) -> None:
         """A VXLAN packet is not fragmented: an MTU above what this host's
         underlay carries (its MTU less VXLAN's overhead, and WireGuard's for
         an encrypted network) would drop every full-size frame between this
         host and the others, silently."""
         try:
-            limit = self._mtu_limit(options)
+            limit = self._mtu_limit(encrypted)
         except LookupError:
             return  # no interface carries the advertise address: the device's creation will say so
         if mtu > limit:
             space, cidr = keys.cidr_of(name)
-            overhead = "VXLAN's and WireGuard's overhead" if options.get("encrypted") else "VXLAN's overhead"
+            overhead = "VXLAN's and WireGuard's overhead" if encrypted else "VXLAN's overhead"
             raise Conflict(f"MTU {mtu} of cluster network {cidr} ({space}) is more than this host's underlay "
                            f"carries: at most {limit} (the MTU of the interface with {self.host.advertise}, "
                            f"less {overhead})")
@@ -244,46 +246,46 @@ class ClusterSegment:
                 raise Conflict(f"option {label}={_show(mine.get(key))} disagrees with cluster network {cidr} "
                                f"({space}), which holds {label}={_show(theirs.get(key))}")
 
-    def spec(self, network: dict):
-        o = network["options"]
+    def spec(self, network: StoredNetwork):
+        o = network.options
         # By the stored tag, like the bridge and chains: two network IDs
         # sharing their first 12 characters get two devices.
-        local = self.tunnel.address if o.get("encrypted") else self.host.advertise
-        return self.dp.VxlanSpec(name=self.dp.vxlan_name(network["tag"]), vni=network["cluster"]["vni"],
-                                  local=local, bridge=network["bridge"], mtu=o["mtu"])
+        local = self.tunnel.address if o.encrypted else self.host.advertise
+        return self.dp.VxlanSpec(name=self.dp.vxlan_name(network.tag), vni=network.clustered.vni,
+                                  local=local, bridge=network.bridge, mtu=o.mtu)
 
-    def _seal(self, network: dict) -> None:
+    def _seal(self, network: StoredNetwork) -> None:
         """An encrypted network's tunnel, up before its VXLAN device binds
         the tunnel address."""
-        if network["options"].get("encrypted"):
+        if network.options.encrypted:
             with self._lock:
-                self._sealed[network["id"]] = network["cluster"]["pool"]
+                self._sealed[network.id] = network.clustered.pool
             self.tunnel.up(self.dp.underlay_mtu(self.host.advertise), self.host.advertise)
 
-    def attach(self, network: dict) -> None:
+    def attach(self, network: StoredNetwork) -> None:
         self._seal(network)
-        self.admit(also=network["cluster"]["vni"])  # guarded before the device takes anything
+        self.admit(also=network.clustered.vni)  # guarded before the device takes anything
         self.overlay.create(self.spec(network))
         self._publish_host_address(network)
         self._watch(network)
 
-    def _publish_host_address(self, network: dict, lease: int = 0) -> dict | None:
+    def _publish_host_address(self, network: StoredNetwork, lease: int = 0) -> StoredEndpoint | None:
         endpoint = self.host_addresses.ensure(network) if self.host_addresses is not None else None
         if endpoint is not None:
             self.publish(network, endpoint, lease)
         return endpoint
 
-    def detach(self, network: dict) -> None:
+    def detach(self, network: StoredNetwork) -> None:
         with self._lock:
-            watch = self._watches.pop(network["id"], None)
-            self._sealed.pop(network["id"], None)
+            watch = self._watches.pop(network.id, None)
+            self._sealed.pop(network.id, None)
             if self._gone is not None:
-                self._gone.add(network["id"])
+                self._gone.add(network.id)
         if watch is not None:
             watch.stop()
-        prefix = keys.prefix("endpoints", network["cluster"]["pool"]) + self.host.host_id + "/"
+        prefix = keys.prefix("endpoints", network.clustered.pool) + self.host.host_id + "/"
         written = self._etcd.revision  # the records of this network are at or below (ClusterHost.now_or_later)
-        self.host.now_or_later(f"removing this host's endpoint records of network {network['id']}",
+        self.host.now_or_later(f"removing this host's endpoint records of network {network.id}",
                            lambda: self._remove_records(prefix, written))
         if self.host_addresses is not None:  # its record went with the others
             self.host_addresses.release(network)
@@ -299,20 +301,20 @@ class ClusterSegment:
             if kv.mod_revision <= written:
                 self._etcd.txn([unchanged(kv)], [delete_op(kv.key)])
 
-    def _watch(self, network: dict) -> None:
+    def _watch(self, network: StoredNetwork) -> None:
         with self._lock:
-            if network["id"] in self._watches or (self._gone is not None and network["id"] in self._gone):
+            if network.id in self._watches or (self._gone is not None and network.id in self._gone):
                 return
             watch = PeerWatch(self, network)
-            self._watches[network["id"]] = watch
-            if network["options"].get("encrypted"):
-                self._sealed[network["id"]] = network["cluster"]["pool"]
+            self._watches[network.id] = watch
+            if network.options.encrypted:
+                self._sealed[network.id] = network.clustered.pool
         watch.start()
 
     # -- endpoints ----------------------------------------------------------------
-    def publish(self, network: dict, endpoint: dict, lease: int = 0) -> None:
-        if network["cluster"].get("lost"):
-            raise Conflict(f"network {network['id']} is cut off from the cluster: {network['cluster']['lost']}; "
+    def publish(self, network: StoredNetwork, endpoint: StoredEndpoint, lease: int = 0) -> None:
+        if network.clustered.lost:
+            raise Conflict(f"network {network.id} is cut off from the cluster: {network.clustered.lost}; "
                            f"remove it and create it again")
         lease = lease or self.host.lease_id()
         try:
@@ -327,15 +329,15 @@ class ClusterSegment:
         if self.names is not None:
             self.names.published(network, endpoint)
 
-    def _record(self, endpoint: dict) -> str:
-        addresses = tuple(str(ipaddress.ip_interface(a).ip) for a in (endpoint["address"], endpoint["address_v6"]) if a)
-        return EndpointRecord(self.host.host_id, self.host.advertise, endpoint["mac"], addresses,
-                              endpoint.get("name"), tuple(endpoint.get("aliases") or ())).value()
+    def _record(self, endpoint: StoredEndpoint) -> str:
+        addresses = tuple(str(ipaddress.ip_interface(a).ip) for a in endpoint.addresses)
+        return EndpointRecord(self.host.host_id, self.host.advertise, endpoint.mac, addresses,
+                              endpoint.name, endpoint.aliases).value()
 
-    def unpublish(self, network: dict, endpoint: dict) -> None:
+    def unpublish(self, network: StoredNetwork, endpoint: StoredEndpoint) -> None:
         with self._lock:
             if self._gone is not None:
-                self._gone.add(endpoint["id"])
+                self._gone.add(endpoint.id)
         if self.names is not None:
             self.names.unpublished(network, endpoint)
         key = self._endpoint_key(network, endpoint)
@@ -344,15 +346,15 @@ class ClusterSegment:
         # ClusterHost.now_or_later): the one ``endpoint`` makes, or any that
         # ``rename`` may have written meanwhile (the caller read the endpoint before).
         with self._renaming:
-            records = {self._record(endpoint)} | self._renamed.pop(endpoint["id"], set())
+            records = {self._record(endpoint)} | self._renamed.pop(endpoint.id, set())
 
             def delete() -> None:
                 for record in records:
                     self._etcd.txn([value_is(key, record)], [delete_op(key)])
 
-            self.host.now_or_later(f"unpublishing endpoint {endpoint['id']}", delete)
+            self.host.now_or_later(f"unpublishing endpoint {endpoint.id}", delete)
 
-    def rename(self, network: dict, before: dict, after: dict) -> None:
+    def rename(self, network: StoredNetwork, before: StoredEndpoint, after: StoredEndpoint) -> None:
         """The endpoint's record written again with the names of ``after``
         (the store has them now), if the key still holds the record of
         ``before``: a record an unpublish took (the container removed
@@ -363,17 +365,17 @@ class ClusterSegment:
         key = self._endpoint_key(network, before)
         record = self._record(after)
         with self._renaming:
-            self._renamed.setdefault(before["id"], set()).update((self._record(before), record))
+            self._renamed.setdefault(before.id, set()).update((self._record(before), record))
             written = self._etcd.txn([value_is(key, self._record(before))],
                                      [put_op(key, record, self.host.lease_id())]).get("succeeded")
         if written and self.names is not None:
             self.names.published(network, after)
 
-    def _endpoint_key(self, network: dict, endpoint: dict) -> str:
-        return keys.prefix("endpoints", network["cluster"]["pool"]) + f"{self.host.host_id}/{endpoint['id']}"
+    def _endpoint_key(self, network: StoredNetwork, endpoint: StoredEndpoint) -> str:
+        return keys.prefix("endpoints", network.clustered.pool) + f"{self.host.host_id}/{endpoint.id}"
 
     # -- start-up -----------------------------------------------------------------------
-    def reconcile(self, networks: list[dict], cut_short: list[dict]) -> list[str]:
+    def reconcile(self, networks: list[StoredNetwork], cut_short: list[StoredNetwork]) -> list[str]:
         """In the reconcile child: the VXLAN devices only. etcd waits for the
         worker (``resume``), which holds the lease the records ride on. A
         network whose create was cut short after its device was made loses
@@ -384,7 +386,7 @@ class ClusterSegment:
         record (a crash, or a store deleted meanwhile)."""
         changes = []
         for network in cut_short:
-            if "cluster" in network:
+            if network.cluster is not None:
                 if self.host_addresses is not None:
                     self.host_addresses.remove_from_bridge(network)  # an adopted bridge outlives it
                     # Its claim in etcd (made before the store recorded it,
@@ -393,17 +395,17 @@ class ClusterSegment:
                     # left: dockerd does not retry a failed create.
                     self.host.owe()
                 self.overlay.delete(self.spec(network), untagged=True)
-                changes.append(f"vxlan of network {network['id']}, created only in part, removed")
+                changes.append(f"vxlan of network {network.id}, created only in part, removed")
         wanted = set()
         for network in networks:
-            if "cluster" in network and not network["cluster"].get("lost"):
+            if network.cluster is not None and not network.lost:
                 spec = self.spec(network)
                 self._seal(network)
                 self.overlay.create(spec)
                 if self.host_addresses is not None:
                     self.host_addresses.restore(network)
                 wanted.add(spec.name)
-                changes.append(f"vxlan of network {network['id']} in place")
+                changes.append(f"vxlan of network {network.id} in place")
         if not wanted and self.guard is not None:  # the last network went while no process ran
             self.guard.remove()
         if not self._sealed and self.tunnel is not None:
@@ -411,7 +413,7 @@ class ClusterSegment:
         return changes + self.overlay.reconcile(wanted)
 
     # -- networks the cluster no longer holds --------------------------------------------
-    def cut_off(self, networks: list[dict], pools: set[str]) -> list[tuple[dict, str]]:
+    def cut_off(self, networks: list[StoredNetwork], pools: set[str]) -> list[tuple[StoredNetwork, str]]:
         """The stored cluster networks on pools of this host's (``pools``)
         that the cluster no longer holds as this host knew them, each with
         why: every member was away past the grace, so the reclaim removed
@@ -423,20 +425,19 @@ class ClusterSegment:
         have no record to compare and are never cut off."""
         found = []
         for network in networks:
-            cluster = network.get("cluster")
-            if cluster is None or cluster.get("lost") or cluster["pool"] not in pools:
+            cluster = network.cluster
+            if cluster is None or cluster.lost or cluster.pool not in pools:
                 continue
             why = self._why_cut_off(network, pools)
             if why:
                 found.append((network, why))
         return found
 
-    def _why_cut_off(self, network: dict, pools: set[str]) -> str:
-        name, vni = network["cluster"]["pool"], network["cluster"]["vni"]
+    def _why_cut_off(self, network: StoredNetwork, pools: set[str]) -> str:
+        name, vni = network.clustered.pool, network.clustered.vni
         space, cidr = keys.cidr_of(name)
-        gateways = [(n, ipaddress.ip_interface(p["gateway"]).ip)
-                    for n, p in zip(keys.pool_names(network), network["ipv4"] + network["ipv6"])
-                    if n in pools and p.get("gateway")]
+        gateways = [(n, ipaddress.ip_interface(p.gateway).ip)
+                    for n, p in zip(keys.pool_names(network), network.ipam) if n in pools and p.gateway]
         ops = [range_op(keys.key("pools", name), "", 1), range_op(keys.key("nets", name), "", 1, keys_only=False)]
         ops += [range_op(keys.prefix("addrs", n) + keys.hexaddr(int(g)), "", 1, keys_only=False) for n, g in gateways]
         pool, held, *claims = ranges(self._etcd.txn([], ops))
@@ -456,15 +457,15 @@ class ClusterSegment:
                         f"{'held by host ' + by if kvs else 'allocated to no one'}")
         return ""
 
-    def abandon(self, network: dict) -> None:
+    def abandon(self, network: StoredNetwork) -> None:
         """Take a network the cluster no longer holds (``cut_off``) out of
         the cluster's datapath on this host: no watch, no VXLAN device. Its
         containers keep the bridge (they reach each other on this host),
         but none of them can share a segment with the new holders of their
         addresses."""
         with self._lock:
-            watch = self._watches.pop(network["id"], None)
-            self._sealed.pop(network["id"], None)
+            watch = self._watches.pop(network.id, None)
+            self._sealed.pop(network.id, None)
         if watch is not None:
             watch.stop()
         self.overlay.delete(self.spec(network))
@@ -472,42 +473,44 @@ class ClusterSegment:
             self.host_addresses.release(network)
         self.admit()
 
-    def resume(self, networks: list[dict], endpoints: list[dict], lease: int, pools: set[str]) -> list[Lost]:
+    def resume(self, networks: list[StoredNetwork], endpoints: list[StoredEndpoint], lease: int,
+               pools: set[str]) -> list[Lost]:
         """Once the worker has its lease (at start, or a lost lease
         replaced), with the store's cluster networks: publish this host's
         endpoints again and follow the others'. ``pools``: the cluster pools
         this host's IPAM holds, whose addresses ``addrs/`` allocates.
         Returns the endpoints left unpublished: an address of theirs is
         another host's now."""
-        by_id = {n["id"]: n for n in networks if "cluster" in n}
+        by_id = {n.id: n for n in networks if n.cluster is not None}
         lost, again = [], []
         for endpoint in endpoints:
-            network = by_id.get(endpoint["network_id"])
-            if network is not None and network["cluster"].get("lost"):
+            network = by_id.get(endpoint.network_id)
+            if network is not None and network.lost:
                 lost.append(Lost(endpoint, _first_address(endpoint), ""))
             elif network is not None:
                 again.append((network, endpoint))
         for start in range(0, len(again), REPUBLISH_BATCH):
             lost += self._republish_batch(again[start:start + REPUBLISH_BATCH], lease, pools)
-        taken = {t.endpoint["id"] for t in lost}
+        taken = {t.endpoint.id for t in lost}
         for network, endpoint in again:
-            if endpoint["id"] not in taken and self._deleted(endpoint["id"], network["id"]):
+            if endpoint.id not in taken and self._deleted(endpoint.id, network.id):
                 # Deleted after the store was read: its delete may have
                 # come before this write, which brought the record back.
                 self.unpublish(network, endpoint)
         for network in by_id.values():
-            if network["cluster"].get("lost"):
+            if network.lost:
                 continue  # cut off from the cluster: nothing of it there (ClusterMode._cut_off)
-            if not self._deleted(network["id"]):
+            if not self._deleted(network.id):
                 try:
                     own = self._publish_host_address(network, lease)
                 except (Conflict, DatapathError) as exc:  # the network's endpoints are served all the same
-                    log.error("host address of network %s not made: %s", network["id"], exc)
+                    log.error("host address of network %s not made: %s", network.id, exc)
                     own = None
-                if own is not None and self.host_addresses is not None and self._deleted(network["id"]):
+                if own is not None and self.host_addresses is not None and self._deleted(network.id):
                     # Deleted meanwhile: its detach may have come before.
                     self.unpublish(network, own)
-                    self.host_addresses.release(network)
+                    self.host_addresses.release(
+                        replace(network, cluster=replace(network.clustered, host_address=own.address)))
             self._watch(network)
         return lost
 
@@ -529,7 +532,8 @@ class ClusterSegment:
         with self._lock:
             return self._gone is not None and any(i in self._gone for i in ids)
 
-    def _republish_batch(self, batch: list[tuple[dict, dict]], lease: int, pools: set[str]) -> list[Lost]:
+    def _republish_batch(self, batch: list[tuple[StoredNetwork, StoredEndpoint]], lease: int,
+                         pools: set[str]) -> list[Lost]:
         """Publish a batch of endpoints again in two round trips: one read
         of all their claims, one transaction comparing and writing them
         all (``_plan``); a republish of E endpoints used to take 2E, which
@@ -553,7 +557,8 @@ class ClusterSegment:
             return lost
         return lost + [t for t in (self._republish(n, e, lease, pools) for n, e, _ in plans) if t is not None]
 
-    def _republish(self, network: dict, endpoint: dict, lease: int, pools: set[str]) -> Lost | None:
+    def _republish(self, network: StoredNetwork, endpoint: StoredEndpoint, lease: int,
+                   pools: set[str]) -> Lost | None:
         """One endpoint of ``_republish_batch``, read again up to three times."""
         claims = self._claims(network, endpoint, pools)
         if not claims:  # another IPAM driver's addresses: nothing of the cluster's to check
@@ -565,15 +570,17 @@ class ClusterSegment:
                 return plan
             if self._etcd.txn(*plan).get("succeeded"):
                 return None
-        raise EtcdUnavailable(f"endpoint {endpoint['id']}: its addresses kept changing hands while it was published")
+        raise EtcdUnavailable(f"endpoint {endpoint.id}: its addresses kept changing hands while it was published")
 
-    def _claims(self, network: dict, endpoint: dict, pools: set[str]) -> list[tuple[str, int, str]]:
+    def _claims(self, network: StoredNetwork, endpoint: StoredEndpoint,
+                pools: set[str]) -> list[tuple[str, int, str]]:
         """(pool name, address, its addrs/ key) of each of the endpoint's
         addresses the cluster allocates (in ``pools``)."""
         return [(name, addr, keys.prefix("addrs", name) + keys.hexaddr(addr))
                 for name, addr in _addresses(network, endpoint) if name in pools]
 
-    def _plan(self, network: dict, endpoint: dict, claims: list, found: list, lease: int) -> Lost | tuple[list, list]:
+    def _plan(self, network: StoredNetwork, endpoint: StoredEndpoint, claims: list, found: list,
+              lease: int) -> Lost | tuple[list, list]:
         """How to publish ``endpoint`` again, given what ``_claim_reads``
         found: only with every address of it still this host's in
         ``addrs/``, in one transaction that compares that (an address freed
@@ -663,19 +670,18 @@ class Lost:
     """An endpoint this host did not publish again: ``address`` of it is
     held by host ``holder`` (empty: by no one, its pool is no longer held
     in the cluster)."""
-    endpoint: dict
+    endpoint: StoredEndpoint
     address: str
     holder: str
 
 
-def _addresses(network: dict, endpoint: dict) -> list[tuple[str, int]]:
+def _addresses(network: StoredNetwork, endpoint: StoredEndpoint) -> list[tuple[str, int]]:
     """(cluster pool name, address) of each address of ``endpoint``."""
-    pools = list(zip(keys.pool_names(network), network["ipv4"] + network["ipv6"]))
+    pools = list(zip(keys.pool_names(network), network.ipam))
     out = []
-    for address in (endpoint["address"], endpoint["address_v6"]):
-        if address:
-            ip = ipaddress.ip_interface(address).ip
-            out += [(name, int(ip)) for name, p in pools if ip in ipaddress.ip_network(p["pool"])][:1]
+    for address in endpoint.addresses:
+        ip = ipaddress.ip_interface(address).ip
+        out += [(name, int(ip)) for name, p in pools if ip in ipaddress.ip_network(p.pool)][:1]
     return out
 
 
@@ -685,8 +691,8 @@ def _claim_reads(claims: list[tuple[str, int, str]]) -> list[dict]:
             + [range_op(keys.key("pools", name), "", 1) for name, _, _ in claims])
 
 
-def _first_address(endpoint: dict) -> str:
-    address = endpoint["address"] or endpoint["address_v6"]
+def _first_address(endpoint: StoredEndpoint) -> str:
+    address = endpoint.address or endpoint.address_v6
     return str(ipaddress.ip_interface(address).ip) if address else ""
 
 

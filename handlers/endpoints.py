@@ -3,12 +3,14 @@ and Leave: an endpoint's veth pair (named from free tags), its record, and
 its sandbox."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Iterator
 
 from datapath import names
 from datapath.errors import NameTaken
 from spec import values
 from spec.errors import Conflict
+from spec.stored import StoredEndpoint, StoredNetwork
 
 from . import ports
 from .parts import Part, Parts
@@ -50,18 +52,16 @@ class Endpoints(Part):
             first = next(tags)  # nearly always the one taken: looked up here, at no extra cost
             held = tx.endpoint_by_veth(self._links.veth_names(first)[0]) is not None
             free = self._free_tags(tags, None if held else first)
-        _check_in_pools("Interface.Address", addr4, network["ipv4"])
-        _check_in_pools("Interface.AddressIPv6", addr6, network["ipv6"])
-        endpoint = {
-            "id": endpoint_id, "network_id": network_id,
-            "address": str(addr4) if addr4 else "", "address_v6": str(addr6) if addr6 else "",
-            "mac": mac or self._links.derive_mac(str(addr4.ip) if addr4 else None, endpoint_id),
-            "mac_given": bool(mac), "sandbox": "", "exposed": exposed, "ports": [], "request": request,
-        }
-        if name:  # optional: dockerd before 29 gives none, and older records have none
-            endpoint["name"] = name
+        _check_in_pools("Interface.Address", addr4, network.ipv4)
+        _check_in_pools("Interface.AddressIPv6", addr6, network.ipv6)
+        endpoint = StoredEndpoint(
+            endpoint_id, network_id, address=str(addr4) if addr4 else "", address_v6=str(addr6) if addr6 else "",
+            mac=mac or self._links.derive_mac(str(addr4.ip) if addr4 else None, endpoint_id),
+            mac_given=bool(mac), exposed=tuple(exposed), request=request,
+            name=name or None,  # optional: dockerd before 29 gives none, and older records have none
+        )
         with Rollback() as rollback:
-            self._new_veth(network, endpoint, free, rollback)
+            endpoint = self._new_veth(network, endpoint, free, rollback)
             self._point("veth made")
             rollback.undo(f"unpublish endpoint {endpoint_id}", self._segment.unpublish, network, endpoint)
             self._segment.publish(network, endpoint)
@@ -72,8 +72,8 @@ class Endpoints(Part):
                 if _already(existing, request, what):
                     return _endpoint_reply(existing)  # the same request, done meanwhile: ours goes
                 _check_unused(tx, network, addresses)
-                if tx.endpoint_by_veth(endpoint["host_veth"]) is not None:
-                    raise Conflict(f'veth "{endpoint["host_veth"]}" was taken meanwhile; try again')
+                if tx.endpoint_by_veth(endpoint.host_veth) is not None:
+                    raise Conflict(f'veth "{endpoint.host_veth}" was taken meanwhile; try again')
                 tx.add_endpoint(endpoint)
             rollback.commit()
         return _endpoint_reply(endpoint)
@@ -92,14 +92,15 @@ class Endpoints(Part):
             if not held:
                 yield tag
 
-    def _new_veth(self, network: dict, endpoint: dict, free: Iterator[str], rollback: Rollback) -> None:
+    def _new_veth(self, network: StoredNetwork, endpoint: StoredEndpoint, free: Iterator[str],
+                  rollback: Rollback) -> StoredEndpoint:
         """Make the endpoint's veth pair under the first of the ``free`` tags
-        whose names no link holds, and record the tag and names in
-        ``endpoint``. A link found under a name is never taken over: it may
-        be a user's, or another endpoint's."""
+        whose names no link holds; returns ``endpoint`` with the tag and
+        names. A link found under a name is never taken over: it may be a
+        user's, or another endpoint's."""
         for tag in free:
             host_name, peer_name = self._links.veth_names(tag)
-            endpoint.update(tag=tag, host_veth=host_name, peer_veth=peer_name)
+            endpoint = replace(endpoint, tag=tag, host_veth=host_name, peer_veth=peer_name)
             try:
                 self._links.create_veth(veth_spec(network, endpoint), new=True)
             except NameTaken:
@@ -108,26 +109,26 @@ class Endpoints(Part):
             # free, so the pair is this request's alone, and the undo must
             # not need the write lock whose timeout may be what failed.
             rollback.undo(f"delete veth {host_name}", self._links.delete_veth, host_name)
-            return
-        raise Conflict(f"endpoint {endpoint['id']}: every veth name it may take is held")
+            return endpoint
+        raise Conflict(f"endpoint {endpoint.id}: every veth name it may take is held")
 
     def delete_endpoint(self, body: dict) -> dict:
         with self._snapshot() as tx:
             endpoint = tx.get_endpoint(body["EndpointID"])
             if endpoint is None:
                 return {}  # dockerd sends deletes for endpoints we may never have known
-            network = tx.get_network(endpoint["network_id"])
+            network = tx.get_network(endpoint.network_id)
         with Rollback() as rollback:
             if network is not None:
                 self._publishing.unpublish(network, endpoint, rollback)
-                rollback.undo(f"publish endpoint {endpoint['id']} again", self._segment.publish, network, endpoint)
+                rollback.undo(f"publish endpoint {endpoint.id} again", self._segment.publish, network, endpoint)
                 self._segment.unpublish(network, endpoint)
             self.delete_veth(network, endpoint, rollback)
             with self._tx() as tx:
-                current = tx.get_endpoint(endpoint["id"])
+                current = tx.get_endpoint(endpoint.id)
                 if current is not None:
                     self._publishing.forget_ports_since(tx, network, endpoint, current, rollback)
-                    tx.delete_endpoint(endpoint["id"])
+                    tx.delete_endpoint(endpoint.id)
             rollback.commit()
         return {}
 
@@ -140,25 +141,25 @@ class Endpoints(Part):
             if tx.endpoint_by_veth(host_name) is None:
                 self._links.delete_veth(host_name)
 
-    def delete_veth(self, network: dict | None, endpoint: dict, rollback: Rollback) -> None:
+    def delete_veth(self, network: StoredNetwork | None, endpoint: StoredEndpoint, rollback: Rollback) -> None:
         """The last, least reversible step of removing an endpoint."""
-        self._links.delete_veth(endpoint["host_veth"])
-        if network is not None and not endpoint["sandbox"]:
-            rollback.undo(f"recreate veth {endpoint['host_veth']}", self._links.create_veth,
+        self._links.delete_veth(endpoint.host_veth)
+        if network is not None and not endpoint.sandbox:
+            rollback.undo(f"recreate veth {endpoint.host_veth}", self._links.create_veth,
                           veth_spec(network, endpoint))
 
     def endpoint_oper_info(self, body: dict) -> dict:
         with self._snapshot() as tx:
             endpoint = self._endpoint(tx, body["EndpointID"])
-            network = self._network(tx, endpoint["network_id"])
+            network = self._network(tx, endpoint.network_id)
         return {"Value": {
-            "bridge": network["bridge"],
-            "host_veth": endpoint["host_veth"],
-            "mac": endpoint["mac"],
-            "addresses": [a for a in (endpoint["address"], endpoint["address_v6"]) if a],
-            "sandbox": endpoint["sandbox"],
+            "bridge": network.bridge,
+            "host_veth": endpoint.host_veth,
+            "mac": endpoint.mac,
+            "addresses": list(endpoint.addresses),
+            "sandbox": endpoint.sandbox,
             ports.PORTMAP: ports.as_portmap(_bindings(endpoint)),
-            ports.EXPOSED: endpoint["exposed"],
+            ports.EXPOSED: list(endpoint.exposed),
         }}
 
     # -- sandboxes -------------------------------------------------------------
@@ -167,10 +168,10 @@ class Endpoints(Part):
         sandbox = body.get("SandboxKey") or ""
         with self._snapshot() as tx:
             endpoint = self._endpoint(tx, body["EndpointID"])
-            network = self._network(tx, endpoint["network_id"])
+            network = self._network(tx, endpoint.network_id)
         spec = veth_spec(network, endpoint)
         with Rollback() as rollback:
-            if not endpoint["sandbox"] and not self._links.veth_intact(spec):
+            if not endpoint.sandbox and not self._links.veth_intact(spec):
                 # SrcName must exist in the host namespace when Join returns;
                 # after a crash or a hand-deleted veth this brings it back.
                 # Checked first: rebuilding an intact pair cost most of Join.
@@ -178,17 +179,16 @@ class Endpoints(Part):
                 rollback.undo(f"delete veth {spec.host_name}", self._delete_unowned_veth, spec.host_name)
                 self._links.create_veth(spec)
             with self._tx() as tx:
-                endpoint = self._endpoint(tx, body["EndpointID"])
-                endpoint["sandbox"] = sandbox
+                endpoint = replace(self._endpoint(tx, body["EndpointID"]), sandbox=sandbox)
                 tx.put_endpoint(endpoint)
             rollback.commit()
-        reply: dict = {"InterfaceName": {"SrcName": endpoint["peer_veth"],
-                                         "DstPrefix": network["options"]["iface_prefix"]}}
-        if not network["options"]["internal"]:
+        reply: dict = {"InterfaceName": {"SrcName": endpoint.peer_veth,
+                                         "DstPrefix": network.options.iface_prefix}}
+        if not network.options.internal:
             # Always name our gateways: without one dockerd would also attach
             # the container to docker_gwbridge and send published ports there.
-            gw4 = _gateway_for(network["ipv4"], endpoint["address"])
-            gw6 = _gateway_for(network["ipv6"], endpoint["address_v6"])
+            gw4 = _gateway_for(network.ipv4, endpoint.address)
+            gw6 = _gateway_for(network.ipv6, endpoint.address_v6)
             if gw4:
                 reply["Gateway"] = gw4
             if gw6:
@@ -198,7 +198,6 @@ class Endpoints(Part):
     def leave(self, body: dict) -> dict:
         with self._tx() as tx:
             endpoint = tx.get_endpoint(body["EndpointID"])
-            if endpoint is not None and endpoint["sandbox"]:
-                endpoint["sandbox"] = ""
-                tx.put_endpoint(endpoint)
+            if endpoint is not None and endpoint.sandbox:
+                tx.put_endpoint(replace(endpoint, sandbox=""))
         return {}

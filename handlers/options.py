@@ -9,11 +9,10 @@ leave the user with a network that is not what they asked for.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 from datapath.names import IFNAMSIZ, validate_ifname
 from spec import values
 from spec.errors import BadRequest
+from spec.stored import NetworkOptions
 
 GENERIC = "com.docker.network.generic"
 INTERNAL = "com.docker.network.internal"
@@ -41,38 +40,6 @@ IFACE_PREFIX_MAX = IFNAMSIZ - 2
 _BOOLS = {"1": True, "t": True, "true": True, "0": False, "f": False, "false": False}
 MTU_MIN, MTU_MAX = 68, 65535
 IPV6_MTU_MIN = 1280
-
-
-@dataclass(frozen=True)
-class NetworkOptions:
-    """Every option with its default; docs/options.md's option table mirrors this."""
-
-    bridge_name: str | None = None  # None: "pt-" + the first 12 characters of the NetworkID
-    mtu: int | None = None  # None: the kernel's default (1500)
-    icc: bool = True
-    masquerade: bool = True
-    host_binding_ipv4: str = "0.0.0.0"
-    inhibit_ipv4: bool = False
-    iface_prefix: str = "eth"
-    internal: bool = False
-    ipv6: bool = False
-    ipv4: bool = True
-    gateway_mode_ipv4: str = "nat"
-    gateway_mode_ipv6: str = "nat"
-    trusted_interfaces: tuple[str, ...] = ()
-    host_ipv4: str = ""  # "": masquerade with the outgoing interface's address
-    host_ipv6: str = ""
-    encrypted: bool | None = None  # None: not given, the cluster host's default (its ``encrypt`` setting)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def isolated(self, family: str) -> bool:
-        """The family gets no gateway address on the bridge (and dockerd
-        need not allocate one: see GwAllocCheck)."""
-        if family == "ipv4":
-            return self.gateway_mode_ipv4 == "isolated"
-        return self.gateway_mode_ipv6 == "isolated"
 
 
 def parse(options) -> NetworkOptions:

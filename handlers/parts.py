@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, ContextManager
 
 from spec.errors import found
+from spec.stored import StoredEndpoint, StoredNetwork
 
 from .records import _settled
 from .segment import Segment
@@ -55,9 +56,9 @@ class Part:
 
     # -- lookups -------------------------------------------------------------------
     @staticmethod
-    def _network(tx: NetworkStore, network_id: str) -> dict:
+    def _network(tx: NetworkStore, network_id: str) -> StoredNetwork:
         return found(_settled(tx.get_network(network_id)), f"network {network_id} is not a Pontoon network")
 
     @staticmethod
-    def _endpoint(tx: NetworkStore, endpoint_id: str) -> dict:
+    def _endpoint(tx: NetworkStore, endpoint_id: str) -> StoredEndpoint:
         return found(tx.get_endpoint(endpoint_id), f"endpoint {endpoint_id} is not a Pontoon endpoint")

@@ -16,6 +16,7 @@ from datapath.hostports import Claim
 from datapath.model import PortBinding
 from spec import values
 from spec.errors import BadRequest, Conflict
+from spec.stored import StoredEndpoint
 
 PORTMAP = "com.docker.network.portmap"
 EXPOSED = "com.docker.network.endpoint.exposedports"
@@ -78,7 +79,7 @@ class Pending(NamedTuple):
 
 def plan(
     portmap: list[dict],
-    endpoint: dict,
+    endpoint: StoredEndpoint,
     default_host_ip: str,
     in_use: Callable[[str], list[tuple[int, str, str]]],
     ephemeral: Callable[[], tuple[int, int]],
@@ -100,11 +101,11 @@ def plan(
     [::1]:80:80`` reaches both and each publishes its own family (refusing
     the other's failed the container's start or connect).
     """
-    if not endpoint["address"]:  # an IPv6-only endpoint: "-p 80" means "::"
+    if not endpoint.address:  # an IPv6-only endpoint: "-p 80" means "::"
         default_host_ip = "::"
-    taken = _Taken(in_use, endpoint["id"])
-    bare = {key: ipaddress.ip_interface(endpoint[key]).ip.compressed
-            for key in ("address", "address_v6") if endpoint[key]}
+    taken = _Taken(in_use, endpoint.id)
+    bare = {key: ipaddress.ip_interface(address).ip.compressed
+            for key, address in (("address", endpoint.address), ("address_v6", endpoint.address_v6)) if address}
     out: list[Pending] = []
     any_port: tuple[int, int] | None = None
     for entry in portmap:

@@ -10,33 +10,41 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from typing import TypeGuard
+from typing import Protocol, TypeGuard, TypeVar
 
 from datapath.hostports import Key
 from datapath.model import BridgeSpec, EndpointPorts, NetworkRules, PortBinding, VethSpec
 from spec import values
 from spec.errors import BadRequest, Conflict
+from spec.stored import IpamData, StoredEndpoint, StoredNetwork
 
 from .store import NetworkStore
 
 
+class _Requested(Protocol):
+    @property
+    def request(self) -> str: ...
+
+
+R = TypeVar("R", bound=_Requested)
+
+
 # -- stored records -> datapath descriptions ---------------------------------------
-def _settled(network: dict | None) -> dict | None:
+def _settled(network: StoredNetwork | None) -> StoredNetwork | None:
     """A stored network, unless its create has not finished: until then it
     only reserves its names, and no other call may use it."""
-    return None if network is None or network.get("pending") else network
+    return None if network is None or network.pending else network
 
 
-def bridge_spec(network: dict) -> BridgeSpec:
-    o = network["options"]
-    gateways = [] if o["inhibit_ipv4"] or _mode(o, "ipv4") == "isolated" else \
-        [d["gateway"] for d in network["ipv4"] if d["gateway"]]
-    if _mode(o, "ipv6") != "isolated":  # isolated: the host cannot reach the containers
-        gateways += [d["gateway"] for d in network["ipv6"] if d["gateway"]]
-    return BridgeSpec(name=network["bridge"], mtu=o["mtu"], addresses=tuple(gateways))
+def bridge_spec(network: StoredNetwork) -> BridgeSpec:
+    o = network.options
+    gateways = [] if o.inhibit_ipv4 or o.isolated("ipv4") else [d.gateway for d in network.ipv4 if d.gateway]
+    if not o.isolated("ipv6"):  # isolated: the host cannot reach the containers
+        gateways += [d.gateway for d in network.ipv6 if d.gateway]
+    return BridgeSpec(name=network.bridge, mtu=o.mtu, addresses=tuple(gateways))
 
 
-def _gateway_for(ipam_data: list[dict], address: str) -> str | None:
+def _gateway_for(ipam_data: tuple[IpamData, ...], address: str) -> str | None:
     """The gateway of the subnet that holds the endpoint's address. With
     several subnets on a network, another subnet's gateway is not on the
     container's link, and dockerd fails the Join ("route for the gateway
@@ -44,47 +52,41 @@ def _gateway_for(ipam_data: list[dict], address: str) -> str | None:
     if not address:
         return None
     ip = ipaddress.ip_interface(address).ip
-    return next((str(ipaddress.ip_interface(d["gateway"]).ip) for d in ipam_data
-                 if d["gateway"] and ip in ipaddress.ip_network(d["pool"])), None)
+    return next((str(ipaddress.ip_interface(d.gateway).ip) for d in ipam_data
+                 if d.gateway and ip in ipaddress.ip_network(d.pool)), None)
 
 
-def _mode(o: dict, family: str) -> str:
-    # Networks stored before gateway modes existed have no key: "nat".
-    return o.get(f"gateway_mode_{family}", "nat")
+def veth_spec(network: StoredNetwork, endpoint: StoredEndpoint) -> VethSpec:
+    return VethSpec(host_name=endpoint.host_veth, peer_name=endpoint.peer_veth,
+                    bridge=network.bridge, mac=endpoint.mac, mtu=network.options.mtu)
 
 
-def veth_spec(network: dict, endpoint: dict) -> VethSpec:
-    return VethSpec(host_name=endpoint["host_veth"], peer_name=endpoint["peer_veth"],
-                    bridge=network["bridge"], mac=endpoint["mac"], mtu=network["options"]["mtu"])
-
-
-def network_rules(network: dict) -> NetworkRules:
-    o = network["options"]
+def network_rules(network: StoredNetwork) -> NetworkRules:
+    o = network.options
     return NetworkRules(
-        network_id=network["id"], bridge=network["bridge"],
-        subnets_v4=tuple(d["pool"] for d in network["ipv4"]),
-        subnets_v6=tuple(d["pool"] for d in network["ipv6"]),
-        internal=o["internal"], icc=o["icc"], masquerade=o["masquerade"], tag=network["tag"],
-        gateway_mode_v4=_mode(o, "ipv4"), gateway_mode_v6=_mode(o, "ipv6"),
-        trusted_interfaces=tuple(o.get("trusted_interfaces", ())),
-        host_ipv4=o.get("host_ipv4", ""), host_ipv6=o.get("host_ipv6", ""), ipv4=o.get("ipv4", True),
+        network_id=network.id, bridge=network.bridge,
+        subnets_v4=tuple(d.pool for d in network.ipv4),
+        subnets_v6=tuple(d.pool for d in network.ipv6),
+        internal=o.internal, icc=o.icc, masquerade=o.masquerade, tag=network.tag,
+        gateway_mode_v4=o.gateway_mode_ipv4, gateway_mode_v6=o.gateway_mode_ipv6,
+        trusted_interfaces=o.trusted_interfaces, host_ipv4=o.host_ipv4, host_ipv6=o.host_ipv6, ipv4=o.ipv4,
     )
 
 
-def endpoint_ports(network: dict, endpoint: dict) -> EndpointPorts:
-    o = network["options"]
-    return EndpointPorts(endpoint_id=endpoint["id"], network_id=network["id"],
-                         bridge=network["bridge"], bindings=tuple(_bindings(endpoint)), tag=endpoint["tag"],
-                         routed=tuple(f for f in ("ipv4", "ipv6") if _mode(o, f) == "routed"))
+def endpoint_ports(network: StoredNetwork, endpoint: StoredEndpoint) -> EndpointPorts:
+    o = network.options
+    return EndpointPorts(endpoint_id=endpoint.id, network_id=network.id,
+                         bridge=network.bridge, bindings=tuple(_bindings(endpoint)), tag=endpoint.tag,
+                         routed=tuple(f for f in ("ipv4", "ipv6") if o.gateway_mode(f) == "routed"))
 
 
-def _bindings(endpoint: dict) -> list[PortBinding]:
-    return [PortBinding(**b) for b in endpoint["ports"]]
+def _bindings(endpoint: StoredEndpoint) -> list[PortBinding]:
+    return [PortBinding(p.proto, p.host_ip, p.host_port, p.container_ip, p.container_port) for p in endpoint.ports]
 
 
-def _endpoint_reply(endpoint: dict) -> dict:
+def _endpoint_reply(endpoint: StoredEndpoint) -> dict:
     # dockerd fails the endpoint if we echo a field it filled itself.
-    return {} if endpoint["mac_given"] else {"Interface": {"MacAddress": endpoint["mac"]}}
+    return {} if endpoint.mac_given else {"Interface": {"MacAddress": endpoint.mac}}
 
 
 def _canonical(body: dict, *keys: str) -> str:
@@ -92,7 +94,7 @@ def _canonical(body: dict, *keys: str) -> str:
     return json.dumps({k: body.get(k) for k in keys}, sort_keys=True)
 
 
-def _ipam_data(field: str, data, version: int) -> list[dict]:
+def _ipam_data(field: str, data, version: int) -> tuple[IpamData, ...]:
     out = []
     for where, entry in values.objects(field, data):
         pool = values.network(f"{where}.Pool", entry.get("Pool"), version)
@@ -111,36 +113,36 @@ def _ipam_data(field: str, data, version: int) -> list[dict]:
             if ip not in pool:
                 raise BadRequest(f'{where}.AuxAddresses[{name!r}] "{value}" is not in pool {pool}')
             canonical_aux[name] = str(ip)
-        out.append({"pool": str(pool), "gateway": gateway, "aux": canonical_aux})
-    return out
+        out.append(IpamData(str(pool), gateway, canonical_aux))
+    return tuple(out)
 
 
-def _check_in_pools(field: str, iface, pools: list[dict]) -> None:
+def _check_in_pools(field: str, iface, pools: tuple[IpamData, ...]) -> None:
     if iface is None:
         return
-    if not any(iface.ip in ipaddress.ip_network(p["pool"]) for p in pools):
-        subnets = ", ".join(p["pool"] for p in pools) or "none"
+    if not any(iface.ip in ipaddress.ip_network(p.pool) for p in pools):
+        subnets = ", ".join(p.pool for p in pools) or "none"
         raise BadRequest(f'{field} "{iface}" is not in the network\'s subnets ({subnets})')
 
 
-def _check_unused(tx: NetworkStore, network: dict, addresses: list) -> None:
+def _check_unused(tx: NetworkStore, network: StoredNetwork, addresses: list) -> None:
     """dockerd's IPAM never hands out an address twice, but a request that
     reuses one (a gateway, another endpoint's) would break both holders,
     and their MACs, derived from the address, would clash as well."""
-    gateways = {ipaddress.ip_interface(d["gateway"]).ip for d in network["ipv4"] + network["ipv6"] if d["gateway"]}
+    gateways = {ipaddress.ip_interface(d.gateway).ip for d in network.ipam if d.gateway}
     for ip in sorted((a.ip for a in addresses), key=str):
         if ip in gateways:
-            raise Conflict(f"address {ip} is the gateway of network {network['id']}")
-        holder = tx.address_holder(network["id"], str(ip))
+            raise Conflict(f"address {ip} is the gateway of network {network.id}")
+        holder = tx.address_holder(network.id, str(ip))
         if holder is not None:
             raise Conflict(f"address {ip} is already used by endpoint {holder}")
 
 
-def _name_given(tx: NetworkStore, network: dict, addresses: list) -> str | None:
+def _name_given(tx: NetworkStore, network: StoredNetwork, addresses: list) -> str | None:
     """The container name dockerd 29 gave with one of the endpoint's
     addresses at RequestAddress (Pontoon's IPAM keeps it; another IPAM
     driver's addresses have none)."""
-    request = json.loads(network.get("request") or "{}")
+    request = json.loads(network.request or "{}")
     for address in addresses:
         data = request.get("IPv4Data" if address.version == 4 else "IPv6Data") or []
         for d in data:
@@ -151,17 +153,17 @@ def _name_given(tx: NetworkStore, network: dict, addresses: list) -> str | None:
     return None
 
 
-def _already(existing: dict | None, request: str, what: str) -> TypeGuard[dict]:
+def _already(existing: R | None, request: str, what: str) -> TypeGuard[R]:
     """Whether ``existing`` is the result of this very request (a retry);
     a different request for the same object is a conflict."""
     if existing is None:
         return False
-    if existing["request"] != request:
+    if existing.request != request:
         raise Conflict(f"{what} already exists with different settings")
     return True
 
 
-def _plan_holds(tx: NetworkStore, plan: dict, chosen: str | None) -> bool:
+def _plan_holds(tx: NetworkStore, plan: StoredNetwork, chosen: str | None) -> bool:
     """Whether ``plan`` (``_plan_network``) is still free at the commit: the
     store-only half of its checks. A bridge the user chose that another
     network took meanwhile is refused, as it would have been before; a tag
@@ -170,29 +172,25 @@ def _plan_holds(tx: NetworkStore, plan: dict, chosen: str | None) -> bool:
     the bridge's create finds.)"""
     if chosen:
         _check_bridge_free(tx, chosen)
-    return tx.network_by_tag(plan["tag"]) is None and (bool(chosen) or tx.network_by_bridge(plan["bridge"]) is None)
+    return tx.network_by_tag(plan.tag) is None and (bool(chosen) or tx.network_by_bridge(plan.bridge) is None)
 
 
 def _check_bridge_free(tx: NetworkStore, bridge: str) -> None:
     holder = tx.network_by_bridge(bridge)
     if holder is not None:
-        raise Conflict(f'bridge "{bridge}" already serves network {holder["id"]}')
+        raise Conflict(f'bridge "{bridge}" already serves network {holder.id}')
 
 
-def _programmed(endpoint: dict, request: dict, exposed: list) -> bool:
+def _programmed(endpoint: StoredEndpoint, request: dict, exposed: list) -> bool:
     """Whether ProgramExternalConnectivity would change nothing."""
-    if endpoint["ports"]:
-        return endpoint.get("portmap_request") == request
-    return not request["portmap"] and exposed in ([], endpoint["exposed"])
+    if endpoint.ports:
+        return endpoint.portmap_request == request
+    return not request["portmap"] and exposed in ([], list(endpoint.exposed))
 
 
-def _published(endpoint: dict | None) -> TypeGuard[dict]:
-    return endpoint is not None and bool(endpoint["ports"])
+def _published(endpoint: StoredEndpoint | None) -> TypeGuard[StoredEndpoint]:
+    return endpoint is not None and bool(endpoint.ports)
 
 
-def _generation(endpoint: dict) -> int:
-    return endpoint.get("port_generation", 0)
-
-
-def _keys(endpoint: dict) -> list[Key]:
-    return [Key(b["proto"], b["host_ip"], b["host_port"]) for b in endpoint["ports"]]
+def _keys(endpoint: StoredEndpoint) -> list[Key]:
+    return [Key(p.proto, p.host_ip, p.host_port) for p in endpoint.ports]

@@ -14,28 +14,29 @@ from __future__ import annotations
 from typing import Protocol
 
 from spec.errors import BadRequest
+from spec.stored import StoredEndpoint, StoredNetwork
 
 
 class Segment(Protocol):
     connectivity: str  # GetCapabilities' ConnectivityScope
 
-    def prepare(self, network: dict) -> dict:
+    def prepare(self, network: StoredNetwork) -> StoredNetwork:
         """Before anything is made: check (and settle) what must agree
-        beyond this host; returns fields to store with the network."""
+        beyond this host; returns the network as it is to be stored."""
 
-    def attach(self, network: dict) -> None:
+    def attach(self, network: StoredNetwork) -> None:
         """After the bridge exists: join the segment (idempotent)."""
 
-    def detach(self, network: dict) -> None:
+    def detach(self, network: StoredNetwork) -> None:
         """Before the bridge goes (idempotent)."""
 
-    def publish(self, network: dict, endpoint: dict) -> None:
+    def publish(self, network: StoredNetwork, endpoint: StoredEndpoint) -> None:
         """Make the endpoint known beyond this host (idempotent)."""
 
-    def unpublish(self, network: dict, endpoint: dict) -> None:
+    def unpublish(self, network: StoredNetwork, endpoint: StoredEndpoint) -> None:
         """Idempotent."""
 
-    def reconcile(self, networks: list[dict], cut_short: list[dict]) -> list[str]:
+    def reconcile(self, networks: list[StoredNetwork], cut_short: list[StoredNetwork]) -> list[str]:
         """At start, in the reconcile child: the kernel side only, of the
         stored ``networks`` and of those whose create a crash cut short
         (pending records, whose bridge reconcile has just given back)."""
@@ -46,23 +47,23 @@ class LocalSegment:
 
     connectivity = "local"
 
-    def prepare(self, network: dict) -> dict:
-        if network["options"].get("encrypted"):
+    def prepare(self, network: StoredNetwork) -> StoredNetwork:
+        if network.options.encrypted:
             raise BadRequest('option pontoon.encrypted="true": only a cluster network (--etcd-endpoints) '
                              'crosses hosts; on one host there is nothing to encrypt')
-        return {}
+        return network
 
-    def attach(self, network: dict) -> None:
+    def attach(self, network: StoredNetwork) -> None:
         pass
 
-    def detach(self, network: dict) -> None:
+    def detach(self, network: StoredNetwork) -> None:
         pass
 
-    def publish(self, network: dict, endpoint: dict) -> None:
+    def publish(self, network: StoredNetwork, endpoint: StoredEndpoint) -> None:
         pass
 
-    def unpublish(self, network: dict, endpoint: dict) -> None:
+    def unpublish(self, network: StoredNetwork, endpoint: StoredEndpoint) -> None:
         pass
 
-    def reconcile(self, networks: list[dict], cut_short: list[dict]) -> list[str]:
+    def reconcile(self, networks: list[StoredNetwork], cut_short: list[StoredNetwork]) -> list[str]:
         return []

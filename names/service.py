@@ -18,6 +18,10 @@ container sees the names of every network it is on (``askers``, from this
 host's store), as with Docker's own resolver. Other
 queries, and names no endpoint of those networks holds, go to the host's
 resolvers (``resolv_conf``), asked from the host's namespace.
+
+The networks and endpoints the hooks are given are this host's stored
+records (spec.stored's StoredNetwork and StoredEndpoint), read by
+attribute; unannotated here, since names/ imports nothing of the project's.
 """
 from __future__ import annotations
 
@@ -53,17 +57,16 @@ class Names:
         self.upstreams = Upstreams(resolv_conf, self._ours)
 
     # -- networks -------------------------------------------------------------------
-    def attach(self, network: dict) -> None:
-        gateways = [str(ipaddress.ip_interface(p["gateway"]).ip)
-                    for p in network["ipv4"] + network["ipv6"] if p.get("gateway")]
+    def attach(self, network) -> None:
+        gateways = [str(ipaddress.ip_interface(p.gateway).ip) for p in network.ipam if p.gateway]
         with self._lock:
-            if network["id"] in self._listeners or not gateways:
+            if network.id in self._listeners or not gateways:
                 return
             try:
-                self._listeners[network["id"]] = Listener(
-                    network["id"], gateways, self._port, self._lookup_for(network["id"]), self.upstreams, self._pool)
+                self._listeners[network.id] = Listener(
+                    network.id, gateways, self._port, self._lookup_for(network.id), self.upstreams, self._pool)
             except OSError as exc:  # port 53 held by another server there: the network is served all the same
-                log.error("no DNS on network %s's gateway %s: %s", network["id"], ", ".join(gateways), exc)
+                log.error("no DNS on network %s's gateway %s: %s", network.id, ", ".join(gateways), exc)
 
     def serve_host(self, address: str) -> None:
         """Answer on ``address`` too (port as the gateways'), for any container
@@ -73,12 +76,12 @@ class Names:
                 self._listeners[HOST_WIDE] = Listener("host-wide", [address], self._port, self._lookup_for(None),
                                                       self.upstreams, self._pool)
 
-    def detach(self, network: dict) -> None:
+    def detach(self, network) -> None:
         with self._lock:
-            listener = self._listeners.pop(network["id"], None)
+            listener = self._listeners.pop(network.id, None)
         if listener is not None:
             listener.close()
-        self.table.drop(network["cluster"]["pool"])
+        self.table.drop(network.clustered.pool)
 
     def stop(self) -> None:
         with self._lock:
@@ -112,15 +115,15 @@ class Names:
             self.table.put(pool, key, record.names, record.addresses)
 
     # -- this host's endpoints ----------------------------------------------------------------
-    def published(self, network: dict, endpoint: dict) -> None:
+    def published(self, network, endpoint) -> None:
         """Also when the endpoint's names change (names given again)."""
-        held = ([endpoint["name"]] if endpoint.get("name") else []) + endpoint.get("aliases", [])
-        key = LOCAL + endpoint["id"]
+        held = ([endpoint.name] if endpoint.name else []) + list(endpoint.aliases)
+        key = LOCAL + endpoint.id
         if not held:
-            self.table.remove(network["cluster"]["pool"], key)
+            self.table.remove(network.clustered.pool, key)
             return
-        addresses = [str(ipaddress.ip_interface(a).ip) for a in (endpoint["address"], endpoint["address_v6"]) if a]
-        self.table.put(network["cluster"]["pool"], key, held, addresses)
+        addresses = [str(ipaddress.ip_interface(a).ip) for a in endpoint.addresses]
+        self.table.put(network.clustered.pool, key, held, addresses)
 
-    def unpublished(self, network: dict, endpoint: dict) -> None:
-        self.table.remove(network["cluster"]["pool"], LOCAL + endpoint["id"])
+    def unpublished(self, network, endpoint) -> None:
+        self.table.remove(network.clustered.pool, LOCAL + endpoint.id)

@@ -15,11 +15,14 @@ from .store import Store
 
 
 def collect(store: Store) -> dict:
+    """The state as ``inspect --json`` prints it: the store's records in
+    their stored JSON form (spec.stored's ``to_json``), which the tables
+    below render too."""
     with store.snapshot() as tx:
         pools = tx.list_pools()
         return {
-            "networks": tx.list_networks(),
-            "endpoints": tx.list_endpoints(),
+            "networks": [n.to_json() for n in tx.list_networks()],
+            "endpoints": [e.to_json() for e in tx.list_endpoints()],
             "pools": pools,
             "addresses": [
                 {"pool": p["id"], "address": str(ipaddress.ip_address(a)), "kind": kind}

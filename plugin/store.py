@@ -29,6 +29,7 @@ from typing import Callable, Iterator
 from datapath.locks import DEFAULT_TIMEOUT_S, FileLock, LockTimeout
 from datapath.model import VETH_HOST_PREFIX
 from datapath.names import tags
+from spec.stored import StoredEndpoint, StoredNetwork, missing_endpoint_fields, missing_network_fields
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS networks (
@@ -211,47 +212,48 @@ class Transaction:
         self._db = db
 
     # -- networks -----------------------------------------------------------
-    def get_network(self, network_id: str) -> dict | None:
-        return self._one("SELECT data FROM networks WHERE id = ?", network_id)
+    def get_network(self, network_id: str) -> StoredNetwork | None:
+        return self._network("SELECT data FROM networks WHERE id = ?", network_id)
 
-    def network_by_bridge(self, bridge: str) -> dict | None:
-        return self._one("SELECT data FROM networks WHERE bridge = ?", bridge)
+    def network_by_bridge(self, bridge: str) -> StoredNetwork | None:
+        return self._network("SELECT data FROM networks WHERE bridge = ?", bridge)
 
-    def network_by_tag(self, tag: str) -> dict | None:
-        return self._one("SELECT data FROM networks WHERE json_extract(data, '$.tag') = ?", tag)
+    def network_by_tag(self, tag: str) -> StoredNetwork | None:
+        return self._network("SELECT data FROM networks WHERE json_extract(data, '$.tag') = ?", tag)
 
-    def put_network(self, network: dict) -> None:
+    def put_network(self, network: StoredNetwork) -> None:
         self._db.execute(
             "INSERT OR REPLACE INTO networks (id, bridge, data) VALUES (?, ?, ?)",
-            (network["id"], network["bridge"], json.dumps(network)),
+            (network.id, network.bridge, json.dumps(network.to_json())),
         )
 
     def delete_network(self, network_id: str) -> None:
         self._db.execute("DELETE FROM networks WHERE id = ?", (network_id,))
 
-    def list_networks(self) -> list[dict]:
-        return self._all("SELECT data FROM networks ORDER BY id")
+    def list_networks(self) -> list[StoredNetwork]:
+        return [StoredNetwork.from_json(n) for n in self._all("SELECT data FROM networks ORDER BY id")]
 
     # -- endpoints ----------------------------------------------------------
-    def get_endpoint(self, endpoint_id: str) -> dict | None:
-        return self._one("SELECT data FROM endpoints WHERE id = ?", endpoint_id)
+    def get_endpoint(self, endpoint_id: str) -> StoredEndpoint | None:
+        return self._endpoint("SELECT data FROM endpoints WHERE id = ?", endpoint_id)
 
-    def endpoint_by_veth(self, host_veth: str) -> dict | None:
-        return self._one("SELECT data FROM endpoints WHERE json_extract(data, '$.host_veth') = ?", host_veth)
+    def endpoint_by_veth(self, host_veth: str) -> StoredEndpoint | None:
+        return self._endpoint("SELECT data FROM endpoints WHERE json_extract(data, '$.host_veth') = ?", host_veth)
 
-    def endpoints_in_sandbox(self, sandbox: str) -> list[dict]:
-        return self._all("SELECT data FROM endpoints WHERE json_extract(data, '$.sandbox') = ?", sandbox)
+    def endpoints_in_sandbox(self, sandbox: str) -> list[StoredEndpoint]:
+        return [StoredEndpoint.from_json(e)
+                for e in self._all("SELECT data FROM endpoints WHERE json_extract(data, '$.sandbox') = ?", sandbox)]
 
-    def add_endpoint(self, endpoint: dict) -> None:
+    def add_endpoint(self, endpoint: StoredEndpoint) -> None:
         """A new endpoint, with its addresses claimed in its network."""
         self.put_endpoint(endpoint)
-        _claim_ips(self._db, endpoint)
+        _claim_ips(self._db, endpoint.network_id, endpoint.id, endpoint.addresses)
 
-    def put_endpoint(self, endpoint: dict) -> None:
+    def put_endpoint(self, endpoint: StoredEndpoint) -> None:
         """Store a changed endpoint (its addresses never change)."""
         self._db.execute(
             "INSERT OR REPLACE INTO endpoints (id, network_id, data) VALUES (?, ?, ?)",
-            (endpoint["id"], endpoint["network_id"], json.dumps(endpoint)),
+            (endpoint.id, endpoint.network_id, json.dumps(endpoint.to_json())),
         )
 
     def address_holder(self, network_id: str, ip: str) -> str | None:
@@ -270,10 +272,12 @@ class Transaction:
         self._db.execute("DELETE FROM endpoint_ips WHERE endpoint_id = ?", (endpoint_id,))
         self._db.execute("DELETE FROM ports WHERE endpoint_id = ?", (endpoint_id,))
 
-    def list_endpoints(self, network_id: str | None = None) -> list[dict]:
+    def list_endpoints(self, network_id: str | None = None) -> list[StoredEndpoint]:
         if network_id is None:
-            return self._all("SELECT data FROM endpoints ORDER BY id")
-        return self._all("SELECT data FROM endpoints WHERE network_id = ? ORDER BY id", network_id)
+            found = self._all("SELECT data FROM endpoints ORDER BY id")
+        else:
+            found = self._all("SELECT data FROM endpoints WHERE network_id = ? ORDER BY id", network_id)
+        return [StoredEndpoint.from_json(e) for e in found]
 
     # -- published host ports -------------------------------------------------
     def ports_in_use(self, proto: str) -> list[tuple[int, str, str]]:
@@ -379,9 +383,14 @@ class Transaction:
         return [(int(a, 16), k) for a, k in rows]
 
     # -- helpers --------------------------------------------------------------
-    def _one(self, sql: str, *args) -> dict | None:
+    # Networks and endpoints are typed here, where they leave SQLite (spec.stored).
+    def _network(self, sql: str, *args) -> StoredNetwork | None:
         row = self._db.execute(sql, args).fetchone()
-        return None if row is None else json.loads(row[0])
+        return None if row is None else StoredNetwork.from_json(json.loads(row[0]))
+
+    def _endpoint(self, sql: str, *args) -> StoredEndpoint | None:
+        row = self._db.execute(sql, args).fetchone()
+        return None if row is None else StoredEndpoint.from_json(json.loads(row[0]))
 
     def _all(self, sql: str, *args) -> list[dict]:
         return [json.loads(r[0]) for r in self._db.execute(sql, args)]
@@ -399,13 +408,12 @@ def restrict(state_dir: str) -> None:
                 os.chmod(entry.path, 0o600)
 
 
-def _claim_ips(db: sqlite3.Connection, endpoint: dict) -> None:
-    for key in ("address", "address_v6"):
-        if endpoint.get(key):
-            db.execute(
-                "INSERT INTO endpoint_ips (network_id, ip, endpoint_id) VALUES (?, ?, ?)",
-                (endpoint["network_id"], endpoint[key].split("/")[0], endpoint["id"]),
-            )
+def _claim_ips(db: sqlite3.Connection, network_id: str, endpoint_id: str, addresses) -> None:
+    for address in addresses:
+        db.execute(
+            "INSERT INTO endpoint_ips (network_id, ip, endpoint_id) VALUES (?, ?, ?)",
+            (network_id, address.split("/")[0], endpoint_id),
+        )
 
 
 def _tag_records(db: sqlite3.Connection) -> None:
@@ -432,11 +440,26 @@ def _tag_records(db: sqlite3.Connection) -> None:
 def _index_endpoint_ips(db: sqlite3.Connection) -> None:
     """Fill endpoint_ips for endpoints stored before it existed."""
     for (data,) in db.execute("SELECT data FROM endpoints").fetchall():
-        _claim_ips(db, json.loads(data))
+        endpoint = json.loads(data)
+        _claim_ips(db, endpoint["network_id"], endpoint["id"],
+                   [a for a in (endpoint.get("address"), endpoint.get("address_v6")) if a])
+
+
+def _fill_defaults(db: sqlite3.Connection) -> None:
+    """Give networks and endpoints stored by earlier versions the fields
+    those left out, with their defaults (spec.stored: gateway modes,
+    trusted interfaces, masquerade addresses, IPv4, encryption; a port
+    generation), so that the records are read strictly."""
+    for table, fill in (("networks", missing_network_fields), ("endpoints", missing_endpoint_fields)):
+        for record_id, data in db.execute(f"SELECT id, data FROM {table}").fetchall():
+            record = json.loads(data)
+            filled = fill(record)
+            if filled != record:
+                db.execute(f"UPDATE {table} SET data = ? WHERE id = ?", (json.dumps(filled), record_id))
 
 
 # PRAGMA user_version n means MIGRATIONS[:n] have run on the database.
-MIGRATIONS = (_index_endpoint_ips, _tag_records)
+MIGRATIONS = (_index_endpoint_ips, _tag_records, _fill_defaults)
 
 
 def _migrate(db: sqlite3.Connection) -> None:

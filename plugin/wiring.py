@@ -12,6 +12,7 @@ from datapath.links import Links
 from datapath.sysctl import Sysctl
 from handlers import network
 from ipam_plugin import driver as ipam
+from spec.stored import StoredNetwork
 
 from . import testhook
 from .config import Settings
@@ -64,7 +65,7 @@ def _cluster_mode(settings: Settings, store: Store):
     return ClusterMode(settings, store, bridge_gateways)
 
 
-def bridge_gateways(stored: dict) -> tuple[str, ...]:
+def bridge_gateways(stored: StoredNetwork) -> tuple[str, ...]:
     """The gateway addresses a stored network's bridge carries: what
     cluster mode asks of the network driver (cluster.local.Gateways)."""
     return network.bridge_spec(stored).addresses

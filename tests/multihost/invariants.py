@@ -24,6 +24,7 @@ from typing import Callable
 from cluster import hostaddr, keys
 from cluster.addrrecord import GATEWAY_HOLDER
 from cluster.ipam import held_pairs
+from spec.stored import StoredNetwork
 
 PRESENCE = ("hosts", "seen", "grace")  # a live host's own keys, which stay while it runs
 
@@ -157,7 +158,7 @@ def stored_pairs(state: dict) -> set[tuple[str, int]]:
     shows it."""
     return held_pairs(state["pools"], lambda pool_id: [(int(ipaddress.ip_address(a["address"])), a["kind"])
                                                        for a in state["addresses"] if a["pool"] == pool_id]) \
-        | hostaddr.held_pairs([n for n in state["networks"] if "cluster" in n])
+        | hostaddr.held_pairs([StoredNetwork.from_json(n) for n in state["networks"] if "cluster" in n])
 
 
 def leftovers(contents: dict, live: set[str]) -> list[str]:

@@ -187,7 +187,7 @@ def test_a_host_disagreeing_on_an_option_gets_409_naming_it(hosts):
     # Without -o mtu, b takes the cluster's.
     b.dockerd.create_network(subnet=SUBNET)
     (stored,) = b.cluster_mode._stored()[0]
-    assert stored["options"]["mtu"] == 1400
+    assert stored.options.mtu == 1400
 
 
 def test_default_mtu_is_the_underlay_minus_vxlan_overhead_and_vni_is_shared(hosts):
@@ -195,8 +195,8 @@ def test_default_mtu_is_the_underlay_minus_vxlan_overhead_and_vni_is_shared(host
     a.dockerd.create_network(subnet=SUBNET)
     b.dockerd.create_network(subnet=SUBNET)
     (na,), (nb,) = a.cluster_mode._stored()[0], b.cluster_mode._stored()[0]
-    assert na["options"]["mtu"] == nb["options"]["mtu"] == 1450
-    assert na["cluster"]["vni"] == nb["cluster"]["vni"] >= 4096
+    assert na.options.mtu == nb.options.mtu == 1450
+    assert na.cluster.vni == nb.cluster.vni >= 4096
     assert a.network.get_capabilities({}) == {"Scope": "local", "ConnectivityScope": "global", "GwAllocChecker": True}
 
 
@@ -241,8 +241,8 @@ def test_an_automatic_ipv6_pool_comes_from_the_cluster(hosts):
     na, nb = (h.dockerd.create_network(subnet=SUBNET, ipv6=True) for h in (a, b))
     assert na.pools[1]["Pool"] == nb.pools[1]["Pool"] and na.pools[1]["Gateway"] == nb.pools[1]["Gateway"]
     (sa,), (sb,) = a.cluster_mode._stored()[0], b.cluster_mode._stored()[0]
-    assert (sa["cluster"]["pool"], sa["cluster"]["vni"]) == (sb["cluster"]["pool"], sb["cluster"]["vni"])
-    record = json.loads(a.cluster_mode.host.etcd.get(keys.key("nets", sa["cluster"]["pool"])).value)
+    assert (sa.cluster.pool, sa.cluster.vni) == (sb.cluster.pool, sb.cluster.vni)
+    record = json.loads(a.cluster_mode.host.etcd.get(keys.key("nets", sa.cluster.pool)).value)
     assert sorted(keys.cidr_of(p)[1] for p in record["pools"]) == sorted([SUBNET, na.pools[1]["Pool"]])
     for h, n in ((a, na), (b, nb)):
         h.dockerd.remove_network(n)
@@ -612,7 +612,7 @@ def test_a_host_back_after_its_addresses_were_reclaimed_publishes_only_what_it_h
         assert '"host0"' in claim.value  # claimed back
         wait_until(lambda: {(p.address, p.vtep) for p in c.overlay.all_peers()}
                    == {(taken, "192.0.2.2"), (kept, "192.0.2.1")}, 5)
-        (lost,) = [e for e in back.cluster_mode._stored()[1] if e.get("lost")]
+        (lost,) = [e.to_json() for e in back.cluster_mode._stored()[1] if e.lost]
         assert lost["lost"] == {"address": taken, "holder": "host1"}
         assert lost["address"].startswith(taken + "/")
         text = inspect.render(inspect.collect(back.store))
@@ -728,9 +728,9 @@ def _network_records_hold(client: Etcd, host: Host, members: list[str], ctrs: li
     (network,) = host.cluster_mode._stored()[0]
     assert client.get(keys.key("pools", POOL)) is not None
     assert client.get(keys.key("nets", POOL)) is not None
-    assert client.get(keys.key("vnis", network["cluster"]["vni"])).value == POOL
+    assert client.get(keys.key("vnis", network.cluster.vni)).value == POOL
     gateway = client.get(keys.key("gateway", POOL))
-    assert gateway is not None and f"{ipaddress.ip_address(int(gateway.value))}/24" == network["ipv4"][0]["gateway"]
+    assert gateway is not None and f"{ipaddress.ip_address(int(gateway.value))}/24" == network.ipv4[0].gateway
     assert sorted(kv.key.rsplit("/", 1)[1] for kv in client.read_prefix(keys.prefix("members", POOL))[0]) == members
     me = host.cluster_mode.host.host_id
     for ctr in ctrs:
@@ -1216,7 +1216,7 @@ def test_a_dead_sole_members_pool_is_reclaimed_and_the_subnet_made_again_with_ot
     naming the option, for good)."""
     a, b = hosts(2, ttl=2, reclaim_grace=6)
     a.dockerd.run(a.dockerd.create_network(subnet=SUBNET))
-    vni = a.cluster_mode._stored()[0][0]["cluster"]["vni"]
+    vni = a.cluster_mode._stored()[0][0].cluster.vni
     _killed_past_the_grace(a, b)
     client = b.cluster_mode.host.etcd
     _reclaimed(b)
@@ -1233,7 +1233,7 @@ def test_a_dead_sole_members_pool_is_reclaimed_and_the_subnet_made_again_with_ot
     else:
         net = b.dockerd.create_network(subnet=SUBNET, internal=True)
     (stored,) = b.cluster_mode._stored()[0]
-    assert (stored["options"]["mtu"] == 1300) if option == "mtu" else stored["options"]["internal"]
+    assert (stored.options.mtu == 1300) if option == "mtu" else stored.options.internal
     assert b.dockerd.run(net).address == "10.90.0.2/24"  # host0's container's address, free again
     assert _members(client) == ["host1"]
 

@@ -611,7 +611,7 @@ class Lab:
         records, holders = invariants.records(contents, self.hostile), invariants.holders(contents)
         found = invariants.record_violations(records, holders, {h.id: h.advertise for h in self.live()})
         for lab_host in self.live():
-            networks, endpoints = lab_host.host.cluster_mode._stored()
+            networks, endpoints = _stored_json(lab_host)
             networks = {n["id"]: n for n in networks if "cluster" in n}
             found += self._network_violations(lab_host, networks, contents)
             found += self._peer_violations(lab_host, networks, records, holders)
@@ -856,7 +856,7 @@ class Reachability:
             return round(max(self.gaps.values(), default=0.0), 2)
         pools, lost = {}, set()
         for lab_host in self.lab.live():
-            networks, endpoints = lab_host.host.cluster_mode._stored()
+            networks, endpoints = _stored_json(lab_host)
             pools |= {(lab_host.id, DP.vxlan_name(n["tag"])): n["cluster"]["pool"] for n in networks if "cluster" in n}
             lost |= {e["id"] for e in endpoints if e.get("lost")}  # by design unreachable (docs/cluster.md)
         counted = [(gap, entry) for entry, gap in self.gaps.items()
@@ -1005,8 +1005,15 @@ def _killed_till_its_pool_is_reclaimed(lab: Lab, lab_host: LabHost, subnet: str)
     lab._may_be_reclaimed(lab_host, GRACE + REAP_EVERY)
 
 
-def inspect_text(lab_host: LabHost) -> str:
+def _stored_json(lab_host: LabHost) -> tuple[list[dict], list[dict]]:
+    """The host's stored networks and endpoints as ``inspect --json`` shows
+    them (the form tests/multihost/invariants.py reads)."""
     networks, endpoints = lab_host.host.cluster_mode._stored()
+    return [n.to_json() for n in networks], [e.to_json() for e in endpoints]
+
+
+def inspect_text(lab_host: LabHost) -> str:
+    networks, endpoints = _stored_json(lab_host)
     return render({"networks": networks, "endpoints": endpoints, "pools": [], "addresses": []})
 
 
@@ -1015,7 +1022,7 @@ def _assert_cut_off(lab_host: LabHost, network_id: str, why: str) -> None:
     device and no watch: nothing of it shares a segment with the pool's
     new holders. (The lab's invariants check the device too; this says
     the network was cut off, not removed.)"""
-    networks, _ = lab_host.host.cluster_mode._stored()
+    networks, _ = _stored_json(lab_host)
     (network,) = [n for n in networks if n["id"] == network_id]
     assert why in (network["cluster"].get("lost") or ""), network["cluster"]
     with lab_host.host.overlay.lock:

@@ -27,7 +27,7 @@ def test_given_names_are_written_into_the_record_once(hosts):
     record = _record(b, "host0")
     assert (record["name"], record["aliases"]) == ("web", ["www", short])
     with a.store.snapshot() as tx:
-        assert tx.get_endpoint(ctr.endpoint_id)["aliases"] == ["www", short]
+        assert list(tx.get_endpoint(ctr.endpoint_id).aliases) == ["www", short]
     revision = _records_of(b, "host0")[0].mod_revision
     a.cluster_mode.give_names(ctr.endpoint_id, "web", ["www", short])  # the same again: nothing written
     assert _records_of(b, "host0")[0].mod_revision == revision

@@ -17,6 +17,7 @@ import pytest
 
 from datapath.rules import Names
 from plugin.wiring import chain_prefix
+from spec.stored import StoredEndpoint, StoredNetwork
 from testbed.netns import run_in_netns
 from tests.datapath.conftest import suffix
 
@@ -51,14 +52,14 @@ class Calls:
     def __init__(self, target: InProcess):
         self.target, self.client = target, target.client
 
-    def network(self, nid: str, subnet: str) -> dict:
+    def network(self, nid: str, subnet: str) -> StoredNetwork:
         self.client.ok("NetworkDriver.CreateNetwork", {
             "NetworkID": nid, "Options": {"com.docker.network.generic": {}},
             "IPv4Data": [{"Pool": f"{subnet}.0/24", "Gateway": f"{subnet}.1/24"}], "IPv6Data": []})
         with self.target.plugin.store.snapshot() as tx:
             return tx.get_network(nid)
 
-    def endpoint(self, nid: str, eid: str, address: str, port: int) -> dict:
+    def endpoint(self, nid: str, eid: str, address: str, port: int) -> StoredEndpoint:
         ids = {"NetworkID": nid, "EndpointID": eid}
         self.client.ok("NetworkDriver.CreateEndpoint", {**ids, "Interface": {"Address": address}})
         self.client.ok("NetworkDriver.ProgramExternalConnectivity", {**ids, "Options": {
@@ -81,30 +82,30 @@ def names_stay_unique(workdir: str) -> None:
     names = Names(chain_prefix(target.instance))
     prefix = secrets.token_hex(6)
     first, second = (calls.network(nid, f"10.77.{i}") for i, nid in enumerate(ids_sharing(prefix, 2)))
-    assert first["tag"] == prefix and first["bridge"] == "pt-" + prefix
-    assert second["tag"] != prefix and second["bridge"] == "pt-" + second["tag"]
-    a, b = (calls.endpoint(first["id"], eid, f"10.77.0.{i + 2}/24", 30000 + i)
+    assert first.tag == prefix and first.bridge == "pt-" + prefix
+    assert second.tag != prefix and second.bridge == "pt-" + second.tag
+    a, b = (calls.endpoint(first.id, eid, f"10.77.0.{i + 2}/24", 30000 + i)
             for i, eid in enumerate(ids_sharing(prefix, 2)))
-    c = calls.endpoint(second["id"], ids_sharing(prefix, 1)[0], "10.77.1.2/24", 30002)
-    veths = [e["host_veth"] for e in (a, b, c)]
+    c = calls.endpoint(second.id, ids_sharing(prefix, 1)[0], "10.77.1.2/24", 30002)
+    veths = [e.host_veth for e in (a, b, c)]
     assert veths[0] == "ptv" + prefix and len(set(veths)) == 3
     present = links()
-    assert present[first["bridge"]]["kind"] == present[second["bridge"]]["kind"] == "bridge"
-    assert [present[v]["master"] for v in veths] == [first["bridge"], first["bridge"], second["bridge"]]
-    wanted = {names.network(first["tag"]), names.network(second["tag"])} | {names.endpoint(e["tag"]) for e in (a, b, c)}
+    assert present[first.bridge]["kind"] == present[second.bridge]["kind"] == "bridge"
+    assert [present[v]["master"] for v in veths] == [first.bridge, first.bridge, second.bridge]
+    wanted = {names.network(first.tag), names.network(second.tag)} | {names.endpoint(e.tag) for e in (a, b, c)}
     assert wanted <= chains(target) and len(wanted) == 5
 
     # Removing the second network and its endpoint leaves the first's alone.
-    calls.endpoint_gone(second["id"], c["id"])
-    calls.network_gone(second["id"])
+    calls.endpoint_gone(second.id, c.id)
+    calls.network_gone(second.id)
     assert target.plugin.network.reconcile() == []
     present = links()
-    assert second["bridge"] not in present and c["host_veth"] not in present
-    assert {first["bridge"], a["host_veth"], b["host_veth"]} <= set(present)
-    assert chains(target) >= {names.network(first["tag"]), names.endpoint(a["tag"]), names.endpoint(b["tag"])}
+    assert second.bridge not in present and c.host_veth not in present
+    assert {first.bridge, a.host_veth, b.host_veth} <= set(present)
+    assert chains(target) >= {names.network(first.tag), names.endpoint(a.tag), names.endpoint(b.tag)}
     for e in (a, b):
-        calls.endpoint_gone(first["id"], e["id"])
-    calls.network_gone(first["id"])
+        calls.endpoint_gone(first.id, e.id)
+    calls.network_gone(first.id)
     assert chains(target) == set()
     assert not [n for n, link in links().items() if link["alias"] == f"pontoon:{target.instance}"]
 
@@ -140,9 +141,9 @@ def users_links_survive(workdir: str) -> None:
     untouched("after the start-up reconcile")
     nid, eid = ids_sharing(prefix, 2)
     network = calls.network(nid, "10.78.0")
-    assert network["bridge"] != "pt-" + prefix and network["bridge_created"], "a held default name is passed over"
+    assert network.bridge != "pt-" + prefix and network.bridge_created, "a held default name is passed over"
     endpoint = calls.endpoint(nid, eid, "10.78.0.2/24", 30010)
-    assert endpoint["host_veth"] != "ptv" + prefix, "a held veth name is passed over"
+    assert endpoint.host_veth != "ptv" + prefix, "a held veth name is passed over"
     untouched("after create")
     target.client.ok("NetworkDriver.Join", {"NetworkID": nid, "EndpointID": eid, "SandboxKey": "/x"})
     target.client.ok("NetworkDriver.Leave", {"NetworkID": nid, "EndpointID": eid})
@@ -150,10 +151,10 @@ def users_links_survive(workdir: str) -> None:
 
     # The stored endpoint's veth is deleted by hand and a user's link takes
     # its name: neither reconcile nor Join nor DeleteEndpoint touches it.
-    subprocess.run(["ip", "link", "del", endpoint["host_veth"]], check=True)
-    subprocess.run(["ip", "link", "add", endpoint["host_veth"], "type", "veth", "peer", "name", "u" + prefix],
+    subprocess.run(["ip", "link", "del", endpoint.host_veth], check=True)
+    subprocess.run(["ip", "link", "add", endpoint.host_veth, "type", "veth", "peer", "name", "u" + prefix],
                    check=True)
-    users.update((name, link) for name, link in links().items() if name in (endpoint["host_veth"], "u" + prefix))
+    users.update((name, link) for name, link in links().items() if name in (endpoint.host_veth, "u" + prefix))
     target.plugin.network.reconcile()
     untouched("after reconcile")
     status, reply = target.client.call("NetworkDriver.Join", {"NetworkID": nid, "EndpointID": eid, "SandboxKey": "/x"})

@@ -8,6 +8,7 @@ import pytest
 from plugin.store import Store
 
 from .test_network import EID, NID, endpoint_body, net_body
+from .test_stored import old_endpoint, old_network, put_raw
 
 OTHER = "ef" * 32
 
@@ -83,16 +84,14 @@ def test_addresses_of_endpoints_stored_before_the_index_are_indexed(tmp_path, v6
     store = Store(str(tmp_path))
     store.initialise()
     address = "fd00::5/64" if v6 else "10.1.0.5/24"
-    endpoint = {"id": EID, "network_id": NID, "address": "" if v6 else address,
-                "address_v6": address if v6 else "", "host_veth": "ptv" + EID[:12]}
-    with store.transaction() as tx:
-        tx.put_endpoint(endpoint)  # as the older code stored it: no index rows
+    endpoint = old_endpoint(address="" if v6 else address, address_v6=address if v6 else "")
+    put_raw(store, "endpoints", endpoint)  # as the older code stored it: no index rows
     with contextlib.closing(sqlite3.connect(store.path)) as db:
         db.execute("PRAGMA user_version = 0")  # nor a version
     Store(str(tmp_path)).initialise()
     with store.snapshot() as tx:
         assert tx.address_holder(NID, address.split("/")[0]) == EID
-        assert tx.get_endpoint(EID) == {**endpoint, "tag": EID[:12]}
+        assert tx.get_endpoint(EID).to_json() == {**endpoint, "tag": EID[:12]}
 
 
 def test_networks_and_endpoints_stored_before_tags_get_unique_ones(tmp_path):
@@ -102,18 +101,17 @@ def test_networks_and_endpoints_stored_before_tags_get_unique_ones(tmp_path):
     store = Store(str(tmp_path))
     store.initialise()
     first, second = "ab" * 6 + "0" * 52, "ab" * 6 + "1" * 52
-    old = [{"id": nid, "bridge": bridge, "bridge_created": True} for nid, bridge in ((first, "br-a"), (second, "br-b"))]
-    with store.transaction() as tx:
-        for network in old:
-            tx.put_network(network)
-        tx.put_endpoint({"id": EID, "network_id": first, "host_veth": "ptv" + EID[:12]})
+    old = [old_network(nid, bridge) for nid, bridge in ((first, "br-a"), (second, "br-b"))]
+    for network in old:
+        put_raw(store, "networks", network)
+    put_raw(store, "endpoints", old_endpoint(network_id=first))
     with contextlib.closing(sqlite3.connect(store.path)) as db:
         db.execute("PRAGMA user_version = 1")
     Store(str(tmp_path)).initialise()
     with store.snapshot() as tx:
-        networks = {n["id"]: n for n in tx.list_networks()}
+        networks = {n.id: n.to_json() for n in tx.list_networks()}
         assert networks[first] == {**old[0], "tag": first[:12], "adopted": None}
         assert networks[second]["tag"] not in (first[:12], "") and len(networks[second]["tag"]) == 12
-        assert tx.network_by_tag(networks[second]["tag"])["id"] == second
-        assert tx.get_endpoint(EID)["tag"] == EID[:12]
-        assert tx.endpoint_by_veth("ptv" + EID[:12])["id"] == EID
+        assert tx.network_by_tag(networks[second]["tag"]).id == second
+        assert tx.get_endpoint(EID).tag == EID[:12]
+        assert tx.endpoint_by_veth("ptv" + EID[:12]).id == EID

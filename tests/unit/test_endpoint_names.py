@@ -41,8 +41,8 @@ def test_the_name_given_at_request_address_is_the_endpoints(plugin, dockerd):
     named = dockerd.run(net, name="web")
     anonymous = dockerd.run(net)
     with plugin.store.snapshot() as tx:
-        assert tx.get_endpoint(named.endpoint_id)["name"] == "web"
-        assert "name" not in tx.get_endpoint(anonymous.endpoint_id)
+        assert tx.get_endpoint(named.endpoint_id).name == "web"
+        assert "name" not in tx.get_endpoint(anonymous.endpoint_id).to_json()
 
 
 def test_a_released_address_forgets_its_name(plugin, dockerd, client):
@@ -70,7 +70,7 @@ def test_an_old_network_driver_request_without_ipam_names_still_works(plugin, cl
     client.ok("NetworkDriver.CreateEndpoint", {"NetworkID": NID, "EndpointID": "ef" * 32,
                                                "Interface": {"Address": "10.1.0.9/24"}, "Options": {}})
     with plugin.store.snapshot() as tx:
-        assert "name" not in tx.get_endpoint("ef" * 32)
+        assert "name" not in tx.get_endpoint("ef" * 32).to_json()
 
 
 def _record(**over):

@@ -3,23 +3,26 @@ of them are read back (cluster.hostaddr; the claim and the kernel part run
 against a real etcd and real namespaces in tests/multihost)."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 from cluster import hostaddr
 from handlers.network import bridge_spec
 from plugin import inspect
+from spec.stored import ClusterPart, IpamData, NetworkOptions, StoredNetwork
 
 
-def on_bridge(network: dict) -> tuple[str, ...]:
+def on_bridge(network: StoredNetwork) -> tuple[str, ...]:
     return bridge_spec(network).addresses
 
 
-def network(ipv4=("10.90.0.0/24", "10.90.0.1/24"), ipv6=(), **options) -> dict:
-    return {"id": "n" * 64, "bridge": "ptb-n", "ipv4": _pool(ipv4), "ipv6": _pool(ipv6),
-            "options": {"mtu": 1450, "inhibit_ipv4": False, **options},
-            "cluster": {"pool": "LocalDefault:10.90.0.0_24", "vni": 4100}}
+def network(ipv4=("10.90.0.0/24", "10.90.0.1/24"), ipv6=(), host_address=None, **options) -> StoredNetwork:
+    return StoredNetwork("n" * 64, NetworkOptions(**{"mtu": 1450, "inhibit_ipv4": False, **options}),
+                         _pool(ipv4), _pool(ipv6), "{}", bridge="ptb-n",
+                         cluster=ClusterPart("LocalDefault:10.90.0.0_24", 4100, host_address))
 
 
-def _pool(data: tuple) -> list[dict]:
-    return [{"pool": data[0], "gateway": data[1]}] if data else []
+def _pool(data: tuple) -> tuple[IpamData, ...]:
+    return (IpamData(data[0], data[1]),) if data else ()
 
 
 def test_a_network_whose_bridge_carries_its_ipv4_gateway_gets_one():
@@ -36,17 +39,15 @@ def test_none_on_an_ipv6_only_network():
 
 
 def test_the_stored_host_addresses_are_kept_at_rejoin():
-    held = network()
-    held["cluster"]["host_address"] = "10.90.0.254/24"
-    single = {k: v for k, v in network().items() if k != "cluster"}
+    held = network(host_address="10.90.0.254/24")
+    single = replace(network(), cluster=None)
     assert hostaddr.held_pairs([held, network(), single]) == {("LocalDefault:10.90.0.0_24", 0x0A5A00FE)}
 
 
 def test_inspect_shows_the_host_address_of_each_cluster_network():
-    held = network()
-    held["cluster"]["host_address"] = "10.90.0.254/24"
+    held = network(host_address="10.90.0.254/24")
     state = {"networks": [], "endpoints": [], "pools": [], "addresses": []}
     assert "HOST ADDRESSES" not in inspect.render(state)  # single host: no section
-    held["options"].update(internal=False, ipv6=False)
-    text = inspect.render({**state, "networks": [held]})
+    held = replace(held, options=replace(held.options, internal=False, ipv6=False))
+    text = inspect.render({**state, "networks": [held.to_json()]})
     assert "HOST ADDRESSES" in text and "10.90.0.254/24" in text

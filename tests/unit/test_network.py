@@ -154,7 +154,7 @@ def test_a_tag_taken_while_a_create_looked_at_links_is_planned_again(plugin, cli
     plugin.links.link_exists = create_other_meanwhile
     client.ok("NetworkDriver.CreateNetwork", net_body())
     with plugin.store.snapshot() as tx:
-        tags = {n["id"]: n["tag"] for n in tx.list_networks()}
+        tags = {n.id: n.tag for n in tx.list_networks()}
     assert tags[other] == NID[:12] and tags[NID] != NID[:12]
     assert "pt-" + tags[NID] in plugin.links.bridges
 

@@ -6,6 +6,7 @@ import ipaddress
 import pytest
 
 from .test_network import EID, NID, PORTMAP, endpoint_body, generic, net_body, port
+from .test_stored import get_raw, put_raw, set_version
 
 V6ONLY = {"com.docker.network.enable_ipv4": False, "com.docker.network.enable_ipv6": True}
 BRIDGE = "pt-" + NID[:12]
@@ -118,11 +119,12 @@ def test_gateway_modes_trusted_interfaces_and_host_addresses_reach_the_rules(plu
 
 def test_networks_stored_before_gateway_modes_are_nat(plugin, client):
     client.ok("NetworkDriver.CreateNetwork", net_body())
-    with plugin.store.transaction() as tx:  # as an older Pontoon stored it
-        network = tx.get_network(NID)
-        for key in ("ipv4", "gateway_mode_ipv4", "gateway_mode_ipv6", "trusted_interfaces", "host_ipv4", "host_ipv6"):
-            del network["options"][key]
-        tx.put_network(network)
+    network = get_raw(plugin.store, "networks", NID)  # as an older Pontoon stored it
+    for key in ("ipv4", "gateway_mode_ipv4", "gateway_mode_ipv6", "trusted_interfaces", "host_ipv4", "host_ipv6"):
+        del network["options"][key]
+    put_raw(plugin.store, "networks", network)
+    set_version(plugin.store, 2)
+    plugin.store.initialise()  # the next start's migration
     plugin.firewall.networks.clear()
     plugin.network.reconcile()
     rules = plugin.firewall.networks[NID]

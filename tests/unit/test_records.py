@@ -20,6 +20,7 @@ from cluster.netrecord import NetRecord
 from cluster.poolrecord import PoolRecord
 from cluster.records import BadRecord, EndpointRecord
 from cluster.segment import ClusterSegment
+from spec.stored import StoredEndpoint
 
 KEY32 = base64.b64encode(bytes(range(32))).decode()
 
@@ -34,7 +35,9 @@ ENDPOINT_OLDER = '{"addresses": ["10.90.0.5"], "host": "h1", "mac": "02:00:00:00
 def _segment_record(**endpoint) -> str:
     """What ClusterSegment._record, the one writer, makes for ``endpoint``."""
     segment = SimpleNamespace(host=SimpleNamespace(host_id="h1", advertise="192.0.2.1"))
-    return ClusterSegment._record(segment, {"mac": "02:00:00:00:00:01", "address_v6": "", **endpoint})
+    fields = {"mac": "02:00:00:00:00:01", "address_v6": "", **endpoint}
+    fields["aliases"] = tuple(fields.get("aliases") or ())
+    return ClusterSegment._record(segment, StoredEndpoint("e" * 64, "n" * 64, **fields))
 
 
 def test_an_endpoint_record_is_written_as_before():

@@ -1,9 +1,12 @@
 """The segment seam of the network driver (handlers/segment.py): when it is
 called, and that each call is undone when a later step fails."""
+from dataclasses import replace
+
 import pytest
 
 from handlers import network
 from spec.errors import Conflict
+from spec.stored import ClusterPart
 
 from .conftest import Plugin
 
@@ -15,14 +18,14 @@ class RecordingSegment:
         self.calls: list[tuple[str, str]] = []
         self.refuse = refuse
 
-    def _record(self, what: str, obj: dict) -> None:
+    def _record(self, what: str, obj) -> None:
         if what == self.refuse:
             raise Conflict(f"segment refused {what}")
-        self.calls.append((what, obj["id"]))
+        self.calls.append((what, obj.id))
 
     def prepare(self, network):
         self._record("prepare", network)
-        return {"cluster": {"vni": 4242}}
+        return replace(network, cluster=CLUSTER)
 
     def attach(self, network):
         self._record("attach", network)
@@ -37,7 +40,10 @@ class RecordingSegment:
         self._record("unpublish", endpoint)
 
     def reconcile(self, networks, cut_short):
-        return [f"segment of {n['id']}" for n in networks] + [f"cut short {n['id']}" for n in cut_short]
+        return [f"segment of {n.id}" for n in networks] + [f"cut short {n.id}" for n in cut_short]
+
+
+CLUSTER = ClusterPart("LocalDefault:10.92.0.0_24", 4242)  # the segment's fields
 
 
 NET = {"NetworkID": "a" * 64, "Options": {},
@@ -58,7 +64,7 @@ def test_the_segment_is_called_at_each_step_and_its_fields_stored(tmp_path):
     assert drv.get_capabilities({}) == {"Scope": "local", "ConnectivityScope": "global", "GwAllocChecker": True}
     drv.create_network(NET)
     with plugin.store.snapshot() as tx:
-        assert tx.get_network("a" * 64)["cluster"] == {"vni": 4242}
+        assert tx.get_network("a" * 64).cluster == CLUSTER
     drv.create_endpoint(EP)
     assert drv.reconcile()[-1] == f"segment of {'a' * 64}"
     drv.delete_endpoint(EP)
@@ -71,7 +77,7 @@ def test_without_a_segment_the_driver_is_the_single_host_one(tmp_path):
     assert drv.get_capabilities({}) == {"Scope": "local", "ConnectivityScope": "local", "GwAllocChecker": True}
     drv.create_network(NET)
     with plugin.store.snapshot() as tx:
-        assert "cluster" not in tx.get_network("a" * 64)
+        assert tx.get_network("a" * 64).cluster is None
 
 
 @pytest.mark.parametrize("refuse, undone", [("prepare", []), ("attach", ["detach"])])
@@ -132,7 +138,7 @@ def test_a_network_cut_short_after_attach_is_handed_to_the_segment_at_start(tmp_
     drv.create_network(NET)
     with plugin.store.transaction() as tx:
         record = tx.get_network("a" * 64)
-        tx.put_network({**record, "pending": True})
+        tx.put_network(replace(record, pending=True))
     assert drv.reconcile()[-1] == f"cut short {'a' * 64}"
     with plugin.store.snapshot() as tx:
         assert tx.get_network("a" * 64) is None

@@ -2,10 +2,11 @@
 for (cluster.mode.ClusterMode._askers): found by an index, not by reading every
 endpoint of the host."""
 from plugin.store import Store
+from spec.stored import StoredEndpoint
 
 
-def _endpoint(n: int, sandbox: str) -> dict:
-    return {"id": f"{n:064x}", "network_id": f"{n % 2:064x}", "sandbox": sandbox, "address": f"10.0.{n % 2}.{n}/24"}
+def _endpoint(n: int, sandbox: str) -> StoredEndpoint:
+    return StoredEndpoint(f"{n:064x}", f"{n % 2:064x}", sandbox=sandbox, address=f"10.0.{n % 2}.{n}/24")
 
 
 def test_a_sandboxs_endpoints_are_its_own_and_found_by_the_index(tmp_path):
@@ -15,7 +16,7 @@ def test_a_sandboxs_endpoints_are_its_own_and_found_by_the_index(tmp_path):
         for n, sandbox in enumerate(["/run/netns/a", "/run/netns/b", "/run/netns/a", ""]):
             tx.put_endpoint(_endpoint(n, sandbox))
     with store.snapshot() as tx:
-        assert sorted(e["id"] for e in tx.endpoints_in_sandbox("/run/netns/a")) == [f"{0:064x}", f"{2:064x}"]
+        assert sorted(e.id for e in tx.endpoints_in_sandbox("/run/netns/a")) == [f"{0:064x}", f"{2:064x}"]
         assert tx.endpoints_in_sandbox("/run/netns/c") == []
         plan = tx._db.execute("EXPLAIN QUERY PLAN SELECT data FROM endpoints "
                               "WHERE json_extract(data, '$.sandbox') = ?", ("x",)).fetchall()
@@ -29,8 +30,7 @@ def test_an_addresss_holders_on_every_network_are_found_by_the_index(tmp_path):
     store.initialise()
     with store.transaction() as tx:
         for n, (network, address) in enumerate([(0, "10.0.0.5/24"), (1, "10.0.0.5/24"), (1, "10.0.1.6/24")]):
-            tx.add_endpoint({"id": f"{n:064x}", "network_id": f"{network:064x}", "sandbox": "",
-                             "address": address})
+            tx.add_endpoint(StoredEndpoint(f"{n:064x}", f"{network:064x}", sandbox="", address=address))
     with store.snapshot() as tx:
         assert sorted(tx.address_holders("10.0.0.5")) == [f"{0:064x}", f"{1:064x}"]
         assert tx.address_holders("10.0.1.6") == [f"{2:064x}"]
