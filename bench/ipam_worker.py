@@ -8,7 +8,7 @@ import resource
 import sys
 import time
 
-from ipam_plugin.driver import IpamDriver, LOCAL_SPACE
+from ipam_driver.driver import IpamDriver, LOCAL_SPACE
 from plugin.store import Store
 
 from .procs import rss_kib

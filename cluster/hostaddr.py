@@ -34,7 +34,7 @@ import ipaddress
 import logging
 from typing import Callable, Iterable
 
-from ipam_plugin import allocator
+from ipam_driver import allocator
 from spec.errors import Conflict
 from spec.stored import StoredEndpoint, StoredNetwork
 
@@ -58,7 +58,7 @@ def target(network: StoredNetwork, on_bridge: Callable[[StoredNetwork], tuple[st
     """(cluster pool name, gateway interface) of the network's host address,
     or None when its bridge carries no IPv4 gateway. ``on_bridge``: the
     addresses a network's bridge carries (the network driver's rule, handed
-    in by plugin.wiring through cluster.mode: cluster/ does not import the handlers)."""
+    in by plugin.wiring through cluster.mode: cluster/ does not import the network driver)."""
     if not network.ipv4:
         return None
     pool = ipaddress.ip_network(network.ipv4[0].pool)

@@ -27,9 +27,9 @@ import ipaddress
 import time
 from typing import Callable, Iterable, Iterator, Sequence
 
-from ipam_plugin import allocator
-from ipam_plugin.allocator import IPNetwork, PoolBase
-from ipam_plugin.driver import (GATEWAY_TYPE, IpamDriver, any_pool_size, default_bases, parse_address_options,
+from ipam_driver import allocator
+from ipam_driver.allocator import IPNetwork, PoolBase
+from ipam_driver.driver import (GATEWAY_TYPE, IpamDriver, any_pool_size, default_bases, parse_address_options,
                                 parse_pool_request)
 from spec import values
 from spec.errors import BadRequest, Conflict, NotFound
@@ -537,7 +537,7 @@ def _not_held(pool_id: str) -> NotFound:
 
 
 def _sub_of(pool_id: str, net: IPNetwork) -> IPNetwork | None:
-    """The --ip-range the PoolID carries (ipam_plugin.driver writes it
+    """The --ip-range the PoolID carries (ipam_driver.driver writes it
     there, as checked against the cluster's when the pool was joined)."""
     parts = pool_id.split("/")
     if len(parts) < 5:
@@ -552,7 +552,7 @@ def _sub_of(pool_id: str, net: IPNetwork) -> IPNetwork | None:
 
 
 def _split_pool_id(pool_id: str) -> tuple[str, str]:
-    """PoolID is "<space>/<cidr>[/<sub cidr>]" (ipam_plugin.driver)."""
+    """PoolID is "<space>/<cidr>[/<sub cidr>]" (ipam_driver.driver)."""
     parts = pool_id.split("/")
     if len(parts) < 3:
         raise NotFound(f'PoolID "{pool_id}" is not a pool held by this driver')

@@ -7,7 +7,7 @@ the segment (``cluster.segment.ClusterSegment``) and the IPAM driver
 worker does when it starts. What it needs of this host (its settings, its
 store, the gateways of a stored network) is handed in as
 ``cluster.local`` describes: nothing here calls back up into plugin/ or
-handlers/.
+network_driver/.
 """
 from __future__ import annotations
 

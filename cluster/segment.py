@@ -1,6 +1,6 @@
 """A cluster network's segment: agreed options, VNI, VXLAN, endpoint records, peers.
 
-``ClusterSegment`` is the ``handlers.segment.Segment`` of cluster mode.
+``ClusterSegment`` is the ``network_driver.segment.Segment`` of cluster mode.
 A cluster network is named by its first pool (``keys.pool_name``): every
 host's dockerd makes its own network ID for it, but all hand in the pool.
 

@@ -1,4 +1,4 @@
-"""Exceptions the datapath raises; handlers map them to HTTP statuses."""
+"""Exceptions the datapath raises; the drivers map them to HTTP statuses."""
 
 
 class DatapathError(Exception):

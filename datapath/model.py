@@ -1,6 +1,6 @@
 """Plain descriptions of the kernel objects Pontoon manages.
 
-The handlers build these from stored networks and endpoints; the datapath
+The network driver builds these from stored networks and endpoints; the datapath
 turns them into kernel state. Frozen, so they can be compared and stored.
 """
 from __future__ import annotations

@@ -10,7 +10,7 @@ from typing import Callable, Mapping
 from urllib.parse import urlsplit
 
 from datapath.locks import DEFAULT_TIMEOUT_S
-from ipam_plugin.allocator import PoolBase
+from ipam_driver.allocator import PoolBase
 
 # dockerd's own local defaults, so Pontoon networks look like Docker's; any
 # candidate that overlaps a host route (docker0 on 172.17, say) is skipped.

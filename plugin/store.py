@@ -11,10 +11,10 @@ The state dir is 0700 and its files 0600, whatever they were before
 (``initialise``): a user who can open the database reads every network, and
 one who can open a lock file can hold it and stop every request.
 
-The handlers and the IPAM driver never import this module: ``plugin.app``
+The network and IPAM drivers never import this module: ``plugin.app``
 hands them a ``Store`` and they use the methods of the transaction object,
-which together implement ``handlers.store.NetworkStore`` and
-``ipam_plugin.store.IpamStore``.
+which together implement ``network_driver.store.NetworkStore`` and
+``ipam_driver.store.IpamStore``.
 """
 from __future__ import annotations
 

@@ -10,8 +10,8 @@ from datapath.firewall import Firewall
 from datapath.hostports import Holder
 from datapath.links import Links
 from datapath.sysctl import Sysctl
-from handlers import network
-from ipam_plugin import driver as ipam
+from network_driver import network
+from ipam_driver import driver as ipam
 from spec.stored import StoredNetwork
 
 from . import testhook

@@ -15,7 +15,7 @@ gateways, addresses, the MAC) are checked with spec/values.py, as a
 request's are.
 
 Here in spec/ (which imports nothing of ours but itself) because both the
-network driver (handlers/) and the cluster (cluster/, names/) use them.
+network driver (network_driver/) and the cluster (cluster/, names/) use them.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ class BadStoredRecord(ValueError):
 @dataclass(frozen=True)
 class NetworkOptions:
     """Every option with its default; docs/options.md's option table mirrors this.
-    Parsed from a request by handlers.options.parse."""
+    Parsed from a request by network_driver.options.parse."""
 
     bridge_name: str | None = None  # None: "pt-" + the first 12 characters of the NetworkID
     mtu: int | None = None  # None: the kernel's default (1500)
@@ -138,7 +138,7 @@ class StoredNetwork:
     options: NetworkOptions
     ipv4: tuple[IpamData, ...]
     ipv6: tuple[IpamData, ...]
-    request: str  # the request's defining parts (handlers.records._canonical), to tell a retry from a clash
+    request: str  # the request's defining parts (network_driver.records._canonical), to tell a retry from a clash
     tag: str = ""  # names its bridge and chains (datapath.names.tags); set with the plan, before anything is made
     bridge: str = ""
     bridge_created: bool = True  # False: an existing bridge, adopted

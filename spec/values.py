@@ -2,7 +2,7 @@
 
 Every address, network or MAC taken from a request goes through here, and
 what comes out is the value in its canonical form (``str()`` of the
-``ipaddress`` object, lower-case MAC): that is what handlers store, compare
+``ipaddress`` object, lower-case MAC): that is what the drivers store, compare
 and hand to the kernel and the firewall, so two spellings of one address
 ("::1", "0:0::1") are one value everywhere.
 

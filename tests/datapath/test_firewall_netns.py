@@ -463,7 +463,7 @@ def routed_lab(lab, **kw):
     published = ports(net, c1, PortBinding("tcp", "", 18200, c1.ip, PORT),
                       PortBinding("udp", "", 18200, c1.ip, PORT),
                       PortBinding("tcp", "::", 18200, c1.ip6, PORT))
-    # As handlers.records.endpoint_ports says for the network's modes.
+    # As network_driver.records.endpoint_ports says for the network's modes.
     lab.add_ports(dataclasses.replace(published, routed=tuple(
         f for f in ("ipv4", "ipv6") if net.gateway_mode(f) == "routed")))
     return br, c1, c2, out, net

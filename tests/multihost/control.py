@@ -9,8 +9,8 @@ import secrets
 import threading
 from dataclasses import dataclass
 
-from handlers import network
-from ipam_plugin import driver as ipam
+from network_driver import network
+from ipam_driver import driver as ipam
 from plugin.app import create_app
 from cluster.dataplane import Dataplane
 from cluster.mode import ClusterMode

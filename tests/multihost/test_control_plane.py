@@ -1384,7 +1384,7 @@ def test_a_pool_made_between_the_overlap_check_and_the_create_is_seen(hosts, mon
         with pytest.raises(ProtocolError, match="overlaps pool 10.199.0.0/16 held in the cluster"):
             a.dockerd.create_network(subnet="10.199.7.0/24")
     else:
-        from ipam_plugin.allocator import PoolBase
+        from ipam_driver.allocator import PoolBase
 
         monkeypatch.setattr(a.ipam, "_defaults", {4: [PoolBase.parse("10.199.0.0/16:24")], 6: a.ipam._defaults[6]})
         with pytest.raises(ProtocolError, match="no free IPv4 default pool"):

@@ -3,7 +3,7 @@
 libFuzzer (through atheris) mutates the bytes that hypothesis draws the
 requests of ``hostile`` from: schema-shaped bodies for every method, with
 hostile values and breakages. The whole app is instrumented (Flask, the
-schemas, the handlers, the datapath), so an input that reaches code no input
+schemas, the drivers, the datapath), so an input that reaches code no input
 reached before is kept and mutated further, and the fuzzer finds its way
 into the paths behind the first checks instead of sampling blindly.
 
@@ -35,7 +35,7 @@ from pathlib import Path
 # mutants of whichever way that seed was refused (0 of 519 CreateNetworks
 # accepted in 300 s); a few give each method paths past the first checks.
 SEEDS = 4
-PACKAGES = ("plugin", "handlers", "datapath", "ipam_plugin", "spec")
+PACKAGES = ("plugin", "network_driver", "datapath", "ipam_driver", "spec")
 # Methods that change nothing: no need to restore the baseline after them.
 READ_ONLY = {"Plugin.Activate", "NetworkDriver.GetCapabilities", "NetworkDriver.EndpointOperInfo",
              "NetworkDriver.DiscoverNew", "NetworkDriver.DiscoverDelete", "NetworkDriver.AllocateNetwork",

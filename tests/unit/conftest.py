@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from handlers import network
-from ipam_plugin import driver as ipam
+from network_driver import network
+from ipam_driver import driver as ipam
 from plugin.app import create_app
 from plugin.config import Settings
 from plugin.inspect import collect

@@ -5,8 +5,8 @@ import tracemalloc
 
 import pytest
 
-from ipam_plugin import allocator
-from ipam_plugin.allocator import PoolBase
+from ipam_driver import allocator
+from ipam_driver.allocator import PoolBase
 
 net = ipaddress.ip_network
 

@@ -6,8 +6,8 @@ import pytest
 
 from cluster.segment import ClusterSegment
 from datapath import wireguard
-from handlers import network
-from handlers.segment import LocalSegment
+from network_driver import network
+from network_driver.segment import LocalSegment
 from spec.errors import BadRequest
 
 from .conftest import Plugin

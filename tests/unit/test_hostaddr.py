@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from cluster import hostaddr
-from handlers.network import bridge_spec
+from network_driver.network import bridge_spec
 from plugin import inspect
 from spec.stored import ClusterPart, IpamData, NetworkOptions, StoredNetwork
 

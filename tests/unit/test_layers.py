@@ -8,18 +8,18 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-OURS = {"plugin", "handlers", "ipam_plugin", "datapath", "spec", "cluster", "names", "bench", "testbed", "tests"}
+OURS = {"plugin", "network_driver", "ipam_driver", "datapath", "spec", "cluster", "names", "bench", "testbed", "tests"}
 # Each package, and the project's packages it may import.
 ALLOWED = {
     "spec": set(),
     "datapath": set(),  # the kernel: pyroute2 and the standard library only
     "names": set(),  # the DNS responder: fed by the cluster, imports none of it
-    "ipam_plugin": {"spec"},
-    "handlers": {"datapath", "spec"},
-    "cluster": {"datapath", "ipam_plugin", "names", "spec"},
-    "plugin": {"cluster", "datapath", "handlers", "ipam_plugin", "names", "spec"},  # the composition root
-    "testbed": {"cluster", "datapath", "handlers", "ipam_plugin", "names", "plugin", "spec"},
-    "bench": {"cluster", "datapath", "handlers", "ipam_plugin", "names", "plugin", "spec", "testbed"},
+    "ipam_driver": {"spec"},
+    "network_driver": {"datapath", "spec"},
+    "cluster": {"datapath", "ipam_driver", "names", "spec"},
+    "plugin": {"cluster", "datapath", "network_driver", "ipam_driver", "names", "spec"},  # the composition root
+    "testbed": {"cluster", "datapath", "network_driver", "ipam_driver", "names", "plugin", "spec"},
+    "bench": {"cluster", "datapath", "network_driver", "ipam_driver", "names", "plugin", "spec", "testbed"},
 }
 
 

@@ -1,10 +1,10 @@
-"""The segment seam of the network driver (handlers/segment.py): when it is
+"""The segment seam of the network driver (network_driver/segment.py): when it is
 called, and that each call is undone when a later step fails."""
 from dataclasses import replace
 
 import pytest
 
-from handlers import network
+from network_driver import network
 from spec.errors import Conflict
 from spec.stored import ClusterPart
 

@@ -150,7 +150,7 @@ def test_requests_tolerate_unknown_fields_and_nulls():
 
 
 def test_requests_do_not_check_address_formats():
-    # format errors are the handlers' job: they give more precise messages
+    # format errors are the drivers' job: they give more precise messages
     spec.validate("NetworkDriver.CreateNetwork.request",
                   {"NetworkID": NET, "IPv4Data": [{"Pool": "not-a-cidr",
                                                    "Gateway": "nope",
