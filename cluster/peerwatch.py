@@ -97,14 +97,20 @@ class PeerWatch:
                 callback(*args)
         return run
 
-    def _peers(self, kv: KeyValue, held: Holders) -> set:
+    def _record(self, kv: KeyValue) -> records.EndpointRecord | None:
+        """The record at ``kv``, parsed once per event or read (a bad one
+        is logged here, once), or None if it is not to be applied."""
+        try:
+            return records.endpoint(kv.key, kv.value, self._pools, self._gateways)
+        except records.BadRecord as exc:
+            log.error("endpoint record skipped: %s", exc)
+            return None
+
+    def _peers(self, kv: KeyValue, record: records.EndpointRecord | None, held: Holders) -> set:
         """The record's peers, or none if it is not to be applied. This
         host's own records have theirs too, never put in the kernel
         (``_wanted``), but they end kept peers of their addresses."""
-        try:
-            record = records.endpoint(kv.key, kv.value, self._pools, self._gateways)
-        except records.BadRecord as exc:
-            log.error("endpoint record skipped: %s", exc)
+        if record is None:
             return set()
         if held.vteps.get(record.host) != record.vtep:
             log.error("endpoint record %s skipped: vtep %s is not the address host %s advertises (%s)", kv.key,
@@ -148,17 +154,12 @@ class PeerWatch:
                 held.hosts[str(ipaddress.ip_address(int(kv.key[len(prefix):], 16)))] = addrrecord.holder(kv.key, kv.value)
         return held
 
-    def _held_of(self, kv: KeyValue) -> Holders:
+    def _held_of(self, kv: KeyValue, record: records.EndpointRecord) -> Holders:
         """The holders of a record's addresses and its host's advertise
-        address, in one round trip (the parse in _peers says what is wrong
-        with a record that has none)."""
+        address, in one round trip."""
         held = Holders()
         host = keys.key("hosts", host_of(kv.key))
-        try:
-            addresses = records.EndpointRecord.parse(kv.key, kv.value).addresses
-        except records.BadRecord:
-            return held
-        targets = [(name, net, a) for a in addresses for name, net in zip(self._names, self._pools)
+        targets = [(name, net, a) for a in record.addresses for name, net in zip(self._names, self._pools)
                    if ipaddress.ip_address(a) in net]
         ops = [range_op(keys.key("pools", name), "", 1) for name, _, _ in targets]
         ops += [range_op(keys.prefix("addrs", name) + keys.hexaddr(int(ipaddress.ip_address(a))), "", 1,
@@ -177,7 +178,7 @@ class PeerWatch:
     def _sync(self, kvs: list[KeyValue]) -> None:
         held = self._held_all()
         self._named = {}
-        before, self._known = self._known, {kv.key: self._peers(kv, held) for kv in kvs}
+        before, self._known = self._known, {kv.key: self._peers(kv, self._record(kv), held) for kv in kvs}
         # A record gone while the stream was down (no DELETE seen) is kept
         # as its event would have kept it, if its host has no hosts/ record.
         for key, peers in before.items():
@@ -213,7 +214,8 @@ class PeerWatch:
         network; a record its live host deleted goes at once."""
         # Read before anything changes: a failed read re-reads in full.
         self._named.pop(kv.key, None)
-        peers = self._peers(kv, self._held_of(kv)) if kind != "DELETE" else set()
+        record = self._record(kv) if kind != "DELETE" else None
+        peers = self._peers(kv, record, self._held_of(kv, record)) if record is not None else set()
         if self._segment.names is not None:
             self._segment.names.record(self._pool, kv.key, self._named.get(kv.key))
         away = (kind == "DELETE" and host_of(kv.key) != self._me and bool(self._known.get(kv.key))

@@ -1075,6 +1075,28 @@ def test_malformed_and_hostile_records_are_skipped_and_the_rest_served(hosts, et
     assert {p.vtep for p in c.overlay.all_peers()} == {"192.0.2.1"}
 
 
+def test_a_record_with_a_bad_name_is_parsed_and_logged_once_per_event(hosts, etcd, caplog):
+    """An endpoint record rewritten from outside with a name DNS cannot
+    answer for: its peers stay, its name is skipped, and each host that
+    watches the network says so once. Before, an event's record was parsed
+    twice (for its addresses' holders, then to apply it), and logged twice."""
+    a, b = hosts(2)
+    nets = [h.dockerd.create_network(subnet=SUBNET) for h in (a, b)]
+    a.dockerd.run(nets[0])
+    wait_until(lambda: len(b.overlay.all_peers()) == 1, 5)
+    (kv,), _ = Etcd([etcd.url]).read_prefix(keys.prefix("endpoints"))
+    caplog.set_level("ERROR", logger="pontoon.cluster")
+
+    def said() -> int:
+        return sum(kv.key in r.getMessage() and "name is skipped" in r.getMessage() for r in caplog.records)
+
+    etcd.ctl("put", kv.key, json.dumps({**json.loads(kv.value), "name": "no good"}))
+    wait_until(lambda: said() >= 2, 5)  # both hosts watch the network
+    time.sleep(1.0)  # a second parse of either event would be logged by now
+    assert said() == 2
+    assert len(b.overlay.all_peers()) == 1
+
+
 def test_a_record_removed_leaves_the_peer_another_record_still_wants(hosts, etcd):
     """Two records want one (MAC, address): removing one used to take the
     kernel's entries from under the other until the next full read."""
