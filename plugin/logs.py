@@ -30,10 +30,10 @@ def config_dict(level: str, fmt: str) -> dict:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"main": formatter},
-        "network_driver": {"stderr": handler},
-        "root": {"level": level.upper(), "network_driver": ["stderr"]},
+        "handlers": {"stderr": handler},
+        "root": {"level": level.upper(), "handlers": ["stderr"]},
         "loggers": {
-            "gunicorn.error": {"level": level.upper(), "network_driver": [], "propagate": True},
-            "gunicorn.access": {"level": "WARNING", "network_driver": [], "propagate": True},
+            "gunicorn.error": {"level": level.upper(), "handlers": [], "propagate": True},
+            "gunicorn.access": {"level": "WARNING", "handlers": [], "propagate": True},
         },
     }
