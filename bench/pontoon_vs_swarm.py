@@ -233,6 +233,36 @@ def _nsenter(pid: int, *argv: str) -> list[str]:
     return ["nsenter", "-t", str(pid), "-n", "--", *argv]
 
 
+class Pinger:
+    """ping in A's container's namespace for as long as a measure lasts,
+    each reply with its kernel time (-D: the clock time.time() reads).
+    Its output goes to a file: read only at the end, a pipe fills (64 KiB,
+    about 45 s of replies at 20 a second) and ping then blocks writing,
+    which looks exactly like the peer falling silent. It ends with SIGINT,
+    on which ping flushes what it has printed."""
+
+    def __init__(self, a_pid: int, address: str, interval: str):
+        self._out = tempfile.TemporaryFile(mode="w+")
+        self._proc = subprocess.Popen(_nsenter(a_pid, "ping", "-n", "-D", "-i", interval, "-W", "1", address),
+                                      stdout=self._out, stderr=subprocess.DEVNULL, text=True)
+
+    def stop(self) -> str:
+        """Everything ping printed."""
+        self._proc.send_signal(signal.SIGINT)
+        try:
+            self._proc.wait(timeout=30)
+        finally:
+            self._out.seek(0)
+            out = self._out.read()
+            self._out.close()
+        return out
+
+    @staticmethod
+    def replies(out: str) -> list[float]:
+        """The kernel times of the replies in ``out``."""
+        return [float(t) for t in re.findall(r"^\[([\d.]+)\] \d+ bytes from", out, re.M)]
+
+
 @dataclass
 class Peers:
     """A long-running container on each of a system's two hosts."""
@@ -323,9 +353,7 @@ def gone_s(peers: Peers) -> tuple[float, float]:
     while run_cmd(_nsenter(peers.a_pid, "ping", "-n", "-c1", "-W1", address), timeout=30, check=False).returncode:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{system.name}: {address} never answered A")
-    # -D: each reply's time on the kernel's clock, the one time.time() reads.
-    pinger = subprocess.Popen(_nsenter(peers.a_pid, "ping", "-n", "-D", "-i", "0.01", "-W", "1", address),
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    pinger = Pinger(peers.a_pid, address, "0.01")
     try:
         time.sleep(0.3)
         begin = time.time()
@@ -333,9 +361,8 @@ def gone_s(peers: Peers) -> tuple[float, float]:
         returned = time.time() - begin
         time.sleep(1.0)  # a reply still on its way, and a second of silence
     finally:
-        pinger.terminate()
-        out, _ = pinger.communicate(timeout=30)
-    replies = [float(t) for t in re.findall(r"^\[([\d.]+)\] \d+ bytes from", out, re.M)]
+        out = pinger.stop()
+    replies = Pinger.replies(out)
     if not replies or replies[-1] < begin - 0.1:
         raise RuntimeError(f"{system.name}: no reply from {address} while it was removed:\n{out[-500:]}")
     return max(0.0, replies[-1] - begin), returned
@@ -418,9 +445,7 @@ def killed_host(bed: Testbed, peers: dict[str, Peers], window: float) -> dict:
     """kill -9 of each system's own processes on host B, both at once; then,
     for ``window`` seconds, seconds until B leaves the cluster's record and
     until A's container has its last reply from B's (None: still at the end)."""
-    pingers = {name: subprocess.Popen(_nsenter(p.a_pid, "ping", "-n", "-D", "-i", "0.05", "-W", "1", p.b_address),
-                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-               for name, p in peers.items()}
+    pingers = {name: Pinger(p.a_pid, p.b_address, "0.05") for name, p in peers.items()}
     unrecorded: dict[str, float | None] = {name: None for name in peers}
     try:
         time.sleep(1.0)
@@ -438,12 +463,10 @@ def killed_host(bed: Testbed, peers: dict[str, Peers], window: float) -> dict:
                     unrecorded[name] = time.time() - begin
             time.sleep(0.2)
     finally:
-        for pinger in pingers.values():
-            pinger.terminate()
+        printed = {name: pinger.stop() for name, pinger in pingers.items()}
     out = {"window_s": window}
-    for name, pinger in pingers.items():
-        replies = [float(t) for t in re.findall(r"^\[([\d.]+)\] \d+ bytes from", pinger.communicate(timeout=30)[0],
-                                                re.M)]
+    for name, text in printed.items():
+        replies = Pinger.replies(text)
         last = replies[-1] - begin if replies else 0.0
         out[name] = {"unrecorded_s": unrecorded[name], "last_reply_s": None if last > window - 1 else max(0.0, last)}
     return out
