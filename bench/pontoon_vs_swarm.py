@@ -1,11 +1,15 @@
 """Pontoon side by side with Docker's own overlay (issue 22).
 
-Four network-namespace hosts on one underlay bridge (testbed/underlay.py), each
-with its own dockerd of the matrix's 28.5 build (testbed/dockerd.py), the busybox
-image imported into each. Hosts 1 and 2 are a swarm (`docker swarm init
---advertise-addr`, `join`, one `--attachable` overlay network, no
-encryption); hosts 3 and 4 are plain dockerds, each with a clustered Pontoon
-(`pontoon serve`, log level info) on one etcd on the underlay. Both networks
+Three network-namespace hosts per system on one underlay bridge
+(testbed/underlay.py), each with its own dockerd of the matrix's 28.5 build
+(testbed/dockerd.py), the busybox image imported into each. The first three
+are a swarm (`docker swarm init --advertise-addr` on the first, `join` on the
+others, one `--attachable` overlay network, no encryption); the other three
+are plain dockerds, each with a clustered Pontoon (`pontoon serve`, log level
+info) on one etcd on the underlay. Each system's measures run between its
+hosts A and B; its third host, C, holds a container on the network all along,
+so every figure includes the watch, gossip and peer work of a third member,
+and the killed host is watched from two survivors. Both networks
 are a /24 with the MTU each driver defaults to (the underlay's 1500 less
 VXLAN's 50; the run reads it from a container). Two systems on separate
 hosts run at the same time, so every figure is taken as interleaved pairs
@@ -36,6 +40,9 @@ runs on the other's hosts.
 - iperf3: Debian's binary run from the host inside the containers'
   namespaces (nsenter; no image carries it), 1 and 4 streams, and host to
   host on the underlay addresses (the limit).
+- RTT and iperf3 also measure Pontoon twice more in the same rotations, as
+  diagnoses of what its packets cost (see DIAGNOSES): with bridged frames
+  kept out of iptables, and with the network's frames kept out of conntrack.
 - killed host (last, once per run: host B stays down): kill -9 of what
   runs the system on B (Pontoon's: Pontoon and dockerd; the overlay's:
   dockerd, its swarm agent and gossip included), its containers left
@@ -46,9 +53,9 @@ runs on the other's hosts.
   Pontoon keeps them by design until reclaim (docs/cluster.md "Liveness
   by lease"); the overlay's gossip drops a failed node's entries.
 - idle: per host, CPU of dockerd, its containerd, the shims and containers,
-  and Pontoon (plus half of etcd's: the swarm keeps its store in the
-  manager's dockerd), and bytes both ways on the host's underlay interface,
-  with 1, 10 and then 50 containers per host.
+  and Pontoon (plus a third of etcd's: the swarm keeps its store in the
+  manager's dockerd), each part kept apart, and bytes both ways on the
+  host's underlay interface, with 1, 10 and then 50 containers per host.
 """
 from __future__ import annotations
 
@@ -80,14 +87,17 @@ SUBNETS = {"overlay": "10.93.0.0/24", "pontoon": "10.94.0.0/24"}
 PONTOON_GATEWAY = "10.94.0.1"
 NETWORK = "bench"
 SYSTEMS = ("pontoon", "overlay")
-# Pontoon measured again with bridged frames kept out of iptables (see bridge_netfilter_off).
+# Pontoon measured again with bridged frames kept out of iptables (see
+# bridge_netfilter_off), and with its network's frames kept out of conntrack
+# (see untracked).
 UNFILTERED = "pontoon_unfiltered"
+UNTRACKED = "pontoon_untracked"
 BRIDGE_NETFILTER = "net.bridge.bridge-nf-call-iptables"
 REPLY_LIMIT = 30.0  # seconds a first reply may take before the pair fails
-FULL = {"reply_pairs": 12, "rtt_pairs": 8, "rtt_pings": 200, "iperf_pairs": 4, "iperf_seconds": 5,
+FULL = {"hosts": 3, "reply_pairs": 12, "rtt_pairs": 8, "rtt_pings": 200, "iperf_pairs": 4, "iperf_seconds": 5,
         "idle_seconds": 60, "idle_windows": 6, "idle_counts": (1, 10, 50),
         "name_pairs": 12, "gone_pairs": 12, "killed_window": 90}
-QUICK = {"reply_pairs": 2, "rtt_pairs": 2, "rtt_pings": 20, "iperf_pairs": 1, "iperf_seconds": 1,
+QUICK = {"hosts": 3, "reply_pairs": 2, "rtt_pairs": 2, "rtt_pings": 20, "iperf_pairs": 1, "iperf_seconds": 1,
          "idle_seconds": 6, "idle_windows": 2, "idle_counts": (1, 2),
          "name_pairs": 2, "gone_pairs": 2, "killed_window": 20}
 
@@ -111,7 +121,7 @@ def missing() -> str | None:
 
 @dataclass
 class System:
-    """One of the two: its two hosts' dockerds and the network on them."""
+    """One of the two: its hosts' dockerds and the network on them."""
 
     name: str
     hosts: list[Host]
@@ -133,12 +143,16 @@ class System:
     def pid(self, index: int, cid: str) -> int:
         return int(self.docker(index, "inspect", "-f", "{{.State.Pid}}", cid).stdout)
 
-    def cpu_ticks(self, index: int) -> int:
+    def cpu_ticks(self, index: int) -> dict[str, int]:
         """utime + stime of everything that runs this host's containers and
-        network: dockerd and its children, the shims and theirs, Pontoon."""
+        network, by part: dockerd and its children (containerd), the shims
+        and theirs (the containers), Pontoon (the master and its workers)."""
         daemon = self.daemons[index]
-        roots = [daemon.proc.pid, *daemon.shims()] + ([self.pontoons[index].proc.pid] if self.pontoons else [])
-        return sum(_ticks(pid) for root in roots for pid in (root, *descendants(root)))
+        parts = {"dockerd": [daemon.proc.pid], "shims": daemon.shims()}
+        if self.pontoons:
+            parts["pontoon"] = [self.pontoons[index].proc.pid]
+        return {part: sum(_ticks(pid) for root in roots for pid in (root, *descendants(root)))
+                for part, roots in parts.items()}
 
 
 def _ticks(pid: int) -> int:
@@ -158,7 +172,8 @@ class Testbed:
 
 
 @contextmanager
-def testbed(workdir: Path):
+def testbed(workdir: Path, per_system: int):
+    """``per_system`` hosts for each system: the swarm's first, then Pontoon's."""
     build = swarm_build()
     underlay = Underlay()
     # etcd's data on tmpfs, as bench/multihost.py has it (this disk's fsync).
@@ -169,20 +184,22 @@ def testbed(workdir: Path):
     daemons: list[HostDockerd] = []
     pontoons: list[HostPontoon] = []
     try:
-        hosts = [underlay.add_host() for _ in range(4)]
+        hosts = [underlay.add_host() for _ in range(2 * per_system)]
         etcd.start()
         daemons += [HostDockerd(short / f"d{i + 1}", host, build) for i, host in enumerate(hosts)]
-        with ThreadPoolExecutor(max_workers=4) as pool:
+        with ThreadPoolExecutor(max_workers=len(daemons)) as pool:
             list(pool.map(lambda d: d.start(), daemons))
-            list(pool.map(lambda i: build_busybox_image(daemons[i], workdir / f"image{i + 1}"), range(4)))
-        overlay = System("overlay", hosts[:2], daemons[:2])
-        manager, worker = overlay.daemons
+            list(pool.map(lambda i: build_busybox_image(daemons[i], workdir / f"image{i + 1}"),
+                          range(len(daemons))))
+        overlay = System("overlay", hosts[:per_system], daemons[:per_system])
+        manager, *workers = overlay.daemons
         manager.docker("swarm", "init", "--advertise-addr", hosts[0].address)
         token = manager.docker("swarm", "join-token", "-q", "worker").stdout.strip()
-        worker.docker("swarm", "join", "--token", token, f"{hosts[0].address}:2377")
+        for worker in workers:
+            worker.docker("swarm", "join", "--token", token, f"{hosts[0].address}:2377")
         manager.docker("network", "create", "-d", "overlay", "--attachable", "--subnet", SUBNETS["overlay"], NETWORK)
 
-        for number, (daemon, host) in enumerate(zip(daemons[2:], hosts[2:]), start=1):
+        for number, (daemon, host) in enumerate(zip(daemons[per_system:], hosts[per_system:]), start=1):
             # Names across hosts follow this host's dockerd (below 29 they come from
             # its API); names it does not hold are not forwarded off this machine.
             settings = cluster_settings(etcd.url, host, number) | {
@@ -193,11 +210,12 @@ def testbed(workdir: Path):
             daemon.docker("network", "create", "-d", "pontoon", "--ipam-driver", "pontoon",
                           "--subnet", SUBNETS["pontoon"], "--gateway", PONTOON_GATEWAY, NETWORK)
         yield Testbed(underlay, etcd, {"overlay": overlay,
-                                       "pontoon": System("pontoon", hosts[2:], daemons[2:], pontoons=pontoons)})
+                                       "pontoon": System("pontoon", hosts[per_system:], daemons[per_system:],
+                                                         pontoons=pontoons)})
     finally:
         # The dockerds first: stopping, they still call their Pontoon for
         # the containers they take down.
-        with ThreadPoolExecutor(max_workers=4) as pool:
+        with ThreadPoolExecutor(max_workers=max(1, len(daemons))) as pool:
             list(pool.map(lambda d: d.stop(), daemons))
         for pontoon in pontoons:
             pontoon.stop()
@@ -220,6 +238,35 @@ def bridge_netfilter_off(hosts: list[Host]):
     finally:
         for host in hosts:
             host.run("sysctl", "-q", "-w", f"{BRIDGE_NETFILTER}=1")
+
+
+@contextmanager
+def untracked(hosts: list[Host]):
+    """A diagnosis, not a setting for users: the frames of Pontoon's network
+    between its containers (to an address of the subnet that is not the
+    host's own, so the gateway, its DNS and published ports reached through
+    a host address stay tracked) skip conntrack, with a raw-table NOTRACK.
+    They still pass br_netfilter and the FORWARD chain (Pontoon's network
+    chain accepts them by bridge), so against bridge_netfilter_off it tells
+    conntrack's share of the cost from the rest of that path's."""
+    rule = ["PREROUTING", "-d", SUBNETS["pontoon"], "-m", "addrtype", "!", "--dst-type", "LOCAL",
+            "-j", "CT", "--notrack"]
+    for host in hosts:
+        host.run("iptables", "-t", "raw", "-I", *rule)
+    try:
+        yield
+    finally:
+        for host in hosts:
+            host.run("iptables", "-t", "raw", "-D", *rule)
+
+
+# Pontoon again, with one cost of its packets' path taken off for the measure.
+DIAGNOSES = {UNFILTERED: bridge_netfilter_off, UNTRACKED: untracked}
+
+
+def diagnosed(kind: str, hosts: list[Host]):
+    """The diagnosis ``kind`` stands for on Pontoon's hosts, or nothing."""
+    return DIAGNOSES[kind](hosts) if kind in DIAGNOSES else nullcontext()
 
 
 def rotations(pairs: int, *kinds: str):
@@ -265,7 +312,8 @@ class Pinger:
 
 @dataclass
 class Peers:
-    """A long-running container on each of a system's two hosts."""
+    """A long-running container on each of a system's hosts; A's and B's
+    are measured."""
 
     system: System
     a_pid: int
@@ -279,6 +327,8 @@ def place(system: System) -> Peers:
     """B's container asks names of Pontoon's DNS on the gateway, as users set it."""
     dns = ("--dns", PONTOON_GATEWAY) if system.name == "pontoon" else ()
     a, b = system.start(0, "sleep", "infinity"), system.start(1, "sleep", "infinity", options=dns)
+    for index in range(2, len(system.hosts)):
+        system.start(index, "sleep", "infinity")
     mtu = int(system.docker(1, "exec", b, "cat", "/sys/class/net/eth0/mtu").stdout)
     return Peers(system, system.pid(0, a), system.pid(1, b), system.address(1, b), mtu, b)
 
@@ -399,12 +449,13 @@ def idle(bed: Testbed, count: int, seconds: float, windows: int) -> dict:
         for _ in range(count - have):
             system.start(index, "sleep", "infinity")
 
+    jobs = [(s, i) for s in bed.systems.values() for i in range(len(s.hosts))]
     with ThreadPoolExecutor(max_workers=4) as pool:
-        list(pool.map(lambda job: fill(*job), [(s, i) for s in bed.systems.values() for i in (0, 1)]))
+        list(pool.map(lambda job: fill(*job), jobs))
     time.sleep(min(seconds, 10))  # the starts' own work is not idle
 
     def sample() -> tuple[float, dict]:
-        return time.monotonic(), {name: [(s.cpu_ticks(i), _underlay_bytes(s.hosts[i])) for i in (0, 1)]
+        return time.monotonic(), {name: [(s.cpu_ticks(i), _underlay_bytes(s.hosts[i])) for i in range(len(s.hosts))]
                                   for name, s in bed.systems.items()} | {"etcd": _ticks(bed.etcd.proc.pid)}
 
     samples = [sample()]
@@ -421,30 +472,37 @@ def idle(bed: Testbed, count: int, seconds: float, windows: int) -> dict:
 
 
 def rates(before: tuple[float, dict], after: tuple[float, dict]) -> dict:
-    """Per minute between two samples, per host; Pontoon's hosts take half
-    of etcd's CPU each."""
+    """Per minute between two samples, per host; Pontoon's hosts share
+    etcd's CPU evenly, shown as their part "etcd"."""
     per_min, hz = 60 / (after[0] - before[0]), os.sysconf("SC_CLK_TCK")
     etcd = (after[1]["etcd"] - before[1]["etcd"]) / hz * per_min
     out = {"seconds": after[0] - before[0], "etcd_cpu_s_per_min": etcd}
     for name in SYSTEMS:
         was, now = before[1][name], after[1][name]
-        cpu = [(a[0] - b[0]) / hz * per_min + (etcd / 2 if name == "pontoon" else 0) for a, b in zip(now, was)]
-        out[name] = {"cpu_s_per_min": cpu, "bytes_per_min": [(a[1] - b[1]) * per_min for a, b in zip(now, was)]}
+        parts = [{part: (ticks - b[0][part]) / hz * per_min for part, ticks in a[0].items()} for a, b in zip(now, was)]
+        if name == "pontoon":
+            for host in parts:
+                host["etcd"] = etcd / len(parts)
+        out[name] = {"cpu_s_per_min": [sum(host.values()) for host in parts], "cpu_parts_s_per_min": parts,
+                     "bytes_per_min": [(a[1] - b[1]) * per_min for a, b in zip(now, was)]}
     return out
 
 
-def _host_recorded(bed: Testbed, name: str) -> bool:
-    """Whether host B is still in its system's record of the cluster."""
+def _host_recorded(bed: Testbed, name: str, b_node: str) -> bool:
+    """Whether host B is still in its system's record of the cluster (the
+    swarm's node ID ``b_node``: the hosts share one hostname)."""
+    system = bed.systems[name]
     if name == "pontoon":
-        return len([k for k in bed.etcd.keys() if "hosts/" in k]) == 2
-    status = bed.systems[name].docker(0, "node", "ls", "--filter", "role=worker", "--format", "{{.Status}}")
-    return status.stdout.strip() != "Down"
+        return len([k for k in bed.etcd.keys() if "hosts/" in k]) == len(system.hosts)
+    state = system.docker(0, "node", "inspect", "-f", "{{.Status.State}}", b_node).stdout.strip()
+    return state != "down"
 
 
 def killed_host(bed: Testbed, peers: dict[str, Peers], window: float) -> dict:
     """kill -9 of each system's own processes on host B, both at once; then,
     for ``window`` seconds, seconds until B leaves the cluster's record and
     until A's container has its last reply from B's (None: still at the end)."""
+    b_node = bed.systems["overlay"].docker(1, "info", "-f", "{{.Swarm.NodeID}}").stdout.strip()
     pingers = {name: Pinger(p.a_pid, p.b_address, "0.05") for name, p in peers.items()}
     unrecorded: dict[str, float | None] = {name: None for name in peers}
     try:
@@ -459,7 +517,7 @@ def killed_host(bed: Testbed, peers: dict[str, Peers], window: float) -> dict:
                 proc.wait(timeout=30)
         while time.time() - begin < window:
             for name in peers:
-                if unrecorded[name] is None and not _host_recorded(bed, name):
+                if unrecorded[name] is None and not _host_recorded(bed, name, b_node):
                     unrecorded[name] = time.time() - begin
             time.sleep(0.2)
     finally:
@@ -494,7 +552,8 @@ def run(quick: bool = False) -> dict:
     reason = missing()
     if reason:
         raise RuntimeError(reason)
-    with tempfile.TemporaryDirectory(prefix="pontoon-bench-swarm-") as tmp, testbed(Path(tmp)) as bed:
+    with tempfile.TemporaryDirectory(prefix="pontoon-bench-swarm-") as tmp, \
+            testbed(Path(tmp), counts["hosts"]) as bed:
         peers = {name: place(bed.systems[name]) for name in SYSTEMS}
         out["mtu"] = {name: p.mtu for name, p in peers.items()}
         out["underlay_mtu"] = int(bed.systems["pontoon"].hosts[0].run("cat", f"/sys/class/net/{UPLINK}/mtu").stdout)
@@ -518,30 +577,33 @@ def run(quick: bool = False) -> dict:
         out["gone"] = {f"{name}_{what}_s": [g[name][i] for g in got]
                        for name in SYSTEMS for i, what in enumerate(("last_reply", "returned"))}
 
-        per_system: dict[str, list[float]] = {name: [] for name in SYSTEMS}
-        p50s, p99s = [], []
-        for order in rotations(counts["rtt_pairs"], *SYSTEMS):
-            got = {name: _summary(rtt_ms(peers[name], counts["rtt_pings"])) for name in order}
-            for name in SYSTEMS:
-                per_system[name] += got[name]["values"]
-            p50s.append((got["pontoon"]["p50"], got["overlay"]["p50"]))
-            p99s.append((got["pontoon"]["p99"], got["overlay"]["p99"]))
-        out["rtt"] = {"p50": pair_ratios(p50s), "p99": pair_ratios(p99s),
-                      **{name: {k: v for k, v in _summary(ms).items() if k != "values"}
-                         for name, ms in per_system.items()}}
-
         hosts = bed.systems["pontoon"].hosts
-        ends = {name: ((_nsenter(p.a_pid), _nsenter(p.b_pid)), p.b_address) for name, p in peers.items()}
-        ends[UNFILTERED] = ends["pontoon"]
+        kinds = {**peers, UNFILTERED: peers["pontoon"], UNTRACKED: peers["pontoon"]}
+        per_kind: dict[str, list[float]] = {kind: [] for kind in kinds}
+        rows = []
+        for order in rotations(counts["rtt_pairs"], *kinds):
+            got = {}
+            for kind in order:
+                with diagnosed(kind, hosts):
+                    got[kind] = _summary(rtt_ms(kinds[kind], counts["rtt_pings"]))
+                per_kind[kind] += got[kind]["values"]
+            rows.append(got)
+        out["rtt"] = {p: pair_ratios([(r["pontoon"][p], r["overlay"][p]) for r in rows]) for p in ("p50", "p99")}
+        out["rtt"] |= {f"{kind}_vs_pontoon": {p: pair_ratios([(r[kind][p], r["pontoon"][p]) for r in rows])
+                                             for p in ("p50", "p99")} for kind in DIAGNOSES}
+        out["rtt"] |= {kind: {k: v for k, v in _summary(ms).items() if k != "values"}
+                       for kind, ms in per_kind.items()}
+
+        ends = {kind: ((_nsenter(p.a_pid), _nsenter(p.b_pid)), p.b_address) for kind, p in kinds.items()}
         ends["limit"] = ((["ip", "netns", "exec", hosts[0].ns], ["ip", "netns", "exec", hosts[1].ns]),
                          hosts[1].address)
         out["iperf"] = {}
         for streams in (1, 4):
             rows = []
-            for order in rotations(counts["iperf_pairs"], *SYSTEMS, UNFILTERED, "limit"):
+            for order in rotations(counts["iperf_pairs"], *ends):
                 got = {}
                 for kind in order:
-                    with bridge_netfilter_off(hosts) if kind == UNFILTERED else nullcontext():
+                    with diagnosed(kind, hosts):
                         got[kind] = iperf_bps(*ends[kind][0], ends[kind][1], streams, counts["iperf_seconds"])
                 rows.append(got)
             out["iperf"][str(streams)] = {
@@ -549,7 +611,7 @@ def run(quick: bool = False) -> dict:
                 "vs_overlay": pair_ratios([(r["pontoon"], r["overlay"]) for r in rows]),
                 "vs_limit": pair_ratios([(r["pontoon"], r["limit"]) for r in rows]),
                 "overlay_vs_limit": pair_ratios([(r["overlay"], r["limit"]) for r in rows]),
-                "unfiltered_vs_pontoon": pair_ratios([(r[UNFILTERED], r["pontoon"]) for r in rows])}
+                **{f"{kind}_vs_pontoon": pair_ratios([(r[kind], r["pontoon"]) for r in rows]) for kind in DIAGNOSES}}
 
         out["idle"] = [idle(bed, count, counts["idle_seconds"], counts["idle_windows"])
                        for count in counts["idle_counts"]]

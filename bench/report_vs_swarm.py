@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from .pontoon_vs_swarm import UNFILTERED
+from .pontoon_vs_swarm import DIAGNOSES, UNFILTERED, UNTRACKED
 from .stats import pair_ratios
 
 PLOT = "bench-vs-swarm.png"
@@ -23,6 +23,19 @@ def _verdict(ok: bool) -> str:
 
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
+
+
+def _hosts(v: dict) -> int:
+    """Hosts per system; runs before the three-host topology had two."""
+    return v["counts"].get("hosts", 2)
+
+
+def _streams(streams: str) -> str:
+    return f"{streams} stream{'s' if streams != '1' else ''}"
+
+
+def _words(n: int) -> str:
+    return {2: "two", 3: "three"}.get(n, str(n))
 
 
 def rows(v: dict) -> list[tuple]:
@@ -59,7 +72,7 @@ def rows(v: dict) -> list[tuple]:
                     _verdict(r["ratio"] <= 1.0)))
     for streams, t in v["iperf"].items():
         o, lim = t["vs_overlay"], t["vs_limit"]
-        out.append((f"iperf3 TCP, {streams} stream{'s' if streams != '1' else ''}, median ({o['pairs']} triples)",
+        out.append((f"iperf3 TCP, {_streams(streams)}, median ({o['pairs']} rounds)",
                     f"{o['median_a'] / 1e9:.2f} Gbit/s", f"{o['median_b'] / 1e9:.2f} Gbit/s",
                     f"{lim['median_b'] / 1e9:.2f} Gbit/s", _spread(o), _spread(lim),
                     "≥ 1.0, worst pair ≥ 0.9", _verdict(o["ratio"] >= 1.0 and o["ratio_min"] >= 0.9)))
@@ -72,7 +85,7 @@ def rows(v: dict) -> list[tuple]:
             windows = i[f"{key}_windows"]
             spread = (f" (windows {windows['ratio_p25']:.2f}–{windows['ratio_p75']:.2f}; "
                       f"{windows['ratio_min']:.2f}–{windows['ratio_max']:.2f})") if windows else ""
-            out.append((f"idle host, {n} container{'s' if n != 1 else ''}: {what} (mean of 2 hosts, "
+            out.append((f"idle host, {n} container{'s' if n != 1 else ''}: {what} (mean of {_hosts(v)} hosts, "
                         f"{i['seconds']:.0f} s)", show(mine), show(theirs), "—",
                         (f"{mine / theirs:.2f}" if theirs else "—") + spread, "—", "≤ 1.0",
                         _verdict(mine <= theirs)))
@@ -83,17 +96,20 @@ def details(res: dict) -> list[str]:
     v = res.get("vs_swarm")
     if not v:
         return []
-    c, m, k = v["counts"], res["machine"], v["killed"]
+    c, m, k, n = v["counts"], res["machine"], v["killed"], _hosts(v)
     lines = ["## 10. Side by side with Docker's overlay (swarm mode)", "",
              f"`python -m bench --only vs_swarm` (bench/pontoon_vs_swarm.py) on {m['date']}, commit "
              f"{m['commit']}: {m['nproc']} × {m['cpu']}, Linux {m['kernel']}, {m['os']}, etcd "
              f"{v['etcd']}, iperf3 {m['debian']['iperf3']}, busybox {m['debian']['busybox-static']}. "
-             f"Four network-namespace hosts on one underlay bridge (MTU {v['underlay_mtu']}), each with its "
+             f"{2 * n} network-namespace hosts on one underlay bridge (MTU {v['underlay_mtu']}), each with its "
              f"own dockerd {v['dockerd']} (the matrix's, `make dockerds`) and the busybox image imported "
-             "from Debian's busybox-static. Hosts 1 and 2 are a swarm (`docker swarm init "
-             "--advertise-addr`, `join`, one `--attachable` overlay network, not encrypted); hosts 3 and "
-             "4 run a clustered Pontoon each (`pontoon serve`, log level info) on one etcd on the "
-             "underlay (data on tmpfs). Both networks are a /24 with each driver's default MTU: "
+             f"from Debian's busybox-static. The first {_words(n)} are a swarm (`docker swarm init "
+             "--advertise-addr`, `join`, one `--attachable` overlay network, not encrypted); the other "
+             f"{_words(n)} run a clustered Pontoon each (`pontoon serve`, log level info) on one etcd on the "
+             "underlay (data on tmpfs). Each system's figures are taken between its hosts A and B"
+             + (f"; its other host{'s' if n > 3 else ''} keep{'' if n > 3 else 's'} a container on the network "
+                "all along, a member's watch, gossip and peer work included" if n > 2 else "")
+             + ". Both networks are a /24 with each driver's default MTU: "
              f"Pontoon {v['mtu']['pontoon']}, overlay {v['mtu']['overlay']} (read from a container's eth0). "
              "The two systems run at once on their own hosts and are measured in interleaved pairs "
              "(Pontoon and overlay, plus the underlay limit for iperf3; which goes first rotates). "
@@ -102,18 +118,7 @@ def details(res: dict) -> list[str]:
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {' | '.join(row)} |" for row in rows(v)]
     first = v["first_reply"]
-    lines += ["", "Why Pontoon's packets cost more, measured: Pontoon's bridge is in the host's namespace, "
-              "where dockerd has `net.bridge.bridge-nf-call-iptables=1`, so every bridged frame of the "
-              "network goes through the host's iptables FORWARD chain (its counters grow by 2 per ping: "
-              "PONTOON-FORWARD accepts it) and conntrack (an entry per flow); the overlay's bridge is in "
-              "a namespace of its own with no rules. Pontoon's throughput measured again in the same "
-              "triples with that sysctl at 0 on its two hosts (a diagnosis only: Pontoon's isolation "
-              "rules rely on it), as a ratio to Pontoon as shipped: "
-              + "; ".join(f"{streams} stream{'s' if streams != '1' else ''} {_spread(t['unfiltered_vs_pontoon'])}"
-                          for streams, t in v["iperf"].items())
-              + ". What would take that cost off without the sysctl (not built here): let frames that stay "
-              "within one cluster network (bridge port to bridge port or VXLAN device) skip the filter, "
-              "as the overlay's namespace of its own does.",
+    lines += ["", *_diagnosis(v),
               "", "What each number includes:", "",
               "- **first reply**: from starting `docker run -d` on host A (the CLI included) to the moment "
               "the new container's first echo reply from B's container arrives, read on the host through "
@@ -151,17 +156,18 @@ def details(res: dict) -> list[str]:
               "Liveness by lease: a host cut from etcd alone must keep its datapath), so B's container "
               "answers on after B leaves the record. Cutting B off the underlay instead would stop both "
               "datapaths at once and is not measured.",
-              f"- **RTT**: {c['rtt_pings']} pings per system per pair, 10 ms apart, by the host's iputils "
+              f"- **RTT**: {c['rtt_pings']} pings per system per round, 10 ms apart, by the host's iputils "
               "ping inside A's container's network namespace (nsenter) to B's container. Over all pairs: "
               f"Pontoon p50 {v['rtt']['pontoon']['p50']:.3f} ms, p99 {v['rtt']['pontoon']['p99']:.3f} ms; "
               f"overlay p50 {v['rtt']['overlay']['p50']:.3f} ms, p99 {v['rtt']['overlay']['p99']:.3f} ms.",
               f"- **iperf3**: Debian's iperf3 run from the host inside the containers' namespaces (nsenter; "
               f"no image here carries it), {c['iperf_seconds']} s TCP, received rate; the limit is the same "
-              "from host 3 to host 4 on their underlay addresses (veths through the underlay bridge, no "
-              "VXLAN). All of it is one kernel on this machine's cores: CPU-bound, not wire-bound.",
+              "from Pontoon's host A to its host B on their underlay addresses (veths through the underlay "
+              "bridge, no VXLAN). All of it is one kernel on this machine's cores: CPU-bound, not wire-bound.",
               f"- **idle**: {c['idle_seconds']} s per container count in {c['idle_windows']} windows (the "
               "spread is over the windows' ratios), both systems at once. CPU: dockerd, its "
-              "containerd, the containers' shims and processes, and Pontoon, plus half of etcd's (the "
+              f"containerd, the containers' shims and processes, and Pontoon, plus {'half' if n == 2 else 'a share'} "
+              "of etcd's, the same for each Pontoon host (the "
               "swarm keeps its store inside the manager's dockerd). Bytes: both ways on the host's "
               "underlay interface (etcd's lease keep-alives and watch for Pontoon; swarm's gossip, "
               "heartbeats and raft for the overlay). Per host (Pontoon / overlay): "
@@ -170,8 +176,47 @@ def details(res: dict) -> list[str]:
                           + ", ".join(f"{x:.2f}" for x in i["overlay"]["cpu_s_per_min"]) + " s, KiB "
                           + ", ".join(f"{x / 1024:.1f}" for x in i["pontoon"]["bytes_per_min"]) + " / "
                           + ", ".join(f"{x / 1024:.1f}" for x in i["overlay"]["bytes_per_min"])
-                          for i in v["idle"]) + ".", ""]
+                          for i in v["idle"]) + ".", *_idle_parts(v), ""]
     return lines
+
+
+def _diagnosis(v: dict) -> list[str]:
+    """Why Pontoon's packets cost more: the diagnoses measured in the same
+    rounds, as ratios to Pontoon as shipped."""
+    if f"{UNTRACKED}_vs_pontoon" not in v["rtt"]:
+        return []  # a run before the diagnoses were measured
+    rtt, iperf = v["rtt"], v["iperf"]
+
+    def figures(kind: str) -> str:
+        return (f"RTT p50 {_spread(rtt[f'{kind}_vs_pontoon']['p50'])}, "
+                + ", ".join(f"iperf3 {_streams(s)} {_spread(t[f'{kind}_vs_pontoon'])}" for s, t in iperf.items()))
+    return [
+        "Why Pontoon's packets cost more, measured in the same rounds: Pontoon's bridge is in the "
+        "host's namespace, where dockerd sets `net.bridge.bridge-nf-call-iptables=1`, so each bridged "
+        "frame of the network passes br_netfilter, the host's FORWARD chain (Pontoon's network chain "
+        "accepts it) and conntrack; the overlay's bridge is in a namespace of its own with no rules. "
+        "Pontoon was measured twice more, each a diagnosis only, as a ratio to Pontoon as shipped "
+        "(for times below 1 is faster, for throughput above 1): with that sysctl at 0 on its hosts "
+        f"(nothing of the filter; Pontoon's isolation rules rely on it): {figures(UNFILTERED)}; with "
+        "a raw-table NOTRACK for the subnet's addresses that are not the host's own (conntrack "
+        f"skipped, the filter kept): {figures(UNTRACKED)}. What the second leaves of the first is "
+        "br_netfilter's own pass and the FORWARD chain's rules: no rule can lower them, since the "
+        "per-bridge `nf_call_iptables` can only raise the host's setting, and only a bridge in a "
+        "namespace of its own (as the overlay's) avoids them.",
+    ]
+
+
+def _idle_parts(v: dict) -> list[str]:
+    """Where each system's idle CPU goes: the mean host's parts."""
+    if "cpu_parts_s_per_min" not in v["idle"][0]["pontoon"]:
+        return []  # a run before the parts were kept
+
+    def parts(i: dict, name: str) -> str:
+        hosts = i[name]["cpu_parts_s_per_min"]
+        return ", ".join(f"{part} {_mean([h[part] for h in hosts]):.2f}" for part in hosts[0])
+    return ["- **idle CPU by part** (CPU s per minute, mean host): "
+            + "; ".join(f"{i['containers']} container{'s' if i['containers'] != 1 else ''}: Pontoon's "
+                        f"{parts(i, 'pontoon')}; the overlay's {parts(i, 'overlay')}" for i in v["idle"]) + "."]
 
 
 def plot(v: dict, path: Path) -> str:
@@ -179,7 +224,8 @@ def plot(v: dict, path: Path) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = {"pontoon": "tab:blue", "overlay": "tab:orange", "limit": "tab:grey", UNFILTERED: "lightblue"}
+    colours = {"pontoon": "tab:blue", "overlay": "tab:orange", "limit": "tab:grey", UNFILTERED: "lightblue",
+               UNTRACKED: "lightsteelblue"}
     fig, ax = plt.subplots(2, 2, figsize=(11, 8))
     first = v["first_reply"]
     pairs = range(1, len(first["pontoon_reply_s"]) + 1)
@@ -190,30 +236,33 @@ def plot(v: dict, path: Path) -> str:
                  xticks=list(pairs))
     ax[0][0].legend()
 
-    for i, name in enumerate(("pontoon", "overlay")):
+    kinds = [k for k in ("pontoon", *DIAGNOSES, "overlay") if k in v["rtt"]]
+    for i, name in enumerate(kinds):
         r = v["rtt"][name]
         ax[0][1].bar([i - 0.2, i + 0.2], [r["p50"], r["p99"]], width=0.35, color=colours[name],
                      alpha=1.0, label=name)
         ax[0][1].text(i - 0.2, r["p50"], "p50", ha="center", va="bottom", fontsize=8)
         ax[0][1].text(i + 0.2, r["p99"], "p99", ha="center", va="bottom", fontsize=8)
     ax[0][1].set(title="ping RTT container to container across hosts", ylabel="ms",
-                 xticks=[0, 1], xticklabels=["Pontoon", "overlay"])
+                 xticks=list(range(len(kinds))), xticklabels=[k.replace("_", "\n") for k in kinds])
 
+    kinds = [k for k in ("pontoon", *DIAGNOSES, "overlay", "limit") if k in next(iter(v["iperf"].values()))["bps"][0]]
     for j, (streams, t) in enumerate(v["iperf"].items()):
-        for k, name in enumerate(("pontoon", UNFILTERED, "overlay", "limit")):
+        for k, name in enumerate(kinds):
             values = [row[name] / 1e9 for row in t["bps"]]
-            x = j * 5 + k
+            x = j * (len(kinds) + 1) + k
             ax[1][0].bar(x, statistics.median(values), color=colours[name], label=name if j == 0 else None)
             ax[1][0].plot([x] * len(values), values, "k.", markersize=4)
-    ax[1][0].set(title="iperf3 TCP across hosts (dots: pairs)", ylabel="Gbit/s", xticks=[1.5, 6.5],
-                 xticklabels=[f"{s} stream{'s' if s != '1' else ''}" for s in v["iperf"]])
+    ax[1][0].set(title="iperf3 TCP across hosts (dots: rounds)", ylabel="Gbit/s",
+                 xticks=[j * (len(kinds) + 1) + (len(kinds) - 1) / 2 for j in range(len(v["iperf"]))],
+                 xticklabels=[_streams(s) for s in v["iperf"]])
     ax[1][0].legend()
 
     for j, i in enumerate(v["idle"]):
         for k, name in enumerate(("pontoon", "overlay")):
             ax[1][1].bar(j * 3 + k, _mean(i[name]["cpu_s_per_min"]), color=colours[name],
                          label=name if j == 0 else None)
-    ax[1][1].set(title="idle host: CPU per minute (mean of 2 hosts)", ylabel="CPU s / min",
+    ax[1][1].set(title=f"idle host: CPU per minute (mean of {_hosts(v)} hosts)", ylabel="CPU s / min",
                  xticks=[j * 3 + 0.5 for j in range(len(v["idle"]))],
                  xticklabels=[f"{i['containers']} container{'s' if i['containers'] != 1 else ''}"
                               for i in v["idle"]])

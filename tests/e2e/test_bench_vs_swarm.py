@@ -1,5 +1,5 @@
 """`python -m bench`'s side by side with swarm's overlay (bench/pontoon_vs_swarm.py),
-in its --quick form: the mechanics only (four hosts come up, a swarm forms,
+in its --quick form: the mechanics only (three hosts per system come up, a swarm forms,
 every figure is measured on both systems and the report and plot are
 written). No timing is asserted: --quick counts are too small for figures."""
 from __future__ import annotations
@@ -36,17 +36,24 @@ def test_quick_side_by_side_measures_every_row_on_both_systems(tmp_path):
         assert len(gone[f"{name}_last_reply_s"]) == counts["gone_pairs"]
         assert all(0 <= last < returned + 1 for last, returned in
                    zip(gone[f"{name}_last_reply_s"], gone[f"{name}_returned_s"]))
+    # Pontoon is measured as shipped and under each diagnosis, in the same rounds.
+    kinds = ("pontoon", "overlay", *pontoon_vs_swarm.DIAGNOSES)
     assert v["rtt"]["p50"]["pairs"] == counts["rtt_pairs"]
-    assert all(0 < v["rtt"][name]["p50"] <= v["rtt"][name]["p99"] for name in ("pontoon", "overlay"))
+    assert all(0 < v["rtt"][kind]["p50"] <= v["rtt"][kind]["p99"] for kind in kinds)
+    assert all(v["rtt"][f"{kind}_vs_pontoon"]["p50"]["pairs"] == counts["rtt_pairs"]
+               for kind in pontoon_vs_swarm.DIAGNOSES)
     for streams in ("1", "4"):
         rows = v["iperf"][streams]["bps"]
         assert len(rows) == counts["iperf_pairs"]
-        assert all(row[kind] > 0 for row in rows for kind in ("pontoon", "overlay", "limit"))
+        assert all(row[kind] > 0 for row in rows for kind in (*kinds, "limit"))
     assert [i["containers"] for i in v["idle"]] == list(counts["idle_counts"])
     for window in v["idle"]:
         for name in ("pontoon", "overlay"):
-            assert len(window[name]["cpu_s_per_min"]) == len(window[name]["bytes_per_min"]) == 2
+            # Every host of the system, its CPU the sum of its parts.
+            assert len(window[name]["cpu_s_per_min"]) == len(window[name]["bytes_per_min"]) == counts["hosts"]
             assert min(window[name]["cpu_s_per_min"] + window[name]["bytes_per_min"]) >= 0
+            assert [sum(p.values()) for p in window[name]["cpu_parts_s_per_min"]] == window[name]["cpu_s_per_min"]
+        assert set(window["pontoon"]["cpu_parts_s_per_min"][0]) == {"dockerd", "shims", "pontoon", "etcd"}
 
     # Host B killed: Pontoon's record of it goes with its lease (TTL 15 s,
     # inside the window) and its entries stay past that: B's container
