@@ -184,7 +184,7 @@ def write(res: dict, out: Path) -> None:
     if "ipam" in res:
         plots.append(_plot_ipam(res["ipam"], out / "bench-ipam.png"))
     if "vs_swarm" in res:
-        plots.append(report_vs_swarm.plot(res["vs_swarm"], out / report_vs_swarm.PLOT))
+        plots += report_vs_swarm.plots(res["vs_swarm"], out)
     (out / "benchmarks.md").write_text(_markdown(res, plots))
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from .pontoon_vs_swarm import DIAGNOSES, UNFILTERED, UNTRACKED
+from .pontoon_vs_swarm import DIAGNOSES, SYSTEMS, UNFILTERED, UNTRACKED
 from .stats import pair_ratios
 
-PLOT = "bench-vs-swarm.png"
+PLOT_PREFIX = "bench-vs-swarm-"
 
 
 def _spread(r: dict) -> str:
@@ -219,55 +219,80 @@ def _idle_parts(v: dict) -> list[str]:
                         f"{parts(i, 'pontoon')}; the overlay's {parts(i, 'overlay')}" for i in v["idle"]) + "."]
 
 
-def plot(v: dict, path: Path) -> str:
+def plots(v: dict, out: Path) -> list[str]:
+    """One PNG per figure, "bench-vs-swarm-<figure>.png" in ``out``; their names."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     colours = {"pontoon": "tab:blue", "overlay": "tab:orange", "limit": "tab:grey", UNFILTERED: "lightblue",
                UNTRACKED: "lightsteelblue"}
-    fig, ax = plt.subplots(2, 2, figsize=(11, 8))
+    written = []
+
+    def figure(name: str, draw) -> None:
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        draw(ax)
+        fig.tight_layout()
+        path = out / f"{PLOT_PREFIX}{name}.png"
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        written.append(path.name)
+
+    def per_pair(title: str, series: dict[str, list[float]], extra: dict[str, list[float]] | None = None):
+        def draw(ax):
+            for name, values in series.items():
+                ax.plot(range(1, len(values) + 1), values, "o-", color=colours[name], label=name)
+            for label, values in (extra or {}).items():
+                name = label.split(":")[0]
+                ax.plot(range(1, len(values) + 1), values, "x:", color=colours[name], label=label)
+            ax.set(title=title, xlabel="pair", ylabel="s", ylim=(0, None))
+            ax.legend()
+        return draw
+
     first = v["first_reply"]
-    pairs = range(1, len(first["pontoon_reply_s"]) + 1)
-    for name in ("pontoon", "overlay"):
-        ax[0][0].plot(pairs, first[f"{name}_reply_s"], "o-", color=colours[name], label=f"{name}: first reply")
-        ax[0][0].plot(pairs, first[f"{name}_returned_s"], "x:", color=colours[name], label=f"{name}: run -d returned")
-    ax[0][0].set(title="docker run on A to first reply from B", xlabel="pair", ylabel="s", ylim=(0, None),
-                 xticks=list(pairs))
-    ax[0][0].legend()
+    figure("first-reply", per_pair("docker run on A to first reply from B",
+                                   {n: first[f"{n}_reply_s"] for n in SYSTEMS},
+                                   {f"{n}: run -d returned": first[f"{n}_returned_s"] for n in SYSTEMS}))
+    figure("by-name", per_pair("docker run --name x on A to first reply from x by name on B",
+                               {n: v["by_name"][f"{n}_reply_s"] for n in SYSTEMS}))
+    figure("removed", per_pair("docker rm -f on B to the last reply from its address on A",
+                               {n: v["gone"][f"{n}_last_reply_s"] for n in SYSTEMS}))
 
-    kinds = [k for k in ("pontoon", *DIAGNOSES, "overlay") if k in v["rtt"]]
-    for i, name in enumerate(kinds):
-        r = v["rtt"][name]
-        ax[0][1].bar([i - 0.2, i + 0.2], [r["p50"], r["p99"]], width=0.35, color=colours[name],
-                     alpha=1.0, label=name)
-        ax[0][1].text(i - 0.2, r["p50"], "p50", ha="center", va="bottom", fontsize=8)
-        ax[0][1].text(i + 0.2, r["p99"], "p99", ha="center", va="bottom", fontsize=8)
-    ax[0][1].set(title="ping RTT container to container across hosts", ylabel="ms",
-                 xticks=list(range(len(kinds))), xticklabels=[k.replace("_", "\n") for k in kinds])
+    def rtt(ax):
+        kinds = [k for k in ("pontoon", *DIAGNOSES, "overlay") if k in v["rtt"]]
+        for i, name in enumerate(kinds):
+            r = v["rtt"][name]
+            ax.bar([i - 0.2, i + 0.2], [r["p50"], r["p99"]], width=0.35, color=colours[name])
+            ax.text(i - 0.2, r["p50"], "p50", ha="center", va="bottom", fontsize=8)
+            ax.text(i + 0.2, r["p99"], "p99", ha="center", va="bottom", fontsize=8)
+        ax.set(title="ping RTT container to container across hosts", ylabel="ms",
+               xticks=list(range(len(kinds))), xticklabels=[k.replace("_", "\n") for k in kinds])
+    figure("rtt", rtt)
 
-    kinds = [k for k in ("pontoon", *DIAGNOSES, "overlay", "limit") if k in next(iter(v["iperf"].values()))["bps"][0]]
-    for j, (streams, t) in enumerate(v["iperf"].items()):
-        for k, name in enumerate(kinds):
-            values = [row[name] / 1e9 for row in t["bps"]]
-            x = j * (len(kinds) + 1) + k
-            ax[1][0].bar(x, statistics.median(values), color=colours[name], label=name if j == 0 else None)
-            ax[1][0].plot([x] * len(values), values, "k.", markersize=4)
-    ax[1][0].set(title="iperf3 TCP across hosts (dots: rounds)", ylabel="Gbit/s",
-                 xticks=[j * (len(kinds) + 1) + (len(kinds) - 1) / 2 for j in range(len(v["iperf"]))],
-                 xticklabels=[_streams(s) for s in v["iperf"]])
-    ax[1][0].legend()
+    def iperf(ax):
+        kinds = [k for k in ("pontoon", *DIAGNOSES, "overlay", "limit") if k in next(iter(v["iperf"].values()))["bps"][0]]
+        for j, (streams, t) in enumerate(v["iperf"].items()):
+            for k, name in enumerate(kinds):
+                values = [row[name] / 1e9 for row in t["bps"]]
+                x = j * (len(kinds) + 1) + k
+                ax.bar(x, statistics.median(values), color=colours[name], label=name if j == 0 else None)
+                ax.plot([x] * len(values), values, "k.", markersize=4)
+        ax.set(title="iperf3 TCP across hosts (dots: rounds)", ylabel="Gbit/s",
+               xticks=[j * (len(kinds) + 1) + (len(kinds) - 1) / 2 for j in range(len(v["iperf"]))],
+               xticklabels=[_streams(s) for s in v["iperf"]])
+        ax.legend(fontsize=8)
+    figure("iperf3", iperf)
 
-    for j, i in enumerate(v["idle"]):
-        for k, name in enumerate(("pontoon", "overlay")):
-            ax[1][1].bar(j * 3 + k, _mean(i[name]["cpu_s_per_min"]), color=colours[name],
-                         label=name if j == 0 else None)
-    ax[1][1].set(title=f"idle host: CPU per minute (mean of {_hosts(v)} hosts)", ylabel="CPU s / min",
-                 xticks=[j * 3 + 0.5 for j in range(len(v["idle"]))],
-                 xticklabels=[f"{i['containers']} container{'s' if i['containers'] != 1 else ''}"
-                              for i in v["idle"]])
-    ax[1][1].legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path.name
+    def idle(unit: str, label: str, scale: float):
+        def draw(ax):
+            for j, i in enumerate(v["idle"]):
+                for k, name in enumerate(SYSTEMS):
+                    ax.bar(j * 3 + k, _mean(i[name][unit]) / scale, color=colours[name], label=name if j == 0 else None)
+            ax.set(title=f"idle host: {label} (mean of {_hosts(v)} hosts)", ylabel=label,
+                   xticks=[j * 3 + 0.5 for j in range(len(v["idle"]))],
+                   xticklabels=[f"{i['containers']} container{'s' if i['containers'] != 1 else ''}" for i in v["idle"]])
+            ax.legend()
+        return draw
+    figure("idle-cpu", idle("cpu_s_per_min", "CPU s per minute", 1))
+    figure("idle-bytes", idle("bytes_per_min", "underlay KiB per minute", 1024))
+    return written

@@ -66,4 +66,5 @@ def test_quick_side_by_side_measures_every_row_on_both_systems(tmp_path):
     lines = report_vs_swarm.details({"vs_swarm": v, "machine": machine.describe()})
     table = [line for line in lines if line.startswith("| ") and "---" not in line]
     assert len(table) == 1 + len(report_vs_swarm.rows(v))  # the header and a row per figure
-    assert (tmp_path / report_vs_swarm.plot(v, tmp_path / report_vs_swarm.PLOT)).stat().st_size > 0
+    written = report_vs_swarm.plots(v, tmp_path)
+    assert len(written) == 7 and all((tmp_path / name).stat().st_size > 0 for name in written)
