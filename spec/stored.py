@@ -19,10 +19,12 @@ network driver (network_driver/) and the cluster (cluster/, names/) use them.
 """
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 from . import values
+from .names import answered
 from .errors import BadRequest
 
 
@@ -248,6 +250,15 @@ class StoredEndpoint:
     @property
     def addresses(self) -> tuple[str, ...]:
         return tuple(a for a in (self.address, self.address_v6) if a)
+
+    @property
+    def ips(self) -> tuple[str, ...]:
+        """``addresses`` without their prefix lengths, as DNS and the cluster's records give them."""
+        return tuple(str(ipaddress.ip_interface(a).ip) for a in self.addresses)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return answered(self.name, self.aliases)
 
     def to_json(self) -> dict:
         out = asdict(self)

@@ -74,6 +74,15 @@ def test_an_endpoint_round_trips():
     assert StoredEndpoint.from_json(json.loads(json.dumps(endpoint.to_json()))) == endpoint
 
 
+def test_an_endpoint_gives_its_bare_addresses_and_its_names_in_order():
+    endpoint = StoredEndpoint(EID, NID, "10.1.0.5/24", "fd00::5/64", name="web", aliases=("w", "abc123"))
+    assert endpoint.ips == ("10.1.0.5", "fd00::5")
+    assert endpoint.names == ("web", "w", "abc123")
+    v6_only = StoredEndpoint(EID, NID, address_v6="fd00::5/64", aliases=("w",))
+    assert (v6_only.ips, v6_only.names) == (("fd00::5",), ("w",))
+    assert (StoredEndpoint(EID, NID).ips, StoredEndpoint(EID, NID).names) == ((), ())
+
+
 @pytest.mark.parametrize("damage, message", [
     (lambda n: n.pop("request"), "request is missing"),
     (lambda n: n["options"].update(mtu="1500"), "options.mtu '1500' is not an integer"),
