@@ -3,12 +3,15 @@ round-trips, a damaged one is refused naming what is wrong, and a record an
 older version stored, without the fields that came later, reads back with
 their defaults once the store's migration has run."""
 import contextlib
+import dataclasses
 import json
 import re
 import sqlite3
 
 import pytest
 
+from datapath.model import PortBinding
+from network_driver.records import port_binding, stored_port
 from plugin.store import Store
 from spec.stored import (BadStoredRecord, ClusterPart, IpamData, LostAddress, NetworkOptions, StoredEndpoint,
                          StoredNetwork, StoredPort)
@@ -81,6 +84,14 @@ def test_an_endpoint_gives_its_bare_addresses_and_its_names_in_order():
     v6_only = StoredEndpoint(EID, NID, address_v6="fd00::5/64", aliases=("w",))
     assert (v6_only.ips, v6_only.names) == (("fd00::5",), ("w",))
     assert (StoredEndpoint(EID, NID).ips, StoredEndpoint(EID, NID).names) == ((), ())
+
+
+def test_a_stored_port_and_the_datapaths_binding_convert_field_for_field():
+    # A field added to one type and not the other would be dropped on the way.
+    assert [f.name for f in dataclasses.fields(StoredPort)] == [f.name for f in dataclasses.fields(PortBinding)]
+    port = StoredPort("udp", "192.0.2.7", 5353, "10.1.0.5", 53)
+    assert port_binding(port) == PortBinding("udp", "192.0.2.7", 5353, "10.1.0.5", 53)
+    assert stored_port(port_binding(port)) == port
 
 
 @pytest.mark.parametrize("damage, message", [
