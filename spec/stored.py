@@ -159,6 +159,11 @@ class StoredNetwork:
         return self.cluster is not None and bool(self.cluster.lost)
 
     @property
+    def host_address(self) -> str | None:
+        """This host's own address on a cluster network (cluster.hostaddr), if the store records one."""
+        return self.cluster.host_address if self.cluster is not None else None
+
+    @property
     def clustered(self) -> ClusterPart:
         """``cluster``, for the code that serves cluster networks only."""
         if self.cluster is None:

@@ -77,6 +77,15 @@ def test_an_endpoint_round_trips():
     assert StoredEndpoint.from_json(json.loads(json.dumps(endpoint.to_json()))) == endpoint
 
 
+def test_a_network_gives_the_host_address_its_cluster_part_records():
+    network = StoredNetwork(NID, NetworkOptions(), (), (), "{}")
+    assert network.host_address is None
+    clustered = dataclasses.replace(network, cluster=ClusterPart("LocalDefault/10.1.0.0/24", 4242))
+    assert clustered.host_address is None
+    assert dataclasses.replace(clustered, cluster=ClusterPart("LocalDefault/10.1.0.0/24", 4242, "10.1.0.254/24")
+                               ).host_address == "10.1.0.254/24"
+
+
 def test_an_endpoint_gives_its_bare_addresses_and_its_names_in_order():
     endpoint = StoredEndpoint(EID, NID, "10.1.0.5/24", "fd00::5/64", name="web", aliases=("w", "abc123"))
     assert endpoint.ips == ("10.1.0.5", "fd00::5")
