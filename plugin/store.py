@@ -24,7 +24,7 @@ import json
 import os
 import sqlite3
 import threading
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 from datapath.locks import DEFAULT_TIMEOUT_S, FileLock, LockTimeout
 from datapath.model import VETH_HOST_PREFIX
@@ -101,6 +101,7 @@ CREATE TABLE IF NOT EXISTS address_names (
 """
 
 DB_NAME = "pontoon.db"
+R = TypeVar("R")
 
 
 def hexaddr(value: int) -> str:
@@ -213,13 +214,13 @@ class Transaction:
 
     # -- networks -----------------------------------------------------------
     def get_network(self, network_id: str) -> StoredNetwork | None:
-        return self._network("SELECT data FROM networks WHERE id = ?", network_id)
+        return self._one(StoredNetwork.from_json, "SELECT data FROM networks WHERE id = ?", network_id)
 
     def network_by_bridge(self, bridge: str) -> StoredNetwork | None:
-        return self._network("SELECT data FROM networks WHERE bridge = ?", bridge)
+        return self._one(StoredNetwork.from_json, "SELECT data FROM networks WHERE bridge = ?", bridge)
 
     def network_by_tag(self, tag: str) -> StoredNetwork | None:
-        return self._network("SELECT data FROM networks WHERE json_extract(data, '$.tag') = ?", tag)
+        return self._one(StoredNetwork.from_json, "SELECT data FROM networks WHERE json_extract(data, '$.tag') = ?", tag)
 
     def put_network(self, network: StoredNetwork) -> None:
         self._db.execute(
@@ -235,10 +236,10 @@ class Transaction:
 
     # -- endpoints ----------------------------------------------------------
     def get_endpoint(self, endpoint_id: str) -> StoredEndpoint | None:
-        return self._endpoint("SELECT data FROM endpoints WHERE id = ?", endpoint_id)
+        return self._one(StoredEndpoint.from_json, "SELECT data FROM endpoints WHERE id = ?", endpoint_id)
 
     def endpoint_by_veth(self, host_veth: str) -> StoredEndpoint | None:
-        return self._endpoint("SELECT data FROM endpoints WHERE json_extract(data, '$.host_veth') = ?", host_veth)
+        return self._one(StoredEndpoint.from_json, "SELECT data FROM endpoints WHERE json_extract(data, '$.host_veth') = ?", host_veth)
 
     def endpoints_in_sandbox(self, sandbox: str) -> list[StoredEndpoint]:
         return [StoredEndpoint.from_json(e)
@@ -384,13 +385,9 @@ class Transaction:
 
     # -- helpers --------------------------------------------------------------
     # Networks and endpoints are typed here, where they leave SQLite (spec.stored).
-    def _network(self, sql: str, *args) -> StoredNetwork | None:
+    def _one(self, parse: Callable[[Any], R], sql: str, *args) -> R | None:
         row = self._db.execute(sql, args).fetchone()
-        return None if row is None else StoredNetwork.from_json(json.loads(row[0]))
-
-    def _endpoint(self, sql: str, *args) -> StoredEndpoint | None:
-        row = self._db.execute(sql, args).fetchone()
-        return None if row is None else StoredEndpoint.from_json(json.loads(row[0]))
+        return None if row is None else parse(json.loads(row[0]))
 
     def _all(self, sql: str, *args) -> list[dict]:
         return [json.loads(r[0]) for r in self._db.execute(sql, args)]
