@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator, TypeVar
 from datapath.locks import DEFAULT_TIMEOUT_S, FileLock, LockTimeout
 from datapath.model import VETH_HOST_PREFIX
 from datapath.names import tags
-from spec.stored import StoredEndpoint, StoredNetwork, missing_endpoint_fields, missing_network_fields
+from spec.stored import AskerNetwork, StoredEndpoint, StoredNetwork, missing_endpoint_fields, missing_network_fields
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS networks (
@@ -48,7 +48,7 @@ CREATE INDEX IF NOT EXISTS endpoints_by_network ON endpoints (network_id);
 CREATE INDEX IF NOT EXISTS networks_by_tag ON networks (json_extract(data, '$.tag'));
 CREATE INDEX IF NOT EXISTS endpoints_by_veth ON endpoints (json_extract(data, '$.host_veth'));
 -- The endpoints of one container (its sandbox): every DNS query asks which
--- networks the asking container is on (cluster.mode.ClusterMode._askers).
+-- networks the asking container is on (Transaction.asker_networks).
 CREATE INDEX IF NOT EXISTS endpoints_by_sandbox ON endpoints (json_extract(data, '$.sandbox'));
 -- Which endpoint holds an address of a network: CreateEndpoint refuses an
 -- address in use with one lookup rather than reading every endpoint.
@@ -241,9 +241,6 @@ class Transaction:
     def endpoint_by_veth(self, host_veth: str) -> StoredEndpoint | None:
         return self._one(StoredEndpoint.from_json, "SELECT data FROM endpoints WHERE json_extract(data, '$.host_veth') = ?", host_veth)
 
-    def endpoints_in_sandbox(self, sandbox: str) -> list[StoredEndpoint]:
-        return [StoredEndpoint.from_json(e)
-                for e in self._all("SELECT data FROM endpoints WHERE json_extract(data, '$.sandbox') = ?", sandbox)]
 
     def add_endpoint(self, endpoint: StoredEndpoint) -> None:
         """A new endpoint, with its addresses claimed in its network."""
@@ -264,9 +261,25 @@ class Transaction:
         ).fetchone()
         return None if row is None else row[0]
 
-    def address_holders(self, ip: str) -> list[str]:
-        """The endpoints, of any network, that hold ``ip`` (bare)."""
-        return [row[0] for row in self._db.execute("SELECT endpoint_id FROM endpoint_ips WHERE ip = ?", (ip,))]
+    def asker_networks(self, ip: str, network_id: str | None) -> list[AskerNetwork]:
+        """The networks of the container whose address (bare) on network
+        ``network_id`` is ``ip``: every network its sandbox is on (its own
+        alone while it is not joined). ``network_id`` None: on whichever
+        network holds ``ip``, and none when two do (neither container's).
+        Every DNS query asks (cluster.mode.ClusterMode._askers): one query,
+        on the indexes of addresses and sandboxes, reading the few fields it
+        needs rather than parsing the records."""
+        rows = self._db.execute("""
+            WITH holder AS (SELECT endpoint_id FROM endpoint_ips WHERE ip = :ip
+                                AND (:network_id IS NULL OR network_id = :network_id)),
+                 asker AS (SELECT network_id, json_extract(data, '$.sandbox') AS sandbox FROM endpoints
+                           WHERE id = (SELECT endpoint_id FROM holder) AND (SELECT count(*) FROM holder) = 1),
+                 mine AS (SELECT network_id FROM asker
+                          UNION SELECT network_id FROM endpoints
+                          WHERE json_extract(data, '$.sandbox') = (SELECT sandbox FROM asker WHERE sandbox != ''))
+            SELECT id, json_extract(data, '$.cluster.pool'), json_extract(data, '$.cluster.lost') FROM networks
+            WHERE id IN (SELECT network_id FROM mine)""", {"ip": ip, "network_id": network_id})
+        return [AskerNetwork(network, pool, bool(lost)) for network, pool, lost in rows]
 
     def delete_endpoint(self, endpoint_id: str) -> None:
         self._db.execute("DELETE FROM endpoints WHERE id = ?", (endpoint_id,))

@@ -309,6 +309,16 @@ class StoredEndpoint:
         )
 
 
+@dataclass(frozen=True)
+class AskerNetwork:
+    """A network of the container that asked a DNS query, as far as the
+    answer needs it (plugin.store's ``asker_networks``): read from the
+    record's JSON on every query, not parsed as a StoredNetwork."""
+    id: str
+    pool: str | None  # StoredNetwork.cluster.pool; None: not a cluster network
+    lost: bool  # StoredNetwork.lost
+
+
 # -- what the store's migration fills in records of earlier versions ----------------
 def _defaults(cls) -> dict:
     return {f.name: f.default for f in fields(cls) if f.default is not MISSING}
