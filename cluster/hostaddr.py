@@ -68,15 +68,10 @@ def target(network: StoredNetwork, on_bridge: Callable[[StoredNetwork], tuple[st
     return network.clustered.pool, gateways[0]
 
 
-def recorded(network: StoredNetwork) -> str | None:
-    """The host address the store records on ``network``, if any."""
-    return network.cluster.host_address if network.cluster is not None else None
-
-
 def held_pairs(networks: list[StoredNetwork]) -> set[tuple[str, int]]:
     """(pool name, address) of the host addresses the stored ``networks`` hold."""
     return {(n.clustered.pool, int(ipaddress.ip_interface(address).ip))
-            for n in networks if (address := recorded(n))}
+            for n in networks if (address := n.host_address)}
 
 
 class HostAddresses:
@@ -102,7 +97,7 @@ class HostAddresses:
         if found is None:
             return None
         name, gateway = found
-        before = recorded(network)
+        before = network.host_address
         try:
             address = self._hold(name, ipaddress.ip_interface(gateway).network, before)
         except NotClustered:
@@ -119,7 +114,7 @@ class HostAddresses:
     def restore(self, network: StoredNetwork) -> None:
         """In the reconcile child (no etcd): the recorded address back on the bridge."""
         found = target(network, self._on_bridge)
-        address = recorded(network)
+        address = network.host_address
         if found is not None and address:
             self.kernel.add(network.bridge, address, found[1])
 
@@ -129,7 +124,7 @@ class HostAddresses:
         the next start frees). Postponed while etcd is away, and then frees
         only the claim made before (a network made again on the pool may
         have claimed the same address since)."""
-        address = recorded(network)
+        address = network.host_address
         if not address:
             return
         self.remove_from_bridge(network)
@@ -143,7 +138,7 @@ class HostAddresses:
         """The kernel's part of ``release`` alone: for a network whose create
         a crash cut short (its record goes, and the next rejoin frees its
         claim), at start, with no etcd."""
-        address = recorded(network)
+        address = network.host_address
         where = target(network, self._on_bridge)
         if address and where is not None:  # made only where the bridge carries the gateway
             self.kernel.remove(network.bridge, address, where[1])

@@ -182,18 +182,8 @@ class ClusterMode:
         except ValueError:
             return set()
         with self.store.snapshot() as tx:
-            if network_id is None:
-                holders = tx.address_holders(source)
-                holder = holders[0] if len(holders) == 1 else None  # two networks' containers: neither's names
-            else:
-                holder = tx.address_holder(network_id, source)
-            endpoint = tx.get_endpoint(holder) if holder else None
-            if endpoint is None:
-                return set()
-            sandbox = endpoint.sandbox
-            mine = tx.endpoints_in_sandbox(sandbox) if sandbox else [endpoint]
-            networks = [tx.get_network(i) for i in {e.network_id for e in mine}]
-        return {n.clustered.pool for n in networks if n is not None and n.cluster is not None and not n.lost}
+            networks = tx.asker_networks(source, network_id)
+        return {n.pool for n in networks if n.pool is not None and not n.lost}
 
     def _cluster_network_ids(self) -> set[str]:
         with self.store.snapshot() as tx:

@@ -71,7 +71,7 @@ class EndpointRecord:
 
     @property
     def names(self) -> tuple[str, ...]:
-        return ((self.name,) if self.name else ()) + self.aliases
+        return names.answered(self.name, self.aliases)
 
     def fields(self) -> dict:
         fields: dict = {"host": self.host, "vtep": self.vtep, "mac": self.mac, "addresses": list(self.addresses)}

@@ -330,8 +330,7 @@ class ClusterSegment:
             self.names.published(network, endpoint)
 
     def _record(self, endpoint: StoredEndpoint) -> str:
-        addresses = tuple(str(ipaddress.ip_interface(a).ip) for a in endpoint.addresses)
-        return EndpointRecord(self.host.host_id, self.host.advertise, endpoint.mac, addresses,
+        return EndpointRecord(self.host.host_id, self.host.advertise, endpoint.mac, endpoint.ips,
                               endpoint.name, endpoint.aliases).value()
 
     def unpublish(self, network: StoredNetwork, endpoint: StoredEndpoint) -> None:
@@ -486,7 +485,7 @@ class ClusterSegment:
         for endpoint in endpoints:
             network = by_id.get(endpoint.network_id)
             if network is not None and network.lost:
-                lost.append(Lost(endpoint, _first_address(endpoint), ""))
+                lost.append(Lost(endpoint, next(iter(endpoint.ips), ""), ""))
             elif network is not None:
                 again.append((network, endpoint))
         for start in range(0, len(again), REPUBLISH_BATCH):
@@ -689,11 +688,6 @@ def _claim_reads(claims: list[tuple[str, int, str]]) -> list[dict]:
     """The reads ``_plan`` wants for ``claims``: each address's holder, then each pool."""
     return ([range_op(key, "", 1, keys_only=False) for _, _, key in claims]
             + [range_op(keys.key("pools", name), "", 1) for name, _, _ in claims])
-
-
-def _first_address(endpoint: StoredEndpoint) -> str:
-    address = endpoint.address or endpoint.address_v6
-    return str(ipaddress.ip_interface(address).ip) if address else ""
 
 
 def _cidrs(names) -> str:

@@ -117,13 +117,11 @@ class Names:
     # -- this host's endpoints ----------------------------------------------------------------
     def published(self, network, endpoint) -> None:
         """Also when the endpoint's names change (names given again)."""
-        held = ([endpoint.name] if endpoint.name else []) + list(endpoint.aliases)
         key = LOCAL + endpoint.id
-        if not held:
+        if not endpoint.names:
             self.table.remove(network.clustered.pool, key)
             return
-        addresses = [str(ipaddress.ip_interface(a).ip) for a in endpoint.addresses]
-        self.table.put(network.clustered.pool, key, held, addresses)
+        self.table.put(network.clustered.pool, key, endpoint.names, endpoint.ips)
 
     def unpublished(self, network, endpoint) -> None:
         self.table.remove(network.clustered.pool, LOCAL + endpoint.id)

@@ -7,11 +7,11 @@ from dataclasses import replace
 
 from datapath.hostports import Claim, Key, PortInUse
 from spec.errors import Conflict
-from spec.stored import StoredEndpoint, StoredNetwork, StoredPort
+from spec.stored import StoredEndpoint, StoredNetwork
 
 from . import ports
 from .parts import Part
-from .records import _keys, _programmed, _published, endpoint_ports
+from .records import _keys, _programmed, _published, endpoint_ports, stored_port
 from .rollback import Rollback
 from .store import NetworkStore
 
@@ -45,7 +45,7 @@ class Publishing(Part):
                                      tuple(versions))
                 bindings = ports.bindings(pending, self._hold([p.claim for p in pending], rollback))
                 endpoint = replace(
-                    endpoint, ports=tuple(StoredPort(**b.__dict__) for b in bindings),
+                    endpoint, ports=tuple(stored_port(b) for b in bindings),
                     # Counts what Program stored: a request that removed the
                     # rules of a snapshot tells at its commit whether they are
                     # still the stored ones (by content, A-B-A would pass).

@@ -16,7 +16,7 @@ from datapath.hostports import Key
 from datapath.model import BridgeSpec, EndpointPorts, NetworkRules, PortBinding, VethSpec
 from spec import values
 from spec.errors import BadRequest, Conflict
-from spec.stored import IpamData, StoredEndpoint, StoredNetwork
+from spec.stored import IpamData, StoredEndpoint, StoredNetwork, StoredPort
 
 from .store import NetworkStore
 
@@ -81,7 +81,19 @@ def endpoint_ports(network: StoredNetwork, endpoint: StoredEndpoint) -> Endpoint
 
 
 def _bindings(endpoint: StoredEndpoint) -> list[PortBinding]:
-    return [PortBinding(p.proto, p.host_ip, p.host_port, p.container_ip, p.container_port) for p in endpoint.ports]
+    return [port_binding(p) for p in endpoint.ports]
+
+
+# A published port is two types, the store's (spec/) and the datapath's, since
+# neither layer may import the other; these are the one way between them.
+def port_binding(port: StoredPort) -> PortBinding:
+    return PortBinding(proto=port.proto, host_ip=port.host_ip, host_port=port.host_port,
+                       container_ip=port.container_ip, container_port=port.container_port)
+
+
+def stored_port(binding: PortBinding) -> StoredPort:
+    return StoredPort(proto=binding.proto, host_ip=binding.host_ip, host_port=binding.host_port,
+                      container_ip=binding.container_ip, container_port=binding.container_port)
 
 
 def _endpoint_reply(endpoint: StoredEndpoint) -> dict:

@@ -24,12 +24,12 @@ import json
 import os
 import sqlite3
 import threading
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 from datapath.locks import DEFAULT_TIMEOUT_S, FileLock, LockTimeout
 from datapath.model import VETH_HOST_PREFIX
 from datapath.names import tags
-from spec.stored import StoredEndpoint, StoredNetwork, missing_endpoint_fields, missing_network_fields
+from spec.stored import AskerNetwork, StoredEndpoint, StoredNetwork, missing_endpoint_fields, missing_network_fields
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS networks (
@@ -48,7 +48,7 @@ CREATE INDEX IF NOT EXISTS endpoints_by_network ON endpoints (network_id);
 CREATE INDEX IF NOT EXISTS networks_by_tag ON networks (json_extract(data, '$.tag'));
 CREATE INDEX IF NOT EXISTS endpoints_by_veth ON endpoints (json_extract(data, '$.host_veth'));
 -- The endpoints of one container (its sandbox): every DNS query asks which
--- networks the asking container is on (cluster.mode.ClusterMode._askers).
+-- networks the asking container is on (Transaction.asker_networks).
 CREATE INDEX IF NOT EXISTS endpoints_by_sandbox ON endpoints (json_extract(data, '$.sandbox'));
 -- Which endpoint holds an address of a network: CreateEndpoint refuses an
 -- address in use with one lookup rather than reading every endpoint.
@@ -101,6 +101,7 @@ CREATE TABLE IF NOT EXISTS address_names (
 """
 
 DB_NAME = "pontoon.db"
+R = TypeVar("R")
 
 
 def hexaddr(value: int) -> str:
@@ -213,13 +214,13 @@ class Transaction:
 
     # -- networks -----------------------------------------------------------
     def get_network(self, network_id: str) -> StoredNetwork | None:
-        return self._network("SELECT data FROM networks WHERE id = ?", network_id)
+        return self._one(StoredNetwork.from_json, "SELECT data FROM networks WHERE id = ?", network_id)
 
     def network_by_bridge(self, bridge: str) -> StoredNetwork | None:
-        return self._network("SELECT data FROM networks WHERE bridge = ?", bridge)
+        return self._one(StoredNetwork.from_json, "SELECT data FROM networks WHERE bridge = ?", bridge)
 
     def network_by_tag(self, tag: str) -> StoredNetwork | None:
-        return self._network("SELECT data FROM networks WHERE json_extract(data, '$.tag') = ?", tag)
+        return self._one(StoredNetwork.from_json, "SELECT data FROM networks WHERE json_extract(data, '$.tag') = ?", tag)
 
     def put_network(self, network: StoredNetwork) -> None:
         self._db.execute(
@@ -235,14 +236,11 @@ class Transaction:
 
     # -- endpoints ----------------------------------------------------------
     def get_endpoint(self, endpoint_id: str) -> StoredEndpoint | None:
-        return self._endpoint("SELECT data FROM endpoints WHERE id = ?", endpoint_id)
+        return self._one(StoredEndpoint.from_json, "SELECT data FROM endpoints WHERE id = ?", endpoint_id)
 
     def endpoint_by_veth(self, host_veth: str) -> StoredEndpoint | None:
-        return self._endpoint("SELECT data FROM endpoints WHERE json_extract(data, '$.host_veth') = ?", host_veth)
+        return self._one(StoredEndpoint.from_json, "SELECT data FROM endpoints WHERE json_extract(data, '$.host_veth') = ?", host_veth)
 
-    def endpoints_in_sandbox(self, sandbox: str) -> list[StoredEndpoint]:
-        return [StoredEndpoint.from_json(e)
-                for e in self._all("SELECT data FROM endpoints WHERE json_extract(data, '$.sandbox') = ?", sandbox)]
 
     def add_endpoint(self, endpoint: StoredEndpoint) -> None:
         """A new endpoint, with its addresses claimed in its network."""
@@ -263,9 +261,25 @@ class Transaction:
         ).fetchone()
         return None if row is None else row[0]
 
-    def address_holders(self, ip: str) -> list[str]:
-        """The endpoints, of any network, that hold ``ip`` (bare)."""
-        return [row[0] for row in self._db.execute("SELECT endpoint_id FROM endpoint_ips WHERE ip = ?", (ip,))]
+    def asker_networks(self, ip: str, network_id: str | None) -> list[AskerNetwork]:
+        """The networks of the container whose address (bare) on network
+        ``network_id`` is ``ip``: every network its sandbox is on (its own
+        alone while it is not joined). ``network_id`` None: on whichever
+        network holds ``ip``, and none when two do (neither container's).
+        Every DNS query asks (cluster.mode.ClusterMode._askers): one query,
+        on the indexes of addresses and sandboxes, reading the few fields it
+        needs rather than parsing the records."""
+        rows = self._db.execute("""
+            WITH holder AS (SELECT endpoint_id FROM endpoint_ips WHERE ip = :ip
+                                AND (:network_id IS NULL OR network_id = :network_id)),
+                 asker AS (SELECT network_id, json_extract(data, '$.sandbox') AS sandbox FROM endpoints
+                           WHERE id = (SELECT endpoint_id FROM holder) AND (SELECT count(*) FROM holder) = 1),
+                 mine AS (SELECT network_id FROM asker
+                          UNION SELECT network_id FROM endpoints
+                          WHERE json_extract(data, '$.sandbox') = (SELECT sandbox FROM asker WHERE sandbox != ''))
+            SELECT id, json_extract(data, '$.cluster.pool'), json_extract(data, '$.cluster.lost') FROM networks
+            WHERE id IN (SELECT network_id FROM mine)""", {"ip": ip, "network_id": network_id})
+        return [AskerNetwork(network, pool, bool(lost)) for network, pool, lost in rows]
 
     def delete_endpoint(self, endpoint_id: str) -> None:
         self._db.execute("DELETE FROM endpoints WHERE id = ?", (endpoint_id,))
@@ -384,13 +398,9 @@ class Transaction:
 
     # -- helpers --------------------------------------------------------------
     # Networks and endpoints are typed here, where they leave SQLite (spec.stored).
-    def _network(self, sql: str, *args) -> StoredNetwork | None:
+    def _one(self, parse: Callable[[Any], R], sql: str, *args) -> R | None:
         row = self._db.execute(sql, args).fetchone()
-        return None if row is None else StoredNetwork.from_json(json.loads(row[0]))
-
-    def _endpoint(self, sql: str, *args) -> StoredEndpoint | None:
-        row = self._db.execute(sql, args).fetchone()
-        return None if row is None else StoredEndpoint.from_json(json.loads(row[0]))
+        return None if row is None else parse(json.loads(row[0]))
 
     def _all(self, sql: str, *args) -> list[dict]:
         return [json.loads(r[0]) for r in self._db.execute(sql, args)]

@@ -45,6 +45,12 @@ def usable(values) -> tuple[str, ...]:
     return tuple(kept.values())
 
 
+def answered(name: str | None, aliases: tuple[str, ...]) -> tuple[str, ...]:
+    """Every name an endpoint answers to: its container's name, then its
+    aliases (a stored endpoint's and a cluster record's alike)."""
+    return ((name,) if name else ()) + aliases
+
+
 def optional_name(options: dict | None) -> str | None:
     """The endpoint name RequestAddress ``options`` carry, if any and valid:
     a name is an extra (a container without one is served all the same),

@@ -19,10 +19,12 @@ network driver (network_driver/) and the cluster (cluster/, names/) use them.
 """
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 from . import values
+from .names import answered
 from .errors import BadRequest
 
 
@@ -157,6 +159,11 @@ class StoredNetwork:
         return self.cluster is not None and bool(self.cluster.lost)
 
     @property
+    def host_address(self) -> str | None:
+        """This host's own address on a cluster network (cluster.hostaddr), if the store records one."""
+        return self.cluster.host_address if self.cluster is not None else None
+
+    @property
     def clustered(self) -> ClusterPart:
         """``cluster``, for the code that serves cluster networks only."""
         if self.cluster is None:
@@ -249,6 +256,15 @@ class StoredEndpoint:
     def addresses(self) -> tuple[str, ...]:
         return tuple(a for a in (self.address, self.address_v6) if a)
 
+    @property
+    def ips(self) -> tuple[str, ...]:
+        """``addresses`` without their prefix lengths, as DNS and the cluster's records give them."""
+        return tuple(str(ipaddress.ip_interface(a).ip) for a in self.addresses)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return answered(self.name, self.aliases)
+
     def to_json(self) -> dict:
         out = asdict(self)
         out.update(exposed=list(self.exposed), ports=[asdict(p) for p in self.ports])
@@ -291,6 +307,16 @@ class StoredEndpoint:
             portmap_request=None if portmap_request is None else _object(what, "portmap_request", portmap_request),
             lost=lost,
         )
+
+
+@dataclass(frozen=True)
+class AskerNetwork:
+    """A network of the container that asked a DNS query, as far as the
+    answer needs it (plugin.store's ``asker_networks``): read from the
+    record's JSON on every query, not parsed as a StoredNetwork."""
+    id: str
+    pool: str | None  # StoredNetwork.cluster.pool; None: not a cluster network
+    lost: bool  # StoredNetwork.lost
 
 
 # -- what the store's migration fills in records of earlier versions ----------------

@@ -3,12 +3,15 @@ round-trips, a damaged one is refused naming what is wrong, and a record an
 older version stored, without the fields that came later, reads back with
 their defaults once the store's migration has run."""
 import contextlib
+import dataclasses
 import json
 import re
 import sqlite3
 
 import pytest
 
+from datapath.model import PortBinding
+from network_driver.records import port_binding, stored_port
 from plugin.store import Store
 from spec.stored import (BadStoredRecord, ClusterPart, IpamData, LostAddress, NetworkOptions, StoredEndpoint,
                          StoredNetwork, StoredPort)
@@ -72,6 +75,32 @@ def test_an_endpoint_round_trips():
         tag=EID[:12], host_veth="ptv" + EID[:12], peer_veth="ptc" + EID[:12], name="web", aliases=("w",),
         port_generation=2, portmap_request={"portmap": [], "versions": [4, 6]}, lost=LostAddress("10.1.0.5", "h2"))
     assert StoredEndpoint.from_json(json.loads(json.dumps(endpoint.to_json()))) == endpoint
+
+
+def test_a_network_gives_the_host_address_its_cluster_part_records():
+    network = StoredNetwork(NID, NetworkOptions(), (), (), "{}")
+    assert network.host_address is None
+    clustered = dataclasses.replace(network, cluster=ClusterPart("LocalDefault/10.1.0.0/24", 4242))
+    assert clustered.host_address is None
+    assert dataclasses.replace(clustered, cluster=ClusterPart("LocalDefault/10.1.0.0/24", 4242, "10.1.0.254/24")
+                               ).host_address == "10.1.0.254/24"
+
+
+def test_an_endpoint_gives_its_bare_addresses_and_its_names_in_order():
+    endpoint = StoredEndpoint(EID, NID, "10.1.0.5/24", "fd00::5/64", name="web", aliases=("w", "abc123"))
+    assert endpoint.ips == ("10.1.0.5", "fd00::5")
+    assert endpoint.names == ("web", "w", "abc123")
+    v6_only = StoredEndpoint(EID, NID, address_v6="fd00::5/64", aliases=("w",))
+    assert (v6_only.ips, v6_only.names) == (("fd00::5",), ("w",))
+    assert (StoredEndpoint(EID, NID).ips, StoredEndpoint(EID, NID).names) == ((), ())
+
+
+def test_a_stored_port_and_the_datapaths_binding_convert_field_for_field():
+    # A field added to one type and not the other would be dropped on the way.
+    assert [f.name for f in dataclasses.fields(StoredPort)] == [f.name for f in dataclasses.fields(PortBinding)]
+    port = StoredPort("udp", "192.0.2.7", 5353, "10.1.0.5", 53)
+    assert port_binding(port) == PortBinding("udp", "192.0.2.7", 5353, "10.1.0.5", 53)
+    assert stored_port(port_binding(port)) == port
 
 
 @pytest.mark.parametrize("damage, message", [
