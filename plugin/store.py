@@ -241,7 +241,6 @@ class Transaction:
     def endpoint_by_veth(self, host_veth: str) -> StoredEndpoint | None:
         return self._one(StoredEndpoint.from_json, "SELECT data FROM endpoints WHERE json_extract(data, '$.host_veth') = ?", host_veth)
 
-
     def add_endpoint(self, endpoint: StoredEndpoint) -> None:
         """A new endpoint, with its addresses claimed in its network."""
         self.put_endpoint(endpoint)
