@@ -24,6 +24,7 @@ import json
 import os
 import sqlite3
 import threading
+from functools import lru_cache
 from typing import Callable, Iterator
 
 from datapath.locks import DEFAULT_TIMEOUT_S, FileLock, LockTimeout
@@ -386,14 +387,30 @@ class Transaction:
     # Networks and endpoints are typed here, where they leave SQLite (spec.stored).
     def _network(self, sql: str, *args) -> StoredNetwork | None:
         row = self._db.execute(sql, args).fetchone()
-        return None if row is None else StoredNetwork.from_json(json.loads(row[0]))
+        return None if row is None else _parsed_network(row[0])
 
     def _endpoint(self, sql: str, *args) -> StoredEndpoint | None:
         row = self._db.execute(sql, args).fetchone()
-        return None if row is None else StoredEndpoint.from_json(json.loads(row[0]))
+        return None if row is None else _parsed_endpoint(row[0])
 
     def _all(self, sql: str, *args) -> list[dict]:
         return [json.loads(r[0]) for r in self._db.execute(sql, args)]
+
+
+# A record parsed strictly costs several times its json.loads, and a
+# container's start reads its network three times and its endpoint twice
+# or more. The stored text is the key, so a changed record is a new key and
+# nothing needs invalidating; the records are frozen, and one that does not
+# parse raises again at every read (lru_cache keeps no exceptions).
+# Bounded, as a host's records are not: a few hundred KiB at most.
+@lru_cache(maxsize=128)
+def _parsed_network(data: str) -> StoredNetwork:
+    return StoredNetwork.from_json(json.loads(data))
+
+
+@lru_cache(maxsize=128)
+def _parsed_endpoint(data: str) -> StoredEndpoint:
+    return StoredEndpoint.from_json(json.loads(data))
 
 
 def restrict(state_dir: str) -> None:
