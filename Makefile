@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DOCKERD_SUITES ?= trixie sid
 DOCKERDS_STAMP := build/dockerd/.stamp
 
-.PHONY: run test unit venv clean bench reliability dockerds
+.PHONY: run test unit venv clean bench bench-share reliability dockerds
 BENCH_STAMP := $(VENV)/.installed-bench
 
 $(STAMP): pyproject.toml
@@ -47,6 +47,12 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 bench: $(BENCH_STAMP)
 	$(call need,$(BENCH_TOOLS))
 	$(PY) -m bench $(BENCH_ARGS)
+
+# The plugin's share of a container start, another checkout's server against
+# this one's (issue 22), into docs/bench-plugin-share.md: make bench-share OLD=path
+bench-share: $(STAMP)
+	test -n "$(OLD)" || { echo "make bench-share needs OLD=<another checkout>" >&2; exit 2; }
+	$(PY) -m bench.plugin_share $(OLD) .
 
 clean:
 	rm -rf $(VENV) build *.egg-info

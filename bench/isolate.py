@@ -26,14 +26,14 @@ def in_private_netns() -> bool:
     return bool(os.environ.get(ENV))
 
 
-def reexec_in_netns(argv: list[str]) -> int:
-    """Run ``python -m bench argv`` in a fresh namespace, delete it after."""
+def reexec_in_netns(argv: list[str], module: str = "bench") -> int:
+    """Run ``python -m module argv`` in a fresh namespace, delete it after."""
     ns = "ptbench" + secrets.token_hex(3)
     subprocess.run(["ip", "netns", "add", ns], check=True, timeout=30)
     try:
         subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True, timeout=30)
         env = {**os.environ, ENV: ns}
-        return subprocess.run(["nsenter", f"--net=/run/netns/{ns}", sys.executable, "-m", "bench",
+        return subprocess.run(["nsenter", f"--net=/run/netns/{ns}", sys.executable, "-m", module,
                                *argv], env=env).returncode
     finally:
         subprocess.run(["ip", "netns", "del", ns], timeout=30)

@@ -36,11 +36,11 @@ def _gunicorn(app, options: dict):
     # reconcile child works (see serve).
     from gunicorn.app.base import BaseApplication
 
-    from .worker import Worker
+    from .worker import Logger, Worker
 
     # gthread, reading requests in its loop: a slow client holds no thread
-    # (see plugin.worker).
-    options = {**options, "worker_class": Worker}
+    # (see plugin.worker); its logger skips access lines nobody logs.
+    options = {**options, "worker_class": Worker, "logger_class": Logger}
 
     class Gunicorn(BaseApplication):
         def load_config(self) -> None:

@@ -24,7 +24,8 @@ import json
 import os
 import sqlite3
 import threading
-from typing import Any, Callable, Iterator, TypeVar
+from functools import lru_cache
+from typing import Callable, Iterator, TypeVar
 
 from datapath.locks import DEFAULT_TIMEOUT_S, FileLock, LockTimeout
 from datapath.model import VETH_HOST_PREFIX
@@ -214,13 +215,13 @@ class Transaction:
 
     # -- networks -----------------------------------------------------------
     def get_network(self, network_id: str) -> StoredNetwork | None:
-        return self._one(StoredNetwork.from_json, "SELECT data FROM networks WHERE id = ?", network_id)
+        return self._one(_parsed_network, "SELECT data FROM networks WHERE id = ?", network_id)
 
     def network_by_bridge(self, bridge: str) -> StoredNetwork | None:
-        return self._one(StoredNetwork.from_json, "SELECT data FROM networks WHERE bridge = ?", bridge)
+        return self._one(_parsed_network, "SELECT data FROM networks WHERE bridge = ?", bridge)
 
     def network_by_tag(self, tag: str) -> StoredNetwork | None:
-        return self._one(StoredNetwork.from_json, "SELECT data FROM networks WHERE json_extract(data, '$.tag') = ?", tag)
+        return self._one(_parsed_network, "SELECT data FROM networks WHERE json_extract(data, '$.tag') = ?", tag)
 
     def put_network(self, network: StoredNetwork) -> None:
         self._db.execute(
@@ -236,10 +237,10 @@ class Transaction:
 
     # -- endpoints ----------------------------------------------------------
     def get_endpoint(self, endpoint_id: str) -> StoredEndpoint | None:
-        return self._one(StoredEndpoint.from_json, "SELECT data FROM endpoints WHERE id = ?", endpoint_id)
+        return self._one(_parsed_endpoint, "SELECT data FROM endpoints WHERE id = ?", endpoint_id)
 
     def endpoint_by_veth(self, host_veth: str) -> StoredEndpoint | None:
-        return self._one(StoredEndpoint.from_json, "SELECT data FROM endpoints WHERE json_extract(data, '$.host_veth') = ?", host_veth)
+        return self._one(_parsed_endpoint, "SELECT data FROM endpoints WHERE json_extract(data, '$.host_veth') = ?", host_veth)
 
     def add_endpoint(self, endpoint: StoredEndpoint) -> None:
         """A new endpoint, with its addresses claimed in its network."""
@@ -397,12 +398,30 @@ class Transaction:
 
     # -- helpers --------------------------------------------------------------
     # Networks and endpoints are typed here, where they leave SQLite (spec.stored).
-    def _one(self, parse: Callable[[Any], R], sql: str, *args) -> R | None:
+    def _one(self, parse: Callable[[str], R], sql: str, *args) -> R | None:
         row = self._db.execute(sql, args).fetchone()
-        return None if row is None else parse(json.loads(row[0]))
+        return None if row is None else parse(row[0])
 
     def _all(self, sql: str, *args) -> list[dict]:
         return [json.loads(r[0]) for r in self._db.execute(sql, args)]
+
+
+# A record parsed strictly costs several times its json.loads, and a
+# container's start reads its network three times and its endpoint twice
+# or more. The stored text is the key, so a changed record is a new key and
+# nothing needs invalidating; the records are frozen, and one that does not
+# parse raises again at every read (lru_cache keeps no exceptions).
+# Readers share one object: a record's dicts (aux, adopted, exposed, the
+# Program request) are never changed in place, only replaced (dataclasses.replace).
+# Bounded, as a host's records are not: a few hundred KiB at most.
+@lru_cache(maxsize=128)
+def _parsed_network(data: str) -> StoredNetwork:
+    return StoredNetwork.from_json(json.loads(data))
+
+
+@lru_cache(maxsize=128)
+def _parsed_endpoint(data: str) -> StoredEndpoint:
+    return StoredEndpoint.from_json(json.loads(data))
 
 
 def restrict(state_dir: str) -> None:

@@ -28,6 +28,7 @@ tests/reliability/test_freeze.py checks the behaviour with real sockets.
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 import selectors
@@ -36,6 +37,7 @@ import struct
 import time
 from functools import partial
 
+from gunicorn.glogging import Logger as GunicornLogger
 from gunicorn.workers.gthread import ThreadWorker
 
 # A whole request must arrive within this long of the connection being
@@ -146,3 +148,16 @@ class Worker(ThreadWorker):
         conn.request_bytes = None
         conn.data_ready = True
         super().enqueue_req(conn)
+
+
+class Logger(GunicornLogger):
+    """gunicorn's logger, building a request's access log line only when
+    the access log would take it. Given a logging config, gunicorn builds
+    every response's log atoms (its headers, the time formatted twice)
+    before the logger drops them, and plugin.logs sets "gunicorn.access" to
+    WARNING, below which gunicorn logs every request: about 30 us a request
+    (make bench's profile), a tenth of what gunicorn itself costs one."""
+
+    def access(self, resp, req, environ, request_time) -> None:
+        if self.access_log.isEnabledFor(logging.INFO):
+            super().access(resp, req, environ, request_time)

@@ -266,8 +266,12 @@ class StoredEndpoint:
         return answered(self.name, self.aliases)
 
     def to_json(self) -> dict:
-        out = asdict(self)
-        out.update(exposed=list(self.exposed), ports=[asdict(p) for p in self.ports])
+        # Field by field, not asdict: that deep-copies every dict the record
+        # holds (exposed ports, the Program request) for a caller that only
+        # serialises them, and was most of a store write's CPU.
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out.update(exposed=list(self.exposed), ports=[asdict(p) for p in self.ports],
+                   lost=None if self.lost is None else asdict(self.lost))
         for key in ("name", "portmap_request", "lost"):
             if out[key] is None:
                 del out[key]

@@ -32,6 +32,10 @@ def fresh_python(code: str, *wrapper: str) -> None:
     subprocess.run([*wrapper, sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)
 
 class Server:
+    # Where the server runs, and so which checkout's plugin it imports
+    # (bench.plugin_share runs other checkouts' servers).
+    cwd: Path = REPO
+
     def __init__(self, workdir: Path, name: str | None = None, workers: int = 1, threads: int = 8,
                  netns: str | None = None, flags: tuple[str, ...] = (), wrapper: tuple[str, ...] = ()):
         self.name = name or "pt" + secrets.token_hex(4)
@@ -59,7 +63,7 @@ class Server:
         ``env`` adds variables to the server's environment (test hooks)."""
         begin = time.monotonic()
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.command(), cwd=REPO, stdout=log, stderr=log,
+            self.proc = subprocess.Popen(self.command(), cwd=self.cwd, stdout=log, stderr=log,
                                          env={**os.environ, **(env or {})})
         while time.monotonic() - begin < timeout:
             if self.proc.poll() is not None:

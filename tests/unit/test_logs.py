@@ -39,3 +39,26 @@ def test_the_servers_logging_config_is_taken_and_writes_to_stderr(fmt, capsys, r
             ("pontoon.test", "ours 1", "info"), ("gunicorn.error", "theirs", "info")]
     else:
         assert lines[0].endswith("INFO pontoon.test: ours 1") and lines[1].endswith("INFO gunicorn.error: theirs")
+
+
+def test_gunicorns_access_line_is_built_only_when_it_would_be_logged(restored):
+    """plugin.worker.Logger: gunicorn builds a request's access atoms
+    whenever a logging config is given; ours only when "gunicorn.access"
+    takes INFO, which plugin.logs never sets."""
+    from gunicorn.config import Config
+
+    from plugin.worker import Logger
+
+    cfg = Config()
+    cfg.set("logconfig_dict", logs.config_dict("info", "text"))
+    logger = Logger(cfg)
+    built = []
+    logger.atoms = lambda *args: built.append(args) or {}
+    logger.access(None, None, {}, None)
+    assert built == []
+    logging.getLogger("gunicorn.access").setLevel(logging.INFO)
+    try:
+        logger.access(None, None, {}, None)
+    finally:
+        logging.getLogger("gunicorn.access").setLevel(logging.NOTSET)
+    assert len(built) == 1
