@@ -200,9 +200,11 @@ def _diagnosis(v: dict) -> list[str]:
         f"(nothing of the filter; Pontoon's isolation rules rely on it): {figures(UNFILTERED)}; with "
         "a raw-table NOTRACK for the subnet's addresses that are not the host's own (conntrack "
         f"skipped, the filter kept): {figures(UNTRACKED)}. What the second leaves of the first is "
-        "br_netfilter's own pass and the FORWARD chain's rules: no rule can lower them, since the "
-        "per-bridge `nf_call_iptables` can only raise the host's setting, and only a bridge in a "
-        "namespace of its own (as the overlay's) avoids them.",
+        "the rest of that path: every iptables table of the host's namespace (dockerd's and "
+        "Pontoon's, raw, nat and filter) that br_netfilter runs each frame through, which a "
+        "NOTRACK rule only adds to. No rule can take a frame off that path: the per-bridge "
+        "`nf_call_iptables` can only raise the host's setting, and only a bridge in a namespace of "
+        "its own (as the overlay's) avoids it.",
     ]
 
 
