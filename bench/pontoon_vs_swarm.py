@@ -225,22 +225,27 @@ def testbed(workdir: Path, per_system: int):
 
 
 @contextmanager
+def _on_each(hosts: list[Host], apply: list[str], undo: list[str]):
+    """``apply`` run on every host for the measure, ``undo`` after it."""
+    for host in hosts:
+        host.run(*apply)
+    try:
+        yield
+    finally:
+        for host in hosts:
+            host.run(*undo)
+
+
 def bridge_netfilter_off(hosts: list[Host]):
     """A diagnosis, not a setting for users: Pontoon's bridge is in the
     host's namespace, where dockerd has br_netfilter send bridged frames
     through iptables (Pontoon's isolation rules rely on it) and conntrack;
     the overlay's bridge is in a namespace of its own with no rules. With
     it off for one measurement, the difference is what that path costs."""
-    for host in hosts:
-        host.run("sysctl", "-q", "-w", f"{BRIDGE_NETFILTER}=0")
-    try:
-        yield
-    finally:
-        for host in hosts:
-            host.run("sysctl", "-q", "-w", f"{BRIDGE_NETFILTER}=1")
+    sysctl = ["sysctl", "-q", "-w"]
+    return _on_each(hosts, [*sysctl, f"{BRIDGE_NETFILTER}=0"], [*sysctl, f"{BRIDGE_NETFILTER}=1"])
 
 
-@contextmanager
 def untracked(hosts: list[Host]):
     """A diagnosis, not a setting for users: the frames of Pontoon's network
     between its containers (to an address of the subnet that is not the
@@ -251,13 +256,7 @@ def untracked(hosts: list[Host]):
     conntrack's share of the cost from the rest of that path's."""
     rule = ["PREROUTING", "-d", SUBNETS["pontoon"], "-m", "addrtype", "!", "--dst-type", "LOCAL",
             "-j", "CT", "--notrack"]
-    for host in hosts:
-        host.run("iptables", "-t", "raw", "-I", *rule)
-    try:
-        yield
-    finally:
-        for host in hosts:
-            host.run("iptables", "-t", "raw", "-D", *rule)
+    return _on_each(hosts, ["iptables", "-t", "raw", "-I", *rule], ["iptables", "-t", "raw", "-D", *rule])
 
 
 # Pontoon again, with one cost of its packets' path taken off for the measure.
