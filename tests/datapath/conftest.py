@@ -66,3 +66,6 @@ def kernel():
         yield k
     finally:
         k.cleanup()
+
+
+from .vxlan_lab import lab  # noqa: E402,F401  # the VXLAN tests' fixture, for every module here
