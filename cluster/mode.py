@@ -19,6 +19,7 @@ from dataclasses import replace
 
 from cluster import hostaddr, keys
 from cluster.dataplane import Dataplane
+from cluster.fastpaths import FastPaths
 from cluster.etcd import EtcdUnavailable, Tls
 from cluster.host import ClusterHost, HostIdTaken
 from cluster.hostrecord import Wireguard
@@ -74,10 +75,10 @@ class ClusterMode:
         self.host = cluster_host(settings)
         self.store = store
         self.settings = settings
-        guard = tunnel = None
+        guard = tunnel = fastpaths = None
         self._loopback = None  # datapath.dnsaddress with the real datapath: the host-wide DNS address
         if overlay is None:
-            from datapath import dnsaddress
+            from datapath import dnsaddress, fastpath
             from datapath import hostaddr as host_kernel
             from datapath.overlay import VXLAN_PORT
             from datapath.vxlanguard import VxlanGuard
@@ -87,13 +88,15 @@ class ClusterMode:
             self._loopback = dnsaddress
             guard = VxlanGuard(settings.name, VXLAN_PORT)
             tunnel = Tunnel(settings.name, settings.state_dir, self.host.host_id)
+            fastpaths = FastPaths(store, fastpath.apply, dp.vxlan_name, self.host.wait_stopped, fastpath.available)
             identity = tunnel.identity()  # only the public key leaves the host
             if identity is not None:
                 self.host.wireguard = Wireguard(**identity)
         assert dp is not None, "a fake overlay comes with its dataplane"
         addresses = None if host_kernel is None else \
             hostaddr.HostAddresses(self.host, host_kernel, self._remember_host_address, gateways)
-        self.segment = ClusterSegment(self.host, overlay, dp, addresses, guard, tunnel, settings.encrypt)
+        self.segment = ClusterSegment(self.host, overlay, dp, addresses, guard, tunnel, settings.encrypt,
+                                      fastpaths)
         self.names = Names(self.host.host_id, self._askers, settings.dns_resolv_conf, settings.dns_port) \
             if settings.dns_port else None
         self.segment.names = self.names
@@ -253,6 +256,8 @@ class ClusterMode:
             self.engine_names.start()
         if self._loopback is not None:
             threading.Thread(target=self._serve_host_wide, name="pontoon-dns-address", daemon=True).start()
+        if self.segment.fastpaths is not None:
+            self.segment.fastpaths.start()
         if self.segment.tunnel is not None:
             threading.Thread(target=self._take_new_keys, name="pontoon-rotate-key", daemon=True).start()
         networks, _ = self._stored()

@@ -200,6 +200,7 @@ class PeerWatch:
         for change in self._segment.overlay.sync_peers(self._spec, self._wanted()):
             log.info("peers of %s: %s", self._spec.name, change)
         self._guard()
+        self._segment.changed(self._network.id)
 
     def _event(self, kind: str, kv: KeyValue) -> None:
         """Only what changed: a record written again (a new lease) keeps its
@@ -240,8 +241,11 @@ class PeerWatch:
         # What a removed peer shared with a wanted one (its MAC, its
         # address) may have gone from the kernel with it: put those back.
         touched = {p.mac for p in gone} | {p.address for p in gone}
-        for peer in (after - before) | {p for p in after if p.mac in touched or p.address in touched}:
+        added = (after - before) | {p for p in after if p.mac in touched or p.address in touched}
+        for peer in added:
             self._segment.overlay.add_peer(self._spec, peer)
+        if gone or added:
+            self._segment.changed(self._network.id)
 
     def _members_read(self, kvs: list[KeyValue]) -> None:
         self._end_kept({kv.key.rsplit("/", 1)[1] for kv in kvs})

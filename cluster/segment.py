@@ -47,6 +47,7 @@ from .dataplane import Dataplane
 from .addrrecord import AddrHolder
 from .host import ClusterHost
 from .hostaddr import HostAddresses
+from .fastpaths import FastPaths
 from .peerwatch import PeerWatch
 
 if TYPE_CHECKING:  # the type only: names/ is a service beside cluster/, handed in by cluster.mode
@@ -85,15 +86,17 @@ class ClusterSegment:
     connectivity = "global"
 
     def __init__(self, host: ClusterHost, overlay, dp: Dataplane, host_addresses: HostAddresses | None = None, guard=None,
-                 tunnel=None, encrypt: bool = False):
+                 tunnel=None, encrypt: bool = False, fastpaths: FastPaths | None = None):
         """``overlay`` is a datapath.overlay.Overlay; ``dp`` the rest of the
         datapath the segment uses (cluster.dataplane). ``host_addresses``: None makes none (tests that count
         peers). ``guard``: a datapath.vxlanguard.VxlanGuard, None for none;
         ``tunnel``: a datapath.wireguard.Tunnel, None: no encrypted network.
         ``encrypt``: whether a network made without ``pontoon.encrypted`` is
         (the ``encrypt`` setting: the hosts of a cluster set it alike, and
-        one that does not is told by the agreement's 409)."""
+        one that does not is told by the agreement's 409). ``fastpaths``:
+        the networks' unicast off the bridge (cluster.fastpaths), None for none."""
         self.host = host
+        self.fastpaths = fastpaths
         self.overlay = overlay
         self.dp = dp
         self.host_addresses = host_addresses
@@ -268,6 +271,7 @@ class ClusterSegment:
         self.overlay.create(self.spec(network))
         self._publish_host_address(network)
         self._watch(network)
+        self.changed(network.id)
 
     def _publish_host_address(self, network: StoredNetwork, lease: int = 0) -> StoredEndpoint | None:
         endpoint = self.host_addresses.ensure(network) if self.host_addresses is not None else None
@@ -311,6 +315,11 @@ class ClusterSegment:
                 self._sealed[network.id] = network.clustered.pool
         watch.start()
 
+    def changed(self, network_id: str) -> None:
+        """The network's endpoints here or peers changed: its fast path follows."""
+        if self.fastpaths is not None:
+            self.fastpaths.touch(network_id)
+
     # -- endpoints ----------------------------------------------------------------
     def publish(self, network: StoredNetwork, endpoint: StoredEndpoint, lease: int = 0) -> None:
         if network.clustered.lost:
@@ -352,6 +361,10 @@ class ClusterSegment:
                     self._etcd.txn([value_is(key, record)], [delete_op(key)])
 
             self.host.now_or_later(f"unpublishing endpoint {endpoint.id}", delete)
+        self.changed(network.id)
+
+    def joined(self, network: StoredNetwork, endpoint: StoredEndpoint) -> None:
+        self.changed(network.id)  # the veth may be new (made again): its ways in follow
 
     def rename(self, network: StoredNetwork, before: StoredEndpoint, after: StoredEndpoint) -> None:
         """The endpoint's record written again with the names of ``after``
@@ -511,6 +524,7 @@ class ClusterSegment:
                     self.host_addresses.release(
                         replace(network, cluster=replace(network.clustered, host_address=own.address)))
             self._watch(network)
+            self.changed(network.id)
         return lost
 
     @contextmanager

@@ -430,6 +430,12 @@ def _fdb_entry(ipr, index: int, mac: str) -> str | None:
     return None
 
 
+def remote_macs(index: int) -> set[str]:
+    """The MACs the VXLAN device of link ``index`` forwards to other hosts."""
+    with netlink.connect() as ipr:
+        return set(_fdb(ipr, index))
+
+
 def _fdb(ipr, index: int) -> dict[str, str]:
     """MAC -> remote host of the device's own forwarding entries (those with
     a destination; the bridge's entries for the port have none)."""

@@ -182,6 +182,7 @@ class Endpoints(Part):
                 endpoint = replace(self._endpoint(tx, body["EndpointID"]), sandbox=sandbox)
                 tx.put_endpoint(endpoint)
             rollback.commit()
+        self._segment.joined(network, endpoint)
         reply: dict = {"InterfaceName": {"SrcName": endpoint.peer_veth,
                                          "DstPrefix": network.options.iface_prefix}}
         if not network.options.internal:

@@ -36,6 +36,11 @@ class Segment(Protocol):
     def unpublish(self, network: StoredNetwork, endpoint: StoredEndpoint) -> None:
         """Idempotent."""
 
+    def joined(self, network: StoredNetwork, endpoint: StoredEndpoint) -> None:
+        """After Join has stored the endpoint with its veth in place (made
+        again if a crash or a user had removed it): ways in to the veth
+        that the segment keeps may follow it. Never fails the Join."""
+
     def reconcile(self, networks: list[StoredNetwork], cut_short: list[StoredNetwork]) -> list[str]:
         """At start, in the reconcile child: the kernel side only, of the
         stored ``networks`` and of those whose create a crash cut short
@@ -63,6 +68,9 @@ class LocalSegment:
         pass
 
     def unpublish(self, network: StoredNetwork, endpoint: StoredEndpoint) -> None:
+        pass
+
+    def joined(self, network: StoredNetwork, endpoint: StoredEndpoint) -> None:
         pass
 
     def reconcile(self, networks: list[StoredNetwork], cut_short: list[StoredNetwork]) -> list[str]:

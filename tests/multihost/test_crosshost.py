@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import secrets
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from cluster import keys
+from datapath.fastpath import BLOCK_BASE
 from datapath.names import vxlan_name
 from plugin.store import DB_NAME
 from testbed.client import ProtocolError
@@ -44,6 +46,21 @@ def remote_neighbours(host, net) -> dict[str, str]:
     return {n["dst"]: n["lladdr"] for n in json.loads(out.stdout or "[]") if "PERMANENT" in n.get("state", [])}
 
 
+def fast_path_packets(host, net) -> tuple[int, int]:
+    """Packets the host's fast path (datapath.fastpath) carried past its
+    bridge on ``net``: into its containers from the VXLAN device, and out
+    of them to other hosts (the block their veths share)."""
+    device = vxlan_name(net.id)
+    vni = json.loads(ip("-n", host.ns, "-d", "-j", "link", "show", "dev", device).stdout)[0]["linkinfo"]["info_data"]["id"]
+
+    def carried(*target: str) -> int:
+        out = subprocess.run(["ip", "netns", "exec", host.ns, "tc", "-s", "filter", "show", *target],
+                             capture_output=True, text=True)
+        return sum(int(n) for n in re.findall(r"Sent \d+ bytes (\d+) pkt", out.stdout))
+
+    return carried("dev", device, "ingress"), carried("block", str(BLOCK_BASE + vni))
+
+
 def bare(cidr: str) -> str:
     return str(ipaddress.ip_interface(cidr).ip)
 
@@ -65,6 +82,11 @@ def test_containers_reach_each_other_across_hosts(cluster):
         for other in ctrs:
             if other is not ctr:
                 assert reaches(ctr, other), f"{ctr.address} cannot reach {other.address}"
+    # Container to container, the frames skip the bridges (and the host
+    # tables br_netfilter would run them through) both ways.
+    for host, net, ctr, other in zip(cluster.hosts, nets, ctrs, ctrs[1:] + ctrs[:1]):
+        wait_for(lambda: ctr.sandbox.ping(other.address) and min(fast_path_packets(host, net)) > 0,
+                 timeout=10, interval=0.2, what=f"the fast path of {host.id}")
     # One gateway address, and every host answers for it on its own bridge:
     # nothing crosses the underlay for it.
     gateway = nets[0].pool(False)["Gateway"]
@@ -78,6 +100,18 @@ def test_containers_reach_each_other_across_hosts(cluster):
     for host, net, ctr in zip(cluster.hosts, nets, ctrs):
         assert set(remote_neighbours(host, net)) == {bare(c.address) for c in ctrs if c is not ctr} | {
             address for holder, address in mine.items() if holder != host.id}
+
+
+def test_icc_off_keeps_every_frame_on_the_bridge_and_its_rules(cluster):
+    nets = [h.dockerd.create_network(subnet="10.91.0.0/24", options={"com.docker.network.bridge.enable_icc": "false"})
+            for h in cluster.hosts]
+    ctrs = [h.dockerd.run(net) for h, net in zip(cluster.hosts[:2], nets)]
+    time.sleep(1)  # what a fast path would have taken to come
+    assert not ctrs[0].sandbox.ping(ctrs[1].address)  # ICC off holds across hosts too
+    for host, net in zip(cluster.hosts[:2], nets):
+        out = subprocess.run(["ip", "netns", "exec", host.ns, "tc", "filter", "show", "dev", vxlan_name(net.id),
+                              "ingress"], capture_output=True, text=True)
+        assert "mirred" not in out.stdout
 
 
 def test_concurrent_allocations_are_distinct(cluster):
