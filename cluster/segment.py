@@ -361,10 +361,9 @@ class ClusterSegment:
                     self._etcd.txn([value_is(key, record)], [delete_op(key)])
 
             self.host.now_or_later(f"unpublishing endpoint {endpoint.id}", delete)
-        self.changed(network.id)
 
-    def joined(self, network: StoredNetwork, endpoint: StoredEndpoint) -> None:
-        self.changed(network.id)  # the veth may be new (made again): its ways in follow
+    def endpoints_changed(self, network: StoredNetwork) -> None:
+        self.changed(network.id)
 
     def rename(self, network: StoredNetwork, before: StoredEndpoint, after: StoredEndpoint) -> None:
         """The endpoint's record written again with the names of ``after``

@@ -130,6 +130,8 @@ class Endpoints(Part):
                     self._publishing.forget_ports_since(tx, network, endpoint, current, rollback)
                     tx.delete_endpoint(endpoint.id)
             rollback.commit()
+        if network is not None:
+            self._segment.endpoints_changed(network)
         return {}
 
     def _delete_unowned_veth(self, host_name: str) -> None:
@@ -182,7 +184,7 @@ class Endpoints(Part):
                 endpoint = replace(self._endpoint(tx, body["EndpointID"]), sandbox=sandbox)
                 tx.put_endpoint(endpoint)
             rollback.commit()
-        self._segment.joined(network, endpoint)
+        self._segment.endpoints_changed(network)
         reply: dict = {"InterfaceName": {"SrcName": endpoint.peer_veth,
                                          "DstPrefix": network.options.iface_prefix}}
         if not network.options.internal:

@@ -36,10 +36,10 @@ class Segment(Protocol):
     def unpublish(self, network: StoredNetwork, endpoint: StoredEndpoint) -> None:
         """Idempotent."""
 
-    def joined(self, network: StoredNetwork, endpoint: StoredEndpoint) -> None:
-        """After Join has stored the endpoint with its veth in place (made
-        again if a crash or a user had removed it): ways in to the veth
-        that the segment keeps may follow it. Never fails the Join."""
+    def endpoints_changed(self, network: StoredNetwork) -> None:
+        """After Join or DeleteEndpoint has committed: what the segment
+        derives from this host's endpoints and their veths (a Join may have
+        made a veth again, with a new index) follows. Never fails the call."""
 
     def reconcile(self, networks: list[StoredNetwork], cut_short: list[StoredNetwork]) -> list[str]:
         """At start, in the reconcile child: the kernel side only, of the
@@ -70,7 +70,7 @@ class LocalSegment:
     def unpublish(self, network: StoredNetwork, endpoint: StoredEndpoint) -> None:
         pass
 
-    def joined(self, network: StoredNetwork, endpoint: StoredEndpoint) -> None:
+    def endpoints_changed(self, network: StoredNetwork) -> None:
         pass
 
     def reconcile(self, networks: list[StoredNetwork], cut_short: list[StoredNetwork]) -> list[str]:

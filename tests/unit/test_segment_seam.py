@@ -17,6 +17,7 @@ class RecordingSegment:
     def __init__(self, refuse: str = ""):
         self.calls: list[tuple[str, str]] = []
         self.refuse = refuse
+        self.store = None  # the plugin's, once it is made
 
     def _record(self, what: str, obj) -> None:
         if what == self.refuse:
@@ -39,6 +40,11 @@ class RecordingSegment:
     def unpublish(self, network, endpoint):
         self._record("unpublish", endpoint)
 
+    def endpoints_changed(self, network):
+        # What the store holds then: the call comes once the change is committed.
+        with self.store.snapshot() as tx:
+            self.calls.append(("endpoints_changed", ",".join(e.id[:1] for e in tx.list_endpoints(network.id))))
+
     def reconcile(self, networks, cut_short):
         return [f"segment of {n.id}" for n in networks] + [f"cut short {n.id}" for n in cut_short]
 
@@ -53,6 +59,8 @@ EP = {"NetworkID": "a" * 64, "EndpointID": "e" * 64, "Interface": {"Address": "1
 
 def driver(tmp_path, segment) -> tuple[Plugin, network.NetworkDriver]:
     plugin = Plugin(tmp_path)
+    if segment is not None:
+        segment.store = plugin.store
     return plugin, network.NetworkDriver(plugin.store.transaction, plugin.store.snapshot,
                                          plugin.links, plugin.firewall, plugin.host_ports,
                                          segment=segment)
@@ -67,9 +75,14 @@ def test_the_segment_is_called_at_each_step_and_its_fields_stored(tmp_path):
         assert tx.get_network("a" * 64).cluster == CLUSTER
     drv.create_endpoint(EP)
     assert drv.reconcile()[-1] == f"segment of {'a' * 64}"
+    drv.join({**EP, "SandboxKey": "/var/run/docker/netns/x"})
+    drv.leave(EP)
     drv.delete_endpoint(EP)
     drv.delete_network({"NetworkID": "a" * 64})
-    assert [c[0] for c in segment.calls] == ["prepare", "attach", "publish", "unpublish", "detach"]
+    assert [c[0] for c in segment.calls] == ["prepare", "attach", "publish", "endpoints_changed", "unpublish",
+                                             "endpoints_changed", "detach"]
+    # Each told after its commit: after Join the endpoint is stored, after DeleteEndpoint it is gone.
+    assert [c[1] for c in segment.calls if c[0] == "endpoints_changed"] == ["e", ""]
 
 
 def test_without_a_segment_the_driver_is_the_single_host_one(tmp_path):
