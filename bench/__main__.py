@@ -46,7 +46,7 @@ def _docker_sections(quick: bool) -> dict:
     return out
 
 
-def _sections(quick: bool) -> dict:
+def _sections(quick: bool, swarm_hosts: int | None) -> dict:
     from . import etcd_history, footprint, ipam_scale, latency, multihost, overlay_peers, ports, profile, scale
     from . import pontoon_vs_swarm
 
@@ -62,7 +62,7 @@ def _sections(quick: bool) -> dict:
         "multihost": lambda: multihost.run(quick),
         "overlay": lambda: overlay_peers.run(quick),
         "etcd": lambda: etcd_history.run(quick),
-        "vs_swarm": lambda: pontoon_vs_swarm.run(quick),
+        "vs_swarm": lambda: pontoon_vs_swarm.run(quick, swarm_hosts),
     }
 
 
@@ -72,6 +72,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--quick", action="store_true", help="small counts, to try the machinery")
     parser.add_argument("--only", action="append", help="run only this section (repeatable)")
     parser.add_argument("--report-only", action="store_true", help="redraw from the last results")
+    parser.add_argument("--swarm-hosts", type=int, choices=(2, 3),
+                        help="hosts per system for vs_swarm (default: 3, as make bench runs it)")
     args = parser.parse_args(argv)
     if not args.report_only and not isolate.in_private_netns():
         return isolate.reexec_in_netns(argv)
@@ -83,7 +85,7 @@ def main(argv: list[str]) -> int:
         results = {**previous, "machine": machine.describe(), "quick": args.quick}
         results.setdefault("seconds", {})
         results.setdefault("failed", {})
-        for name, section in _sections(args.quick).items():
+        for name, section in _sections(args.quick, args.swarm_hosts).items():
             if args.only and name not in args.only:
                 continue
             print(f"bench: {name} ...", flush=True)

@@ -41,8 +41,10 @@ runs on the other's hosts.
   namespaces (nsenter; no image carries it), 1 and 4 streams, and host to
   host on the underlay addresses (the limit).
 - RTT and iperf3 also measure Pontoon twice more in the same rotations, as
-  diagnoses of what its packets cost (see DIAGNOSES): with bridged frames
-  kept out of iptables, and with the network's frames kept out of conntrack.
+  diagnoses of what its packets' path costs (see DIAGNOSES): with bridged
+  frames kept out of iptables, and with the network's frames kept out of
+  conntrack. Since its frames between hosts skip the bridge
+  (datapath.fastpath), both check that nothing of that cost is left.
 - killed host (last, once per run: host B stays down): kill -9 of what
   runs the system on B (Pontoon's: Pontoon and dockerd; the overlay's:
   dockerd, its swarm agent and gossip included), its containers left
@@ -94,8 +96,12 @@ UNFILTERED = "pontoon_unfiltered"
 UNTRACKED = "pontoon_untracked"
 BRIDGE_NETFILTER = "net.bridge.bridge-nf-call-iptables"
 REPLY_LIMIT = 30.0  # seconds a first reply may take before the pair fails
-FULL = {"hosts": 3, "reply_pairs": 12, "rtt_pairs": 8, "rtt_pings": 200, "iperf_pairs": 4, "iperf_seconds": 5,
-        "idle_seconds": 60, "idle_windows": 6, "idle_counts": (1, 10, 50),
+# Pairs and windows: the RTT, throughput and idle CPU ratios sit near 1, where
+# 8 RTT and 4 iperf3 rounds, and 60 s of idle in 10 s windows, let two runs
+# disagree on a verdict; these narrow a median's spread by a fifth (RTT,
+# iperf3) and nearly a third (idle: twice the windows), for 6 more minutes.
+FULL = {"hosts": 3, "reply_pairs": 12, "rtt_pairs": 12, "rtt_pings": 200, "iperf_pairs": 6, "iperf_seconds": 5,
+        "idle_seconds": 120, "idle_windows": 12, "idle_counts": (1, 10, 50),
         "name_pairs": 12, "gone_pairs": 12, "killed_window": 90}
 QUICK = {"hosts": 3, "reply_pairs": 2, "rtt_pairs": 2, "rtt_pings": 20, "iperf_pairs": 1, "iperf_seconds": 1,
          "idle_seconds": 6, "idle_windows": 2, "idle_counts": (1, 2),
@@ -241,7 +247,8 @@ def bridge_netfilter_off(hosts: list[Host]):
     host's namespace, where dockerd has br_netfilter send bridged frames
     through iptables (Pontoon's isolation rules rely on it) and conntrack;
     the overlay's bridge is in a namespace of its own with no rules. With
-    it off for one measurement, the difference is what that path costs."""
+    it off for one measurement, the difference is what that path still
+    costs the frames measured (nothing, once they skip the bridge)."""
     sysctl = ["sysctl", "-q", "-w"]
     return _on_each(hosts, [*sysctl, f"{BRIDGE_NETFILTER}=0"], [*sysctl, f"{BRIDGE_NETFILTER}=1"])
 
@@ -251,9 +258,9 @@ def untracked(hosts: list[Host]):
     between its containers (to an address of the subnet that is not the
     host's own, so the gateway, its DNS and published ports reached through
     a host address stay tracked) skip conntrack, with a raw-table NOTRACK.
-    They still pass br_netfilter and the FORWARD chain (Pontoon's network
-    chain accepts them by bridge), so against bridge_netfilter_off it tells
-    conntrack's share of the cost from the rest of that path's."""
+    Frames that still crossed the bridge would pass br_netfilter and the
+    FORWARD chain all the same, so against bridge_netfilter_off it tells
+    conntrack's share of that path's cost from the rest's."""
     rule = ["PREROUTING", "-d", SUBNETS["pontoon"], "-m", "addrtype", "!", "--dst-type", "LOCAL",
             "-j", "CT", "--notrack"]
     return _on_each(hosts, ["iptables", "-t", "raw", "-I", *rule], ["iptables", "-t", "raw", "-D", *rule])
@@ -543,8 +550,10 @@ def _summary(values: list[float]) -> dict:
     return {"values": values, "p50": percentile(values, 50), "p99": percentile(values, 99)}
 
 
-def run(quick: bool = False) -> dict:
-    counts = QUICK if quick else FULL
+def run(quick: bool = False, hosts: int | None = None) -> dict:
+    """``hosts`` per system: 2 or 3 (A and B measured, a third with its
+    container on the network all along); None: the counts' 3."""
+    counts = {**(QUICK if quick else FULL), **({"hosts": hosts} if hosts else {})}
     build = swarm_build()
     out: dict = {"counts": {k: list(v) if isinstance(v, tuple) else v for k, v in counts.items()},
                  "dockerd": build.version if build else None, "etcd": _etcd_version()}

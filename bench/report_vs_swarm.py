@@ -191,20 +191,19 @@ def _diagnosis(v: dict) -> list[str]:
         return (f"RTT p50 {_spread(rtt[f'{kind}_vs_pontoon']['p50'])}, "
                 + ", ".join(f"iperf3 {_streams(s)} {_spread(t[f'{kind}_vs_pontoon'])}" for s, t in iperf.items()))
     return [
-        "Why Pontoon's packets cost more, measured in the same rounds: Pontoon's bridge is in the "
-        "host's namespace, where dockerd sets `net.bridge.bridge-nf-call-iptables=1`, so each bridged "
-        "frame of the network passes br_netfilter, the host's FORWARD chain (Pontoon's network chain "
-        "accepts it) and conntrack; the overlay's bridge is in a namespace of its own with no rules. "
-        "Pontoon was measured twice more, each a diagnosis only, as a ratio to Pontoon as shipped "
-        "(for times below 1 is faster, for throughput above 1): with that sysctl at 0 on its hosts "
-        f"(nothing of the filter; Pontoon's isolation rules rely on it): {figures(UNFILTERED)}; with "
-        "a raw-table NOTRACK for the subnet's addresses that are not the host's own (conntrack "
-        f"skipped, the filter kept): {figures(UNTRACKED)}. What the second leaves of the first is "
-        "the rest of that path: every iptables table of the host's namespace (dockerd's and "
-        "Pontoon's, raw, nat and filter) that br_netfilter runs each frame through, which a "
-        "NOTRACK rule only adds to. No rule can take a frame off that path: the per-bridge "
-        "`nf_call_iptables` can only raise the host's setting, and only a bridge in a namespace of "
-        "its own (as the overlay's) avoids it.",
+        "Why Pontoon's frames between hosts skip its bridge: the bridge is in the host's namespace, "
+        "where dockerd sets `net.bridge.bridge-nf-call-iptables=1`, so every frame it forwards passes "
+        "br_netfilter and every iptables table of the host's namespace (dockerd's and Pontoon's); the "
+        "overlay's bridge is in a namespace of its own. Measured with these diagnoses before the fast "
+        "path (two runs at 362870f), that cost Pontoon a fifth of its RTT and up to a third of its "
+        "throughput: with the sysctl at 0, RTT p50 0.78 and 0.85 and throughput 1.07 to 1.51 of "
+        "Pontoon as shipped, while a raw NOTRACK (conntrack skipped, the tables kept) gained nothing. "
+        "A frame between a container and one on another host now goes past the bridge by tc "
+        "(docs/cluster.md, \"Unicast past the bridge\"), and the same two diagnoses, in the same "
+        "rounds, as a ratio to Pontoon as shipped (for times below 1 is faster, for throughput above "
+        "1), check that nothing of that cost is left on the measured path: with that sysctl at 0 on "
+        f"its hosts: {figures(UNFILTERED)}; with the raw NOTRACK for the subnet's addresses that are "
+        f"not the host's own: {figures(UNTRACKED)}.",
     ]
 
 

@@ -4,8 +4,9 @@ store and the network's VXLAN device say.
 One thread makes every rebuild: a request or a peer watch only marks its
 network (``touch``), so none of them waits for tc, and a burst of peers
 arriving costs one rebuild rather than one each. A rebuild that fails is
-tried again a second later; meanwhile frames take the bridge, which is
-slower, never wrong.
+tried again a second later, and less and less often while it keeps failing
+(a kernel without the tc parts used); meanwhile frames take the bridge,
+which is slower, never wrong.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from .local import LocalStore
 
 log = logging.getLogger("pontoon.cluster")
 
-RETRY_S = 1.0
+RETRY_S = 1.0  # after a failed rebuild, doubled while rebuilds keep failing
+RETRY_MAX_S = 60.0
 # The thread looks for its stop this often while nothing changes.
 IDLE_S = 5.0
 
@@ -58,13 +60,17 @@ class FastPaths:
     def _run(self) -> None:
         if not self._available():
             return
+        pause = RETRY_S
         while not self._stopped(0):
             with self._changed:
                 if not self._dirty:
                     self._changed.wait(IDLE_S)
                 dirty, self._dirty = self._dirty, set()
             failed = {network_id for network_id in sorted(dirty) if not self._rebuilt(network_id)}
-            if failed and not self._stopped(RETRY_S):
+            if not failed:
+                pause = RETRY_S
+            elif not self._stopped(pause):
+                pause = min(pause * 2, RETRY_MAX_S)
                 with self._changed:
                     self._dirty |= failed
 

@@ -197,10 +197,12 @@ class PeerWatch:
                           and all(not held.checks(p.address) or held.hosts.get(p.address) == host_of(key)
                                   for p in peers)}
             self._drop_kept_sharing(set().union(*self._known.values()))
-        for change in self._segment.overlay.sync_peers(self._spec, self._wanted()):
+        changes = self._segment.overlay.sync_peers(self._spec, self._wanted())
+        for change in changes:
             log.info("peers of %s: %s", self._spec.name, change)
         self._guard()
-        self._segment.changed(self._network.id)
+        if changes:  # a quiet watch is read again every WATCH_SILENCE_S, mostly finding nothing new
+            self._segment.changed(self._network.id)
 
     def _event(self, kind: str, kv: KeyValue) -> None:
         """Only what changed: a record written again (a new lease) keeps its

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 from . import rtnl, tool
 from .errors import DatapathError
+from .links import ALIAS_PREFIX
 from .overlay import remote_macs
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,10 @@ def render(path: FastPath, remote: set[str], blocks: dict[str, int | None]) -> s
     local = dict(path.local)
     lines = [f"qdisc replace dev {path.vxlan} clsact", f"filter del dev {path.vxlan} ingress"]
     lines += _table(f"dev {path.vxlan} ingress", local)
+    # A veth of ours that is no longer one of the network's here (its
+    # endpoint going, or its address another host's now) leaves the block.
+    lines += [f"qdisc del dev {dev} clsact" for dev, block in sorted(blocks.items())
+              if block == path.block and dev not in local.values()]
     for veth in sorted(local.values()):
         if veth in blocks and blocks[veth] != path.block:
             lines.append(f"qdisc del dev {veth} clsact")  # a block is set when the qdisc is made, not after
@@ -113,12 +118,22 @@ def apply(vxlan: str, vni: int, local: tuple[tuple[str, str], ...]) -> None:
         return
     path = FastPath(vxlan, vni, tuple((mac.lower(), veth) for mac, veth in local if veth in links))
     remote = remote_macs(links[vxlan].index)
-    tool.run("tc", "-batch", "-", stdin=render(path, remote, _blocks()), step=f"tc fast path of {vxlan}")
+    blocks = _blocks()
+    # The block is flushed whole: never one that a device not ours shares
+    # (ours carry the alias, as datapath.links tags them).
+    strangers = sorted(dev for dev, block in blocks.items() if block == path.block
+                       and (dev not in links or not links[dev].alias.startswith(ALIAS_PREFIX)))
+    if strangers:
+        raise DatapathError(f"tc fast path of {vxlan}", f"tc block {path.block} is also on "
+                                                         f"{', '.join(strangers)}, which is not ours")
+    tool.run("tc", "-batch", "-", stdin=render(path, remote, blocks), step=f"tc fast path of {vxlan}")
 
 
 def available() -> bool:
-    """Whether this host has tc and the kernel parts used (clsact, u32,
-    mirred, shared blocks): without them the bridge carries everything."""
+    """Whether this host has tc: without it the bridge carries everything.
+    (A kernel without clsact, u32, mirred or shared blocks fails each
+    rebuild instead, which cluster.fastpaths logs and tries less and less
+    often.)"""
     try:
         tool.run("tc", "-V")
     except (DatapathError, OSError) as exc:

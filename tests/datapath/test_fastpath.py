@@ -11,6 +11,7 @@ import subprocess
 import pytest
 
 from datapath import fastpath
+from datapath.errors import DatapathError
 from datapath.overlay import Peer
 from testbed.netns import run_in_netns
 from testbed.underlay import ip
@@ -130,9 +131,22 @@ def test_apply_is_idempotent_and_leaves_out_what_is_missing(lab):
     run_in_netns(a.host.ns, lambda: fastpath.apply("nosuchvx0", 1, ((a.mac, VETH),)))
 
 
-def test_no_local_endpoint_empties_the_device_table(lab):
+def test_no_local_endpoint_empties_the_device_table_and_a_veth_leaves_the_block(lab):
     a, b = lab
+    ip("-n", a.host.ns, "link", "set", VETH, "alias", "pontoon:lab")  # tagged ours, as datapath.links does
     apply(a)
     apply(a, ())
     assert macs(into_host(a)) == set()
+    assert "clsact" not in tc(a, "qdisc", "show", "dev", VETH)
     assert a.ping(b.address)  # the bridge carries everything again
+
+
+def test_a_block_shared_with_a_device_not_ours_is_left_alone(lab, kernel):
+    a, b = lab
+    apply(a)
+    stranger = kernel.link("st" + a.spec.name[-6:], a.host.ns)
+    ip("-n", a.host.ns, "link", "add", stranger, "type", "veth", "peer", "name", stranger + "p")
+    tc(a, "qdisc", "add", "dev", stranger, "ingress_block", str(fastpath.BLOCK_BASE + a.spec.vni), "clsact")
+    with pytest.raises(DatapathError, match=f"also on {stranger}, which is not ours"):
+        apply(a, ())
+    assert macs(out_of_host(a)) == {b.mac}  # not flushed

@@ -51,7 +51,8 @@ def fast_path_packets(host, net) -> tuple[int, int]:
     bridge on ``net``: into its containers from the VXLAN device, and out
     of them to other hosts (the block their veths share)."""
     device = vxlan_name(net.id)
-    vni = json.loads(ip("-n", host.ns, "-d", "-j", "link", "show", "dev", device).stdout)[0]["linkinfo"]["info_data"]["id"]
+    link = json.loads(ip("-n", host.ns, "-d", "-j", "link", "show", "dev", device).stdout)[0]
+    vni = link["linkinfo"]["info_data"]["id"]
 
     def carried(*target: str) -> int:
         out = subprocess.run(["ip", "netns", "exec", host.ns, "tc", "-s", "filter", "show", *target],

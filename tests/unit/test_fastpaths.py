@@ -52,6 +52,12 @@ def test_render_without_local_endpoints_empties_the_device_and_leaves_the_block(
     assert out == ["qdisc replace dev vx0 clsact", "filter del dev vx0 ingress"]
 
 
+def test_render_takes_a_veth_that_is_no_longer_the_networks_out_of_the_block():
+    out = lines(render(FastPath("vx0", 7, ((A, "ve1"),)), set(), {"ve1": BLOCK_BASE + 7, "ve2": BLOCK_BASE + 7,
+                                                               "other": 99}))
+    assert [line for line in out if line.startswith("qdisc del")] == ["qdisc del dev ve2 clsact"]
+
+
 def test_render_never_sends_a_local_mac_away():
     out = render(FastPath("vx0", 7, ((A, "ve1"),)), {A, B}, {})
     assert f"match ether dst {A} action mirred egress redirect dev vx0" not in out
@@ -92,7 +98,13 @@ class Keeper:
         self.called = threading.Event()
         self.fail = fail
         self.stop = threading.Event()
-        self.paths = FastPaths(store, self.apply, lambda tag: "vx-" + tag, self.stop.wait, lambda: available)
+        self.pauses: list[float] = []  # what the keeper waited, other than to look for its stop
+        self.paths = FastPaths(store, self.apply, lambda tag: "vx-" + tag, self.wait_stopped, lambda: available)
+
+    def wait_stopped(self, seconds: float) -> bool:
+        if seconds:
+            self.pauses.append(seconds)
+        return self.stop.wait(seconds)
 
     def apply(self, vxlan, vni, local):
         self.calls.append((vxlan, vni, local))
@@ -139,11 +151,12 @@ def test_icc_off_and_cut_off_networks_get_no_fast_path(keepers):
     assert [c[0] for c in keeper.wait(2)] == ["vx-n3", "vx-n3"]
 
 
-def test_a_failed_rebuild_is_tried_again(keepers, monkeypatch):
+def test_a_failed_rebuild_is_tried_again_and_again_more_slowly(keepers, monkeypatch):
     monkeypatch.setattr(fastpaths, "RETRY_S", 0.01)
-    keeper = keepers(Store([network("n1")], []), fail=2)
+    keeper = keepers(Store([network("n1")], []), fail=3)
     keeper.paths.start()
-    assert len(keeper.wait(3)) == 3
+    assert len(keeper.wait(4)) == 4
+    assert keeper.pauses == [0.01, 0.02, 0.04]  # less and less often while it keeps failing
 
 
 def test_a_touch_rebuilds_again(keepers):
