@@ -110,7 +110,7 @@ def test_a_veth_made_again_is_followed_by_the_next_rebuild(lab):
     ip("-n", a.host.ns, "link", "del", VETH)
     ip("-n", a.host.ns, "link", "add", VETH, "mtu", "1450", "type", "veth", "peer", "name", "eth0",
        "netns", a.container)
-    ip("-n", a.host.ns, "link", "set", VETH, "master", a.bridge, "up")
+    ip("-n", a.host.ns, "link", "set", VETH, "master", a.bridge, "alias", "pontoon:" + a.owner, "up")
     ip("-n", a.container, "link", "set", "eth0", "address", a.mac, "up")
     ip("-n", a.container, "addr", "add", f"{a.address}/24", "dev", "eth0")
     # The old filter's veth is gone: B's frames for A are dropped at A's
@@ -133,7 +133,6 @@ def test_apply_is_idempotent_and_leaves_out_what_is_missing(lab):
 
 def test_no_local_endpoint_empties_the_device_table_and_a_veth_leaves_the_block(lab):
     a, b = lab
-    ip("-n", a.host.ns, "link", "set", VETH, "alias", "pontoon:lab")  # tagged ours, as datapath.links does
     apply(a)
     apply(a, ())
     assert macs(into_host(a)) == set()

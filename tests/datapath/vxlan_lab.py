@@ -36,7 +36,7 @@ class Side:
         ip("-n", ns, "link", "set", self.bridge, "mtu", "1450", "up")
         ip("netns", "add", self.container)
         ip("-n", ns, "link", "add", "vc", "mtu", "1450", "type", "veth", "peer", "name", "eth0", "netns", self.container)
-        ip("-n", ns, "link", "set", "vc", "master", self.bridge, "up")
+        ip("-n", ns, "link", "set", "vc", "master", self.bridge, "alias", "pontoon:" + owner, "up")
         c = self.container
         ip("-n", c, "link", "set", "eth0", "address", self.mac, "up")
         ip("-n", c, "link", "set", "lo", "up")
