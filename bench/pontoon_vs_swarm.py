@@ -36,7 +36,7 @@ runs on the other's hosts.
   reply A's container gets from its address (the host's iputils ping,
   every 10 ms, timestamps from the kernel clock).
 - RTT: the host's iputils ping inside A's container's namespace (nsenter)
-  to B's container, every 10 ms.
+  to B's container, every 10 ms, and back to back (ping -A).
 - iperf3: Debian's binary run from the host inside the containers'
   namespaces (nsenter; no image carries it), 1 and 4 streams, and host to
   host on the underlay addresses (the limit).
@@ -100,10 +100,12 @@ REPLY_LIMIT = 30.0  # seconds a first reply may take before the pair fails
 # 8 RTT and 4 iperf3 rounds, and 60 s of idle in 10 s windows, let two runs
 # disagree on a verdict; these narrow a median's spread by a fifth (RTT,
 # iperf3) and nearly a third (idle: twice the windows), for 6 more minutes.
-FULL = {"hosts": 3, "reply_pairs": 12, "rtt_pairs": 12, "rtt_pings": 200, "iperf_pairs": 6, "iperf_seconds": 5,
+FULL = {"hosts": 3, "reply_pairs": 12, "rtt_pairs": 12, "rtt_pings": 200, "b2b_pings": 2000,
+        "iperf_pairs": 6, "iperf_seconds": 5,
         "idle_seconds": 120, "idle_windows": 12, "idle_counts": (1, 10, 50),
         "name_pairs": 12, "gone_pairs": 12, "killed_window": 90}
-QUICK = {"hosts": 3, "reply_pairs": 2, "rtt_pairs": 2, "rtt_pings": 20, "iperf_pairs": 1, "iperf_seconds": 1,
+QUICK = {"hosts": 3, "reply_pairs": 2, "rtt_pairs": 2, "rtt_pings": 20, "b2b_pings": 100,
+         "iperf_pairs": 1, "iperf_seconds": 1,
          "idle_seconds": 6, "idle_windows": 2, "idle_counts": (1, 2),
          "name_pairs": 2, "gone_pairs": 2, "killed_window": 20}
 
@@ -424,8 +426,12 @@ def gone_s(peers: Peers) -> tuple[float, float]:
     return max(0.0, replies[-1] - begin), returned
 
 
-def rtt_ms(peers: Peers, count: int) -> list[float]:
-    out = run_cmd(_nsenter(peers.a_pid, "ping", "-n", "-c", str(count), "-i", "0.01", peers.b_address),
+def rtt_ms(peers: Peers, count: int, paced: bool = True) -> list[float]:
+    """Paced: 10 ms apart, as an idle link's traffic comes, so each ping
+    also wakes the path's CPUs. Back to back (ping -A, the next as soon as
+    a reply is in, one in flight): the datapath's own cost, on a warm path."""
+    pacing = ["-i", "0.01"] if paced else ["-A"]
+    out = run_cmd(_nsenter(peers.a_pid, "ping", "-n", "-c", str(count), *pacing, peers.b_address),
                   timeout=count * 0.05 + 30).stdout
     times = [float(t) for t in re.findall(r"time=([\d.]+) ms", out)]
     if len(times) < count:
@@ -550,6 +556,11 @@ def _summary(values: list[float]) -> dict:
     return {"values": values, "p50": percentile(values, 50), "p99": percentile(values, 99)}
 
 
+def _overall(by_kind: dict[str, list[float]]) -> dict:
+    """Each kind's p50 and p99 over all of its rounds' values."""
+    return {kind: {k: v for k, v in _summary(values).items() if k != "values"} for kind, values in by_kind.items()}
+
+
 def run(quick: bool = False, hosts: int | None = None) -> dict:
     """``hosts`` per system: 2 or 3 (A and B measured, a third with its
     container on the network all along); None: the counts' 3."""
@@ -599,8 +610,12 @@ def run(quick: bool = False, hosts: int | None = None) -> dict:
         out["rtt"] = {p: pair_ratios([(r["pontoon"][p], r["overlay"][p]) for r in rows]) for p in ("p50", "p99")}
         out["rtt"] |= {f"{kind}_vs_pontoon": {p: pair_ratios([(r[kind][p], r["pontoon"][p]) for r in rows])
                                              for p in ("p50", "p99")} for kind in DIAGNOSES}
-        out["rtt"] |= {kind: {k: v for k, v in _summary(ms).items() if k != "values"}
-                       for kind, ms in per_kind.items()}
+        out["rtt"] |= _overall(per_kind)
+        rows = [{kind: _summary(rtt_ms(peers[kind], counts["b2b_pings"], paced=False)) for kind in order}
+                for order in rotations(counts["rtt_pairs"], *SYSTEMS)]
+        out["rtt_back_to_back"] = {p: pair_ratios([(r["pontoon"][p], r["overlay"][p]) for r in rows])
+                                   for p in ("p50", "p99")}
+        out["rtt_back_to_back"] |= _overall({kind: [x for r in rows for x in r[kind]["values"]] for kind in SYSTEMS})
 
         ends = {kind: ((_nsenter(p.a_pid), _nsenter(p.b_pid)), p.b_address) for kind, p in kinds.items()}
         ends["limit"] = ((["ip", "netns", "exec", hosts[0].ns], ["ip", "netns", "exec", hosts[1].ns]),

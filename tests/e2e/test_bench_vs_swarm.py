@@ -42,6 +42,10 @@ def test_quick_side_by_side_measures_every_row_on_both_systems(tmp_path):
     assert all(0 < v["rtt"][kind]["p50"] <= v["rtt"][kind]["p99"] for kind in kinds)
     assert all(v["rtt"][f"{kind}_vs_pontoon"]["p50"]["pairs"] == counts["rtt_pairs"]
                for kind in pontoon_vs_swarm.DIAGNOSES)
+    # Back to back too, on both systems, each round the same count of pings.
+    assert v["rtt_back_to_back"]["p50"]["pairs"] == counts["rtt_pairs"]
+    assert all(0 < v["rtt_back_to_back"][name]["p50"] <= v["rtt_back_to_back"][name]["p99"]
+               for name in ("pontoon", "overlay"))
     for streams in ("1", "4"):
         rows = v["iperf"][streams]["bps"]
         assert len(rows) == counts["iperf_pairs"]
@@ -67,4 +71,4 @@ def test_quick_side_by_side_measures_every_row_on_both_systems(tmp_path):
     table = [line for line in lines if line.startswith("| ") and "---" not in line]
     assert len(table) == 1 + len(report_vs_swarm.rows(v))  # the header and a row per figure
     written = report_vs_swarm.plots(v, tmp_path)
-    assert len(written) == 7 and all((tmp_path / name).stat().st_size > 0 for name in written)
+    assert len(written) == 8 and all((tmp_path / name).stat().st_size > 0 for name in written)
