@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import secrets
 import subprocess
 from dataclasses import dataclass
@@ -112,3 +113,9 @@ class Underlay:
 
 def link_stats(ns: str, name: str) -> dict:
     return json.loads(ip("-n", ns, "-s", "-j", "link", "show", name).stdout)[0]["stats64"]
+
+
+def filter_packets(shown: str) -> int:
+    """Packets the actions of ``tc -s filter show`` output acted on, from
+    their own counters (datapath.fastpath's redirects)."""
+    return sum(int(n) for n in re.findall(r"Sent \d+ bytes (\d+) pkt", shown))

@@ -14,6 +14,7 @@ from datapath import fastpath
 from datapath.errors import DatapathError
 from datapath.overlay import Peer
 from testbed.netns import run_in_netns
+from testbed.underlay import filter_packets as packets
 from testbed.underlay import ip
 
 from .vxlan_lab import GATEWAY
@@ -45,10 +46,6 @@ def out_of_host(side) -> str:
 def into_host(side) -> str:
     """The VXLAN device's ingress: frames for this host's containers."""
     return tc(side, "-s", "filter", "show", "dev", side.spec.name, "ingress")
-
-
-def packets(shown: str) -> int:
-    return sum(int(n) for n in re.findall(r"Sent \d+ bytes (\d+) pkt", shown))
 
 
 def macs(shown: str) -> set[str]:

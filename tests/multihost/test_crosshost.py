@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import re
 import secrets
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from testbed.client import ProtocolError
 from testbed.cluster import LEASE_TTL
 from testbed.dockerd import wait_for
 from testbed.sandbox import ip
+from testbed.underlay import filter_packets, netns_exec
 
 SUBNET = "10.90.0.0/24"
 # What a watch event and a netlink change may take on a loaded machine, on
@@ -55,9 +55,7 @@ def fast_path_packets(host, net) -> tuple[int, int]:
     vni = link["linkinfo"]["info_data"]["id"]
 
     def carried(*target: str) -> int:
-        out = subprocess.run(["ip", "netns", "exec", host.ns, "tc", "-s", "filter", "show", *target],
-                             capture_output=True, text=True)
-        return sum(int(n) for n in re.findall(r"Sent \d+ bytes (\d+) pkt", out.stdout))
+        return filter_packets(netns_exec(host.ns, "tc", "-s", "filter", "show", *target).stdout)
 
     return carried("dev", device, "ingress"), carried("block", str(BLOCK_BASE + vni))
 
