@@ -14,6 +14,8 @@ import logging
 import threading
 from typing import Callable
 
+from spec.stored import StoredNetwork
+
 from .local import LocalStore
 
 log = logging.getLogger("pontoon.cluster")
@@ -48,13 +50,13 @@ class FastPaths:
             self._dirty.add(network_id)
             self._changed.notify()
 
-    def start(self) -> None:
-        """At the worker's start: every cluster network once (a rebuild
-        finds what changed while no process ran), then as touched."""
-        with self._store.snapshot() as tx:
-            for network in tx.list_networks():
-                if network.cluster is not None:
-                    self.touch(network.id)
+    def start(self, networks: list[StoredNetwork]) -> None:
+        """At the worker's start, with the store's networks (the worker
+        reads them anyway): every cluster network once (a rebuild finds
+        what changed while no process ran), then as touched."""
+        for network in networks:
+            if network.cluster is not None:
+                self.touch(network.id)
         threading.Thread(target=self._run, name="pontoon-fast-path", daemon=True).start()
 
     def _run(self) -> None:

@@ -256,11 +256,11 @@ class ClusterMode:
             self.engine_names.start()
         if self._loopback is not None:
             threading.Thread(target=self._serve_host_wide, name="pontoon-dns-address", daemon=True).start()
+        networks, _ = self._stored()
         if self.segment.fastpaths is not None:
-            self.segment.fastpaths.start()
+            self.segment.fastpaths.start(networks)
         if self.segment.tunnel is not None:
             threading.Thread(target=self._take_new_keys, name="pontoon-rotate-key", daemon=True).start()
-        networks, _ = self._stored()
         if not any(n.cluster is not None for n in networks) and not self.host.owes():
             return
 

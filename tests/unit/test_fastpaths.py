@@ -94,6 +94,7 @@ class Keeper:
     """A FastPaths whose apply records its calls, and whose host stops when told."""
 
     def __init__(self, store, fail: int = 0, available: bool = True):
+        self.store = store
         self.calls: list[tuple] = []
         self.called = threading.Event()
         self.fail = fail
@@ -138,13 +139,13 @@ def test_start_rebuilds_every_cluster_network_with_its_usable_endpoints(keepers)
         StoredEndpoint("e4", "n2", mac=C, host_veth="ve4"),
     ]
     keeper = keepers(Store([network("n1"), network("n2"), network("local1", cluster=False)], endpoints))
-    keeper.paths.start()
+    keeper.paths.start(keeper.store.list_networks())
     assert sorted(keeper.wait(2)) == [("vx-n1", 4100, ((A, "ve1"),)), ("vx-n2", 4100, ((C, "ve4"),))]
 
 
 def test_icc_off_and_cut_off_networks_get_no_fast_path(keepers):
     keeper = keepers(Store([network("n1", icc=False), network("n2", lost="reclaimed"), network("n3")], []))
-    keeper.paths.start()
+    keeper.paths.start(keeper.store.list_networks())
     assert [c[0] for c in keeper.wait(1)] == ["vx-n3"]
     for network_id in ("n1", "n2", "gone", "n3"):  # taken in this order: n3's rebuild comes after the others'
         keeper.paths.touch(network_id)
@@ -154,7 +155,7 @@ def test_icc_off_and_cut_off_networks_get_no_fast_path(keepers):
 def test_a_failed_rebuild_is_tried_again_and_again_more_slowly(keepers, monkeypatch):
     monkeypatch.setattr(fastpaths, "RETRY_S", 0.01)
     keeper = keepers(Store([network("n1")], []), fail=3)
-    keeper.paths.start()
+    keeper.paths.start(keeper.store.list_networks())
     assert len(keeper.wait(4)) == 4
     assert keeper.pauses == [0.01, 0.02, 0.04]  # less and less often while it keeps failing
 
@@ -162,7 +163,7 @@ def test_a_failed_rebuild_is_tried_again_and_again_more_slowly(keepers, monkeypa
 def test_a_touch_rebuilds_again(keepers):
     store = Store([network("n1")], [])
     keeper = keepers(store)
-    keeper.paths.start()
+    keeper.paths.start(keeper.store.list_networks())
     keeper.wait(1)
     store.endpoints.append(StoredEndpoint("e1", "n1", mac=A, host_veth="ve1"))
     keeper.paths.touch("n1")
@@ -171,6 +172,6 @@ def test_a_touch_rebuilds_again(keepers):
 
 def test_nothing_runs_where_the_host_has_no_fast_path(keepers):
     keeper = keepers(Store([network("n1")], []), available=False)
-    keeper.paths.start()
+    keeper.paths.start(keeper.store.list_networks())
     keeper.paths.touch("n1")
     assert keeper.wait(1, rounds=10) == []
