@@ -44,6 +44,24 @@ shims=$(ps -eo pid=,args= | awk -v ns="$namespace" '
 # Tasks runc still has a state for, with or without a shim.
 states=$(ls "$runc_root" 2>/dev/null || true)
 
+# A shim killed is not yet gone: SIGKILL is delivered when the kernel next
+# runs it, and a dockerd started meanwhile would find it and panic again.
+# Gone means no process, or a zombie waiting for its parent.
+gone() {
+    state=$(ps -o stat= -p "$1" 2>/dev/null) || return 0
+    case $state in Z*) return 0 ;; esac
+    return 1
+}
+# Waits up to 10 s for PID to be gone; says so if it is not.
+wait_gone() {
+    tries=100
+    while ! gone "$1"; do
+        tries=$((tries - 1))
+        [ "$tries" -gt 0 ] || { echo "$0: shim $1 still runs 10 s after SIGKILL" >&2; return 1; }
+        sleep 0.1
+    done
+}
+
 found=0
 for id in $(printf '%s\n%s\n' "$(echo "$shims" | awk '{ print $2 }')" "$states" | sort -u); do
     found=1
@@ -53,7 +71,7 @@ for id in $(printf '%s\n%s\n' "$(echo "$shims" | awk '{ print $2 }')" "$states" 
             || echo "$0: runc could not delete task $id" >&2
     fi
     for pid in $(echo "$shims" | awk -v id="$id" '$2 == id { print $1 }'); do
-        kill -KILL "$pid" 2>/dev/null && echo "ended shim $pid of task $id"
+        kill -KILL "$pid" 2>/dev/null && wait_gone "$pid" && echo "ended shim $pid of task $id"
     done
 done
 [ "$found" = 1 ] || echo "no plugin task of namespace $namespace is left: nothing to do"

@@ -81,7 +81,8 @@ def test_dockerd_killed_while_restarting_the_plugin_panics_until_the_recovery_st
         "DOCKER_PLUGINS_NAMESPACE": dockerd.plugins_namespace})
     for shim in left:
         assert f"ended shim {shim} of task {pontoon.id}" in recovered.stdout, recovered.stdout
-    assert not dockerd.shims(pontoon.id), "the recovery step left the plugin's shim"
+    still = dockerd.shims(pontoon.id)
+    assert not still, f"the recovery step left the plugin's shims {still} (before it: {left}): {recovered.stdout}"
     dockerd.relaunch()
 
     assert dockerd.inspect("plugin", pontoon.driver)["Enabled"]
