@@ -188,8 +188,9 @@ def details(res: dict) -> list[str]:
 
 
 def _diagnosis(v: dict) -> list[str]:
-    """Why Pontoon's packets cost more: the diagnoses measured in the same
-    rounds, as ratios to Pontoon as shipped."""
+    """What is left on Pontoon's path of the cost its bridge paid: the
+    diagnoses measured in the same rounds, as ratios to Pontoon as shipped.
+    Only this run's figures: earlier runs' belong in docs/benchmarks.md."""
     if f"{UNTRACKED}_vs_pontoon" not in v["rtt"]:
         return []  # a run before the diagnoses were measured
     rtt, iperf = v["rtt"], v["iperf"]
@@ -201,15 +202,11 @@ def _diagnosis(v: dict) -> list[str]:
         "Why Pontoon's frames between hosts skip its bridge: the bridge is in the host's namespace, "
         "where dockerd sets `net.bridge.bridge-nf-call-iptables=1`, so every frame it forwards passes "
         "br_netfilter and every iptables table of the host's namespace (dockerd's and Pontoon's); the "
-        "overlay's bridge is in a namespace of its own. Measured with these diagnoses before the fast "
-        "path (two runs at 362870f), that cost Pontoon a fifth of its RTT and up to a third of its "
-        "throughput: with the sysctl at 0, RTT p50 0.78 and 0.85 and throughput 1.07 to 1.51 of "
-        "Pontoon as shipped, while a raw NOTRACK (conntrack skipped, the tables kept) gained nothing. "
-        "A frame between a container and one on another host now goes past the bridge by tc "
-        "(docs/cluster.md, \"Unicast past the bridge\"), and the same two diagnoses, in the same "
-        "rounds, as a ratio to Pontoon as shipped (for times below 1 is faster, for throughput above "
-        "1), check that nothing of that cost is left on the measured path: with that sysctl at 0 on "
-        f"its hosts: {figures(UNFILTERED)}; with the raw NOTRACK for the subnet's addresses that are "
+        "overlay's bridge is in a namespace of its own. A frame between a container and one on another "
+        "host goes past the bridge by tc (docs/cluster.md, \"Unicast past the bridge\"). Two diagnoses, "
+        "in the same rounds, as a ratio to Pontoon as shipped (for times below 1 is faster, for "
+        "throughput above 1), check that nothing of that cost is left on the measured path: with that "
+        f"sysctl at 0 on its hosts: {figures(UNFILTERED)}; with the raw NOTRACK for the subnet's addresses that are "
         f"not the host's own: {figures(UNTRACKED)}.",
     ]
 
