@@ -63,7 +63,10 @@ class HostDockerd(Dockerd):
 
     def start(self, timeout=60):
         self.base.mkdir(parents=True, exist_ok=True)
-        os.makedirs(PLUGINS, exist_ok=True)
+        # Mount points: on a fresh machine no containerd has made its
+        # directory yet (CI's first run of the bench's hosts failed on it).
+        for point in (PLUGINS, CONTAINERD):
+            os.makedirs(point, exist_ok=True)
         self.holder = subprocess.Popen(
             ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
              f"mount -t tmpfs pontoon-e2e {PLUGINS} && mount -t tmpfs pontoon-e2e {CONTAINERD}"
