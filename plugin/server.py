@@ -28,6 +28,14 @@ STATE_UMASK = 0o077
 # waited too: 0.5 ms took the CreateEndpoint + Join median at 16 clients from
 # about 50 to 40 ms (make bench, section 3).
 GIL_SWITCH_S = 0.0005
+# Where a worker's heartbeat file goes. gunicorn stamps it (utime) at every
+# turn of the worker's loop: once per request, once a second idle. On a
+# disk-backed /tmp each stamp is an inode change for the filesystem's
+# journal, which our own fsyncs keep busy, and gunicorn's worker_tmp_dir
+# setting warns that it can block a worker for arbitrary time. A memory
+# filesystem takes it at no cost; /dev/shm is one on every Linux host and in
+# a managed plugin's container.
+HEARTBEAT_DIR = "/dev/shm"
 
 
 def _gunicorn(app, options: dict):
@@ -116,6 +124,7 @@ def serve(settings: Settings) -> None:
         # whose loop is stuck is restarted rather than hanging dockerd forever.
         "timeout": 120,
         "graceful_timeout": 30,
+        "worker_tmp_dir": HEARTBEAT_DIR if os.access(HEARTBEAT_DIR, os.W_OK) else None,
         "logconfig_dict": logs.config_dict(settings.log_level, settings.log_format),
         "accesslog": None,
         "proc_name": f"pontoon-{settings.name}",

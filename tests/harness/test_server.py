@@ -1,12 +1,15 @@
 """The real server on its Unix socket: socket, signals, durability, concurrency."""
 from __future__ import annotations
 
+import os
 import random
 import socket
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
+from plugin.server import HEARTBEAT_DIR
 from testbed.server import Server
 
 
@@ -21,6 +24,15 @@ def test_nothing_listens_on_tcp_or_udp(server):
     server.client().ok("Plugin.Activate")  # workers are up
     assert server.socket_inodes(), "the server holds its Unix socket at least"
     assert server.inet_sockets() == []
+
+
+def test_the_workers_heartbeat_file_is_in_memory(server):
+    """gunicorn stamps it at every request: on the disk it waits behind
+    the store's fsyncs (plugin.server.HEARTBEAT_DIR)."""
+    server.client().ok("Plugin.Activate")  # workers are up
+    files = [os.readlink(fd) for pid in server.pids() for fd in Path(f"/proc/{pid}/fd").iterdir()]
+    heartbeats = [f for f in files if Path(f).name.startswith("wgunicorn-")]
+    assert heartbeats and all(f.startswith(HEARTBEAT_DIR + "/") for f in heartbeats), files
 
 
 def test_stale_socket_is_replaced(tmp_path):
